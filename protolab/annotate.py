@@ -1,0 +1,306 @@
+"""Annotate captured packets with where the state for each one lives.
+
+Where state lives: this module is an observer on the wire, so it rebuilds, from the packets alone,
+the state the endpoints must be holding (a DNS client's pending-query table, a kernel's port
+binding) and says for each packet which state it creates, uses, or finds missing, and who holds it.
+Nothing comes from a demo's own log: the same code annotates any capture of the same protocols.
+
+Memory stays bounded: the observer keeps pending DNS queries (as a client would) and a short window
+of recent rows, so that an ICMP error (RFC 1122 section 3.2.2.1: "port unreachable" when no socket
+is bound) can amend the row of the datagram it refers to, which usually arrived just before it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from enum import Enum
+
+from protolab.packets import PROTO_ICMP, PROTO_UDP, Decoded, decode
+from protolab.pcap import Record, read_pcap
+
+DNS_PORTS = frozenset({53, 5353})
+WINDOW = 32
+MAX_PENDING = 100_000
+
+
+class Holder(Enum):
+    CLIENT_APP = "client app memory"  #: a client process's own variables
+    CLIENT_KERNEL = "client kernel"  #: the client host's socket table
+    SERVER_APP = "server app memory"  #: a server process's own variables
+    SERVER_KERNEL = "server kernel"  #: the server host's socket table
+    SHARED_STORE = "shared store"  #: a database or cache outside the server process
+    TOKEN = "token"  #: state the client carries, signed or opaque
+    PACKET = "the packet"  #: state carried in this packet alone
+    NOBODY = "nobody"  #: state that was needed and is gone
+
+
+class Action(Enum):
+    CREATES = "creates"  #: this packet makes someone hold new state
+    USES = "uses"  #: this packet is handled with state someone already holds
+    ENDS = "ends"  #: this packet completes and frees state
+    MISSING = "finds missing"  #: this packet needs state that nobody holds
+    NONE = "none"  #: no state is involved
+
+
+@dataclass(frozen=True)
+class Row:
+    number: int
+    time: float  #: seconds since the first packet
+    src: str
+    dst: str
+    proto: str
+    summary: str
+    action: Action
+    holders: tuple[Holder, ...]
+    state: str  #: the "where state lives" sentence
+
+    def where(self) -> str:
+        return f"{self.action.value}: {self.state}" if self.action is not Action.NONE \
+            else self.state
+
+
+@dataclass
+class _Query:
+    number: int
+    time: float
+    question: str
+
+
+class Annotator:
+    """Feed decoded packets in capture order; rows come out in the same order."""
+
+    def __init__(self, dns_ports: Iterable[int] = DNS_PORTS) -> None:
+        self.dns_ports = frozenset(dns_ports)
+        self._t0: float | None = None
+        self._pending: OrderedDict[tuple[str, str, int], _Query] = OrderedDict()
+        self._answered: OrderedDict[tuple[str, str, int], int] = OrderedDict()
+        self._window: deque[tuple[Row, Decoded]] = deque()
+        self._count = 0
+
+    def feed(self, d: Decoded) -> list[Row]:
+        """Annotate one packet; return the rows that have left the window (in order)."""
+        self._count += 1
+        if self._t0 is None:
+            self._t0 = d.time
+        row = self._annotate(d, self._count, d.time - self._t0)
+        self._window.append((row, d))
+        out = []
+        while len(self._window) > WINDOW:
+            out.append(self._window.popleft()[0])
+        return out
+
+    def finish(self) -> list[Row]:
+        out = [row for row, _ in self._window]
+        self._window.clear()
+        return out
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    def _annotate(self, d: Decoded, number: int, rel: float) -> Row:
+        base = {"number": number, "time": rel, "src": d.endpoint("src"),
+                "dst": d.endpoint("dst"), "proto": d.transport}
+        if d.error and d.sport is None and d.icmp_type is None:
+            return Row(**base, summary=d.error, action=Action.NONE, holders=(),
+                       state="not decoded: " + d.error)
+        if d.proto == PROTO_UDP and self._is_dns(d):
+            return self._dns(d, base)
+        if d.proto == PROTO_UDP:
+            return Row(**base, summary=f"UDP {len(d.payload)} bytes", action=Action.NONE,
+                       holders=(Holder.PACKET,),
+                       state="no connection: this datagram stands alone; only the receiver's "
+                             "port binding (its kernel) is needed")
+        if d.tcp is not None:
+            return self._tcp(d, base)
+        if d.icmp_type is not None:
+            return self._icmp(d, base)
+        return Row(**base, summary=d.error or "IP", action=Action.NONE, holders=(),
+                   state="not annotated")
+
+    # -- DNS -------------------------------------------------------------------------------
+
+    def _is_dns(self, d: Decoded) -> bool:
+        if d.sport in self.dns_ports or d.dport in self.dns_ports:
+            return True
+        return _parse_dns(d.payload) is not None
+
+    def _dns(self, d: Decoded, base: dict) -> Row:
+        base = {**base, "proto": "DNS"}
+        msg = _parse_dns(d.payload)
+        if msg is None:
+            return Row(**base, summary=f"DNS? {len(d.payload)} bytes, malformed",
+                       action=Action.MISSING, holders=(Holder.NOBODY,),
+                       state="not a DNS message: the receiver drops it, no state changes")
+        qid, is_response, question, rcode, answers = msg
+        src, dst = d.endpoint("src"), d.endpoint("dst")
+        if not is_response:
+            key = (src, dst, qid)
+            self._pending[key] = _Query(base["number"], d.time, question)
+            self._bound(self._pending)
+            return Row(
+                **base, summary=f"query {qid:#06x} {question}",
+                action=Action.CREATES, holders=(Holder.CLIENT_APP, Holder.CLIENT_KERNEL),
+                state=(f"pending query {qid:#06x} ({question}), waiting for {dst} → client app "
+                       f"memory; the answer can only land on {src}'s socket → client kernel; "
+                       f"the server holds nothing"))
+        summary = f"answer {qid:#06x} {question} {rcode}" + (f" {answers}" if answers else "")
+        key = (dst, src, qid)
+        common = {**base, "summary": summary}
+        q = self._pending.get(key)
+        if q is not None and q.question == question:
+            del self._pending[key]
+            self._answered[key] = base["number"]
+            self._bound(self._answered)
+            rtt = (d.time - q.time) * 1000
+            return Row(**common, action=Action.ENDS, holders=(Holder.CLIENT_APP,),
+                       state=(f"client app memory matches it to query #{q.number} (source "
+                              f"{src}, id {qid:#06x}, question) and deletes the entry; RTT "
+                              f"{rtt:.0f} ms; the server kept nothing"))
+        if q is not None:
+            return Row(**common, action=Action.MISSING, holders=(Holder.CLIENT_APP,),
+                       state=(f"id {qid:#06x} matches query #{q.number} but the question "
+                              f"({question}) does not ({q.question}) → client drops it"))
+        if key in self._answered:
+            return Row(**common, action=Action.MISSING, holders=(Holder.NOBODY,),
+                       state=(f"id {qid:#06x} was already answered by #{self._answered[key]}: "
+                              f"the entry is gone → client drops it"))
+        same_id = [(k, v) for k, v in self._pending.items() if k[0] == dst and k[2] == qid]
+        if same_id:
+            (_, server, _), other = same_id[0]
+            return Row(**common, action=Action.MISSING, holders=(Holder.CLIENT_APP,),
+                       state=(f"id {qid:#06x} is pending (query #{other.number}) but for "
+                              f"{server}, not {src} → client drops it (spoofed source?)"))
+        waiting = [k[2] for k in self._pending if k[0] == dst and k[1] == src]
+        if waiting:
+            ids = ", ".join(f"{i:#06x}" for i in waiting[:4])
+            return Row(**common, action=Action.MISSING, holders=(Holder.CLIENT_APP,),
+                       state=(f"no pending query has id {qid:#06x} (pending for {src}: {ids}) "
+                              f"→ client drops it (forged, or late)"))
+        return Row(**common, action=Action.USES, holders=(Holder.CLIENT_APP,),
+                   state=(f"its query is not in this capture; the client matches it by source "
+                          f"{src}, id {qid:#06x} and question in its own memory"))
+
+    @staticmethod
+    def _bound(table: OrderedDict) -> None:
+        while len(table) > MAX_PENDING:
+            table.popitem(last=False)
+
+    # -- TCP (a first cut; the TCP lab refines it) --------------------------------------------
+
+    def _tcp(self, d: Decoded, base: dict) -> Row:
+        tcp = d.tcp
+        flags = "/".join(tcp.flag_names()) or "none"
+        summary = f"[{flags}] seq={tcp.seq} ack={tcp.ack} len={len(d.payload)}"
+        if tcp.flags & 0x04:
+            return Row(**base, summary=summary, action=Action.MISSING, holders=(Holder.NOBODY,),
+                       state="RST: the sender's kernel has no connection for this 4-tuple "
+                             "(or is discarding it)")
+        if tcp.flags & 0x02 and not tcp.flags & 0x10:
+            return Row(**base, summary=summary, action=Action.CREATES,
+                       holders=(Holder.CLIENT_KERNEL,),
+                       state="SYN: client kernel creates a connection entry (SYN_SENT) keyed by "
+                             "the 4-tuple, with its initial sequence number")
+        if tcp.flags & 0x02:
+            return Row(**base, summary=summary, action=Action.CREATES,
+                       holders=(Holder.SERVER_KERNEL,),
+                       state="SYN-ACK: server kernel holds a half-open entry (SYN_RECV) with "
+                             "both sequence numbers")
+        if tcp.flags & 0x01:
+            return Row(**base, summary=summary, action=Action.ENDS,
+                       holders=(Holder.CLIENT_KERNEL, Holder.SERVER_KERNEL),
+                       state="FIN: this direction is closing; both kernels keep the entry "
+                             "until the close completes")
+        return Row(**base, summary=summary, action=Action.USES,
+                   holders=(Holder.CLIENT_KERNEL, Holder.SERVER_KERNEL),
+                   state="both kernels hold the connection: sequence and ack numbers must fit "
+                         "their windows")
+
+    # -- ICMP ------------------------------------------------------------------------------
+
+    def _icmp(self, d: Decoded, base: dict) -> Row:
+        q = d.quoted
+        v6 = d.proto != PROTO_ICMP
+        unreachable = (d.icmp_type, d.icmp_code) == ((1, 4) if v6 else (3, 3))
+        name = "ICMPv6" if v6 else "ICMP"
+        if q is None or not unreachable:
+            return Row(**base, summary=f"{name} type {d.icmp_type} code {d.icmp_code}",
+                       action=Action.NONE, holders=(), state="control message")
+        dport = q.dport
+        target = f"{q.dst}:{dport}"
+        origin = f"{q.src}:{q.sport}"
+        cause = self._amend_cause(origin, target, base["number"])
+        about = f" (#{cause})" if cause else ""
+        return Row(**base, summary=f"{name} port unreachable for {origin} → {target}",
+                   action=Action.MISSING, holders=(Holder.NOBODY,),
+                   state=(f"no socket is bound to {target}: the kernel there answers the datagram"
+                          f"{about} with this error; nobody holds the state it was for"))
+
+    def _amend_cause(self, origin: str, target: str, icmp_number: int) -> int | None:
+        """Find the datagram this ICMP error is about in the window and rewrite its row."""
+        for i in range(len(self._window) - 1, -1, -1):
+            row, d = self._window[i]
+            if row.src == origin and row.dst == target and d.proto == PROTO_UDP:
+                state = (f"arrives at {target}, where no socket is bound any more: the kernel "
+                         f"answers with ICMP port unreachable (#{icmp_number})")
+                if row.proto == "DNS" and row.action is Action.ENDS:
+                    state = (f"would match a pending query, but the client closed its socket: "
+                             f"nobody holds the entry, and {target} is unbound; the kernel "
+                             f"answers with ICMP port unreachable (#{icmp_number})")
+                self._window[i] = (replace(row, action=Action.MISSING,
+                                           holders=(Holder.NOBODY,), state=state), d)
+                return row.number
+        return None
+
+
+def _parse_dns(payload: bytes) -> tuple[int, bool, str, str, str] | None:
+    """(id, is_response, question, rcode, answers) or None when the payload is not DNS."""
+    if len(payload) < 12 or int.from_bytes(payload[4:6], "big") != 1:
+        return None
+    import dns.exception
+    import dns.message
+    import dns.rcode
+
+    try:
+        msg = dns.message.from_wire(payload)
+    except (dns.exception.DNSException, ValueError, UnicodeError, IndexError):
+        return None
+    if len(msg.question) != 1:
+        return None
+    q = msg.question[0]
+    import dns.rdatatype
+
+    question = f"{q.name} {dns.rdatatype.to_text(q.rdtype)}"
+    answers = " ".join(rd.to_text() for rrset in msg.answer for rd in rrset)
+    return msg.id, bool(msg.flags & 0x8000), question, dns.rcode.to_text(msg.rcode()), answers
+
+
+def annotate(packets: Iterable[Decoded], dns_ports: Iterable[int] = DNS_PORTS) -> Iterator[Row]:
+    """Annotate decoded packets, streaming."""
+    a = Annotator(dns_ports)
+    for d in packets:
+        yield from a.feed(d)
+    yield from a.finish()
+
+
+def annotate_records(records: Iterable[Record],
+                     dns_ports: Iterable[int] = DNS_PORTS) -> Iterator[Row]:
+    return annotate((decode(r.data, r.linktype, r.time) for r in records), dns_ports)
+
+
+def annotate_file(path: str | os.PathLike[str],
+                  dns_ports: Iterable[int] = DNS_PORTS) -> Iterator[Row]:
+    """Annotate a capture file, streaming. Raises PcapError after the last readable packet."""
+    return annotate_records(read_pcap(path), dns_ports)
+
+
+def format_rows(rows: Iterable[Row], width: int = 64) -> str:
+    """The annotation table (tabulate), the "where state lives" column last."""
+    from tabulate import tabulate
+
+    table = [(r.number, f"{r.time:.3f}", f"{r.src} → {r.dst}", r.proto, r.summary, r.where())
+             for r in rows]
+    return tabulate(table, headers=("#", "time", "source → destination", "proto", "summary",
+                                    "where state lives"),
+                    maxcolwidths=[None, None, 30, None, 36, width])

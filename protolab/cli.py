@@ -1,0 +1,122 @@
+"""The `protolab` command: parses arguments and calls library functions, nothing else.
+
+Every subcommand's module is imported only when that subcommand runs, so `protolab --help` stays
+fast (no scapy, no aioquic, no dnspython). Bad input ends in one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from protolab import __version__
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+class CliError(Exception):
+    """A problem the user can fix: printed as one line, exit status 2."""
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535, not {value}")
+    return value
+
+
+def _count(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {low}..{high}, not {value}")
+        return value
+
+    return parse
+
+
+def cmd_dns_demo(args: argparse.Namespace) -> int:
+    from protolab.dnsdemo import run_dns_demo
+
+    try:
+        result = run_dns_demo(queries=args.queries, port=args.port, capture=not args.no_capture,
+                              pcap=args.pcap)
+    except PermissionError as exc:
+        raise CliError(f"cannot bind or write: {exc.strerror} ({exc.filename or 'port'})") \
+            from None
+    except OSError as exc:
+        where = f"127.0.0.1:{args.port}" if args.port else "the lab"
+        raise CliError(f"cannot run {where}: {exc.strerror or exc}") from None
+    ok = len(result.matched) == args.queries + 1 and result.complete is not False
+    return 0 if ok else EXIT_FAILED
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from protolab.annotate import annotate_file, format_rows
+    from protolab.pcap import PcapError
+
+    rows = []
+    try:
+        for row in annotate_file(args.file, dns_ports=set(args.dns_port or ()) | {53, 5353}):
+            rows.append(row)
+    except PcapError as exc:
+        if rows:
+            print(format_rows(rows))
+        print(f"protolab: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(format_rows(rows))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="protolab",
+        description="See where state lives in network protocols: run a demo, capture it, read "
+                    "the annotated capture.")
+    parser.add_argument("--version", action="version", version=f"protolab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "dns-demo", help="DNS over UDP: answers matched to queries by ID (the headline lab)",
+        description="A lab DNS server and a client on one UDP socket: out-of-order answers "
+                    "matched by query ID, forged answers dropped, an answer to a closed socket. "
+                    "Captures the traffic (needs root or CAP_NET_RAW) and annotates it.")
+    p.add_argument("--queries", type=_count(1, 200), default=5, metavar="N",
+                   help="queries sent at once in part 1 (default 5)")
+    p.add_argument("--port", type=_port, default=0,
+                   help="the lab server's UDP port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--no-capture", action="store_true", help="run without capturing")
+    p.add_argument("--pcap", metavar="PATH",
+                   help="where to write the capture (default captures/dns-demo.pcap)")
+    p.set_defaults(func=cmd_dns_demo)
+
+    p = sub.add_parser(
+        "inspect", help="annotate a pcap file: where the state for each packet lives",
+        description="Read a classic pcap file and print one row per packet with the state it "
+                    "creates, uses or finds missing, and who holds that state.")
+    p.add_argument("file", help="a classic pcap file")
+    p.add_argument("--dns-port", type=_port, action="append", metavar="PORT",
+                   help="also decode UDP on this port as DNS (53 and 5353 always are)")
+    p.set_defaults(func=cmd_inspect)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except CliError as exc:
+        print(f"protolab: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("protolab: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,293 @@
+"""`protolab dns-demo`: DNS matches answers to queries by ID, and the client holds that state.
+
+Where state lives: the client's pending-query table (app memory) and its socket's port binding
+(kernel); the server holds nothing between queries. The demo runs the lab server and a client over
+one UDP socket, forges answers, answers a client that has gone, captures all of it and annotates the
+capture. It returns a `DnsDemoResult` with every fact it printed, so tests check the same facts.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dns.message
+import dns.rrset
+
+from protolab.annotate import Row, annotate_records, format_rows
+from protolab.capture import Capture, CaptureSummary, fix_hint
+from protolab.dns import (
+    LAB_ZONE,
+    AnswerMatched,
+    AnswerRejected,
+    DnsClient,
+    DnsServer,
+    Event,
+    QueryAbandoned,
+    QuerySent,
+    ServerCounters,
+)
+from protolab.packets import PROTO_UDP, Decoded, decode
+from protolab.paths import default_capture_path, reference_capture
+from protolab.pcap import read_pcap
+from protolab.udpnet import UdpServerThread
+
+LAB = "dns-demo"
+ANSWER_WAIT = 2.0
+
+
+@dataclass
+class DnsDemoResult:
+    server: tuple[str, int]
+    client_port: int = 0
+    sent: list[QuerySent] = field(default_factory=list)
+    matched: list[AnswerMatched] = field(default_factory=list)
+    rejected: list[AnswerRejected] = field(default_factory=list)
+    abandoned: list[QueryAbandoned] = field(default_factory=list)
+    forged_qid: int = 0
+    bank_qid: int = 0
+    late_qid: int = 0
+    late_port: int = 0  #: the client port that was closed before its answer came
+    icmp_seen: bool | None = None  #: None when capture was off
+    capture: CaptureSummary | None = None
+    rows: list[Row] = field(default_factory=list)
+    server_counters: ServerCounters | None = None
+    complete: bool | None = None  #: capture holds every datagram the server counted
+
+
+def _table(rows: list, headers: tuple[str, ...]) -> str:
+    from tabulate import tabulate
+
+    return tabulate(rows, headers=headers)
+
+
+class _ClientIO:
+    """The client's socket, driving a `DnsClient` core (feed, then collect events)."""
+
+    def __init__(self, core: DnsClient, result: DnsDemoResult) -> None:
+        self.core = core
+        self.result = result
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+
+    def query(self, name: str, rdtype: str) -> int:
+        wire = self.core.send_query(name, rdtype, time.monotonic())
+        self.sock.sendto(wire, self.core.server)
+        return int.from_bytes(wire[:2], "big")
+
+    def collect(self, until: Callable[[], bool], timeout: float = ANSWER_WAIT) -> list[Event]:
+        """Receive and feed datagrams until `until()` holds or `timeout` passes."""
+        events: list[Event] = []
+        deadline = time.monotonic() + timeout
+        while not until():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self.sock.settimeout(remaining)
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except TimeoutError:
+                break
+            self.core.receive(data, addr, time.monotonic())
+            events.extend(self._drain())
+        return events
+
+    def _drain(self) -> list[Event]:
+        events = []
+        while (ev := self.core.next_event()) is not None:
+            events.append(ev)
+            if isinstance(ev, QuerySent):
+                self.result.sent.append(ev)
+            elif isinstance(ev, AnswerMatched):
+                self.result.matched.append(ev)
+            elif isinstance(ev, AnswerRejected):
+                self.result.rejected.append(ev)
+            elif isinstance(ev, QueryAbandoned):
+                self.result.abandoned.append(ev)
+        return events
+
+    def close(self) -> None:
+        self.sock.close()
+        self.core.close()
+        self._drain()
+
+
+def forge_answer(qid: int, name: str, rdtype: str, value: str) -> bytes:
+    """An answer an attacker would send: right question, the attacker's address."""
+    query = dns.message.make_query(name, rdtype, id=qid, use_edns=False)
+    response = dns.message.make_response(query)
+    response.answer.append(dns.rrset.from_text(name, 60, "IN", rdtype, value))
+    return response.to_wire()
+
+
+def run_dns_demo(queries: int = 5, port: int = 0, capture: bool = True,
+                 pcap: str | Path | None = None, out: Callable[[str], None] = print,
+                 capture_off_reason: str = "--no-capture") -> DnsDemoResult:
+    """Run the whole demo; print the story through `out`; return the facts."""
+    names = [e for e in LAB_ZONE if e.name not in ("bank.lab.", "late.lab.")]
+    path = Path(pcap) if pcap else default_capture_path(LAB)
+    server = UdpServerThread(DnsServer(), port=port, reuseport=True).start()
+    result = DnsDemoResult(server=server.address)
+    try:
+        with Capture([server.address[1]], path, enabled=capture,
+                     off_reason=capture_off_reason) as cap:
+            if not cap.active:
+                ref = reference_capture(LAB)
+                out(f"capture off: {cap.summary.off_reason}"
+                    + ("" if capture_off_reason == cap.summary.off_reason else f"; {fix_hint()}")
+                    + f". The demo runs anyway; reference capture: protolab inspect {ref}")
+            _part1(server, result, cap, names, queries, out)
+            _part2(server, result, cap, out)
+            _part3(server, result, cap, out)
+        result.capture = cap.summary
+        result.server_counters = server.core.counters
+    finally:
+        server.stop()
+    if cap.active:
+        _show_capture(result, cap.summary, server.address[1], out)
+    _summary(out)
+    return result
+
+
+def _part1(server: UdpServerThread, result: DnsDemoResult, cap: Capture, names: list,
+           queries: int, out: Callable[[str], None]) -> None:
+    client = _ClientIO(DnsClient(server.address), result)
+    cap.add_port(client.port)
+    result.client_port = client.port
+    out(f"\n1. {queries} queries at once over ONE UDP socket (127.0.0.1:{client.port}) "
+        f"to the lab server {server.address[0]}:{server.address[1]}")
+    for i in range(queries):
+        entry = names[i % len(names)]
+        client.query(entry.name, entry.rdtype)
+    client._drain()
+    out("   The client's pending-query table, in its own memory, right after sending:")
+    out(_indent(_table([list(r.values()) for r in client.core.snapshot()],
+                       ("id", "question", "server", "state", "order sent"))))
+    client.collect(lambda: not client.core.pending())
+    by_qid = {m.qid: m for m in result.matched}
+    rows = []
+    for s in result.sent:
+        m = by_qid.get(s.qid)
+        rows.append((f"{s.qid:#06x}", f"{s.name} {s.rdtype}", s.order,
+                     m.order_answered if m else "-", f"{m.rtt * 1000:.0f} ms" if m else "-",
+                     "yes: source, id, question" if m else "no answer"))
+    out("   Answers came back in another order; each is matched by its ID:")
+    out(_indent(_table(rows, ("qid", "question", "order sent", "order answered", "rtt",
+                              "matched"))))
+    client.close()
+
+
+def _part2(server: UdpServerThread, result: DnsDemoResult, cap: Capture,
+           out: Callable[[str], None]) -> None:
+    client = _ClientIO(DnsClient(server.address), result)
+    cap.add_port(client.port)
+    before = server.received
+    qid = client.query("bank.lab.", "A")
+    result.bank_qid = qid
+    server.wait_until(lambda s: s.received > before)
+    forged_qid = (qid + 0x1234) & 0xFFFF
+    result.forged_qid = forged_qid
+    out(f"\n2. Forged answers to query {qid:#06x} (bank.lab. A), sent before the real one:")
+    # A forger on this host binds the server's own address and port (SO_REUSEPORT): on the wire
+    # its datagram is indistinguishable from the server's. Only the ID can give it away.
+    forger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    forger.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    forger.bind(server.address)
+    forger.sendto(forge_answer(forged_qid, "bank.lab.", "A", "6.6.6.6"), ("127.0.0.1", client.port))
+    forger.close()
+    # The second forger guessed the ID (here: it was told), but sends from another port.
+    other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    other.bind(("127.0.0.1", 0))
+    other.sendto(forge_answer(qid, "bank.lab.", "A", "6.6.6.6"), ("127.0.0.1", client.port))
+    other.close()
+    events = client.collect(lambda: not client.core.pending())
+    for ev in events:
+        if isinstance(ev, AnswerRejected):
+            out(f"   dropped: answer id {ev.qid:#06x} from {ev.source[0]}:{ev.source[1]} — "
+                f"{ev.reason.value}: {ev.detail}")
+        elif isinstance(ev, AnswerMatched):
+            out(f"   accepted: answer id {ev.qid:#06x} from {ev.source[0]}:{ev.source[1]} → "
+                f"{', '.join(ev.answers)} (the real server, after {ev.rtt * 1000:.0f} ms)")
+    client.close()
+
+
+def _part3(server: UdpServerThread, result: DnsDemoResult, cap: Capture,
+           out: Callable[[str], None]) -> None:
+    client = _ClientIO(DnsClient(server.address), result)
+    cap.add_port(client.port)
+    received, sent = server.received, server.sent
+    qid = client.query("late.lab.", "A")
+    result.late_qid = qid
+    server.wait_until(lambda s: s.received > received)
+    port = result.late_port = client.port
+    client.close()
+    out(f"\n3. Query {qid:#06x} (late.lab. A) sent, then the client closed its socket "
+        f"(port {port}) before the answer came:")
+    out(f"   client app memory: query {qid:#06x} went PENDING → ABANDONED; the entry that could "
+        f"have matched the answer is gone with the socket")
+    server.wait_until(lambda s: s.sent > sent)
+    if cap.active:
+        result.icmp_seen = cap.wait_for(lambda d: _icmp_for_port(d, port))
+        verdict = ("the client's kernel answered ICMP port unreachable: nobody holds that "
+                   "query's state any more" if result.icmp_seen
+                   else "no ICMP port unreachable was seen (rate-limited?)")
+        out(f"   the answer arrived at port {port}: {verdict}")
+    else:
+        out(f"   the answer went to port {port}, where no socket is bound; the kernel answers "
+            f"with ICMP port unreachable (capture to see it)")
+
+
+def _icmp_for_port(d: Decoded, port: int) -> bool:
+    return d.icmp_type == 3 and d.icmp_code == 3 and d.quoted is not None \
+        and d.quoted.dport == port
+
+
+def _show_capture(result: DnsDemoResult, summary: CaptureSummary, server_port: int,
+                  out: Callable[[str], None]) -> None:
+    # Read the file back: the table shows what any reader of the pcap sees.
+    source = read_pcap(summary.path) if summary.path else summary.records
+    result.rows = list(annotate_records(source, dns_ports={server_port}))
+    out(f"\nThe capture, read back and annotated from the packets alone "
+        f"({summary.packets} packets → {summary.path}):")
+    out(format_rows(result.rows))
+    decoded = [decode(r.data, r.linktype, r.time) for r in summary.records]
+    to_server = sum(1 for d in decoded if d.proto == PROTO_UDP and d.dport == server_port)
+    # The first forger sent from the server's own port; the server did not count that one.
+    from_server = sum(1 for d in decoded if d.proto == PROTO_UDP and d.sport == server_port
+                      and d.payload[:2] != result.forged_qid.to_bytes(2, "big"))
+    counters = result.server_counters
+    result.complete = (summary.kernel_drops == 0 and to_server == counters.queries
+                       + counters.garbage and from_server == counters.answers)
+    if result.complete:
+        out(f"capture complete: {to_server} queries and {from_server} answers, as the server "
+            f"counted; the kernel dropped 0 frames")
+    else:
+        out(f"WARNING: capture incomplete: {to_server}/{counters.queries} queries, "
+            f"{from_server}/{counters.answers} answers, {summary.kernel_drops} kernel drops "
+            f"— the table above misses packets")
+    out(f"Open it in Wireshark, or: protolab inspect {summary.path}")
+
+
+def _summary(out: Callable[[str], None]) -> None:
+    rows = [
+        ("pending-query table (id, question, server, time sent)", "client app memory",
+         "answers can no longer be matched: they are dropped, the lookup times out"),
+        ("UDP port binding of the client socket", "client kernel",
+         "answers hit a closed port: ICMP port unreachable, no app ever sees them"),
+        ("query ID, question, addresses", "the packet",
+         "nothing to lose: each datagram carries them"),
+        ("anything between queries", "nobody (the server keeps nothing)",
+         "a server restart loses nothing; the client just asks again"),
+        ("a delayed answer (this lab only)", "server app memory, for its delay",
+         "that one answer is lost; the client's timer notices"),
+    ]
+    out("\nWhere state lives in DNS over UDP:")
+    out(_table(rows, ("state", "held by", "if it is lost")))
+
+
+def _indent(text: str) -> str:
+    return "\n".join("   " + line for line in text.splitlines())

@@ -1,0 +1,55 @@
+"""Shared fixtures. Under PROTOLAB_STRICT=1 (CI) a missing capability fails the test; on a
+learner's laptop it skips with the reason."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from protolab.capture import capture_denied_reason
+from protolab.dns import DnsServer
+from protolab.udpnet import UdpServerThread
+
+ROOT = Path(__file__).resolve().parent.parent
+STRICT = os.environ.get("PROTOLAB_STRICT") == "1"
+
+
+def require(ok: bool, reason: str) -> None:
+    """Skip (laptop) or fail (CI, strict) when a capability is missing."""
+    if ok:
+        return
+    if STRICT:
+        pytest.fail(f"PROTOLAB_STRICT=1 and {reason}")
+    pytest.skip(reason)
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    require(path is not None, f"{name} is not installed")
+    return path
+
+
+@pytest.fixture
+def capture_rights() -> None:
+    denied = capture_denied_reason()
+    require(denied is None, f"capture {denied}")
+
+
+@pytest.fixture
+def dns_server():
+    """The lab DNS server on a free port of 127.0.0.1, without the per-name delays."""
+    with UdpServerThread(DnsServer(delays=False)) as server:
+        yield server
+
+
+def run_cli(*args: str, env: dict | None = None, prefix: tuple[str, ...] = (),
+            timeout: float = 30) -> subprocess.CompletedProcess:
+    """Run `python -m protolab ARGS` as a user would, in a scratch working directory."""
+    return subprocess.run([*prefix, sys.executable, "-m", "protolab", *args],
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})

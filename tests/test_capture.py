@@ -1,0 +1,94 @@
+"""The shared capture layer: each loopback frame once, the first included, written atomically."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+
+import pytest
+
+from protolab.capture import Capture, wanted
+from protolab.packets import decode
+from protolab.pcap import read_pcap
+
+from conftest import require_tool
+
+N = 300
+
+
+def _udp_pair():
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.bind(("127.0.0.1", 0))
+    return server, client
+
+
+@pytest.mark.parametrize("direction", ["client→server", "server→client"])
+def test_each_packet_once_and_the_first_included(capture_rights, tmp_path, direction) -> None:
+    server, client = _udp_pair()
+    sender, receiver = (client, server) if direction == "client→server" else (server, client)
+    path = tmp_path / "c.pcap"
+    with server, client, Capture([server.getsockname()[1]], path) as cap:
+        for i in range(N):
+            sender.sendto(b"n%d" % i, receiver.getsockname())
+            receiver.recv(64)
+    payloads = [decode(r.data, r.linktype).payload for r in read_pcap(path)]
+    assert payloads == [b"n%d" % i for i in range(N)]
+    assert cap.summary.packets == N and cap.summary.kernel_drops == 0
+
+
+def test_other_ports_are_not_captured(capture_rights, tmp_path) -> None:
+    server, client = _udp_pair()
+    other, _ = _udp_pair()
+    with server, client, other, Capture([server.getsockname()[1]], tmp_path / "c.pcap") as cap:
+        client.sendto(b"mine", server.getsockname())
+        client.sendto(b"not mine", other.getsockname())
+        server.recv(64)
+        other.recv(64)
+    assert [decode(r.data, r.linktype).payload for r in cap.summary.records] == [b"mine"]
+
+
+def test_tshark_reads_the_capture(capture_rights, tmp_path) -> None:
+    tshark = require_tool("tshark")
+    server, client = _udp_pair()
+    path = tmp_path / "c.pcap"
+    port = server.getsockname()[1]
+    with server, client, Capture([port], path):
+        client.sendto(b"hello", server.getsockname())
+        server.recv(64)
+    out = subprocess.run([tshark, "-r", str(path), "-T", "fields", "-e", "udp.dstport",
+                          "-e", "data.data"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(port), b"hello".hex()]
+
+
+def test_an_interrupted_capture_leaves_the_old_file_intact(capture_rights, tmp_path) -> None:
+    path = tmp_path / "c.pcap"
+    path.write_bytes(b"the previous capture")
+    server, client = _udp_pair()
+    with pytest.raises(RuntimeError), server, client, Capture([server.getsockname()[1]], path):
+        client.sendto(b"x", server.getsockname())
+        raise RuntimeError("demo failed half way")
+    assert path.read_bytes() == b"the previous capture"
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pcap"]
+
+
+def test_capture_off_runs_the_block_and_says_why(tmp_path) -> None:
+    with Capture([9], tmp_path / "c.pcap", enabled=False, off_reason="test") as cap:
+        ran = True
+    assert ran and not cap.active and cap.summary.off_reason == "test"
+    assert not (tmp_path / "c.pcap").exists()
+    assert cap.wait_for(lambda d: True, timeout=0.1) is False
+
+
+def test_the_port_filter_reads_raw_frames() -> None:
+    from scapy.layers.inet import ICMP, IP, UDP, IPerror, UDPerror
+    from scapy.layers.l2 import Ether
+
+    udp = bytes(Ether() / IP(src="127.0.0.1", dst="127.0.0.1") / UDP(sport=1111, dport=2222))
+    icmp = bytes(Ether() / IP() / ICMP(type=3, code=3) / IPerror(src="127.0.0.1")
+                 / UDPerror(sport=2222, dport=3333))
+    assert wanted(udp, {2222}) and wanted(udp, {1111}) and not wanted(udp, {3333})
+    assert wanted(icmp, {3333}) and not wanted(icmp, {4444})
+    assert not wanted(b"\x00" * 20, {1})

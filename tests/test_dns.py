@@ -1,0 +1,206 @@
+"""The sans-IO DNS core: matching, the transition table, and untrusted bytes."""
+
+from __future__ import annotations
+
+import random
+
+import dns.message
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protolab.dns import (
+    LAB_ZONE,
+    QUERY_TRANSITIONS,
+    AnswerMatched,
+    AnswerRejected,
+    DnsClient,
+    DnsServer,
+    Move,
+    QueryAbandoned,
+    QuerySent,
+    QueryState,
+    QueryTimedOut,
+    RejectReason,
+    Role,
+)
+from protolab.dnsdemo import forge_answer
+from protolab.state import IllegalTransition, ProtocolError, advance, table_rows
+
+SERVER = ("127.0.0.1", 5353)
+CLIENT = ("127.0.0.1", 40000)
+
+
+def client_and_server(seed: int = 1) -> tuple[DnsClient, DnsServer]:
+    """An in-memory pair (like aioquic's client_and_server): no sockets, no clock."""
+    return DnsClient(SERVER, rng=random.Random(seed)), DnsServer(delays=False)
+
+
+def events(client: DnsClient) -> list:
+    out = []
+    while (ev := client.next_event()) is not None:
+        out.append(ev)
+    return out
+
+
+def exchange(client: DnsClient, server: DnsServer, names: list[tuple[str, str]],
+             now: float = 0.0) -> list[bytes]:
+    """Send each query to the server; return the server's answers (in sending order)."""
+    answers = []
+    for name, rdtype in names:
+        server.receive(client.send_query(name, rdtype, now), CLIENT, now)
+        answers.extend(wire for wire, addr in server.datagrams_to_send(now) if addr == CLIENT)
+    return answers
+
+
+ZONE_NAMES = [(e.name, e.rdtype) for e in LAB_ZONE]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.permutations(range(len(ZONE_NAMES))))
+def test_answers_in_any_order_all_match(order: list[int]) -> None:
+    client, server = client_and_server()
+    answers = exchange(client, server, ZONE_NAMES)
+    events(client)
+    for i in order:
+        client.receive(answers[i], SERVER, 1.0)
+    got = events(client)
+    assert all(isinstance(e, AnswerMatched) for e in got)
+    assert [e.name for e in got] == [ZONE_NAMES[i][0] for i in order]
+    assert [e.order_answered for e in got] == list(range(1, len(order) + 1))
+    assert client.pending() == []
+
+
+def test_answer_values_come_from_the_zone() -> None:
+    client, server = client_and_server()
+    [wire] = exchange(client, server, [("alpha.lab.", "A")])
+    events(client)
+    client.receive(wire, SERVER, 0.5)
+    [ev] = events(client)
+    assert ev.answers == ("10.0.0.1",) and ev.rcode == "NOERROR" and ev.rtt == 0.5
+
+
+def test_wrong_id_is_rejected_and_the_query_stays_pending() -> None:
+    client, _ = client_and_server()
+    qid = int.from_bytes(client.send_query("bank.lab.", "A", 0.0)[:2], "big")
+    events(client)
+    client.receive(forge_answer((qid + 1) & 0xFFFF, "bank.lab.", "A", "6.6.6.6"), SERVER, 0.1)
+    [ev] = events(client)
+    assert isinstance(ev, AnswerRejected) and ev.reason is RejectReason.UNKNOWN_ID
+    assert [q.qid for q in client.pending()] == [qid]
+
+
+def test_wrong_question_is_rejected() -> None:
+    client, _ = client_and_server()
+    qid = int.from_bytes(client.send_query("bank.lab.", "A", 0.0)[:2], "big")
+    events(client)
+    client.receive(forge_answer(qid, "evil.lab.", "A", "6.6.6.6"), SERVER, 0.1)
+    [ev] = events(client)
+    assert ev.reason is RejectReason.WRONG_QUESTION and "evil.lab." in ev.detail
+    assert client.pending()
+
+
+@pytest.mark.parametrize("source", [("127.0.0.1", 5354), ("127.0.0.2", 5353)])
+def test_wrong_source_is_rejected_even_with_right_id_and_question(source) -> None:
+    client, _ = client_and_server()
+    qid = int.from_bytes(client.send_query("bank.lab.", "A", 0.0)[:2], "big")
+    events(client)
+    client.receive(forge_answer(qid, "bank.lab.", "A", "6.6.6.6"), source, 0.1)
+    [ev] = events(client)
+    assert ev.reason is RejectReason.WRONG_SOURCE and f"{qid:#06x} is pending" in ev.detail
+    assert client.pending()
+
+
+def test_duplicate_answer_finds_the_entry_gone() -> None:
+    client, server = client_and_server()
+    [wire] = exchange(client, server, [("delta.lab.", "A")])
+    client.receive(wire, SERVER, 0.1)
+    client.receive(wire, SERVER, 0.2)
+    got = events(client)
+    assert isinstance(got[-1], AnswerRejected) and "already answered" in got[-1].detail
+
+
+def test_timeout_and_close_move_the_table() -> None:
+    client = DnsClient(SERVER, timeout=1.0, rng=random.Random(3))
+    client.send_query("alpha.lab.", "A", 0.0)
+    client.send_query("bravo.lab.", "A", 0.5)
+    assert client.next_timer() == 1.0
+    client.handle_timer(1.0)
+    client.close()
+    got = events(client)
+    assert [type(e) for e in got] == [QuerySent, QuerySent, QueryTimedOut, QueryAbandoned]
+    states = sorted(row["state"] for row in client.snapshot())
+    assert states == ["abandoned", "timed out"]
+
+
+def test_server_answers_nxdomain_and_keeps_nothing() -> None:
+    client, server = client_and_server()
+    [wire] = exchange(client, server, [("nowhere.lab.", "A")])
+    assert dns.message.from_wire(wire).rcode() == dns.rcode.NXDOMAIN
+    assert server.snapshot()["held_answers"] == 0
+
+
+def test_server_delays_reorder_answers() -> None:
+    server = DnsServer()
+    client = DnsClient(SERVER, rng=random.Random(2))
+    for name, rdtype in ZONE_NAMES[:3]:
+        server.receive(client.send_query(name, rdtype, 0.0), CLIENT, 0.0)
+    assert server.datagrams_to_send(0.0) == []
+    assert server.snapshot()["held_answers"] == 3
+    out = server.datagrams_to_send(1.0)
+    names = [str(dns.message.from_wire(w).question[0].name) for w, _ in out]
+    by_delay = [e.name for e in sorted(LAB_ZONE[:3], key=lambda e: e.delay)]
+    assert names == by_delay != [n for n, _ in ZONE_NAMES[:3]]
+
+
+def test_transition_table_is_data_and_illegal_moves_name_everything() -> None:
+    rows = table_rows(QUERY_TRANSITIONS)
+    assert ("CLIENT", "PENDING", "ANSWER", "ANSWERED") in rows
+    assert advance(QUERY_TRANSITIONS, Role.CLIENT, QueryState.IDLE, Move.SEND) \
+        is QueryState.PENDING
+    with pytest.raises(IllegalTransition) as info:
+        advance(QUERY_TRANSITIONS, Role.CLIENT, QueryState.ANSWERED, Move.ANSWER)
+    assert str(info.value) == "CLIENT in state ANSWERED cannot take event ANSWER"
+
+
+# -- untrusted bytes: h11's invariant ------------------------------------------------------------
+
+def _mutations():
+    client, server = client_and_server()
+    [wire] = exchange(client, server, [("charlie.lab.", "TXT")])
+    return st.one_of(
+        st.binary(max_size=600),
+        st.tuples(st.integers(0, len(wire) - 1), st.integers(0, 255)).map(
+            lambda m: wire[:m[0]] + bytes([m[1]]) + wire[m[0] + 1:]),
+        st.integers(0, len(wire)).map(lambda n: wire[:n]),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(_mutations())
+def test_client_turns_any_bytes_into_an_event(data: bytes) -> None:
+    client = DnsClient(SERVER, rng=random.Random(1))
+    client.send_query("charlie.lab.", "TXT", 0.0)
+    events(client)
+    try:
+        client.receive(data, SERVER, 0.1)
+    except ProtocolError:
+        return
+    [ev] = events(client)
+    assert isinstance(ev, AnswerMatched | AnswerRejected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_mutations())
+def test_server_survives_any_bytes(data: bytes) -> None:
+    server = DnsServer(delays=False)
+    server.receive(data, CLIENT, 0.0)
+    for wire, addr in server.datagrams_to_send(0.0):
+        assert addr == CLIENT
+        reply = dns.message.from_wire(wire, question_only=True)
+        assert reply.flags & dns.flags.QR
+    # and it still answers a real query afterwards
+    client, _ = client_and_server()
+    [wire] = exchange(client, server, [("alpha.lab.", "A")])
+    client.receive(wire, SERVER, 0.0)
+    assert isinstance(events(client)[-1], AnswerMatched)

@@ -1,0 +1,66 @@
+"""Classic pcap reading and atomic writing."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from protolab.pcap import MAGIC_NSEC, PcapError, Record, read_pcap, write_pcap
+
+RECORDS = [Record(1700000000.25, 1, b"\x00" * 14 + b"abc", 17),
+           Record(1700000001.5, 1, b"\x11" * 20, 20)]
+
+
+def test_round_trip(tmp_path) -> None:
+    path = tmp_path / "a.pcap"
+    assert write_pcap(path, RECORDS) == 2
+    got = list(read_pcap(path))
+    assert [(r.data, r.orig_len, r.linktype) for r in got] == \
+        [(r.data, r.orig_len, r.linktype) for r in RECORDS]
+    assert [round(r.time, 6) for r in got] == [r.time for r in RECORDS]
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_nanosecond_and_both_byte_orders(tmp_path, order) -> None:
+    head = struct.pack(order + "IHHiIII", MAGIC_NSEC, 2, 4, 0, 0, 65535, 101)
+    rec = struct.pack(order + "IIII", 10, 500_000_000, 4, 4) + b"\x45\x00\x00\x04"
+    path = tmp_path / "n.pcap"
+    path.write_bytes(head + rec)
+    [r] = list(read_pcap(path))
+    assert (r.time, r.linktype, r.data) == (10.5, 101, b"\x45\x00\x00\x04")
+
+
+def test_truncated_file_yields_what_it_can_then_one_error(tmp_path) -> None:
+    path = tmp_path / "t.pcap"
+    write_pcap(path, RECORDS)
+    path.write_bytes(path.read_bytes()[:-5])
+    got = []
+    with pytest.raises(PcapError, match="ends inside a record"):
+        for r in read_pcap(path):
+            got.append(r)
+    assert len(got) == 1
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"", "not a pcap file"), (b"hello world, this is no pcap!", "not a pcap file"),
+    (b"\x0a\x0d\x0d\x0a" + bytes(40), "pcapng")])
+def test_not_a_pcap(tmp_path, content, message) -> None:
+    path = tmp_path / "x.pcap"
+    path.write_bytes(content)
+    with pytest.raises(PcapError, match=message):
+        list(read_pcap(path))
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path) -> None:
+    path = tmp_path / "a.pcap"
+    path.write_bytes(b"old")
+
+    def broken():
+        yield RECORDS[0]
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        write_pcap(path, broken())
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.pcap"]
