@@ -20,6 +20,7 @@ from enum import Enum
 
 from protolab.packets import PROTO_ICMP, PROTO_UDP, Decoded, decode
 from protolab.pcap import Record, read_pcap
+from protolab.tcp import TcpObserver
 
 DNS_PORTS = frozenset({53, 5353})
 WINDOW = 32
@@ -78,6 +79,7 @@ class Annotator:
         self._pending: OrderedDict[tuple[str, str, int], _Query] = OrderedDict()
         self._answered: OrderedDict[tuple[str, str, int], int] = OrderedDict()
         self._window: deque[tuple[Row, Decoded]] = deque()
+        self._tcp_observer = TcpObserver()
         self._count = 0
 
     def feed(self, d: Decoded) -> list[Row]:
@@ -187,35 +189,51 @@ class Annotator:
         while len(table) > MAX_PENDING:
             table.popitem(last=False)
 
-    # -- TCP (a first cut; the TCP lab refines it) --------------------------------------------
+    # -- TCP -------------------------------------------------------------------------------
 
     def _tcp(self, d: Decoded, base: dict) -> Row:
         tcp = d.tcp
+        view = self._tcp_observer.feed(d, base["number"])
         flags = "/".join(tcp.flag_names()) or "none"
-        summary = f"[{flags}] seq={tcp.seq} ack={tcp.ack} len={len(d.payload)}"
+        ack = f" ack={view.rel_ack}" if view.rel_ack is not None else ""
+        summary = f"[{flags}] seq={view.rel_seq}{ack} len={view.length}"
+        http = _http_line(d.payload)
+        if http:
+            summary += f" {http}"
+        sender = view.sender_role.value
+        receiver = "server" if sender == "client" else "client"
+        moves = "; ".join(f"{t.role.value} {t.old.value}→{t.new.value}"
+                          for t in view.transitions)
+        moved = f" [{moves}]" if moves else ""
+        if not view.in_window:
+            return Row(**base, summary=summary, action=Action.MISSING,
+                       holders=(Holder.NOBODY,),
+                       state=(f"seq {view.rel_seq} is far outside what the {receiver} kernel "
+                              f"expects ({view.expects}): no connection state fits it, so it is "
+                              f"not delivered (the kernel may answer with an ACK)"))
         if tcp.flags & 0x04:
-            return Row(**base, summary=summary, action=Action.MISSING, holders=(Holder.NOBODY,),
-                       state="RST: the sender's kernel has no connection for this 4-tuple "
-                             "(or is discarding it)")
-        if tcp.flags & 0x02 and not tcp.flags & 0x10:
-            return Row(**base, summary=summary, action=Action.CREATES,
-                       holders=(Holder.CLIENT_KERNEL,),
-                       state="SYN: client kernel creates a connection entry (SYN_SENT) keyed by "
-                             "the 4-tuple, with its initial sequence number")
+            return Row(**base, summary=summary, action=Action.MISSING,
+                       holders=(Holder.NOBODY,),
+                       state=(f"RST: the {sender} kernel has no connection for this 4-tuple "
+                              f"(or drops it now){moved}"))
+        holders = (Holder.CLIENT_KERNEL, Holder.SERVER_KERNEL)
         if tcp.flags & 0x02:
-            return Row(**base, summary=summary, action=Action.CREATES,
-                       holders=(Holder.SERVER_KERNEL,),
-                       state="SYN-ACK: server kernel holds a half-open entry (SYN_RECV) with "
-                             "both sequence numbers")
-        if tcp.flags & 0x01:
-            return Row(**base, summary=summary, action=Action.ENDS,
-                       holders=(Holder.CLIENT_KERNEL, Holder.SERVER_KERNEL),
-                       state="FIN: this direction is closing; both kernels keep the entry "
-                             "until the close completes")
-        return Row(**base, summary=summary, action=Action.USES,
-                   holders=(Holder.CLIENT_KERNEL, Holder.SERVER_KERNEL),
-                   state="both kernels hold the connection: sequence and ack numbers must fit "
-                         "their windows")
+            who = "client kernel creates" if not tcp.flags & 0x10 else "server kernel holds"
+            return Row(**base, summary=summary, action=Action.CREATES, holders=holders,
+                       state=(f"{who} a connection entry keyed by the 4-tuple, with its initial "
+                              f"sequence number{moved}"))
+        flight = (f"{view.in_flight} B in flight {sender}→{receiver}; "
+                  if view.in_flight else "")
+        expects = f"{receiver} kernel expects seq {view.expects} next"
+        if http:
+            return Row(**base, summary=summary, action=Action.USES,
+                       holders=(Holder.PACKET, *holders),
+                       state=(f"HTTP: the message carries its own state (URL, headers, body); "
+                              f"the connection state is the kernels': {flight}{expects}{moved}"))
+        action = Action.ENDS if tcp.flags & 0x01 or any(
+            t.new.value in ("CLOSED", "TIME_WAIT") for t in view.transitions) else Action.USES
+        return Row(**base, summary=summary, action=action, holders=holders,
+                   state=f"{flight}{expects}{moved}")
 
     # -- ICMP ------------------------------------------------------------------------------
 
@@ -252,6 +270,18 @@ class Annotator:
                                            holders=(Holder.NOBODY,), state=state), d)
                 return row.number
         return None
+
+
+_HTTP_STARTS = (b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"PATCH ", b"OPTIONS ",
+                b"HTTP/1.")
+
+
+def _http_line(payload: bytes) -> str | None:
+    """The request or status line of an HTTP/1.x message, if the payload starts one."""
+    if not payload.startswith(_HTTP_STARTS):
+        return None
+    line = payload.split(b"\r\n", 1)[0][:120]
+    return line.decode("latin-1")
 
 
 def _parse_dns(payload: bytes) -> tuple[int, bool, str, str, str] | None:

@@ -59,6 +59,17 @@ def cmd_dns_demo(args: argparse.Namespace) -> int:
     return 0 if ok else EXIT_FAILED
 
 
+def cmd_tcp_demo(args: argparse.Namespace) -> int:
+    from protolab.tcpdemo import run_tcp_demo
+
+    try:
+        result = run_tcp_demo(capture=not args.no_capture, pcap=args.pcap)
+    except OSError as exc:
+        raise CliError(f"tcp-demo: {exc.strerror or exc}") from None
+    ok = result.http_verdict.endswith("workflow continued") and result.agree is not False
+    return 0 if ok else EXIT_FAILED
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from protolab.annotate import annotate_file, format_rows
     from protolab.pcap import PcapError
@@ -97,6 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pcap", metavar="PATH",
                    help="where to write the capture (default captures/dns-demo.pcap)")
     p.set_defaults(func=cmd_dns_demo)
+
+    p = sub.add_parser(
+        "tcp-demo", help="TCP: connection state in two kernels, keyed by the 4-tuple",
+        description="A TCP connection's states next to the packets that cause them (protolab's "
+                    "model checked against the kernel's own record), then the state taken away: "
+                    "a killed server, a forged out-of-window segment, an ACK to a port with no "
+                    "socket, a reconnect; and HTTP carrying its state over new connections. "
+                    "Capture, forging and the kernel's record need root; the rest runs without.")
+    p.add_argument("--no-capture", action="store_true", help="run without capturing")
+    p.add_argument("--pcap", metavar="PATH",
+                   help="where to write the capture (default captures/tcp-demo.pcap)")
+    p.set_defaults(func=cmd_tcp_demo)
 
     p = sub.add_parser(
         "inspect", help="annotate a pcap file: where the state for each packet lives",

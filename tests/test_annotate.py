@@ -67,7 +67,7 @@ def test_plain_udp_and_tcp_get_a_sentence() -> None:
     rows = list(annotate(frames(IP(src=C, dst=S) / UDP(sport=1, dport=2) / b"hi",
                                 IP(src=C, dst=S) / TCP(sport=1, dport=80, flags="S", seq=100))))
     assert "stands alone" in rows[0].state
-    assert rows[1].summary.startswith("[SYN] seq=100") and "SYN_SENT" in rows[1].state
+    assert rows[1].summary == "[SYN] seq=0 len=0" and "CLOSED→SYN_SENT" in rows[1].state
 
 
 _HEADS = [bytes(Ether() / IP(proto=p))[:34] for p in (1, 6, 17, 58)] + [
