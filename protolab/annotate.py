@@ -110,8 +110,10 @@ class Annotator:
         if d.proto == PROTO_UDP and self._is_dns(d):
             return self._dns(d, base)
         if d.proto == PROTO_UDP:
-            return Row(**base, summary=f"UDP {len(d.payload)} bytes", action=Action.NONE,
-                       holders=(Holder.PACKET,),
+            text = _printable(d.payload)
+            return Row(**base, summary=f"UDP {len(d.payload)} bytes" + (f" {text!r}" if text
+                                                                         else ""),
+                       action=Action.NONE, holders=(Holder.PACKET,),
                        state="no connection: this datagram stands alone; only the receiver's "
                              "port binding (its kernel) is needed")
         if d.tcp is not None:
@@ -274,6 +276,14 @@ class Annotator:
 
 _HTTP_STARTS = (b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"PATCH ", b"OPTIONS ",
                 b"HTTP/1.")
+
+
+def _printable(payload: bytes, limit: int = 40) -> str | None:
+    """A short text preview of a payload that is printable ASCII, else None."""
+    head = payload[:limit]
+    if not head or not all(32 <= b < 127 for b in head):
+        return None
+    return head.decode("ascii") + ("…" if len(payload) > limit else "")
 
 
 def _http_line(payload: bytes) -> str | None:

@@ -7,6 +7,7 @@ fast (no scapy, no aioquic, no dnspython). Bad input ends in one line on stderr 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -18,6 +19,21 @@ EXIT_FAILED = 1
 
 class CliError(Exception):
     """A problem the user can fix: printed as one line, exit status 2."""
+
+
+class OutputClosed(Exception):
+    """Whoever reads our output stopped (`protolab inspect x | head`): end quietly.
+
+    Not an OSError on purpose: the demos' own sockets raise BrokenPipeError as part of the story.
+    """
+
+
+def out(line: str = "") -> None:
+    """Print one line of a demo's story."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        raise OutputClosed from None
 
 
 def _port(text: str) -> int:
@@ -48,7 +64,7 @@ def cmd_dns_demo(args: argparse.Namespace) -> int:
 
     try:
         result = run_dns_demo(queries=args.queries, port=args.port, capture=not args.no_capture,
-                              pcap=args.pcap)
+                              pcap=args.pcap, out=out)
     except PermissionError as exc:
         raise CliError(f"cannot bind or write: {exc.strerror} ({exc.filename or 'port'})") \
             from None
@@ -63,11 +79,21 @@ def cmd_tcp_demo(args: argparse.Namespace) -> int:
     from protolab.tcpdemo import run_tcp_demo
 
     try:
-        result = run_tcp_demo(capture=not args.no_capture, pcap=args.pcap)
+        result = run_tcp_demo(capture=not args.no_capture, pcap=args.pcap, out=out)
     except OSError as exc:
         raise CliError(f"tcp-demo: {exc.strerror or exc}") from None
     ok = result.http_verdict.endswith("workflow continued") and result.agree is not False
     return 0 if ok else EXIT_FAILED
+
+
+def cmd_udp_demo(args: argparse.Namespace) -> int:
+    from protolab.udpdemo import run_udp_demo
+
+    try:
+        result = run_udp_demo(capture=not args.no_capture, pcap=args.pcap, out=out)
+    except OSError as exc:
+        raise CliError(f"udp-demo: {exc.strerror or exc}") from None
+    return 0 if result.verdict.endswith("workflow continued") else EXIT_FAILED
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -80,10 +106,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             rows.append(row)
     except PcapError as exc:
         if rows:
-            print(format_rows(rows))
+            out(format_rows(rows))
         print(f"protolab: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    print(format_rows(rows))
+    out(format_rows(rows))
     return 0
 
 
@@ -122,6 +148,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tcp_demo)
 
     p = sub.add_parser(
+        "udp-demo", help="UDP: nothing to lose; the litmus test with a real server restart",
+        description="A UDP counter server as its own process: no handshake and no per-peer "
+                    "kernel entry; the server is restarted between two requests and the "
+                    "workflow goes on because the client carries its state; a datagram to the "
+                    "stopped server from an unconnected and a connected socket.")
+    p.add_argument("--no-capture", action="store_true", help="run without capturing")
+    p.add_argument("--pcap", metavar="PATH",
+                   help="where to write the capture (default captures/udp-demo.pcap)")
+    p.set_defaults(func=cmd_udp_demo)
+
+    p = sub.add_parser(
         "inspect", help="annotate a pcap file: where the state for each packet lives",
         description="Read a classic pcap file and print one row per packet with the state it "
                     "creates, uses or finds missing, and who holds that state.")
@@ -140,6 +177,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"protolab: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OutputClosed:
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("protolab: interrupted", file=sys.stderr)
         return 130

@@ -169,8 +169,11 @@ class TcpObserver:
         src = d.endpoint("src")
         flow = self._flow(src, d.endpoint("dst"), flags)
         sender, receiver = flow.side(src)
+        # Joined mid-stream: take the bases from the first numbers seen, as Wireshark does.
         if sender.isn is None:
             sender.isn = tcp.seq if flags & SYN else (tcp.seq - 1) & 0xFFFFFFFF
+        if receiver.isn is None and flags & ACK:
+            receiver.isn = (tcp.ack - 1) & 0xFFFFFFFF
         length = len(d.payload) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
         end = (tcp.seq + length) & 0xFFFFFFFF
         in_window = receiver.rcv_nxt is None or flags & RST or \

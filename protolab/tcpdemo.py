@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import select
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +28,7 @@ from protolab.kstate import (
 from protolab.packets import Decoded
 from protolab.paths import default_capture_path, reference_capture
 from protolab.pcap import read_pcap
+from protolab.proc import ServerProcess
 from protolab.tcp import RST, SYN, TcpObserver, Transition
 from protolab.tcpnet import EchoServer, StatelessHttpServer, http_get
 
@@ -216,6 +215,9 @@ def _timeline(result: TcpDemoResult, trace: TcpStateTrace, cap: Capture, offset:
     if not trace.enabled:
         out(f"   (kernel record unavailable: {trace.reason})")
         return
+    if not result.model:
+        out("   (protolab's model works from the packets: capture to compare it with the kernel)")
+        return
     result.agree, rows = compare(result.model, result.kernel, client, server, result.time_wait)
     out(_indent(_table(rows, ("socket", "model", "kernel", "same"))))
     out("   protolab's model " + ("AGREES with the kernel on every transition" if result.agree
@@ -251,17 +253,13 @@ def _part3(result: TcpDemoResult, cap: Capture, out: Out) -> None:
 
 
 def _kill_server(result: TcpDemoResult, cap: Capture, out: Out) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "protolab.tcpnet"], stdout=subprocess.PIPE,
-                            text=True)
-    try:
-        line = proc.stdout.readline().split()
-        port = int(line[1])
+    with ServerProcess("protolab.tcpnet") as server:
+        port = server.port
         cap.add_port(port)
         c = socket.create_connection(("127.0.0.1", port))
         c.sendall(b"ping")
         c.recv(100)
-        proc.kill()
-        proc.wait(5)
+        server.kill()
         _wait_readable(c)
         eof = c.recv(100)
         c.sendall(b"anyone there?")
@@ -278,11 +276,7 @@ def _kill_server(result: TcpDemoResult, cap: Capture, out: Out) -> None:
         except OSError as exc:
             result.kill_client_error = type(exc).__name__
         c.close()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stdout.close()
-        proc.wait(5)
+    proc = server.proc
     rst = {True: "the server's kernel answered RST", False: "no RST was captured",
            None: "(capture to see the RST)"}[result.kill_rst_seen]
     out(f"   (a) killed the server process (pid {proc.pid}) mid-connection: its kernel closed the "

@@ -1,0 +1,103 @@
+"""The TCP state model: the table, and the observer on crafted conversations."""
+
+from __future__ import annotations
+
+import pytest
+from scapy.layers.inet import IP, TCP
+from scapy.layers.l2 import Ether
+
+from protolab.packets import decode
+from protolab.pcap import LINKTYPE_ETHERNET
+from protolab.state import IllegalTransition, advance, table_rows
+from protolab.tcp import TCP_TRANSITIONS, Role, Seg, TcpObserver, TcpState
+
+C, S = ("10.0.0.1", 40000), ("10.0.0.2", 80)
+CI, SI = 1000, 5000  # initial sequence numbers
+
+
+def seg(frm, flags, seq, ack=0, data=b""):
+    to = S if frm == C else C
+    pkt = IP(src=frm[0], dst=to[0]) / TCP(sport=frm[1], dport=to[1], flags=flags, seq=seq,
+                                           ack=ack) / data
+    return decode(bytes(Ether() / pkt), LINKTYPE_ETHERNET)
+
+
+def conversation(first_closer):
+    """Handshake, 5 bytes each way, then `first_closer` closes first."""
+    other = S if first_closer == C else C
+    nxt = {C: CI + 1, S: SI + 1}
+    segs = [seg(C, "S", CI), seg(S, "SA", SI, CI + 1), seg(C, "A", CI + 1, SI + 1),
+            seg(C, "PA", CI + 1, SI + 1, b"hello"), seg(S, "PA", SI + 1, CI + 6, b"HELLO"),
+            seg(C, "A", CI + 6, SI + 6)]
+    nxt = {C: CI + 6, S: SI + 6}
+    segs += [seg(first_closer, "FA", nxt[first_closer], nxt[other]),
+             seg(other, "FA", nxt[other], nxt[first_closer] + 1),
+             seg(first_closer, "A", nxt[first_closer] + 1, nxt[other] + 1)]
+    return segs
+
+
+def run(segs):
+    obs = TcpObserver()
+    views = [obs.feed(d, n) for n, d in enumerate(segs, 1)]
+    [flow] = obs.flows.values()
+    return obs, flow, views
+
+
+@pytest.mark.parametrize("closer", [C, S], ids=["client closes first", "server closes first"])
+def test_open_and_close_in_order(closer) -> None:
+    _, flow, _ = run(conversation(closer))
+    first = "client" if closer == C else "server"
+    second = "server" if closer == C else "client"
+    by = {r: [(t.old.name, t.new.name) for t in flow.transitions if t.role.value == r]
+          for r in ("client", "server")}
+    opening = {"client": [("CLOSED", "SYN_SENT"), ("SYN_SENT", "ESTABLISHED")],
+               "server": [("LISTEN", "SYN_RECV"), ("SYN_RECV", "ESTABLISHED")]}
+    assert by[first] == opening[first] + [("ESTABLISHED", "FIN_WAIT_1"),
+                                          ("FIN_WAIT_1", "FIN_WAIT_2"),
+                                          ("FIN_WAIT_2", "TIME_WAIT")]
+    assert by[second] == opening[second] + [("ESTABLISHED", "CLOSE_WAIT"),
+                                            ("CLOSE_WAIT", "LAST_ACK"), ("LAST_ACK", "CLOSED")]
+
+
+def test_transitions_name_the_packet_that_caused_them() -> None:
+    _, flow, views = run(conversation(C))
+    assert [(t.packet, t.event) for t in flow.transitions[:4]] == [
+        (1, Seg.SEND_SYN), (1, Seg.RECV_SYN), (2, Seg.RECV_SYN_ACK), (3, Seg.RECV_ACK)]
+    assert views[1].transitions[0].new is TcpState.ESTABLISHED
+
+
+def test_relative_numbers_in_flight_and_expected() -> None:
+    _, _, views = run(conversation(C))
+    syn, synack, ack, data, reply, _ack2 = views[:6]
+    assert (syn.rel_seq, syn.rel_ack) == (0, None)
+    assert (synack.rel_seq, synack.rel_ack) == (0, 1)
+    assert (ack.rel_seq, ack.rel_ack) == (1, 1)
+    assert (data.rel_seq, data.length, data.in_flight, data.expects) == (1, 5, 5, 6)
+    assert (reply.rel_seq, reply.rel_ack, reply.expects) == (1, 6, 6)
+
+
+def test_simultaneous_close_goes_through_closing() -> None:
+    segs = conversation(C)[:6] + [seg(C, "FA", CI + 6, SI + 6), seg(S, "FA", SI + 6, CI + 6),
+                                  seg(C, "A", CI + 7, SI + 7), seg(S, "A", SI + 7, CI + 7)]
+    _, flow, _ = run(segs)
+    states = [t.new.name for t in flow.transitions if t.role is Role.CLIENT]
+    assert states[-3:] == ["FIN_WAIT_1", "CLOSING", "TIME_WAIT"]
+
+
+def test_rst_closes_both_and_out_of_window_changes_nothing() -> None:
+    segs = conversation(C)[:6]
+    segs.append(seg(C, "PA", CI + 6 + (1 << 24), SI + 6, b"FORGED"))
+    obs, flow, views = run(segs)
+    assert views[-1].in_window is False and views[-1].transitions == ()
+    assert flow.server.rcv_nxt == CI + 6  # the forged bytes did not move what it expects
+    view = obs.feed(seg(S, "R", SI + 6), 8)
+    assert {t.new for t in view.transitions} == {TcpState.CLOSED}
+
+
+def test_the_table_is_data_and_illegal_moves_say_so() -> None:
+    rows = table_rows(TCP_TRANSITIONS)
+    assert ("SERVER", "LISTEN", "RECV_SYN", "SYN_RECV") in rows
+    assert ("CLIENT", "FIN_WAIT_2", "RECV_FIN", "TIME_WAIT") in rows
+    with pytest.raises(IllegalTransition, match="SERVER in state LISTEN cannot take event "
+                                                "RECV_FIN"):
+        advance(TCP_TRANSITIONS, Role.SERVER, TcpState.LISTEN, Seg.RECV_FIN)
