@@ -113,6 +113,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _capture_options(p: argparse.ArgumentParser, lab: str) -> None:
+    p.add_argument("--no-capture", action="store_true", help="run without capturing")
+    p.add_argument("--pcap", metavar="PATH",
+                   help=f"where to write the capture (default captures/{lab}.pcap)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="protolab",
@@ -130,9 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="queries sent at once in part 1 (default 5)")
     p.add_argument("--port", type=_port, default=0,
                    help="the lab server's UDP port on 127.0.0.1 (default: a free one)")
-    p.add_argument("--no-capture", action="store_true", help="run without capturing")
-    p.add_argument("--pcap", metavar="PATH",
-                   help="where to write the capture (default captures/dns-demo.pcap)")
+    _capture_options(p, "dns-demo")
     p.set_defaults(func=cmd_dns_demo)
 
     p = sub.add_parser(
@@ -142,9 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "a killed server, a forged out-of-window segment, an ACK to a port with no "
                     "socket, a reconnect; and HTTP carrying its state over new connections. "
                     "Capture, forging and the kernel's record need root; the rest runs without.")
-    p.add_argument("--no-capture", action="store_true", help="run without capturing")
-    p.add_argument("--pcap", metavar="PATH",
-                   help="where to write the capture (default captures/tcp-demo.pcap)")
+    _capture_options(p, "tcp-demo")
     p.set_defaults(func=cmd_tcp_demo)
 
     p = sub.add_parser(
@@ -153,9 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "kernel entry; the server is restarted between two requests and the "
                     "workflow goes on because the client carries its state; a datagram to the "
                     "stopped server from an unconnected and a connected socket.")
-    p.add_argument("--no-capture", action="store_true", help="run without capturing")
-    p.add_argument("--pcap", metavar="PATH",
-                   help="where to write the capture (default captures/udp-demo.pcap)")
+    _capture_options(p, "udp-demo")
     p.set_defaults(func=cmd_udp_demo)
 
     p = sub.add_parser(

@@ -17,8 +17,8 @@ from pathlib import Path
 import dns.message
 import dns.rrset
 
-from protolab.annotate import Row, annotate_records, format_rows
-from protolab.capture import Capture, CaptureSummary, fix_hint
+from protolab.annotate import Row
+from protolab.capture import Capture, CaptureSummary
 from protolab.dns import (
     LAB_ZONE,
     AnswerMatched,
@@ -31,8 +31,8 @@ from protolab.dns import (
     ServerCounters,
 )
 from protolab.packets import PROTO_UDP, Decoded, decode
-from protolab.paths import default_capture_path, reference_capture
-from protolab.pcap import read_pcap
+from protolab.paths import default_capture_path
+from protolab.report import capture_off_line, indent, show_capture, table
 from protolab.udpnet import UdpServerThread
 
 LAB = "dns-demo"
@@ -57,11 +57,6 @@ class DnsDemoResult:
     server_counters: ServerCounters | None = None
     complete: bool | None = None  #: capture holds every datagram the server counted
 
-
-def _table(rows: list, headers: tuple[str, ...]) -> str:
-    from tabulate import tabulate
-
-    return tabulate(rows, headers=headers)
 
 
 class _ClientIO:
@@ -136,10 +131,7 @@ def run_dns_demo(queries: int = 5, port: int = 0, capture: bool = True,
         with Capture([server.address[1]], path, enabled=capture,
                      off_reason=capture_off_reason) as cap:
             if not cap.active:
-                ref = reference_capture(LAB)
-                out(f"capture off: {cap.summary.off_reason}"
-                    + ("" if capture_off_reason == cap.summary.off_reason else f"; {fix_hint()}")
-                    + f". The demo runs anyway; reference capture: protolab inspect {ref}")
+                out(capture_off_line(cap.summary, LAB, capture_off_reason))
             _part1(server, result, cap, names, queries, out)
             _part2(server, result, cap, out)
             _part3(server, result, cap, out)
@@ -165,7 +157,7 @@ def _part1(server: UdpServerThread, result: DnsDemoResult, cap: Capture, names: 
         client.query(entry.name, entry.rdtype)
     client._drain()
     out("   The client's pending-query table, in its own memory, right after sending:")
-    out(_indent(_table([list(r.values()) for r in client.core.snapshot()],
+    out(indent(table([list(r.values()) for r in client.core.snapshot()],
                        ("id", "question", "server", "state", "order sent"))))
     client.collect(lambda: not client.core.pending())
     by_qid = {m.qid: m for m in result.matched}
@@ -176,7 +168,7 @@ def _part1(server: UdpServerThread, result: DnsDemoResult, cap: Capture, names: 
                      m.order_answered if m else "-", f"{m.rtt * 1000:.0f} ms" if m else "-",
                      "yes: source, id, question" if m else "no answer"))
     out("   Answers came back in another order; each is matched by its ID:")
-    out(_indent(_table(rows, ("qid", "question", "order sent", "order answered", "rtt",
+    out(indent(table(rows, ("qid", "question", "order sent", "order answered", "rtt",
                               "matched"))))
     client.close()
 
@@ -248,12 +240,7 @@ def _icmp_for_port(d: Decoded, port: int) -> bool:
 
 def _show_capture(result: DnsDemoResult, summary: CaptureSummary, server_port: int,
                   out: Callable[[str], None]) -> None:
-    # Read the file back: the table shows what any reader of the pcap sees.
-    source = read_pcap(summary.path) if summary.path else summary.records
-    result.rows = list(annotate_records(source, dns_ports={server_port}))
-    out(f"\nThe capture, read back and annotated from the packets alone "
-        f"({summary.packets} packets → {summary.path}):")
-    out(format_rows(result.rows))
+    result.rows = show_capture(summary, out, dns_ports={server_port})
     decoded = [decode(r.data, r.linktype, r.time) for r in summary.records]
     to_server = sum(1 for d in decoded if d.proto == PROTO_UDP and d.dport == server_port)
     # The first forger sent from the server's own port; the server did not count that one.
@@ -269,7 +256,6 @@ def _show_capture(result: DnsDemoResult, summary: CaptureSummary, server_port: i
         out(f"WARNING: capture incomplete: {to_server}/{counters.queries} queries, "
             f"{from_server}/{counters.answers} answers, {summary.kernel_drops} kernel drops "
             f"— the table above misses packets")
-    out(f"Open it in Wireshark, or: protolab inspect {summary.path}")
 
 
 def _summary(out: Callable[[str], None]) -> None:
@@ -286,8 +272,4 @@ def _summary(out: Callable[[str], None]) -> None:
          "that one answer is lost; the client's timer notices"),
     ]
     out("\nWhere state lives in DNS over UDP:")
-    out(_table(rows, ("state", "held by", "if it is lost")))
-
-
-def _indent(text: str) -> str:
-    return "\n".join("   " + line for line in text.splitlines())
+    out(table(rows, ("state", "held by", "if it is lost")))

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from protolab.annotate import Row, annotate_records, format_rows
-from protolab.capture import Capture, CaptureSummary, capture_denied_reason, fix_hint
+from protolab.annotate import Row
+from protolab.capture import Capture, CaptureSummary, capture_denied_reason
 from protolab.kstate import (
     KernelTransition,
     TcpStateTrace,
@@ -26,9 +26,9 @@ from protolab.kstate import (
     tcp_info_state,
 )
 from protolab.packets import Decoded
-from protolab.paths import default_capture_path, reference_capture
-from protolab.pcap import read_pcap
+from protolab.paths import default_capture_path
 from protolab.proc import ServerProcess
+from protolab.report import capture_off_line, indent, show_capture, table
 from protolab.tcp import RST, SYN, TcpObserver, Transition
 from protolab.tcpnet import EchoServer, StatelessHttpServer, http_get
 
@@ -58,11 +58,6 @@ class TcpDemoResult:
     rows: list[Row] = field(default_factory=list)
 
 
-def _table(rows: list, headers: tuple[str, ...]) -> str:
-    from tabulate import tabulate
-
-    return tabulate(rows, headers=headers)
-
 
 def _ep(addr: tuple[str, int]) -> str:
     return f"{addr[0]}:{addr[1]}"
@@ -79,9 +74,7 @@ def run_tcp_demo(capture: bool = True, pcap: str | Path | None = None, out: Out 
     with Capture([result.server[1]], path, enabled=capture,
                  off_reason=capture_off_reason) as cap:
         if not cap.active:
-            extra = "" if cap.summary.off_reason == capture_off_reason else f"; {fix_hint()}"
-            out(f"capture off: {cap.summary.off_reason}{extra}. The demo runs anyway; reference "
-                f"capture: protolab inspect {reference_capture(LAB)}")
+            out(capture_off_line(cap.summary, LAB, capture_off_reason))
         with TcpStateTrace(result.server[1]) as trace:
             _part1(listener, result, out)
         listener.close()
@@ -92,12 +85,7 @@ def run_tcp_demo(capture: bool = True, pcap: str | Path | None = None, out: Out 
         _part4(result, cap, out)
     result.capture = cap.summary
     if cap.active:
-        source = read_pcap(path) if path else cap.summary.records
-        result.rows = list(annotate_records(source))
-        out(f"\nThe capture, annotated from the packets alone ({cap.summary.packets} packets → "
-            f"{path}):")
-        out(format_rows(result.rows))
-        out(f"Open it in Wireshark, or: protolab inspect {path}")
+        result.rows = show_capture(cap.summary, out)
     elif trace.reason:
         out(f"\n(the kernel's transition record is off: {trace.reason})")
     _summary(out)
@@ -141,7 +129,7 @@ def _part1(listener: socket.socket, result: TcpDemoResult, out: Out) -> None:
     snap("server close(): FIN; client ACKs", tcp_info_state(client) + (
         " (TIME_WAIT entry in /proc/net/tcp)" if result.time_wait else ""), "(socket closed)")
     client.close()
-    out(_indent(_table(snaps, ("step", "client socket (kernel)", "server socket (kernel)"))))
+    out(indent(table(snaps, ("step", "client socket (kernel)", "server socket (kernel)"))))
     out("   The client closed first, so its kernel keeps the 4-tuple in TIME_WAIT (2*MSL) to "
         "absorb stray segments; the server's entry is gone.")
 
@@ -210,7 +198,7 @@ def _timeline(result: TcpDemoResult, trace: TcpStateTrace, cap: Capture, offset:
     events.sort(key=lambda e: e[0])
     out("\n2. Timeline of connection 1: each packet, the transitions protolab's model derives "
         "from it, and the transitions the kernel recorded (tracepoint sock:inet_sock_set_state)")
-    out(_indent(_table([(f"{(t - t0) * 1000:.3f}", *rest) for t, *rest in events],
+    out(indent(table([(f"{(t - t0) * 1000:.3f}", *rest) for t, *rest in events],
                        ("ms", "packet", "model (from the packet)", "kernel (its own record)"))))
     if not trace.enabled:
         out(f"   (kernel record unavailable: {trace.reason})")
@@ -219,7 +207,7 @@ def _timeline(result: TcpDemoResult, trace: TcpStateTrace, cap: Capture, offset:
         out("   (protolab's model works from the packets: capture to compare it with the kernel)")
         return
     result.agree, rows = compare(result.model, result.kernel, client, server, result.time_wait)
-    out(_indent(_table(rows, ("socket", "model", "kernel", "same"))))
+    out(indent(table(rows, ("socket", "model", "kernel", "same"))))
     out("   protolab's model " + ("AGREES with the kernel on every transition" if result.agree
                                    else "DISAGREES with the kernel (see NO above)"))
 
@@ -360,7 +348,7 @@ def _reconnect(result: TcpDemoResult, cap: Capture, c1: socket.socket, c2: socke
     entries = [e for e in socket_table("tcp") if e.remote == _ep(server)]
     out("   (d) the same client connects again: a new source port, a new 4-tuple, a new initial "
         "sequence number — a new connection, with its own entry in each kernel:")
-    out(_indent(_table(rows, ("4-tuple (the key of the state)", "client ISN")), 7))
+    out(indent(table(rows, ("4-tuple (the key of the state)", "client ISN")), 7))
     out(f"       client kernel's table now holds {len(entries)} entries towards "
         f"{_ep(server)} (/proc/net/tcp)")
 
@@ -401,8 +389,4 @@ def _summary(out: Out) -> None:
          "nothing: a new connection carries the next request just as well"),
     ]
     out("\nWhere state lives in TCP:")
-    out(_table(rows, ("state", "held by", "if it is lost")))
-
-
-def _indent(text: str, n: int = 3) -> str:
-    return "\n".join(" " * n + line for line in text.splitlines())
+    out(table(rows, ("state", "held by", "if it is lost")))

@@ -13,12 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from protolab.annotate import Row, annotate_records, format_rows
-from protolab.capture import Capture, CaptureSummary, fix_hint
+from protolab.annotate import Row
+from protolab.capture import Capture, CaptureSummary
 from protolab.kstate import socket_table
-from protolab.paths import default_capture_path, reference_capture
-from protolab.pcap import read_pcap
+from protolab.paths import default_capture_path
 from protolab.proc import ServerProcess
+from protolab.report import capture_off_line, show_capture, table
 from protolab.udp import CounterClient, Reply
 
 LAB = "udp-demo"
@@ -41,11 +41,6 @@ class UdpDemoResult:
     capture: CaptureSummary | None = None
     rows: list[Row] = field(default_factory=list)
 
-
-def _table(rows: list, headers: tuple[str, ...]) -> str:
-    from tabulate import tabulate
-
-    return tabulate(rows, headers=headers)
 
 
 def _entries(port: int) -> list[str]:
@@ -73,21 +68,14 @@ def run_udp_demo(capture: bool = True, pcap: str | Path | None = None, out: Out 
     try:
         with Capture([port], path, enabled=capture, off_reason=capture_off_reason) as cap:
             if not cap.active:
-                extra = "" if cap.summary.off_reason == capture_off_reason else f"; {fix_hint()}"
-                out(f"capture off: {cap.summary.off_reason}{extra}. The demo runs anyway; "
-                    f"reference capture: protolab inspect {reference_capture(LAB)}")
+                out(capture_off_line(cap.summary, LAB, capture_off_reason))
             server = _part1_2_3(result, server, out)
             _part4(result, server, cap, out)
         result.capture = cap.summary
     finally:
         server.kill()
     if cap.active:
-        source = read_pcap(path) if path else cap.summary.records
-        result.rows = list(annotate_records(source))
-        out(f"\nThe capture, annotated from the packets alone ({cap.summary.packets} packets → "
-            f"{path}):")
-        out(format_rows(result.rows))
-        out(f"Open it in Wireshark, or: protolab inspect {path}")
+        result.rows = show_capture(cap.summary, out)
     _summary(out)
     return result
 
@@ -131,7 +119,7 @@ def _part1_2_3(result: UdpDemoResult, server: ServerProcess, out: Out) -> Server
             result.pids.append(reply.pid)
             rows.append((reply.seq, f"seq={reply.seq} total={reply.total - add} add={add}",
                          reply.total, reply.seen, reply.pid))
-    out(_table(rows, ("seq", "datagram (client-carried state)", "total (answer)",
+    out(table(rows, ("seq", "datagram (client-carried state)", "total (answer)",
                       "server's own count (app memory)", "server pid")))
     continued = len(set(result.pids)) > 1 and result.replies[-1].total == sum(ADDS)
     result.verdict = ("server restarted between requests: workflow continued" if continued
@@ -201,4 +189,4 @@ def _summary(out: Out) -> None:
          "only where ICMP errors are reported, and which source is accepted"),
     ]
     out("\nWhere state lives in UDP:")
-    out(_table(rows, ("state", "held by", "if it is lost")))
+    out(table(rows, ("state", "held by", "if it is lost")))

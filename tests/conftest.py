@@ -47,6 +47,20 @@ def dns_server():
         yield server
 
 
+def live_run(factory, lab: str, run, needs_tracing: bool = False):
+    """Run a demo once, captured, for a whole test module: (result, pcap path, printed text).
+
+    None where this machine cannot capture; the `capture_rights` fixture then skips or fails.
+    """
+    from protolab.kstate import tracing_denied_reason
+
+    if capture_denied_reason() or (needs_tracing and tracing_denied_reason()):
+        return None
+    lines: list[str] = []
+    path = factory.mktemp(lab) / f"{lab}.pcap"
+    return run(pcap=path, out=lines.append), path, "\n".join(lines)
+
+
 def run_cli(*args: str, env: dict | None = None, prefix: tuple[str, ...] = (),
             timeout: float = 30) -> subprocess.CompletedProcess:
     """Run `python -m protolab ARGS` as a user would, in a scratch working directory."""

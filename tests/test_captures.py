@@ -16,6 +16,11 @@ CAPTURES = sorted((ROOT / "captures").glob("*.ref.pcap"))
 
 @pytest.mark.parametrize("path", CAPTURES, ids=lambda p: p.name)
 def test_tshark_agrees_on_ports_seq_ack_and_flags(path) -> None:
+    assert_tshark_agrees(path)
+
+
+def assert_tshark_agrees(path) -> None:
+    """For each packet: ports, TCP relative seq/ack and flags equal tshark's."""
     tshark = require_tool("tshark")
     out = subprocess.run([tshark, "-r", str(path), "-T", "fields", "-E", "separator=|",
                           "-e", "frame.number", "-e", "tcp.srcport", "-e", "tcp.dstport",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from functools import partial
 
 import pytest
 
@@ -13,20 +14,12 @@ from protolab.dns import RejectReason
 from protolab.dnsdemo import run_dns_demo
 from protolab.pcap import read_pcap
 
-from conftest import require, require_tool, run_cli
+from conftest import live_run, require, require_tool, run_cli
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    from protolab.capture import capture_denied_reason
-
-    denied = capture_denied_reason()
-    if denied:
-        return None
-    lines: list[str] = []
-    path = tmp_path_factory.mktemp("dns") / "dns-demo.pcap"
-    result = run_dns_demo(queries=6, pcap=path, out=lines.append)
-    return result, path, "\n".join(lines)
+    return live_run(tmp_path_factory, "dns-demo", partial(run_dns_demo, queries=6))
 
 
 @pytest.fixture

@@ -11,18 +11,12 @@ from protolab.annotate import Action
 from protolab.kstate import tracing_denied_reason
 from protolab.tcpdemo import run_tcp_demo
 
-from conftest import require, require_tool, run_cli
+from conftest import live_run, require, require_tool, run_cli
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    from protolab.capture import capture_denied_reason
-
-    if capture_denied_reason() or tracing_denied_reason():
-        return None
-    lines: list[str] = []
-    path = tmp_path_factory.mktemp("tcp") / "tcp-demo.pcap"
-    return run_tcp_demo(pcap=path, out=lines.append), path, "\n".join(lines)
+    return live_run(tmp_path_factory, "tcp-demo", run_tcp_demo, needs_tracing=True)
 
 
 @pytest.fixture
@@ -86,6 +80,13 @@ def test_an_ack_to_a_port_without_a_socket_gets_rst(demo) -> None:
                          capture_output=True, text=True, timeout=30)
     flags = [f.replace("\u00b7", "") for f in out.stdout.split()]
     assert flags == ["A", "R"], out.stdout
+
+
+def test_tshark_agrees_with_the_fresh_capture(demo) -> None:
+    from test_captures import assert_tshark_agrees
+
+    _, path, _ = demo
+    assert_tshark_agrees(path)
 
 
 def test_killing_the_server_process_gets_the_client_a_reset(demo) -> None:

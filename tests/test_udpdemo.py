@@ -10,18 +10,12 @@ import pytest
 
 from protolab.udpdemo import ADDS, run_udp_demo
 
-from conftest import require, require_tool, run_cli
+from conftest import live_run, require, require_tool, run_cli
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    from protolab.capture import capture_denied_reason
-
-    if capture_denied_reason():
-        return None
-    lines: list[str] = []
-    path = tmp_path_factory.mktemp("udp") / "udp-demo.pcap"
-    return run_udp_demo(pcap=path, out=lines.append), path, "\n".join(lines)
+    return live_run(tmp_path_factory, "udp-demo", run_udp_demo)
 
 
 @pytest.fixture

@@ -1,0 +1,46 @@
+"""What every demo prints the same way: tables, the capture-off line, the annotated capture.
+
+Where state lives: nowhere; these are pure formatting helpers shared by the labs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from protolab.annotate import DNS_PORTS, Row, annotate_records, format_rows
+from protolab.capture import CaptureSummary, fix_hint
+from protolab.paths import reference_capture
+from protolab.pcap import read_pcap
+
+Out = Callable[[str], None]
+
+
+def table(rows: list, headers: tuple[str, ...]) -> str:
+    from tabulate import tabulate
+
+    return tabulate(rows, headers=headers)
+
+
+def indent(text: str, n: int = 3) -> str:
+    return "\n".join(" " * n + line for line in text.splitlines())
+
+
+def capture_off_line(summary: CaptureSummary, lab: str, asked: str) -> str:
+    """One line: capture is off, why, the fix (unless the user asked for it), the reference."""
+    fix = "" if summary.off_reason == asked else f"; {fix_hint()}"
+    return (f"capture off: {summary.off_reason}{fix}. The demo runs anyway; reference capture: "
+            f"protolab inspect {reference_capture(lab)}")
+
+
+def show_capture(summary: CaptureSummary, out: Out,
+                 dns_ports: Iterable[int] = DNS_PORTS) -> list[Row]:
+    """Read the written capture back (what any reader of the file sees), annotate and print it."""
+    path: Path | None = summary.path
+    source = read_pcap(path) if path else summary.records
+    rows = list(annotate_records(source, dns_ports))
+    out(f"\nThe capture, read back and annotated from the packets alone ({summary.packets} "
+        f"packets → {path}):")
+    out(format_rows(rows))
+    out(f"Open it in Wireshark, or: protolab inspect {path}")
+    return rows
