@@ -20,6 +20,7 @@ from enum import Enum
 
 from protolab.packets import PROTO_ICMP, PROTO_UDP, Decoded, decode
 from protolab.pcap import Record, read_pcap
+from protolab.quic import QuicHeader, decode_header
 from protolab.tcp import TcpObserver
 
 DNS_PORTS = frozenset({53, 5353})
@@ -80,6 +81,12 @@ class Annotator:
         self._answered: OrderedDict[tuple[str, str, int], int] = OrderedDict()
         self._window: deque[tuple[Row, Decoded]] = deque()
         self._tcp_observer = TcpObserver()
+        self._quic_cids: dict[bytes, int] = {}  # connection ID -> QUIC connection number
+        self._quic_paths: dict[frozenset[str], int] = {}  # 4-tuple -> QUIC connection number
+        self._quic_servers: set[str] = set()  # endpoints that received a client's Initial
+        self._quic_count = 0
+        self._quic_keyed: set[int] = set()  # QUIC connections the server has created
+        self._quic_cid_len = 8  # aioquic's and most stacks' length; learned from long headers
         self._count = 0
 
     def feed(self, d: Decoded) -> list[Row]:
@@ -109,6 +116,8 @@ class Annotator:
                        state="not decoded: " + d.error)
         if d.proto == PROTO_UDP and self._is_dns(d):
             return self._dns(d, base)
+        if d.proto == PROTO_UDP and (quic := self._quic_header(d)) is not None:
+            return self._quic(d, base, quic)
         if d.proto == PROTO_UDP:
             text = _printable(d.payload)
             return Row(**base, summary=f"UDP {len(d.payload)} bytes" + (f" {text!r}" if text
@@ -190,6 +199,83 @@ class Annotator:
     def _bound(table: OrderedDict) -> None:
         while len(table) > MAX_PENDING:
             table.popitem(last=False)
+
+    # -- QUIC ------------------------------------------------------------------------------
+
+    def _quic_header(self, d: Decoded) -> QuicHeader | None:
+        h = decode_header(d.payload, self._quic_cid_len)
+        if h is None:
+            return None
+        if h.long:
+            return h
+        path = frozenset((d.endpoint("src"), d.endpoint("dst")))
+        return h if (path in self._quic_paths or h.dcid in self._quic_cids) else None
+
+    def _quic(self, d: Decoded, base: dict, h: QuicHeader) -> Row:
+        src, dst = d.endpoint("src"), d.endpoint("dst")
+        path = frozenset((src, dst))
+        base = {**base, "proto": "QUIC"}
+        scid = f" SCID={h.scid.hex()}" if h.scid else ""
+        summary = f"{h.packet_type} DCID={h.dcid.hex()}{scid}" + (
+            f" token={len(h.token)}B" if h.token else "")
+        if h.packet_type == "Version Negotiation":
+            return Row(**base, summary=summary, action=Action.NONE, holders=(Holder.PACKET,),
+                       state="the server keeps nothing: it lists the versions it speaks")
+        if h.scid:
+            self._quic_cid_len = len(h.scid) or self._quic_cid_len
+        conn = self._quic_cids.get(h.dcid, self._quic_paths.get(path))
+        if h.packet_type == "Initial" and dst not in self._quic_servers and \
+                src not in self._quic_servers:
+            self._quic_servers.add(dst)
+        to_server = dst in self._quic_servers
+        receiver, sender = ("server", "client") if to_server else ("client", "server")
+        notes = []
+        if conn is None:
+            self._quic_count += 1
+            conn = self._quic_count
+        elif h.dcid not in self._quic_cids and not h.long:
+            notes.append("a DCID new to this capture on a known path: the connection switched "
+                         "to a CID issued in an encrypted NEW_CONNECTION_ID (rotation)")
+        if path not in self._quic_paths and self._quic_paths and not h.long \
+                and h.dcid in self._quic_cids:
+            notes.append(f"a new path ({src if to_server else dst}) with a known DCID: found by "
+                         f"CID, not by 4-tuple (migration)")
+        self._quic_paths[path] = conn
+        self._quic_cids.setdefault(h.dcid, conn)
+        holders_rx = Holder.SERVER_APP if to_server else Holder.CLIENT_APP
+        extra = ("; " + "; ".join(notes)) if notes else ""
+        if h.packet_type == "Retry":
+            if h.scid:
+                self._quic_cids[h.scid] = conn
+            return Row(**base, summary=summary, action=Action.NONE, holders=(Holder.TOKEN,),
+                       state=("the server keeps NOTHING for this client: the token holds its "
+                              "address and original DCID, and comes back in the next Initial "
+                              "(like a JWT)"))
+        if h.packet_type == "Initial" and to_server and conn not in self._quic_keyed:
+            known = h.scid in self._quic_cids
+            if h.scid:
+                self._quic_cids[h.scid] = conn
+            if h.token:
+                return Row(**base, summary=summary, action=Action.USES,
+                           holders=(Holder.TOKEN, Holder.SERVER_APP),
+                           state=(f"the echoed token brings back the state the server did not "
+                                  f"keep; only now does it create connection #{conn}"))
+            if not known:
+                return Row(
+                    **base, summary=summary, action=Action.CREATES, holders=(Holder.CLIENT_APP,),
+                    state=(f"client's table gets key {h.scid.hex() if h.scid else '?'} (client "
+                           f"app memory) for connection #{conn}; the DCID is random: no server "
+                           f"entry has it yet"))
+        if h.long and h.scid and not to_server and h.scid not in self._quic_cids:
+            self._quic_cids[h.scid] = conn
+            self._quic_keyed.add(conn)
+            return Row(**base, summary=summary, action=Action.CREATES,
+                       holders=(Holder.SERVER_APP,),
+                       state=(f"server's table gets key {h.scid.hex()} (server app memory) for "
+                              f"connection #{conn}; DCID {h.dcid.hex()} is the client's key"))
+        return Row(**base, summary=summary, action=Action.USES, holders=(holders_rx,),
+                   state=(f"DCID {h.dcid.hex()} is the key of the {receiver}'s connection table "
+                          f"({receiver} app memory) → connection #{conn}{extra}"))
 
     # -- TCP -------------------------------------------------------------------------------
 

@@ -96,6 +96,18 @@ def cmd_udp_demo(args: argparse.Namespace) -> int:
     return 0 if result.verdict.endswith("workflow continued") else EXIT_FAILED
 
 
+def cmd_quic_demo(args: argparse.Namespace) -> int:
+    from protolab.quicdemo import run_quic_demo
+
+    try:
+        result = run_quic_demo(capture=not args.no_capture, pcap=args.pcap, out=out)
+    except OSError as exc:
+        raise CliError(f"quic-demo: {exc.strerror or exc}") from None
+    ok = result.reconnected and result.retry_connected and result.server_paths[:1] == [
+        (result.migrated_to, True)]
+    return 0 if ok else EXIT_FAILED
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from protolab.annotate import annotate_file, format_rows
     from protolab.pcap import PcapError
@@ -157,6 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "stopped server from an unconnected and a connected socket.")
     _capture_options(p, "udp-demo")
     p.set_defaults(func=cmd_udp_demo)
+
+    p = sub.add_parser(
+        "quic-demo", help="QUIC: connection IDs, migration, Retry tokens, a restart",
+        description="aioquic's sans-IO QUIC over plain UDP sockets: the DCID in every packet "
+                    "is the key of the receiver's connection table; CID rotation; migration to "
+                    "127.0.0.2 (QUIC survives, TCP does not); a server restart (the table is "
+                    "gone); a Retry whose token carries the state. Writes the TLS key log and a "
+                    "qlog next to the capture.")
+    _capture_options(p, "quic-demo")
+    p.set_defaults(func=cmd_quic_demo)
 
     p = sub.add_parser(
         "inspect", help="annotate a pcap file: where the state for each packet lives",

@@ -14,6 +14,7 @@ import os
 import struct
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -98,24 +99,18 @@ def _read_stream(f: BinaryIO, name: str) -> Iterator[Record]:
         yield Record(sec + frac / divisor, linktype, data, orig_len)
 
 
-def write_pcap(path: str | os.PathLike[str], records: Iterable[Record],
-               linktype: int = LINKTYPE_ETHERNET) -> int:
-    """Write records to `path` atomically (temporary name, then rename). Returns the count."""
+@contextmanager
+def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """Open a temporary file beside `path`; on success it replaces `path`, on error it vanishes.
+
+    Whatever was at `path` before stays intact until the new file is complete.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    count = 0
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(_GLOBAL_HEADER.pack(MAGIC_USEC, 2, 4, 0, 0, SNAPLEN, linktype))
-            for r in records:
-                sec = int(r.time)
-                usec = int(round((r.time - sec) * 1e6))
-                if usec >= 1_000_000:
-                    sec, usec = sec + 1, usec - 1_000_000
-                f.write(struct.pack("<IIII", sec, usec, len(r.data), r.orig_len))
-                f.write(r.data)
-                count += 1
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
@@ -123,4 +118,25 @@ def write_pcap(path: str | os.PathLike[str], records: Iterable[Record],
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    with atomic_file(path) as f:
+        f.write(text.encode())
+
+
+def write_pcap(path: str | os.PathLike[str], records: Iterable[Record],
+               linktype: int = LINKTYPE_ETHERNET) -> int:
+    """Write records to `path` atomically (temporary name, then rename). Returns the count."""
+    count = 0
+    with atomic_file(path) as f:
+        f.write(_GLOBAL_HEADER.pack(MAGIC_USEC, 2, 4, 0, 0, SNAPLEN, linktype))
+        for r in records:
+            sec = int(r.time)
+            usec = int(round((r.time - sec) * 1e6))
+            if usec >= 1_000_000:
+                sec, usec = sec + 1, usec - 1_000_000
+            f.write(struct.pack("<IIII", sec, usec, len(r.data), r.orig_len))
+            f.write(r.data)
+            count += 1
     return count

@@ -1,0 +1,391 @@
+"""QUIC, driven sans-IO: a server that finds connections by connection ID, and header decoding.
+
+Where state lives: in each endpoint's connection table, keyed by connection ID (RFC 9000 section
+5.1: "each connection possesses a set of connection identifiers ... that can identify the
+connection"), not by the 4-tuple. Every QUIC packet carries the destination connection ID (DCID),
+which is the key of the *receiver's* table; that is why a connection survives a change of address
+(RFC 9000 section 9) and why a server that restarts, its table gone, cannot: QUIC is as stateful as
+TCP, it only moved the key. A Retry (RFC 9000 section 8.1.2) shows the opposite trick: the server
+keeps nothing and puts what it needs in a token the client must echo, as a JWT does.
+
+This is the only module that touches aioquic (its internals included, marked); everything else in
+protolab sees plain data. `QuicServerCore` is aioquic's `asyncio/server.py` routing without asyncio:
+`receive(data, addr, now)`, `datagrams_to_send(now)`, `next_timer()`, so `protolab.udpnet` runs it;
+`QuicClientCore` is the client's side with the same three calls.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import ssl
+from dataclasses import dataclass, field
+from typing import TextIO
+
+Address = tuple[str, int]
+ALPN = "protolab"
+LONG_TYPES = {0: "Initial", 1: "0-RTT", 2: "Handshake", 3: "Retry"}
+
+
+# -- header decoding (RFC 8999 invariants, RFC 9000 section 17): no aioquic, no keys --------------
+
+
+@dataclass(frozen=True)
+class QuicHeader:
+    long: bool
+    packet_type: str  #: Initial, 0-RTT, Handshake, Retry, Version Negotiation or 1-RTT
+    version: int | None
+    dcid: bytes
+    scid: bytes | None  #: long headers only
+    token: bytes = b""  #: Initial: a Retry's token echoed (RFC 9000 17.2.2); Retry: the token
+
+
+def decode_header(payload: bytes, short_dcid_len: int = 8) -> QuicHeader | None:
+    """The header of the first QUIC packet in a UDP payload, or None when it is not QUIC.
+
+    A short header does not say how long its DCID is: the receiver knows, because it chose it
+    (RFC 9000 section 17.3). An observer must guess; `short_dcid_len` is that guess.
+    """
+    if len(payload) < 1 + short_dcid_len or not payload[0] & 0x40 and payload[0] & 0x80 == 0:
+        return None
+    first = payload[0]
+    if first & 0x80:
+        if len(payload) < 7:
+            return None
+        version = int.from_bytes(payload[1:5], "big")
+        dlen = payload[5]
+        if dlen > 20 or len(payload) < 6 + dlen + 1:
+            return None
+        dcid = payload[6:6 + dlen]
+        slen = payload[6 + dlen]
+        if slen > 20 or len(payload) < 7 + dlen + slen:
+            return None
+        scid = payload[7 + dlen:7 + dlen + slen]
+        if version == 0:
+            return QuicHeader(True, "Version Negotiation", version, dcid, scid)
+        if version != 1 or not first & 0x40:
+            return None
+        kind = LONG_TYPES[(first >> 4) & 0x03]
+        rest = payload[7 + dlen + slen:]
+        token = b""
+        if kind == "Initial":
+            length, used = _varint(rest)
+            token = rest[used:used + length] if length is not None else b""
+        elif kind == "Retry":
+            token = rest[:-16]  # the Retry Integrity Tag is the last 16 bytes
+        return QuicHeader(True, kind, version, dcid, scid, token)
+    if not first & 0x40:
+        return None
+    return QuicHeader(False, "1-RTT", None, payload[1:1 + short_dcid_len], None)
+
+
+def _varint(b: bytes) -> tuple[int | None, int]:
+    """RFC 9000 section 16 variable-length integer: (value, bytes used); (None, 0) if cut."""
+    if not b:
+        return None, 0
+    size = 1 << (b[0] >> 6)
+    if len(b) < size:
+        return None, 0
+    return int.from_bytes(bytes([b[0] & 0x3F]) + b[1:size], "big"), size
+
+
+# -- certificates made at run time (never a committed key) ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Credentials:
+    certificate: object
+    private_key: object
+    pem: bytes  #: the certificate, for the client to trust
+
+
+def make_credentials(name: str = "localhost") -> Credentials:
+    """A fresh self-signed certificate for `name` and 127.0.0.1, valid for one day."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.DNSName(name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False)
+            .sign(key, hashes.SHA256()))
+    return Credentials(cert, key, cert.public_bytes(serialization.Encoding.PEM))
+
+
+def server_configuration(creds: Credentials, idle_timeout: float = 10.0):
+    from aioquic.quic.configuration import QuicConfiguration
+
+    config = QuicConfiguration(is_client=False, alpn_protocols=[ALPN], idle_timeout=idle_timeout)
+    config.certificate = creds.certificate
+    config.private_key = creds.private_key
+    return config
+
+
+def client_configuration(creds: Credentials, keylog: TextIO | None = None,
+                         qlog: object | None = None, idle_timeout: float = 10.0):
+    from aioquic.quic.configuration import QuicConfiguration
+
+    config = QuicConfiguration(is_client=True, alpn_protocols=[ALPN], idle_timeout=idle_timeout,
+                               server_name="localhost", secrets_log_file=keylog)
+    config.load_verify_locations(cadata=creds.pem)
+    config.verify_mode = ssl.CERT_REQUIRED
+    config.quic_logger = qlog
+    return config
+
+
+def new_qlog() -> object:
+    """An in-memory qlog (draft-ietf-quic-qlog) collector; `qlog_json` serialises it."""
+    from aioquic.quic.logger import QuicLogger
+
+    return QuicLogger()
+
+
+def qlog_json(qlog: object) -> str:
+    import json
+
+    return json.dumps(qlog.to_dict())
+
+
+# -- the server: a connection table keyed by connection ID ----------------------------------------
+
+
+@dataclass
+class ServerConnection:
+    number: int
+    conn: object  #: aioquic QuicConnection
+    cids: set[bytes] = field(default_factory=set)
+    received: bytes = b""  #: stream data the application was given, all streams
+
+
+@dataclass
+class ServerCounters:
+    datagrams: int = 0
+    retries_sent: int = 0  #: Retry packets sent (no state kept for them)
+    unknown_cid: int = 0  #: datagrams whose DCID is in no table entry: dropped
+    version_negotiation: int = 0
+
+
+class QuicServerCore:
+    """Echo server (stream data comes back upper-cased) that routes datagrams by DCID.
+
+    With `retry=True` a client's first Initial gets a Retry and nothing is stored; the token in its
+    second Initial carries the state (RFC 9000 section 8.1.2).
+    """
+
+    def __init__(self, creds: Credentials, retry: bool = False,
+                 idle_timeout: float = 10.0) -> None:
+        from aioquic.quic.retry import QuicRetryTokenHandler
+
+        self._config = server_configuration(creds, idle_timeout)
+        self._retry = QuicRetryTokenHandler() if retry else None
+        #: the connection table: every connection ID this server issued -> its connection
+        self.table: dict[bytes, ServerConnection] = {}
+        self._connections: list[ServerConnection] = []
+        self._out: list[tuple[bytes, Address]] = []
+        self.counters = ServerCounters()
+
+    def receive(self, data: bytes, addr: Address, now: float) -> None:
+        from aioquic.buffer import Buffer
+        from aioquic.quic.connection import QuicConnection
+        from aioquic.quic.packet import (
+            QuicPacketType,
+            encode_quic_retry,
+            encode_quic_version_negotiation,
+            pull_quic_header,
+        )
+
+        self.counters.datagrams += 1
+        try:
+            header = pull_quic_header(Buffer(data=data),
+                                      host_cid_length=self._config.connection_id_length)
+        except ValueError:
+            return
+        if header.version is not None and header.version not in self._config.supported_versions \
+                and header.packet_type != QuicPacketType.VERSION_NEGOTIATION:
+            self.counters.version_negotiation += 1
+            self._out.append((encode_quic_version_negotiation(
+                source_cid=header.destination_cid, destination_cid=header.source_cid,
+                supported_versions=self._config.supported_versions), addr))
+            return
+        entry = self.table.get(header.destination_cid)
+        if entry is None:
+            if header.packet_type != QuicPacketType.INITIAL or len(data) < 1200:
+                self.counters.unknown_cid += 1  # RFC 9000 section 10.3 would allow a reset
+                return
+            odcid, retry_scid = header.destination_cid, None
+            if self._retry is not None:
+                if not header.token:
+                    scid = os.urandom(8)
+                    self.counters.retries_sent += 1
+                    self._out.append((encode_quic_retry(
+                        version=header.version, source_cid=scid,
+                        destination_cid=header.source_cid,
+                        original_destination_cid=header.destination_cid,
+                        retry_token=self._retry.create_token(
+                            address=addr,
+                            original_destination_connection_id=header.destination_cid,
+                            retry_source_connection_id=scid, now=now)), addr))
+                    return
+                try:
+                    odcid = self._retry.validate_token(
+                        address=addr, destination_cid=header.destination_cid,
+                        token=header.token, now=now)
+                except ValueError:
+                    return
+                retry_scid = header.destination_cid
+            conn = QuicConnection(configuration=self._config,
+                                  original_destination_connection_id=odcid,
+                                  retry_source_connection_id=retry_scid)
+            entry = ServerConnection(len(self._connections) + 1, conn)
+            self._connections.append(entry)
+            for cid in (header.destination_cid, conn.host_cid):
+                self.table[cid] = entry
+                entry.cids.add(cid)
+        entry.conn.receive_datagram(data, addr, now)
+        self._process(entry)
+
+    def _process(self, entry: ServerConnection) -> None:
+        from aioquic.quic import events
+
+        conn = entry.conn
+        while (ev := conn.next_event()) is not None:
+            if isinstance(ev, events.ConnectionIdIssued):
+                self.table[ev.connection_id] = entry
+                entry.cids.add(ev.connection_id)
+            elif isinstance(ev, events.ConnectionIdRetired):
+                self.table.pop(ev.connection_id, None)
+                entry.cids.discard(ev.connection_id)
+            elif isinstance(ev, events.ConnectionTerminated):
+                for cid in entry.cids:
+                    self.table.pop(cid, None)
+                entry.cids.clear()
+            elif isinstance(ev, events.StreamDataReceived):
+                entry.received += ev.data
+                if ev.data or ev.end_stream:
+                    conn.send_stream_data(ev.stream_id, ev.data.upper(), ev.end_stream)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        """Fire the timers that are due, then collect every connection's datagrams."""
+        out, self._out = self._out, []
+        for entry in self._connections:
+            t = entry.conn.get_timer()
+            if t is not None and t <= now:
+                entry.conn.handle_timer(now)
+                self._process(entry)
+            out.extend(entry.conn.datagrams_to_send(now))
+        return out
+
+    def next_timer(self) -> float | None:
+        timers = [t for e in self._connections if (t := e.conn.get_timer()) is not None]
+        return min(timers) if timers else None
+
+    def connections(self) -> list[ServerConnection]:
+        return [e for e in self._connections if e.cids]
+
+    def paths(self, entry: ServerConnection) -> list[tuple[Address, bool]]:
+        """The network paths the server knows for a connection: (peer address, validated)."""
+        # aioquic internal: QuicConnection._network_paths (RFC 9000 section 8.2 path validation)
+        return [(p.addr, p.is_validated) for p in entry.conn._network_paths]
+
+    def snapshot(self) -> list[dict[str, object]]:
+        return [{"cid": cid.hex(), "connection": e.number,
+                 "peer": ", ".join(f"{a[0]}:{a[1]}{'' if ok else ' (unvalidated)'}"
+                                   for a, ok in self.paths(e))}
+                for cid, e in self.table.items()]
+
+
+def spare_peer_cids(conn: object) -> int:
+    """How many unused connection IDs the peer has issued to this endpoint."""
+    # aioquic internal: QuicConnection._peer_cid_available (RFC 9000 section 5.1.1)
+    return len(conn._peer_cid_available)
+
+
+def peer_cid(conn: object) -> bytes:
+    """The DCID this endpoint currently puts in its packets."""
+    # aioquic internal: QuicConnection._peer_cid
+    return conn._peer_cid.cid
+
+
+# -- the client ----------------------------------------------------------------------------------
+
+
+@dataclass
+class ClientLog:
+    handshake_done: bool = False
+    received: bytes = b""  #: stream data from the server
+    issued_to_us: int = 0  #: NEW_CONNECTION_ID frames the client processed (as CIDs available)
+    terminated: str | None = None  #: why the connection ended, once it has
+
+
+class QuicClientCore:
+    """One client connection (aioquic's QuicConnection) as plain calls and a log."""
+
+    def __init__(self, creds: Credentials, server: Address, now: float,
+                 keylog: TextIO | None = None, qlog: object | None = None,
+                 idle_timeout: float = 10.0) -> None:
+        from aioquic.quic.connection import QuicConnection
+
+        self.server = server
+        self.conn = QuicConnection(configuration=client_configuration(
+            creds, keylog, qlog, idle_timeout))
+        self.log = ClientLog()
+        self.conn.connect(server, now=now)
+        self.stream = self.conn.get_next_available_stream_id()
+
+    def receive(self, data: bytes, addr: Address, now: float) -> None:
+        self.conn.receive_datagram(data, addr, now)
+        self._process()
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        t = self.conn.get_timer()
+        if t is not None and t <= now:
+            self.conn.handle_timer(now)
+            self._process()
+        return self.conn.datagrams_to_send(now)
+
+    def next_timer(self) -> float | None:
+        return self.conn.get_timer()
+
+    def _process(self) -> None:
+        from aioquic.quic import events
+
+        while (ev := self.conn.next_event()) is not None:
+            if isinstance(ev, events.HandshakeCompleted):
+                self.log.handshake_done = True
+            elif isinstance(ev, events.StreamDataReceived):
+                self.log.received += ev.data
+            elif isinstance(ev, events.ConnectionTerminated):
+                self.log.terminated = ev.reason_phrase or f"error code {ev.error_code}"
+
+    def send(self, data: bytes) -> None:
+        self.conn.send_stream_data(self.stream, data)
+
+    def rotate(self) -> tuple[bytes, bytes]:
+        """change_connection_id(): move to a spare CID the server issued; (old, new) DCIDs."""
+        old = peer_cid(self.conn)
+        self.conn.change_connection_id()
+        return old, peer_cid(self.conn)
+
+    @property
+    def dcid(self) -> bytes:
+        return peer_cid(self.conn)
+
+    @property
+    def spare_cids(self) -> int:
+        return spare_peer_cids(self.conn)
+
+    @property
+    def host_cid(self) -> bytes:
+        return self.conn.host_cid
+
+    def close(self) -> None:
+        self.conn.close()
