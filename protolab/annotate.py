@@ -314,10 +314,11 @@ class Annotator:
                   if view.in_flight else "")
         expects = f"{receiver} kernel expects seq {view.expects} next"
         if http:
-            return Row(**base, summary=summary, action=Action.USES,
-                       holders=(Holder.PACKET, *holders),
-                       state=(f"HTTP: the message carries its own state (URL, headers, body); "
-                              f"the connection state is the kernels': {flight}{expects}{moved}"))
+            action, http_holders, where = _http_state(d.payload)
+            return Row(**base, summary=summary, action=action,
+                       holders=(*http_holders, *holders),
+                       state=(f"{where}; the connection itself is the kernels': "
+                              f"{flight}{expects}{moved}"))
         action = Action.ENDS if tcp.flags & 0x01 or any(
             t.new.value in ("CLOSED", "TIME_WAIT") for t in view.transitions) else Action.USES
         return Row(**base, summary=summary, action=action, holders=holders,
@@ -362,6 +363,27 @@ class Annotator:
 
 _HTTP_STARTS = (b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"PATCH ", b"OPTIONS ",
                 b"HTTP/1.")
+
+
+def _http_state(payload: bytes) -> tuple[Action, tuple[Holder, ...], str]:
+    """Where an HTTP message's application state is: in it, or looked up by a key it carries."""
+    head = payload.split(b"\r\n\r\n", 1)[0].decode("latin-1").lower()
+    lines = head.split("\r\n")
+    headers = {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+    if headers.get("authorization", "").startswith("bearer "):
+        return (Action.USES, (Holder.TOKEN,),
+                "state came WITH the request: a signed token (who you are, until when); no "
+                "lookup needed to know the user")
+    if "set-cookie" in head and "sessionid=" in head:
+        return (Action.CREATES, (Holder.SERVER_APP, Holder.SHARED_STORE),
+                "creates a session: the client gets only its key (cookie sessionId); the "
+                "session stays in the server's memory or a shared store")
+    if "sessionid=" in headers.get("cookie", ""):
+        return (Action.USES, (Holder.SERVER_APP, Holder.SHARED_STORE),
+                "state is LOOKED UP by the key it carries (cookie sessionId) in whatever holds "
+                "sessions: this backend's memory or a shared store")
+    return (Action.USES, (Holder.PACKET,),
+            "HTTP: the message carries its own state (URL, headers, body)")
 
 
 def _printable(payload: bytes, limit: int = 40) -> str | None:

@@ -108,6 +108,130 @@ def cmd_quic_demo(args: argparse.Namespace) -> int:
     return 0 if ok else EXIT_FAILED
 
 
+def _variants(names: list[str], redis_url: str, tmp: str) -> list:
+    from protolab.litmus import Variant
+    from protolab.sessions import Design
+
+    out = []
+    for name in names:
+        if name == "memory":
+            out.append(Variant(Design.MEMORY))
+        elif name == "store-sqlite":
+            out.append(Variant(Design.STORE, f"sqlite:{tmp}/sessions.db"))
+        elif name == "store-redis":
+            out.append(Variant(Design.STORE, redis_url))
+        else:
+            out.append(Variant(Design.JWT, f"sqlite:{tmp}/jwt-carts.db"))
+    return out
+
+
+def _check_redis(names: list[str], url: str) -> None:
+    if "store-redis" not in names:
+        return
+    from protolab.sessions import RedisStore
+
+    try:
+        RedisStore(url).count("session:")
+    except Exception as exc:  # noqa: BLE001 - any client error means: no usable Redis there
+        raise CliError(f"no Redis at {url} ({type(exc).__name__}); start one "
+                       f"(redis-server --port 6379) or leave out store-redis") from None
+
+
+def cmd_litmus(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from protolab.lb import Policy
+    from protolab.litmus import (
+        litmus_table,
+        measure,
+        print_load,
+        print_tradeoffs,
+        rolling_restart,
+    )
+
+    _check_redis(args.designs, args.redis)
+    with tempfile.TemporaryDirectory(prefix="protolab-litmus-") as tmp:
+        variants = _variants(args.designs, args.redis, tmp)
+        policies = [Policy(p) for p in args.policies]
+        out(f"The litmus test: login → add item → DISRUPTION → view cart, through the "
+            f"{args.lb} balancer, real processes (3 backends per design)\n")
+        outcomes = litmus_table(variants, policies, lb=args.lb, out=out)
+        if not args.no_measure:
+            out("\nThe trade-offs, measured here (GET /cart, 2000 requests, 4 threads, one "
+                "backend; memory per 10k sessions):")
+            print_tradeoffs([measure(v) for v in variants], out)
+        if args.under_load:
+            out(f"\nRolling restart under load: {args.requests} requests from 8 users through "
+                f"round-robin while each backend is drained, restarted and put back:")
+            print_load([rolling_restart(v, total=args.requests) for v in variants], out)
+    return 0 if all(o.verdict for o in outcomes) else EXIT_FAILED
+
+
+def cmd_lb(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from protolab.capture import Capture
+    from protolab.lb import Policy
+    from protolab.litmus import Cluster, demo_workflow
+    from protolab.paths import default_capture_path
+    from protolab.report import capture_off_line, show_capture
+
+    _check_redis([args.design], args.redis)
+    with tempfile.TemporaryDirectory(prefix="protolab-lb-") as tmp:
+        [variant] = _variants([args.design], args.redis, tmp)
+        log = (lambda line: out(f"   {line}")) if args.serve else None
+        with Cluster(variant, Policy(args.policy), n=args.backends, lb=args.lb,
+                     log=log) as cluster:
+            host, port = cluster.address
+            out(f"{args.lb} balancer on http://{host}:{port}/ ({args.policy}) in front of "
+                f"{args.backends} '{variant.name}' backends: "
+                + ", ".join(f"{b}=127.0.0.1:{p.port} (pid {p.pid})"
+                            for b, p in cluster.procs.items()))
+            if args.lb == "nginx":
+                out("nginx configuration:\n" + cluster.lb.config)
+            out("A workflow through it (who served each request):")
+            ports = [cluster.address[1], *(p.port for p in cluster.procs.values())]
+            with Capture(ports, args.pcap or default_capture_path("lb"),
+                         enabled=not args.no_capture) as cap:
+                if not cap.active:
+                    out(capture_off_line(cap.summary, "lb", "--no-capture"))
+                for method, path, r in demo_workflow(cluster):
+                    out(f"   {method} {path} → {r.backend} (pid {r.pid}): HTTP {r.status} "
+                        f"{json_short(r.body)}")
+            if cap.active:
+                show_capture(cap.summary, out)
+            if args.serve:
+                out(f"serving until Ctrl-C; try: curl -i -c jar -b jar -d "
+                    f"'user=alice&password=wonderland' http://{host}:{port}/login")
+                import threading
+
+                threading.Event().wait()
+    return 0
+
+
+def json_short(body: dict) -> str:
+    import json
+
+    text = json.dumps({k: v for k, v in body.items() if k != "token"})
+    return text if len(text) < 90 else text[:87] + "..."
+
+
+def cmd_backend(args: argparse.Namespace) -> int:
+    from protolab.backend import main as backend_main
+
+    argv = ["--design", args.design, "--id", args.id, "--port", str(args.port)]
+    if args.store:
+        argv += ["--store", args.store]
+    if args.secret_file:
+        argv += ["--secret-file", args.secret_file]
+    if args.denylist:
+        argv.append("--denylist")
+    try:
+        return backend_main(argv)
+    except (OSError, ValueError) as exc:
+        raise CliError(f"backend: {getattr(exc, 'strerror', None) or exc}") from None
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from protolab.annotate import annotate_file, format_rows
     from protolab.pcap import PcapError
@@ -179,6 +303,52 @@ def build_parser() -> argparse.ArgumentParser:
                     "qlog next to the capture.")
     _capture_options(p, "quic-demo")
     p.set_defaults(func=cmd_quic_demo)
+
+    designs = ("memory", "store-sqlite", "store-redis", "jwt")
+    policies = ("round-robin", "sticky-cookie", "ip-hash")
+    p = sub.add_parser(
+        "backend", help="run one backend of the login/profile/cart app (memory, store, jwt)",
+        description="The lab application as one HTTP backend process: POST /login, GET "
+                    "/profile, POST /cart/items, GET /cart, POST /logout. Prints 'ready PORT'.")
+    p.add_argument("--design", choices=("memory", "store", "jwt"), required=True)
+    p.add_argument("--store", metavar="URL", help="sqlite:PATH or redis://HOST:PORT (store, jwt)")
+    p.add_argument("--id", default="b1", help="the name this backend gives in its answers")
+    p.add_argument("--port", type=_port, default=0)
+    p.add_argument("--secret-file", metavar="F", help="jwt: file with the HS256 key (32+ bytes)")
+    p.add_argument("--denylist", action="store_true", help="jwt: keep a deny-list for logout")
+    p.set_defaults(func=cmd_backend)
+
+    p = sub.add_parser(
+        "lb", help="N backends behind a load balancer (protolab's or nginx), and a workflow",
+        description="Start N backend processes of one design behind a balancer with a policy, "
+                    "run a login/cart workflow through it printing which backend served each "
+                    "request; --serve keeps it up for curl.")
+    p.add_argument("--design", choices=designs, default="memory")
+    p.add_argument("--policy", choices=policies, default="round-robin")
+    p.add_argument("--backends", type=_count(1, 8), default=3, metavar="N")
+    p.add_argument("--lb", choices=("protolab", "nginx"), default="protolab")
+    p.add_argument("--redis", default="redis://127.0.0.1:6379/0", metavar="URL")
+    p.add_argument("--serve", action="store_true", help="keep serving until Ctrl-C")
+    _capture_options(p, "lb")
+    p.set_defaults(func=cmd_lb)
+
+    p = sub.add_parser(
+        "litmus", help="restart things mid-workflow, for every design and policy: verdicts",
+        description="For every design × balancer policy: login → add item → (switch backend "
+                    "| restart the serving backend | restart all backends | wipe the store) → "
+                    "view cart, with real process restarts; then measured latency, throughput "
+                    "and memory per session; --under-load adds a rolling restart under load.")
+    p.add_argument("--designs", nargs="+", choices=designs,
+                   default=["memory", "store-sqlite", "jwt"])
+    p.add_argument("--policies", nargs="+", choices=policies, default=list(policies))
+    p.add_argument("--lb", choices=("protolab", "nginx"), default="protolab")
+    p.add_argument("--redis", default="redis://127.0.0.1:6379/0", metavar="URL")
+    p.add_argument("--no-measure", action="store_true", help="skip the trade-off measurements")
+    p.add_argument("--under-load", action="store_true",
+                   help="also restart each backend in turn under a bounded load")
+    p.add_argument("--requests", type=_count(100, 1_000_000), default=10_000, metavar="N",
+                   help="requests in the --under-load run (default 10000)")
+    p.set_defaults(func=cmd_litmus)
 
     p = sub.add_parser(
         "inspect", help="annotate a pcap file: where the state for each packet lives",

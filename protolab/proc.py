@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Sequence
 
 
 class ServerProcess:
-    """`python -m MODULE [PORT]` as a child process; `port` is what it reported when ready."""
+    """`python -m MODULE [PORT]` (or `python -m MODULE ARGS...`) as a child process; `port` is
+    what it reported when ready."""
 
-    def __init__(self, module: str, port: int = 0) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", module, str(port)],
+    def __init__(self, module: str, port: int = 0, args: Sequence[str] | None = None) -> None:
+        argv = list(args) if args is not None else [str(port)]
+        self.proc = subprocess.Popen([sys.executable, "-m", module, *argv],
                                      stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline().split()
         if len(line) != 2 or line[0] != "ready":
@@ -29,6 +32,12 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.kill()
+
+    def terminate(self) -> int | None:
+        """SIGTERM (a graceful stop: requests in flight finish) and reap."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        return self.kill()
 
     def kill(self) -> int | None:
         """SIGKILL and reap; returns the exit status."""

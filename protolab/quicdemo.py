@@ -203,8 +203,9 @@ def _parts_1_to_4(result: QuicDemoResult, server: UdpServerThread, creds, keylog
          timeout=RESTART_IDLE_TIMEOUT + 1.5)
     result.restart_outcome = client.log.terminated or "still waiting"
     result.restart_unknown_cid = server.core.counters.unknown_cid
-    out(f"\n4. The server process's memory is gone (restarted on port {port}, empty table). "
-        f"The client's next packets carry DCID {_hex(client.dcid)}: no entry has that key.")
+    out(f"\n4. The server restarts: its socket and its QUIC state are thrown away and a new "
+        f"server binds port {port} with an empty connection table. The client's next packets "
+        f"carry DCID {_hex(client.dcid)}: no entry has that key.")
     out(f"   server dropped {result.restart_unknown_cid} datagrams for unknown connection IDs "
         f"(this server sends no stateless reset, RFC 9000 section 10.3)")
     out(f"   client saw no answer; its loss timers retried, then: {result.restart_outcome} "

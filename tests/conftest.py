@@ -67,3 +67,43 @@ def run_cli(*args: str, env: dict | None = None, prefix: tuple[str, ...] = (),
     return subprocess.run([*prefix, sys.executable, "-m", "protolab", *args],
                           capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A real Redis: the one CI started (PROTOLAB_REDIS), else our own redis-server on a free
+    port, stopped at the end."""
+    import socket
+    import time
+
+    url = os.environ.get("PROTOLAB_REDIS")
+    if url:
+        from protolab.sessions import RedisStore
+
+        RedisStore(url).count("x")  # fails loudly if CI's Redis is not there
+        yield url
+        return
+    exe = require_tool("redis-server")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(workdir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:  # readiness: Redis answers PING
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("redis-server did not start")
+        time.sleep(0.02)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.kill()
+    proc.wait(5)

@@ -1,0 +1,159 @@
+"""Backends as real processes behind real balancers, reached by real clients (curl)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from protolab.lb import Policy
+from protolab.litmus import (
+    CART_LOST,
+    CONTINUED,
+    LOGGED_OUT,
+    NOT_APPLICABLE,
+    Client,
+    Cluster,
+    Variant,
+    litmus_table,
+    measure,
+    rolling_restart,
+)
+from protolab.sessions import Design
+
+from conftest import require_tool
+
+
+def curl(*args: str) -> subprocess.CompletedProcess:
+    exe = require_tool("curl")
+    return subprocess.run([exe, "-sS", "--max-time", "10", *args], capture_output=True,
+                          text=True, timeout=30)
+
+
+@pytest.mark.parametrize("lb", ["protolab", "nginx"])
+@pytest.mark.parametrize("policy", list(Policy), ids=lambda p: p.value)
+def test_curl_logs_in_and_reads_the_profile_through_the_balancer(lb, policy, tmp_path) -> None:
+    if lb == "nginx":
+        require_tool("nginx")
+    variant = Variant(Design.STORE, f"sqlite:{tmp_path}/s.db")
+    with Cluster(variant, policy, lb=lb) as cluster:
+        url = f"http://{cluster.address[0]}:{cluster.address[1]}"
+        jar = str(tmp_path / "jar")
+        login = curl("-c", jar, "-b", jar, "-d", "user=alice&password=wonderland",
+                     f"{url}/login")
+        assert json.loads(login.stdout)["user"] == "alice", login.stderr
+        profile = curl("-i", "-c", jar, "-b", jar, f"{url}/profile")
+        assert "HTTP/1.1 200" in profile.stdout and '"user": "alice"' in profile.stdout
+        assert "X-Served-By" in profile.stdout
+        if lb == "nginx":
+            assert {Policy.IP_HASH: "ip_hash;",
+                    Policy.STICKY_COOKIE: "hash $cookie_sessionId consistent;",
+                    Policy.ROUND_ROBIN: "upstream protolab {"}[policy] in cluster.lb.config
+
+
+def test_jwt_bad_tokens_get_401_over_http(tmp_path) -> None:
+    import time
+
+    import jwt
+
+    with Cluster(Variant(Design.JWT, f"sqlite:{tmp_path}/c.db"), Policy.ROUND_ROBIN,
+                 n=1) as cluster:
+        secret = (cluster._secret).read_bytes()
+        c = Client(cluster.address)
+        c.request("POST", "/login", {"user": "alice", "password": "wonderland"})
+        good = c.token
+        claims = jwt.decode(good, secret, algorithms=["HS256"])
+        head, _, sig = good.split(".")
+        forged = jwt.encode({**claims, "sub": "bob"}, secret, algorithm="HS256").split(".")[1]
+        bad = [jwt.encode(claims, None, algorithm="none"),
+               jwt.encode(claims, b"y" * 32, algorithm="HS256"), f"{head}.{forged}.{sig}",
+               jwt.encode({**claims, "exp": int(time.time()) - 5}, secret, algorithm="HS256")]
+        assert c.request("GET", "/profile").status == 200
+        for token in bad:
+            c.token = token
+            assert c.request("GET", "/profile").status == 401, token
+
+
+@pytest.fixture(scope="module")
+def litmus(tmp_path_factory, redis_url):
+    tmp = tmp_path_factory.mktemp("litmus")
+    variants = [Variant(Design.MEMORY), Variant(Design.STORE, f"sqlite:{tmp}/s.db"),
+                Variant(Design.STORE, redis_url), Variant(Design.JWT, f"sqlite:{tmp}/j.db")]
+    lines: list[str] = []
+    return litmus_table(variants, list(Policy), out=lines.append), "\n".join(lines)
+
+
+def _cell(outcomes, variant: str, policy: str, disruption: str):
+    [o] = [o for o in outcomes if (o.variant, o.policy, o.disruption) ==
+           (variant, policy, disruption)]
+    return o
+
+
+EXPECTED = {
+    # (design, policy): switch, restart serving, restart all, wipe store
+    ("memory", "round-robin"): (LOGGED_OUT, LOGGED_OUT, LOGGED_OUT, NOT_APPLICABLE),
+    ("memory", "sticky-cookie"): (CONTINUED, LOGGED_OUT, LOGGED_OUT, NOT_APPLICABLE),
+    ("memory", "ip-hash"): (CONTINUED, LOGGED_OUT, LOGGED_OUT, NOT_APPLICABLE),
+    **{(store, p.value): (CONTINUED, CONTINUED, CONTINUED, LOGGED_OUT)
+       for store in ("store (sqlite)", "store (redis)") for p in Policy},
+    **{("jwt", p.value): (CONTINUED, CONTINUED, CONTINUED, CART_LOST) for p in Policy},
+}
+
+
+@pytest.mark.parametrize("key", list(EXPECTED), ids=lambda k: f"{k[0]}+{k[1]}")
+def test_litmus_verdicts(litmus, key) -> None:
+    outcomes, text = litmus
+    got = tuple(_cell(outcomes, *key, d).verdict for d in
+                ("switch backend", "restart serving backend", "restart all backends",
+                 "wipe the store"))
+    assert got == EXPECTED[key]
+    assert key[0] in text
+
+
+def test_each_restart_is_a_new_process(litmus) -> None:
+    outcomes, _ = litmus
+    restarted = [o for o in outcomes if o.restarts]
+    assert restarted
+    for o in restarted:
+        for backend, old, new in o.restarts:
+            assert old != new
+            if backend in o.pids_after:
+                assert o.pids_after[backend] == new  # the answer came from the new process
+    sticky = _cell(outcomes, "memory", "sticky-cookie", "restart serving backend")
+    assert len(sticky.restarts) == 1
+    every = _cell(outcomes, "store (redis)", "round-robin", "restart all backends")
+    assert len(every.restarts) == 3
+
+
+def test_round_robin_really_switches_and_sticky_really_sticks(litmus) -> None:
+    outcomes, _ = litmus
+    rr = _cell(outcomes, "store (sqlite)", "round-robin", "switch backend")
+    sticky = _cell(outcomes, "store (sqlite)", "sticky-cookie", "switch backend")
+    assert len(set(rr.served)) == 3 and len(set(sticky.served)) == 1
+
+
+@pytest.mark.parametrize("design", ["store", "jwt"])
+def test_rolling_restart_loses_nothing_for_stateless_designs(design, tmp_path) -> None:
+    variant = Variant(Design(design), f"sqlite:{tmp_path}/s.db")
+    result = rolling_restart(variant, total=10_000)
+    assert result.requests >= 10_000
+    assert len(result.restarts) == 3 and all(old != new for _, old, new in result.restarts)
+    assert (result.failed, result.lost_sessions) == (0, 0)
+
+
+def test_rolling_restart_measures_the_stateful_losses() -> None:
+    result = rolling_restart(Variant(Design.MEMORY), total=2_000)
+    assert result.requests >= 2_000 and result.lost_sessions > 0
+
+
+def test_tradeoffs_come_from_the_run(tmp_path) -> None:
+    rows = [measure(Variant(Design.MEMORY), requests=400, sessions=(1000, 8000)),
+            measure(Variant(Design.STORE, f"sqlite:{tmp_path}/s.db"), requests=400,
+                    sessions=(1000, 8000))]
+    for t in rows:
+        assert t.p50_ms > 0 and t.p99_ms >= t.p50_ms and t.rps > 0
+    mem, store = rows
+    (n1, rss1), (n2, rss2) = mem.rss_growth
+    assert n2 > n1 and rss2 > rss1  # the memory design's process grows with its sessions
+    assert mem.bytes_per_session_process > 0 and store.bytes_per_session_store > 0

@@ -1,0 +1,134 @@
+"""The application core, sans-IO: three designs, the same API, different places for state."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import jwt
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protolab.sessions import App, Design, MemoryStore, Request, SqliteStore, UserDb
+
+SECRET = b"k" * 32
+USERS = UserDb.lab()
+
+
+def req(method: str, path: str, fields: dict | None = None, cookie: str = "",
+        token: str = "") -> Request:
+    headers = {"content-type": "application/json"}
+    if cookie:
+        headers["cookie"] = cookie
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    return Request(method, path, headers, json.dumps(fields).encode() if fields else b"")
+
+
+def login(app: App, now: float | None = None) -> dict:
+    r = app.handle(req("POST", "/login", {"user": "alice", "password": "wonderland"}), now)
+    assert r.status == 200
+    cookie = dict(r.headers).get("Set-Cookie", "")
+    return {"cookie": cookie.split(";", 1)[0], "token": r.body.get("token", "")}
+
+
+@pytest.fixture(params=list(Design), ids=lambda d: d.value)
+def app(request, tmp_path):
+    store = MemoryStore() if request.param is Design.MEMORY else \
+        SqliteStore(str(tmp_path / "s.db"))
+    return App(request.param, store, "b1", secret=SECRET, users=USERS)
+
+
+def test_the_same_api_in_every_design(app) -> None:
+    auth = login(app)
+    assert app.handle(req("GET", "/profile", **auth)).body["user"] == "alice"
+    assert app.handle(req("POST", "/cart/items", {"item": "tea"}, **auth)).status == 200
+    assert app.handle(req("GET", "/cart", **auth)).body["items"] == ["tea"]
+    assert app.handle(req("GET", "/cart")).status == 401
+
+
+def test_wrong_password_and_unknown_user(app) -> None:
+    for user, pw in (("alice", "nope"), ("mallory", "wonderland")):
+        assert app.handle(req("POST", "/login", {"user": user, "password": pw})).status == 401
+
+
+def test_passwords_are_stored_hashed() -> None:
+    for salt, digest in USERS.hashes.values():
+        assert len(salt) == 16 and len(digest) == 32 and digest != b"wonderland"
+    assert USERS.check("bob", "builder") and not USERS.check("bob", "Builder")
+
+
+def test_session_cookie_is_random_httponly_samesite() -> None:
+    app = App(Design.MEMORY, MemoryStore(), "b1", users=USERS)
+    r = app.handle(req("POST", "/login", {"user": "alice", "password": "wonderland"}))
+    cookie = dict(r.headers)["Set-Cookie"]
+    sid = cookie.split(";", 1)[0].split("=", 1)[1]
+    assert len(sid) >= 43 and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    other = App(Design.MEMORY, MemoryStore(), "b1", users=USERS).handle(
+        req("POST", "/login", {"user": "alice", "password": "wonderland"}))
+    assert dict(other.headers)["Set-Cookie"] != cookie
+
+
+def test_memory_sessions_live_in_one_process_store_sessions_in_the_store(tmp_path) -> None:
+    mem_a = App(Design.MEMORY, MemoryStore(), "b1", users=USERS)
+    mem_b = App(Design.MEMORY, MemoryStore(), "b2", users=USERS)
+    assert mem_b.handle(req("GET", "/profile", **login(mem_a))).status == 401
+    shared = str(tmp_path / "s.db")
+    st_a = App(Design.STORE, SqliteStore(shared), "b1", users=USERS)
+    st_b = App(Design.STORE, SqliteStore(shared), "b2", users=USERS)
+    assert st_b.handle(req("GET", "/profile", **login(st_a))).body["backend"] == "b2"
+
+
+def test_sessions_expire() -> None:
+    app = App(Design.STORE, MemoryStore(), "b1", users=USERS)
+    auth = login(app, now=0.0)
+    assert app.handle(req("GET", "/profile", **auth), 1799.0).status == 200
+    assert app.handle(req("GET", "/profile", **auth), 1801.0).status == 401
+
+
+def _bad_tokens(good: str) -> dict[str, str]:
+    claims = jwt.decode(good, SECRET, algorithms=["HS256"])
+    header, payload, sig = good.split(".")
+    tampered_claims = {**claims, "sub": "bob"}
+    tampered_payload = jwt.encode(tampered_claims, SECRET, algorithm="HS256").split(".")[1]
+    return {
+        "alg=none": jwt.encode(claims, None, algorithm="none"),
+        "wrong key": jwt.encode(claims, b"x" * 32, algorithm="HS256"),
+        "tampered payload": f"{header}.{tampered_payload}.{sig}",
+        "expired": jwt.encode({**claims, "exp": int(time.time()) - 10}, SECRET,
+                              algorithm="HS256"),
+    }
+
+
+@pytest.mark.parametrize("kind", ["alg=none", "wrong key", "tampered payload", "expired"])
+def test_jwt_rejects_bad_tokens(kind) -> None:
+    app = App(Design.JWT, MemoryStore(), "b1", secret=SECRET, users=USERS)
+    good = login(app, now=time.time())["token"]
+    assert app.handle(req("GET", "/profile", token=good)).status == 200
+    bad = _bad_tokens(good)[kind]
+    r = app.handle(req("GET", "/profile", token=bad))
+    assert r.status == 401, r.body
+
+
+def test_jwt_logout_needs_a_denylist() -> None:
+    for denylist, after in ((False, 200), (True, 401)):
+        store = MemoryStore()
+        app = App(Design.JWT, store, "b1", secret=SECRET, denylist=denylist, users=USERS)
+        token = login(app, now=time.time())["token"]
+        out = app.handle(req("POST", "/logout", token=token))
+        assert out.body["logged_out"] is denylist
+        assert app.handle(req("GET", "/profile", token=token)).status == after
+        assert store.count("deny:") == (1 if denylist else 0)  # the deny-list IS state
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["GET", "POST", "PUT"]), st.text(max_size=30), st.binary(max_size=200),
+       st.text(max_size=80))
+def test_any_request_gets_a_response(method, path, body, cookie) -> None:
+    for design in Design:
+        app = App(design, MemoryStore(), "b1", secret=SECRET, users=USERS)
+        r = app.handle(Request(method, "/" + path, {"cookie": cookie,
+                                                    "authorization": "Bearer " + cookie,
+                                                    "content-type": "application/json"}, body))
+        assert 200 <= r.status < 500 and isinstance(r.encode_body(), bytes)
