@@ -157,3 +157,24 @@ def test_tradeoffs_come_from_the_run(tmp_path) -> None:
     (n1, rss1), (n2, rss2) = mem.rss_growth
     assert n2 > n1 and rss2 > rss1  # the memory design's process grows with its sessions
     assert mem.bytes_per_session_process > 0 and store.bytes_per_session_store > 0
+
+
+@pytest.mark.parametrize("design,needle", [
+    ("jwt", "state came WITH the request"), ("store", "state is LOOKED UP by the key")])
+def test_the_capture_says_where_each_requests_state_is(design, needle, tmp_path,
+                                                       capture_rights) -> None:
+    from protolab.annotate import annotate_file
+    from protolab.capture import Capture
+    from protolab.litmus import demo_workflow
+
+    with Cluster(Variant(Design(design), f"sqlite:{tmp_path}/s.db"), Policy.ROUND_ROBIN,
+                 n=2) as cluster:
+        ports = [cluster.address[1], *(p.port for p in cluster.procs.values())]
+        with Capture(ports, tmp_path / "lb.pcap"):
+            replies = demo_workflow(cluster)
+    assert [r.status for _, _, r in replies] == [200, 200, 200, 200]
+    rows = list(annotate_file(tmp_path / "lb.pcap"))
+    requests = [r for r in rows if " /cart" in r.summary or " /profile" in r.summary]
+    assert requests and any(needle in r.state for r in requests)
+    logins = [r for r in rows if "HTTP/1.1 200" in r.summary and "creates a session" in r.state]
+    assert bool(logins) == (design == "store")
