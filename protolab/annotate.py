@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from protolab.packets import PROTO_ICMP, PROTO_UDP, Decoded, decode
@@ -58,6 +58,9 @@ class Row:
     action: Action
     holders: tuple[Holder, ...]
     state: str  #: the "where state lives" sentence
+    flow: str = ""  #: the conversation this packet belongs to ("tcp 3", "quic 1", "dns a↔b")
+    fields: dict = field(default_factory=dict, compare=False)  #: decoded values, for --json
+
 
     def where(self) -> str:
         return f"{self.action.value}: {self.state}" if self.action is not Action.NONE \
@@ -91,6 +94,10 @@ class Annotator:
 
     def feed(self, d: Decoded) -> list[Row]:
         """Annotate one packet; return the rows that have left the window (in order)."""
+        return [row for row, _ in self.feed_pairs(d)]
+
+    def feed_pairs(self, d: Decoded) -> list[tuple[Row, Decoded]]:
+        """Like `feed`, with each row's decoded packet."""
         self._count += 1
         if self._t0 is None:
             self._t0 = d.time
@@ -98,17 +105,41 @@ class Annotator:
         self._window.append((row, d))
         out = []
         while len(self._window) > WINDOW:
-            out.append(self._window.popleft()[0])
+            out.append(self._window.popleft())
         return out
 
     def finish(self) -> list[Row]:
-        out = [row for row, _ in self._window]
+        return [row for row, _ in self.finish_pairs()]
+
+    def finish_pairs(self) -> list[tuple[Row, Decoded]]:
+        out = list(self._window)
         self._window.clear()
         return out
+
+    @property
+    def tcp(self) -> TcpObserver:
+        """The TCP connection state rebuilt so far (for --flows)."""
+        return self._tcp_observer
 
     # -- dispatch ---------------------------------------------------------------------------
 
     def _annotate(self, d: Decoded, number: int, rel: float) -> Row:
+        self._flow, self._extra = "", {}
+        row = self._annotate_protocol(d, number, rel)
+        fields: dict = {"length": d.length, "sport": d.sport, "dport": d.dport}
+        if d.tcp is not None:
+            fields.update(tcp_seq=d.tcp.seq, tcp_ack=d.tcp.ack, tcp_flags=d.tcp.flags)
+        if d.icmp_type is not None:
+            fields.update(icmp_type=d.icmp_type, icmp_code=d.icmp_code)
+        fields.update(self._extra)
+        summary = row.summary
+        if d.orig_len > d.length:
+            fields["truncated"] = True
+            summary += f" [cut: {d.length} of {d.orig_len} bytes captured]"
+        flow = self._flow or (f"{row.proto.lower()} " + "↔".join(sorted((row.src, row.dst))))
+        return replace(row, summary=summary, flow=flow, fields=fields)
+
+    def _annotate_protocol(self, d: Decoded, number: int, rel: float) -> Row:
         base = {"number": number, "time": rel, "src": d.endpoint("src"),
                 "dst": d.endpoint("dst"), "proto": d.transport}
         if d.error and d.sport is None and d.icmp_type is None:
@@ -148,6 +179,9 @@ class Annotator:
                        state="not a DNS message: the receiver drops it, no state changes")
         qid, is_response, question, rcode, answers = msg
         src, dst = d.endpoint("src"), d.endpoint("dst")
+        client, server = (dst, src) if is_response else (src, dst)
+        self._flow = f"dns {client}↔{server}"
+        self._extra = {"dns_id": qid, "dns_response": is_response, "dns_question": question}
         if not is_response:
             key = (src, dst, qid)
             self._pending[key] = _Query(base["number"], d.time, question)
@@ -224,6 +258,8 @@ class Annotator:
         if h.scid:
             self._quic_cid_len = len(h.scid) or self._quic_cid_len
         conn = self._quic_cids.get(h.dcid, self._quic_paths.get(path))
+        self._extra = {"quic_type": h.packet_type, "quic_dcid": h.dcid.hex(),
+                       "quic_scid": h.scid.hex() if h.scid is not None else None}
         if h.packet_type == "Initial" and dst not in self._quic_servers and \
                 src not in self._quic_servers:
             self._quic_servers.add(dst)
@@ -242,6 +278,7 @@ class Annotator:
                          f"CID, not by 4-tuple (migration)")
         self._quic_paths[path] = conn
         self._quic_cids.setdefault(h.dcid, conn)
+        self._flow = f"quic {conn}"
         holders_rx = Holder.SERVER_APP if to_server else Holder.CLIENT_APP
         extra = ("; " + "; ".join(notes)) if notes else ""
         if h.packet_type == "Retry":
@@ -282,12 +319,19 @@ class Annotator:
     def _tcp(self, d: Decoded, base: dict) -> Row:
         tcp = d.tcp
         view = self._tcp_observer.feed(d, base["number"])
+        self._flow = f"tcp {view.flow}"
         flags = "/".join(tcp.flag_names()) or "none"
         ack = f" ack={view.rel_ack}" if view.rel_ack is not None else ""
         summary = f"[{flags}] seq={view.rel_seq}{ack} len={view.length}"
         http = _http_line(d.payload)
         if http:
             summary += f" {http}"
+        dns_tcp = _parse_dns(d.payload[2:]) if 53 in (d.sport, d.dport) and len(d.payload) > 14 \
+            else None
+        if dns_tcp is not None:  # RFC 1035 section 4.2.2: a two-byte length, then the message
+            qid, is_response, question, rcode, _ = dns_tcp
+            summary += f" DNS {'answer' if is_response else 'query'} {qid:#06x} {question}"
+            self._extra = {"dns_id": qid, "dns_response": is_response, "dns_question": question}
         sender = view.sender_role.value
         receiver = "server" if sender == "client" else "client"
         moves = "; ".join(f"{t.role.value} {t.old.value}→{t.new.value}"
@@ -434,21 +478,10 @@ def annotate(packets: Iterable[Decoded], dns_ports: Iterable[int] = DNS_PORTS) -
 
 def annotate_records(records: Iterable[Record],
                      dns_ports: Iterable[int] = DNS_PORTS) -> Iterator[Row]:
-    return annotate((decode(r.data, r.linktype, r.time) for r in records), dns_ports)
+    return annotate((decode(r.data, r.linktype, r.time, r.orig_len) for r in records), dns_ports)
 
 
 def annotate_file(path: str | os.PathLike[str],
                   dns_ports: Iterable[int] = DNS_PORTS) -> Iterator[Row]:
     """Annotate a capture file, streaming. Raises PcapError after the last readable packet."""
     return annotate_records(read_pcap(path), dns_ports)
-
-
-def format_rows(rows: Iterable[Row], width: int = 64) -> str:
-    """The annotation table (tabulate), the "where state lives" column last."""
-    from tabulate import tabulate
-
-    table = [(r.number, f"{r.time:.3f}", f"{r.src} → {r.dst}", r.proto, r.summary, r.where())
-             for r in rows]
-    return tabulate(table, headers=("#", "time", "source → destination", "proto", "summary",
-                                    "where state lives"),
-                    maxcolwidths=[None, None, 30, None, 36, width])

@@ -233,21 +233,21 @@ def cmd_backend(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from protolab.annotate import annotate_file, format_rows
+    from protolab.annotate import DNS_PORTS
+    from protolab.inspect import FilterError, Options, run
     from protolab.pcap import PcapError
 
-    rows = []
+    opts = Options(filter=args.filter, limit=args.limit, json=args.json, flows=args.flows,
+                   flow=args.flow, detail=args.detail,
+                   dns_ports=frozenset(args.dns_port or ()) | DNS_PORTS)
     try:
-        for row in annotate_file(args.file, dns_ports=set(args.dns_port or ()) | {53, 5353}):
-            rows.append(row)
+        run(args.file, opts, out)
+    except FilterError as exc:
+        raise CliError(str(exc)) from None
     except PcapError as exc:
-        if rows:
-            out(format_rows(rows))
         print(f"protolab: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    out(format_rows(rows))
     return 0
-
 
 def _capture_options(p: argparse.ArgumentParser, lab: str) -> None:
     p.add_argument("--no-capture", action="store_true", help="run without capturing")
@@ -352,11 +352,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "inspect", help="annotate a pcap file: where the state for each packet lives",
-        description="Read a classic pcap file and print one row per packet with the state it "
-                    "creates, uses or finds missing, and who holds that state.")
-    p.add_argument("file", help="a classic pcap file")
+        description="Read a pcap or pcapng file (Ethernet, Linux cooked v1/v2, raw IP, BSD "
+                    "loopback; IPv4/IPv6; VLAN) and print one row per packet with the state it "
+                    "creates, uses or finds missing, and who holds that state; or the "
+                    "conversations (--flows), one of them as a timeline (--flow N), JSON.")
+    p.add_argument("file", help="a pcap or pcapng file")
     p.add_argument("--dns-port", type=_port, action="append", metavar="PORT",
                    help="also decode UDP on this port as DNS (53 and 5353 always are)")
+    p.add_argument("--filter", metavar="EXPR",
+                   help="tcp, udp, dns, quic, icmp, http, host ADDR, port N, flow N; with and, "
+                        "or, not, ( )")
+    p.add_argument("--limit", type=_count(1, 10 ** 9), metavar="N", help="print at most N rows")
+    p.add_argument("--json", action="store_true", help="one JSON object per row (or flow)")
+    view = p.add_mutually_exclusive_group()
+    view.add_argument("--flows", action="store_true", help="a table of conversations")
+    view.add_argument("--flow", type=_count(1, 10 ** 9), metavar="N",
+                      help="one conversation as a state timeline")
+    view.add_argument("--detail", type=_count(1, 10 ** 9), metavar="N",
+                      help="scapy's full dissection of packet N")
     p.set_defaults(func=cmd_inspect)
     return parser
 

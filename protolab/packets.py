@@ -75,6 +75,7 @@ class Decoded:
     quoted: Quoted | None = None
     payload: bytes = b""
     error: str | None = None
+    orig_len: int = 0  #: the frame's length on the wire, when the capture says (0: unknown)
 
     @property
     def transport(self) -> str:
@@ -90,9 +91,9 @@ class Decoded:
         return f"{shown}:{port}" if port is not None else shown
 
 
-def decode(data: bytes, linktype: int, time: float = 0.0) -> Decoded:
+def decode(data: bytes, linktype: int, time: float = 0.0, orig_len: int = 0) -> Decoded:
     """Decode one frame of the given pcap link type."""
-    base = {"time": time, "length": len(data)}
+    base = {"time": time, "length": len(data), "orig_len": orig_len}
     try:
         ethertype, off = _link(data, linktype)
     except _Short as exc:

@@ -73,8 +73,8 @@ def _read_stream(f: BinaryIO, name: str) -> Iterator[Record]:
     elif magic_be in (MAGIC_USEC, MAGIC_NSEC):
         order, magic = ">", magic_be
     elif head[:4] == b"\x0a\x0d\x0d\x0a":
-        raise PcapError(f"{name}: pcapng files are not supported yet; convert with "
-                        f"`editcap -F pcap {name} out.pcap`")
+        yield from _read_pcapng(f, head, name)
+        return
     else:
         raise PcapError(f"{name}: not a pcap file (magic {head[:4].hex()})")
     _, _, _, _, _, _, linktype = struct.unpack(order + "IHHiIII", head)
@@ -123,6 +123,109 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     with atomic_file(path) as f:
         f.write(text.encode())
+
+
+# -- pcapng (https://www.ietf.org/archive/id/draft-ietf-opsawg-pcapng-02.html) --------------------
+
+_SHB, _IDB, _OPB, _SPB, _EPB = 0x0A0D0D0A, 1, 2, 3, 6
+_MAX_BLOCK = 16 * 1024 * 1024
+
+
+@dataclass
+class _Interface:
+    linktype: int
+    snaplen: int
+    units: float  #: timestamp units per second
+
+
+def _read_pcapng(f: BinaryIO, first: bytes, name: str) -> Iterator[Record]:
+    """Section by section, block by block; `first` holds the first 24 bytes already read."""
+    buf = first
+    offset = 0
+    order = "<"
+    interfaces: list[_Interface] = []
+    while True:
+        if len(buf) < 8:
+            buf += f.read(8 - len(buf))
+            if not buf:
+                return
+            if len(buf) < 8:
+                raise PcapError(f"{name}: file ends inside a block header at byte {offset}")
+        btype_raw = buf[:4]
+        if btype_raw == b"\x0a\x0d\x0d\x0a":
+            if len(buf) < 12:
+                buf += f.read(12 - len(buf))
+            bom = buf[8:12]
+            if bom == b"\x4d\x3c\x2b\x1a":
+                order = "<"
+            elif bom == b"\x1a\x2b\x3c\x4d":
+                order = ">"
+            else:
+                raise PcapError(f"{name}: corrupt section header at byte {offset}")
+            interfaces = []
+        btype, blen = struct.unpack(order + "II", buf[:8])
+        if blen < 12 or blen % 4 or blen > _MAX_BLOCK:
+            raise PcapError(f"{name}: corrupt block at byte {offset} (length {blen})")
+        body = buf[8:] + f.read(blen - len(buf))
+        if len(body) < blen - 8:
+            raise PcapError(f"{name}: file ends inside a block at byte {offset}")
+        body, trailer = body[:blen - 12], body[blen - 12:blen - 8]
+        if struct.unpack(order + "I", trailer)[0] != blen:
+            raise PcapError(f"{name}: corrupt block at byte {offset} (lengths differ)")
+        record = _pcapng_block(btype, body, order, interfaces, name, offset)
+        if record is not None:
+            yield record
+        offset += blen
+        buf = b""
+
+
+def _pcapng_block(btype: int, body: bytes, order: str, interfaces: list[_Interface],
+                  name: str, offset: int) -> Record | None:
+    if btype == _IDB:
+        if len(body) < 8:
+            raise PcapError(f"{name}: corrupt interface block at byte {offset}")
+        linktype, _, snaplen = struct.unpack(order + "HHI", body[:8])
+        units = 1e6
+        for code, value in _options(body[8:], order):
+            if code == 9 and value:  # if_tsresol
+                v = value[0]
+                units = float(2 ** (v & 0x7F)) if v & 0x80 else float(10 ** v)
+        interfaces.append(_Interface(linktype, snaplen, units))
+        return None
+    if btype in (_EPB, _OPB):
+        fmt = order + ("IIIII" if btype == _EPB else "HHIIII")
+        size = struct.calcsize(fmt)
+        if len(body) < size:
+            raise PcapError(f"{name}: corrupt packet block at byte {offset}")
+        fields = struct.unpack(fmt, body[:size])
+        iface_id, high, low, caplen, origlen = (fields if btype == _EPB
+                                                else (fields[0], *fields[2:]))
+        if iface_id >= len(interfaces):
+            raise PcapError(f"{name}: packet at byte {offset} names interface {iface_id}, "
+                            f"which was never described")
+        iface = interfaces[iface_id]
+        data = body[size:size + caplen]
+        if len(data) < caplen:
+            raise PcapError(f"{name}: corrupt packet block at byte {offset}")
+        return Record(((high << 32) | low) / iface.units, iface.linktype, data, origlen)
+    if btype == _SPB:
+        if not interfaces or len(body) < 4:
+            raise PcapError(f"{name}: corrupt simple packet block at byte {offset}")
+        origlen = struct.unpack(order + "I", body[:4])[0]
+        iface = interfaces[0]
+        caplen = min(origlen, iface.snaplen or origlen, len(body) - 4)
+        return Record(0.0, iface.linktype, body[4:4 + caplen], origlen)
+    return None  # name resolution, statistics, secrets, custom blocks: not needed here
+
+
+def _options(raw: bytes, order: str) -> Iterator[tuple[int, bytes]]:
+    i = 0
+    while i + 4 <= len(raw):
+        code, length = struct.unpack(order + "HH", raw[i:i + 4])
+        if code == 0:
+            return
+        yield code, raw[i + 4:i + 4 + length]
+        i += 4 + length + (-length % 4)
 
 
 def write_pcap(path: str | os.PathLike[str], records: Iterable[Record],

@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from protolab.annotate import DNS_PORTS, Row, annotate_records, format_rows
+from protolab.annotate import DNS_PORTS, Row, annotate_records
 from protolab.capture import CaptureSummary, fix_hint
+from protolab.inspect import format_rows
 from protolab.paths import reference_capture
 from protolab.pcap import read_pcap
 

@@ -44,7 +44,7 @@ def test_truncated_file_yields_what_it_can_then_one_error(tmp_path) -> None:
 
 @pytest.mark.parametrize("content,message", [
     (b"", "not a pcap file"), (b"hello world, this is no pcap!", "not a pcap file"),
-    (b"\x0a\x0d\x0d\x0a" + bytes(40), "pcapng")])
+    (b"\x0a\x0d\x0d\x0a" + bytes(40), "corrupt section header")])
 def test_not_a_pcap(tmp_path, content, message) -> None:
     path = tmp_path / "x.pcap"
     path.write_bytes(content)

@@ -1,0 +1,357 @@
+"""`protolab inspect`: annotate any capture, streaming, with flows and state timelines.
+
+Where state lives: in the annotator (protolab.annotate), which rebuilds from the packets what each
+endpoint must be holding; this module only selects, aggregates and prints. Memory stays flat: rows
+are printed as they leave the annotator's small window, and `--flows` keeps one summary per
+conversation, not the packets.
+
+Filter expressions: `tcp`, `udp`, `dns`, `quic`, `icmp`, `http`, `host ADDR`, `port N`, `flow N`,
+combined with `and`, `or`, `not` and parentheses, e.g. `dns and not port 53`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import textwrap
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from protolab.annotate import DNS_PORTS, Action, Annotator, Row
+from protolab.packets import decode
+from protolab.pcap import PcapError, read_pcap
+
+Out = Callable[[str], None]
+
+
+class FilterError(ValueError):
+    """A filter expression that does not parse: the message is one line for the user."""
+
+
+# -- filters ---------------------------------------------------------------------------------------
+
+Pred = Callable[[Row], bool]
+PROTOCOLS = {"tcp", "udp", "dns", "quic", "icmp", "http"}
+
+
+def compile_filter(expr: str) -> Pred:
+    tokens = expr.replace("(", " ( ").replace(")", " ) ").split()
+    if not tokens:
+        raise FilterError("empty filter")
+    pos = 0
+
+    def peek() -> str | None:
+        return tokens[pos] if pos < len(tokens) else None
+
+    def take() -> str:
+        nonlocal pos
+        if pos >= len(tokens):
+            raise FilterError(f"filter ends too soon: {expr!r}")
+        pos += 1
+        return tokens[pos - 1]
+
+    def or_expr() -> Pred:
+        left = and_expr()
+        while peek() == "or":
+            take()
+            right = and_expr()
+            left = (lambda a, b: lambda r: a(r) or b(r))(left, right)
+        return left
+
+    def and_expr() -> Pred:
+        left = not_expr()
+        while peek() == "and":
+            take()
+            right = not_expr()
+            left = (lambda a, b: lambda r: a(r) and b(r))(left, right)
+        return left
+
+    def not_expr() -> Pred:
+        if peek() == "not":
+            take()
+            inner = not_expr()
+            return lambda r: not inner(r)
+        return atom()
+
+    def atom() -> Pred:
+        tok = take().lower()
+        if tok == "(":
+            inner = or_expr()
+            if take() != ")":
+                raise FilterError(f"missing ')' in {expr!r}")
+            return inner
+        if tok in PROTOCOLS:
+            return _proto_pred(tok)
+        if tok == "host":
+            host = take()
+            return lambda r: _host(r.src) == host or _host(r.dst) == host
+        if tok in ("port", "flow"):
+            value = take()
+            if not value.isdigit():
+                raise FilterError(f"'{tok}' needs a number, not {value!r}")
+            n = int(value)
+            if tok == "port":
+                return lambda r: n in (r.fields.get("sport"), r.fields.get("dport"))
+            return lambda r: r.fields.get("flow_number") == n
+        raise FilterError(f"unknown filter word {tok!r} (use tcp, udp, dns, quic, icmp, http, "
+                          f"host ADDR, port N, flow N, and, or, not)")
+
+    pred = or_expr()
+    if pos != len(tokens):
+        raise FilterError(f"unexpected {tokens[pos]!r} in filter {expr!r}")
+    return pred
+
+
+def _proto_pred(name: str) -> Pred:
+    if name == "http":
+        return lambda r: "http" in r.fields
+    if name == "udp":
+        return lambda r: r.proto in ("UDP", "DNS", "QUIC") and r.fields.get("tcp_seq") is None
+    if name == "tcp":
+        return lambda r: r.proto == "TCP"
+    if name == "icmp":
+        return lambda r: r.proto.startswith("ICMP")
+    upper = name.upper()
+    return lambda r: r.proto == upper or (upper == "DNS" and "dns_id" in r.fields)
+
+
+def _host(endpoint: str) -> str:
+    host = endpoint.rsplit(":", 1)[0] if endpoint.count(":") == 1 or endpoint.startswith("[") \
+        else endpoint
+    return host.strip("[]")
+
+
+# -- output ----------------------------------------------------------------------------------------
+
+WIDTHS = (6, 8, 42, 6, 40)  #: #, time, source → destination, proto, summary; then the state
+
+
+def header(state_width: int = 64) -> str:
+    cols = ("#", "time", "source → destination", "proto", "summary")
+    line = "  ".join(c.ljust(w) for c, w in zip(cols, WIDTHS, strict=True)) + "  where state lives"
+    return line + "\n" + "  ".join("-" * w for w in (*WIDTHS, state_width))
+
+
+def format_row(row: Row, state_width: int = 64) -> str:
+    """One row, fixed widths, long cells wrapped onto continuation lines (no look-ahead needed)."""
+    cells = [[str(row.number)], [f"{row.time:.3f}"],
+             textwrap.wrap(f"{row.src} → {row.dst}", WIDTHS[2]) or [""], [row.proto],
+             textwrap.wrap(row.summary, WIDTHS[4]) or [""],
+             textwrap.wrap(row.where(), state_width) or [""]]
+    height = max(len(c) for c in cells)
+    lines = []
+    for i in range(height):
+        parts = [(c[i] if i < len(c) else "").ljust(w) for c, w in zip(cells, WIDTHS, strict=False)]
+        lines.append(("  ".join(parts) + "  " + (cells[5][i] if i < len(cells[5]) else ""))
+                     .rstrip())
+    return "\n".join(lines)
+
+
+def row_json(row: Row) -> str:
+    """The stable JSON form of a row (documented in the README)."""
+    return json.dumps({"number": row.number, "time": round(row.time, 6), "src": row.src,
+                       "dst": row.dst, "proto": row.proto, "summary": row.summary,
+                       "action": row.action.value, "holders": [h.value for h in row.holders],
+                       "state": row.state, "flow": row.fields.get("flow_number"),
+                       "fields": {k: v for k, v in row.fields.items() if k != "flow_number"}},
+                      ensure_ascii=False)
+
+
+# -- flows -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Flow:
+    number: int
+    key: str
+    kind: str
+    first: Row
+    packets: int = 0
+    bytes_each_way: dict[str, int] = field(default_factory=dict)
+    paths: list[str] = field(default_factory=list)  #: distinct 4-tuples (QUIC migration)
+    cids: list[str] = field(default_factory=list)
+    queries: dict[int, float] = field(default_factory=dict)  #: DNS id → time, unanswered
+    latencies_ms: list[float] = field(default_factory=list)
+    unmatched: list[str] = field(default_factory=list)  #: DNS answers that matched nothing
+    late: list[str] = field(default_factory=list)  #: matched, but the client had gone
+    tcp_number: int | None = None
+
+
+class FlowTable:
+    """One summary per conversation, in order of first packet; numbers them for --flow N."""
+
+    def __init__(self) -> None:
+        self.flows: dict[str, Flow] = {}
+
+    def number_of(self, row: Row) -> int:
+        flow = self.flows.get(row.flow)
+        if flow is None:
+            kind = row.flow.split(" ", 1)[0]
+            flow = Flow(len(self.flows) + 1, row.flow, kind, row)
+            if kind == "tcp":
+                flow.tcp_number = int(row.flow.split()[1])
+            self.flows[row.flow] = flow
+        return flow.number
+
+    def add(self, row: Row) -> None:
+        flow = self.flows[row.flow]
+        flow.packets += 1
+        direction = f"{row.src} → {row.dst}"
+        flow.bytes_each_way[direction] = flow.bytes_each_way.get(direction, 0) + \
+            (row.fields.get("length") or 0)
+        path = " ↔ ".join(sorted((row.src, row.dst)))
+        if path not in flow.paths:
+            flow.paths.append(path)
+        dcid = row.fields.get("quic_dcid")
+        if dcid and dcid not in flow.cids:
+            flow.cids.append(dcid)
+        if "dns_id" in row.fields:
+            qid = row.fields["dns_id"]
+            if not row.fields.get("dns_response"):
+                flow.queries[qid] = row.time
+            elif qid in flow.queries and (row.action is Action.ENDS
+                                          or "closed its socket" in row.state):
+                flow.latencies_ms.append((row.time - flow.queries.pop(qid)) * 1000)
+                if row.action is not Action.ENDS:
+                    flow.late.append(f"{qid:#06x}")
+            elif row.action is Action.MISSING:
+                flow.unmatched.append(f"{qid:#06x}")
+
+    def describe(self, flow: Flow, annotator: Annotator) -> str:
+        if flow.kind == "tcp" and flow.tcp_number is not None:
+            return _describe_tcp(flow, annotator)
+        if flow.kind == "dns":
+            answered = len(flow.latencies_ms)
+            parts = [f"{answered} answered"]
+            if flow.latencies_ms:
+                parts[0] += f" (median {statistics.median(flow.latencies_ms):.0f} ms)"
+            if flow.queries:
+                parts.append(f"{len(flow.queries)} unanswered: "
+                             + ", ".join(f"{q:#06x}" for q in list(flow.queries)[:5]))
+            if flow.late:
+                parts.append("answered after the client closed its socket: "
+                             + ", ".join(flow.late[:5]))
+            if flow.unmatched:
+                parts.append("answers matched to no query (forged?): "
+                             + ", ".join(flow.unmatched[:5]))
+            return "; ".join(parts)
+        if flow.kind == "quic":
+            moved = " (migrated: one connection found by CID across paths)" \
+                if len(flow.paths) > 1 else ""
+            return (f"{len(flow.paths)} path(s): " + "; ".join(flow.paths) + moved
+                    + f"; DCIDs seen: {len(flow.cids)}")
+        return ", ".join(f"{d}: {b} B" for d, b in flow.bytes_each_way.items())
+
+
+def _describe_tcp(flow: Flow, annotator: Annotator) -> str:
+    tcp = next((f for f in annotator.tcp.flows.values() if f.number == flow.tcp_number), None)
+    if tcp is None:
+        return ""
+    moves = tcp.transitions
+    handshake = any(t.new.value == "SYN_SENT" for t in moves)
+    fins = [t for t in moves if t.event.name == "SEND_FIN"]
+    rst = any(t.event.name in ("SEND_RST", "RECV_RST") for t in moves)
+    parts = ["handshake seen" if handshake else "joined mid-stream (no handshake)"]
+    if fins:
+        parts.append(f"{fins[0].role.value} closed first")
+    if rst:
+        parts.append("reset")
+    tw = [ep for ep in (tcp.client, tcp.server) if ep.state.value == "TIME_WAIT"]
+    if tw:
+        parts.append(f"{tw[0].role.value} ends in TIME_WAIT")
+    parts.append(f"final: client {tcp.client.state.value}, server {tcp.server.state.value}")
+    return "; ".join(parts)
+
+
+# -- the command -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    filter: str | None = None
+    limit: int | None = None
+    json: bool = False
+    flows: bool = False
+    flow: int | None = None
+    detail: int | None = None
+    dns_ports: frozenset[int] = DNS_PORTS
+
+
+def pairs(path: str | os.PathLike[str], annotator: Annotator) -> Iterator[tuple[Row, object]]:
+    for rec in read_pcap(path):
+        yield from annotator.feed_pairs(decode(rec.data, rec.linktype, rec.time, rec.orig_len))
+    yield from annotator.finish_pairs()
+
+
+def run(path: str | os.PathLike[str], opts: Options, out: Out) -> None:
+    """Print what was asked for. Raises PcapError (after printing what could be read) or
+    FilterError."""
+    if opts.detail is not None:
+        out(detail(path, opts.detail))
+        return
+    pred = compile_filter(opts.filter) if opts.filter else None
+    annotator = Annotator(opts.dns_ports)
+    table = FlowTable()
+    shown = 0
+    started = False
+    try:
+        for row, _ in pairs(path, annotator):
+            number = table.number_of(row)
+            row.fields["flow_number"] = number
+            table.add(row)
+            if opts.flows or (opts.flow is not None and number != opts.flow):
+                continue
+            if pred is not None and not pred(row):
+                continue
+            if opts.limit is not None and shown >= opts.limit:
+                continue
+            if not opts.json and not started:
+                out(header())
+                started = True
+            out(row_json(row) if opts.json else format_row(row))
+            shown += 1
+    finally:
+        if opts.flows:
+            _print_flows(table, annotator, opts, out)
+    if not opts.flows and opts.flow is not None and opts.flow > len(table.flows):
+        raise FilterError(f"there is no flow {opts.flow}: this capture has "
+                          f"{len(table.flows)} (see --flows)")
+
+
+def _print_flows(table: FlowTable, annotator: Annotator, opts: Options, out: Out) -> None:
+    flows = list(table.flows.values())
+    if opts.json:
+        for f in flows:
+            out(json.dumps({"flow": f.number, "kind": f.kind, "key": f.key,
+                            "packets": f.packets, "paths": f.paths, "cids": f.cids,
+                            "state": table.describe(f, annotator)}, ensure_ascii=False))
+        return
+    from tabulate import tabulate
+
+    rows = [(f.number, f.kind, f"{f.first.src} → {f.first.dst}", f.packets,
+             "\n".join(textwrap.wrap(table.describe(f, annotator), 80)))
+            for f in flows]
+    out(tabulate(rows, headers=("flow", "kind", "first packet", "packets",
+                                "state (reconstructed from the packets)")))
+    out(f"{len(flows)} conversations; `protolab inspect FILE --flow N` for one as a timeline")
+
+
+def detail(path: str | os.PathLike[str], number: int) -> str:
+    """scapy's full dissection of packet `number` (1-based)."""
+    for n, rec in enumerate(read_pcap(path), 1):
+        if n == number:
+            import scapy.layers.all  # noqa: F401 - registers every layer for dissection
+            from scapy.config import conf
+
+            cls = conf.l2types.num2layer.get(rec.linktype, conf.raw_layer)
+            return cls(rec.data).show(dump=True)
+    raise FilterError(f"there is no packet {number} in this capture")
+
+
+def format_rows(rows: Iterable[Row]) -> str:
+    """The annotation table as the demos print it (same layout as `inspect`)."""
+    return "\n".join([header(), *(format_row(r) for r in rows)])
+
+
+__all__ = ["FilterError", "Options", "PcapError", "compile_filter", "format_row", "run"]
