@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from protolab.packets import PROTO_ICMP, PROTO_UDP, Decoded, decode
-from protolab.pcap import Record, read_pcap
+from protolab.pcap import PcapError, Record, read_pcap
 from protolab.quic import QuicHeader, decode_header
 from protolab.tcp import TcpObserver
 
@@ -326,6 +326,7 @@ class Annotator:
         http = _http_line(d.payload)
         if http:
             summary += f" {http}"
+            self._extra["http"] = http
         dns_tcp = _parse_dns(d.payload[2:]) if 53 in (d.sport, d.dport) and len(d.payload) > 14 \
             else None
         if dns_tcp is not None:  # RFC 1035 section 4.2.2: a two-byte length, then the message
@@ -471,9 +472,15 @@ def _parse_dns(payload: bytes) -> tuple[int, bool, str, str, str] | None:
 def annotate(packets: Iterable[Decoded], dns_ports: Iterable[int] = DNS_PORTS) -> Iterator[Row]:
     """Annotate decoded packets, streaming."""
     a = Annotator(dns_ports)
-    for d in packets:
-        yield from a.feed(d)
+    error = None
+    try:
+        for d in packets:
+            yield from a.feed(d)
+    except PcapError as exc:  # a bad file: the rows read so far still come out, then the error
+        error = exc
     yield from a.finish()
+    if error is not None:
+        raise error
 
 
 def annotate_records(records: Iterable[Record],

@@ -31,7 +31,7 @@ class OutputClosed(Exception):
 def out(line: str = "") -> None:
     """Print one line of a demo's story."""
     try:
-        print(line, flush=True)
+        print(line)
     except BrokenPipeError:
         raise OutputClosed from None
 

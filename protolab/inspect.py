@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import textwrap
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -127,6 +126,20 @@ def _host(endpoint: str) -> str:
 WIDTHS = (6, 8, 42, 6, 40)  #: #, time, source → destination, proto, summary; then the state
 
 
+def _wrap(text: str, width: int) -> list[str]:
+    """Greedy wrap at spaces (textwrap.wrap, without its cost: this runs for every row)."""
+    lines = []
+    while len(text) > width:
+        cut = text.rfind(" ", 0, width + 1)
+        if cut <= 0:
+            cut = width
+        lines.append(text[:cut])
+        text = text[cut:].lstrip(" ")
+    if text:
+        lines.append(text)
+    return lines
+
+
 def header(state_width: int = 64) -> str:
     cols = ("#", "time", "source → destination", "proto", "summary")
     line = "  ".join(c.ljust(w) for c, w in zip(cols, WIDTHS, strict=True)) + "  where state lives"
@@ -136,9 +149,9 @@ def header(state_width: int = 64) -> str:
 def format_row(row: Row, state_width: int = 64) -> str:
     """One row, fixed widths, long cells wrapped onto continuation lines (no look-ahead needed)."""
     cells = [[str(row.number)], [f"{row.time:.3f}"],
-             textwrap.wrap(f"{row.src} → {row.dst}", WIDTHS[2]) or [""], [row.proto],
-             textwrap.wrap(row.summary, WIDTHS[4]) or [""],
-             textwrap.wrap(row.where(), state_width) or [""]]
+             _wrap(f"{row.src} → {row.dst}", WIDTHS[2]) or [""], [row.proto],
+             _wrap(row.summary, WIDTHS[4]) or [""],
+             _wrap(row.where(), state_width) or [""]]
     height = max(len(c) for c in cells)
     lines = []
     for i in range(height):
@@ -279,9 +292,17 @@ class Options:
 
 
 def pairs(path: str | os.PathLike[str], annotator: Annotator) -> Iterator[tuple[Row, object]]:
-    for rec in read_pcap(path):
-        yield from annotator.feed_pairs(decode(rec.data, rec.linktype, rec.time, rec.orig_len))
+    """Annotated packets; on a bad file, every readable row first, then the PcapError."""
+    error = None
+    try:
+        for rec in read_pcap(path):
+            yield from annotator.feed_pairs(decode(rec.data, rec.linktype, rec.time,
+                                                   rec.orig_len))
+    except PcapError as exc:
+        error = exc
     yield from annotator.finish_pairs()
+    if error is not None:
+        raise error
 
 
 def run(path: str | os.PathLike[str], opts: Options, out: Out) -> None:
@@ -330,7 +351,7 @@ def _print_flows(table: FlowTable, annotator: Annotator, opts: Options, out: Out
     from tabulate import tabulate
 
     rows = [(f.number, f.kind, f"{f.first.src} → {f.first.dst}", f.packets,
-             "\n".join(textwrap.wrap(table.describe(f, annotator), 80)))
+             "\n".join(_wrap(table.describe(f, annotator), 80)))
             for f in flows]
     out(tabulate(rows, headers=("flow", "kind", "first packet", "packets",
                                 "state (reconstructed from the packets)")))

@@ -20,7 +20,7 @@ from protolab.pcap import (
     LINKTYPE_LINUX_SLL,
     LINKTYPE_LINUX_SLL2,
     LINKTYPE_NULL,
-    LINKTYPE_RAW,
+    RAW_IP_LINKTYPES,
 )
 
 ETH_IPV4 = 0x0800
@@ -121,7 +121,7 @@ def _link(data: bytes, linktype: int) -> tuple[int | None, int]:
             ethertype = int.from_bytes(data[off + 2:off + 4], "big")
             off += 4
         return ethertype, off
-    if linktype == LINKTYPE_RAW:
+    if linktype in RAW_IP_LINKTYPES:
         if not data:
             raise _Short("empty frame")
         return (ETH_IPV4 if data[0] >> 4 == 4 else ETH_IPV6), 0

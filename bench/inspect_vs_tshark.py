@@ -1,0 +1,128 @@
+"""protolab inspect against tshark on the same capture, in one run.
+
+    python bench/inspect_vs_tshark.py [PACKETS]      (default 1,000,000)
+
+Generates a pcap of mixed packets (TCP conversations with data, DNS queries and answers, QUIC-like
+long and short header datagrams), then times `protolab inspect FILE` (the default table),
+`protolab inspect FILE --flows` and `tshark -r FILE`, all writing to /dev/null, and prints
+packets/s, the ratio to tshark, and each one's peak memory (max RSS of the child process).
+The issue's goal is 10x tshark on the default table; the figure printed is what we reach.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from protolab.pcap import LINKTYPE_ETHERNET, Record, write_pcap  # noqa: E402
+
+
+def _templates() -> dict[str, bytes]:
+    from scapy.layers.dns import DNS, DNSQR, DNSRR
+    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.layers.l2 import Ether
+
+    c, s = IP(src="10.1.0.2", dst="10.1.0.1"), IP(src="10.1.0.1", dst="10.1.0.2")
+    quic_long = bytes([0xC3]) + (1).to_bytes(4, "big") + bytes([8]) + b"D" * 8 + bytes([8]) + \
+        b"S" * 8 + bytes(1200)
+    quic_short = bytes([0x43]) + b"S" * 8 + bytes(60)
+    return {
+        "syn": bytes(Ether() / c / TCP(sport=40000, dport=443, flags="S", seq=1)),
+        "synack": bytes(Ether() / s / TCP(sport=443, dport=40000, flags="SA", seq=9, ack=2)),
+        "data": bytes(Ether() / c / TCP(sport=40000, dport=443, flags="PA", seq=2, ack=10)
+                      / (b"x" * 100)),
+        "ack": bytes(Ether() / s / TCP(sport=443, dport=40000, flags="A", seq=10, ack=102)),
+        "query": bytes(Ether() / c / UDP(sport=50000, dport=53)
+                       / DNS(id=1, qd=DNSQR(qname="www.example.com."))),
+        "answer": bytes(Ether() / s / UDP(sport=53, dport=50000)
+                        / DNS(id=1, qr=1, qd=DNSQR(qname="www.example.com."),
+                              an=DNSRR(rrname="www.example.com.", rdata="192.0.2.7"))),
+        "quic_long": bytes(Ether() / c / UDP(sport=51000, dport=4433) / quic_long),
+        "quic_short": bytes(Ether() / c / UDP(sport=51000, dport=4433) / quic_short),
+    }
+
+
+def _packets(n: int) -> Iterator[Record]:
+    t = _templates()
+    # offsets: Ethernet 14 + IPv4 20: TCP ports at 34/36, seq at 38, ack at 42; UDP ports at 34/36;
+    # DNS id at 42.
+    t0 = 1_700_000_000.0
+    i = 0
+    conv = 0
+    while i < n:
+        conv += 1
+        port = 1024 + conv % 60000
+        seq = (conv * 7919) & 0xFFFFFFFF
+        for name in ("syn", "synack", "data", "ack", "data", "ack"):
+            if i >= n:
+                return
+            b = bytearray(t[name])
+            client_is_src = name in ("syn", "data")
+            struct.pack_into("!H", b, 34 if client_is_src else 36, port)
+            if name == "syn":
+                struct.pack_into("!I", b, 38, seq)
+            yield Record(t0 + i * 1e-5, LINKTYPE_ETHERNET, bytes(b), len(b))
+            i += 1
+        for name in ("query", "answer", "quic_long", "quic_short", "quic_short"):
+            if i >= n:
+                return
+            b = bytearray(t[name])
+            if name in ("query", "answer"):
+                struct.pack_into("!H", b, 34 if name == "query" else 36, port)
+                struct.pack_into("!H", b, 42, conv & 0xFFFF)
+            yield Record(t0 + i * 1e-5, LINKTYPE_ETHERNET, bytes(b), len(b))
+            i += 1
+
+
+def make_capture(path: str | os.PathLike[str], n: int) -> int:
+    return write_pcap(path, _packets(n))
+
+
+def _timed(cmd: list[str]) -> tuple[float, int]:
+    start = time.perf_counter()
+    with open(os.devnull, "wb") as null:
+        proc = subprocess.Popen(cmd, stdout=null, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}")
+    return elapsed, usage.ru_maxrss * 1024
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+    tshark = shutil.which("tshark")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "mixed.pcap"
+        start = time.perf_counter()
+        make_capture(path, n)
+        print(f"generated {n:,} packets ({path.stat().st_size / 1e6:.0f} MB) in "
+              f"{time.perf_counter() - start:.1f} s")
+        runs = {
+            "protolab inspect": [sys.executable, "-m", "protolab", "inspect", str(path)],
+            "protolab inspect --flows": [sys.executable, "-m", "protolab", "inspect",
+                                         str(path), "--flows"],
+        }
+        if tshark:
+            runs["tshark -r"] = [tshark, "-r", str(path)]
+        results = {name: _timed(cmd) for name, cmd in runs.items()}
+    base = results.get("tshark -r")
+    print(f"{'':28}{'seconds':>9}{'packets/s':>12}{'vs tshark':>11}{'peak RSS':>11}")
+    for name, (secs, rss) in results.items():
+        ratio = f"{(n / secs) / (n / base[0]):.2f}x" if base else "-"
+        print(f"{name:28}{secs:9.1f}{n / secs:12,.0f}{ratio:>11}{rss / 1e6:9.0f} MB")
+    if not tshark:
+        print("tshark not found: no comparison (apt-get install tshark)")
+
+
+if __name__ == "__main__":
+    main()
