@@ -77,13 +77,13 @@ class _Query:
 class Annotator:
     """Feed decoded packets in capture order; rows come out in the same order."""
 
-    def __init__(self, dns_ports: Iterable[int] = DNS_PORTS) -> None:
+    def __init__(self, dns_ports: Iterable[int] = DNS_PORTS, max_flows: int = 0) -> None:
         self.dns_ports = frozenset(dns_ports)
         self._t0: float | None = None
         self._pending: OrderedDict[tuple[str, str, int], _Query] = OrderedDict()
         self._answered: OrderedDict[tuple[str, str, int], int] = OrderedDict()
         self._window: deque[tuple[Row, Decoded]] = deque()
-        self._tcp_observer = TcpObserver()
+        self._tcp_observer = TcpObserver(max_flows)
         self._quic_cids: dict[bytes, int] = {}  # connection ID -> QUIC connection number
         self._quic_paths: dict[frozenset[str], int] = {}  # 4-tuple -> QUIC connection number
         self._quic_servers: set[str] = set()  # endpoints that received a client's Initial

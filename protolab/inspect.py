@@ -191,11 +191,46 @@ class Flow:
     tcp_number: int | None = None
 
 
+#: Conversations remembered at once in the packet views: memory stays flat however long the file.
+MAX_TRACKED = 50_000
+
+
+class FlowNumbers:
+    """Numbers conversations in order of first packet, remembering at most `limit` of them (the
+    least recently seen is forgotten; if it comes back it gets a new number)."""
+
+    def __init__(self, limit: int = MAX_TRACKED) -> None:
+        self._numbers: dict[str, int] = {}
+        self._next = 0
+        self.limit = limit
+
+    def number_of(self, row: Row) -> int:
+        number = self._numbers.pop(row.flow, None)
+        if number is None:
+            self._next += 1
+            number = self._next
+            if len(self._numbers) >= self.limit:
+                del self._numbers[next(iter(self._numbers))]
+        self._numbers[row.flow] = number
+        return number
+
+    def add(self, row: Row) -> None:
+        pass
+
+    @property
+    def count(self) -> int:
+        return self._next
+
+
 class FlowTable:
     """One summary per conversation, in order of first packet; numbers them for --flow N."""
 
     def __init__(self) -> None:
         self.flows: dict[str, Flow] = {}
+
+    @property
+    def count(self) -> int:
+        return len(self.flows)
 
     def number_of(self, row: Row) -> int:
         flow = self.flows.get(row.flow)
@@ -312,8 +347,8 @@ def run(path: str | os.PathLike[str], opts: Options, out: Out) -> None:
         out(detail(path, opts.detail))
         return
     pred = compile_filter(opts.filter) if opts.filter else None
-    annotator = Annotator(opts.dns_ports)
-    table = FlowTable()
+    annotator = Annotator(opts.dns_ports, max_flows=0 if opts.flows else MAX_TRACKED)
+    table: FlowTable | FlowNumbers = FlowTable() if opts.flows else FlowNumbers()
     shown = 0
     started = False
     try:
@@ -335,9 +370,9 @@ def run(path: str | os.PathLike[str], opts: Options, out: Out) -> None:
     finally:
         if opts.flows:
             _print_flows(table, annotator, opts, out)
-    if not opts.flows and opts.flow is not None and opts.flow > len(table.flows):
+    if not opts.flows and opts.flow is not None and opts.flow > table.count:
         raise FilterError(f"there is no flow {opts.flow}: this capture has "
-                          f"{len(table.flows)} (see --flows)")
+                          f"{table.count} (see --flows)")
 
 
 def _print_flows(table: FlowTable, annotator: Annotator, opts: Options, out: Out) -> None:

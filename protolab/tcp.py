@@ -139,13 +139,18 @@ class TcpObserver:
 
     WINDOW = 1 << 20  #: further than this from RCV.NXT counts as out of window here
 
-    def __init__(self) -> None:
+    def __init__(self, max_flows: int = 0) -> None:
+        """`max_flows` > 0 bounds memory: the least recently seen connection is forgotten (as
+        Linux's conntrack table does when full); a later packet of it starts a new flow."""
         self.flows: dict[frozenset[str], Flow] = {}
+        self.max_flows = max_flows
         self._count = 0
 
     def _flow(self, src: str, dst: str, flags: int) -> Flow:
         key = frozenset((src, dst))
         flow = self.flows.get(key)
+        if flow is not None and self.max_flows:
+            self.flows[key] = self.flows.pop(key)  # most recently seen last
         syn_only = flags & SYN and not flags & ACK
         # A new SYN on a 4-tuple whose old connection is over starts a new connection.
         if flow is None or (syn_only and flow.client.state in (TcpState.CLOSED,
@@ -159,6 +164,8 @@ class TcpObserver:
                                  TcpState.LISTEN if seen_open else TcpState.ESTABLISHED),
                         self._count)
             self.flows[key] = flow
+            if self.max_flows and len(self.flows) > self.max_flows:
+                del self.flows[next(iter(self.flows))]
         return flow
 
     def feed(self, d: Decoded, number: int) -> SegmentView | None:

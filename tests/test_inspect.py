@@ -103,6 +103,20 @@ def _tshark_fields(path, extra=()):
 CAPTURES = sorted((ROOT / "captures").glob("*.ref.pcap"))
 
 
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    sys.path.insert(0, str(ROOT / "bench"))
+    from inspect_vs_tshark import make_capture
+
+    path = tmp_path_factory.mktemp("gen") / "mixed.pcap"
+    make_capture(path, 3_000)
+    return path
+
+
+def test_field_agreement_with_tshark_on_a_generated_capture(generated) -> None:
+    test_field_agreement_with_tshark(generated)
+
+
 @pytest.mark.parametrize("path", CAPTURES, ids=lambda p: p.name)
 def test_field_agreement_with_tshark(path) -> None:
     rows = {r["number"]: r for r in rows_of(path)}
