@@ -232,6 +232,47 @@ def cmd_backend(args: argparse.Namespace) -> int:
         raise CliError(f"backend: {getattr(exc, 'strerror', None) or exc}") from None
 
 
+def cmd_labs(args: argparse.Namespace) -> int:
+    from protolab.labs import status
+    from protolab.report import table
+
+    out(table(status(), ("lab", "title", "worksheet", "capture")))
+    out("Take them in order; each worksheet ends with `protolab check NN --template`.")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from protolab.labs import CheckError, find, grade, template
+
+    try:
+        lab = find(args.lab)
+        if args.template:
+            out(template(lab))
+            return 0
+        if not args.answers:
+            raise CheckError("give --answers FILE (or --template to make one)")
+        capture = Path(args.pcap) if args.pcap else lab.capture
+        if not capture.exists():
+            raise CheckError(f"no capture at {capture}: run `protolab {lab.demo}` first, or "
+                             f"give --pcap CAPTURE")
+        marks = grade(lab, Path(args.answers), capture)
+    except CheckError as exc:
+        raise CliError(str(exc)) from None
+    out(f"Lab {lab.number}: {lab.title} — graded against {capture}")
+    for m in marks:
+        if m.right:
+            out(f"  {m.question.key}  right   {m.question.text}")
+        else:
+            given = repr(m.given) if m.given else "no answer"
+            out(f"  {m.question.key}  WRONG   {m.question.text}\n"
+                f"           you said {given}; hint: {m.question.hint}")
+    score = sum(m.right for m in marks)
+    out(f"score: {score}/{len(marks)}")
+    return 0 if score == len(marks) else EXIT_FAILED
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from protolab.annotate import DNS_PORTS
     from protolab.inspect import FilterError, Options, run
@@ -349,6 +390,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--requests", type=_count(100, 1_000_000), default=10_000, metavar="N",
                    help="requests in the --under-load run (default 10000)")
     p.set_defaults(func=cmd_litmus)
+
+    p = sub.add_parser("labs", help="list the lab worksheets and what exists for each",
+                       description="The numbered worksheets in labs/, in the order to take "
+                                   "them, with their demo and whether you have a capture.")
+    p.set_defaults(func=cmd_labs)
+
+    p = sub.add_parser(
+        "check", help="grade a worksheet's answers against facts from your own capture",
+        description="Grade an answers file (TOML: q1 = \"...\") for lab NN against facts "
+                    "computed from your capture (default: the demo's live capture in "
+                    "captures/). Exit 0 on full marks.")
+    p.add_argument("lab", metavar="NN", help="the lab's number, e.g. 03")
+    p.add_argument("--answers", metavar="FILE")
+    p.add_argument("--pcap", metavar="CAPTURE", help="the capture to grade against")
+    p.add_argument("--template", action="store_true", help="print an empty answers file")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser(
         "inspect", help="annotate a pcap file: where the state for each packet lives",

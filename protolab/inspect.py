@@ -28,7 +28,7 @@ class FilterError(ValueError):
     """A filter expression that does not parse: the message is one line for the user."""
 
 
-# -- filters ---------------------------------------------------------------------------------------
+# -- filters --------------------------------------------------------------------------------------
 
 Pred = Callable[[Row], bool]
 PROTOCOLS = {"tcp", "udp", "dns", "quic", "icmp", "http"}
@@ -121,7 +121,7 @@ def _host(endpoint: str) -> str:
     return host.strip("[]")
 
 
-# -- output ----------------------------------------------------------------------------------------
+# -- output ---------------------------------------------------------------------------------------
 
 WIDTHS = (6, 8, 42, 6, 40)  #: #, time, source → destination, proto, summary; then the state
 
@@ -171,7 +171,7 @@ def row_json(row: Row) -> str:
                       ensure_ascii=False)
 
 
-# -- flows -----------------------------------------------------------------------------------------
+# -- flows ----------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -312,7 +312,7 @@ def _describe_tcp(flow: Flow, annotator: Annotator) -> str:
     return "; ".join(parts)
 
 
-# -- the command -----------------------------------------------------------------------------------
+# -- the command ----------------------------------------------------------------------------------
 
 
 @dataclass
