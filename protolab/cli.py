@@ -59,18 +59,21 @@ def _count(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _run_demo(args: argparse.Namespace, run: Callable, prefix: str, **kwargs: object):
+    """Run a demo with the common options; an OSError (a busy port, an unwritable --pcap)
+    becomes one line."""
+    try:
+        return run(capture=not args.no_capture, pcap=args.pcap, out=out, **kwargs)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise CliError(f"{prefix}: {exc.strerror or exc}{where}") from None
+
+
 def cmd_dns_demo(args: argparse.Namespace) -> int:
     from protolab.dnsdemo import run_dns_demo
 
-    try:
-        result = run_dns_demo(queries=args.queries, port=args.port, capture=not args.no_capture,
-                              pcap=args.pcap, out=out)
-    except PermissionError as exc:
-        raise CliError(f"cannot bind or write: {exc.strerror} ({exc.filename or 'port'})") \
-            from None
-    except OSError as exc:
-        where = f"127.0.0.1:{args.port}" if args.port else "the lab"
-        raise CliError(f"cannot run {where}: {exc.strerror or exc}") from None
+    prefix = f"cannot run 127.0.0.1:{args.port}" if args.port else "dns-demo"
+    result = _run_demo(args, run_dns_demo, prefix, queries=args.queries, port=args.port)
     ok = len(result.matched) == args.queries + 1 and result.complete is not False
     return 0 if ok else EXIT_FAILED
 
@@ -78,10 +81,7 @@ def cmd_dns_demo(args: argparse.Namespace) -> int:
 def cmd_tcp_demo(args: argparse.Namespace) -> int:
     from protolab.tcpdemo import run_tcp_demo
 
-    try:
-        result = run_tcp_demo(capture=not args.no_capture, pcap=args.pcap, out=out)
-    except OSError as exc:
-        raise CliError(f"tcp-demo: {exc.strerror or exc}") from None
+    result = _run_demo(args, run_tcp_demo, "tcp-demo")
     ok = result.http_verdict.endswith("workflow continued") and result.agree is not False
     return 0 if ok else EXIT_FAILED
 
@@ -89,20 +89,14 @@ def cmd_tcp_demo(args: argparse.Namespace) -> int:
 def cmd_udp_demo(args: argparse.Namespace) -> int:
     from protolab.udpdemo import run_udp_demo
 
-    try:
-        result = run_udp_demo(capture=not args.no_capture, pcap=args.pcap, out=out)
-    except OSError as exc:
-        raise CliError(f"udp-demo: {exc.strerror or exc}") from None
+    result = _run_demo(args, run_udp_demo, "udp-demo")
     return 0 if result.verdict.endswith("workflow continued") else EXIT_FAILED
 
 
 def cmd_quic_demo(args: argparse.Namespace) -> int:
     from protolab.quicdemo import run_quic_demo
 
-    try:
-        result = run_quic_demo(capture=not args.no_capture, pcap=args.pcap, out=out)
-    except OSError as exc:
-        raise CliError(f"quic-demo: {exc.strerror or exc}") from None
+    result = _run_demo(args, run_quic_demo, "quic-demo")
     ok = result.reconnected and result.retry_connected and result.server_paths[:1] == [
         (result.migrated_to, True)]
     return 0 if ok else EXIT_FAILED
