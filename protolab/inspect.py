@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from protolab.annotate import DNS_PORTS, Action, Annotator, Row
 from protolab.packets import decode
 from protolab.pcap import PcapError, read_pcap
+from protolab.tcp import Flow as TcpFlow
 
 Out = Callable[[str], None]
 
@@ -179,7 +180,7 @@ class Flow:
     number: int
     key: str
     kind: str
-    first: Row
+    first: str  #: "src → dst" of its first packet
     packets: int = 0
     bytes_each_way: dict[str, int] = field(default_factory=dict)
     paths: list[str] = field(default_factory=list)  #: distinct 4-tuples (QUIC migration)
@@ -227,6 +228,7 @@ class FlowTable:
 
     def __init__(self) -> None:
         self.flows: dict[str, Flow] = {}
+        self._tcp_by_number: dict[int, TcpFlow] = {}
 
     @property
     def count(self) -> int:
@@ -236,7 +238,7 @@ class FlowTable:
         flow = self.flows.get(row.flow)
         if flow is None:
             kind = row.flow.split(" ", 1)[0]
-            flow = Flow(len(self.flows) + 1, row.flow, kind, row)
+            flow = Flow(len(self.flows) + 1, row.flow, kind, f"{row.src} → {row.dst}")
             if kind == "tcp":
                 flow.tcp_number = int(row.flow.split()[1])
             self.flows[row.flow] = flow
@@ -268,7 +270,9 @@ class FlowTable:
 
     def describe(self, flow: Flow, annotator: Annotator) -> str:
         if flow.kind == "tcp" and flow.tcp_number is not None:
-            return _describe_tcp(flow, annotator)
+            if len(self._tcp_by_number) != len(annotator.tcp.flows):  # index once, not per flow
+                self._tcp_by_number = {f.number: f for f in annotator.tcp.flows.values()}
+            return _describe_tcp(self._tcp_by_number.get(flow.tcp_number))
         if flow.kind == "dns":
             answered = len(flow.latencies_ms)
             parts = [f"{answered} answered"]
@@ -292,8 +296,7 @@ class FlowTable:
         return ", ".join(f"{d}: {b} B" for d, b in flow.bytes_each_way.items())
 
 
-def _describe_tcp(flow: Flow, annotator: Annotator) -> str:
-    tcp = next((f for f in annotator.tcp.flows.values() if f.number == flow.tcp_number), None)
+def _describe_tcp(tcp: TcpFlow | None) -> str:
     if tcp is None:
         return ""
     moves = tcp.transitions
@@ -385,7 +388,7 @@ def _print_flows(table: FlowTable, annotator: Annotator, opts: Options, out: Out
         return
     from tabulate import tabulate
 
-    rows = [(f.number, f.kind, f"{f.first.src} → {f.first.dst}", f.packets,
+    rows = [(f.number, f.kind, f.first, f.packets,
              "\n".join(_wrap(table.describe(f, annotator), 80)))
             for f in flows]
     out(tabulate(rows, headers=("flow", "kind", "first packet", "packets",
