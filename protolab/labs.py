@@ -151,6 +151,27 @@ def quic_retry_packet(rows: list[Row]) -> str:
     return str(next(r.number for r in rows if r.fields.get("quic_type") == "Retry"))
 
 
+def _http_requests(rows: list[Row]) -> list[Row]:
+    return [r for r in rows if "http" in r.fields and not r.fields["http"].startswith("HTTP/")]
+
+
+def lb_backends_that_served(rows: list[Row]) -> str:
+    """Distinct backends that answered: responses leaving a backend port, not the balancer's."""
+    balancer = _http_requests(rows)[0].dst
+    return str(len({r.src for r in rows if r.fields.get("http", "").startswith("HTTP/")
+                    and r.src != balancer}))
+
+
+def lb_first_looked_up(rows: list[Row]) -> str:
+    first = next(r for r in _http_requests(rows) if "LOOKED UP" in r.state)
+    return first.fields["http"]
+
+
+def lb_sessions_created(rows: list[Row]) -> str:
+    balancer = _http_requests(rows)[0].dst
+    return str(sum(1 for r in rows if "creates a session" in r.state and r.src != balancer))
+
+
 # -- the catalogue --------------------------------------------------------------------------------
 
 LABS: tuple[Lab, ...] = (
@@ -202,6 +223,19 @@ LABS: tuple[Lab, ...] = (
                      quic_rotated_dcid, "the row whose state says 'rotation'", "hex"),
             Question("q3", "Which packet number is the Retry?", quic_retry_packet,
                      "--filter quic, look for Retry in the summary", "int"),
+        )),
+    Lab("05", "backends-sessions-jwt-lb", "Stateful and stateless backends behind a balancer",
+        "lb", (
+            Question("q1", "How many different backends answered your workflow's requests?",
+                     lb_backends_that_served,
+                     "count the distinct sources of HTTP/1.1 responses that are not the "
+                     "balancer", "int"),
+            Question("q2", "Which request line is the first whose state was LOOKED UP by the "
+                           "session cookie it carried?", lb_first_looked_up,
+                     "the first request row whose state says 'LOOKED UP'"),
+            Question("q3", "How many responses from a backend created a session (sent the "
+                           "sessionId cookie)?", lb_sessions_created,
+                     "rows that say 'creates a session' coming from a backend port", "int"),
         )),
 )
 

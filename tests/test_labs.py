@@ -98,6 +98,19 @@ def _independent_answers(number: str, tmp_path) -> tuple[dict[str, str], object]
         return {"q1": f"{first.qid:#06x}", "q2": "5",
                 "q3": "yes" if in_order == sorted(in_order) else "no",
                 "q4": f"{r.forged_qid:#06x}", "q5": icmp}, path
+    if number == "05":
+        from protolab.capture import Capture
+        from protolab.lb import Policy
+        from protolab.litmus import Cluster, Variant, demo_workflow
+        from protolab.sessions import Design
+
+        path = tmp_path / "lb.pcap"
+        with Cluster(Variant(Design.STORE, f"sqlite:{tmp_path}/s.db"), Policy.ROUND_ROBIN) as c:
+            ports = [c.address[1], *(p.port for p in c.procs.values())]
+            with Capture(ports, path):
+                replies = demo_workflow(c)
+        return {"q1": str(len({r.backend for _, _, r in replies})),
+                "q2": f"{replies[1][0]} {replies[1][1]} HTTP/1.1", "q3": "1"}, path
     from protolab.quicdemo import run_quic_demo
 
     path = tmp_path / "q.pcap"
