@@ -273,7 +273,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from protolab.pcap import PcapError
 
     opts = Options(filter=args.filter, limit=args.limit, json=args.json, flows=args.flows,
-                   flow=args.flow, detail=args.detail,
+                   flow=args.flow, detail=args.detail, write_annotated=args.write_annotated,
+                   secrets=args.secrets,
                    dns_ports=frozenset(args.dns_port or ()) | DNS_PORTS)
     try:
         run(args.file, opts, out)
@@ -421,6 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="one conversation as a state timeline")
     view.add_argument("--detail", type=_count(1, 10 ** 9), metavar="N",
                       help="scapy's full dissection of packet N")
+    view.add_argument("--write-annotated", metavar="OUT.pcapng",
+                      help="write the capture as pcapng with each note as a packet comment")
+    p.add_argument("--secrets", metavar="KEYLOG",
+                   help="with --write-annotated: embed this TLS key log (QUIC decrypts alone)")
     p.set_defaults(func=cmd_inspect)
     return parser
 

@@ -327,6 +327,8 @@ class Options:
     flow: int | None = None
     detail: int | None = None
     dns_ports: frozenset[int] = DNS_PORTS
+    write_annotated: str | None = None  #: pcapng to write, each packet's note as its comment
+    secrets: str | None = None  #: a TLS key log to embed in that pcapng
 
 
 def pairs(path: str | os.PathLike[str], annotator: Annotator) -> Iterator[tuple[Row, object]]:
@@ -348,6 +350,13 @@ def run(path: str | os.PathLike[str], opts: Options, out: Out) -> None:
     FilterError."""
     if opts.detail is not None:
         out(detail(path, opts.detail))
+        return
+    if opts.write_annotated:
+        secrets = open(opts.secrets, "rb").read() if opts.secrets else None
+        n = write_annotated(path, opts.write_annotated, secrets, opts.dns_ports)
+        out(f"wrote {n} packets with their notes as comments to {opts.write_annotated}"
+            + (" (with the TLS secrets embedded)" if secrets else "")
+            + f"; see them with: tshark -r {opts.write_annotated} -T fields -e frame.comment")
         return
     pred = compile_filter(opts.filter) if opts.filter else None
     annotator = Annotator(opts.dns_ports, max_flows=0 if opts.flows else MAX_TRACKED)
@@ -394,6 +403,41 @@ def _print_flows(table: FlowTable, annotator: Annotator, opts: Options, out: Out
     out(tabulate(rows, headers=("flow", "kind", "first packet", "packets",
                                 "state (reconstructed from the packets)")))
     out(f"{len(flows)} conversations; `protolab inspect FILE --flow N` for one as a timeline")
+
+
+def write_annotated(path: str | os.PathLike[str], target: str | os.PathLike[str],
+                    secrets: bytes | None = None,
+                    dns_ports: frozenset[int] = DNS_PORTS) -> int:
+    """Copy a capture to pcapng with each packet's "where state lives" note as its comment."""
+    from collections import deque
+
+    from protolab.pcap import write_pcapng
+
+    annotator = Annotator(dns_ports)
+    pending: deque = deque()
+    error: PcapError | None = None
+
+    def commented() -> Iterator[tuple[object, str]]:
+        nonlocal error
+        try:
+            for rec in read_pcap(path):
+                pending.append(rec)
+                for row, _ in annotator.feed_pairs(decode(rec.data, rec.linktype, rec.time,
+                                                          rec.orig_len)):
+                    yield pending.popleft(), row.where()
+        except PcapError as exc:
+            error = exc
+        for row, _ in annotator.finish_pairs():
+            yield pending.popleft(), row.where()
+
+    name = os.path.basename(os.fspath(path))
+    count = write_pcapng(target, commented(),
+                         f"protolab: {name} annotated by `protolab inspect --write-annotated`; "
+                         f"each packet's comment says where the state for it lives",
+                         secrets=secrets)
+    if error is not None:
+        raise error
+    return count
 
 
 def detail(path: str | os.PathLike[str], number: int) -> str:

@@ -230,6 +230,48 @@ def _options(raw: bytes, order: str) -> Iterator[tuple[int, bytes]]:
         i += 4 + length + (-length % 4)
 
 
+def _block(btype: int, body: bytes) -> bytes:
+    body += bytes(-len(body) % 4)
+    length = len(body) + 12
+    return struct.pack("<II", btype, length) + body + struct.pack("<I", length)
+
+
+def _comment(text: str) -> bytes:
+    """opt_comment (code 1) and opt_endofopt."""
+    raw = text.encode()
+    return struct.pack("<HH", 1, len(raw)) + raw + bytes(-len(raw) % 4) + bytes(4)
+
+
+SECRETS_TLS_KEYLOG = 0x544C534B  #: "TLSK": an SSLKEYLOGFILE, as editcap --inject-secrets writes
+_DSB = 0x0000000A
+
+
+def write_pcapng(path: str | os.PathLike[str], packets: Iterable[tuple[Record, str]],
+                 section_comment: str, secrets: bytes | None = None) -> int:
+    """Write (record, comment) pairs as pcapng, atomically: a section comment, one Ethernet-or-
+    whatever interface per link type met, a comment on every packet, and optionally TLS key-log
+    secrets in a Decryption Secrets Block so the file alone decrypts in Wireshark."""
+    count = 0
+    with atomic_file(path) as f:
+        f.write(_block(_SHB, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)
+                       + _comment(section_comment)))
+        if secrets:
+            f.write(_block(_DSB, struct.pack("<II", SECRETS_TLS_KEYLOG, len(secrets))
+                           + secrets + bytes(-len(secrets) % 4)))
+        interfaces: dict[int, int] = {}
+        for rec, comment in packets:
+            iface = interfaces.get(rec.linktype)
+            if iface is None:
+                iface = interfaces[rec.linktype] = len(interfaces)
+                f.write(_block(_IDB, struct.pack("<HHI", rec.linktype, 0, SNAPLEN)))
+            ts = int(round(rec.time * 1e6))
+            body = struct.pack("<IIIII", iface, ts >> 32, ts & 0xFFFFFFFF, len(rec.data),
+                               rec.orig_len) + rec.data + bytes(-len(rec.data) % 4)
+            f.write(_block(_EPB, body + _comment(comment)))
+            count += 1
+    return count
+
+
 def write_pcap(path: str | os.PathLike[str], records: Iterable[Record],
                linktype: int = LINKTYPE_ETHERNET) -> int:
     """Write records to `path` atomically (temporary name, then rename). Returns the count."""

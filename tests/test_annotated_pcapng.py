@@ -1,0 +1,55 @@
+"""Annotated pcapng: the notes travel with the capture, readable by tshark and Wireshark."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from protolab.annotate import annotate_file
+from protolab.inspect import write_annotated
+from protolab.pcap import read_pcap
+
+from conftest import ROOT, require_tool, run_cli
+
+CAPTURES = sorted((ROOT / "captures").glob("*.ref.pcap"))
+
+
+@pytest.mark.parametrize("path", CAPTURES, ids=lambda p: p.name)
+def test_tshark_reads_back_the_same_notes_the_table_shows(path, tmp_path) -> None:
+    tshark = require_tool("tshark")
+    out = tmp_path / "annotated.pcapng"
+    assert write_annotated(path, out) == len(list(read_pcap(path)))
+    done = subprocess.run([tshark, "-r", str(out), "-T", "fields", "-e", "frame.comment"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [r.where() for r in annotate_file(path)]
+    # the packets themselves are unchanged, and protolab reads its own pcapng
+    assert [(r.data, r.orig_len) for r in read_pcap(out)] == \
+        [(r.data, r.orig_len) for r in read_pcap(path)]
+
+
+def test_the_section_comment_names_the_capture(tmp_path) -> None:
+    capinfos = require_tool("capinfos")
+    out = tmp_path / "a.pcapng"
+    write_annotated(CAPTURES[0], out)
+    info = subprocess.run([capinfos, "-k", str(out)], capture_output=True, text=True,
+                          timeout=30).stdout
+    assert f"protolab: {CAPTURES[0].name} annotated" in info
+
+
+def test_embedded_secrets_decrypt_quic_from_the_file_alone(tmp_path) -> None:
+    tshark = require_tool("tshark")
+    ref = ROOT / "captures" / "quic-demo.ref.pcap"
+    out = tmp_path / "q.pcapng"
+    done = run_cli("inspect", str(ref), "--write-annotated", str(out), "--secrets",
+                   str(ref.with_suffix(".keys")))
+    assert done.returncode == 0, done.stderr
+    stream = subprocess.run([tshark, "-r", str(out), "-Y", "quic.stream_data", "-T", "fields",
+                             "-e", "quic.stream_data"], capture_output=True, text=True,
+                            timeout=60).stdout.split()
+    assert bytes.fromhex(stream[0]) == b"hello"
+    without = tmp_path / "plain.pcapng"
+    write_annotated(ref, without)
+    assert subprocess.run([tshark, "-r", str(without), "-Y", "quic.stream_data"],
+                          capture_output=True, text=True, timeout=60).stdout == ""
