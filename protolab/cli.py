@@ -226,6 +226,14 @@ def cmd_backend(args: argparse.Namespace) -> int:
         raise CliError(f"backend: {getattr(exc, 'strerror', None) or exc}") from None
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from protolab.doctor import checks, report
+
+    text, ready = report(checks())
+    out(text)
+    return 0 if ready else EXIT_FAILED
+
+
 def cmd_labs(args: argparse.Namespace) -> int:
     from protolab.labs import status
     from protolab.report import table
@@ -385,6 +393,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--requests", type=_count(100, 1_000_000), default=10_000, metavar="N",
                    help="requests in the --under-load run (default 10000)")
     p.set_defaults(func=cmd_litmus)
+
+    p = sub.add_parser("doctor", help="what works here, and the exact fix for what does not",
+                       description="Python and package versions, capture rights, the kernel's "
+                                   "TCP record, tshark, dig, curl, redis-server, nginx, "
+                                   "127.0.0.2, free ports. Exit 0 only when every lab can "
+                                   "run fully.")
+    p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("labs", help="list the lab worksheets and what exists for each",
                        description="The numbered worksheets in labs/, in the order to take "
