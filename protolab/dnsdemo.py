@@ -30,7 +30,7 @@ from protolab.dns import (
     QuerySent,
     ServerCounters,
 )
-from protolab.packets import PROTO_UDP, Decoded, decode
+from protolab.packets import Decoded
 from protolab.paths import default_capture_path
 from protolab.report import capture_off_line, indent, show_capture, table
 from protolab.udpnet import UdpServerThread
@@ -241,11 +241,11 @@ def _icmp_for_port(d: Decoded, port: int) -> bool:
 def _show_capture(result: DnsDemoResult, summary: CaptureSummary, server_port: int,
                   out: Callable[[str], None]) -> None:
     result.rows = show_capture(summary, out, dns_ports={server_port})
-    decoded = [decode(r.data, r.linktype, r.time) for r in summary.records]
-    to_server = sum(1 for d in decoded if d.proto == PROTO_UDP and d.dport == server_port)
+    # Count from the rows just read back: each carries its ports and DNS id (ICMP rows have none).
+    to_server = sum(1 for r in result.rows if r.fields.get("dport") == server_port)
     # The first forger sent from the server's own port; the server did not count that one.
-    from_server = sum(1 for d in decoded if d.proto == PROTO_UDP and d.sport == server_port
-                      and d.payload[:2] != result.forged_qid.to_bytes(2, "big"))
+    from_server = sum(1 for r in result.rows if r.fields.get("sport") == server_port
+                      and r.fields.get("dns_id") != result.forged_qid)
     counters = result.server_counters
     result.complete = (summary.kernel_drops == 0 and to_server == counters.queries
                        + counters.garbage and from_server == counters.answers)

@@ -316,24 +316,21 @@ def measure(variant: Variant, requests: int = 2000, threads: int = 4,
             w.join()
         elapsed = time.perf_counter() - start
         latencies.sort()
+        speed = (variant.name, statistics.median(latencies) * 1000,
+                 latencies[int(len(latencies) * 0.99) - 1] * 1000, len(latencies) / elapsed)
+        if variant.design is Design.JWT:  # no sessions anywhere: identity is in the tokens
+            return Tradeoff(*speed, 0.0, 0.0, [])
         pid = cluster.procs["b1"].pid
         base_rss, base_store = rss(pid), _store_size(variant.store)
         growth = []
         made = 0
-        if variant.design is Design.JWT:  # no sessions anywhere: identity is in the tokens
-            sessions = ()
-            return Tradeoff(variant.name, statistics.median(latencies) * 1000,
-                            latencies[int(len(latencies) * 0.99) - 1] * 1000,
-                            len(latencies) / elapsed, 0.0, 0.0, [])
         for n in sessions:
             c.request("POST", "/lab/sessions", {"n": n - made})
             made = n
             growth.append((n, rss(pid)))
         total = sessions[-1]
         return Tradeoff(
-            variant.name, statistics.median(latencies) * 1000,
-            latencies[int(len(latencies) * 0.99) - 1] * 1000, len(latencies) / elapsed,
-            max(0.0, (growth[-1][1] - base_rss) / total),
+            *speed, max(0.0, (growth[-1][1] - base_rss) / total),
             max(0.0, (_store_size(variant.store) - base_store) / total) if variant.store
             else 0.0, growth)
 

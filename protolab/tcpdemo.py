@@ -30,6 +30,7 @@ from protolab.paths import default_capture_path
 from protolab.proc import ServerProcess
 from protolab.report import capture_off_line, indent, show_capture, table
 from protolab.tcp import RST, SYN, TcpObserver, Transition
+from protolab.tcp import Flow as TcpFlow
 from protolab.tcpnet import EchoServer, StatelessHttpServer, http_get
 
 LAB = "tcp-demo"
@@ -272,6 +273,17 @@ def _kill_server(result: TcpDemoResult, cap: Capture, out: Out) -> None:
         f"client's next call raised {result.kill_client_error}")
 
 
+def _connection_state(cap: Capture, local: tuple[str, int],
+                      server: tuple[str, int]) -> TcpFlow:
+    """Both kernels' state for one live connection, rebuilt from everything captured so far
+    (its sequence numbers are what a forged segment must use, or avoid)."""
+    cap.drain(rounds=1)
+    observer = TcpObserver()
+    for n, d in enumerate(cap.decoded(), 1):
+        observer.feed(d, n)
+    return observer.flows[frozenset((_ep(local), _ep(server)))]
+
+
 def _raw_send(packet: bytes) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as raw:
         raw.sendto(packet, ("127.0.0.1", 0))
@@ -284,12 +296,8 @@ def _forge_out_of_window(result: TcpDemoResult, cap: Capture, c: socket.socket,
         return
     from scapy.layers.inet import IP, TCP
 
-    cap.drain(rounds=1)
-    observer = TcpObserver()
     local = c.getsockname()
-    for n, d in enumerate(cap.decoded(), 1):
-        observer.feed(d, n)
-    flow = observer.flows[frozenset((_ep(local), _ep(server)))]
+    flow = _connection_state(cap, local, server)
     seq = (flow.client.snd_nxt + (1 << 24)) & 0xFFFFFFFF
     forged = IP(src=local[0], dst=server[0]) / TCP(
         sport=local[1], dport=server[1], flags="PA", seq=seq, ack=flow.client.rcv_nxt,
@@ -380,11 +388,7 @@ def move_tcp_connection(cap: Capture, new_host: str = "127.0.0.2") -> TcpMove:
             c.sendall(b"hello")
             c.recv(100)
             echo.wait_received(local, 5)
-            cap.drain(rounds=1)
-            observer = TcpObserver()
-            for n, d in enumerate(cap.decoded(), 1):
-                observer.feed(d, n)
-            flow = observer.flows[frozenset((_ep(local), _ep(echo.address)))]
+            flow = _connection_state(cap, local, echo.address)
             with socket.socket() as probe:  # a free port on the new address
                 probe.bind((new_host, 0))
                 moved_port = probe.getsockname()[1]
