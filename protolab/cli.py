@@ -46,6 +46,13 @@ def _port(text: str) -> int:
     return value
 
 
+def _demo(text: str) -> str:
+    demos = ("dns-demo", "tcp-demo", "udp-demo", "quic-demo")
+    if text not in demos:
+        raise argparse.ArgumentTypeError(f"no demo {text!r}: choose from {', '.join(demos)}")
+    return text
+
+
 def _count(low: int, high: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
@@ -61,15 +68,64 @@ def _count(low: int, high: int) -> Callable[[str], int]:
 
 def _run_demo(args: argparse.Namespace, run: Callable, prefix: str, **kwargs: object):
     """Run a demo with the common options; an OSError (a busy port, an unwritable --pcap)
-    becomes one line."""
+    becomes one line. When capture was wanted but is impossible here, the reference capture is
+    replayed after the live run, so the learner still sees the packets."""
     try:
-        return run(capture=not args.no_capture, pcap=args.pcap, out=out, **kwargs)
+        result = run(capture=not args.no_capture, pcap=args.pcap, out=out, **kwargs)
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
         raise CliError(f"{prefix}: {exc.strerror or exc}{where}") from None
+    summary = result.capture
+    if summary is not None and summary.off_reason and not args.no_capture:
+        from protolab.replay import replay
+
+        out("")
+        replay(args.command, out=out, why=f"capture is impossible here: {summary.off_reason}")
+    elif summary is not None and summary.path and args.pcapng:
+        _write_pcapng(args.command, summary.path, args.pcapng, getattr(result, "keylog", None),
+                      getattr(result, "server", None))
+    return result
+
+
+def _replay(args: argparse.Namespace) -> int | None:
+    """`--replay [CAPTURE]`: the demo read back from a capture; None when not asked for."""
+    if args.replay is None:
+        return None
+    from protolab.pcap import PcapError
+    from protolab.replay import replay
+
+    try:
+        result = replay(args.command, args.replay or None, out=out)
+    except PcapError as exc:
+        raise CliError(str(exc)) from None
+    return 0 if result.complete else EXIT_FAILED
+
+
+def _write_pcapng(demo: str, pcap: object, target: str, keylog: object,
+                  server: object) -> None:
+    """Save the capture just written as annotated pcapng (the TLS secrets inside for QUIC)."""
+    from pathlib import Path
+
+    from protolab.annotate import DNS_PORTS
+    from protolab.inspect import write_annotated
+    from protolab.labs import LABS
+
+    secrets = Path(keylog).read_bytes() if keylog and Path(keylog).exists() else None
+    lab = next((f"lab {x.number}, {x.title}" for x in LABS if x.demo == demo), "")
+    ports = DNS_PORTS | ({server[1]} if demo == "dns-demo" and server else set())
+    try:
+        n = write_annotated(pcap, target, secrets=secrets, dns_ports=frozenset(ports),
+                            made_by=f"`protolab {demo}` ({lab})" if lab else f"`protolab {demo}`")
+    except OSError as exc:
+        raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
+    extra = " with the TLS secrets inside (decrypts alone)" if secrets else ""
+    out(f"annotated pcapng: {n} packets, each note a packet comment{extra} → {target} "
+        f"(open this one in Wireshark; the classic pcap stays at {pcap})")
 
 
 def cmd_dns_demo(args: argparse.Namespace) -> int:
+    if (code := _replay(args)) is not None:
+        return code
     from protolab.dnsdemo import run_dns_demo
 
     prefix = f"cannot run 127.0.0.1:{args.port}" if args.port else "dns-demo"
@@ -79,6 +135,8 @@ def cmd_dns_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_tcp_demo(args: argparse.Namespace) -> int:
+    if (code := _replay(args)) is not None:
+        return code
     from protolab.tcpdemo import run_tcp_demo
 
     result = _run_demo(args, run_tcp_demo, "tcp-demo")
@@ -87,6 +145,8 @@ def cmd_tcp_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_udp_demo(args: argparse.Namespace) -> int:
+    if (code := _replay(args)) is not None:
+        return code
     from protolab.udpdemo import run_udp_demo
 
     result = _run_demo(args, run_udp_demo, "udp-demo")
@@ -94,6 +154,8 @@ def cmd_udp_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_quic_demo(args: argparse.Namespace) -> int:
+    if (code := _replay(args)) is not None:
+        return code
     from protolab.quicdemo import run_quic_demo
 
     result = _run_demo(args, run_quic_demo, "quic-demo")
@@ -234,6 +296,33 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if ready else EXIT_FAILED
 
 
+def cmd_captures(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from protolab.reference import DEFAULT_DIR, RefreshError, refresh, status
+    from protolab.report import table
+    from protolab.story import STORIES
+
+    directory = Path(args.dir) if args.dir else DEFAULT_DIR
+    demos = args.demos or list(STORIES)
+    if args.refresh:
+        try:
+            done = refresh(demos, directory, out=out)
+        except RefreshError as exc:
+            raise CliError(str(exc)) from None
+        if any(d.problem for d in done):
+            return EXIT_FAILED
+    rows, ok = [], True
+    for demo in demos:
+        s = status(demo, directory)
+        ok &= s.ok
+        verdict = ("ok: every step of the story is in the packets" if s.ok else
+                   s.error or "MISSING: " + ", ".join(m.split(":")[0] for m in s.missing))
+        rows.append((demo, s.path, s.packets, verdict))
+    out(table(rows, ("demo", "reference capture", "packets", "story")))
+    return 0 if ok else EXIT_FAILED
+
+
 def cmd_labs(args: argparse.Namespace) -> int:
     from protolab.labs import status
     from protolab.report import table
@@ -257,8 +346,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             raise CheckError("give --answers FILE (or --template to make one)")
         capture = Path(args.pcap) if args.pcap else lab.capture
         if not capture.exists():
+            from protolab.paths import reference_capture
+
             raise CheckError(f"no capture at {capture}: run `protolab {lab.demo}` first, or "
-                             f"give --pcap CAPTURE")
+                             f"give --pcap CAPTURE (without root: --pcap "
+                             f"{reference_capture(lab.demo)}, the reference a replay shows)")
         marks = grade(lab, Path(args.answers), capture)
     except CheckError as exc:
         raise CliError(str(exc)) from None
@@ -293,10 +385,17 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     return 0
 
-def _capture_options(p: argparse.ArgumentParser, lab: str) -> None:
+def _capture_options(p: argparse.ArgumentParser, lab: str, replay: bool = True) -> None:
     p.add_argument("--no-capture", action="store_true", help="run without capturing")
     p.add_argument("--pcap", metavar="PATH",
                    help=f"where to write the capture (default captures/{lab}.pcap)")
+    p.add_argument("--pcapng", metavar="PATH",
+                   help="also save the capture as pcapng with each packet's note as its comment"
+                        + (" and the TLS secrets inside" if lab == "quic-demo" else ""))
+    if replay:
+        p.add_argument("--replay", nargs="?", const="", metavar="CAPTURE",
+                       help=f"run nothing: read the story back from a capture (default the "
+                            f"reference, captures/{lab}.ref.pcap); needs no root")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -373,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lb", choices=("protolab", "nginx"), default="protolab")
     p.add_argument("--redis", default="redis://127.0.0.1:6379/0", metavar="URL")
     p.add_argument("--serve", action="store_true", help="keep serving until Ctrl-C")
-    _capture_options(p, "lb")
+    _capture_options(p, "lb", replay=False)
     p.set_defaults(func=cmd_lb)
 
     p = sub.add_parser(
@@ -400,6 +499,21 @@ def build_parser() -> argparse.ArgumentParser:
                                    "127.0.0.2, free ports. Exit 0 only when every lab can "
                                    "run fully.")
     p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser(
+        "captures", help="the reference captures: check that each still tells its demo's story; "
+                         "--refresh regenerates them",
+        description="List the committed reference captures and check each against its demo's "
+                    "story (the steps it must show, not its bytes). --refresh runs each demo "
+                    "with capture (root or CAP_NET_RAW) and replaces a reference only when the "
+                    "new capture is complete and tells the whole story; it writes "
+                    "DEMO.ref.pcap, DEMO.ref.pcapng (annotated) and, for QUIC, DEMO.ref.keys.")
+    p.add_argument("demos", nargs="*", metavar="DEMO", type=_demo,
+                   help="only these: dns-demo, tcp-demo, udp-demo, quic-demo (default: all)")
+    p.add_argument("--refresh", action="store_true", help="regenerate them (needs capture)")
+    p.add_argument("--dir", metavar="DIR", help="where the references are (default captures/ "
+                                                "in the source tree)")
+    p.set_defaults(func=cmd_captures)
 
     p = sub.add_parser("labs", help="list the lab worksheets and what exists for each",
                        description="The numbered worksheets in labs/, in the order to take "

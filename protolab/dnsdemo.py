@@ -32,7 +32,7 @@ from protolab.dns import (
 )
 from protolab.packets import Decoded
 from protolab.paths import default_capture_path
-from protolab.report import capture_off_line, indent, show_capture, table
+from protolab.report import capture_off_line, indent, print_where, show_capture, table
 from protolab.udpnet import UdpServerThread
 
 LAB = "dns-demo"
@@ -258,8 +258,9 @@ def _show_capture(result: DnsDemoResult, summary: CaptureSummary, server_port: i
             f"— the table above misses packets")
 
 
-def _summary(out: Callable[[str], None]) -> None:
-    rows = [
+#: The closing table: what state this protocol has, who holds it, what losing it does.
+#: A replay of the reference capture prints it too.
+WHERE_STATE_LIVES = ("Where state lives in DNS over UDP:", (
         ("pending-query table (id, question, server, time sent)", "client app memory",
          "answers can no longer be matched: they are dropped, the lookup times out"),
         ("UDP port binding of the client socket", "client kernel",
@@ -270,6 +271,8 @@ def _summary(out: Callable[[str], None]) -> None:
          "a server restart loses nothing; the client just asks again"),
         ("a delayed answer (this lab only)", "server app memory, for its delay",
          "that one answer is lost; the client's timer notices"),
-    ]
-    out("\nWhere state lives in DNS over UDP:")
-    out(table(rows, ("state", "held by", "if it is lost")))
+))
+
+
+def _summary(out: Callable[[str], None]) -> None:
+    print_where(WHERE_STATE_LIVES, out)

@@ -17,6 +17,7 @@ import statistics
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+from protolab import __version__
 from protolab.annotate import DNS_PORTS, Action, Annotator, Row
 from protolab.packets import decode
 from protolab.pcap import PcapError, read_pcap
@@ -407,8 +408,11 @@ def _print_flows(table: FlowTable, annotator: Annotator, opts: Options, out: Out
 
 def write_annotated(path: str | os.PathLike[str], target: str | os.PathLike[str],
                     secrets: bytes | None = None,
-                    dns_ports: frozenset[int] = DNS_PORTS) -> int:
-    """Copy a capture to pcapng with each packet's "where state lives" note as its comment."""
+                    dns_ports: frozenset[int] = DNS_PORTS, made_by: str = "") -> int:
+    """Copy a capture to pcapng with each packet's "where state lives" note as its comment.
+
+    The section comment names the capture, what made it (`made_by`, e.g. a demo) and how the
+    notes were made."""
     from collections import deque
 
     from protolab.pcap import write_pcapng
@@ -431,9 +435,11 @@ def write_annotated(path: str | os.PathLike[str], target: str | os.PathLike[str]
             yield pending.popleft(), row.where()
 
     name = os.path.basename(os.fspath(path))
+    origin = f"captured by {made_by} on loopback" if made_by else "a capture"
     count = write_pcapng(target, commented(),
-                         f"protolab: {name} annotated by `protolab inspect --write-annotated`; "
-                         f"each packet's comment says where the state for it lives",
+                         f"protolab {__version__}: {name}, {origin}, annotated by protolab "
+                         f"(as `protolab inspect --write-annotated`); each packet's comment says "
+                         f"where the state for it lives",
                          secrets=secrets)
     if error is not None:
         raise error

@@ -27,7 +27,7 @@ from protolab.quic import (
     new_qlog,
     qlog_json,
 )
-from protolab.report import capture_off_line, indent, show_capture, table
+from protolab.report import capture_off_line, indent, print_where, show_capture, table
 from protolab.tcpdemo import TcpMove, move_tcp_connection
 from protolab.udpnet import UdpServerThread
 
@@ -252,8 +252,9 @@ def _part6(result: QuicDemoResult, path: Path, captured: bool, out: Out) -> None
     out(f"   {result.tshark_command}")
 
 
-def _summary(out: Out) -> None:
-    rows = [
+#: The closing table: what state this protocol has, who holds it, what losing it does.
+#: A replay of the reference capture prints it too.
+WHERE_STATE_LIVES = ("Where state lives in QUIC:", (
         ("connection table (keys: the CIDs this side issued)", "each side's app memory",
          "the peer's packets match no entry: dropped; the connection is over"),
         ("the DCID", "every packet", "nothing: it is the lookup key, carried each time"),
@@ -262,6 +263,8 @@ def _summary(out: Out) -> None:
         ("TLS keys, stream offsets, loss recovery", "each side's app memory (user space)",
          "the connection cannot go on: a new handshake is needed"),
         ("Retry token", "the client, until it echoes it", "the server needs a new Retry"),
-    ]
-    out("\nWhere state lives in QUIC:")
-    out(table(rows, ("state", "held by", "if it is lost")))
+))
+
+
+def _summary(out: Callable[[str], None]) -> None:
+    print_where(WHERE_STATE_LIVES, out)

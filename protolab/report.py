@@ -45,3 +45,10 @@ def show_capture(summary: CaptureSummary, out: Out,
     out(format_rows(rows))
     out(f"Open it in Wireshark, or: protolab inspect {path}")
     return rows
+
+
+def print_where(where: tuple[str, tuple[tuple[str, str, str], ...]], out: Out) -> None:
+    """A demo's closing "where state lives" table: (title, rows of state, holder, if lost)."""
+    title, rows = where
+    out(f"\n{title}")
+    out(table(list(rows), ("state", "held by", "if it is lost")))

@@ -28,7 +28,7 @@ from protolab.kstate import (
 from protolab.packets import Decoded
 from protolab.paths import default_capture_path
 from protolab.proc import ServerProcess
-from protolab.report import capture_off_line, indent, show_capture, table
+from protolab.report import capture_off_line, indent, print_where, show_capture, table
 from protolab.tcp import RST, SYN, TcpObserver, Transition
 from protolab.tcp import Flow as TcpFlow
 from protolab.tcpnet import EchoServer, StatelessHttpServer, http_get
@@ -424,8 +424,9 @@ def _part4(result: TcpDemoResult, cap: Capture, out: Out) -> None:
         f"travelled in the request")
 
 
-def _summary(out: Out) -> None:
-    rows = [
+#: The closing table: what state this protocol has, who holds it, what losing it does.
+#: A replay of the reference capture prints it too.
+WHERE_STATE_LIVES = ("Where state lives in TCP:", (
         ("connection entry: state, SND.NXT, RCV.NXT, windows", "both kernels, keyed by 4-tuple",
          "the other side's next segment gets RST; the connection is over"),
         ("the socket (file descriptor)", "the application, pointing at its kernel's entry",
@@ -434,6 +435,8 @@ def _summary(out: Out) -> None:
          "a delayed segment from the old connection could be taken for a new one"),
         ("the request's meaning (URL, cookies, body)", "the packet (HTTP message)",
          "nothing: a new connection carries the next request just as well"),
-    ]
-    out("\nWhere state lives in TCP:")
-    out(table(rows, ("state", "held by", "if it is lost")))
+))
+
+
+def _summary(out: Callable[[str], None]) -> None:
+    print_where(WHERE_STATE_LIVES, out)

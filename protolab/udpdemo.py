@@ -18,7 +18,7 @@ from protolab.capture import Capture, CaptureSummary
 from protolab.kstate import socket_table
 from protolab.paths import default_capture_path
 from protolab.proc import ServerProcess
-from protolab.report import capture_off_line, show_capture, table
+from protolab.report import capture_off_line, print_where, show_capture, table
 from protolab.udp import CounterClient, Reply
 
 LAB = "udp-demo"
@@ -176,8 +176,9 @@ def _part4(result: UdpDemoResult, server: ServerProcess, cap: Capture, out: Out)
         f"kernel one peer to attach the error to (the only 'state' a UDP socket can have)")
 
 
-def _summary(out: Out) -> None:
-    rows = [
+#: The closing table: what state this protocol has, who holds it, what losing it does.
+#: A replay of the reference capture prints it too.
+WHERE_STATE_LIVES = ("Where state lives in UDP:", (
         ("the server's port binding", "server kernel", "datagrams get ICMP port unreachable "
          "until a new process binds the port; then all is well"),
         ("per-peer connection state", "nobody: UDP has none", "nothing to lose"),
@@ -187,6 +188,8 @@ def _summary(out: Out) -> None:
          "shows it"),
         ("a connected socket's peer", "client kernel (connect())",
          "only where ICMP errors are reported, and which source is accepted"),
-    ]
-    out("\nWhere state lives in UDP:")
-    out(table(rows, ("state", "held by", "if it is lost")))
+))
+
+
+def _summary(out: Callable[[str], None]) -> None:
+    print_where(WHERE_STATE_LIVES, out)

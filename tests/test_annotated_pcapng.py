@@ -35,7 +35,7 @@ def test_the_section_comment_names_the_capture(tmp_path) -> None:
     write_annotated(CAPTURES[0], out)
     info = subprocess.run([capinfos, "-k", str(out)], capture_output=True, text=True,
                           timeout=30).stdout
-    assert f"protolab: {CAPTURES[0].name} annotated" in info
+    assert f"{CAPTURES[0].name}, a capture, annotated by protolab" in info
 
 
 def test_embedded_secrets_decrypt_quic_from_the_file_alone(tmp_path) -> None:

@@ -131,3 +131,11 @@ def test_no_capture_flag(tmp_path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[0].startswith("capture off: --no-capture")
     assert out.stdout.count("yes: source, id, question") == 3
+
+
+def test_the_live_capture_tells_the_story_a_replay_finds(captured) -> None:
+    """The checks a replay of the reference passes are the checks this live run passes."""
+    from protolab.story import missing
+
+    result, path, _ = captured
+    assert result.rows and missing("dns-demo", result.rows) == []

@@ -135,3 +135,11 @@ def test_quic_demo_without_any_capability(tmp_path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("capture off: needs root or CAP_NET_RAW")
     assert "(needs root to forge)" in out.stdout and "established" in out.stdout
+
+
+def test_the_live_capture_tells_the_story_a_replay_finds(demo) -> None:
+    """The checks a replay of the reference passes are the checks this live run passes."""
+    from protolab.story import missing
+
+    result, path, _ = demo
+    assert result.rows and missing("quic-demo", result.rows) == []

@@ -138,3 +138,11 @@ def test_tcp_demo_no_capture_flag() -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("capture off: --no-capture")
     assert "BrokenPipeError" in out.stdout or "ConnectionResetError" in out.stdout
+
+
+def test_the_live_capture_tells_the_story_a_replay_finds(demo) -> None:
+    """The checks a replay of the reference passes are the checks this live run passes."""
+    from protolab.story import missing
+
+    result, path, _ = demo
+    assert result.rows and missing("tcp-demo", result.rows) == []

@@ -81,3 +81,11 @@ def test_udp_demo_no_capture_flag() -> None:
     out = run_cli("udp-demo", "--no-capture")
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("capture off: --no-capture")
+
+
+def test_the_live_capture_tells_the_story_a_replay_finds(demo) -> None:
+    """The checks a replay of the reference passes are the checks this live run passes."""
+    from protolab.story import missing
+
+    result, path, _ = demo
+    assert result.rows and missing("udp-demo", result.rows) == []

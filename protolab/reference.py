@@ -1,0 +1,127 @@
+"""The committed reference captures: list them, check them, regenerate them in one command.
+
+Where state lives: in the files under captures/. Each demo's reference is `<demo>.ref.pcap`
+(classic pcap, for any tool), `<demo>.ref.pcapng` (the same packets with each note as a packet
+comment; for QUIC with the TLS secrets inside) and, for QUIC, `<demo>.ref.keys`. A reference is
+good when its packets still tell the demo's story (`protolab.story`), not when its bytes match:
+ports, IDs and times change with every run. `refresh` runs each demo as root into a scratch
+directory, checks the new capture's story and completeness, and only then replaces the old files.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from protolab.annotate import DNS_PORTS, annotate_file
+from protolab.paths import SOURCE_ROOT
+from protolab.pcap import PcapError
+from protolab.story import STORIES, missing
+
+DEMOS = tuple(STORIES)
+DEFAULT_DIR = SOURCE_ROOT / "captures"
+
+
+class RefreshError(Exception):
+    """Refreshing cannot start here (no capture rights, no such demo): one line."""
+
+
+@dataclass(frozen=True)
+class Status:
+    demo: str
+    path: Path
+    packets: int
+    missing: tuple[str, ...]  #: story steps the capture does not show
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and not self.missing
+
+
+def status(demo: str, directory: Path = DEFAULT_DIR) -> Status:
+    path = directory / f"{demo}.ref.pcap"
+    try:
+        rows = list(annotate_file(path))
+    except PcapError as exc:
+        return Status(demo, path, 0, (), str(exc))
+    return Status(demo, path, len(rows), tuple(missing(demo, rows)))
+
+
+def _run(demo: str, pcap: Path, out: Callable[[str], None]) -> tuple[object, str]:
+    """Run `demo` captured into `pcap`; return (result, why it is not good enough, or "")."""
+    if demo == "dns-demo":
+        from protolab.dnsdemo import run_dns_demo
+
+        result = run_dns_demo(pcap=pcap, out=out)
+        return result, "" if result.complete else "capture incomplete against server counters"
+    if demo == "tcp-demo":
+        from protolab.tcpdemo import run_tcp_demo
+
+        result = run_tcp_demo(pcap=pcap, out=out)
+        return result, "" if result.agree is not False else "model disagrees with the kernel"
+    if demo == "udp-demo":
+        from protolab.udpdemo import run_udp_demo
+
+        result = run_udp_demo(pcap=pcap, out=out)
+        return result, "" if result.verdict.endswith("workflow continued") else result.verdict
+    from protolab.quicdemo import run_quic_demo
+
+    result = run_quic_demo(pcap=pcap, out=out)
+    return result, "" if result.reconnected and result.retry_connected else "handshake failed"
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    demo: str
+    written: tuple[Path, ...]  #: empty when the old reference was kept
+    problem: str  #: why the new capture was not taken, or ""
+
+
+def refresh(demos: Sequence[str] = DEMOS, directory: Path = DEFAULT_DIR,
+            out: Callable[[str], None] = print) -> list[Refreshed]:
+    """Regenerate each demo's reference files; keep the old ones when the new run falls short."""
+    from protolab.capture import capture_denied_reason, fix_hint
+    from protolab.inspect import write_annotated
+    from protolab.labs import LABS
+
+    denied = capture_denied_reason()
+    if denied:
+        raise RefreshError(f"refreshing reference captures needs capture: {denied}; "
+                           f"{fix_hint()}")
+    directory.mkdir(parents=True, exist_ok=True)
+    done = []
+    for demo in demos:
+        scratch = Path(tempfile.mkdtemp(prefix=".refresh-", dir=directory))
+        try:
+            pcap = scratch / f"{demo}.ref.pcap"
+            lines: list[str] = []
+            result, problem = _run(demo, pcap, lines.append)
+            gaps = [] if problem else missing(demo, list(annotate_file(pcap)))
+            if problem or gaps:
+                done.append(Refreshed(demo, (), problem or "story not shown: " + "; ".join(gaps)))
+                out(f"{demo}: KEPT the old reference — {done[-1].problem}")
+                continue
+            keys = pcap.with_suffix(".keys")
+            secrets = keys.read_bytes() if keys.exists() else None
+            ports = DNS_PORTS | ({result.server[1]} if demo == "dns-demo" else set())
+            lab = next(f"lab {x.number}, {x.title}" for x in LABS if x.demo == demo)
+            write_annotated(pcap, scratch / f"{demo}.ref.pcapng", secrets=secrets,
+                            dns_ports=frozenset(ports),
+                            made_by=f"`protolab {demo}` ({lab}) for `protolab captures "
+                                    f"--refresh`")
+            written = []
+            for name in (f"{demo}.ref.pcap", f"{demo}.ref.pcapng", f"{demo}.ref.keys"):
+                if (scratch / name).exists():
+                    os.replace(scratch / name, directory / name)
+                    written.append(directory / name)
+            done.append(Refreshed(demo, tuple(written), ""))
+            out(f"{demo}: refreshed — {', '.join(p.name for p in written)} (every step of its "
+                f"story is in the packets)")
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return done

@@ -1,0 +1,323 @@
+"""What each demo's capture must show: its story as checks on the annotated rows.
+
+Where state lives: in the capture. A demo's story ("answers are matched by ID, out of order; a
+forged answer is dropped; an answer to a closed socket gets ICMP") is written here once, as steps
+whose evidence is found in the annotated rows of a capture — never in a process's memory. The same
+steps check a live run (tests), a replay of the committed reference capture (`--replay`), and a
+freshly made reference capture before `protolab captures --refresh` accepts it. A step that finds
+no evidence names itself; bytes, ports and IDs may change from run to run, the story may not.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from protolab.annotate import Action, Row
+
+Finder = Callable[[Sequence[Row]], list[int]]
+
+
+@dataclass(frozen=True)
+class Step:
+    key: str
+    text: str  #: what the capture shows, in the demo's words
+    find: Finder  #: the packet numbers that show it; empty when the capture does not
+
+
+@dataclass(frozen=True)
+class Finding:
+    step: Step
+    packets: tuple[int, ...]
+
+    @property
+    def shown(self) -> bool:
+        return bool(self.packets)
+
+
+# -- DNS ------------------------------------------------------------------------------------------
+
+
+def _queries(rows: Sequence[Row]) -> list[Row]:
+    return [r for r in rows if "dns_id" in r.fields and not r.fields.get("dns_response")]
+
+
+def _answers(rows: Sequence[Row]) -> list[Row]:
+    return [r for r in rows if "dns_id" in r.fields and r.fields.get("dns_response")]
+
+
+def _first_socket(rows: Sequence[Row]) -> str | None:
+    qs = _queries(rows)
+    return qs[0].src if qs else None
+
+
+def dns_batch(rows: Sequence[Row]) -> list[int]:
+    """Two or more queries from one socket before its first answer."""
+    sock = _first_socket(rows)
+    first_answer = next((r.number for r in _answers(rows) if r.dst == sock), None)
+    batch = [r.number for r in _queries(rows) if r.src == sock
+             and (first_answer is None or r.number < first_answer)]
+    return batch if len(batch) >= 2 else []
+
+
+def dns_out_of_order(rows: Sequence[Row]) -> list[int]:
+    """Every query of the batch matched (action ENDS) by ID, in an order other than sent."""
+    sock = _first_socket(rows)
+    asked = [r.fields["dns_id"] for r in _queries(rows) if r.src == sock]
+    matched = [r for r in _answers(rows) if r.dst == sock and r.action is Action.ENDS]
+    ids = [r.fields["dns_id"] for r in matched]
+    ok = len(asked) >= 2 and sorted(ids) == sorted(asked) and ids != asked
+    return [r.number for r in matched] if ok else []
+
+
+def dns_forged_id(rows: Sequence[Row]) -> list[int]:
+    server = _queries(rows)[0].dst if _queries(rows) else None
+    return [r.number for r in _answers(rows) if r.src == server
+            and r.action is Action.MISSING and "no pending query has id" in r.state]
+
+
+def dns_wrong_source(rows: Sequence[Row]) -> list[int]:
+    return [r.number for r in _answers(rows)
+            if r.action is Action.MISSING and "spoofed source" in r.state]
+
+
+def dns_real_answer_after_forgeries(rows: Sequence[Row]) -> list[int]:
+    """The real answer to the forged-at query still matches, after both forgeries."""
+    forged = dns_wrong_source(rows)
+    if not forged:
+        return []
+    qid = next(r.fields["dns_id"] for r in rows if r.number == forged[0])
+    return [r.number for r in _answers(rows) if r.number > forged[0]
+            and r.fields["dns_id"] == qid and r.action is Action.ENDS][:1]
+
+
+def dns_closed_socket(rows: Sequence[Row]) -> list[int]:
+    late = next((r for r in _answers(rows) if "closed its socket" in r.state), None)
+    icmp = next((r for r in rows if late and r.proto == "ICMP" and r.number > late.number
+                 and f"#{late.number}" in r.state), None)
+    return [late.number, icmp.number] if late and icmp else []
+
+
+# -- TCP ------------------------------------------------------------------------------------------
+
+
+def _with(rows: Sequence[Row], text: str) -> list[int]:
+    return [r.number for r in rows if text in r.state]
+
+
+def tcp_handshake(rows: Sequence[Row]) -> list[int]:
+    first = [r for r in rows if r.proto == "TCP"][:3]
+    kinds = [r.summary.split("]")[0] for r in first]
+    same = len({r.flow for r in first}) == 1
+    return [r.number for r in first] if same and kinds == ["[SYN", "[SYN/ACK", "[ACK"] else []
+
+
+def tcp_close(rows: Sequence[Row]) -> list[int]:
+    """The first connection closes: CLOSE_WAIT on one side, TIME_WAIT on the side that closed."""
+    wait = _with(rows, "ESTABLISHED→CLOSE_WAIT")[:1]
+    timewait = _with(rows, "FIN_WAIT_2→TIME_WAIT")[:1]
+    return wait + timewait if wait and timewait else []
+
+
+def tcp_killed_server(rows: Sequence[Row]) -> list[int]:
+    """A server that closed (its process killed) answers the client's next data with RST."""
+    for r in rows:
+        if r.summary.startswith("[RST") and r.action is Action.MISSING:
+            before = [p for p in rows if p.flow == r.flow and p.number < r.number]
+            fin = [p.number for p in before if p.summary.startswith("[FIN") and p.src == r.src]
+            data = [p.number for p in before if p.src == r.dst and " len=0" not in p.summary]
+            if fin and data and data[-1] > fin[0]:
+                return [fin[0], data[-1], r.number]
+    return []
+
+
+def tcp_forged_segment(rows: Sequence[Row]) -> list[int]:
+    forged = next((r for r in rows if "far outside" in r.state), None)
+    reply = next((r for r in rows if forged and r.number > forged.number and r.src == forged.dst
+                  and r.dst == forged.src), None)
+    ok = forged is not None and reply is not None and reply.summary.startswith("[ACK]")
+    return [forged.number, reply.number] if ok else []
+
+
+def tcp_no_socket_rst(rows: Sequence[Row]) -> list[int]:
+    """An ACK to a port with no socket, and the RST from that port."""
+    for r in rows:
+        if r.summary.startswith("[RST"):
+            ack = next((p for p in rows if p.number < r.number and p.src == r.dst
+                        and p.dst == r.src and p.summary.startswith("[ACK]")
+                        and not any(q.flow == p.flow and q.summary.startswith("[SYN")
+                                    for q in rows)), None)
+            if ack:
+                return [ack.number, r.number]
+    return []
+
+
+def tcp_new_four_tuple(rows: Sequence[Row]) -> list[int]:
+    """A reconnect: two handshakes from different source ports to the same server port."""
+    syns = [r for r in rows if r.summary.startswith("[SYN]")]
+    for a in syns:
+        for b in syns:
+            if b.number > a.number and a.dst == b.dst and a.src != b.src \
+                    and "http" not in "".join(p.fields.get("http", "") for p in rows
+                                              if p.flow == b.flow):
+                return [a.number, b.number]
+    return []
+
+
+def tcp_http_connections(rows: Sequence[Row]) -> list[int]:
+    """Two HTTP requests, each on its own TCP connection."""
+    reqs = [r for r in rows if r.fields.get("http", "").startswith(("GET ", "POST "))]
+    return [r.number for r in reqs] if len(reqs) >= 2 and len({r.flow for r in reqs}) == len(
+        reqs) else []
+
+
+# -- UDP ------------------------------------------------------------------------------------------
+
+_SEQ = re.compile(r"seq=(\d+) total=(\d+)")
+
+
+def _udp_server(rows: Sequence[Row]) -> str | None:
+    udp = [r for r in rows if r.proto == "UDP"]
+    return udp[0].dst if udp else None
+
+
+def udp_many_clients(rows: Sequence[Row]) -> list[int]:
+    server = _udp_server(rows)
+    firsts: dict[str, int] = {}
+    for r in rows:
+        if r.proto == "UDP" and r.dst == server:
+            firsts.setdefault(r.src, r.number)
+    return sorted(firsts.values()) if len(firsts) >= 3 else []
+
+
+def udp_total_survives_restart(rows: Sequence[Row]) -> list[int]:
+    """Replies to one client whose totals go on while the server's own count (seen=) restarts."""
+    replies: dict[str, list[tuple[int, int, int, int]]] = {}
+    for r in rows:
+        m = _SEQ.search(r.summary)
+        seen = re.search(r"seen=(\d+)", r.summary)
+        if r.proto == "UDP" and m and seen:
+            replies.setdefault(r.dst, []).append((r.number, int(m.group(1)), int(m.group(2)),
+                                                  int(seen.group(1))))
+    for seq in replies.values():
+        for (_, _, t1, s1), (_, _, t2, s2) in zip(seq, seq[1:], strict=False):
+            if t2 > t1 and s2 <= s1:
+                return [n for n, *_ in seq]
+    return []
+
+
+def udp_icmp(rows: Sequence[Row]) -> list[int]:
+    server = _udp_server(rows)
+    icmp = [r.number for r in rows if r.proto == "ICMP" and server and server in r.summary]
+    return icmp if len(icmp) >= 2 else []
+
+
+# -- QUIC -----------------------------------------------------------------------------------------
+
+
+def quic_headers(rows: Sequence[Row]) -> list[int]:
+    """Long headers (Initial, Handshake) and short 1-RTT headers: a DCID in each."""
+    firsts: dict[str, int] = {}
+    for r in rows:
+        kind = r.fields.get("quic_type")
+        if kind and r.fields.get("quic_dcid"):
+            firsts.setdefault(kind, r.number)
+    ok = {"Initial", "Handshake", "1-RTT"} <= firsts.keys()
+    return sorted(firsts[k] for k in ("Initial", "Handshake", "1-RTT")) if ok else []
+
+
+def quic_migration(rows: Sequence[Row]) -> list[int]:
+    moved = next((r for r in rows if "migration" in r.state), None)
+    return [moved.number] if moved and moved.src.split(":")[0] != "127.0.0.1" else []
+
+
+def quic_tcp_moved_gets_rst(rows: Sequence[Row]) -> list[int]:
+    rst = next((r for r in rows if r.proto == "TCP" and r.summary.startswith("[RST")), None)
+    return [rst.number] if rst else []
+
+
+def quic_retry_token(rows: Sequence[Row]) -> list[int]:
+    retry = next((r for r in rows if r.fields.get("quic_type") == "Retry"), None)
+    echo = next((r for r in rows if retry and r.number > retry.number
+                 and "echoed token" in r.state), None)
+    return [retry.number, echo.number] if retry and echo else []
+
+
+def quic_new_connection(rows: Sequence[Row]) -> list[int]:
+    """After the restart a second connection starts: a new Initial from the client, new CIDs."""
+    starts = [r.number for r in rows if r.fields.get("quic_type") == "Initial"
+              and r.action is Action.CREATES and "client's table" in r.state]
+    return starts[:2] if len(starts) >= 2 else []
+
+
+# -- the catalogue --------------------------------------------------------------------------------
+
+STORIES: dict[str, tuple[Step, ...]] = {
+    "dns-demo": (
+        Step("batch", "several queries leave one client socket before any answer", dns_batch),
+        Step("matched", "every answer is matched to its query by ID, in another order than "
+                        "asked", dns_out_of_order),
+        Step("forged-id", "a forged answer from the server's own address, with an ID no query "
+                          "has, is dropped", dns_forged_id),
+        Step("wrong-source", "an answer with the right ID from another port is dropped",
+             dns_wrong_source),
+        Step("real-answer", "the real answer still matches after both forgeries",
+             dns_real_answer_after_forgeries),
+        Step("closed-socket", "an answer to a closed socket: nobody holds the query; the "
+                              "client's kernel answers ICMP port unreachable", dns_closed_socket),
+    ),
+    "tcp-demo": (
+        Step("handshake", "a connection starts with SYN, SYN/ACK, ACK", tcp_handshake),
+        Step("close", "the server's socket goes to CLOSE_WAIT; the side that closed first keeps "
+                      "TIME_WAIT", tcp_close),
+        Step("killed", "a killed server's kernel sends FIN, then RST to the client's next data",
+             tcp_killed_server),
+        Step("forged", "a segment far outside the window gets an ACK and is not delivered",
+             tcp_forged_segment),
+        Step("no-socket", "an ACK to a port with no socket gets RST", tcp_no_socket_rst),
+        Step("reconnect", "a reconnect is a new 4-tuple with its own handshake",
+             tcp_new_four_tuple),
+        Step("http", "each HTTP request travels on its own TCP connection", tcp_http_connections),
+    ),
+    "udp-demo": (
+        Step("clients", "datagrams from three or more client sockets reach one server port, no "
+                        "handshake", udp_many_clients),
+        Step("restart", "the client-carried total goes on across a server restart while the "
+                        "server's own count starts again", udp_total_survives_restart),
+        Step("icmp", "datagrams to the stopped server get ICMP port unreachable", udp_icmp),
+    ),
+    "quic-demo": (
+        Step("headers", "Initial and Handshake long headers and 1-RTT short headers, each with "
+                        "a DCID", quic_headers),
+        Step("rotation", "the client switches to a new DCID (rotation) and the stream goes on",
+             lambda rows: _with(rows, "rotation")[:1]),
+        Step("migration", "the same connection continues from another address (migration), "
+                          "found by its DCID", quic_migration),
+        Step("tcp-moved", "a TCP segment moved the same way gets RST", quic_tcp_moved_gets_rst),
+        Step("new-connection", "after the server restart, a new connection with new CIDs",
+             quic_new_connection),
+        Step("retry", "a Retry, and the Initial that echoes its token", quic_retry_token),
+    ),
+}
+
+
+def check(demo: str, rows: Sequence[Row]) -> list[Finding]:
+    """Each step of `demo`'s story, with the packets that show it (none: not shown)."""
+    findings = []
+    for step in STORIES[demo]:
+        try:
+            packets = tuple(step.find(rows))
+        except (KeyError, IndexError, ValueError, StopIteration):
+            packets = ()
+        findings.append(Finding(step, packets))
+    return findings
+
+
+def missing(demo: str, rows: Sequence[Row]) -> list[str]:
+    """The steps the capture does not show, as `key: text`; empty when the story is whole."""
+    return [f"{f.step.key}: {f.step.text}" for f in check(demo, rows) if not f.shown]
+
+
+def packets_text(numbers: Sequence[int]) -> str:
+    return ", ".join(f"#{n}" for n in numbers) if numbers else "NOT SHOWN"
