@@ -72,6 +72,7 @@ class _Query:
     number: int
     time: float
     question: str
+    copies: int = 1  #: retransmissions seen (same source, destination, id and question)
 
 
 class Annotator:
@@ -184,6 +185,15 @@ class Annotator:
         self._extra = {"dns_id": qid, "dns_response": is_response, "dns_question": question}
         if not is_response:
             key = (src, dst, qid)
+            first = self._pending.get(key)
+            if first is not None and first.question == question:
+                first.copies += 1
+                return Row(
+                    **base, summary=f"query {qid:#06x} {question} (again)",
+                    action=Action.USES, holders=(Holder.CLIENT_APP,),
+                    state=(f"retransmission {first.copies} of query #{first.number}, same id: "
+                           f"the client's retry timer fired; its retry count and timer live in "
+                           f"client app memory, no packet carries them"))
             self._pending[key] = _Query(base["number"], d.time, question)
             self._bound(self._pending)
             return Row(
@@ -201,10 +211,12 @@ class Annotator:
             self._answered[key] = base["number"]
             self._bound(self._answered)
             rtt = (d.time - q.time) * 1000
+            copies = (f" after {q.copies} copies (which one was answered, no one can tell)"
+                      if q.copies > 1 else "")
             return Row(**common, action=Action.ENDS, holders=(Holder.CLIENT_APP,),
                        state=(f"client app memory matches it to query #{q.number} (source "
                               f"{src}, id {qid:#06x}, question) and deletes the entry; RTT "
-                              f"{rtt:.0f} ms; the server kept nothing"))
+                              f"{rtt:.0f} ms{copies}; the server kept nothing"))
         if q is not None:
             return Row(**common, action=Action.MISSING, holders=(Holder.CLIENT_APP,),
                        state=(f"id {qid:#06x} matches query #{q.number} but the question "

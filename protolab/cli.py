@@ -53,6 +53,30 @@ def _demo(text: str) -> str:
     return text
 
 
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a probability: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a probability 0..1, not {value}")
+    return value
+
+
+def _duration(text: str) -> float:
+    """50ms, 0.2s or a bare number of milliseconds → seconds."""
+    t = text.strip().lower()
+    scale, number = (1.0, t[:-2]) if t.endswith("ms") else (1000.0, t[:-1]) if t.endswith(
+        "s") else (1.0, t)
+    try:
+        value = float(number) * scale / 1000.0
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 50ms)") from None
+    if not 0.0 <= value <= 10.0:
+        raise argparse.ArgumentTypeError(f"must be 0..10 s, not {text}")
+    return value
+
+
 def _count(low: int, high: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
@@ -129,7 +153,8 @@ def cmd_dns_demo(args: argparse.Namespace) -> int:
     from protolab.dnsdemo import run_dns_demo
 
     prefix = f"cannot run 127.0.0.1:{args.port}" if args.port else "dns-demo"
-    result = _run_demo(args, run_dns_demo, prefix, queries=args.queries, port=args.port)
+    result = _run_demo(args, run_dns_demo, prefix, queries=args.queries, port=args.port,
+                       faults=_faults(args))
     ok = len(result.matched) == args.queries + 1 and result.complete is not False
     return 0 if ok else EXIT_FAILED
 
@@ -149,7 +174,7 @@ def cmd_udp_demo(args: argparse.Namespace) -> int:
         return code
     from protolab.udpdemo import run_udp_demo
 
-    result = _run_demo(args, run_udp_demo, "udp-demo")
+    result = _run_demo(args, run_udp_demo, "udp-demo", faults=_faults(args))
     return 0 if result.verdict.endswith("workflow continued") else EXIT_FAILED
 
 
@@ -158,9 +183,10 @@ def cmd_quic_demo(args: argparse.Namespace) -> int:
         return code
     from protolab.quicdemo import run_quic_demo
 
-    result = _run_demo(args, run_quic_demo, "quic-demo")
+    plan = _faults(args)
+    result = _run_demo(args, run_quic_demo, "quic-demo", faults=plan)
     ok = result.reconnected and result.retry_connected and result.server_paths[:1] == [
-        (result.migrated_to, True)]
+        (result.migrated_to, True)] and (plan is None or result.loss_complete)
     return 0 if ok else EXIT_FAILED
 
 
@@ -398,6 +424,43 @@ def _capture_options(p: argparse.ArgumentParser, lab: str, replay: bool = True) 
                             f"reference, captures/{lab}.ref.pcap); needs no root")
 
 
+def _fault_options(p: argparse.ArgumentParser, used_for: str) -> None:
+    g = p.add_argument_group(
+        "faults", f"put a userspace UDP fault proxy between client and server ({used_for}); "
+                  "seeded, so a run can be repeated")
+    g.add_argument("--drop", type=_probability, default=0.0, metavar="P",
+                   help="drop each datagram with probability P (0..1)")
+    g.add_argument("--delay", type=_duration, default=0.0, metavar="TIME",
+                   help="delay each datagram, e.g. 50ms")
+    g.add_argument("--duplicate", type=_probability, default=0.0, metavar="P",
+                   help="send a datagram twice with probability P")
+    g.add_argument("--reorder", type=_probability, nargs="?", const=0.5, default=0.0,
+                   metavar="P", help="hold a datagram back until the next one has passed "
+                                     "(probability P, default 0.5)")
+    g.add_argument("--direction", choices=("both", "to-server", "to-client"), default="both",
+                   help="which datagrams the faults hit (default both)")
+    g.add_argument("--fault-count", type=_count(0, 10 ** 6), default=0, metavar="N",
+                   help="only the first N datagrams of that direction (default: all)")
+    g.add_argument("--seed", type=_count(0, 2 ** 32), default=1, metavar="N",
+                   help="the random seed (default 1): the same seed, the same faults")
+    g.add_argument("--netem", action="store_true",
+                   help="apply the faults with the kernel's tc netem instead, in a network "
+                        "namespace created for the run (root)")
+
+
+def _faults(args: argparse.Namespace):
+    """The FaultPlan the options ask for, or None."""
+    from protolab.faults import FaultPlan
+
+    plan = FaultPlan(drop=args.drop, delay=args.delay, duplicate=args.duplicate,
+                     reorder=args.reorder, direction=args.direction, count=args.fault_count,
+                     seed=args.seed)
+    if args.netem and not plan.active:
+        raise CliError("--netem needs a fault to apply: --drop, --delay, --duplicate or "
+                       "--reorder")
+    return plan if plan.active else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="protolab",
@@ -416,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, default=0,
                    help="the lab server's UDP port on 127.0.0.1 (default: a free one)")
     _capture_options(p, "dns-demo")
+    _fault_options(p, "part 1's queries: watch the client's retry timer and count")
     p.set_defaults(func=cmd_dns_demo)
 
     p = sub.add_parser(
@@ -435,6 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "workflow goes on because the client carries its state; a datagram to the "
                     "stopped server from an unconnected and a connected socket.")
     _capture_options(p, "udp-demo")
+    _fault_options(p, "part 5: numbered datagrams; nothing in UDP notices")
     p.set_defaults(func=cmd_udp_demo)
 
     p = sub.add_parser(
@@ -445,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "gone); a Retry whose token carries the state. Writes the TLS key log and a "
                     "qlog next to the capture.")
     _capture_options(p, "quic-demo")
+    _fault_options(p, "part 7: loss recovery and ACK ranges")
     p.set_defaults(func=cmd_quic_demo)
 
     designs = ("memory", "store-sqlite", "store-redis", "jwt")

@@ -54,12 +54,14 @@ class Move(Enum):
     ANSWER = "answer"  #: client: a matching answer arrived; server: the answer is sent
     TIMEOUT = "timeout"  #: client's timer for this query fired
     CLOSE = "close"  #: client closed its socket
+    RETRANSMIT = "retransmit"  #: client's retry timer fired: the same query is sent again
 
 
 #: The life of one query on each side. Printable: `protolab.state.table_rows(QUERY_TRANSITIONS)`.
 QUERY_TRANSITIONS = {
     (Role.CLIENT, QueryState.IDLE): {Move.SEND: QueryState.PENDING},
     (Role.CLIENT, QueryState.PENDING): {
+        Move.RETRANSMIT: QueryState.PENDING,
         Move.ANSWER: QueryState.ANSWERED,
         Move.TIMEOUT: QueryState.TIMED_OUT,
         Move.CLOSE: QueryState.ABANDONED,
@@ -100,6 +102,7 @@ class AnswerMatched:
     rtt: float
     order_sent: int
     order_answered: int
+    attempts: int = 1  #: copies sent; the RTT cannot tell which one was answered (Karn)
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,14 @@ class AnswerRejected:
     qid: int | None
     source: Address
     detail: str
+
+
+@dataclass(frozen=True)
+class QueryRetransmitted:
+    qid: int
+    name: str
+    attempt: int  #: 2 for the first retransmission
+    after: float  #: seconds since the first copy was sent
 
 
 @dataclass(frozen=True)
@@ -122,7 +133,8 @@ class QueryAbandoned:
     name: str
 
 
-Event = QuerySent | AnswerMatched | AnswerRejected | QueryTimedOut | QueryAbandoned
+Event = (QuerySent | AnswerMatched | AnswerRejected | QueryRetransmitted | QueryTimedOut
+         | QueryAbandoned)
 
 
 # -- the zone -------------------------------------------------------------------------------------
@@ -239,19 +251,29 @@ class PendingQuery:
     order: int
     message: dns.message.Message = field(repr=False)
     state: QueryState = QueryState.IDLE
+    attempts: int = 1  #: copies sent so far: the retry count lives here, in client memory
+    retry_at: float | None = None  #: when the retry timer fires next (None: no more retries)
 
 
 class DnsClient:
     """A stub resolver's state: the pending-query table, matched like dnspython.
 
     `send_query` returns the wire bytes to send to `server`; `receive` takes any datagram that
-    arrived on the client's socket and queues an event; `next_event` pops them.
+    arrived on the client's socket and queues an event; `next_event` pops them. With
+    `retries`, `handle_timer` re-sends a query still pending after `retry_after` seconds (the
+    same message, ID included: an answer to either copy matches), up to `retries` times, and
+    `datagrams_to_send` hands the copies out; after `timeout` the query is given up. The timer
+    and the retry count are the client's state: no packet and no server knows them.
     """
 
     def __init__(self, server: Address, timeout: float = 2.0,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, retries: int = 0,
+                 retry_after: float = 0.5) -> None:
         self.server = server
         self.timeout = timeout
+        self.retries = retries
+        self.retry_after = retry_after
+        self._outgoing: deque[bytes] = deque()
         self._rng = rng or random.SystemRandom()
         self._table: dict[int, PendingQuery] = {}
         self._events: deque[Event] = deque()
@@ -272,7 +294,8 @@ class DnsClient:
         msg = dns.message.make_query(name, rdtype, id=qid, use_edns=False)
         self._sent += 1
         entry = PendingQuery(qid, str(msg.question[0].name), rdtype.upper(), self.server, now,
-                             self._sent, msg)
+                             self._sent, msg,
+                             retry_at=now + self.retry_after if self.retries else None)
         self._move(entry, Move.SEND)
         self._table[qid] = entry
         self._events.append(QuerySent(qid, entry.name, entry.rdtype, self.server, self._sent))
@@ -314,21 +337,38 @@ class DnsClient:
         answers = tuple(rd.to_text() for rrset in msg.answer for rd in rrset)
         self._events.append(AnswerMatched(
             entry.qid, entry.name, entry.rdtype, dns.rcode.to_text(msg.rcode()), answers, addr,
-            now - entry.sent_at, entry.order, self._answered))
+            now - entry.sent_at, entry.order, self._answered, entry.attempts))
 
     def _reject(self, reason: RejectReason, qid: int | None, addr: Address, detail: str) -> None:
         self._events.append(AnswerRejected(reason, qid, addr, detail))
 
     def handle_timer(self, now: float) -> None:
         for q in self._table.values():
-            if q.state is QueryState.PENDING and now - q.sent_at >= self.timeout:
+            if q.state is not QueryState.PENDING:
+                continue
+            if q.retry_at is not None and now >= q.retry_at and now - q.sent_at < self.timeout:
+                # RFC 1035 section 4.2.1: a resolver retransmits after a timeout; the count and
+                # the next deadline are this entry's, in client memory.
+                self._move(q, Move.RETRANSMIT)
+                q.attempts += 1
+                q.retry_at = now + self.retry_after if q.attempts <= self.retries else None
+                self._outgoing.append(q.message.to_wire())
+                self._events.append(QueryRetransmitted(q.qid, q.name, q.attempts,
+                                                       now - q.sent_at))
+            if now - q.sent_at >= self.timeout:
                 self._move(q, Move.TIMEOUT)
                 self._events.append(QueryTimedOut(q.qid, q.name))
 
     def next_timer(self) -> float | None:
-        times = [q.sent_at + self.timeout for q in self._table.values()
-                 if q.state is QueryState.PENDING]
+        times = [t for q in self._table.values() if q.state is QueryState.PENDING
+                 for t in (q.sent_at + self.timeout, q.retry_at) if t is not None]
         return min(times) if times else None
+
+    def datagrams_to_send(self) -> list[bytes]:
+        """Retransmitted queries, to send to `server`."""
+        out = list(self._outgoing)
+        self._outgoing.clear()
+        return out
 
     def close(self) -> None:
         """The socket is closed: every pending query is abandoned, its state gone with it."""
@@ -340,13 +380,20 @@ class DnsClient:
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
 
+    def entry(self, qid: int) -> PendingQuery | None:
+        """The table entry for `qid` (answered, abandoned or still pending), if any."""
+        return self._table.get(qid)
+
     def pending(self) -> list[PendingQuery]:
         return [q for q in self._table.values() if q.state is QueryState.PENDING]
 
     def snapshot(self) -> list[dict[str, object]]:
         """The pending-query table as the client holds it in memory."""
         return [{"id": f"{q.qid:#06x}", "question": f"{q.name} {q.rdtype}",
-                 "server": _fmt(q.server), "state": q.state.value, "order sent": q.order}
+                 "server": _fmt(q.server), "state": q.state.value, "order sent": q.order,
+                 "attempts": q.attempts,
+                 "retry timer": (f"+{q.retry_at - q.sent_at:.2f} s" if q.retry_at is not None
+                                 else "-")}
                 for q in self._table.values()]
 
 

@@ -27,9 +27,11 @@ from protolab.dns import (
     DnsServer,
     Event,
     QueryAbandoned,
+    QueryRetransmitted,
     QuerySent,
     ServerCounters,
 )
+from protolab.faults import FaultCore, FaultPlan, UdpFaultProxy, fault_line
 from protolab.packets import Decoded
 from protolab.paths import default_capture_path
 from protolab.report import capture_off_line, indent, print_where, show_capture, table
@@ -37,6 +39,8 @@ from protolab.udpnet import UdpServerThread
 
 LAB = "dns-demo"
 ANSWER_WAIT = 2.0
+RETRIES = 2  #: the client re-sends a pending query up to twice ...
+RETRY_AFTER = 0.5  #: ... each after this many seconds without an answer (the slowest is 0.16)
 
 
 @dataclass
@@ -47,6 +51,8 @@ class DnsDemoResult:
     matched: list[AnswerMatched] = field(default_factory=list)
     rejected: list[AnswerRejected] = field(default_factory=list)
     abandoned: list[QueryAbandoned] = field(default_factory=list)
+    retransmitted: list[QueryRetransmitted] = field(default_factory=list)
+    faults: FaultCore | None = None  #: the fault proxy's decisions, when part 1 went through it
     forged_qid: int = 0
     bank_qid: int = 0
     late_qid: int = 0
@@ -75,19 +81,25 @@ class _ClientIO:
         return int.from_bytes(wire[:2], "big")
 
     def collect(self, until: Callable[[], bool], timeout: float = ANSWER_WAIT) -> list[Event]:
-        """Receive and feed datagrams until `until()` holds or `timeout` passes."""
+        """Receive and feed datagrams until `until()` holds or `timeout` passes; the core's
+        timers fire on the way (retransmissions go out from here)."""
         events: list[Event] = []
         deadline = time.monotonic() + timeout
         while not until():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            now = time.monotonic()
+            if now >= deadline:
                 break
-            self.sock.settimeout(remaining)
+            timer = self.core.next_timer()
+            wake = min(deadline, timer) if timer is not None else deadline
+            self.sock.settimeout(max(0.0, wake - now))
             try:
                 data, addr = self.sock.recvfrom(65535)
             except TimeoutError:
-                break
-            self.core.receive(data, addr, time.monotonic())
+                self.core.handle_timer(time.monotonic())
+                for wire in self.core.datagrams_to_send():
+                    self.sock.sendto(wire, self.core.server)
+            else:
+                self.core.receive(data, addr, time.monotonic())
             events.extend(self._drain())
         return events
 
@@ -103,6 +115,8 @@ class _ClientIO:
                 self.result.rejected.append(ev)
             elif isinstance(ev, QueryAbandoned):
                 self.result.abandoned.append(ev)
+            elif isinstance(ev, QueryRetransmitted):
+                self.result.retransmitted.append(ev)
         return events
 
     def close(self) -> None:
@@ -121,8 +135,10 @@ def forge_answer(qid: int, name: str, rdtype: str, value: str) -> bytes:
 
 def run_dns_demo(queries: int = 5, port: int = 0, capture: bool = True,
                  pcap: str | Path | None = None, out: Callable[[str], None] = print,
-                 capture_off_reason: str = "--no-capture") -> DnsDemoResult:
-    """Run the whole demo; print the story through `out`; return the facts."""
+                 capture_off_reason: str = "--no-capture",
+                 faults: FaultPlan | None = None) -> DnsDemoResult:
+    """Run the whole demo; print the story through `out`; return the facts. With `faults`,
+    part 1 goes through the fault proxy and shows the client's retransmission state."""
     names = [e for e in LAB_ZONE if e.name not in ("bank.lab.", "late.lab.")]
     path = Path(pcap) if pcap else default_capture_path(LAB)
     server = UdpServerThread(DnsServer(), port=port, reuseport=True).start()
@@ -132,7 +148,7 @@ def run_dns_demo(queries: int = 5, port: int = 0, capture: bool = True,
                      off_reason=capture_off_reason) as cap:
             if not cap.active:
                 out(capture_off_line(cap.summary, LAB, capture_off_reason))
-            _part1(server, result, cap, names, queries, out)
+            _part1(server, result, cap, names, queries, out, faults)
             _part2(server, result, cap, out)
             _part3(server, result, cap, out)
         result.capture = cap.summary
@@ -146,19 +162,37 @@ def run_dns_demo(queries: int = 5, port: int = 0, capture: bool = True,
 
 
 def _part1(server: UdpServerThread, result: DnsDemoResult, cap: Capture, names: list,
-           queries: int, out: Callable[[str], None]) -> None:
-    client = _ClientIO(DnsClient(server.address), result)
+           queries: int, out: Callable[[str], None], faults: FaultPlan | None = None) -> None:
+    proxy = UdpFaultProxy(server.address, faults).start() if faults else None
+    try:
+        _part1_queries(server, result, cap, names, queries, out, proxy)
+    finally:
+        if proxy is not None:
+            proxy.stop()
+    if proxy is not None:
+        result.faults = proxy.core
+        _show_faults(result, proxy, out)
+
+
+def _part1_queries(server: UdpServerThread, result: DnsDemoResult, cap: Capture, names: list,
+                   queries: int, out: Callable[[str], None],
+                   proxy: UdpFaultProxy | None) -> None:
+    target = proxy.address if proxy else server.address
+    client = _ClientIO(DnsClient(target, retries=RETRIES, retry_after=RETRY_AFTER), result)
     cap.add_port(client.port)
     result.client_port = client.port
+    via = (f" through the fault proxy {target[0]}:{target[1]} ({proxy.core.plan.describe()})"
+           if proxy else "")
     out(f"\n1. {queries} queries at once over ONE UDP socket (127.0.0.1:{client.port}) "
-        f"to the lab server {server.address[0]}:{server.address[1]}")
+        f"to the lab server {server.address[0]}:{server.address[1]}{via}")
     for i in range(queries):
         entry = names[i % len(names)]
         client.query(entry.name, entry.rdtype)
     client._drain()
     out("   The client's pending-query table, in its own memory, right after sending:")
     out(indent(table([list(r.values()) for r in client.core.snapshot()],
-                       ("id", "question", "server", "state", "order sent"))))
+                       ("id", "question", "server", "state", "order sent", "attempts",
+                        "retry timer"))))
     client.collect(lambda: not client.core.pending())
     by_qid = {m.qid: m for m in result.matched}
     rows = []
@@ -166,11 +200,23 @@ def _part1(server: UdpServerThread, result: DnsDemoResult, cap: Capture, names: 
         m = by_qid.get(s.qid)
         rows.append((f"{s.qid:#06x}", f"{s.name} {s.rdtype}", s.order,
                      m.order_answered if m else "-", f"{m.rtt * 1000:.0f} ms" if m else "-",
-                     "yes: source, id, question" if m else "no answer"))
+                     m.attempts if m else client.core.entry(s.qid).attempts,
+                     "yes: source, id, question" if m else "no answer: timed out"))
     out("   Answers came back in another order; each is matched by its ID:")
     out(indent(table(rows, ("qid", "question", "order sent", "order answered", "rtt",
-                              "matched"))))
+                              "copies sent", "matched"))))
     client.close()
+
+
+def _show_faults(result: DnsDemoResult, proxy: UdpFaultProxy,
+                 out: Callable[[str], None]) -> None:
+    out(f"   The fault proxy's decisions (its own app memory): {fault_line(proxy.core)}")
+    for r in result.retransmitted:
+        out(f"   client retry timer fired for {r.qid:#06x} ({r.name}) after "
+            f"{r.after * 1000:.0f} ms: copy {r.attempt} sent — the count and the timer are "
+            f"the client's state; the server answers each copy as a new query")
+    if not result.retransmitted:
+        out("   no retry was needed: every answer came before the client's retry timer")
 
 
 def _part2(server: UdpServerThread, result: DnsDemoResult, cap: Capture,

@@ -155,6 +155,33 @@ def qlog_json(qlog: object) -> str:
     return json.dumps(qlog.to_dict())
 
 
+@dataclass(frozen=True)
+class LossReport:
+    """Loss recovery as one endpoint's qlog recorded it (RFC 9002): its own app memory."""
+
+    lost: tuple[int, ...]  #: packet numbers this side declared lost (then re-sent their frames)
+    gapped_acks: tuple[tuple[tuple[int, int], ...], ...]  #: ACK frames received with 2+ ranges
+    acks: int  #: ACK frames received in all
+
+
+def loss_report(qlog: object) -> LossReport:
+    """Read aioquic's qlog events: `recovery:packet_lost`, and the ACK frames received."""
+    lost, gapped, acks = [], [], 0
+    for trace in qlog.to_dict()["traces"]:
+        for event in trace["events"]:
+            name, data = event.get("name"), event.get("data", {})
+            if name == "recovery:packet_lost":
+                lost.append(data["packet_number"])
+            elif name == "transport:packet_received":
+                for frame in data.get("frames", []):
+                    if frame.get("frame_type") == "ack":
+                        acks += 1
+                        ranges = tuple((a, b) for a, b in frame["acked_ranges"])
+                        if len(ranges) > 1:
+                            gapped.append(ranges)
+    return LossReport(tuple(lost), tuple(gapped), acks)
+
+
 # -- the server: a connection table keyed by connection ID ----------------------------------------
 
 

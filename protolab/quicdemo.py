@@ -18,11 +18,14 @@ from pathlib import Path
 
 from protolab.annotate import Row
 from protolab.capture import Capture, CaptureSummary
+from protolab.faults import FaultPlan, UdpFaultProxy, fault_line
 from protolab.paths import default_capture_path
 from protolab.pcap import write_text_atomic
 from protolab.quic import (
+    LossReport,
     QuicClientCore,
     QuicServerCore,
+    loss_report,
     make_credentials,
     new_qlog,
     qlog_json,
@@ -55,6 +58,8 @@ class QuicDemoResult:
     keylog: Path | None = None
     qlog: Path | None = None
     tshark_command: str = ""
+    loss: LossReport | None = None  #: part 7, with faults
+    loss_complete: bool = False
     capture: CaptureSummary | None = None
     rows: list[Row] = field(default_factory=list)
 
@@ -88,7 +93,8 @@ def _hex(cid: bytes) -> str:
 
 
 def run_quic_demo(capture: bool = True, pcap: str | Path | None = None, out: Out = print,
-                  capture_off_reason: str = "--no-capture") -> QuicDemoResult:
+                  capture_off_reason: str = "--no-capture",
+                  faults: FaultPlan | None = None) -> QuicDemoResult:
     path = Path(pcap) if pcap else default_capture_path(LAB)
     result = QuicDemoResult(keylog=path.with_suffix(".keys"), qlog=path.with_suffix(".qlog"))
     creds = make_credentials()
@@ -105,6 +111,8 @@ def run_quic_demo(capture: bool = True, pcap: str | Path | None = None, out: Out
                 out(capture_off_line(cap.summary, LAB, capture_off_reason))
             server = _parts_1_to_4(result, server, creds, keylog, qlog, cap, out)
             _part5(result, retry_server, creds, keylog, out)
+            if faults is not None:
+                _part_loss(result, creds, keylog, faults, cap, out)
         result.capture = cap.summary
     finally:
         server.stop()
@@ -242,6 +250,57 @@ def _part5(result: QuicDemoResult, server: UdpServerThread, creds, keylog, out: 
         f"created the connection ({after} table keys): "
         f"{'established' if result.retry_connected else 'FAILED'}. The token carried the "
         f"state — the same idea as a JWT.")
+
+
+LOSS_CHUNKS, LOSS_CHUNK = 40, 1000
+
+
+def _part_loss(result: QuicDemoResult, creds, keylog, plan: FaultPlan, cap: Capture,
+               out: Out) -> None:
+    """A connection through the fault proxy: loss recovery and ACK ranges, in the client."""
+    server = UdpServerThread(QuicServerCore(creds)).start()
+    cap.add_port(server.address[1])
+    qlog = new_qlog()
+    try:
+        with UdpFaultProxy(server.address, plan) as proxy:
+            cap.add_port(proxy.address[1])
+            sock = _udp()
+            client = QuicClientCore(creds, proxy.address, time.monotonic(), keylog=keylog,
+                                    qlog=qlog)
+            total = LOSS_CHUNKS * LOSS_CHUNK
+            connected = pump(client, sock, lambda: client.log.handshake_done, timeout=10.0)
+            for _ in range(LOSS_CHUNKS):
+                client.send(b"x" * LOSS_CHUNK)
+            done = connected and pump(client, sock, lambda: len(client.log.received) >= total,
+                                      timeout=15.0)
+            client.close()
+            pump(client, sock, lambda: True)
+            sock.close()
+            decisions = fault_line(proxy.core)
+    finally:
+        server.stop()
+    report = result.loss = loss_report(qlog)
+    result.loss_complete = done
+    out(f"\n7. Loss recovery: a new connection through the fault proxy ({plan.describe()}); "
+        f"{total} bytes sent on one stream and echoed back:")
+    out(f"   the proxy (its app memory): {decisions}")
+    out(f"   the client's loss recovery (its app memory, RFC 9002 section 6) declared "
+        f"{len(report.lost)} of its packets lost"
+        + (f" (numbers {', '.join(map(str, report.lost[:10]))}"
+           f"{', ...' if len(report.lost) > 10 else ''}) and sent their frames again in new "
+           f"packets" if report.lost else ""))
+    if report.gapped_acks:
+        out(f"   {len(report.gapped_acks)} of the {report.acks} ACK frames the server sent had "
+            f"gaps — ACK ranges, e.g. {_ranges(report.gapped_acks[0])}: the numbers between two "
+            f"ranges never arrived (RFC 9000 section 19.3)")
+    else:
+        out(f"   none of the {report.acks} ACK frames the client received had a gap")
+    out(f"   all {total} bytes came back in order: {'yes' if done else 'NO'} — the stream's "
+        f"offsets and the retransmission queue live in both endpoints; the network kept nothing")
+
+
+def _ranges(ranges: tuple[tuple[int, int], ...]) -> str:
+    return ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in ranges)
 
 
 def _part6(result: QuicDemoResult, path: Path, captured: bool, out: Out) -> None:

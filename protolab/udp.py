@@ -64,6 +64,12 @@ class Reply:
     pid: int
 
 
+def parse_reply(data: bytes) -> Reply | None:
+    """A server reply, or None for anything else."""
+    m = _REPLY.fullmatch(data.strip())
+    return Reply(*(int(g) for g in m.groups())) if m else None
+
+
 @dataclass
 class CounterClient:
     """The client's state, all of it: the next sequence number and the running total."""
@@ -77,11 +83,8 @@ class CounterClient:
 
     def receive(self, data: bytes) -> Reply | None:
         """Take a reply; None (and no change) unless it answers the latest request."""
-        m = _REPLY.fullmatch(data.strip())
-        if m is None:
-            return None
-        reply = Reply(*(int(g) for g in m.groups()))
-        if reply.seq != self.seq:
+        reply = parse_reply(data)
+        if reply is None or reply.seq != self.seq:
             return None
         self.total = reply.total
         return reply

@@ -15,15 +15,27 @@ from pathlib import Path
 
 from protolab.annotate import Row
 from protolab.capture import Capture, CaptureSummary
+from protolab.faults import FaultPlan, UdpFaultProxy, fault_line
 from protolab.kstate import socket_table
 from protolab.paths import default_capture_path
 from protolab.proc import ServerProcess
 from protolab.report import capture_off_line, print_where, show_capture, table
-from protolab.udp import CounterClient, Reply
+from protolab.udp import CounterClient, Reply, parse_reply
 
 LAB = "udp-demo"
 Out = Callable[[str], None]
 ADDS = (5, 3, 4)
+
+
+@dataclass
+class FaultRun:
+    """Part 5: datagrams through the fault proxy, and who noticed what."""
+
+    sent: int = 0
+    send_errors: int = 0  #: sendto() calls that failed: UDP reports nothing, so 0
+    server_counted: int = 0  #: datagrams the server's own count went up by
+    replies: list[int] = field(default_factory=list)  #: seq of each reply, in arrival order
+    decisions: str = ""
 
 
 @dataclass
@@ -38,6 +50,7 @@ class UdpDemoResult:
     unconnected_saw: str = ""
     connected_saw: str = ""
     icmp_seen: int | None = None
+    faults: FaultRun | None = None  #: part 5, when faults were asked for
     capture: CaptureSummary | None = None
     rows: list[Row] = field(default_factory=list)
 
@@ -60,7 +73,8 @@ def _ask(sock: socket.socket, client: CounterClient, add: int, port: int,
 
 
 def run_udp_demo(capture: bool = True, pcap: str | Path | None = None, out: Out = print,
-                 capture_off_reason: str = "--no-capture") -> UdpDemoResult:
+                 capture_off_reason: str = "--no-capture",
+                 faults: FaultPlan | None = None) -> UdpDemoResult:
     path = Path(pcap) if pcap else default_capture_path(LAB)
     result = UdpDemoResult()
     server = ServerProcess("protolab.udp")
@@ -70,6 +84,8 @@ def run_udp_demo(capture: bool = True, pcap: str | Path | None = None, out: Out 
             if not cap.active:
                 out(capture_off_line(cap.summary, LAB, capture_off_reason))
             server = _part1_2_3(result, server, out)
+            if faults is not None:
+                _part5_faults(result, server, faults, cap, out)
             _part4(result, server, cap, out)
         result.capture = cap.summary
     finally:
@@ -128,6 +144,54 @@ def _part1_2_3(result: UdpDemoResult, server: ServerProcess, out: Out) -> Server
     out("   the total survived because the client carried it; the server's own count restarted "
         "at 1 — that state lived in the old process")
     return server
+
+
+FAULT_DATAGRAMS = 20
+
+
+def _part5_faults(result: UdpDemoResult, server: ServerProcess, plan: FaultPlan, cap: Capture,
+                  out: Out) -> None:
+    """Datagrams 1..N through the fault proxy, each asking for +1: who notices the faults?"""
+    run = result.faults = FaultRun()
+    with UdpFaultProxy(("127.0.0.1", result.port), plan) as proxy, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        cap.add_port(proxy.address[1])
+        out(f"\n5. Faults: {FAULT_DATAGRAMS} datagrams (seq=1..{FAULT_DATAGRAMS}, each add=1) "
+            f"from 127.0.0.1:{sock.getsockname()[1]} through the fault proxy "
+            f"{proxy.address[0]}:{proxy.address[1]} ({plan.describe()}), without waiting:")
+        for seq in range(1, FAULT_DATAGRAMS + 1):
+            try:
+                sock.sendto(f"seq={seq} total=0 add=1".encode(), proxy.address)
+            except OSError:
+                run.send_errors += 1
+            run.sent += 1
+        sock.settimeout(0.4 + 2 * plan.delay)  # quiet this long: every survivor is in
+        seen = []
+        while True:
+            try:
+                data, _ = sock.recvfrom(2048)
+            except TimeoutError:
+                break
+            reply = parse_reply(data)
+            if reply is not None:
+                run.replies.append(reply.seq)
+                seen.append(reply.seen)
+    run.decisions = fault_line(proxy.core)
+    # The server's own count (seen=) stood at the last reply of part 3 before this part.
+    run.server_counted = max(seen) - result.replies[-1].seen if seen else 0
+    missing = sorted(set(range(1, FAULT_DATAGRAMS + 1)) - set(run.replies))
+    twice = sorted(q for q in set(run.replies) if run.replies.count(q) > 1)
+    out(f"   the sender: {run.sent} sendto() calls, {run.send_errors} errors — its kernel "
+        f"reported every one as sent")
+    out(f"   the proxy (its app memory): {run.decisions}")
+    out(f"   replies, in arrival order: {' '.join(map(str, run.replies)) or 'none'}")
+    out(f"   never answered: {' '.join(map(str, missing)) or 'none'}; answered twice: "
+        f"{' '.join(map(str, twice)) or 'none'}; the server's own count went up by "
+        f"{run.server_counted} (at least: a lost reply hides the last)")
+    out("   nothing in UDP noticed: no error, no ICMP, no retransmission — only an application "
+        "that numbers its datagrams (like this one) can tell what was lost, doubled or "
+        "reordered")
 
 
 def _part4(result: UdpDemoResult, server: ServerProcess, cap: Capture, out: Out) -> None:

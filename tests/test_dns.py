@@ -18,6 +18,7 @@ from protolab.dns import (
     DnsServer,
     Move,
     QueryAbandoned,
+    QueryRetransmitted,
     QuerySent,
     QueryState,
     QueryTimedOut,
@@ -204,3 +205,53 @@ def test_server_survives_any_bytes(data: bytes) -> None:
     [wire] = exchange(client, server, [("alpha.lab.", "A")])
     client.receive(wire, SERVER, 0.0)
     assert isinstance(events(client)[-1], AnswerMatched)
+
+
+# -- retransmission: the timer and the count live in the client -----------------------------------
+
+
+def test_a_lost_answer_is_retried_with_the_same_message_and_then_matches() -> None:
+    client = DnsClient(SERVER, timeout=2.0, rng=random.Random(5), retries=2, retry_after=0.5)
+    server = DnsServer(delays=False)
+    wire = client.send_query("alpha.lab.", "A", 0.0)
+    assert client.next_timer() == 0.5
+    server.receive(wire, CLIENT, 0.0)
+    server.datagrams_to_send(0.0)  # the answer is lost on the way
+    client.handle_timer(0.49)
+    assert client.datagrams_to_send() == []
+    client.handle_timer(0.5)
+    [again] = client.datagrams_to_send()
+    assert again == wire  # same ID, same question: an answer to either copy matches
+    [row] = client.snapshot()
+    assert (row["state"], row["attempts"], row["retry timer"]) == ("pending", 2, "+1.00 s")
+    server.receive(again, CLIENT, 0.5)
+    [(answer, _)] = server.datagrams_to_send(0.5)
+    client.receive(answer, SERVER, 0.6)
+    got = events(client)
+    assert [type(e) for e in got] == [QuerySent, QueryRetransmitted, AnswerMatched]
+    assert got[1].attempt == 2 and got[1].after == 0.5
+    assert got[2].attempts == 2 and got[2].rtt == pytest.approx(0.6)
+    assert client.next_timer() is None
+
+
+def test_retries_run_out_then_the_query_times_out() -> None:
+    client = DnsClient(SERVER, timeout=2.0, rng=random.Random(6), retries=2, retry_after=0.5)
+    client.send_query("alpha.lab.", "A", 0.0)
+    sent = 1
+    now = 0.0
+    while (timer := client.next_timer()) is not None:
+        now = timer
+        client.handle_timer(now)
+        sent += len(client.datagrams_to_send())
+    assert sent == 3 and now == 2.0
+    kinds = [type(e) for e in events(client)]
+    assert kinds == [QuerySent, QueryRetransmitted, QueryRetransmitted, QueryTimedOut]
+    assert client.snapshot()[0]["attempts"] == 3
+
+
+def test_without_retries_nothing_is_resent() -> None:
+    client = DnsClient(SERVER, timeout=1.0, rng=random.Random(7))
+    client.send_query("alpha.lab.", "A", 0.0)
+    client.handle_timer(1.0)
+    assert client.datagrams_to_send() == []
+    assert [type(e) for e in events(client)] == [QuerySent, QueryTimedOut]

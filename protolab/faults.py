@@ -1,0 +1,277 @@
+"""Faults on demand: a userspace UDP proxy that drops, delays, duplicates and reorders datagrams.
+
+Where state lives: in the proxy's app memory — its rules, its per-direction random streams, the
+datagrams it holds back, and the map from each client address to its own upstream socket (as a
+NAT keeps). The client and the server keep nothing about the proxy: each believes it talks to the
+other. Which of them *notices* a fault is the lesson: DNS and QUIC clients keep timers and retry
+counts in their own memory (RFC 1035 section 4.2.1, RFC 9002 section 6); UDP itself (RFC 768)
+notices nothing.
+
+`FaultCore` is sans-IO: `receive(data, direction, now)`, `datagrams_to_send(now)`, `next_timer()`,
+`snapshot()`; every decision is drawn from a random stream per direction seeded from `seed`, so the
+k-th datagram towards the server meets the same fate in every run. `UdpFaultProxy` is the thread
+that owns the sockets.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+
+Address = tuple[str, int]
+
+
+class Direction(Enum):
+    TO_SERVER = "to-server"  #: client → proxy → server
+    TO_CLIENT = "to-client"  #: server → proxy → client
+
+
+class Fate(Enum):
+    FORWARDED = "forwarded"  #: sent on at once
+    DROPPED = "dropped"  #: never sent on: only a timer in an endpoint can notice
+    DELAYED = "delayed"  #: sent on after `delay`
+    DUPLICATED = "duplicated"  #: sent on twice
+    REORDERED = "reordered"  #: held back and sent after the next datagram in its direction
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """The rules. Probabilities are 0..1; `delay` is seconds; `count` limits faults to the first
+    `count` datagrams of the chosen direction(s) (0: no limit)."""
+
+    drop: float = 0.0
+    delay: float = 0.0
+    duplicate: float = 0.0
+    reorder: float = 0.0
+    direction: str = "both"  #: both, to-server or to-client
+    count: int = 0
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("drop", "duplicate", "reorder"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"--{name} must be a probability 0..1, not {value}")
+        if not 0.0 <= self.delay <= 10.0:
+            raise ValueError(f"--delay must be 0..10 s, not {self.delay}")
+        if self.direction not in ("both", "to-server", "to-client"):
+            raise ValueError(f"--direction must be both, to-server or to-client, not "
+                             f"{self.direction!r}")
+        if self.count < 0:
+            raise ValueError(f"--fault-count must be 0 or more, not {self.count}")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.drop or self.delay or self.duplicate or self.reorder)
+
+    def applies(self, direction: Direction) -> bool:
+        return self.direction in ("both", direction.value)
+
+    def describe(self) -> str:
+        parts = [f"drop {self.drop:g}" if self.drop else "",
+                 f"delay {self.delay * 1000:g} ms" if self.delay else "",
+                 f"duplicate {self.duplicate:g}" if self.duplicate else "",
+                 f"reorder {self.reorder:g}" if self.reorder else ""]
+        where = "both directions" if self.direction == "both" else self.direction
+        first = f", first {self.count} datagram(s) only" if self.count else ""
+        return f"{', '.join(p for p in parts if p) or 'no faults'} ({where}{first}; seed " \
+               f"{self.seed})"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the proxy did with one datagram: the k-th in its direction."""
+
+    index: int
+    direction: Direction
+    fate: Fate
+    size: int
+
+
+@dataclass
+class FaultCounters:
+    forwarded: int = 0
+    dropped: int = 0
+    delayed: int = 0
+    duplicated: int = 0
+    reordered: int = 0
+
+
+@dataclass
+class _Stream:
+    rng: random.Random
+    seen: int = 0
+    held: deque = field(default_factory=deque)  #: reordered datagrams waiting for the next one
+
+
+class FaultCore:
+    """The proxy's decisions, sans-IO. Feed datagrams with their direction; collect what to send
+    (data, direction) when it is due."""
+
+    def __init__(self, plan: FaultPlan) -> None:
+        self.plan = plan
+        # One random stream per direction: the fate of the k-th datagram each way does not
+        # depend on how the two directions interleave in time.
+        self._streams = {d: _Stream(random.Random(f"{plan.seed}:{d.value}")) for d in Direction}
+        self._due: list[tuple[float, int, bytes, Direction, object]] = []
+        self._seq = 0
+        self.decisions: list[Decision] = []
+        self.counters = FaultCounters()
+
+    def _schedule(self, when: float, data: bytes, direction: Direction, tag: object) -> None:
+        self._seq += 1
+        heapq.heappush(self._due, (when, self._seq, data, direction, tag))
+
+    def receive(self, data: bytes, direction: Direction, now: float,
+                tag: object = None) -> Fate:
+        """Decide one datagram's fate. `tag` comes back with it (the adapter's routing)."""
+        stream = self._streams[direction]
+        stream.seen += 1
+        plan = self.plan
+        # Draw all three numbers every time, so one rule's outcome never shifts another's draws.
+        r_drop, r_dup, r_reorder = stream.rng.random(), stream.rng.random(), stream.rng.random()
+        faulty = plan.applies(direction) and (not plan.count or stream.seen <= plan.count)
+        if faulty and r_drop < plan.drop:
+            fate = Fate.DROPPED
+            self.counters.dropped += 1
+        elif faulty and r_reorder < plan.reorder:
+            fate = Fate.REORDERED
+            self.counters.reordered += 1
+            stream.held.append((data, tag))
+        else:
+            delay = plan.delay if faulty else 0.0
+            copies = 2 if faulty and r_dup < plan.duplicate else 1
+            fate = Fate.DUPLICATED if copies == 2 else Fate.DELAYED if delay else Fate.FORWARDED
+            setattr(self.counters, fate.value, getattr(self.counters, fate.value) + 1)
+            for _ in range(copies):
+                self._schedule(now + delay, data, direction, tag)
+            # A held datagram goes out right after the one that overtook it.
+            while stream.held:
+                held, held_tag = stream.held.popleft()
+                self._schedule(now + delay, held, direction, held_tag)
+        self.decisions.append(Decision(stream.seen, direction, fate, len(data)))
+        return fate
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Direction, object]]:
+        """(data, direction, tag) for every datagram due by `now`, in order."""
+        out = []
+        while self._due and self._due[0][0] <= now:
+            _, _, data, direction, tag = heapq.heappop(self._due)
+            out.append((data, direction, tag))
+        return out
+
+    def flush_held(self, now: float) -> None:
+        """Nothing overtook a held datagram in time: send it anyway (called at the end)."""
+        for direction, stream in self._streams.items():
+            while stream.held:
+                data, tag = stream.held.popleft()
+                self._schedule(now, data, direction, tag)
+
+    def next_timer(self) -> float | None:
+        return self._due[0][0] if self._due else None
+
+    def snapshot(self) -> dict[str, object]:
+        held = sum(len(s.held) for s in self._streams.values())
+        return {"plan": self.plan.describe(), **vars(self.counters), "held_back": held,
+                "waiting": len(self._due)}
+
+
+def fault_line(core: FaultCore) -> str:
+    """One line: what the proxy did, and to which datagrams (k-th in its direction)."""
+    hit = [f"{d.direction.value} #{d.index} {d.fate.value}"
+           for d in sorted(core.decisions, key=lambda d: (d.direction.value, d.index))
+           if d.fate is not Fate.FORWARDED]
+    c = core.counters
+    total = len(core.decisions)
+    return (f"{total} datagrams: {c.forwarded} forwarded, {c.dropped} dropped, {c.delayed} "
+            f"delayed, {c.duplicated} duplicated, {c.reordered} reordered"
+            + (f" ({', '.join(hit[:12])}{', ...' if len(hit) > 12 else ''})" if hit else ""))
+
+
+class UdpFaultProxy:
+    """The thread and sockets around a `FaultCore`: clients send to `address`; each client gets
+    its own upstream socket towards `upstream`, so the server sees one source per client."""
+
+    def __init__(self, upstream: Address, plan: FaultPlan, host: str = "127.0.0.1") -> None:
+        self.upstream = upstream
+        self.core = FaultCore(plan)
+        self._listen = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._listen.bind((host, 0))
+        self.address: Address = self._listen.getsockname()
+        self._by_client: dict[Address, socket.socket] = {}
+        self._by_upstream: dict[socket.socket, Address] = {}
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self._listen, selectors.EVENT_READ)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fault-proxy", daemon=True)
+
+    @property
+    def upstream_ports(self) -> list[int]:
+        with self._lock:
+            return [s.getsockname()[1] for s in self._by_upstream]
+
+    def start(self) -> UdpFaultProxy:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for s in [self._listen, *self._by_upstream]:
+            s.close()
+        self._sel.close()
+
+    def __enter__(self) -> UdpFaultProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _upstream_for(self, client: Address) -> socket.socket:
+        sock = self._by_client.get(client)
+        if sock is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind((self.address[0], 0))
+            with self._lock:
+                self._by_client[client] = sock
+                self._by_upstream[sock] = client
+            self._sel.register(sock, selectors.EVENT_READ)
+        return sock
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            timer = self.core.next_timer()
+            wait = 0.05 if timer is None else max(0.0, min(0.05, timer - time.monotonic()))
+            for key, _ in self._sel.select(wait):
+                sock = key.fileobj
+                try:
+                    data, addr = sock.recvfrom(65535)
+                except OSError:  # an ICMP error for an earlier datagram: UDP reports, we go on
+                    continue
+                if sock is self._listen:
+                    self._upstream_for(addr)
+                    self.core.receive(data, Direction.TO_SERVER, time.monotonic(), addr)
+                else:
+                    self.core.receive(data, Direction.TO_CLIENT, time.monotonic(),
+                                      self._by_upstream[sock])
+            self._transmit(time.monotonic())
+        self.core.flush_held(time.monotonic())
+        self._transmit(float("inf"))
+
+    def _transmit(self, now: float) -> None:
+        for data, direction, client in self.core.datagrams_to_send(now):
+            try:
+                if direction is Direction.TO_SERVER:
+                    self._by_client[client].sendto(data, self.upstream)
+                else:
+                    self._listen.sendto(data, client)
+            except OSError:
+                pass  # the far end is gone (ICMP): a fault of its own, not the proxy's
