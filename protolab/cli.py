@@ -94,6 +94,9 @@ def _run_demo(args: argparse.Namespace, run: Callable, prefix: str, **kwargs: ob
     """Run a demo with the common options; an OSError (a busy port, an unwritable --pcap)
     becomes one line. When capture was wanted but is impossible here, the reference capture is
     replayed after the live run, so the learner still sees the packets."""
+    netem = os.environ.get("PROTOLAB_NETEM")
+    if netem:
+        out(f"faults below the sockets, in a network namespace made for this run: {netem}")
     try:
         result = run(capture=not args.no_capture, pcap=args.pcap, out=out, **kwargs)
     except OSError as exc:
@@ -109,6 +112,28 @@ def _run_demo(args: argparse.Namespace, run: Callable, prefix: str, **kwargs: ob
         _write_pcapng(args.command, summary.path, args.pcapng, getattr(result, "keylog", None),
                       getattr(result, "server", None))
     return result
+
+
+def _netem(args: argparse.Namespace) -> int | None:
+    """`--netem`: run this demo again inside a namespace whose lo has netem rules; None when
+    not asked for."""
+    if not getattr(args, "netem", False):
+        return None
+    from protolab.netem import NetemError, run_in_namespace
+
+    plan = _faults(args)
+    argv = [args.command]
+    if args.no_capture:
+        argv.append("--no-capture")
+    for option in ("pcap", "pcapng"):
+        if getattr(args, option):
+            argv += [f"--{option}", os.path.abspath(getattr(args, option))]
+    if args.command == "dns-demo":
+        argv += ["--queries", str(args.queries), "--port", str(args.port)]
+    try:
+        return run_in_namespace(plan, argv)
+    except NetemError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _replay(args: argparse.Namespace) -> int | None:
@@ -148,7 +173,7 @@ def _write_pcapng(demo: str, pcap: object, target: str, keylog: object,
 
 
 def cmd_dns_demo(args: argparse.Namespace) -> int:
-    if (code := _replay(args)) is not None:
+    if (code := _replay(args)) is not None or (code := _netem(args)) is not None:
         return code
     from protolab.dnsdemo import run_dns_demo
 
@@ -160,7 +185,7 @@ def cmd_dns_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_tcp_demo(args: argparse.Namespace) -> int:
-    if (code := _replay(args)) is not None:
+    if (code := _replay(args)) is not None or (code := _netem(args)) is not None:
         return code
     from protolab.tcpdemo import run_tcp_demo
 
@@ -170,7 +195,7 @@ def cmd_tcp_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_udp_demo(args: argparse.Namespace) -> int:
-    if (code := _replay(args)) is not None:
+    if (code := _replay(args)) is not None or (code := _netem(args)) is not None:
         return code
     from protolab.udpdemo import run_udp_demo
 
@@ -179,7 +204,7 @@ def cmd_udp_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_quic_demo(args: argparse.Namespace) -> int:
-    if (code := _replay(args)) is not None:
+    if (code := _replay(args)) is not None or (code := _netem(args)) is not None:
         return code
     from protolab.quicdemo import run_quic_demo
 

@@ -65,6 +65,13 @@ def checks(env: Mapping[str, str] | None = None) -> list[Check]:
     out.append(Check("kernel TCP state record (tracefs)", tracing is None,
                      "sock:inet_sock_set_state readable" if tracing is None else tracing,
                      "run tcp-demo as root (tracefs is mounted at /sys/kernel/tracing)"))
+    from protolab.netem import netem_denied_reason
+
+    netem = netem_denied_reason()
+    out.append(Check("tc netem (--netem faults)", netem is None,
+                     "netem qdisc works in a namespace" if netem is None else netem,
+                     "use the userspace fault proxy (the same options without --netem), or a "
+                     "kernel with CONFIG_NET_SCH_NETEM", needed=False))
     for tool, (why, fix) in TOOLS.items():
         found = shutil.which(tool, path=path)
         out.append(Check(tool, found is not None, found or f"missing: {why}", fix))
