@@ -38,7 +38,11 @@ SOL_PACKET = 263
 PACKET_STATISTICS = 6
 PACKET_OUTGOING = 4
 SO_RCVBUFFORCE = 33
-BUFFER_BYTES = 32 * 1024 * 1024
+SO_ATTACH_FILTER = 26
+#: The socket buffer: the kernel charges each queued loopback frame its full allocation, so a
+#: burst under load (litmus --under-load) needs room while Python catches up.
+BUFFER_BYTES = 256 * 1024 * 1024
+MAX_FILTER_PORTS = 100  #: more ports than this: no kernel filter, Python filters alone
 MARKER = b"protolab-capture-drain"
 ARPHRD_LOOPBACK = 772
 ARPHRD_ETHER = 1
@@ -62,6 +66,55 @@ def fix_hint() -> str:
 
     return (f"run with sudo, or grant the interpreter the capability once: "
             f"sudo setcap cap_net_raw+ep {os.path.realpath(sys.executable)}")
+
+
+def bpf_program(ports: Iterable[int]) -> list[tuple[int, int, int, int]] | None:
+    """A classic BPF program (code, jt, jf, k) for an Ethernet packet socket that passes IPv4
+    TCP/UDP with a port in `ports`, every ICMP (Python checks what it quotes) and all IPv6, and
+    drops the rest in the kernel — so the frames of other conversations never fill the socket
+    buffer. None when there are too many ports for one program's 8-bit jumps."""
+    ports = sorted(set(ports))
+    if len(ports) > MAX_FILTER_PORTS:
+        return None
+    ld_h, ld_b, ldx_msh, ld_h_ind = 0x28, 0x30, 0xB1, 0x48
+    jeq, ret = 0x15, 0x06
+    n = len(ports)
+    # Layout: 0 ldh[12]; 1 jeq IPv4; 2 jeq IPv6; 3 ldb[23]; 4 jeq ICMP; 5 jeq TCP; 6 jeq UDP;
+    # 7 ldxb 4*([14]&0xf); 8 ldh [x+14]; 9.. n jeq; ldh [x+16]; n jeq; drop; accept.
+    accept = 9 + n + 1 + n + 1
+    drop = accept - 1
+    prog = [
+        (ld_h, 0, 0, 12),
+        (jeq, 2 - 1 - 1 + 1, 0, 0x0800),  # IPv4 → 3, else → 2
+        (jeq, accept - 3, drop - 3, 0x86DD),  # IPv6 → accept (Python decides)
+        (ld_b, 0, 0, 23),
+        (jeq, accept - 5, 0, 1),  # ICMP
+        (jeq, 1, 0, 6),  # TCP → 7
+        (jeq, 0, drop - 7, 17),  # UDP → 7, else drop
+        (ldx_msh, 0, 0, 14),
+        (ld_h_ind, 0, 0, 14),  # source port
+    ]
+    for i, port in enumerate(ports):
+        here = 9 + i
+        prog.append((jeq, accept - here - 1, 0, port))
+    prog.append((ld_h_ind, 0, 0, 16))  # destination port
+    for i, port in enumerate(ports):
+        here = 9 + n + 1 + i
+        prog.append((jeq, accept - here - 1, 0, port))
+    prog.append((ret, 0, 0, 0))  # drop
+    prog.append((ret, 0, 0, 0x40000))  # accept (snap length 256 KiB: whole frames)
+    assert len(prog) == accept + 1
+    return prog
+
+
+def attach_filter(sock: socket.socket, program: list[tuple[int, int, int, int]]) -> None:
+    """SO_ATTACH_FILTER: the kernel copies the program; it replaces any earlier one at once."""
+    import ctypes
+
+    code = b"".join(struct.pack("HBBI", *insn) for insn in program)
+    buf = ctypes.create_string_buffer(code, len(code))
+    fprog = struct.pack("HL", len(program), ctypes.addressof(buf))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
 
 def wanted(frame: bytes, ports: set[int] | frozenset[int]) -> bool:
@@ -136,6 +189,7 @@ class CaptureSummary:
     path: Path | None
     packets: int = 0
     kernel_drops: int = 0
+    kernel_packets: int = 0  #: frames the kernel's filter let into the socket (ours and others)
     off_reason: str | None = None
     records: list[Record] = field(default_factory=list)
 
@@ -173,6 +227,15 @@ class Capture:
     def add_port(self, port: int) -> None:
         """Also keep frames to or from `port` (e.g. a client's ephemeral port, once bound)."""
         self.ports.add(port)
+        self._refilter()
+
+    def _refilter(self) -> None:
+        """Give the kernel the current ports, so it drops other frames before queueing them."""
+        if self._sock is None or self._marker_port is None:
+            return
+        program = bpf_program(self.ports | {self._marker_port})
+        if program is not None:
+            attach_filter(self._sock.ins, program)
 
     def __enter__(self) -> Capture:
         if not self.active:
@@ -184,6 +247,7 @@ class Capture:
         self._marker = marker
         self._marker_port = marker.getsockname()[1]
         self._sock = _make_socket_class()(self.iface, self._accept)
+        self._refilter()
         started = threading.Event()
         self._sniffer = AsyncSniffer(opened_socket=self._sock, prn=self._on_packet, store=False,
                                      started_callback=started.set)
@@ -258,10 +322,11 @@ class Capture:
         try:
             drained = self.drain()
             self._sniffer.stop()
-            _, drops = self._sock.kernel_stats()
+            handed, drops = self._sock.kernel_stats()
         finally:
             self._close_sockets()
         self.summary.kernel_drops = drops
+        self.summary.kernel_packets = handed
         self.summary.records = list(self._records)
         self.summary.packets = len(self._records)
         if not drained:

@@ -270,8 +270,33 @@ def cmd_litmus(args: argparse.Namespace) -> int:
         if args.under_load:
             out(f"\nRolling restart under load: {args.requests} requests from 8 users through "
                 f"round-robin while each backend is drained, restarted and put back:")
-            print_load([rolling_restart(v, total=args.requests) for v in variants], out)
+            results = [rolling_restart(v, total=args.requests, capture=not args.no_capture,
+                                       pcap=_load_pcap(args.pcap, v.name, len(variants)))
+                       for v in variants]
+            print_load(results, out)
+            off = next((r.capture.off_reason for r in results
+                        if r.capture and r.capture.off_reason), None)
+            if off and not args.no_capture:
+                from protolab.capture import fix_hint
+
+                out(f"capture off: {off}; {fix_hint()}. The run went on without its "
+                    f"completeness check.")
+            if any(r.complete is False for r in results):
+                return EXIT_FAILED
     return 0 if all(o.verdict for o in outcomes) else EXIT_FAILED
+
+
+def _load_pcap(pcap: str | None, design: str, designs: int):
+    """Where the --under-load capture of one design goes: one file per design."""
+    from pathlib import Path
+
+    from protolab.paths import default_capture_path
+
+    slug = "-".join("".join(c if c.isalnum() else " " for c in design).split())
+    if not pcap:
+        return default_capture_path(f"litmus-{slug}")
+    path = Path(pcap)
+    return path if designs == 1 else path.with_name(f"{path.stem}-{slug}{path.suffix}")
 
 
 def cmd_lb(args: argparse.Namespace) -> int:
@@ -582,6 +607,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also restart each backend in turn under a bounded load")
     p.add_argument("--requests", type=_count(100, 1_000_000), default=10_000, metavar="N",
                    help="requests in the --under-load run (default 10000)")
+    p.add_argument("--no-capture", action="store_true",
+                   help="--under-load: do not capture the users' side of the balancer")
+    p.add_argument("--pcap", metavar="PATH",
+                   help="--under-load: where to write the capture (default "
+                        "captures/litmus-DESIGN.pcap, one per design)")
     p.set_defaults(func=cmd_litmus)
 
     p = sub.add_parser("doctor", help="what works here, and the exact fix for what does not",

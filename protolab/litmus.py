@@ -17,13 +17,17 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from protolab.lb import LoadBalancer, Nginx, Policy, Upstream
 from protolab.proc import ServerProcess
 from protolab.sessions import Design, open_store
+
+if TYPE_CHECKING:
+    from protolab.capture import CaptureSummary
 
 Out = Callable[[str], None]
 DISRUPTIONS = ("switch backend", "restart serving backend", "restart all backends",
@@ -366,12 +370,29 @@ class LoadResult:
     failed: int = 0  #: connection errors and 5xx
     lost_sessions: int = 0  #: 401 after a successful login
     restarts: list[tuple[str, int, int]] = field(default_factory=list)
+    sent: int = 0  #: HTTP requests the users wrote to the balancer (their own count)
+    answered: int = 0  #: HTTP responses the users read back
+    capture: CaptureSummary | None = None
+    captured_requests: int = 0  #: request heads in the capture, client → balancer
+    captured_responses: int = 0  #: response heads in the capture, balancer → client
+
+    @property
+    def complete(self) -> bool | None:
+        """The capture holds every request and response the users counted; None: no capture."""
+        if self.capture is None or self.capture.off_reason:
+            return None
+        return (self.capture.kernel_drops == 0 and self.captured_requests == self.sent
+                and self.captured_responses == self.answered)
 
 
 def rolling_restart(variant: Variant, total: int = 10_000, clients: int = 8,
-                    backends: int = 3) -> LoadResult:
+                    backends: int = 3, pcap: str | os.PathLike[str] | None = None,
+                    capture: bool = False) -> LoadResult:
     """`clients` users loop (add item, view cart) through a round-robin balancer until `total`
-    requests are done, while each backend in turn is drained, restarted, and put back."""
+    requests are done, while each backend in turn is drained, restarted, and put back. With
+    `capture`, the users' side of the balancer is captured and checked against their counts."""
+    from protolab.capture import Capture
+
     result = LoadResult(variant.name)
     lock = threading.Lock()
     done = threading.Event()
@@ -379,44 +400,70 @@ def rolling_restart(variant: Variant, total: int = 10_000, clients: int = 8,
         if variant.store:
             open_store(variant.store).wipe()
 
+        def ask(c: Client, method: str, path: str, fields: dict) -> int:
+            with lock:
+                result.sent += 1  # counted before it is written: a failed write is a miss
+            try:
+                status = c.request(method, path, fields).status
+            except OSError:
+                return 0
+            with lock:
+                result.answered += 1
+            return status
+
         def user(i: int) -> None:
             c = Client(cluster.address)
-            if c.request("POST", "/login", {"user": "bob", "password": "builder"}).status != 200:
+            if ask(c, "POST", "/login", {"user": "bob", "password": "builder"}) != 200:
                 with lock:
                     result.failed += 1
                 return
             n = 0
             while not done.is_set():
-                try:
-                    r = c.request("POST", "/cart/items", {"item": f"i{i}-{n}"}) if n % 2 \
-                        else c.request("GET", "/cart")
-                    status = r.status
-                except OSError:
-                    status = 0
+                status = ask(c, "POST", "/cart/items", {"item": f"i{i}-{n}"}) if n % 2 \
+                    else ask(c, "GET", "/cart", {})
                 n += 1
                 with lock:
                     result.requests += 1
                     if status == 401:
                         result.lost_sessions += 1
-                        c.request("POST", "/login", {"user": "bob", "password": "builder"})
                     elif status != 200:
                         result.failed += 1
                     if result.requests >= total:
                         done.set()
+                if status == 401:
+                    ask(c, "POST", "/login", {"user": "bob", "password": "builder"})
 
-        threads = [threading.Thread(target=user, args=(i,)) for i in range(clients)]
-        for t in threads:
-            t.start()
-        for up in cluster.upstreams:
-            if done.is_set():
-                break
-            lb = cluster.lb
-            lb.drain(up.id)
-            result.restarts.append((up.id, *cluster.restart(up.id, graceful=True)))
-            lb.undrain(up.id, cluster.procs[up.id].port)
-        for t in threads:
-            t.join()
+        with Capture([cluster.address[1]], pcap, enabled=capture) as cap:
+            threads = [threading.Thread(target=user, args=(i,)) for i in range(clients)]
+            for t in threads:
+                t.start()
+            for up in cluster.upstreams:
+                if done.is_set():
+                    break
+                lb = cluster.lb
+                lb.drain(up.id)
+                result.restarts.append((up.id, *cluster.restart(up.id, graceful=True)))
+                lb.undrain(up.id, cluster.procs[up.id].port)
+            for t in threads:
+                t.join()
+    if capture:
+        result.capture = cap.summary
+        result.captured_requests, result.captured_responses = _http_heads(
+            cap.decoded(), cluster.address[1])
     return result
+
+
+def _http_heads(packets: Iterable, port: int) -> tuple[int, int]:
+    """(request heads to `port`, response heads from it): TCP segments that begin one."""
+    requests = responses = 0
+    for d in packets:
+        if d.tcp is None or not d.payload:
+            continue
+        if d.dport == port and d.payload.startswith((b"GET ", b"POST ")):
+            requests += 1
+        elif d.sport == port and d.payload.startswith(b"HTTP/1."):
+            responses += 1
+    return requests, responses
 
 
 def print_load(rows: list[LoadResult], out: Out) -> None:
@@ -426,3 +473,11 @@ def print_load(rows: list[LoadResult], out: Out) -> None:
                   for r in rows],
                  headers=("design (round-robin)", "requests", "backends restarted",
                           "failed requests", "lost sessions (401)")))
+    for r in rows:
+        if r.complete is None:
+            continue
+        c = r.capture
+        verdict = "complete" if r.complete else "INCOMPLETE — the capture misses packets"
+        out(f"capture of {r.variant} ({c.packets} packets → {c.path}): {verdict}: "
+            f"{r.captured_requests}/{r.sent} requests and {r.captured_responses}/{r.answered} "
+            f"responses the users counted; the kernel dropped {c.kernel_drops} frames")

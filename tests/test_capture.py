@@ -49,6 +49,28 @@ def test_other_ports_are_not_captured(capture_rights, tmp_path) -> None:
     assert [decode(r.data, r.linktype).payload for r in cap.summary.records] == [b"mine"]
 
 
+def test_the_kernel_filter_keeps_other_conversations_out_of_the_buffer(capture_rights,
+                                                                      tmp_path) -> None:
+    """Frames of other ports are dropped by the kernel (BPF), not queued for Python."""
+    server, client = _udp_pair()
+    other, _ = _udp_pair()
+    with server, client, other, Capture([server.getsockname()[1]], tmp_path / "c.pcap") as cap:
+        for _ in range(500):
+            client.sendto(b"not mine", other.getsockname())
+            other.recv(64)
+        late, _ = _udp_pair()
+        with late:
+            cap.add_port(late.getsockname()[1])  # the filter follows ports added later
+            client.sendto(b"mine", server.getsockname())
+            client.sendto(b"late", late.getsockname())
+            server.recv(64)
+            late.recv(64)
+    assert [decode(r.data, r.linktype).payload for r in cap.summary.records] == [b"mine",
+                                                                              b"late"]
+    # the two frames and the drain markers: none of the 500 other frames reached the socket
+    assert cap.summary.kernel_packets < 20, cap.summary.kernel_packets
+
+
 def test_tshark_reads_the_capture(capture_rights, tmp_path) -> None:
     tshark = require_tool("tshark")
     server, client = _udp_pair()
