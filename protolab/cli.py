@@ -47,7 +47,7 @@ def _port(text: str) -> int:
 
 
 def _demo(text: str) -> str:
-    demos = ("dns-demo", "tcp-demo", "udp-demo", "quic-demo")
+    demos = ("dns-demo", "tcp-demo", "udp-demo", "quic-demo", "lb")
     if text not in demos:
         raise argparse.ArgumentTypeError(f"no demo {text!r}: choose from {', '.join(demos)}")
     return text
@@ -375,12 +375,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_captures(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from protolab.reference import DEFAULT_DIR, RefreshError, refresh, status
+    from protolab.reference import DEFAULT_DIR, DEMOS, LAB_ONLY, RefreshError, refresh, status
     from protolab.report import table
-    from protolab.story import STORIES
 
     directory = Path(args.dir) if args.dir else DEFAULT_DIR
-    demos = args.demos or list(STORIES)
+    demos = args.demos or [*DEMOS, *LAB_ONLY]
     if args.refresh:
         try:
             done = refresh(demos, directory, out=out)
@@ -392,7 +391,8 @@ def cmd_captures(args: argparse.Namespace) -> int:
     for demo in demos:
         s = status(demo, directory)
         ok &= s.ok
-        verdict = ("ok: every step of the story is in the packets" if s.ok else
+        verdict = (("ok: lab 05's questions are answered from it" if demo in LAB_ONLY else
+                    "ok: every step of the story is in the packets") if s.ok else
                    s.error or "MISSING: " + ", ".join(m.split(":")[0] for m in s.missing))
         rows.append((demo, s.path, s.packets, verdict))
     out(table(rows, ("demo", "reference capture", "packets", "story")))
@@ -630,7 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "new capture is complete and tells the whole story; it writes "
                     "DEMO.ref.pcap, DEMO.ref.pcapng (annotated) and, for QUIC, DEMO.ref.keys.")
     p.add_argument("demos", nargs="*", metavar="DEMO", type=_demo,
-                   help="only these: dns-demo, tcp-demo, udp-demo, quic-demo (default: all)")
+                   help="only these: dns-demo, tcp-demo, udp-demo, quic-demo, lb (default: all)")
     p.add_argument("--refresh", action="store_true", help="regenerate them (needs capture)")
     p.add_argument("--dir", metavar="DIR", help="where the references are (default captures/ "
                                                 "in the source tree)")

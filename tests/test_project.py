@@ -29,3 +29,13 @@ def test_readme_lists_every_subcommand() -> None:
 def test_every_lab_in_the_readme_has_its_reference_capture() -> None:
     for ref in re.findall(r"`(captures/[\w.-]+\.ref\.pcap)`", _readme()):
         assert (ROOT / ref).is_file(), ref
+
+
+def test_readme_names_every_option_of_every_subcommand() -> None:
+    text = _readme()
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name, parser in sub.choices.items():
+        for action in parser._actions:
+            for option in action.option_strings:
+                if option.startswith("--") and option != "--help":
+                    assert option in text, f"{name} {option}"

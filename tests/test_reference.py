@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from protolab.annotate import annotate_file
-from protolab.reference import DEMOS
+from protolab.reference import DEMOS, LAB_ONLY
 
 from conftest import ROOT, require, require_tool, run_cli
 
@@ -18,6 +18,7 @@ def test_the_committed_references_all_tell_their_story() -> None:
     out = run_cli("captures")
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("ok: every step of the story is in the packets") == len(DEMOS)
+    assert "ok: lab 05's questions" in out.stdout
 
 
 def test_a_reference_that_no_longer_tells_its_story_fails(tmp_path) -> None:
@@ -48,20 +49,22 @@ def refreshed(tmp_path_factory):
 def test_refresh_writes_every_reference_and_checks_it(refreshed, capture_rights) -> None:
     out, where = refreshed
     assert out.returncode == 0, out.stdout + out.stderr
-    for demo in DEMOS:
+    for demo in DEMOS + LAB_ONLY:
         assert f"{demo}: refreshed" in out.stdout
         assert (where / f"{demo}.ref.pcap").exists() and (where / f"{demo}.ref.pcapng").exists()
     assert (where / "quic-demo.ref.keys").exists()
     assert sorted(p.name for p in where.iterdir()) == sorted(
-        [f"{d}.ref.{ext}" for d in DEMOS for ext in ("pcap", "pcapng")] + ["quic-demo.ref.keys"])
+        [f"{d}.ref.{ext}" for d in DEMOS + LAB_ONLY for ext in ("pcap", "pcapng")]
+        + ["quic-demo.ref.keys"])
     assert out.stdout.count("ok: every step of the story is in the packets") == len(DEMOS)
+    assert "ok: lab 05's questions are answered from it" in out.stdout
 
 
 def test_refreshed_pcapng_carries_the_notes_the_lab_and_for_quic_the_secrets(
         refreshed, capture_rights) -> None:
     _, where = refreshed
     tshark, capinfos = require_tool("tshark"), require_tool("capinfos")
-    for demo in DEMOS:
+    for demo in DEMOS + LAB_ONLY:
         comments = subprocess.run([tshark, "-r", str(where / f"{demo}.ref.pcapng"), "-T",
                                    "fields", "-e", "frame.comment"], capture_output=True,
                                   text=True, timeout=60).stdout.splitlines()
