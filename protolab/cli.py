@@ -103,12 +103,14 @@ def _run_demo(args: argparse.Namespace, run: Callable, prefix: str, **kwargs: ob
         where = f" ({exc.filename})" if exc.filename else ""
         raise CliError(f"{prefix}: {exc.strerror or exc}{where}") from None
     summary = result.capture
+    if summary is not None and summary.off_reason and args.pcapng:
+        out(f"--pcapng: nothing written to {args.pcapng}, capture is off")
     if summary is not None and summary.off_reason and not args.no_capture:
         from protolab.replay import replay
 
         out("")
         replay(args.command, out=out, why=f"capture is impossible here: {summary.off_reason}")
-    elif summary is not None and summary.path and args.pcapng:
+    elif summary is not None and not summary.off_reason and summary.path and args.pcapng:
         _write_pcapng(args.command, summary.path, args.pcapng, getattr(result, "keylog", None),
                       getattr(result, "server", None))
     return result

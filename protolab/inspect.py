@@ -420,6 +420,8 @@ def write_annotated(path: str | os.PathLike[str], target: str | os.PathLike[str]
     annotator = Annotator(dns_ports)
     pending: deque = deque()
     error: PcapError | None = None
+    # A file that cannot be opened at all must not replace the target with an empty pcapng.
+    next(iter(read_pcap(path)), None)
 
     def commented() -> Iterator[tuple[object, str]]:
         nonlocal error

@@ -53,3 +53,38 @@ def test_embedded_secrets_decrypt_quic_from_the_file_alone(tmp_path) -> None:
     write_annotated(ref, without)
     assert subprocess.run([tshark, "-r", str(without), "-Y", "quic.stream_data"],
                           capture_output=True, text=True, timeout=60).stdout == ""
+
+
+@pytest.mark.parametrize("demo", ["udp-demo", "quic-demo"])
+def test_a_demo_saves_its_own_annotated_pcapng(demo, capture_rights, tmp_path) -> None:
+    tshark, capinfos = require_tool("tshark"), require_tool("capinfos")
+    pcap, pcapng = tmp_path / "d.pcap", tmp_path / "d.pcapng"
+    done = run_cli(demo, "--pcap", str(pcap), "--pcapng", str(pcapng))
+    assert done.returncode == 0, done.stderr
+    assert f"→ {pcapng}" in done.stdout
+    comments = subprocess.run([tshark, "-r", str(pcapng), "-T", "fields", "-e",
+                               "frame.comment"], capture_output=True, text=True,
+                              timeout=60).stdout.splitlines()
+    assert comments == [r.where() for r in annotate_file(pcap)]
+    info = subprocess.run([capinfos, "-k", str(pcapng)], capture_output=True, text=True,
+                          timeout=30).stdout
+    assert f"captured by `protolab {demo}` (lab 0" in info
+    if demo == "quic-demo":  # the secrets travel inside: no key log given to tshark
+        stream = subprocess.run([tshark, "-r", str(pcapng), "-Y", "quic.stream_data", "-T",
+                                 "fields", "-e", "quic.stream_data"], capture_output=True,
+                                text=True, timeout=60).stdout.split()
+        assert stream and bytes.fromhex(stream[0]) == b"hello"
+
+
+def test_pcapng_without_capture_says_nothing_was_written(tmp_path) -> None:
+    done = run_cli("udp-demo", "--no-capture", "--pcapng", str(tmp_path / "x.pcapng"))
+    assert done.returncode == 0 and "--pcapng: nothing written" in done.stdout
+    assert not (tmp_path / "x.pcapng").exists()
+
+
+def test_an_unreadable_source_leaves_an_existing_target_untouched(tmp_path) -> None:
+    target = tmp_path / "keep.pcapng"
+    target.write_bytes(b"an earlier file")
+    done = run_cli("inspect", str(tmp_path / "missing.pcap"), "--write-annotated", str(target))
+    assert done.returncode == 1 and done.stderr.count("\n") == 1
+    assert target.read_bytes() == b"an earlier file"
