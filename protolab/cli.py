@@ -487,7 +487,7 @@ def _fault_options(p: argparse.ArgumentParser, used_for: str) -> None:
     g.add_argument("--duplicate", type=_probability, default=0.0, metavar="P",
                    help="send a datagram twice with probability P")
     g.add_argument("--reorder", type=_probability, nargs="?", const=0.5, default=0.0,
-                   metavar="P", help="hold a datagram back until the next one has passed "
+                   metavar="P", help="hold a datagram back 50 ms so the ones after it pass "
                                      "(probability P, default 0.5)")
     g.add_argument("--direction", choices=("both", "to-server", "to-client"), default="both",
                    help="which datagrams the faults hit (default both)")

@@ -21,11 +21,15 @@ import selectors
 import socket
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 Address = tuple[str, int]
+
+
+#: How much longer a reordered datagram is held: the ones sent just after it overtake it; if none
+#: comes, it still goes out (a reorder never becomes a loss).
+REORDER_HOLD = 0.05
 
 
 class Direction(Enum):
@@ -38,7 +42,7 @@ class Fate(Enum):
     DROPPED = "dropped"  #: never sent on: only a timer in an endpoint can notice
     DELAYED = "delayed"  #: sent on after `delay`
     DUPLICATED = "duplicated"  #: sent on twice
-    REORDERED = "reordered"  #: held back and sent after the next datagram in its direction
+    REORDERED = "reordered"  #: held back `REORDER_HOLD` longer, so the datagrams after it pass
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,6 @@ class FaultCounters:
 class _Stream:
     rng: random.Random
     seen: int = 0
-    held: deque = field(default_factory=deque)  #: reordered datagrams waiting for the next one
 
 
 class FaultCore:
@@ -144,7 +147,7 @@ class FaultCore:
         elif faulty and r_reorder < plan.reorder:
             fate = Fate.REORDERED
             self.counters.reordered += 1
-            stream.held.append((data, tag))
+            self._schedule(now + plan.delay + REORDER_HOLD, data, direction, tag)
         else:
             delay = plan.delay if faulty else 0.0
             copies = 2 if faulty and r_dup < plan.duplicate else 1
@@ -152,10 +155,6 @@ class FaultCore:
             setattr(self.counters, fate.value, getattr(self.counters, fate.value) + 1)
             for _ in range(copies):
                 self._schedule(now + delay, data, direction, tag)
-            # A held datagram goes out right after the one that overtook it.
-            while stream.held:
-                held, held_tag = stream.held.popleft()
-                self._schedule(now + delay, held, direction, held_tag)
         self.decisions.append(Decision(stream.seen, direction, fate, len(data)))
         return fate
 
@@ -167,19 +166,11 @@ class FaultCore:
             out.append((data, direction, tag))
         return out
 
-    def flush_held(self, now: float) -> None:
-        """Nothing overtook a held datagram in time: send it anyway (called at the end)."""
-        for direction, stream in self._streams.items():
-            while stream.held:
-                data, tag = stream.held.popleft()
-                self._schedule(now, data, direction, tag)
-
     def next_timer(self) -> float | None:
         return self._due[0][0] if self._due else None
 
     def snapshot(self) -> dict[str, object]:
-        held = sum(len(s.held) for s in self._streams.values())
-        return {"plan": self.plan.describe(), **vars(self.counters), "held_back": held,
+        return {"plan": self.plan.describe(), **vars(self.counters),
                 "waiting": len(self._due)}
 
 
@@ -263,7 +254,6 @@ class UdpFaultProxy:
                     self.core.receive(data, Direction.TO_CLIENT, time.monotonic(),
                                       self._by_upstream[sock])
             self._transmit(time.monotonic())
-        self.core.flush_held(time.monotonic())
         self._transmit(float("inf"))
 
     def _transmit(self, now: float) -> None:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protolab.dns import DnsServer
-from protolab.faults import Direction, Fate, FaultCore, FaultPlan, UdpFaultProxy
+from protolab.faults import REORDER_HOLD, Direction, Fate, FaultCore, FaultPlan, UdpFaultProxy
 from protolab.udpnet import UdpServerThread
 
 from conftest import require_tool, run_cli
@@ -20,7 +20,6 @@ TO_S, TO_C = Direction.TO_SERVER, Direction.TO_CLIENT
 def feed(core: FaultCore, n: int, direction: Direction = TO_S, now: float = 0.0) -> list[bytes]:
     for i in range(n):
         core.receive(f"d{i}".encode(), direction, now, tag=i)
-    core.flush_held(now)
     return [data for data, _, _ in core.datagrams_to_send(now + 100)]
 
 
@@ -57,10 +56,14 @@ def test_drop_all_duplicate_all_and_pass_all() -> None:
     assert feed(FaultCore(FaultPlan()), 3) == [b"d0", b"d1", b"d2"]
 
 
-def test_reorder_sends_a_held_datagram_after_the_next_one() -> None:
+def test_reorder_holds_a_datagram_so_the_next_ones_pass_and_never_loses_it() -> None:
     core = FaultCore(FaultPlan(reorder=1.0, count=1))
-    assert feed(core, 3) == [b"d1", b"d0", b"d2"]
-    assert [d.fate for d in core.decisions] == [Fate.REORDERED, Fate.FORWARDED, Fate.FORWARDED]
+    core.receive(b"d0", TO_S, 0.0)
+    core.receive(b"d1", TO_S, 0.01)
+    assert [d for d, _, _ in core.datagrams_to_send(0.01)] == [b"d1"]
+    assert core.datagrams_to_send(REORDER_HOLD - 0.001) == []
+    assert [d for d, _, _ in core.datagrams_to_send(REORDER_HOLD)] == [b"d0"]
+    assert [d.fate for d in core.decisions] == [Fate.REORDERED, Fate.FORWARDED]
 
 
 def test_delay_holds_until_due_and_tags_come_back() -> None:
@@ -95,7 +98,6 @@ def test_every_datagram_is_accounted_for(items, drop, dup, reorder, seed) -> Non
     core = FaultCore(FaultPlan(drop=drop, duplicate=dup, reorder=reorder, seed=seed))
     for to_server, data in items:
         core.receive(data, TO_S if to_server else TO_C, 0.0)
-    core.flush_held(0.0)
     sent = core.datagrams_to_send(1.0)
     c = core.counters
     assert len(core.decisions) == len(items)
