@@ -36,14 +36,22 @@ def out(line: str = "") -> None:
         raise OutputClosed from None
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0..65535, not {value}")
-    return value
+def _ranged(convert: Callable, what: str, low: float, high: float, name: str = "it"):
+    """An argparse type: `convert` the text, then check low <= value <= high."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{name} must be {low}..{high}, not {value}")
+        return value
+
+    return parse
+
+
+_port = _ranged(int, "a port number", 0, 65535, "port")
+_probability = _ranged(float, "a probability", 0.0, 1.0, "a probability")
 
 
 def _demo(text: str) -> str:
@@ -51,16 +59,6 @@ def _demo(text: str) -> str:
     if text not in demos:
         raise argparse.ArgumentTypeError(f"no demo {text!r}: choose from {', '.join(demos)}")
     return text
-
-
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a probability: {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a probability 0..1, not {value}")
-    return value
 
 
 def _duration(text: str) -> float:

@@ -91,10 +91,10 @@ class _ClientIO:
                 break
             timer = self.core.next_timer()
             wake = min(deadline, timer) if timer is not None else deadline
-            self.sock.settimeout(max(0.0, wake - now))
+            self.sock.settimeout(max(0.0, wake - now))  # 0.0: a due timer, do not block
             try:
                 data, addr = self.sock.recvfrom(65535)
-            except TimeoutError:
+            except (TimeoutError, BlockingIOError):
                 self.core.handle_timer(time.monotonic())
                 for wire in self.core.datagrams_to_send():
                     self.sock.sendto(wire, self.core.server)

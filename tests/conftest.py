@@ -34,6 +34,13 @@ def require_tool(name: str) -> str:
     return path
 
 
+def without_net_raw() -> tuple[str, ...]:
+    """A command prefix that runs a program without CAP_NET_RAW (as a learner without root)."""
+    setpriv = require_tool("setpriv")
+    require(os.geteuid() == 0, "dropping CAP_NET_RAW with setpriv needs root")
+    return (setpriv, "--bounding-set", "-net_raw", "--inh-caps", "-net_raw")
+
+
 @pytest.fixture
 def capture_rights() -> None:
     denied = capture_denied_reason()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from functools import partial
@@ -14,7 +13,7 @@ from protolab.dns import RejectReason
 from protolab.dnsdemo import run_dns_demo
 from protolab.pcap import read_pcap
 
-from conftest import live_run, require, require_tool, run_cli
+from conftest import live_run, require_tool, run_cli, without_net_raw
 
 
 @pytest.fixture(scope="module")
@@ -112,10 +111,8 @@ def test_demo_finishes_under_3_seconds_with_capture(capture_rights, tmp_path) ->
 
 
 def test_no_capture_rights_still_runs_and_says_how_to_fix(tmp_path) -> None:
-    setpriv = require_tool("setpriv")
-    require(os.geteuid() == 0, "dropping CAP_NET_RAW with setpriv needs root")
     out = run_cli("dns-demo", "--pcap", str(tmp_path / "d.pcap"),
-                  prefix=(setpriv, "--bounding-set", "-net_raw", "--inh-caps", "-net_raw"))
+                  prefix=without_net_raw())
     assert out.returncode == 0, out.stderr
     first = out.stdout.splitlines()[0]
     assert first.startswith("capture off: needs root or CAP_NET_RAW")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 
@@ -11,7 +10,7 @@ import pytest
 from protolab.annotate import annotate_file
 from protolab.reference import DEMOS, LAB_ONLY
 
-from conftest import ROOT, require, require_tool, run_cli
+from conftest import ROOT, require_tool, run_cli, without_net_raw
 
 
 def test_the_committed_references_all_tell_their_story() -> None:
@@ -79,13 +78,11 @@ def test_refreshed_pcapng_carries_the_notes_the_lab_and_for_quic_the_secrets(
 
 
 def test_refresh_without_capture_rights_is_one_line_and_touches_nothing(tmp_path) -> None:
-    setpriv = require_tool("setpriv")
-    require(os.geteuid() == 0, "dropping CAP_NET_RAW with setpriv needs root")
     old = tmp_path / "udp-demo.ref.pcap"
     shutil.copy(ROOT / "captures" / "udp-demo.ref.pcap", old)
     before = old.read_bytes()
     out = run_cli("captures", "--refresh", "--dir", str(tmp_path), "udp-demo",
-                  prefix=(setpriv, "--bounding-set", "-net_raw", "--inh-caps", "-net_raw"))
+                  prefix=without_net_raw())
     assert out.returncode == 2 and out.stderr.count("\n") == 1
     assert "needs capture" in out.stderr and "setcap cap_net_raw+ep" in out.stderr
     assert old.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [old.name]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from protolab.annotate import annotate_file
@@ -11,7 +9,7 @@ from protolab.inspect import format_rows
 from protolab.replay import DEMOS, LIVE_ONLY, reference_path, replay
 from protolab.story import STORIES, packets_text
 
-from conftest import require, require_tool, run_cli
+from conftest import run_cli, without_net_raw
 
 
 @pytest.mark.parametrize("demo", DEMOS)
@@ -66,10 +64,8 @@ def test_dns_replay_rebuilds_the_match_table_from_packets() -> None:
 
 
 def test_without_capture_rights_the_demo_runs_then_replays_the_reference(tmp_path) -> None:
-    setpriv = require_tool("setpriv")
-    require(os.geteuid() == 0, "dropping CAP_NET_RAW with setpriv needs root")
     out = run_cli("udp-demo", "--pcap", str(tmp_path / "u.pcap"),
-                  prefix=(setpriv, "--bounding-set", "-net_raw", "--inh-caps", "-net_raw"))
+                  prefix=without_net_raw())
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("capture off: needs root or CAP_NET_RAW")
     live, _, replayed = out.stdout.partition("REPLAY (capture is impossible here: needs root "
