@@ -36,7 +36,7 @@ def out(line: str = "") -> None:
         raise OutputClosed from None
 
 
-def _ranged(convert: Callable, what: str, low: float, high: float, name: str = "it"):
+def _ranged(convert: Callable, what: str, low: float, high: float, name: str = ""):
     """An argparse type: `convert` the text, then check low <= value <= high."""
     def parse(text: str):
         try:
@@ -44,7 +44,8 @@ def _ranged(convert: Callable, what: str, low: float, high: float, name: str = "
         except ValueError:
             raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
         if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{name} must be {low}..{high}, not {value}")
+            raise argparse.ArgumentTypeError(f"{name + ' ' if name else ''}must be "
+                                             f"{low}..{high}, not {value}")
         return value
 
     return parse
@@ -76,16 +77,7 @@ def _duration(text: str) -> float:
 
 
 def _count(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be {low}..{high}, not {value}")
-        return value
-
-    return parse
+    return _ranged(int, "a whole number", low, high)
 
 
 def _run_demo(args: argparse.Namespace, run: Callable, prefix: str, **kwargs: object):
