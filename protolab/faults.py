@@ -126,7 +126,6 @@ class FaultCore:
         self._due: list[tuple[float, int, bytes, Direction, object]] = []
         self._seq = 0
         self.decisions: list[Decision] = []
-        self.counters = FaultCounters()
 
     def _schedule(self, when: float, data: bytes, direction: Direction, tag: object) -> None:
         self._seq += 1
@@ -143,16 +142,13 @@ class FaultCore:
         faulty = plan.applies(direction) and (not plan.count or stream.seen <= plan.count)
         if faulty and r_drop < plan.drop:
             fate = Fate.DROPPED
-            self.counters.dropped += 1
         elif faulty and r_reorder < plan.reorder:
             fate = Fate.REORDERED
-            self.counters.reordered += 1
             self._schedule(now + plan.delay + REORDER_HOLD, data, direction, tag)
         else:
             delay = plan.delay if faulty else 0.0
             copies = 2 if faulty and r_dup < plan.duplicate else 1
             fate = Fate.DUPLICATED if copies == 2 else Fate.DELAYED if delay else Fate.FORWARDED
-            setattr(self.counters, fate.value, getattr(self.counters, fate.value) + 1)
             for _ in range(copies):
                 self._schedule(now + delay, data, direction, tag)
         self.decisions.append(Decision(stream.seen, direction, fate, len(data)))
@@ -165,6 +161,14 @@ class FaultCore:
             _, _, data, direction, tag = heapq.heappop(self._due)
             out.append((data, direction, tag))
         return out
+
+    @property
+    def counters(self) -> FaultCounters:
+        """How many datagrams met each fate, counted from the decisions."""
+        counts = FaultCounters()
+        for d in self.decisions:
+            setattr(counts, d.fate.value, getattr(counts, d.fate.value) + 1)
+        return counts
 
     def next_timer(self) -> float | None:
         return self._due[0][0] if self._due else None
@@ -200,14 +204,8 @@ class UdpFaultProxy:
         self._by_upstream: dict[socket.socket, Address] = {}
         self._sel = selectors.DefaultSelector()
         self._sel.register(self._listen, selectors.EVENT_READ)
-        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fault-proxy", daemon=True)
-
-    @property
-    def upstream_ports(self) -> list[int]:
-        with self._lock:
-            return [s.getsockname()[1] for s in self._by_upstream]
 
     def start(self) -> UdpFaultProxy:
         self._thread.start()
@@ -231,9 +229,8 @@ class UdpFaultProxy:
         if sock is None:
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             sock.bind((self.address[0], 0))
-            with self._lock:
-                self._by_client[client] = sock
-                self._by_upstream[sock] = client
+            self._by_client[client] = sock
+            self._by_upstream[sock] = client
             self._sel.register(sock, selectors.EVENT_READ)
         return sock
 
