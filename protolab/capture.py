@@ -85,7 +85,7 @@ def bpf_program(ports: Iterable[int]) -> list[tuple[int, int, int, int]] | None:
     drop = accept - 1
     prog = [
         (ld_h, 0, 0, 12),
-        (jeq, 2 - 1 - 1 + 1, 0, 0x0800),  # IPv4 → 3, else → 2
+        (jeq, 1, 0, 0x0800),  # IPv4 → 3, else → 2
         (jeq, accept - 3, drop - 3, 0x86DD),  # IPv6 → accept (Python decides)
         (ld_b, 0, 0, 23),
         (jeq, accept - 5, 0, 1),  # ICMP
