@@ -62,6 +62,15 @@ class DnsDemoResult:
     rows: list[Row] = field(default_factory=list)
     server_counters: ServerCounters | None = None
     complete: bool | None = None  #: capture holds every datagram the server counted
+    queries: int = 0  #: asked at once in part 1
+
+    def problem(self) -> str:
+        """Why this run does not tell the demo's story, or "" when it does."""
+        if len(self.matched) != self.queries + 1:  # part 1's queries and the bank query
+            return f"{len(self.matched)} of {self.queries + 1} queries answered"
+        if self.complete is False:
+            return "capture incomplete against the server's counters"
+        return ""
 
 
 
@@ -142,7 +151,7 @@ def run_dns_demo(queries: int = 5, port: int = 0, capture: bool = True,
     names = [e for e in LAB_ZONE if e.name not in ("bank.lab.", "late.lab.")]
     path = Path(pcap) if pcap else default_capture_path(LAB)
     server = UdpServerThread(DnsServer(), port=port, reuseport=True).start()
-    result = DnsDemoResult(server=server.address)
+    result = DnsDemoResult(server=server.address, queries=queries)
     try:
         with Capture([server.address[1]], path, enabled=capture,
                      off_reason=capture_off_reason) as cap:

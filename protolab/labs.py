@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from protolab.annotate import Action, Row, annotate_file
-from protolab.paths import SOURCE_ROOT, default_capture_path, reference_capture
+from protolab.paths import SOURCE_ROOT, default_capture_path, reference_capture, reference_file
 
 LABS_DIR = SOURCE_ROOT / "labs"
 
@@ -326,8 +326,7 @@ def status() -> list[tuple[str, str, str, str]]:
         live = lab.capture.exists()
         ref = reference_capture(lab.demo)
         capture = (f"{lab.capture} (your run)" if live else
-                   f"no run yet; reference {ref}" if (SOURCE_ROOT / "captures" /
-                                                     f"{lab.demo}.ref.pcap").exists()
+                   f"no run yet; reference {ref}" if reference_file(lab.demo).exists()
                    else "no run yet")
         rows.append((lab.number, lab.title, str(sheet), capture))
     return rows

@@ -9,15 +9,21 @@ from __future__ import annotations
 from pathlib import Path
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
+REFERENCE_DIR = SOURCE_ROOT / "captures"
 
 
 def default_capture_path(lab: str) -> Path:
     return Path("captures") / f"{lab}.pcap"
 
 
+def reference_file(lab: str, directory: Path = REFERENCE_DIR) -> Path:
+    """The committed reference capture (absolute, or in `directory`)."""
+    return directory / f"{lab}.ref.pcap"
+
+
 def reference_capture(lab: str) -> Path:
     """The committed reference capture, as a path the user can type from here."""
-    ref = SOURCE_ROOT / "captures" / f"{lab}.ref.pcap"
+    ref = reference_file(lab)
     try:
         return ref.relative_to(Path.cwd())
     except ValueError:

@@ -63,6 +63,16 @@ class QuicDemoResult:
     capture: CaptureSummary | None = None
     rows: list[Row] = field(default_factory=list)
 
+    def problem(self) -> str:
+        """Why this run does not tell the demo's story, or "" when it does."""
+        if not (self.reconnected and self.retry_connected):
+            return "a handshake failed"
+        if self.server_paths[:1] != [(self.migrated_to, True)]:
+            return "the migrated path was not validated"
+        if self.loss is not None and not self.loss_complete:
+            return "the stream did not complete through the fault proxy"
+        return ""
+
 
 def pump(core, sock: socket.socket, until: Callable[[], bool], timeout: float = 2.0) -> bool:
     """Drive a sans-IO QUIC endpoint on a socket: transmit, wait for a datagram or the timer,

@@ -17,15 +17,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from protolab.annotate import DNS_PORTS, annotate_file
-from protolab.paths import SOURCE_ROOT
+from protolab.annotate import annotate_file
+from protolab.paths import REFERENCE_DIR, reference_file
 from protolab.pcap import PcapError
 from protolab.story import STORIES, missing
 
 DEMOS = tuple(STORIES)
 #: Captures refreshed with the demos but checked by their lab's graded questions (no story yet).
 LAB_ONLY = ("lb",)
-DEFAULT_DIR = SOURCE_ROOT / "captures"
+DEFAULT_DIR = REFERENCE_DIR
 
 
 class RefreshError(Exception):
@@ -44,9 +44,16 @@ class Status:
     def ok(self) -> bool:
         return not self.error and not self.missing
 
+    @property
+    def verdict(self) -> str:
+        if self.ok:
+            return ("lab 05's questions are answered from it" if self.demo in LAB_ONLY
+                    else "every step of the story is in the packets")
+        return self.error or "MISSING: " + ", ".join(m.split(":")[0] for m in self.missing)
+
 
 def status(demo: str, directory: Path = DEFAULT_DIR) -> Status:
-    path = directory / f"{demo}.ref.pcap"
+    path = reference_file(demo, directory)
     try:
         rows = list(annotate_file(path))
     except PcapError as exc:
@@ -65,7 +72,6 @@ def status(demo: str, directory: Path = DEFAULT_DIR) -> Status:
 def _run_lb(pcap: Path) -> tuple[object, str]:
     """Lab 05's capture: `protolab lb`'s workflow (memory design, round-robin, 3 backends)."""
     from protolab.capture import Capture
-    from protolab.labs import CheckError, facts, find
     from protolab.lb import Policy
     from protolab.litmus import Cluster, Variant, demo_workflow
     from protolab.sessions import Design
@@ -76,10 +82,6 @@ def _run_lb(pcap: Path) -> tuple[object, str]:
             replies = demo_workflow(cluster)  # memory + round-robin: some get 401, the lesson
     if cap.summary.kernel_drops or len(replies) != 4 or replies[0][2].status != 200:
         return cap.summary, "capture incomplete, or the login failed"
-    try:
-        facts(find("05"), pcap)
-    except CheckError as exc:
-        return cap.summary, str(exc)
     return cap.summary, ""
 
 
@@ -88,24 +90,15 @@ def _run(demo: str, pcap: Path, out: Callable[[str], None]) -> tuple[object, str
     if demo == "lb":
         return _run_lb(pcap)
     if demo == "dns-demo":
-        from protolab.dnsdemo import run_dns_demo
-
-        result = run_dns_demo(pcap=pcap, out=out)
-        return result, "" if result.complete else "capture incomplete against server counters"
-    if demo == "tcp-demo":
-        from protolab.tcpdemo import run_tcp_demo
-
-        result = run_tcp_demo(pcap=pcap, out=out)
-        return result, "" if result.agree is not False else "model disagrees with the kernel"
-    if demo == "udp-demo":
-        from protolab.udpdemo import run_udp_demo
-
-        result = run_udp_demo(pcap=pcap, out=out)
-        return result, "" if result.verdict.endswith("workflow continued") else result.verdict
-    from protolab.quicdemo import run_quic_demo
-
-    result = run_quic_demo(pcap=pcap, out=out)
-    return result, "" if result.reconnected and result.retry_connected else "handshake failed"
+        from protolab.dnsdemo import run_dns_demo as run
+    elif demo == "tcp-demo":
+        from protolab.tcpdemo import run_tcp_demo as run
+    elif demo == "udp-demo":
+        from protolab.udpdemo import run_udp_demo as run
+    else:
+        from protolab.quicdemo import run_quic_demo as run
+    result = run(pcap=pcap, out=out)
+    return result, result.problem()
 
 
 @dataclass(frozen=True)
@@ -119,8 +112,7 @@ def refresh(demos: Sequence[str] = DEMOS + LAB_ONLY, directory: Path = DEFAULT_D
             out: Callable[[str], None] = print) -> list[Refreshed]:
     """Regenerate each demo's reference files; keep the old ones when the new run falls short."""
     from protolab.capture import capture_denied_reason, fix_hint
-    from protolab.inspect import write_annotated
-    from protolab.labs import LABS
+    from protolab.report import save_pcapng
 
     denied = capture_denied_reason()
     if denied:
@@ -134,29 +126,22 @@ def refresh(demos: Sequence[str] = DEMOS + LAB_ONLY, directory: Path = DEFAULT_D
             pcap = scratch / f"{demo}.ref.pcap"
             lines: list[str] = []
             result, problem = _run(demo, pcap, lines.append)
-            gaps = [] if problem or demo in LAB_ONLY else missing(demo,
-                                                                 list(annotate_file(pcap)))
-            if problem or gaps:
-                done.append(Refreshed(demo, (), problem or "story not shown: " + "; ".join(gaps)))
-                out(f"{demo}: KEPT the old reference — {done[-1].problem}")
+            new = None if problem else status(demo, scratch)
+            if problem or not new.ok:
+                problem = problem or f"not good enough: {new.verdict}"
+                done.append(Refreshed(demo, (), problem))
+                out(f"{demo}: KEPT the old reference — {problem}")
                 continue
-            keys = pcap.with_suffix(".keys")
-            secrets = keys.read_bytes() if keys.exists() else None
-            ports = DNS_PORTS | ({result.server[1]} if demo == "dns-demo" else set())
-            lab = next(f"lab {x.number}, {x.title}" for x in LABS if x.demo == demo)
-            made_by = f"`protolab {demo}` ({lab}) for `protolab captures --refresh`"
-            write_annotated(pcap, scratch / f"{demo}.ref.pcapng", secrets=secrets,
-                            dns_ports=frozenset(ports),
-                            made_by=made_by)
+            save_pcapng(demo, pcap, scratch / f"{demo}.ref.pcapng", pcap.with_suffix(".keys"),
+                        result.server[1] if demo == "dns-demo" else None,
+                        " for `protolab captures --refresh`")
             written = []
             for name in (f"{demo}.ref.pcap", f"{demo}.ref.pcapng", f"{demo}.ref.keys"):
                 if (scratch / name).exists():
                     os.replace(scratch / name, directory / name)
                     written.append(directory / name)
             done.append(Refreshed(demo, tuple(written), ""))
-            why = ("lab 05's questions are answered from it" if demo in LAB_ONLY
-                   else "every step of its story is in the packets")
-            out(f"{demo}: refreshed — {', '.join(p.name for p in written)} ({why})")
+            out(f"{demo}: refreshed — {', '.join(p.name for p in written)} ({new.verdict})")
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     return done

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from protolab.annotate import Action, Row, annotate_file
 from protolab.inspect import format_rows
-from protolab.paths import SOURCE_ROOT, reference_capture
+from protolab.paths import reference_capture, reference_file
 from protolab.report import indent, print_where, table
-from protolab.story import Finding, check, packets_text
+from protolab.story import Finding, check, counter_replies, dns_answers, dns_queries, packets_text
 
 Out = Callable[[str], None]
 DEMOS = ("dns-demo", "tcp-demo", "udp-demo", "quic-demo")
@@ -60,15 +60,11 @@ class ReplayResult:
         return all(f.shown for f in self.findings)
 
 
-def reference_path(demo: str) -> Path:
-    return SOURCE_ROOT / "captures" / f"{demo}.ref.pcap"
-
-
 def replay(demo: str, path: str | Path | None = None, out: Out = print,
            why: str = "") -> ReplayResult:
     """Print `demo`'s story, tables and annotation from `path` (default: the reference)."""
-    path = Path(path) if path else reference_path(demo)
-    shown = reference_capture(demo) if path == reference_path(demo) else path
+    path = Path(path) if path else reference_file(demo)
+    shown = reference_capture(demo) if path == reference_file(demo) else path
     rows = list(annotate_file(path))
     findings = check(demo, rows)
     reason = f" ({why})" if why else ""
@@ -107,13 +103,12 @@ def _where(demo: str) -> tuple[str, tuple[tuple[str, str, str], ...]]:
 
 
 def dns_tables(rows: Sequence[Row], out: Out) -> None:
-    queries = [r for r in rows if "dns_id" in r.fields and not r.fields.get("dns_response")]
+    queries = dns_queries(rows)
     if not queries:
         return
     sock = queries[0].src
     batch = [r for r in queries if r.src == sock]
-    answers = [r for r in rows if r.fields.get("dns_response") and r.dst == sock
-               and r.action is Action.ENDS]
+    answers = [r for r in dns_answers(rows) if r.dst == sock and r.action is Action.ENDS]
     order = {r.fields["dns_id"]: n for n, r in enumerate(answers, 1)}
     by_id = {r.fields["dns_id"]: r for r in answers}
     table_rows = []
@@ -127,7 +122,7 @@ def dns_tables(rows: Sequence[Row], out: Out) -> None:
     out(f"\n1. Queries sent at once over one socket ({sock}), and the answers matched by ID:")
     out(indent(table(table_rows, ("qid", "question", "order sent", "order answered", "rtt",
                                   "answer"))))
-    dropped = [r for r in rows if r.fields.get("dns_response") and r.action is Action.MISSING]
+    dropped = [r for r in dns_answers(rows) if r.action is Action.MISSING]
     if dropped:
         out("\n2./3. Answers nobody's state matched (the client drops them, or nobody is there):")
         for r in dropped:
@@ -169,19 +164,9 @@ def tcp_tables(rows: Sequence[Row], out: Out) -> None:
                          ("packet", "HTTP", "from", "TCP connection"))))
 
 
-_PAYLOAD = re.compile(r"'([^']*)'")
-
-
 def udp_tables(rows: Sequence[Row], out: Out) -> None:
-    lines = []
-    for r in rows:
-        if r.proto != "UDP":
-            continue
-        m = _PAYLOAD.search(r.summary)
-        fields = dict(kv.split("=", 1) for kv in (m.group(1).split() if m else []) if "=" in kv)
-        if "seen" in fields:
-            lines.append((fields.get("seq", "?"), f"#{r.number} → {r.dst}",
-                          fields.get("total", "?"), fields["seen"], fields.get("pid", "?")))
+    lines = [(reply.seq, f"#{r.number} → {r.dst}", reply.total, reply.seen, reply.pid)
+             for r, reply in counter_replies(rows)]
     if lines:
         out("\n2./3. Every answer: the client-carried total, and the server's own count and "
             "pid (a new pid is a restarted server):")

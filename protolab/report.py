@@ -47,6 +47,22 @@ def show_capture(summary: CaptureSummary, out: Out,
     return rows
 
 
+def save_pcapng(demo: str, pcap: Path, target: Path | str, keylog: Path | None = None,
+                dns_server_port: int | None = None, purpose: str = "") -> tuple[int, bool]:
+    """Save a demo's capture as annotated pcapng: each note a packet comment, a section comment
+    naming the lab and how it was made, the TLS secrets inside when `keylog` exists. Returns
+    (packets, secrets embedded)."""
+    from protolab.inspect import write_annotated
+    from protolab.labs import LABS
+
+    secrets = keylog.read_bytes() if keylog is not None and keylog.exists() else None
+    lab = next((f" (lab {x.number}, {x.title})" for x in LABS if x.demo == demo), "")
+    ports = DNS_PORTS | ({dns_server_port} if dns_server_port else set())
+    count = write_annotated(pcap, target, secrets=secrets, dns_ports=frozenset(ports),
+                            made_by=f"`protolab {demo}`{lab}{purpose}")
+    return count, secrets is not None
+
+
 def print_where(where: tuple[str, tuple[tuple[str, str, str], ...]], out: Out) -> None:
     """A demo's closing "where state lives" table: (title, rows of state, holder, if lost)."""
     title, rows = where

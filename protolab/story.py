@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from protolab.annotate import Action, Row
+from protolab.udp import Reply, parse_reply
 
 Finder = Callable[[Sequence[Row]], list[int]]
 
@@ -39,24 +40,24 @@ class Finding:
 # -- DNS ------------------------------------------------------------------------------------------
 
 
-def _queries(rows: Sequence[Row]) -> list[Row]:
+def dns_queries(rows: Sequence[Row]) -> list[Row]:
     return [r for r in rows if "dns_id" in r.fields and not r.fields.get("dns_response")]
 
 
-def _answers(rows: Sequence[Row]) -> list[Row]:
+def dns_answers(rows: Sequence[Row]) -> list[Row]:
     return [r for r in rows if "dns_id" in r.fields and r.fields.get("dns_response")]
 
 
 def _first_socket(rows: Sequence[Row]) -> str | None:
-    qs = _queries(rows)
+    qs = dns_queries(rows)
     return qs[0].src if qs else None
 
 
 def dns_batch(rows: Sequence[Row]) -> list[int]:
     """Two or more queries from one socket before its first answer."""
     sock = _first_socket(rows)
-    first_answer = next((r.number for r in _answers(rows) if r.dst == sock), None)
-    batch = [r.number for r in _queries(rows) if r.src == sock
+    first_answer = next((r.number for r in dns_answers(rows) if r.dst == sock), None)
+    batch = [r.number for r in dns_queries(rows) if r.src == sock
              and (first_answer is None or r.number < first_answer)]
     return batch if len(batch) >= 2 else []
 
@@ -64,21 +65,21 @@ def dns_batch(rows: Sequence[Row]) -> list[int]:
 def dns_out_of_order(rows: Sequence[Row]) -> list[int]:
     """Every query of the batch matched (action ENDS) by ID, in an order other than sent."""
     sock = _first_socket(rows)
-    asked = [r.fields["dns_id"] for r in _queries(rows) if r.src == sock]
-    matched = [r for r in _answers(rows) if r.dst == sock and r.action is Action.ENDS]
+    asked = [r.fields["dns_id"] for r in dns_queries(rows) if r.src == sock]
+    matched = [r for r in dns_answers(rows) if r.dst == sock and r.action is Action.ENDS]
     ids = [r.fields["dns_id"] for r in matched]
     ok = len(asked) >= 2 and sorted(ids) == sorted(asked) and ids != asked
     return [r.number for r in matched] if ok else []
 
 
 def dns_forged_id(rows: Sequence[Row]) -> list[int]:
-    server = _queries(rows)[0].dst if _queries(rows) else None
-    return [r.number for r in _answers(rows) if r.src == server
+    server = dns_queries(rows)[0].dst if dns_queries(rows) else None
+    return [r.number for r in dns_answers(rows) if r.src == server
             and r.action is Action.MISSING and "no pending query has id" in r.state]
 
 
 def dns_wrong_source(rows: Sequence[Row]) -> list[int]:
-    return [r.number for r in _answers(rows)
+    return [r.number for r in dns_answers(rows)
             if r.action is Action.MISSING and "spoofed source" in r.state]
 
 
@@ -88,12 +89,12 @@ def dns_real_answer_after_forgeries(rows: Sequence[Row]) -> list[int]:
     if not forged:
         return []
     qid = next(r.fields["dns_id"] for r in rows if r.number == forged[0])
-    return [r.number for r in _answers(rows) if r.number > forged[0]
+    return [r.number for r in dns_answers(rows) if r.number > forged[0]
             and r.fields["dns_id"] == qid and r.action is Action.ENDS][:1]
 
 
 def dns_closed_socket(rows: Sequence[Row]) -> list[int]:
-    late = next((r for r in _answers(rows) if "closed its socket" in r.state), None)
+    late = next((r for r in dns_answers(rows) if "closed its socket" in r.state), None)
     icmp = next((r for r in rows if late and r.proto == "ICMP" and r.number > late.number
                  and f"#{late.number}" in r.state), None)
     return [late.number, icmp.number] if late and icmp else []
@@ -156,11 +157,11 @@ def tcp_no_socket_rst(rows: Sequence[Row]) -> list[int]:
 def tcp_new_four_tuple(rows: Sequence[Row]) -> list[int]:
     """A reconnect: two handshakes from different source ports to the same server port."""
     syns = [r for r in rows if r.summary.startswith("[SYN]")]
+    http_flows = {r.flow for r in rows if r.fields.get("http")}  # those are step "http"
     for a in syns:
         for b in syns:
             if b.number > a.number and a.dst == b.dst and a.src != b.src \
-                    and "http" not in "".join(p.fields.get("http", "") for p in rows
-                                              if p.flow == b.flow):
+                    and b.flow not in http_flows:
                 return [a.number, b.number]
     return []
 
@@ -174,7 +175,18 @@ def tcp_http_connections(rows: Sequence[Row]) -> list[int]:
 
 # -- UDP ------------------------------------------------------------------------------------------
 
-_SEQ = re.compile(r"seq=(\d+) total=(\d+)")
+_QUOTED = re.compile(r"'([^']*)'")
+
+
+def counter_replies(rows: Sequence[Row]) -> list[tuple[Row, Reply]]:
+    """The UDP lab server's replies (`seq= total= seen= pid=`), read from each row's payload."""
+    out = []
+    for r in rows:
+        m = _QUOTED.search(r.summary) if r.proto == "UDP" else None
+        reply = parse_reply(m.group(1).encode()) if m else None
+        if reply is not None:
+            out.append((r, reply))
+    return out
 
 
 def _udp_server(rows: Sequence[Row]) -> str | None:
@@ -193,17 +205,13 @@ def udp_many_clients(rows: Sequence[Row]) -> list[int]:
 
 def udp_total_survives_restart(rows: Sequence[Row]) -> list[int]:
     """Replies to one client whose totals go on while the server's own count (seen=) restarts."""
-    replies: dict[str, list[tuple[int, int, int, int]]] = {}
-    for r in rows:
-        m = _SEQ.search(r.summary)
-        seen = re.search(r"seen=(\d+)", r.summary)
-        if r.proto == "UDP" and m and seen:
-            replies.setdefault(r.dst, []).append((r.number, int(m.group(1)), int(m.group(2)),
-                                                  int(seen.group(1))))
-    for seq in replies.values():
-        for (_, _, t1, s1), (_, _, t2, s2) in zip(seq, seq[1:], strict=False):
-            if t2 > t1 and s2 <= s1:
-                return [n for n, *_ in seq]
+    by_client: dict[str, list[tuple[Row, Reply]]] = {}
+    for r, reply in counter_replies(rows):
+        by_client.setdefault(r.dst, []).append((r, reply))
+    for seq in by_client.values():
+        for (_, a), (_, b) in zip(seq, seq[1:], strict=False):
+            if b.total > a.total and b.seen <= a.seen:
+                return [r.number for r, _ in seq]
     return []
 
 

@@ -58,6 +58,12 @@ class TcpDemoResult:
     capture: CaptureSummary | None = None
     rows: list[Row] = field(default_factory=list)
 
+    def problem(self) -> str:
+        """Why this run does not tell the demo's story, or "" when it does."""
+        if not self.http_verdict.endswith("workflow continued"):
+            return self.http_verdict or "the HTTP part did not run"
+        return "protolab's model disagrees with the kernel" if self.agree is False else ""
+
 
 
 def _ep(addr: tuple[str, int]) -> str:

@@ -54,6 +54,10 @@ class UdpDemoResult:
     capture: CaptureSummary | None = None
     rows: list[Row] = field(default_factory=list)
 
+    def problem(self) -> str:
+        """Why this run does not tell the demo's story, or "" when it does."""
+        return "" if self.verdict.endswith("workflow continued") else self.verdict
+
 
 
 def _entries(port: int) -> list[str]:

@@ -6,7 +6,8 @@ import pytest
 
 from protolab.annotate import annotate_file
 from protolab.inspect import format_rows
-from protolab.replay import DEMOS, LIVE_ONLY, reference_path, replay
+from protolab.paths import reference_file
+from protolab.replay import DEMOS, LIVE_ONLY, replay
 from protolab.story import STORIES, packets_text
 
 from conftest import run_cli, without_net_raw
@@ -18,7 +19,7 @@ def test_replay_prints_the_story_found_in_the_reference_and_its_annotation(demo)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("REPLAY: nothing runs")
     assert f"captures/{demo}.ref.pcap" in out.stdout.splitlines()[0]
-    rows = list(annotate_file(reference_path(demo)))
+    rows = list(annotate_file(reference_file(demo)))
     # the same annotation the live demo prints, row for row
     assert format_rows(rows) in out.stdout
     lines: list[str] = []
@@ -36,7 +37,7 @@ def test_replay_prints_the_story_found_in_the_reference_and_its_annotation(demo)
 
 @pytest.mark.parametrize("demo", DEMOS)
 def test_replay_of_a_capture_of_another_demo_says_so_and_fails(demo) -> None:
-    other = reference_path(DEMOS[(DEMOS.index(demo) + 1) % len(DEMOS)])
+    other = reference_file(DEMOS[(DEMOS.index(demo) + 1) % len(DEMOS)])
     out = run_cli(demo, "--replay", str(other))
     assert out.returncode == 1
     assert f"is it a capture of `protolab {demo}`?" in out.stdout
@@ -72,7 +73,7 @@ def test_without_capture_rights_the_demo_runs_then_replays_the_reference(tmp_pat
                                              "or CAP_NET_RAW)")
     assert replayed, "no replay after the live run"
     assert "workflow continued" in live  # the live demo ran first
-    rows = list(annotate_file(reference_path("udp-demo")))
+    rows = list(annotate_file(reference_file("udp-demo")))
     assert format_rows(rows) in replayed
     assert not (tmp_path / "u.pcap").exists()
 
