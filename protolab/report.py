@@ -5,12 +5,13 @@ Where state lives: nowhere; these are pure formatting helpers shared by the labs
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from protolab.annotate import DNS_PORTS, Row, annotate_records
 from protolab.capture import CaptureSummary, fix_hint
 from protolab.inspect import format_rows
+from protolab.observe import Observation, StateRow, where_rows
 from protolab.paths import reference_capture
 from protolab.pcap import read_pcap
 
@@ -61,6 +62,24 @@ def save_pcapng(demo: str, pcap: Path, target: Path | str, keylog: Path | None =
     count = write_annotated(pcap, target, secrets=secrets, dns_ports=frozenset(ports),
                             made_by=f"`protolab {demo}`{lab}{purpose}")
     return count, secrets is not None
+
+
+def print_state_table(title: str, rows: Sequence[StateRow], out: Out) -> None:
+    """A lab's "where state lives" table: every row says what this run did to that state and
+    what happened, with its evidence, or is marked as an explanation (not tried here / live run
+    only). Long cells wrap inside their column."""
+    from tabulate import tabulate
+
+    out(f"\n{title}")
+    out(tabulate(where_rows(rows), headers=("state", "held by", "this run did",
+                                            "what happened", "evidence"),
+                 maxcolwidths=[24, 16, 24, 36, 28]))
+
+
+def print_findings(observations: Iterable[Observation], out: Out, prefix: str = "   ") -> None:
+    """Each observation as one finding line (observed with its evidence, or NOT OBSERVED)."""
+    for o in observations:
+        out(prefix + o.line())
 
 
 def print_where(where: tuple[str, tuple[tuple[str, str, str], ...]], out: Out) -> None:
