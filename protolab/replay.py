@@ -15,8 +15,9 @@ from pathlib import Path
 
 from protolab.annotate import Action, Kind, Row, annotate_file
 from protolab.inspect import format_rows
+from protolab.observe import StateRow, explain
 from protolab.paths import reference_capture, reference_file
-from protolab.report import indent, print_where, table
+from protolab.report import indent, print_state_table, table
 from protolab.story import Finding, check, counter_replies, dns_answers, dns_queries, packets_text
 from protolab.tcp import RST
 
@@ -54,10 +55,12 @@ class ReplayResult:
     path: Path
     rows: list[Row]
     findings: list[Finding]
+    where: list[StateRow]
 
     @property
     def complete(self) -> bool:
-        return all(f.shown for f in self.findings)
+        return all(f.shown for f in self.findings) and not any(r.outcome.failed
+                                                               for r in self.where)
 
 
 def replay(demo: str, path: str | Path | None = None, out: Out = print,
@@ -83,20 +86,20 @@ def replay(demo: str, path: str | Path | None = None, out: Out = print,
     out("\nOnly a live run shows (run the demo itself, as root for the capture):")
     for item in LIVE_ONLY[demo]:
         out(f"   - {item}")
-    print_where(_where(demo), out)
-    return ReplayResult(demo, path, rows, findings)
+    title, where = where_from_capture(demo, rows)
+    print_state_table(f"{title} (from the packets of this capture)", where, out)
+    return ReplayResult(demo, path, rows, findings, where)
 
 
-def _where(demo: str) -> tuple[str, tuple[tuple[str, str, str], ...]]:
-    if demo == "dns-demo":
-        from protolab.dnsdemo import WHERE_STATE_LIVES
-    elif demo == "tcp-demo":
-        from protolab.tcpdemo import WHERE_STATE_LIVES
-    elif demo == "udp-demo":
-        from protolab.udpdemo import WHERE_STATE_LIVES
-    else:
-        from protolab.quicdemo import WHERE_STATE_LIVES
-    return WHERE_STATE_LIVES
+def where_from_capture(demo: str, rows: Sequence[Row]) -> tuple[str, list[StateRow]]:
+    """The demo's "where state lives" rows filled from the packets (live-run-only rows marked)."""
+    from importlib import import_module
+
+    module = import_module(f"protolab.{demo.replace('-', '')}")
+    if not hasattr(module, "where_from_capture"):  # TEMPORARY until every demo has it
+        title, old = module.WHERE_STATE_LIVES
+        return title, [StateRow(s, h, "-", explain(s, lost)) for s, h, lost in old]
+    return module.WHERE_TITLE, module.where_from_capture(rows)
 
 
 # -- the demo's own tables, rebuilt from packets -----------------------------------------------
