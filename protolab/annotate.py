@@ -21,7 +21,7 @@ from enum import Enum
 from protolab.packets import PROTO_ICMP, PROTO_UDP, Decoded, decode
 from protolab.pcap import PcapError, Record, read_pcap
 from protolab.quic import QuicHeader, decode_header
-from protolab.tcp import TcpObserver
+from protolab.tcp import TcpObserver, Transition
 
 DNS_PORTS = frozenset({53, 5353})
 WINDOW = 32
@@ -47,6 +47,62 @@ class Action(Enum):
     NONE = "none"  #: no state is involved
 
 
+class Kind(Enum):
+    """What the annotator found a packet to do with state: the fact a row's sentence renders."""
+
+    NOT_DECODED = "not decoded"  #: the headers could not be read
+    NOT_ANNOTATED = "not annotated"  #: a protocol the annotator does not follow
+    UDP_DATAGRAM = "udp datagram"  #: a datagram that stands alone
+    UDP_TO_CLOSED_PORT = "udp to closed port"  #: the datagram an ICMP port unreachable names
+    DNS_MALFORMED = "dns malformed"  #: on a DNS port but not a DNS message
+    DNS_QUERY = "dns query"  #: a query: the client's pending entry is created
+    DNS_RETRANSMIT = "dns retransmit"  #: the same query again (same source, id, question)
+    DNS_MATCHED = "dns matched"  #: an answer matched to its pending query, which ends
+    DNS_QUESTION_MISMATCH = "dns question mismatch"  #: right id, other question: dropped
+    DNS_ALREADY_ANSWERED = "dns already answered"  #: id answered before: nothing pending
+    DNS_WRONG_SOURCE = "dns wrong source"  #: pending id, but from another address or port
+    DNS_UNKNOWN_ID = "dns unknown id"  #: no pending query has this id: forged, or late
+    DNS_QUERY_UNSEEN = "dns query unseen"  #: an answer whose query is not in the capture
+    DNS_TO_CLOSED_SOCKET = "dns to closed socket"  #: would match, but the socket is gone (ICMP)
+    QUIC_VERSION_NEGOTIATION = "quic version negotiation"  #: the server lists its versions
+    QUIC_RETRY = "quic retry"  #: the server keeps nothing; the token carries the state
+    QUIC_TOKEN_ECHO = "quic token echo"  #: an Initial that brings the Retry token back
+    QUIC_CLIENT_KEY = "quic client key"  #: a client's first Initial: its own key, random DCID
+    QUIC_SERVER_KEY = "quic server key"  #: the server's first packet: its key (SCID)
+    QUIC_LOOKUP = "quic lookup"  #: the DCID is the key of the receiver's connection table
+    QUIC_ROTATION = "quic rotation"  #: (also) a new DCID on a known path
+    QUIC_MIGRATION = "quic migration"  #: (also) a known DCID on a new path
+    QUIC_RELAYED = "quic relayed"  #: (also) the same datagram again on another path: a relay
+    QUIC_FORGOTTEN = "quic forgotten"  #: no reply came; a new handshake shows it was forgotten
+    TCP_OPEN = "tcp open"  #: SYN or SYN/ACK: a connection entry keyed by the 4-tuple
+    TCP_SEGMENT = "tcp segment"  #: data or ACK on a connection
+    TCP_CLOSE = "tcp close"  #: FIN, or a segment that ends an entry
+    TCP_OUT_OF_WINDOW = "tcp out of window"  #: far outside what the receiver expects
+    TCP_RST = "tcp rst"  #: a reset of a connection
+    TCP_RST_NO_CONNECTION = "tcp rst no connection"  #: RST answering a segment: no socket
+    HTTP_TOKEN = "http token"  #: the state came with the request: a bearer token
+    HTTP_SESSION_CREATED = "http session created"  #: Set-Cookie sessionId: a session is made
+    HTTP_SESSION_LOOKUP = "http session lookup"  #: cookie sessionId: the state is looked up
+    HTTP_SELF_CONTAINED = "http self-contained"  #: the message carries its own state
+    ICMP_PORT_UNREACHABLE = "icmp port unreachable"  #: no socket bound at the target
+    ICMP_OTHER = "icmp other"  #: another control message
+
+
+@dataclass(frozen=True)
+class Fact:
+    """What a packet does to state, as data; `render` turns it into the row's sentence."""
+
+    kind: Kind
+    refs: tuple[int, ...] = ()  #: the packets it refers to (the query, the ICMP error)
+    key: str = ""  #: the key of the state: a query id, a DCID, a 4-tuple
+    moves: tuple[Transition, ...] = ()  #: TCP state transitions this packet causes (model)
+    also: tuple[Kind, ...] = ()  #: further facts about the same packet (rotation, migration)
+    values: dict = field(default_factory=dict, compare=False)  #: what the sentence names
+
+    def shows(self, kind: Kind) -> bool:
+        return self.kind is kind or kind in self.also
+
+
 @dataclass(frozen=True)
 class Row:
     number: int
@@ -57,14 +113,122 @@ class Row:
     summary: str
     action: Action
     holders: tuple[Holder, ...]
-    state: str  #: the "where state lives" sentence
+    fact: Fact  #: what this packet does to state; the sentence is rendered from it
     flow: str = ""  #: the conversation this packet belongs to ("tcp 3", "quic 1", "dns a↔b")
     fields: dict = field(default_factory=dict, compare=False)  #: decoded values, for --json
 
+    @property
+    def state(self) -> str:
+        """The "where state lives" sentence, rendered from the fact."""
+        return render(self.fact)
+
+    def shows(self, kind: Kind) -> bool:
+        return self.fact.shows(kind)
 
     def where(self) -> str:
         return f"{self.action.value}: {self.state}" if self.action is not Action.NONE \
             else self.state
+
+
+#: One sentence per kind; `{...}` names a fact's values (and `refs`, `key`, `moves`, `ref`).
+_CONNECTION = "the connection itself is the kernels': {flight}{expects}{moves}"
+
+TEMPLATES: dict[Kind, str] = {
+    Kind.NOT_DECODED: "not decoded: {error}",
+    Kind.NOT_ANNOTATED: "not annotated",
+    Kind.UDP_DATAGRAM: "no connection: this datagram stands alone; only the receiver's port "
+                       "binding (its kernel) is needed",
+    Kind.UDP_TO_CLOSED_PORT: "arrives at {target}, where no socket is bound any more: the kernel "
+                             "answers with ICMP port unreachable ({ref})",
+    Kind.DNS_MALFORMED: "not a DNS message: the receiver drops it, no state changes",
+    Kind.DNS_QUERY: "pending query {key} ({question}), waiting for {server} → client app memory; "
+                    "the answer can only land on {client}'s socket → client kernel; the server "
+                    "holds nothing",
+    Kind.DNS_RETRANSMIT: "retransmission {copies} of query {ref}, same id: the client's retry "
+                         "timer fired; its retry count and timer live in client app memory, no "
+                         "packet carries them",
+    Kind.DNS_MATCHED: "client app memory matches it to query {ref} (source {server}, id {key}, "
+                      "question) and deletes the entry; RTT {rtt_ms:.0f} ms{copies_note}; the "
+                      "server kept nothing",
+    Kind.DNS_QUESTION_MISMATCH: "id {key} matches query {ref} but the question ({question}) does "
+                                "not ({asked}) → client drops it",
+    Kind.DNS_ALREADY_ANSWERED: "id {key} was already answered by {ref}: the entry is gone → "
+                               "client drops it",
+    Kind.DNS_WRONG_SOURCE: "id {key} is pending (query {ref}) but for {server}, not {source} → "
+                           "client drops it (spoofed source?)",
+    Kind.DNS_UNKNOWN_ID: "no pending query has id {key} (pending for {source}: {pending}) → "
+                         "client drops it (forged, or late)",
+    Kind.DNS_QUERY_UNSEEN: "its query is not in this capture; the client matches it by source "
+                           "{source}, id {key} and question in its own memory",
+    Kind.DNS_TO_CLOSED_SOCKET: "would match a pending query, but the client closed its socket: "
+                               "nobody holds the entry, and {target} is unbound; the kernel "
+                               "answers with ICMP port unreachable ({ref})",
+    Kind.QUIC_VERSION_NEGOTIATION: "the server keeps nothing: it lists the versions it speaks",
+    Kind.QUIC_RETRY: "the server keeps NOTHING for this client: the token holds its address and "
+                     "original DCID, and comes back in the next Initial (like a JWT)",
+    Kind.QUIC_TOKEN_ECHO: "the echoed token brings back the state the server did not keep; only "
+                          "now does it create connection #{conn}",
+    Kind.QUIC_CLIENT_KEY: "client's table gets key {key} (client app memory) for connection "
+                          "#{conn}; the DCID is random: no server entry has it yet",
+    Kind.QUIC_SERVER_KEY: "server's table gets key {key} (server app memory) for connection "
+                          "#{conn}; DCID {dcid} is the client's key",
+    Kind.QUIC_LOOKUP: "DCID {key} is the key of the {receiver}'s connection table ({receiver} "
+                      "app memory) → connection #{conn}",
+    Kind.QUIC_ROTATION: "a DCID new to this capture on a known path: the connection switched to "
+                        "a CID issued in an encrypted NEW_CONNECTION_ID (rotation)",
+    Kind.QUIC_MIGRATION: "a new path ({address}) with a known DCID: found by CID, not by 4-tuple "
+                         "(migration)",
+    Kind.QUIC_RELAYED: "the same datagram as {ref}, forwarded on another path: a relay in the "
+                       "middle (two legs of one connection), not a migration",
+    Kind.QUIC_FORGOTTEN: "DCID {key} named connection #{conn}, but no reply came and the client "
+                         "started a new handshake ({ref}): the server no longer held that key "
+                         "(its table was emptied) and dropped it",
+    Kind.TCP_OPEN: "{who} a connection entry keyed by the 4-tuple, with its initial sequence "
+                   "number{moves}",
+    Kind.TCP_SEGMENT: "{flight}{expects}{moves}",
+    Kind.TCP_CLOSE: "{flight}{expects}{moves}",
+    Kind.TCP_OUT_OF_WINDOW: "seq {seq} is far outside what the {receiver} kernel expects "
+                            "({expects}): no connection state fits it, so it is not delivered "
+                            "(the kernel may answer with an ACK)",
+    Kind.TCP_RST: "RST: the {sender} kernel has no connection for this 4-tuple (or drops it "
+                  "now){moves}",
+    Kind.TCP_RST_NO_CONNECTION: "RST answering {ref}: no connection existed — no socket at "
+                                "{sender} for this 4-tuple, so its kernel resets (RFC 9293 "
+                                "section 3.10.7.1)",
+    Kind.HTTP_TOKEN: "state came WITH the request: a signed token (who you are, until when); no "
+                     "lookup needed to know the user; " + _CONNECTION,
+    Kind.HTTP_SESSION_CREATED: "creates a session: the client gets only its key (cookie "
+                               "sessionId); the session stays in the server's memory or a shared "
+                               "store; " + _CONNECTION,
+    Kind.HTTP_SESSION_LOOKUP: "state is LOOKED UP by the key it carries (cookie sessionId) in "
+                              "whatever holds sessions: this backend's memory or a shared store; "
+                              + _CONNECTION,
+    Kind.HTTP_SELF_CONTAINED: "HTTP: the message carries its own state (URL, headers, body); "
+                              + _CONNECTION,
+    Kind.ICMP_PORT_UNREACHABLE: "no socket is bound to {target}: the kernel there answers the "
+                                "datagram{about} with this error; nobody holds the state it was "
+                                "for",
+    Kind.ICMP_OTHER: "control message",
+}
+
+
+def render(fact: Fact) -> str:
+    """The sentence for a fact, from `TEMPLATES` (and each `also` fact's sentence after it)."""
+    values = {"key": fact.key, "refs": ", ".join(f"#{n}" for n in fact.refs),
+              "ref": f"#{fact.refs[0]}" if fact.refs else "", "moves": _moves(fact),
+              **fact.values}
+    text = TEMPLATES[fact.kind].format(**values)
+    for kind in fact.also:
+        text += "; " + TEMPLATES[kind].format(**values)
+    return text
+
+
+def _moves(fact: Fact) -> str:
+    if fact.values.get("states_known") is False:
+        return (" [states unknown: the handshake is not in this capture; client and server are "
+                "guessed from the ports]")
+    moves = "; ".join(f"{t.role.value} {t.old.value}→{t.new.value}" for t in fact.moves)
+    return f" [{moves}]" if moves else ""
 
 
 @dataclass
@@ -91,6 +255,10 @@ class Annotator:
         self._quic_count = 0
         self._quic_keyed: set[int] = set()  # QUIC connections the server has created
         self._quic_cid_len = 8  # aioquic's and most stacks' length; learned from long headers
+        self._quic_recent: OrderedDict[bytes, tuple[frozenset[str], int]] = OrderedDict()
+        self._quic_unanswered: dict[int, list[int]] = {}  # conn -> to-server packets, no reply
+        self._quic_client_host: dict[int, str] = {}  # conn -> the client's address
+        self._tcp_last: OrderedDict[int, int] = OrderedDict()  # flow -> its last packet
         self._count = 0
 
     def feed(self, d: Decoded) -> list[Row]:
@@ -145,7 +313,7 @@ class Annotator:
                 "dst": d.endpoint("dst"), "proto": d.transport}
         if d.error and d.sport is None and d.icmp_type is None:
             return Row(**base, summary=d.error, action=Action.NONE, holders=(),
-                       state="not decoded: " + d.error)
+                       fact=Fact(Kind.NOT_DECODED, values={"error": d.error}))
         if d.proto == PROTO_UDP and self._is_dns(d):
             return self._dns(d, base)
         if d.proto == PROTO_UDP and (quic := self._quic_header(d)) is not None:
@@ -155,14 +323,13 @@ class Annotator:
             return Row(**base, summary=f"UDP {len(d.payload)} bytes" + (f" {text!r}" if text
                                                                          else ""),
                        action=Action.NONE, holders=(Holder.PACKET,),
-                       state="no connection: this datagram stands alone; only the receiver's "
-                             "port binding (its kernel) is needed")
+                       fact=Fact(Kind.UDP_DATAGRAM))
         if d.tcp is not None:
             return self._tcp(d, base)
         if d.icmp_type is not None:
             return self._icmp(d, base)
         return Row(**base, summary=d.error or "IP", action=Action.NONE, holders=(),
-                   state="not annotated")
+                   fact=Fact(Kind.NOT_ANNOTATED))
 
     # -- DNS -------------------------------------------------------------------------------
 
@@ -177,69 +344,69 @@ class Annotator:
         if msg is None:
             return Row(**base, summary=f"DNS? {len(d.payload)} bytes, malformed",
                        action=Action.MISSING, holders=(Holder.NOBODY,),
-                       state="not a DNS message: the receiver drops it, no state changes")
+                       fact=Fact(Kind.DNS_MALFORMED))
         qid, is_response, question, rcode, answers = msg
         src, dst = d.endpoint("src"), d.endpoint("dst")
         client, server = (dst, src) if is_response else (src, dst)
         self._flow = f"dns {client}↔{server}"
         self._extra = {"dns_id": qid, "dns_response": is_response, "dns_question": question}
         if not is_response:
-            key = (src, dst, qid)
-            first = self._pending.get(key)
-            if first is not None and first.question == question:
-                first.copies += 1
-                return Row(
-                    **base, summary=f"query {qid:#06x} {question} (again)",
-                    action=Action.USES, holders=(Holder.CLIENT_APP,),
-                    state=(f"retransmission {first.copies} of query #{first.number}, same id: "
-                           f"the client's retry timer fired; its retry count and timer live in "
-                           f"client app memory, no packet carries them"))
-            self._pending[key] = _Query(base["number"], d.time, question)
-            self._bound(self._pending)
-            return Row(
-                **base, summary=f"query {qid:#06x} {question}",
-                action=Action.CREATES, holders=(Holder.CLIENT_APP, Holder.CLIENT_KERNEL),
-                state=(f"pending query {qid:#06x} ({question}), waiting for {dst} → client app "
-                       f"memory; the answer can only land on {src}'s socket → client kernel; "
-                       f"the server holds nothing"))
+            return self._dns_query(d, base, qid, question)
         summary = f"answer {qid:#06x} {question} {rcode}" + (f" {answers}" if answers else "")
-        key = (dst, src, qid)
-        common = {**base, "summary": summary}
+        return self._dns_answer(d, {**base, "summary": summary}, qid, question)
+
+    def _dns_query(self, d: Decoded, base: dict, qid: int, question: str) -> Row:
+        src, dst = base["src"], base["dst"]
+        key = (src, dst, qid)
+        first = self._pending.get(key)
+        if first is not None and first.question == question:
+            first.copies += 1
+            return Row(**base, summary=f"query {qid:#06x} {question} (again)",
+                       action=Action.USES, holders=(Holder.CLIENT_APP,),
+                       fact=Fact(Kind.DNS_RETRANSMIT, (first.number,), f"{qid:#06x}",
+                                 values={"copies": first.copies}))
+        self._pending[key] = _Query(base["number"], d.time, question)
+        self._bound(self._pending)
+        return Row(**base, summary=f"query {qid:#06x} {question}", action=Action.CREATES,
+                   holders=(Holder.CLIENT_APP, Holder.CLIENT_KERNEL),
+                   fact=Fact(Kind.DNS_QUERY, (), f"{qid:#06x}",
+                             values={"question": question, "server": dst, "client": src}))
+
+    def _dns_answer(self, d: Decoded, common: dict, qid: int, question: str) -> Row:
+        src, dst = common["src"], common["dst"]
+        key, hexid = (dst, src, qid), f"{qid:#06x}"
         q = self._pending.get(key)
         if q is not None and q.question == question:
             del self._pending[key]
-            self._answered[key] = base["number"]
+            self._answered[key] = common["number"]
             self._bound(self._answered)
-            rtt = (d.time - q.time) * 1000
             copies = (f" after {q.copies} copies (which one was answered, no one can tell)"
                       if q.copies > 1 else "")
             return Row(**common, action=Action.ENDS, holders=(Holder.CLIENT_APP,),
-                       state=(f"client app memory matches it to query #{q.number} (source "
-                              f"{src}, id {qid:#06x}, question) and deletes the entry; RTT "
-                              f"{rtt:.0f} ms{copies}; the server kept nothing"))
+                       fact=Fact(Kind.DNS_MATCHED, (q.number,), hexid,
+                                 values={"server": src, "rtt_ms": (d.time - q.time) * 1000,
+                                         "copies": q.copies, "copies_note": copies}))
         if q is not None:
             return Row(**common, action=Action.MISSING, holders=(Holder.CLIENT_APP,),
-                       state=(f"id {qid:#06x} matches query #{q.number} but the question "
-                              f"({question}) does not ({q.question}) → client drops it"))
+                       fact=Fact(Kind.DNS_QUESTION_MISMATCH, (q.number,), hexid,
+                                 values={"question": question, "asked": q.question}))
         if key in self._answered:
             return Row(**common, action=Action.MISSING, holders=(Holder.NOBODY,),
-                       state=(f"id {qid:#06x} was already answered by #{self._answered[key]}: "
-                              f"the entry is gone → client drops it"))
+                       fact=Fact(Kind.DNS_ALREADY_ANSWERED, (self._answered[key],), hexid))
         same_id = [(k, v) for k, v in self._pending.items() if k[0] == dst and k[2] == qid]
         if same_id:
             (_, server, _), other = same_id[0]
             return Row(**common, action=Action.MISSING, holders=(Holder.CLIENT_APP,),
-                       state=(f"id {qid:#06x} is pending (query #{other.number}) but for "
-                              f"{server}, not {src} → client drops it (spoofed source?)"))
+                       fact=Fact(Kind.DNS_WRONG_SOURCE, (other.number,), hexid,
+                                 values={"server": server, "source": src}))
         waiting = [k[2] for k in self._pending if k[0] == dst and k[1] == src]
         if waiting:
             ids = ", ".join(f"{i:#06x}" for i in waiting[:4])
             return Row(**common, action=Action.MISSING, holders=(Holder.CLIENT_APP,),
-                       state=(f"no pending query has id {qid:#06x} (pending for {src}: {ids}) "
-                              f"→ client drops it (forged, or late)"))
+                       fact=Fact(Kind.DNS_UNKNOWN_ID, (), hexid,
+                                 values={"source": src, "pending": ids}))
         return Row(**common, action=Action.USES, holders=(Holder.CLIENT_APP,),
-                   state=(f"its query is not in this capture; the client matches it by source "
-                          f"{src}, id {qid:#06x} and question in its own memory"))
+                   fact=Fact(Kind.DNS_QUERY_UNSEEN, (), hexid, values={"source": src}))
 
     @staticmethod
     def _bound(table: OrderedDict) -> None:
@@ -262,69 +429,102 @@ class Annotator:
         path = frozenset((src, dst))
         base = {**base, "proto": "QUIC"}
         scid = f" SCID={h.scid.hex()}" if h.scid else ""
-        summary = f"{h.packet_type} DCID={h.dcid.hex()}{scid}" + (
+        base["summary"] = f"{h.packet_type} DCID={h.dcid.hex()}{scid}" + (
             f" token={len(h.token)}B" if h.token else "")
         if h.packet_type == "Version Negotiation":
-            return Row(**base, summary=summary, action=Action.NONE, holders=(Holder.PACKET,),
-                       state="the server keeps nothing: it lists the versions it speaks")
+            return Row(**base, action=Action.NONE, holders=(Holder.PACKET,),
+                       fact=Fact(Kind.QUIC_VERSION_NEGOTIATION))
         if h.scid:
             self._quic_cid_len = len(h.scid) or self._quic_cid_len
-        conn = self._quic_cids.get(h.dcid, self._quic_paths.get(path))
         self._extra = {"quic_type": h.packet_type, "quic_dcid": h.dcid.hex(),
                        "quic_scid": h.scid.hex() if h.scid is not None else None}
         if h.packet_type == "Initial" and dst not in self._quic_servers and \
                 src not in self._quic_servers:
             self._quic_servers.add(dst)
         to_server = dst in self._quic_servers
-        receiver, sender = ("server", "client") if to_server else ("client", "server")
-        notes = []
+        relay = self._relayed_copy(d.payload, path, base["number"])
+        conn = self._quic_cids.get(h.dcid, self._quic_paths.get(path))
+        also: list[Kind] = [Kind.QUIC_RELAYED] if relay else []
         if conn is None:
             self._quic_count += 1
             conn = self._quic_count
         elif h.dcid not in self._quic_cids and not h.long:
-            notes.append("a DCID new to this capture on a known path: the connection switched "
-                         "to a CID issued in an encrypted NEW_CONNECTION_ID (rotation)")
+            also.append(Kind.QUIC_ROTATION)
         if path not in self._quic_paths and self._quic_paths and not h.long \
-                and h.dcid in self._quic_cids:
-            notes.append(f"a new path ({src if to_server else dst}) with a known DCID: found by "
-                         f"CID, not by 4-tuple (migration)")
+                and h.dcid in self._quic_cids and not relay:
+            also.append(Kind.QUIC_MIGRATION)
         self._quic_paths[path] = conn
         self._quic_cids.setdefault(h.dcid, conn)
         self._flow = f"quic {conn}"
-        holders_rx = Holder.SERVER_APP if to_server else Holder.CLIENT_APP
-        extra = ("; " + "; ".join(notes)) if notes else ""
+        values = {"conn": conn, "dcid": h.dcid.hex(), "address": src if to_server else dst,
+                  "receiver": "server" if to_server else "client"}
+        row = self._quic_row(base, h, conn, to_server, Fact(
+            Kind.QUIC_LOOKUP, (relay,) if relay else (), h.dcid.hex(), also=tuple(also),
+            values=values))
+        self._track_replies(row, conn, to_server, src)
+        return row
+
+    def _quic_row(self, base: dict, h: QuicHeader, conn: int, to_server: bool,
+                  lookup: Fact) -> Row:
+        values = lookup.values
         if h.packet_type == "Retry":
             if h.scid:
                 self._quic_cids[h.scid] = conn
-            return Row(**base, summary=summary, action=Action.NONE, holders=(Holder.TOKEN,),
-                       state=("the server keeps NOTHING for this client: the token holds its "
-                              "address and original DCID, and comes back in the next Initial "
-                              "(like a JWT)"))
+            return Row(**base, action=Action.NONE, holders=(Holder.TOKEN,),
+                       fact=Fact(Kind.QUIC_RETRY, key=h.dcid.hex()))
         if h.packet_type == "Initial" and to_server and conn not in self._quic_keyed:
             known = h.scid in self._quic_cids
             if h.scid:
                 self._quic_cids[h.scid] = conn
             if h.token:
-                return Row(**base, summary=summary, action=Action.USES,
-                           holders=(Holder.TOKEN, Holder.SERVER_APP),
-                           state=(f"the echoed token brings back the state the server did not "
-                                  f"keep; only now does it create connection #{conn}"))
+                return Row(**base, action=Action.USES, holders=(Holder.TOKEN, Holder.SERVER_APP),
+                           fact=Fact(Kind.QUIC_TOKEN_ECHO, key=h.dcid.hex(), values=values))
             if not known:
-                return Row(
-                    **base, summary=summary, action=Action.CREATES, holders=(Holder.CLIENT_APP,),
-                    state=(f"client's table gets key {h.scid.hex() if h.scid else '?'} (client "
-                           f"app memory) for connection #{conn}; the DCID is random: no server "
-                           f"entry has it yet"))
+                return Row(**base, action=Action.CREATES, holders=(Holder.CLIENT_APP,),
+                           fact=Fact(Kind.QUIC_CLIENT_KEY, key=h.scid.hex() if h.scid else "?",
+                                     values=values))
         if h.long and h.scid and not to_server and h.scid not in self._quic_cids:
             self._quic_cids[h.scid] = conn
             self._quic_keyed.add(conn)
-            return Row(**base, summary=summary, action=Action.CREATES,
-                       holders=(Holder.SERVER_APP,),
-                       state=(f"server's table gets key {h.scid.hex()} (server app memory) for "
-                              f"connection #{conn}; DCID {h.dcid.hex()} is the client's key"))
-        return Row(**base, summary=summary, action=Action.USES, holders=(holders_rx,),
-                   state=(f"DCID {h.dcid.hex()} is the key of the {receiver}'s connection table "
-                          f"({receiver} app memory) → connection #{conn}{extra}"))
+            return Row(**base, action=Action.CREATES, holders=(Holder.SERVER_APP,),
+                       fact=Fact(Kind.QUIC_SERVER_KEY, key=h.scid.hex(), values=values))
+        holder = Holder.SERVER_APP if to_server else Holder.CLIENT_APP
+        return Row(**base, action=Action.USES, holders=(holder,),
+                   fact=lookup)
+
+    def _relayed_copy(self, payload: bytes, path: frozenset[str], number: int) -> int:
+        """The packet number of the same datagram seen just before on another path (a relay
+        forwards the bytes unchanged), or 0."""
+        seen = self._quic_recent.get(payload)
+        self._quic_recent[payload] = (path, number)
+        while len(self._quic_recent) > WINDOW:
+            self._quic_recent.popitem(last=False)
+        return seen[1] if seen is not None and seen[0] != path else 0
+
+    def _track_replies(self, row: Row, conn: int, to_server: bool, client: str) -> None:
+        """Remember a connection's packets to the server that no reply has followed; when the
+        same client starts a new connection, those were dropped by a server that forgot it."""
+        if not to_server:
+            self._quic_unanswered.pop(conn, None)
+            return
+        if row.fact.kind is Kind.QUIC_LOOKUP and not row.fact.shows(Kind.QUIC_RELAYED):
+            self._quic_unanswered.setdefault(conn, []).append(row.number)
+            return
+        if row.fact.kind is Kind.QUIC_CLIENT_KEY:
+            host = client.rsplit(":", 1)[0]
+            for old, numbers in list(self._quic_unanswered.items()):
+                if old != conn and self._quic_client_host.get(old) == host:
+                    self._amend_forgotten(numbers, row.number)
+                    del self._quic_unanswered[old]
+            self._quic_client_host[conn] = host
+
+    def _amend_forgotten(self, numbers: list[int], new_handshake: int) -> None:
+        wanted = set(numbers)
+        for i, (row, d) in enumerate(self._window):
+            if row.number in wanted:
+                fact = replace(row.fact, kind=Kind.QUIC_FORGOTTEN, refs=(new_handshake,), also=())
+                self._window[i] = (replace(row, action=Action.MISSING,
+                                           holders=(Holder.NOBODY,), fact=fact), d)
 
     # -- TCP -------------------------------------------------------------------------------
 
@@ -334,52 +534,58 @@ class Annotator:
         self._flow = f"tcp {view.flow}"
         flags = "/".join(tcp.flag_names()) or "none"
         ack = f" ack={view.rel_ack}" if view.rel_ack is not None else ""
-        summary = f"[{flags}] seq={view.rel_seq}{ack} len={view.length}"
+        base["summary"] = f"[{flags}] seq={view.rel_seq}{ack} len={view.length}"
         http = _http_line(d.payload)
         if http:
-            summary += f" {http}"
+            base["summary"] += f" {http}"
             self._extra["http"] = http
         dns_tcp = _parse_dns(d.payload[2:]) if 53 in (d.sport, d.dport) and len(d.payload) > 14 \
             else None
         if dns_tcp is not None:  # RFC 1035 section 4.2.2: a two-byte length, then the message
             qid, is_response, question, rcode, _ = dns_tcp
-            summary += f" DNS {'answer' if is_response else 'query'} {qid:#06x} {question}"
+            base["summary"] += f" DNS {'answer' if is_response else 'query'} {qid:#06x} {question}"
             self._extra = {"dns_id": qid, "dns_response": is_response, "dns_question": question}
+        self._extra["tcp_len"] = view.length
         sender = view.sender_role.value
         receiver = "server" if sender == "client" else "client"
-        moves = "; ".join(f"{t.role.value} {t.old.value}→{t.new.value}"
-                          for t in view.transitions)
-        moved = f" [{moves}]" if moves else ""
+        values = {"sender": sender, "receiver": receiver,
+                  "states_known": view.states_known, "seq": view.rel_seq,
+                  "expects": view.expects}
+        moves = view.transitions if view.states_known else ()
         if not view.in_window:
-            return Row(**base, summary=summary, action=Action.MISSING,
-                       holders=(Holder.NOBODY,),
-                       state=(f"seq {view.rel_seq} is far outside what the {receiver} kernel "
-                              f"expects ({view.expects}): no connection state fits it, so it is "
-                              f"not delivered (the kernel may answer with an ACK)"))
+            return Row(**base, action=Action.MISSING, holders=(Holder.NOBODY,),
+                       fact=Fact(Kind.TCP_OUT_OF_WINDOW, values=values))
         if tcp.flags & 0x04:
-            return Row(**base, summary=summary, action=Action.MISSING,
-                       holders=(Holder.NOBODY,),
-                       state=(f"RST: the {sender} kernel has no connection for this 4-tuple "
-                              f"(or drops it now){moved}"))
+            if not view.states_known and view.first_from_sender:
+                answered = self._tcp_last.get(view.flow, 0)
+                return Row(**base, action=Action.MISSING, holders=(Holder.NOBODY,),
+                           fact=Fact(Kind.TCP_RST_NO_CONNECTION,
+                                     (answered,) if answered else (), values={
+                                         **values, "sender": base["src"]}))
+            return Row(**base, action=Action.MISSING, holders=(Holder.NOBODY,),
+                       fact=Fact(Kind.TCP_RST, moves=moves, values=values))
+        self._tcp_last[view.flow] = base["number"]
+        self._bound_tcp_last()
         holders = (Holder.CLIENT_KERNEL, Holder.SERVER_KERNEL)
         if tcp.flags & 0x02:
             who = "client kernel creates" if not tcp.flags & 0x10 else "server kernel holds"
-            return Row(**base, summary=summary, action=Action.CREATES, holders=holders,
-                       state=(f"{who} a connection entry keyed by the 4-tuple, with its initial "
-                              f"sequence number{moved}"))
-        flight = (f"{view.in_flight} B in flight {sender}→{receiver}; "
-                  if view.in_flight else "")
-        expects = f"{receiver} kernel expects seq {view.expects} next"
+            return Row(**base, action=Action.CREATES, holders=holders,
+                       fact=Fact(Kind.TCP_OPEN, moves=moves, values={**values, "who": who}))
+        values["flight"] = (f"{view.in_flight} B in flight {sender}→{receiver}; "
+                            if view.in_flight else "")
+        values["expects"] = f"{receiver} kernel expects seq {view.expects} next"
         if http:
-            action, http_holders, where = _http_state(d.payload)
-            return Row(**base, summary=summary, action=action,
-                       holders=(*http_holders, *holders),
-                       state=(f"{where}; the connection itself is the kernels': "
-                              f"{flight}{expects}{moved}"))
-        action = Action.ENDS if tcp.flags & 0x01 or any(
-            t.new.value in ("CLOSED", "TIME_WAIT") for t in view.transitions) else Action.USES
-        return Row(**base, summary=summary, action=action, holders=holders,
-                   state=f"{flight}{expects}{moved}")
+            kind, action, http_holders = _http_state(d.payload)
+            return Row(**base, action=action, holders=(*http_holders, *holders),
+                       fact=Fact(kind, moves=moves, values=values))
+        ends = tcp.flags & 0x01 or any(t.new.value in ("CLOSED", "TIME_WAIT") for t in moves)
+        return Row(**base, action=Action.ENDS if ends else Action.USES, holders=holders,
+                   fact=Fact(Kind.TCP_CLOSE if ends else Kind.TCP_SEGMENT, moves=moves,
+                             values=values))
+
+    def _bound_tcp_last(self) -> None:
+        while len(self._tcp_last) > MAX_PENDING:
+            self._tcp_last.popitem(last=False)
 
     # -- ICMP ------------------------------------------------------------------------------
 
@@ -390,30 +596,27 @@ class Annotator:
         name = "ICMPv6" if v6 else "ICMP"
         if q is None or not unreachable:
             return Row(**base, summary=f"{name} type {d.icmp_type} code {d.icmp_code}",
-                       action=Action.NONE, holders=(), state="control message")
-        dport = q.dport
-        target = f"{q.dst}:{dport}"
+                       action=Action.NONE, holders=(), fact=Fact(Kind.ICMP_OTHER))
+        target = f"{q.dst}:{q.dport}"
         origin = f"{q.src}:{q.sport}"
         cause = self._amend_cause(origin, target, base["number"])
-        about = f" (#{cause})" if cause else ""
         return Row(**base, summary=f"{name} port unreachable for {origin} → {target}",
                    action=Action.MISSING, holders=(Holder.NOBODY,),
-                   state=(f"no socket is bound to {target}: the kernel there answers the datagram"
-                          f"{about} with this error; nobody holds the state it was for"))
+                   fact=Fact(Kind.ICMP_PORT_UNREACHABLE, (cause,) if cause else (), target,
+                             values={"target": target,
+                                     "about": f" (#{cause})" if cause else ""}))
 
     def _amend_cause(self, origin: str, target: str, icmp_number: int) -> int | None:
         """Find the datagram this ICMP error is about in the window and rewrite its row."""
         for i in range(len(self._window) - 1, -1, -1):
             row, d = self._window[i]
             if row.src == origin and row.dst == target and d.proto == PROTO_UDP:
-                state = (f"arrives at {target}, where no socket is bound any more: the kernel "
-                         f"answers with ICMP port unreachable (#{icmp_number})")
-                if row.proto == "DNS" and row.action is Action.ENDS:
-                    state = (f"would match a pending query, but the client closed its socket: "
-                             f"nobody holds the entry, and {target} is unbound; the kernel "
-                             f"answers with ICMP port unreachable (#{icmp_number})")
+                kind = Kind.DNS_TO_CLOSED_SOCKET if row.proto == "DNS" and \
+                    row.action is Action.ENDS else Kind.UDP_TO_CLOSED_PORT
+                fact = Fact(kind, (icmp_number, *row.fact.refs), row.fact.key,
+                            values={**row.fact.values, "target": target})
                 self._window[i] = (replace(row, action=Action.MISSING,
-                                           holders=(Holder.NOBODY,), state=state), d)
+                                           holders=(Holder.NOBODY,), fact=fact), d)
                 return row.number
         return None
 
@@ -422,25 +625,19 @@ _HTTP_STARTS = (b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"PATCH ", b"O
                 b"HTTP/1.")
 
 
-def _http_state(payload: bytes) -> tuple[Action, tuple[Holder, ...], str]:
+def _http_state(payload: bytes) -> tuple[Kind, Action, tuple[Holder, ...]]:
     """Where an HTTP message's application state is: in it, or looked up by a key it carries."""
     head = payload.split(b"\r\n\r\n", 1)[0].decode("latin-1").lower()
     lines = head.split("\r\n")
     headers = {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
     if headers.get("authorization", "").startswith("bearer "):
-        return (Action.USES, (Holder.TOKEN,),
-                "state came WITH the request: a signed token (who you are, until when); no "
-                "lookup needed to know the user")
+        return Kind.HTTP_TOKEN, Action.USES, (Holder.TOKEN,)
     if "set-cookie" in head and "sessionid=" in head:
-        return (Action.CREATES, (Holder.SERVER_APP, Holder.SHARED_STORE),
-                "creates a session: the client gets only its key (cookie sessionId); the "
-                "session stays in the server's memory or a shared store")
+        return Kind.HTTP_SESSION_CREATED, Action.CREATES, (Holder.SERVER_APP,
+                                                           Holder.SHARED_STORE)
     if "sessionid=" in headers.get("cookie", ""):
-        return (Action.USES, (Holder.SERVER_APP, Holder.SHARED_STORE),
-                "state is LOOKED UP by the key it carries (cookie sessionId) in whatever holds "
-                "sessions: this backend's memory or a shared store")
-    return (Action.USES, (Holder.PACKET,),
-            "HTTP: the message carries its own state (URL, headers, body)")
+        return Kind.HTTP_SESSION_LOOKUP, Action.USES, (Holder.SERVER_APP, Holder.SHARED_STORE)
+    return Kind.HTTP_SELF_CONTAINED, Action.USES, (Holder.PACKET,)
 
 
 def _printable(payload: bytes, limit: int = 40) -> str | None:

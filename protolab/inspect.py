@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from protolab import __version__
-from protolab.annotate import DNS_PORTS, Action, Annotator, Row
+from protolab.annotate import DNS_PORTS, Action, Annotator, Kind, Row
 from protolab.packets import decode
 from protolab.pcap import PcapError, read_pcap
 from protolab.tcp import Flow as TcpFlow
@@ -169,6 +169,8 @@ def row_json(row: Row) -> str:
                        "dst": row.dst, "proto": row.proto, "summary": row.summary,
                        "action": row.action.value, "holders": [h.value for h in row.holders],
                        "state": row.state, "flow": row.fields.get("flow_number"),
+                       "fact": row.fact.kind.value, "refs": list(row.fact.refs),
+                       "also": [k.value for k in row.fact.also],
                        "fields": {k: v for k, v in row.fields.items() if k != "flow_number"}},
                       ensure_ascii=False)
 
@@ -191,6 +193,8 @@ class Flow:
     unmatched: list[str] = field(default_factory=list)  #: DNS answers that matched nothing
     late: list[str] = field(default_factory=list)  #: matched, but the client had gone
     tcp_number: int | None = None
+    migrations: list[int] = field(default_factory=list)  #: QUIC: packets found by CID on a new path
+    relayed: list[int] = field(default_factory=list)  #: QUIC: the same datagram on another path
 
 
 #: Conversations remembered at once in the packet views: memory stays flat however long the file.
@@ -257,12 +261,16 @@ class FlowTable:
         dcid = row.fields.get("quic_dcid")
         if dcid and dcid not in flow.cids:
             flow.cids.append(dcid)
+        if row.shows(Kind.QUIC_MIGRATION):
+            flow.migrations.append(row.number)
+        if row.shows(Kind.QUIC_RELAYED):
+            flow.relayed.append(row.number)
         if "dns_id" in row.fields:
             qid = row.fields["dns_id"]
             if not row.fields.get("dns_response"):
                 flow.queries[qid] = row.time
             elif qid in flow.queries and (row.action is Action.ENDS
-                                          or "closed its socket" in row.state):
+                                          or row.shows(Kind.DNS_TO_CLOSED_SOCKET)):
                 flow.latencies_ms.append((row.time - flow.queries.pop(qid)) * 1000)
                 if row.action is not Action.ENDS:
                     flow.late.append(f"{qid:#06x}")
@@ -290,21 +298,33 @@ class FlowTable:
                              + ", ".join(flow.unmatched[:5]))
             return "; ".join(parts)
         if flow.kind == "quic":
-            moved = " (migrated: one connection found by CID across paths)" \
-                if len(flow.paths) > 1 else ""
-            return (f"{len(flow.paths)} path(s): " + "; ".join(flow.paths) + moved
-                    + f"; DCIDs seen: {len(flow.cids)}")
+            return _describe_quic(flow)
         return ", ".join(f"{d}: {b} B" for d, b in flow.bytes_each_way.items())
+
+
+def _describe_quic(flow: Flow) -> str:
+    notes = []
+    if flow.migrations:
+        notes.append(f"migrated: one connection found by CID on a new path (#{flow.migrations[0]})")
+    if flow.relayed:
+        notes.append(f"relayed: the same datagrams forwarded on a second path by a middlebox "
+                     f"(#{flow.relayed[0]}), not a migration")
+    extra = f" ({'; '.join(notes)})" if notes else ""
+    return (f"{len(flow.paths)} path(s): " + "; ".join(flow.paths) + extra
+            + f"; DCIDs seen: {len(flow.cids)}")
 
 
 def _describe_tcp(tcp: TcpFlow | None) -> str:
     if tcp is None:
         return ""
+    if not tcp.handshake_seen:
+        return ("joined mid-stream (no handshake in this capture): states unknown, client and "
+                "server guessed from the ports")
     moves = tcp.transitions
     handshake = any(t.new.value == "SYN_SENT" for t in moves)
     fins = [t for t in moves if t.event.name == "SEND_FIN"]
     rst = any(t.event.name in ("SEND_RST", "RECV_RST") for t in moves)
-    parts = ["handshake seen" if handshake else "joined mid-stream (no handshake)"]
+    parts = ["handshake seen" if handshake else "the SYN/ACK without its SYN"]
     if fins:
         parts.append(f"{fins[0].role.value} closed first")
     if rst:

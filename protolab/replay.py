@@ -9,16 +9,17 @@ kernel's own record).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from protolab.annotate import Action, Row, annotate_file
+from protolab.annotate import Action, Kind, Row, annotate_file
 from protolab.inspect import format_rows
+from protolab.observe import StateRow, explain
 from protolab.paths import reference_capture, reference_file
-from protolab.report import indent, print_where, table
+from protolab.report import indent, print_state_table, table
 from protolab.story import Finding, check, counter_replies, dns_answers, dns_queries, packets_text
+from protolab.tcp import RST
 
 Out = Callable[[str], None]
 DEMOS = ("dns-demo", "tcp-demo", "udp-demo", "quic-demo")
@@ -54,10 +55,12 @@ class ReplayResult:
     path: Path
     rows: list[Row]
     findings: list[Finding]
+    where: list[StateRow]
 
     @property
     def complete(self) -> bool:
-        return all(f.shown for f in self.findings)
+        return all(f.shown for f in self.findings) and not any(r.outcome.failed
+                                                               for r in self.where)
 
 
 def replay(demo: str, path: str | Path | None = None, out: Out = print,
@@ -83,20 +86,20 @@ def replay(demo: str, path: str | Path | None = None, out: Out = print,
     out("\nOnly a live run shows (run the demo itself, as root for the capture):")
     for item in LIVE_ONLY[demo]:
         out(f"   - {item}")
-    print_where(_where(demo), out)
-    return ReplayResult(demo, path, rows, findings)
+    title, where = where_from_capture(demo, rows)
+    print_state_table(f"{title} (from the packets of this capture)", where, out)
+    return ReplayResult(demo, path, rows, findings, where)
 
 
-def _where(demo: str) -> tuple[str, tuple[tuple[str, str, str], ...]]:
-    if demo == "dns-demo":
-        from protolab.dnsdemo import WHERE_STATE_LIVES
-    elif demo == "tcp-demo":
-        from protolab.tcpdemo import WHERE_STATE_LIVES
-    elif demo == "udp-demo":
-        from protolab.udpdemo import WHERE_STATE_LIVES
-    else:
-        from protolab.quicdemo import WHERE_STATE_LIVES
-    return WHERE_STATE_LIVES
+def where_from_capture(demo: str, rows: Sequence[Row]) -> tuple[str, list[StateRow]]:
+    """The demo's "where state lives" rows filled from the packets (live-run-only rows marked)."""
+    from importlib import import_module
+
+    module = import_module(f"protolab.{demo.replace('-', '')}")
+    if not hasattr(module, "where_from_capture"):  # TEMPORARY until every demo has it
+        title, old = module.WHERE_STATE_LIVES
+        return title, [StateRow(s, h, "-", explain(s, lost)) for s, h, lost in old]
+    return module.WHERE_TITLE, module.where_from_capture(rows)
 
 
 # -- the demo's own tables, rebuilt from packets -----------------------------------------------
@@ -129,9 +132,6 @@ def dns_tables(rows: Sequence[Row], out: Out) -> None:
             out(f"   #{r.number} id {r.fields['dns_id']:#06x} from {r.src}: {r.state}")
 
 
-_BRACKET = re.compile(r"\[([^\]]*)\]\s*$")
-
-
 def tcp_tables(rows: Sequence[Row], out: Out) -> None:
     tcp = [r for r in rows if r.proto == "TCP"]
     if not tcp:
@@ -140,10 +140,9 @@ def tcp_tables(rows: Sequence[Row], out: Out) -> None:
     client = first[0].src
     timeline = []
     for r in first:
-        m = _BRACKET.search(r.state)
         who = "client→server" if r.src == client else "server→client"
-        timeline.append((f"{r.time * 1000:.3f}", f"#{r.number} {who} {r.summary}",
-                         m.group(1) if m else ""))
+        moves = "; ".join(f"{t.role.value} {t.old.value}→{t.new.value}" for t in r.fact.moves)
+        timeline.append((f"{r.time * 1000:.3f}", f"#{r.number} {who} {r.summary}", moves))
     out("\n2. Timeline of connection 1: each packet and the transitions protolab's model "
         "derives from it (the kernel's own column needs a live run):")
     out(indent(table(timeline, ("ms", "packet", "model (from the packet)"))))
@@ -181,13 +180,13 @@ def udp_tables(rows: Sequence[Row], out: Out) -> None:
 
 def quic_tables(rows: Sequence[Row], out: Out) -> None:
     quic = [r for r in rows if r.fields.get("quic_dcid")]
-    firsts = [r for r in quic if r.action is Action.CREATES and "client's table" in r.state]
+    firsts = [r for r in quic if r.shows(Kind.QUIC_CLIENT_KEY)]
     servers = {r.fields["dport"] for r in firsts}
     keys: dict[tuple[str, str], list[int]] = {}
     for r in quic:
         if r in firsts:
             held = "nobody yet (the client's random first DCID)"
-        elif "echoed token" in r.state:
+        elif r.shows(Kind.QUIC_TOKEN_ECHO):
             held = "nobody yet (the server kept nothing; the token carries it)"
         else:
             held = ("server" if r.fields.get("dport") in servers else "client") + " app memory"
@@ -197,8 +196,9 @@ def quic_tables(rows: Sequence[Row], out: Out) -> None:
             "the side the packet goes to):")
         out(indent(table([(d, held, len(v), f"#{v[0]}") for (d, held), v in keys.items()],
                          ("DCID (the key)", "table", "packets", "first"))))
-    moved = next((r for r in rows if "migration" in r.state), None)
-    rst = next((r for r in rows if r.proto == "TCP" and r.summary.startswith("[RST")), None)
+    moved = next((r for r in rows if r.shows(Kind.QUIC_MIGRATION)), None)
+    rst = next((r for r in rows if r.proto == "TCP" and r.fields.get("tcp_flags", 0) & RST),
+               None)
     if moved or rst:
         out("\n3. The same move for QUIC and for TCP:")
         out(indent(table([

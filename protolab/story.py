@@ -14,7 +14,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from protolab.annotate import Action, Row
+from protolab.annotate import Action, Kind, Row
+from protolab.tcp import ACK, FIN, RST, SYN, TcpState
 from protolab.udp import Reply, parse_reply
 
 Finder = Callable[[Sequence[Row]], list[int]]
@@ -75,12 +76,12 @@ def dns_out_of_order(rows: Sequence[Row]) -> list[int]:
 def dns_forged_id(rows: Sequence[Row]) -> list[int]:
     server = dns_queries(rows)[0].dst if dns_queries(rows) else None
     return [r.number for r in dns_answers(rows) if r.src == server
-            and r.action is Action.MISSING and "no pending query has id" in r.state]
+            and r.shows(Kind.DNS_UNKNOWN_ID)]
 
 
 def dns_wrong_source(rows: Sequence[Row]) -> list[int]:
     return [r.number for r in dns_answers(rows)
-            if r.action is Action.MISSING and "spoofed source" in r.state]
+            if r.shows(Kind.DNS_WRONG_SOURCE)]
 
 
 def dns_real_answer_after_forgeries(rows: Sequence[Row]) -> list[int]:
@@ -94,69 +95,72 @@ def dns_real_answer_after_forgeries(rows: Sequence[Row]) -> list[int]:
 
 
 def dns_closed_socket(rows: Sequence[Row]) -> list[int]:
-    late = next((r for r in dns_answers(rows) if "closed its socket" in r.state), None)
-    icmp = next((r for r in rows if late and r.proto == "ICMP" and r.number > late.number
-                 and f"#{late.number}" in r.state), None)
+    late = next((r for r in dns_answers(rows) if r.shows(Kind.DNS_TO_CLOSED_SOCKET)), None)
+    icmp = next((r for r in rows if late and r.shows(Kind.ICMP_PORT_UNREACHABLE)
+                 and r.number > late.number and late.number in r.fact.refs), None)
     return [late.number, icmp.number] if late and icmp else []
 
 
 # -- TCP ------------------------------------------------------------------------------------------
 
 
-def _with(rows: Sequence[Row], text: str) -> list[int]:
-    return [r.number for r in rows if text in r.state]
+def _with(rows: Sequence[Row], kind: Kind) -> list[int]:
+    return [r.number for r in rows if r.shows(kind)]
+
+
+def _moved(rows: Sequence[Row], old: TcpState, new: TcpState) -> list[int]:
+    """Packets whose model transitions include old → new (on either side)."""
+    return [r.number for r in rows if any(t.old is old and t.new is new for t in r.fact.moves)]
+
+
+def _flags(r: Row) -> int:
+    return r.fields.get("tcp_flags", 0)
 
 
 def tcp_handshake(rows: Sequence[Row]) -> list[int]:
     first = [r for r in rows if r.proto == "TCP"][:3]
-    kinds = [r.summary.split("]")[0] for r in first]
+    kinds = [_flags(r) & (SYN | ACK | FIN | RST) for r in first]
     same = len({r.flow for r in first}) == 1
-    return [r.number for r in first] if same and kinds == ["[SYN", "[SYN/ACK", "[ACK"] else []
+    return [r.number for r in first] if same and kinds == [SYN, SYN | ACK, ACK] else []
 
 
 def tcp_close(rows: Sequence[Row]) -> list[int]:
     """The first connection closes: CLOSE_WAIT on one side, TIME_WAIT on the side that closed."""
-    wait = _with(rows, "ESTABLISHED→CLOSE_WAIT")[:1]
-    timewait = _with(rows, "FIN_WAIT_2→TIME_WAIT")[:1]
+    wait = _moved(rows, TcpState.ESTABLISHED, TcpState.CLOSE_WAIT)[:1]
+    timewait = _moved(rows, TcpState.FIN_WAIT_2, TcpState.TIME_WAIT)[:1]
     return wait + timewait if wait and timewait else []
 
 
 def tcp_killed_server(rows: Sequence[Row]) -> list[int]:
     """A server that closed (its process killed) answers the client's next data with RST."""
     for r in rows:
-        if r.summary.startswith("[RST") and r.action is Action.MISSING:
+        if r.shows(Kind.TCP_RST):
             before = [p for p in rows if p.flow == r.flow and p.number < r.number]
-            fin = [p.number for p in before if p.summary.startswith("[FIN") and p.src == r.src]
-            data = [p.number for p in before if p.src == r.dst and " len=0" not in p.summary]
+            fin = [p.number for p in before if _flags(p) & FIN and p.src == r.src]
+            data = [p.number for p in before if p.src == r.dst and p.fields.get("tcp_len")]
             if fin and data and data[-1] > fin[0]:
                 return [fin[0], data[-1], r.number]
     return []
 
 
 def tcp_forged_segment(rows: Sequence[Row]) -> list[int]:
-    forged = next((r for r in rows if "far outside" in r.state), None)
+    forged = next((r for r in rows if r.shows(Kind.TCP_OUT_OF_WINDOW)), None)
     reply = next((r for r in rows if forged and r.number > forged.number and r.src == forged.dst
                   and r.dst == forged.src), None)
-    ok = forged is not None and reply is not None and reply.summary.startswith("[ACK]")
+    ok = forged is not None and reply is not None and \
+        _flags(reply) & (SYN | ACK | FIN | RST) == ACK
     return [forged.number, reply.number] if ok else []
 
 
 def tcp_no_socket_rst(rows: Sequence[Row]) -> list[int]:
-    """An ACK to a port with no socket, and the RST from that port."""
-    for r in rows:
-        if r.summary.startswith("[RST"):
-            ack = next((p for p in rows if p.number < r.number and p.src == r.dst
-                        and p.dst == r.src and p.summary.startswith("[ACK]")
-                        and not any(q.flow == p.flow and q.summary.startswith("[SYN")
-                                    for q in rows)), None)
-            if ack:
-                return [ack.number, r.number]
-    return []
+    """A segment to a port with no socket, and the RST that says no connection existed."""
+    rst = next((r for r in rows if r.shows(Kind.TCP_RST_NO_CONNECTION) and r.fact.refs), None)
+    return [rst.fact.refs[0], rst.number] if rst else []
 
 
 def tcp_new_four_tuple(rows: Sequence[Row]) -> list[int]:
     """A reconnect: two handshakes from different source ports to the same server port."""
-    syns = [r for r in rows if r.summary.startswith("[SYN]")]
+    syns = [r for r in rows if _flags(r) & (SYN | ACK) == SYN]
     http_flows = {r.flow for r in rows if r.fields.get("http")}  # those are step "http"
     for a in syns:
         for b in syns:
@@ -217,7 +221,7 @@ def udp_total_survives_restart(rows: Sequence[Row]) -> list[int]:
 
 def udp_icmp(rows: Sequence[Row]) -> list[int]:
     server = _udp_server(rows)
-    icmp = [r.number for r in rows if r.proto == "ICMP" and server and server in r.summary]
+    icmp = [r.number for r in rows if r.shows(Kind.ICMP_PORT_UNREACHABLE) and r.fact.key == server]
     return icmp if len(icmp) >= 2 else []
 
 
@@ -236,26 +240,25 @@ def quic_headers(rows: Sequence[Row]) -> list[int]:
 
 
 def quic_migration(rows: Sequence[Row]) -> list[int]:
-    moved = next((r for r in rows if "migration" in r.state), None)
+    moved = next((r for r in rows if r.shows(Kind.QUIC_MIGRATION)), None)
     return [moved.number] if moved and moved.src.split(":")[0] != "127.0.0.1" else []
 
 
 def quic_tcp_moved_gets_rst(rows: Sequence[Row]) -> list[int]:
-    rst = next((r for r in rows if r.proto == "TCP" and r.summary.startswith("[RST")), None)
+    rst = next((r for r in rows if r.proto == "TCP" and _flags(r) & RST), None)
     return [rst.number] if rst else []
 
 
 def quic_retry_token(rows: Sequence[Row]) -> list[int]:
-    retry = next((r for r in rows if r.fields.get("quic_type") == "Retry"), None)
+    retry = next((r for r in rows if r.shows(Kind.QUIC_RETRY)), None)
     echo = next((r for r in rows if retry and r.number > retry.number
-                 and "echoed token" in r.state), None)
+                 and r.shows(Kind.QUIC_TOKEN_ECHO)), None)
     return [retry.number, echo.number] if retry and echo else []
 
 
 def quic_new_connection(rows: Sequence[Row]) -> list[int]:
     """After the restart a second connection starts: a new Initial from the client, new CIDs."""
-    starts = [r.number for r in rows if r.fields.get("quic_type") == "Initial"
-              and r.action is Action.CREATES and "client's table" in r.state]
+    starts = [r.number for r in rows if r.shows(Kind.QUIC_CLIENT_KEY)]
     return starts[:2] if len(starts) >= 2 else []
 
 
@@ -299,7 +302,7 @@ STORIES: dict[str, tuple[Step, ...]] = {
         Step("headers", "Initial and Handshake long headers and 1-RTT short headers, each with "
                         "a DCID", quic_headers),
         Step("rotation", "the client switches to a new DCID (rotation) and the stream goes on",
-             lambda rows: _with(rows, "rotation")[:1]),
+             lambda rows: _with(rows, Kind.QUIC_ROTATION)[:1]),
         Step("migration", "the same connection continues from another address (migration), "
                           "found by its DCID", quic_migration),
         Step("tcp-moved", "a TCP segment moved the same way gets RST", quic_tcp_moved_gets_rst),

@@ -105,6 +105,7 @@ class Endpoint:
     snd_nxt: int | None = None  #: SND.NXT: next sequence number it will send (absolute)
     snd_una: int | None = None  #: SND.UNA: oldest of its bytes the peer has not acknowledged
     rcv_nxt: int | None = None  #: RCV.NXT: next sequence number it expects from the peer
+    sent: int = 0  #: segments seen from it
 
 
 @dataclass
@@ -113,6 +114,7 @@ class Flow:
     server: Endpoint
     number: int  #: flow number, in order of first packet
     transitions: list[Transition] = field(default_factory=list)
+    handshake_seen: bool = True  #: False: joined mid-stream: states unknown, roles guessed
 
     def side(self, addr: str) -> tuple[Endpoint, Endpoint]:
         return (self.client, self.server) if addr == self.client.addr else \
@@ -132,6 +134,8 @@ class SegmentView:
     expects: int  #: relative sequence number the receiver's kernel expects next (its RCV.NXT)
     in_window: bool  #: False: far outside RCV.NXT, the receiving kernel will not accept it
     transitions: tuple[Transition, ...]
+    states_known: bool = True  #: False: no handshake in the capture: states unknown, roles guessed
+    first_from_sender: bool = False  #: the first segment this endpoint sent in this flow
 
 
 class TcpObserver:
@@ -146,7 +150,7 @@ class TcpObserver:
         self.max_flows = max_flows
         self._count = 0
 
-    def _flow(self, src: str, dst: str, flags: int) -> Flow:
+    def _flow(self, src: str, dst: str, flags: int, payload: bytes = b"") -> Flow:
         key = frozenset((src, dst))
         flow = self.flows.get(key)
         if flow is not None and self.max_flows:
@@ -156,13 +160,17 @@ class TcpObserver:
         if flow is None or (syn_only and flow.client.state in (TcpState.CLOSED,
                                                                TcpState.TIME_WAIT)):
             self._count += 1
-            client, server = (dst, src) if flags & SYN and flags & ACK else (src, dst)
             seen_open = bool(flags & SYN)
+            if seen_open:
+                client, server = (dst, src) if flags & ACK else (src, dst)
+            else:
+                client, server = _guess_roles(src, dst, payload)
+            # Joined mid-stream: the states are unknown; ESTABLISHED is only the model's start.
             flow = Flow(Endpoint(client, Role.CLIENT,
                                  TcpState.CLOSED if seen_open else TcpState.ESTABLISHED),
                         Endpoint(server, Role.SERVER,
                                  TcpState.LISTEN if seen_open else TcpState.ESTABLISHED),
-                        self._count)
+                        self._count, handshake_seen=seen_open)
             self.flows[key] = flow
             if self.max_flows and len(self.flows) > self.max_flows:
                 del self.flows[next(iter(self.flows))]
@@ -174,11 +182,16 @@ class TcpObserver:
             return None
         tcp, flags = d.tcp, d.tcp.flags
         src = d.endpoint("src")
-        flow = self._flow(src, d.endpoint("dst"), flags)
+        flow = self._flow(src, d.endpoint("dst"), flags, d.payload)
         sender, receiver = flow.side(src)
-        # Joined mid-stream: take the bases from the first numbers seen, as Wireshark does.
+        first = sender.sent == 0
+        sender.sent += 1
+        # Joined mid-stream: take the bases from the first numbers seen, as Wireshark does;
+        # nothing before this segment is known to be unacknowledged.
         if sender.isn is None:
             sender.isn = tcp.seq if flags & SYN else (tcp.seq - 1) & 0xFFFFFFFF
+            if not flags & SYN:
+                sender.snd_una = tcp.seq
         if receiver.isn is None and flags & ACK:
             receiver.isn = (tcp.ack - 1) & 0xFFFFFFFF
         length = len(d.payload) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
@@ -212,7 +225,8 @@ class TcpObserver:
             if flags & ACK and receiver.isn is not None else None,
             length=len(d.payload), in_flight=in_flight if in_flight < self.WINDOW else 0,
             expects=(expects - sender.isn) & 0xFFFFFFFF, in_window=bool(in_window),
-            transitions=tuple(done))
+            transitions=tuple(done), states_known=flow.handshake_seen,
+            first_from_sender=first)
 
     @staticmethod
     def _events(sender: Endpoint, receiver: Endpoint, flags: int,
@@ -236,6 +250,19 @@ class TcpObserver:
         if flags & FIN:
             events.append((receiver, Seg.RECV_FIN))
         return events
+
+
+def _guess_roles(src: str, dst: str, payload: bytes) -> tuple[str, str]:
+    """(client, server) of a connection whose SYN is not in the capture: an HTTP status line
+    comes from the server; otherwise the lower port is taken as the server's (as Wireshark
+    does). A guess: the annotation marks it as inferred."""
+    if payload.startswith(b"HTTP/1."):
+        return dst, src
+    try:
+        sport, dport = (int(a.rsplit(":", 1)[1]) for a in (src, dst))
+    except (IndexError, ValueError):
+        return src, dst
+    return (dst, src) if sport < dport else (src, dst)
 
 
 def _distance(a: int, b: int) -> int:
