@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from protolab.annotate import Action, Annotator, Row
+from protolab.annotate import Annotator, Kind, Row
 from protolab.packets import TCP_FLAG_NAMES, Decoded, decode
 from protolab.paths import SOURCE_ROOT, default_capture_path, reference_capture, reference_file
 from protolab.pcap import read_pcap
@@ -184,14 +184,10 @@ def tcp_first_closer(p: Packets) -> str:
     return "client" if fin.src == syn.src else "server"
 
 
-def _out_of_window(row: Row) -> bool:
-    return row.proto == "TCP" and row.action is Action.MISSING and not _flags(row) & RST
-
-
 def tcp_forged_reply(p: Packets) -> str:
     """The flags of the receiver's answer to the segment far outside its window (RFC 9293
     section 3.10.7.4: an unacceptable segment is answered with an ACK, then dropped)."""
-    forged = next(r for r in p.rows if _out_of_window(r))
+    forged = next(r for r in p.rows if r.shows(Kind.TCP_OUT_OF_WINDOW))
     reply = next(r for r in p.rows if r.number > forged.number and r.src == forged.dst
                  and r.dst == forged.src)
     return _flag_names(reply)
