@@ -412,9 +412,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         if m.right:
             out(f"  {m.question.key}  right   {m.question.text}")
         else:
-            given = repr(m.given) if m.given else "no answer"
+            given = f"you said {m.given!r}" if m.given else "no answer"
             out(f"  {m.question.key}  WRONG   {m.question.text}\n"
-                f"           you said {given}; hint: {m.question.hint}")
+                f"           {given}; hint: {m.question.hint}\n"
+                f"           answer as {m.question.form.value}")
     score = sum(m.right for m in marks)
     out(f"score: {score}/{len(marks)}")
     return 0 if score == len(marks) else EXIT_FAILED

@@ -1,20 +1,25 @@
-"""The worksheets cannot rot: their commands run, and the grader agrees with independent facts."""
+"""The worksheets cannot rot: their commands run, the grader agrees with facts computed
+independently from a fresh run (the demo's own result and tshark), accepts every form the output
+prints, and a copied answers file (another run's, or the reference capture's) never passes."""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from protolab.labs import LABS, Mark, find, grade
+from protolab.labs import LABS, CheckError, Form, Lab, Mark, facts, find, grade, read, template
 
 from conftest import ROOT, require_tool
 
 SHEETS = sorted((ROOT / "labs").glob("[0-9][0-9]-*.md"))
+NUMBERS = [lab.number for lab in LABS]
 
 
 def blocks(sheet) -> list[tuple[list[str], list[str]]]:
@@ -28,17 +33,42 @@ def blocks(sheet) -> list[tuple[list[str], list[str]]]:
     return out
 
 
+def _bullet(text: str, key: str) -> str:
+    """A worksheet's question bullet `- **q1.** ...`, up to the next bullet or blank line, with
+    its line breaks and indentation folded into single spaces."""
+    m = re.search(rf"^- \*\*{key}\.\*\* (.*?)(?=\n- |\n\n)", text, re.S | re.M)
+    assert m, key
+    return " ".join(m.group(1).split())
+
+
 def test_every_lab_has_a_worksheet_and_every_worksheet_a_lab() -> None:
     assert [s.name for s in SHEETS] == [lab.worksheet.name for lab in LABS]
     for lab in LABS:
         text = lab.worksheet.read_text()
         for heading in ("**Goal:**", "**You need:**", "**Time:**", "## Background", "## Steps",
-                        "## Questions", "## Break it", "## Where state lives"):
+                        "## What your run shows, and what is explained", "## Questions",
+                        "## Break it", "## Where state lives"):
             assert heading in text, (lab.number, heading)
-        for q in lab.questions:
-            assert f"**{q.key}.**" in text, (lab.number, q.key)
         assert any(f"check {lab.number} --template" in c for cmds, _ in blocks(lab.worksheet)
                    for c in cmds)
+
+
+@pytest.mark.parametrize("number", NUMBERS)
+def test_the_worksheet_asks_what_the_grader_grades_in_the_form_it_accepts(number) -> None:
+    lab = find(number)
+    text = lab.worksheet.read_text()
+    asked = re.findall(r"^- \*\*(q\d+)\.\*\*", text, re.M)
+    assert asked == [q.key for q in lab.questions]
+    for q in lab.questions:
+        bullet = _bullet(text, q.key)
+        assert q.text in bullet, (q.key, bullet)
+        assert f"*Answer: {q.form.label}" in bullet, (q.key, bullet)
+
+
+@pytest.mark.parametrize("number", NUMBERS)
+def test_most_questions_ask_for_values_of_this_run(number) -> None:
+    lab = find(number)
+    assert 2 * sum(q.varies for q in lab.questions) >= len(lab.questions)
 
 
 @pytest.mark.parametrize("sheet", SHEETS, ids=lambda s: s.stem)
@@ -63,6 +93,9 @@ def test_every_command_in_the_worksheet_runs(sheet, tmp_path, capture_rights) ->
             assert look in output, f"{sheet.name}: `{look}` not in the output of {commands}"
 
 
+# -- the right answers, computed without protolab.labs ---------------------------------------------
+
+
 def _tshark(path, *args: str) -> list[str]:
     exe = require_tool("tshark")
     out = subprocess.run([exe, "-r", str(path), *args], capture_output=True, text=True,
@@ -71,93 +104,298 @@ def _tshark(path, *args: str) -> list[str]:
     return out.stdout.split()
 
 
-def _independent_answers(number: str, tmp_path) -> tuple[dict[str, str], object]:
-    """Answers from the demo's own result and from tshark, not from protolab.labs."""
-    if number == "01":
-        from protolab.tcpdemo import run_tcp_demo
+def _fields(path, display_filter: str, *fields: str, decode: tuple[str, ...] = ()) -> list[str]:
+    args = [a for d in decode for a in ("-d", d)]
+    args += ["-Y", display_filter, "-T", "fields", *(a for f in fields for a in ("-e", f))]
+    return _tshark(path, *args)
 
-        path = tmp_path / "t.pcap"
-        r = run_tcp_demo(pcap=path, out=lambda s: None)
-        client_port = r.client[1]
-        fin = _tshark(path, "-Y", f"tcp.srcport == {client_port} && tcp.flags.fin == 1",
-                      "-T", "fields", "-e", "frame.number")[0]
-        rst = _tshark(path, "-Y", "tcp.dstport == 40404 && tcp.flags.reset == 1", "-T",
-                      "fields", "-e", "tcp.srcport")[0]
-        return {"q1": "3", "q2": fin, "q3": "client", "q4": r.forged_reply, "q5": rst}, path
-    if number == "02":
-        from protolab.udpdemo import ADDS, run_udp_demo
 
-        path = tmp_path / "u.pcap"
-        r = run_udp_demo(pcap=path, out=lambda s: None)
-        sources = set(_tshark(path, "-Y", f"udp.dstport == {r.port} && !icmp", "-T", "fields",
-                              "-e", "udp.srcport"))
-        return {"q1": str(r.icmp_seen), "q2": str(sum(ADDS)), "q3": str(len(sources))}, path
-    if number == "03":
-        from protolab.dnsdemo import run_dns_demo
+def _tcp(path: Path) -> dict[str, str]:
+    from protolab.tcpdemo import run_tcp_demo
 
-        path = tmp_path / "d.pcap"
-        r = run_dns_demo(queries=5, pcap=path, out=lambda s: None)
-        icmp = _tshark(path, "-Y", "icmp", "-T", "fields", "-e", "frame.number")[0]
-        first = min(r.matched, key=lambda m: m.order_answered)
-        in_order = [m.order_sent for m in sorted(r.matched[:5], key=lambda m: m.order_answered)]
-        return {"q1": f"{first.qid:#06x}", "q2": "5",
-                "q3": "yes" if in_order == sorted(in_order) else "no",
-                "q4": f"{r.forged_qid:#06x}", "q5": icmp}, path
-    if number == "05":
-        from protolab.capture import Capture
-        from protolab.lb import Policy
-        from protolab.litmus import Cluster, Variant, demo_workflow
-        from protolab.sessions import Design
+    r = run_tcp_demo(pcap=path, out=lambda s: None)
+    syns = _fields(path, "tcp.stream == 0", "tcp.flags.syn")
+    syn = _fields(path, "tcp.stream == 0 && tcp.flags.syn == 1 && tcp.flags.ack == 0",
+                  "tcp.seq_raw")
+    syn_ack = _fields(path, "tcp.stream == 0 && tcp.flags.syn == 1 && tcp.flags.ack == 1",
+                      "tcp.seq_raw")
+    fin = _fields(path, f"tcp.srcport == {r.client[1]} && tcp.flags.fin == 1", "frame.number")
+    rst = _fields(path, "tcp.dstport == 40404 && tcp.flags.reset == 1", "tcp.srcport")
+    return {"q1": str(r.client[1]), "q2": str(syns.index("0") + 1), "q3": syn[0],
+            "q4": syn_ack[0], "q5": fin[0], "q6": r.forged_reply, "q7": rst[0]}
 
-        path = tmp_path / "lb.pcap"
-        with Cluster(Variant(Design.STORE, f"sqlite:{tmp_path}/s.db"), Policy.ROUND_ROBIN) as c:
-            ports = [c.address[1], *(p.port for p in c.procs.values())]
-            with Capture(ports, path):
-                replies = demo_workflow(c)
-        return {"q1": str(len({r.backend for _, _, r in replies})),
-                "q2": f"{replies[1][0]} {replies[1][1]} HTTP/1.1", "q3": "1"}, path
+
+def _udp(path: Path) -> dict[str, str]:
+    from protolab.udpdemo import run_udp_demo
+
+    r = run_udp_demo(pcap=path, out=lambda s: None)
+    workflow = _fields(path, f'udp.dstport == {r.port} && udp contains "seq=2 "', "udp.srcport")
+    quoted = _fields(path, "icmp", "udp.srcport")
+    answered = set(_fields(path, f"udp.srcport == {r.port} && !icmp", "udp.dstport"))
+    return {"q1": str(r.pids[0]), "q2": str(r.pids[-1]), "q3": str(r.replies[-1].total),
+            "q4": workflow[0], "q5": quoted[0], "q6": str(len(answered))}
+
+
+def _dns(path: Path) -> dict[str, str]:
+    from protolab.dnsdemo import run_dns_demo
+
+    r = run_dns_demo(queries=5, pcap=path, out=lambda s: None)
+    port = r.server[1]
+    icmp = _fields(path, "icmp", "frame.number")
+    wrong = _fields(path, f"dns.flags.response == 1 && udp.srcport != {port} && !icmp",
+                    "udp.srcport", decode=(f"udp.port=={port},dns",))
+    first = min(r.matched, key=lambda m: m.order_answered)
+    in_order = [m.order_sent for m in sorted(r.matched[:5], key=lambda m: m.order_answered)]
+    return {"q1": f"{first.qid:#06x}", "q2": str(r.client_port),
+            "q3": "yes" if in_order == sorted(in_order) else "no",
+            "q4": f"{r.forged_qid:#06x}", "q5": wrong[0], "q6": icmp[0]}
+
+
+def _quic(path: Path) -> dict[str, str]:
     from protolab.quicdemo import run_quic_demo
 
-    path = tmp_path / "q.pcap"
     r = run_quic_demo(pcap=path, out=lambda s: None)
-    retry = _tshark(path, "-o", f"tls.keylog_file:{r.keylog}", "-Y",
-                    "quic.long.packet_type == 3 && !icmp", "-T", "fields", "-e",
-                    "frame.number")[0]
-    return {"q1": r.migrated_to[0], "q2": r.rotated[1].hex(), "q3": retry}, path
+    keys = f"tls.keylog_file:{r.keylog}"
+    server = _tshark(path, "-o", keys, "-Y",
+                     f"quic.long.packet_type == 0 && udp.srcport == {r.server[1]}", "-T",
+                     "fields", "-e", "quic.scid")
+    retry = _tshark(path, "-o", keys, "-Y", "quic.long.packet_type == 3 && !icmp", "-T",
+                    "fields", "-e", "frame.number")
+    return {"q1": r.client_cid.hex(), "q2": server[0].split(",")[0], "q3": r.rotated[1].hex(),
+            "q4": f"{r.migrated_to[0]}:{r.migrated_to[1]}", "q5": retry[0]}
 
 
-def _write(tmp_path, answers: dict[str, str]):
+def _lb(path: Path) -> dict[str, str]:
+    from protolab.capture import Capture
+    from protolab.lb import Policy
+    from protolab.litmus import Cluster, Variant, demo_workflow
+    from protolab.sessions import Design
+
+    with Cluster(Variant(Design.STORE, f"sqlite:{path.parent}/s.db"), Policy.ROUND_ROBIN) as c:
+        ports = {name: p.port for name, p in c.procs.items()}
+        with Capture([c.address[1], *ports.values()], path):
+            replies = demo_workflow(c)
+    cookie = _fields(path, "http.set_cookie", "http.set_cookie")[0]
+    cart = replies[2][2]
+    return {"q1": str(ports[replies[0][2].backend]),
+            "q2": cookie.removeprefix("sessionId=").split(";")[0], "q3": str(cart.pid),
+            "q4": str(cart.status), "q5": str(len({r.backend for _, _, r in replies}))}
+
+
+INDEPENDENT = {"01": _tcp, "02": _udp, "03": _dns, "04": _quic, "05": _lb}
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """live(number, i): run i of the lab's demo, captured: (right answers from tshark and the
+    demo's own result, the capture). Each run is made once per test module (and xdist worker)."""
+    runs: dict[tuple[str, int], tuple[dict[str, str], Path]] = {}
+
+    def get(number: str, i: int = 0) -> tuple[dict[str, str], Path]:
+        if (number, i) not in runs:
+            lab = find(number)
+            path = tmp_path_factory.mktemp(f"lab{number}-run{i}") / f"{lab.demo}.pcap"
+            runs[number, i] = INDEPENDENT[number](path), path
+        return runs[number, i]
+
+    return get
+
+
+def _write(tmp_path, answers: dict[str, object]) -> Path:
+    """An answers file; strings are quoted, anything else is written as the TOML literal given."""
     f = tmp_path / "answers.toml"
-    f.write_text("".join(f'{k} = "{v}"\n' for k, v in answers.items()))
+    f.write_text("".join(f"{k} = {json.dumps(v) if isinstance(v, str) else v}\n"
+                         for k, v in answers.items()))
     return f
 
 
-@pytest.mark.parametrize("number", [lab.number for lab in LABS])
+def _wrong(value: str, form: Form) -> str:
+    """Another answer of the same form."""
+    if form is Form.YESNO:
+        return {"yes": "no", "no": "yes"}[value]
+    if form is Form.HEX:
+        return f"{int(value, 16) ^ 1:x}"
+    if form is Form.FLAGS:
+        return "RST" if value != "RST" else "ACK"
+    if form is Form.ENDPOINT:
+        host, port = value.rsplit(":", 1)
+        return f"{host}:{int(port) + 1}"
+    if form in (Form.NUMBER, Form.PACKET):
+        return str(int(value) + 1)
+    return value + "x"
+
+
+@pytest.mark.parametrize("number", NUMBERS)
 def test_answers_from_a_fresh_capture_get_full_marks_and_each_wrong_one_is_caught(
-        number, tmp_path, capture_rights) -> None:
+        number, tmp_path, capture_rights, live) -> None:
     lab = find(number)
-    answers, capture = _independent_answers(number, tmp_path)
+    answers, capture = live(number)
     marks: list[Mark] = grade(lab, _write(tmp_path, answers), capture)
     assert [m.right for m in marks] == [True] * len(lab.questions), \
         [(m.question.key, m.given, m.expected) for m in marks if not m.right]
     for q in lab.questions:
-        wrong = dict(answers)
-        wrong[q.key] = "0x9999" if lab.questions[0].kind == "hex" and q.kind == "hex" else \
-            {"yes": "no", "no": "yes"}.get(answers[q.key], answers[q.key] + "9")
+        wrong = {**answers, q.key: _wrong(answers[q.key], q.form)}
         marks = grade(lab, _write(tmp_path, wrong), capture)
         assert [m.question.key for m in marks if not m.right] == [q.key]
+
+
+def _differ(lab: Lab, a: dict[str, str], b: dict[str, str]) -> list[str]:
+    return [q.key for q in lab.questions if a[q.key] != b[q.key]]
+
+
+@pytest.mark.parametrize("number", NUMBERS)
+def test_a_copied_answers_file_never_gets_full_marks(number, tmp_path, capture_rights,
+                                                     live) -> None:
+    """Another run's right answers, and the reference capture's, against this run; and this
+    run's against the reference. The questions marked `varies` must all change, but for one
+    (two runs may draw the same port by chance, 1 in ~28,000)."""
+    lab = find(number)
+    _, first = live(number, 0)
+    _, second = live(number, 1)
+    reference = ROOT / "captures" / f"{lab.demo}.ref.pcap"
+    varies = [q.key for q in lab.questions if q.varies]
+    for copied, graded in ((first, second), (reference, first), (first, reference)):
+        right = facts(lab, copied)
+        marks = grade(lab, _write(tmp_path, right), graded)
+        assert not all(m.right for m in marks), (copied, graded, right)
+        differ = _differ(lab, right, facts(lab, graded))
+        assert len(set(differ) & set(varies)) >= len(varies) - 1, (copied, graded, differ)
+
+
+# -- answer forms ----------------------------------------------------------------------------------
+
+
+def _forms(value: str, form: Form) -> tuple[list[object], list[object]]:
+    """(accepted, rejected) ways to write an answer, as the TOML value or a literal (non-str)."""
+
+    class Literal(str):
+        """Written unquoted into the TOML file."""
+
+    def lit(text: str) -> Literal:
+        return Literal(text)
+
+    if form in (Form.PACKET, Form.NUMBER):
+        n = int(value)
+        right = [lit(str(n)), str(n), f" {n} ", lit(f"0x{n:x}")]
+        right += [f"#{n}", f" #{n}"] if form is Form.PACKET else []
+        return right, [lit(str(n + 1)), str(n - 1), f"#{n + 1}", "x", lit("true"), ""]
+    if form is Form.HEX:
+        n, digits = int(value, 16), value.removeprefix("0x")
+        right = [value, digits, "0x" + digits, "0X" + digits.upper(), lit(f"0x{n:x}")]
+        right += [lit(digits)] if digits.isdigit() and not digits.startswith("0") else []
+        return right, [f"0x{n ^ 1:x}", lit(f"0x{n ^ 1:x}"), "zz", lit("false")]
+    if form is Form.YESNO:
+        yes = value == "yes"
+        right = [lit("true" if yes else "false"), value, value.upper(), value[0]]
+        return right, [lit("false" if yes else "true"), "no" if yes else "yes", "maybe"]
+    if form is Form.FLAGS:
+        return [value, f"[{value}]", value.lower()], ["RST", "SYN/ACK", lit("1")]
+    if form is Form.ENDPOINT:
+        return [value, f" {value} "], [_wrong(value, form), value.rsplit(":", 1)[0]]
+    return [value, f"sessionId={value}"], [value + "x", value[1:], lit("1")]
+
+
+@pytest.mark.parametrize("number", NUMBERS)
+def test_every_printed_form_of_a_right_answer_is_accepted_and_wrong_values_are_not(
+        number, tmp_path) -> None:
+    lab = find(number)
+    reference = ROOT / "captures" / f"{lab.demo}.ref.pcap"
+    right = facts(lab, reference)
+    answers = tmp_path / "answers.toml"
+    for q in lab.questions:
+        accepted, rejected = _forms(right[q.key], q.form)
+        for value, ok in [(v, True) for v in accepted] + [(v, False) for v in rejected]:
+            literal = value if type(value) is not str else '"' + value + '"'
+            answers.write_text(f"{q.key} = {literal}\n")
+            [mark] = [m for m in grade(lab, answers, reference) if m.question is q]
+            assert mark.right is ok, (q.key, q.form.name, literal, right[q.key])
+
+
+def test_the_template_names_each_answers_form_and_grades_as_unanswered(tmp_path) -> None:
+    import tomllib
+
+    for lab in LABS:
+        text = template(lab)
+        assert tomllib.loads(text) == {q.key: "" for q in lab.questions}
+        for q in lab.questions:
+            assert f'{q.key} = ""   # {q.form.value}\n' in text
+        f = tmp_path / "t.toml"
+        f.write_text(text)
+        marks = grade(lab, f, ROOT / "captures" / f"{lab.demo}.ref.pcap")
+        assert [(m.right, m.given) for m in marks] == [(False, "")] * len(lab.questions)
+
+
+# -- facts come from the packets, not from the annotator's sentences -------------------------------
+
+
+def test_no_fact_reads_the_annotators_sentences(monkeypatch) -> None:
+    from protolab.annotate import Row
+
+    expected = {lab.number: facts(lab, ROOT / "captures" / f"{lab.demo}.ref.pcap")
+                for lab in LABS}
+
+    def no_sentences(self):
+        raise AssertionError("a lab fact read a row's sentence")
+
+    monkeypatch.setattr(Row, "state", property(no_sentences))
+    monkeypatch.setattr(Row, "where", no_sentences)
+    for lab in LABS:
+        assert facts(lab, ROOT / "captures" / f"{lab.demo}.ref.pcap") == expected[lab.number]
+
+
+def _handshake_pcap(path: Path, *, retransmit_syn: bool, complete: bool) -> Path:
+    from scapy.layers.inet import IP, TCP
+    from scapy.utils import wrpcap
+
+    def seg(sport, dport, flags, seq, ack=0, load=b""):
+        return IP(src="127.0.0.1", dst="127.0.0.1") / TCP(sport=sport, dport=dport,
+                                                          flags=flags, seq=seq, ack=ack) / load
+
+    other = [seg(5000, 6000, "PA", 10, 20, b"mid-stream"), seg(6000, 5000, "A", 20, 20),
+             seg(5000, 6000, "A", 20, 20)]  # a connection whose handshake is not captured
+    syn = seg(40000, 8080, "S", 1000)
+    packets = [*other, syn, *([syn] if retransmit_syn else []),
+               seg(8080, 40000, "SA", 7000, 1001)]
+    packets += [seg(40000, 8080, "A", 1001, 7001)] if complete else []
+    wrpcap(str(path), packets)
+    return path
+
+
+def test_the_handshake_is_counted_from_the_flags(tmp_path) -> None:
+    from protolab.labs import tcp_client_isn, tcp_handshake_packets, tcp_server_isn
+
+    plain = read(_handshake_pcap(tmp_path / "a.pcap", retransmit_syn=False, complete=True))
+    assert (tcp_handshake_packets(plain), tcp_client_isn(plain), tcp_server_isn(plain)) == \
+        (3, 1000, 7000)
+    again = read(_handshake_pcap(tmp_path / "b.pcap", retransmit_syn=True, complete=True))
+    assert tcp_handshake_packets(again) == 4
+    cut = read(_handshake_pcap(tmp_path / "c.pcap", retransmit_syn=False, complete=False))
+    with pytest.raises(LookupError):
+        tcp_handshake_packets(cut)
+
+
+def test_a_capture_that_cannot_answer_is_one_line(tmp_path) -> None:
+    path = _handshake_pcap(tmp_path / "x.pcap", retransmit_syn=False, complete=False)
+    with pytest.raises(CheckError, match=r"not a capture of `protolab tcp-demo` \(question q2"):
+        facts(find("01"), path)
+
+
+# -- the command -----------------------------------------------------------------------------------
 
 
 def test_check_cli_full_marks_exit_0_and_bad_files_one_line(tmp_path) -> None:
     from conftest import run_cli
 
     ref = ROOT / "captures" / "dns-demo.ref.pcap"
-    from protolab.labs import facts
-
     right = facts(find("03"), ref)
     good = _write(tmp_path, right)
     out = run_cli("check", "03", "--answers", str(good), "--pcap", str(ref))
-    assert out.returncode == 0 and "score: 5/5" in out.stdout
+    assert out.returncode == 0 and "score: 6/6" in out.stdout
+    half = tmp_path / "half.toml"
+    half.write_text(f'q1 = {right["q1"]}\nq6 = "#{right["q6"]}"\nq3 = "maybe"\n')
+    out = run_cli("check", "03", "--answers", str(half), "--pcap", str(ref))
+    assert out.returncode == 1 and "score: 2/6" in out.stdout
+    assert "you said 'maybe'" in out.stdout and f"answer as {Form.YESNO.value}" in out.stdout
     bad = tmp_path / "bad.toml"
     bad.write_text("q1 = = 3")
     out = run_cli("check", "03", "--answers", str(bad), "--pcap", str(ref))
@@ -166,3 +404,5 @@ def test_check_cli_full_marks_exit_0_and_bad_files_one_line(tmp_path) -> None:
                   "--pcap", str(ROOT / "captures" / "udp-demo.ref.pcap"))
     assert out.returncode == 2 and "not a capture of `protolab dns-demo`" in out.stderr
     assert run_cli("check", "99", "--template").returncode == 2
+    out = run_cli("check", "03", "--template")
+    assert out.returncode == 0 and f'q6 = ""   # {Form.PACKET.value}' in out.stdout
