@@ -5,6 +5,7 @@ prints, and a copied answers file (another run's, or the reference capture's) ne
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -77,6 +78,7 @@ def test_every_command_in_the_worksheet_runs(sheet, tmp_path, capture_rights) ->
     (tmp_path / "captures").mkdir()
     for ref in (ROOT / "captures").glob("*.ref.*"):
         shutil.copy(ref, tmp_path / "captures")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's protolab, wherever run
     for commands, looks in blocks(sheet):
         output = ""
         for command in commands:
@@ -86,7 +88,7 @@ def test_every_command_in_the_worksheet_runs(sheet, tmp_path, capture_rights) ->
             else:
                 argv[0] = require_tool(argv[0])
             done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True,
-                                  timeout=120)
+                                  timeout=120, env=env)
             assert done.returncode == 0, f"{command}\n{done.stderr}"
             output += done.stdout
         for look in looks:
