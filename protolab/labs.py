@@ -637,6 +637,15 @@ def _shown(value: object) -> str:
         else str(value)
 
 
+def _given(value: object, form: Form) -> str:
+    """The answer as the file gave it; a TOML integer in a hex question also in hex."""
+    if value == "":
+        return ""
+    if form is Form.HEX and isinstance(value, int) and not isinstance(value, bool):
+        return f"{value} ({value:#x})"
+    return _shown(value)
+
+
 def facts(lab: Lab, capture: Path) -> dict[str, str]:
     """The right answers for this capture, written as the output prints them."""
     from protolab.pcap import PcapError
@@ -669,7 +678,7 @@ def grade(lab: Lab, answers_file: Path, capture: Path) -> list[Mark]:
     for q in lab.questions:
         given = answers.get(q.key, "")
         ok = bool(readings(given, q.form) & readings(right[q.key], q.form))
-        marks.append(Mark(q, "" if given == "" else _shown(given), ok, right[q.key]))
+        marks.append(Mark(q, _given(given, q.form), ok, right[q.key]))
     return marks
 
 
