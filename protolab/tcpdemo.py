@@ -654,7 +654,7 @@ def _reconnect(result: TcpDemoResult, cap: Capture, c1: socket.socket, c2: socke
         local = s.getsockname()
         isn = syns.get(local[1], (0, None))[1]
         result.reconnect.append((local, isn))
-        rows.append((f"{_ep(local)} → {_ep(server)}", isn if isn is not None else "(capture)"))
+        rows.append((f"{_ep(local)} → {_ep(server)}", isn if isn is not None else "(capture off)"))
     out(indent(table(rows, ("4-tuple (the key of the state)", "client ISN")), 7))
     (a, isn_a), (b, isn_b) = result.reconnect
     table_now = [e for e in socket_table("tcp") if e.remote == _ep(server)]
@@ -721,8 +721,7 @@ def move_tcp_connection(cap: Capture, new_host: str = "127.0.0.2") -> TcpMove:
 
 
 def _part4(result: TcpDemoResult, cap: Capture, out: Out) -> None:
-    out("\n4. HTTP on top of TCP: two requests; the client keeps nothing but the link it was "
-        "given")
+    out("\n4. HTTP on top of TCP: two requests, the second to the link the first answer gave")
     headers_seen = []
     with StatelessHttpServer() as http:
         cap.add_port(http.address[1])
@@ -807,7 +806,8 @@ def where_rows_of_run(result: TcpDemoResult) -> list[StateRow]:
                           parts("tcp.killed.fin", "tcp.killed.rst", "tcp.killed.error"))),
         StateRow("connection entry: state, sequence numbers (RCV.NXT), window",
                  "each kernel, keyed by the 4-tuple; not the process",
-                 f"the process was killed; then a segment 16 MiB out of window {forged_at}",
+                 "killed the server process" + (f"; sent a segment 16 MiB out of window "
+                                                 f"{forged_at}" if result.forged_sent else ""),
                  _compose("tcp.where.entry", "the kernel holds the entry and checks every "
                           "segment against it",
                           parts("tcp.killed.entry-outlives-process", "tcp.forged.ack",
