@@ -110,7 +110,7 @@ class TcpDemoResult:
     time_wait: SocketEntry | None = None  #: the client's 4-tuple in /proc/net/tcp, TIME_WAIT
     killed_pid: int = 0
     kill_client_error: str = ""
-    forged_sent: bool = False
+    forged_sent: bool = False  #: the forged segment was seen on the wire
     forged_reply: str = ""  #: the flags the kernel answered the out-of-window segment with
     echo_received: bytes = b""  #: everything the echo server's application was given
     noport: int = 0  #: the port with no socket that the crafted ACK went to
@@ -574,9 +574,9 @@ def _forge_out_of_window(result: TcpDemoResult, cap: Capture, c: socket.socket,
         window=65535) / b"FORGED"
     before = len(cap.decoded())
     _send_forged(bytes(forged))
-    result.forged_sent = True
     sent = _wait_packet(cap, lambda d: _tcp_from(local[1], server[1])(d) and d.tcp.seq == seq,
                         after=before)
+    result.forged_sent = sent is not None  # seen on the wire, not merely handed to the kernel
     reply = _wait_packet(cap, _tcp_from(server[1], local[1]), after=sent, timeout=0.5) \
         if sent else None
     answer = _packet(cap, reply).tcp if reply else None
