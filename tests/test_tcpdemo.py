@@ -309,7 +309,7 @@ def test_tcp_demo_without_any_capability() -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("capture off: needs root or CAP_NET_RAW")
     assert "(not tried here) explanation: a segment far outside the receive window" in out.stdout
-    assert "NOT OBSERVED" not in out.stdout
+    assert "NOT OBSERVED:" not in out.stdout
     assert out.stderr == ""
 
 
