@@ -763,7 +763,7 @@ def _http_findings(result: TcpDemoResult, cap: Capture, port: int,
     carried = observe(
         "tcp.http.state-in-request", "the cart travelled in the request: a new connection "
         "carried it to a server that keeps nothing", cart == "cart: apple, pear",
-        seen=f"GET {last_path} on a new connection was answered {cart!r}",
+        seen=f"workflow continued: GET {last_path} on a new connection was answered {cart!r}",
         evidence=[Evidence("request", after=last_path), Evidence("answer", after=cart)],
         why_not=f"the second answer was {cart!r}")
     return [closes, new, carried]
