@@ -3,8 +3,10 @@
 Where state lives: in the kernel, which is the point of these labs, so here we ask it directly.
 - Every TCP state change goes through one tracepoint, `sock:inet_sock_set_state`. We record it in a
   private tracefs instance (root only), filtered to the demo's port, with the monotonic clock.
-- A connection that enters TIME_WAIT hands over to a small "timewait socket" and the full socket is
-  recorded as going to CLOSE; `/proc/net/tcp` lists the timewait socket, so we read it there.
+- A connection that enters TIME_WAIT hands over to a small "timewait socket": the tracepoint
+  records the full socket's own change, FIN_WAIT_2 -> CLOSE (Linux 6.18, as tcp-demo's run shows),
+  and nothing for the timewait socket. `/proc/net/tcp` lists the timewait socket (state 06, inode 0:
+  no file holds it, timer 3: the TIME_WAIT timer), so TIME_WAIT is read there, as its own record.
 - `TCP_INFO` (getsockopt) gives one live socket's state; `/proc/net/udp` lists UDP bindings.
 """
 
@@ -41,6 +43,7 @@ class KernelTransition:
     remote: str
     old: str
     new: str
+    line: str = ""  #: the tracepoint's line as the kernel wrote it (the evidence)
 
 
 def tracing_denied_reason() -> str | None:
@@ -104,10 +107,13 @@ class TcpStateTrace:
 
 def parse_trace(text: str) -> list[KernelTransition]:
     out = []
-    for m in _LINE.finditer(text):
+    for line in text.splitlines():
+        m = _LINE.search(line)
+        if m is None:
+            continue
         t, sport, dport, saddr, daddr, old, new = m.groups()
         out.append(KernelTransition(float(t), f"{saddr}:{sport}", f"{daddr}:{dport}",
-                                    _NAME.get(old, old), _NAME.get(new, new)))
+                                    _NAME.get(old, old), _NAME.get(new, new), line.strip()))
     return out
 
 
@@ -117,25 +123,51 @@ def tcp_info_state(sock: socket.socket) -> str:
     return KERNEL_STATES.get(info[0], str(info[0]))
 
 
+#: /proc/net/tcp's "tr" column: which timer runs on the entry (net/ipv4/tcp_ipv4.c).
+TIMERS = {0: "none", 1: "retransmit", 2: "keepalive", 3: "TIME_WAIT", 4: "zero window probe"}
+
+
 @dataclass(frozen=True)
 class SocketEntry:
     local: str
     remote: str
     state: str
+    st: int = 0  #: the kernel's state number as the table shows it (06: TIME_WAIT)
+    inode: int = 0  #: the socket's inode; 0 when no file (no application socket) holds it
+    timer: int = 0  #: which timer runs (`TIMERS`)
+    timer_left: float = 0.0  #: seconds until it fires
+    line: str = ""  #: the table's line as the kernel wrote it
+
+    def describe(self) -> str:
+        """The entry as evidence: 4-tuple, state number and name, inode, timer."""
+        timer = f", timer {self.timer} ({TIMERS.get(self.timer, '?')}) " \
+                f"{self.timer_left:.1f} s left" if self.timer else ""
+        return (f"{self.local} → {self.remote} st {self.st:02X} ({self.state}), "
+                f"inode {self.inode}{timer}")
 
 
 def socket_table(proto: str = "tcp") -> list[SocketEntry]:
     """The IPv4 socket table the kernel keeps (/proc/net/tcp or /proc/net/udp)."""
     rows = []
+    tick = os.sysconf("SC_CLK_TCK")
     with open(f"/proc/net/{proto}") as f:
         next(f)
         for line in f:
             parts = line.split()
             state = int(parts[3], 16)
+            timer, _, left = parts[5].partition(":")
             rows.append(SocketEntry(_addr(parts[1]), _addr(parts[2]),
                                     KERNEL_STATES.get(state, str(state)) if proto == "tcp"
-                                    else ("UNCONN" if state == 7 else "ESTAB")))
+                                    else ("UNCONN" if state == 7 else "ESTAB"),
+                                    st=state, inode=int(parts[9]), timer=int(timer, 16),
+                                    timer_left=int(left, 16) / tick, line=line.strip()))
     return rows
+
+
+def entries(local: str, remote: str | None = None, proto: str = "tcp") -> list[SocketEntry]:
+    """The kernel table's entries for one local address (and remote, when given)."""
+    return [e for e in socket_table(proto)
+            if e.local == local and (remote is None or e.remote == remote)]
 
 
 def _addr(hex_addr: str) -> str:
