@@ -77,7 +77,10 @@ TCP_TRANSITIONS = {
     (Role.SERVER, TcpState.LISTEN): {Seg.RECV_SYN: TcpState.SYN_RECV},
     (Role.SERVER, TcpState.SYN_RECV): {Seg.RECV_ACK: TcpState.ESTABLISHED,
                                        Seg.RECV_RST: TcpState.CLOSED,
-                                       Seg.RECV_FIN: TcpState.CLOSE_WAIT},
+                                       Seg.RECV_FIN: TcpState.CLOSE_WAIT,
+                                       # RFC 9293 section 3.10.4 (ABORT) and 3.10.7.1 (a SYN
+                                       # to a port with no listener is answered RST): CLOSED.
+                                       Seg.SEND_RST: TcpState.CLOSED},
     **{(role, state): moves for role in Role for state, moves in _BOTH_ESTABLISHED.items()},
 }
 

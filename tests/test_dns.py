@@ -26,7 +26,7 @@ from protolab.dns import (
     Role,
 )
 from protolab.dnsdemo import forge_answer
-from protolab.state import IllegalTransition, ProtocolError, advance, table_rows
+from protolab.state import IllegalTransition, ProtocolError, advance
 
 SERVER = ("127.0.0.1", 5353)
 CLIENT = ("127.0.0.1", 40000)
@@ -154,11 +154,51 @@ def test_server_delays_reorder_answers() -> None:
     assert names == by_delay != [n for n, _ in ZONE_NAMES[:3]]
 
 
-def test_transition_table_is_data_and_illegal_moves_name_everything() -> None:
-    rows = table_rows(QUERY_TRANSITIONS)
-    assert ("CLIENT", "PENDING", "ANSWER", "ANSWERED") in rows
-    assert advance(QUERY_TRANSITIONS, Role.CLIENT, QueryState.IDLE, Move.SEND) \
-        is QueryState.PENDING
+def test_a_query_entry_lives_pending_then_answered_in_the_client() -> None:
+    client, server = client_and_server()
+    [wire] = exchange(client, server, [("echo.lab.", "A")])
+    [sent] = events(client)
+    assert client.entry(sent.qid).state is QueryState.PENDING
+    assert [row["state"] for row in client.snapshot()] == ["pending"]
+    client.receive(wire, SERVER, 0.2)
+    assert client.entry(sent.qid).state is QueryState.ANSWERED and client.pending() == []
+    client.receive(wire, SERVER, 0.3)  # the same answer again: no second move, no exception
+    [matched, again] = events(client)
+    assert isinstance(matched, AnswerMatched) and isinstance(again, AnswerRejected)
+    assert client.entry(sent.qid).state is QueryState.ANSWERED
+
+
+def _header(wire: bytes) -> tuple[int, int, int, int]:
+    """(id, QR, opcode, QDCOUNT) straight from the 12-byte header (RFC 1035 section 4.1.1)."""
+    return (int.from_bytes(wire[:2], "big"), wire[2] >> 7, (wire[2] >> 3) & 0xF,
+            int.from_bytes(wire[4:6], "big"))
+
+
+def _question(wire: bytes) -> bytes:
+    """The question section's bytes (QNAME labels, QTYPE, QCLASS; no compression in a query)."""
+    i = 12
+    while wire[i]:
+        i += 1 + wire[i]
+    return wire[12:i + 5]
+
+
+@pytest.mark.parametrize("name,rdtype", [*ZONE_NAMES, ("nowhere.lab.", "A")])
+def test_the_server_copies_id_and_question_into_its_answer(name, rdtype) -> None:
+    """RFC 1035 section 4.1.1: the ID "is copied [into] the corresponding reply", QR is 1 in a
+    response, the opcode is copied; section 7.3: the question is the one asked."""
+    client, server = client_and_server()
+    query = client.send_query(name, rdtype, 0.0)
+    server.receive(query, CLIENT, 0.0)
+    [(answer, to)] = server.datagrams_to_send(0.0)
+    assert to == CLIENT
+    qid, qr, opcode, qdcount = _header(query)
+    assert (qr, qdcount) == (0, 1)
+    assert _header(answer) == (qid, 1, opcode, 1)
+    assert _question(answer) == _question(query)
+    assert server.snapshot()["held_answers"] == 0  # answered: the server holds nothing
+
+
+def test_illegal_moves_name_role_state_and_event() -> None:
     with pytest.raises(IllegalTransition) as info:
         advance(QUERY_TRANSITIONS, Role.CLIENT, QueryState.ANSWERED, Move.ANSWER)
     assert str(info.value) == "CLIENT in state ANSWERED cannot take event ANSWER"
@@ -180,15 +220,34 @@ def _mutations():
 @settings(max_examples=300, deadline=None)
 @given(_mutations())
 def test_client_turns_any_bytes_into_an_event(data: bytes) -> None:
-    client = DnsClient(SERVER, rng=random.Random(1))
-    client.send_query("charlie.lab.", "TXT", 0.0)
-    events(client)
+    """Any datagram gives exactly one event, or protolab's own error with nothing changed; the
+    table stays consistent with the event, and the real answer still finds its entry."""
+    client, server = client_and_server()
+    query = client.send_query("charlie.lab.", "TXT", 0.0)
+    [sent] = events(client)
+    before = client.snapshot()
     try:
         client.receive(data, SERVER, 0.1)
     except ProtocolError:
-        return
-    [ev] = events(client)
-    assert isinstance(ev, AnswerMatched | AnswerRejected)
+        assert events(client) == [] and client.snapshot() == before
+    else:
+        [ev] = events(client)
+        entry = client.entry(sent.qid)
+        if isinstance(ev, AnswerMatched):
+            # only a response (QR set) carrying our ID may match (RFC 1035 section 4.1.1)
+            assert _header(data)[:2] == (sent.qid, 1) and ev.qid == sent.qid
+            assert entry.state is QueryState.ANSWERED and client.pending() == []
+        else:
+            assert isinstance(ev, AnswerRejected), ev
+            assert ev.qid == (int.from_bytes(data[:2], "big") if len(data) >= 2 else None)
+            assert client.snapshot() == before  # a rejected datagram moves nothing
+    server.receive(query, CLIENT, 0.2)
+    [(real, _)] = server.datagrams_to_send(0.2)
+    was_answered = client.entry(sent.qid).state is QueryState.ANSWERED
+    client.receive(real, SERVER, 0.3)
+    [last] = events(client)
+    assert isinstance(last, AnswerRejected if was_answered else AnswerMatched)
+    assert client.entry(sent.qid).state is QueryState.ANSWERED
 
 
 @settings(max_examples=300, deadline=None)

@@ -197,9 +197,26 @@ def test_limit_and_cli_errors(tmp_path) -> None:
     assert out.stderr.startswith("protolab: error:") and out.stderr.count("\n") == 1
 
 
-def test_detail_uses_scapys_dissection() -> None:
-    out = run_cli("inspect", str(ROOT / "captures/dns-demo.ref.pcap"), "--detail", "1")
-    assert out.returncode == 0 and "###[ DNS ]###" in out.stdout or "###[ UDP ]###" in out.stdout
+@pytest.mark.parametrize("number", [11, 13])  # neighbours have other ports
+def test_detail_uses_scapys_dissection_of_that_packet(number) -> None:
+    path = ROOT / "captures/dns-demo.ref.pcap"
+    out = run_cli("inspect", str(path), "--detail", str(number))
+    assert out.returncode == 0, out.stderr
+    assert "###[ IP ]###" in out.stdout and "###[ UDP ]###" in out.stdout
+    # the ports scapy shows are tshark's for that frame number (not another packet's)
+    [(sport, dport)] = [(usp, udp_) for n, _, _, usp, udp_, *_ in _tshark_fields(path)
+                        if int(n) == number]
+    udp_lines = out.stdout.split("###[ UDP ]###")[1].split("###[")[0].splitlines()
+    fields = {k.strip(): v.strip() for k, v in (x.split("=", 1) for x in udp_lines if "=" in x)}
+    assert (fields["sport"], fields["dport"]) == (sport, dport)
+
+
+def test_detail_of_a_packet_that_is_not_there_is_one_error() -> None:
+    path = ROOT / "captures/dns-demo.ref.pcap"
+    frames = len(_tshark_fields(path))
+    out = run_cli("inspect", str(path), "--detail", str(frames + 1))
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.count("\n") == 1 and f"no packet {frames + 1}" in out.stderr
 
 
 _SEED = (ROOT / "captures" / "dns-demo.ref.pcap").read_bytes()
@@ -216,10 +233,13 @@ def test_random_and_mutated_files_only_ever_give_our_error(tmp_path, data) -> No
     path = tmp_path / "fuzz.pcap"
     path.write_bytes(data)
     for opts in (Options(json=True), Options(flows=True)):
+        lines: list[str] = []
         try:
-            run(path, opts, lambda line: None)
+            run(path, opts, lines.append)
         except PcapError:
-            pass
+            pass  # our one error; what was printed before it must still be well formed
+        if opts.json:  # every packet read before any error is one JSON row, numbered in order
+            assert [json.loads(x)["number"] for x in lines] == list(range(1, len(lines) + 1))
 
 
 def _mutate(seed: bytes, muts) -> bytearray:

@@ -8,7 +8,7 @@ from scapy.layers.l2 import Ether
 
 from protolab.packets import decode
 from protolab.pcap import LINKTYPE_ETHERNET
-from protolab.state import IllegalTransition, advance, table_rows
+from protolab.state import IllegalTransition, advance
 from protolab.tcp import TCP_TRANSITIONS, Role, Seg, TcpObserver, TcpState
 
 C, S = ("10.0.0.1", 40000), ("10.0.0.2", 80)
@@ -94,10 +94,72 @@ def test_rst_closes_both_and_out_of_window_changes_nothing() -> None:
     assert {t.new for t in view.transitions} == {TcpState.CLOSED}
 
 
-def test_the_table_is_data_and_illegal_moves_say_so() -> None:
-    rows = table_rows(TCP_TRANSITIONS)
-    assert ("SERVER", "LISTEN", "RECV_SYN", "SYN_RECV") in rows
-    assert ("CLIENT", "FIN_WAIT_2", "RECV_FIN", "TIME_WAIT") in rows
+def states_after(segs) -> list[tuple[str, str]]:
+    """(client state, server state) after each segment, as the observer holds them."""
+    obs = TcpObserver()
+    out = []
+    for n, d in enumerate(segs, 1):
+        obs.feed(d, n)
+        [flow] = obs.flows.values()
+        out.append((flow.client.state.name, flow.server.state.name))
+    return out
+
+
+def test_a_half_closed_connection_still_carries_data_the_other_way() -> None:
+    """RFC 9293 section 3.6: a FIN closes one direction; the peer in CLOSE-WAIT may still send,
+    and the closer in FIN-WAIT-2 still receives (section 3.10.7.4, "seventh, process the segment
+    text": ESTABLISHED, FIN-WAIT-1 and FIN-WAIT-2 deliver it)."""
+    segs = conversation(C)[:3] + [
+        seg(C, "FA", CI + 1, SI + 1),               # 4 client closes its direction
+        seg(S, "A", SI + 1, CI + 2),                # 5 server acknowledges the FIN only
+        seg(S, "PA", SI + 1, CI + 2, b"late"),      # 6 server still sends
+        seg(C, "A", CI + 2, SI + 5),                # 7 client acknowledges the data
+        seg(S, "FA", SI + 5, CI + 2),               # 8 server closes too
+        seg(C, "A", CI + 2, SI + 6)]                # 9 the last ACK
+    # Expected states, each from RFC 9293 section 3.10.7 (segment arrives) / 3.10.4 (CLOSE):
+    assert states_after(segs) == [
+        ("SYN_SENT", "SYN_RECV"),        # 3.10.7.2 LISTEN, third: a SYN -> SYN-RECEIVED
+        ("ESTABLISHED", "SYN_RECV"),     # 3.10.7.3 SYN-SENT, fourth: SYN, our SYN ACKed
+        ("ESTABLISHED", "ESTABLISHED"),  # 3.10.7.4 fifth: SYN-RECEIVED, acceptable ACK
+        ("FIN_WAIT_1", "CLOSE_WAIT"),    # 3.10.4 CLOSE sends FIN; eighth: FIN -> CLOSE-WAIT
+        ("FIN_WAIT_2", "CLOSE_WAIT"),    # fifth: FIN-WAIT-1 and our FIN is ACKed
+        ("FIN_WAIT_2", "CLOSE_WAIT"),    # data in the open direction moves no state
+        ("FIN_WAIT_2", "CLOSE_WAIT"),
+        ("TIME_WAIT", "LAST_ACK"),       # eighth: FIN-WAIT-2 + FIN -> TIME-WAIT; CLOSE -> LAST
+        ("TIME_WAIT", "CLOSED")]         # fifth: LAST-ACK, our FIN ACKed -> CLOSED
+
+
+def test_the_transitions_name_their_events_in_segment_processing_order() -> None:
+    """A FIN that also acknowledges ours is two events: the ACK (fifth) before the FIN
+    (eighth), RFC 9293 section 3.10.7.4."""
+    _, flow, views = run(conversation(C))
+    client_fin_ack = views[8 - 1]  # the server's FIN+ACK reaching the client in FIN_WAIT_1
+    assert [(t.role, t.old, t.event, t.new) for t in client_fin_ack.transitions] == [
+        (Role.SERVER, TcpState.CLOSE_WAIT, Seg.SEND_FIN, TcpState.LAST_ACK),
+        (Role.CLIENT, TcpState.FIN_WAIT_1, Seg.RECV_ACK, TcpState.FIN_WAIT_2),
+        (Role.CLIENT, TcpState.FIN_WAIT_2, Seg.RECV_FIN, TcpState.TIME_WAIT)]
+    assert flow.transitions[-1].packet == 9
+
+
+def test_a_refused_connection_leaves_no_connection_on_either_side() -> None:
+    """A SYN to a port with no listener is answered RST+ACK (RFC 9293 section 3.10.7.1); the
+    client in SYN-SENT takes it, "enter CLOSED state" (3.10.7.3, first); nothing is left open."""
+    segs = [seg(C, "S", CI), seg(S, "RA", 0, CI + 1)]
+    assert states_after(segs)[-1] == ("CLOSED", "CLOSED")
+
+
+def test_a_retransmitted_syn_moves_nothing() -> None:
+    """The same SYN again (the SYN-ACK was lost) finds the server in SYN-RECEIVED: no new
+    transition, no second connection."""
+    obs = TcpObserver()
+    obs.feed(seg(C, "S", CI), 1)
+    again = obs.feed(seg(C, "S", CI), 2)
+    assert again.transitions == () and len(obs.flows) == 1
+    [flow] = obs.flows.values()
+    assert (flow.client.state, flow.server.state) == (TcpState.SYN_SENT, TcpState.SYN_RECV)
+
+
+def test_illegal_moves_name_role_state_and_event() -> None:
     with pytest.raises(IllegalTransition, match="SERVER in state LISTEN cannot take event "
                                                 "RECV_FIN"):
         advance(TCP_TRANSITIONS, Role.SERVER, TcpState.LISTEN, Seg.RECV_FIN)
