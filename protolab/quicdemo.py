@@ -467,7 +467,7 @@ def _explain(claim: str) -> str:
 def build_findings(r: QuicDemoResult, cap: _CaptureEvidence) -> Findings:
     """Every finding of this run as an Observation, and the where-state-lives rows."""
     f = Findings()
-    for obs in (_handshake(r, cap), _client_key(r, cap), _server_table(r),
+    for obs in (_handshake(r, cap), _client_key(r, cap), _server_table(r, cap),
                 _dcid_is_key(r, cap), _rotation(r, cap), _migration(r, cap),
                 _tcp_moved(r, cap), _restart_table(r), _restart_dropped(r, cap),
                 _restart_ended(r), _new_handshake(r, cap), _retry_no_state(r, cap),
@@ -505,15 +505,23 @@ def _client_key(r: QuicDemoResult, cap: _CaptureEvidence) -> Observation:
         why_not=cap.missing(f"server packet with DCID {_hex(r.client_cid)}"))
 
 
-def _server_table(r: QuicDemoResult) -> Observation:
+def _server_table(r: QuicDemoResult, cap: _CaptureEvidence) -> Observation:
     n = len(r.server_cids)
+    keys = {k.hex() for k in r.server_cids}
+    used: dict[str, int] = {}
+    for x in cap.quic(src=_ep(r.client_addr), dst=_ep(r.server)):
+        if x.fields["quic_dcid"] in keys:
+            used.setdefault(x.fields["quic_dcid"], x.number)
     return observe(
         "quic.server-table", "the server's table holds several keys for this one connection",
-        n >= 2, seen=f"server's table (server app memory): {n} keys, all → connection "
-        f"#{r.connection}; the client holds {r.spare_cids} spare CIDs the server issued it",
+        n >= 2 and cap.shows(list(used.values())),
+        seen=f"server's table (server app memory): {n} keys, all → connection #{r.connection}; "
+             f"the client holds {r.spare_cids} spare CIDs the server issued it",
         evidence=[Evidence("server table keys for the connection", after=n),
-                  Evidence("client's unused server CIDs", after=r.spare_cids)],
-        why_not=f"the server's table had {n} keys for the connection")
+                  Evidence("client's unused server CIDs", after=r.spare_cids),
+                  *cap.packets(sorted(used.values()), f"{len(used)} keys used as DCID")],
+        why_not=f"the server's table had {n} keys for the connection" if n < 2 else
+        cap.missing("client packet with one of these keys as DCID"))
 
 
 def _dcid_is_key(r: QuicDemoResult, cap: _CaptureEvidence) -> Observation:
@@ -599,8 +607,9 @@ def _tcp_moved(r: QuicDemoResult, cap: _CaptureEvidence) -> Observation:
     claim = "a TCP connection moved the same way does not survive: its kernel answers RST"
     move = r.tcp_move
     if move is None or not move.attempted:
-        return explain("quic.tcp-moved", claim, "(needs root to forge) a TCP segment from "
-                       "another address needs a raw socket and the capture")
+        why = f"capture off ({cap.off_reason})" if not cap.on else "no raw socket"
+        return explain("quic.tcp-moved", claim, f"{why}: forging a TCP segment from another "
+                       f"address needs root (a raw socket) and the capture")
     tcp = [x for x in cap.rows if x.proto == "TCP"]
     seg = [x.number for x in tcp if x.src == move.new_source][:1]
     rst = [x.number for x in tcp if x.dst == move.new_source
@@ -853,10 +862,10 @@ def where_from_capture(rows: Sequence[Row]) -> list[StateRow]:
 
     found = {f.step.key: f.packets for f in check(LAB, rows)}
 
-    def shown(key: str, claim: str, step: str, seen: str) -> Observation:
+    def shown(key: str, claim: str, step: str, seen: str, what: str = "packets") -> Observation:
         packets = found.get(step, ())
         return observe(key, claim, bool(packets), seen=seen,
-                       evidence=[Evidence("packets", packets=packets)] if packets else [],
+                       evidence=[Evidence(what, packets=packets)] if packets else [],
                        why_not=f"the capture does not show it (story step {step!r})")
 
     live = Status.LIVE_ONLY
@@ -864,7 +873,7 @@ def where_from_capture(rows: Sequence[Row]) -> list[StateRow]:
         StateRow(*TABLE, RESTART, shown(
             "where.table", "after the restart the client needs a new connection",
             "new-connection", "a new Initial from the client, new CIDs (the table's keys "
-            "before → after: live run only)")),
+            "before → after: live run only)", "first Initial, new Initial")),
         StateRow(*DCID, ROTATE, shown(
             "where.dcid", "the client switches to a new DCID", "rotation",
             "a new DCID on the same path, the connection goes on")),
