@@ -656,8 +656,8 @@ def _restart_dropped(r: QuicDemoResult, cap: _CaptureEvidence) -> Observation:
     ok = rs.dropped >= 1 and cap.shows(dropped) and not replies
     return observe(
         "quic.restart-dropped", "the new server drops the client's packets: no key matches",
-        ok, seen=f"the new server dropped {rs.dropped} datagrams for an unknown DCID and "
-                 f"answered none",
+        ok, seen=f"the new server dropped {rs.dropped} datagrams for an unknown DCID"
+                 + (" and answered none" if cap.on else ""),
         evidence=[Evidence("server's unknown-CID counter", after=rs.dropped),
                   *cap.packets(dropped, "dropped"),
                   *([Evidence("replies to them", after=0)] if cap.on else [])],
@@ -778,7 +778,7 @@ def _loss(r: QuicDemoResult) -> list[Observation]:
                 evidence=[Evidence("ACK frames with 2+ ranges (client qlog)",
                                    after=f"{len(report.gapped_acks)} of {report.acks}")]),
         observe("quic.loss-complete", "all bytes come back in order through the faults",
-                r.loss_complete, seen=f"all {run.total} bytes came back in order",
+                r.loss_complete, seen=f"all {run.total} bytes came back in order: yes",
                 evidence=[Evidence("bytes echoed", after=f"{run.received} of {run.total}")],
                 why_not=f"{run.received} of {run.total} bytes came back within 15 s"),
     ]
@@ -926,8 +926,8 @@ def _print(r: QuicDemoResult, path: Path, captured: bool, out: Out) -> None:
                  f"the client's loss timers re-send until its idle timeout "
                  f"({RESTART_IDLE_TIMEOUT} s here) ends the connection"))
     say("quic.new-handshake")
-    out(_explain("QUIC is as stateful as TCP: it moved the key from the 4-tuple to the CID, and "
-                 "a lost table is a lost connection"))
+    out(_explain("QUIC is stateful, as TCP is: it moved the key from the 4-tuple to the CID, "
+                 "and a lost table is a lost connection"))
     out("\n5. Retry: address validation without state")
     say("quic.retry-no-state", "quic.retry-token")
     out(_explain("the token carries what the server did not keep (the client's address and "
