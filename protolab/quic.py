@@ -197,6 +197,7 @@ class ServerConnection:
 class ServerCounters:
     datagrams: int = 0
     retries_sent: int = 0  #: Retry packets sent (no state kept for them)
+    tokens_accepted: int = 0  #: Initials whose Retry token validated (the state came back)
     unknown_cid: int = 0  #: datagrams whose DCID is in no table entry: dropped
     version_negotiation: int = 0
 
@@ -268,6 +269,7 @@ class QuicServerCore:
                         token=header.token, now=now)
                 except ValueError:
                     return
+                self.counters.tokens_accepted += 1
                 retry_scid = header.destination_cid
             conn = QuicConnection(configuration=self._config,
                                   original_destination_connection_id=odcid,
@@ -413,6 +415,12 @@ class QuicClientCore:
     @property
     def host_cid(self) -> bytes:
         return self.conn.host_cid
+
+    @property
+    def host_cids(self) -> frozenset[bytes]:
+        """The keys of the client's own table: every CID it issued and has not retired."""
+        # aioquic internal: QuicConnection._host_cids (RFC 9000 section 5.1.1)
+        return frozenset(c.cid for c in self.conn._host_cids)
 
     def close(self) -> None:
         self.conn.close()
