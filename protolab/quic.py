@@ -318,7 +318,12 @@ class QuicServerCore:
         return min(timers) if timers else None
 
     def connections(self) -> list[ServerConnection]:
+        """The connections in the table now (a closed one has no CID left: it is not found)."""
         return [e for e in self._connections if e.cids]
+
+    def all_connections(self) -> list[ServerConnection]:
+        """Every connection this core made, including the closed ones."""
+        return list(self._connections)
 
     def paths(self, entry: ServerConnection) -> list[tuple[Address, bool]]:
         """The network paths the server knows for a connection: (peer address, validated)."""
