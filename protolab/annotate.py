@@ -194,7 +194,7 @@ TEMPLATES: dict[Kind, str] = {
                   "now){moves}",
     Kind.TCP_RST_NO_CONNECTION: "RST answering {ref}: no connection existed — no socket at "
                                 "{sender} for this 4-tuple, so its kernel resets (RFC 9293 "
-                                "section 3.10.7.1)",
+                                "section 3.10.7.1){moves}",
     Kind.HTTP_TOKEN: "state came WITH the request: a signed token (who you are, until when); no "
                      "lookup needed to know the user; " + _CONNECTION,
     Kind.HTTP_SESSION_CREATED: "creates a session: the client gets only its key (cookie "
@@ -556,11 +556,13 @@ class Annotator:
             return Row(**base, action=Action.MISSING, holders=(Holder.NOBODY,),
                        fact=Fact(Kind.TCP_OUT_OF_WINDOW, values=values))
         if tcp.flags & 0x04:
-            if not view.states_known and view.first_from_sender:
+            if view.first_from_sender:  # RFC 9293 section 3.10.7.1: no socket, so RST
                 answered = self._tcp_last.get(view.flow, 0)
+                moves = tuple(t for t in moves if t.endpoint != base["src"])
+                self._forget_moves_of(base["src"], answered)
                 return Row(**base, action=Action.MISSING, holders=(Holder.NOBODY,),
                            fact=Fact(Kind.TCP_RST_NO_CONNECTION,
-                                     (answered,) if answered else (), values={
+                                     (answered,) if answered else (), moves=moves, values={
                                          **values, "sender": base["src"]}))
             return Row(**base, action=Action.MISSING, holders=(Holder.NOBODY,),
                        fact=Fact(Kind.TCP_RST, moves=moves, values=values))
@@ -582,6 +584,14 @@ class Annotator:
         return Row(**base, action=Action.ENDS if ends else Action.USES, holders=holders,
                    fact=Fact(Kind.TCP_CLOSE if ends else Kind.TCP_SEGMENT, moves=moves,
                              values=values))
+
+    def _forget_moves_of(self, endpoint: str, number: int) -> None:
+        """A port that answers with RST never had a connection: the moves the model gave it at
+        packet `number` (e.g. LISTEN→SYN_RECV for a SYN to a port with no listener) are void."""
+        for i, (row, d) in enumerate(self._window):
+            if row.number == number and row.fact.moves:
+                kept = tuple(t for t in row.fact.moves if t.endpoint != endpoint)
+                self._window[i] = (replace(row, fact=replace(row.fact, moves=kept)), d)
 
     def _bound_tcp_last(self) -> None:
         while len(self._tcp_last) > MAX_PENDING:

@@ -166,3 +166,13 @@ def _annotator_for(path):
         a.feed(decode(rec.data, rec.linktype, rec.time, rec.orig_len))
     a.finish()
     return a
+
+
+def test_a_syn_refused_with_rst_gives_the_closed_port_no_state():
+    syn, rst = annotate(frames(seg(C, S, 4000, 81, "S", 100),
+                               seg(S, C, 81, 4000, "RA", 0, 101)))
+    assert {(t.role.value, t.old.value, t.new.value) for t in syn.fact.moves} == {
+        ("client", "CLOSED", "SYN_SENT")}  # no LISTEN→SYN_RECV: nothing listened
+    assert rst.fact.kind is Kind.TCP_RST_NO_CONNECTION and rst.fact.refs == (syn.number,)
+    assert {(t.role.value, t.old.value, t.new.value) for t in rst.fact.moves} == {
+        ("client", "SYN_SENT", "CLOSED")}
