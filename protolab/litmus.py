@@ -296,6 +296,12 @@ class Cell:
         return "\n".join(lines)
 
 
+def _other_backend(cluster: Cluster, backend_id: str) -> str:
+    """The backend after `backend_id` in the cluster (itself when it is the only one)."""
+    ids = list(cluster.procs)
+    return ids[(ids.index(backend_id) + 1) % len(ids)] if backend_id in ids else ids[0]
+
+
 def _switch(cluster: Cluster, c: Client, added: Step, key: str) -> tuple[Observation, list[Step]]:
     """View cart through the balancer; if it answers from the backend that served add item
     (a sticky policy), send it straight to another backend, as the balancer would once it took
@@ -303,11 +309,9 @@ def _switch(cluster: Cluster, c: Client, added: Step, key: str) -> tuple[Observa
     steps = [_ask(c, "view cart", "GET", "/cart")]
     done = "view cart through the balancer"
     if steps[-1].status and steps[-1].backend == added.backend:
-        others = [b for b in cluster.procs if b != added.backend]
-        if others:
-            steps.append(_ask(_direct(cluster, others[0], c), "view cart", "GET", "/cart",
-                              via=others[0]))
-            done = f"the balancer kept {added.backend}: view cart sent straight to {others[0]}"
+        other = _other_backend(cluster, added.backend)
+        steps.append(_ask(_direct(cluster, other, c), "view cart", "GET", "/cart", via=other))
+        done = f"the balancer kept {added.backend}: view cart sent straight to {other}"
     last = steps[-1]
     switched = bool(last.status) and last.backend not in (added.backend, "?")
     why = (f"view cart got no response ({last.error})" if not last.status else
