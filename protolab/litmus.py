@@ -4,7 +4,11 @@ Where state lives decides every verdict: a session in a backend's memory dies wi
 is simply elsewhere when the balancer sends you to another backend); a session in a shared store
 survives any backend restart and dies with the store; a signed token survives everything that does
 not hold it, and the cart beside it lives in the store. Each verdict here comes from a real
-workflow against real processes, and each restart is checked by its new process ID.
+workflow against real processes and is read from the last response; each disruption is an
+observation with its evidence: a restart counts only when another process ID answers on the
+backend's port, a wipe only when the store's own count of the lab's keys falls to 0, a switch only
+when another backend (by its `X-Backend` header) served view cart. What was not performed is NOT
+OBSERVED and gets no verdict; a workflow that broke before its disruption says where.
 """
 
 from __future__ import annotations
