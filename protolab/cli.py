@@ -241,11 +241,11 @@ def cmd_litmus(args: argparse.Namespace) -> int:
         variants = _variants(args.designs, args.redis, tmp)
         policies = [Policy(p) for p in args.policies]
         out(f"The litmus test: login → add item → DISRUPTION → view cart, through the "
-            f"{args.lb} balancer, real processes (3 backends per design). Each cell: the "
-            f"verdict, what this run did (did:) with its evidence, and the responses it is read "
-            f"from (saw:), each naming the backend and PID that answered. A restart counts only "
-            f"if another PID answers on that port; switch backend: if the balancer keeps view "
-            f"cart on the same backend, it is sent straight to another one.\n")
+            f"{args.lb} balancer,\nreal processes (3 backends per design). Each cell: the "
+            f"verdict; what this run did (did:) with its\nevidence; the responses it is read "
+            f"from (saw:), each naming the backend and PID that answered.\nA restart counts "
+            f"only if another PID answers on that port. Switch backend: if the balancer keeps\n"
+            f"view cart on the same backend, it is sent straight to another one.\n")
         cells = litmus_table(variants, policies, lb=args.lb, out=out)
         failed = any(cell.problem() for cell in cells)
         if not args.no_measure:
