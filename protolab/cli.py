@@ -241,8 +241,13 @@ def cmd_litmus(args: argparse.Namespace) -> int:
         variants = _variants(args.designs, args.redis, tmp)
         policies = [Policy(p) for p in args.policies]
         out(f"The litmus test: login → add item → DISRUPTION → view cart, through the "
-            f"{args.lb} balancer, real processes (3 backends per design)\n")
-        outcomes = litmus_table(variants, policies, lb=args.lb, out=out)
+            f"{args.lb} balancer,\nreal processes (3 backends per design). Each cell: the "
+            f"verdict; what this run did (did:) with its\nevidence; the responses it is read "
+            f"from (saw:), each naming the backend and PID that answered.\nA restart counts "
+            f"only if another PID answers on that port. Switch backend: if the balancer keeps\n"
+            f"view cart on the same backend, it is sent straight to another one.\n")
+        cells = litmus_table(variants, policies, lb=args.lb, out=out)
+        failed = any(cell.problem() for cell in cells)
         if not args.no_measure:
             out("\nThe trade-offs, measured here (GET /cart, 2000 requests, 4 threads, one "
                 "backend; memory per 10k sessions):")
@@ -261,9 +266,9 @@ def cmd_litmus(args: argparse.Namespace) -> int:
 
                 out(f"capture off: {off}; {fix_hint()}. The run went on without its "
                     f"completeness check.")
-            if any(r.complete is False for r in results):
-                return EXIT_FAILED
-    return 0 if all(o.verdict for o in outcomes) else EXIT_FAILED
+            failed = failed or any(r.complete is False or r.restarted().failed
+                                   for r in results)
+    return EXIT_FAILED if failed else 0
 
 
 def _load_pcap(pcap: str | None, design: str, designs: int):

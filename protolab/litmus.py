@@ -4,7 +4,11 @@ Where state lives decides every verdict: a session in a backend's memory dies wi
 is simply elsewhere when the balancer sends you to another backend); a session in a shared store
 survives any backend restart and dies with the store; a signed token survives everything that does
 not hold it, and the cart beside it lives in the store. Each verdict here comes from a real
-workflow against real processes, and each restart is checked by its new process ID.
+workflow against real processes and is read from the last response; each disruption is an
+observation with its evidence: a restart counts only when another process ID answers on the
+backend's port, a wipe only when the store's own count of the lab's keys falls to 0, a switch only
+when another backend (by its `X-Backend` header) served view cart. What was not performed is NOT
+OBSERVED and gets no verdict; a workflow that broke before its disruption says where.
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from protolab.lb import LoadBalancer, Nginx, Policy, Upstream
+from protolab.observe import Evidence, Observation, Status, explain, observe
 from protolab.proc import ServerProcess
 from protolab.sessions import Design, open_store
 
@@ -30,10 +36,7 @@ if TYPE_CHECKING:
     from protolab.capture import CaptureSummary
 
 Out = Callable[[str], None]
-DISRUPTIONS = ("switch backend", "restart serving backend", "restart all backends",
-               "wipe the store")
-CONTINUED, LOGGED_OUT, CART_LOST, NOT_APPLICABLE = ("workflow continued", "logged out",
-                                                    "cart lost", "-")
+CONTINUED, LOGGED_OUT, CART_LOST = "workflow continued", "logged out", "cart lost"
 
 
 @dataclass(frozen=True)
@@ -166,89 +169,305 @@ def demo_workflow(cluster: Cluster) -> list[tuple[str, str, Reply]]:
 
 
 # -- the litmus table -----------------------------------------------------------------------------
+#
+# Each cell is one workflow, login → add item → DISRUPTION → view cart, kept as data: every request
+# with what its response said (the backend's own X-Backend and X-Backend-Pid headers), the
+# disruption as an `Observation` with its evidence (PIDs answering on each restarted backend's port
+# before → after; the store's own key count before → after a wipe; the backend that served add
+# item → the one that served view cart), and the verdict as an `Observation` read from the view
+# cart response. A workflow that broke before the disruption is reported as such, never as a
+# verdict for a disruption that did not happen.
+
+
+class Disruption(Enum):
+    SWITCH = "switch backend"  #: view cart served by another backend than add item
+    RESTART_SERVING = "restart serving backend"  #: the backend that served add item, killed
+    RESTART_ALL = "restart all backends"  #: every backend process killed and started again
+    WIPE = "wipe the store"  #: the shared store emptied of the lab app's keys
+
+
+DISRUPTIONS = tuple(d.value for d in Disruption)
+#: the keys the lab app writes to a store (`protolab.sessions`): what a wipe is counted by
+KEY_PREFIXES = ("session:", "cart:", "deny:")
+LOGIN = {"user": "alice", "password": "wonderland"}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One request of a workflow and what its response said."""
+
+    name: str  #: "login", "add item", "view cart"
+    status: int  #: the HTTP status; 0: no response
+    backend: str = "?"  #: the response's X-Backend: the backend that answered
+    pid: int = 0  #: the response's X-Backend-Pid: the process that answered
+    error: str = ""  #: the response's own `error` field, or why there was no response
+    items: tuple[str, ...] = ()  #: the cart in the response
+    via: str = "balancer"  #: "balancer", or the backend it was sent straight to
+
+    def result(self) -> str:
+        """What the response said: status, who answered (id and PID), its error."""
+        if not self.status:
+            return f"no response ({self.error})"
+        via = "" if self.via == "balancer" else " (direct)"
+        said = f": {self.error}" if self.error else ""
+        return f"HTTP {self.status} from {self.backend} pid {self.pid}{via}{said}"
+
+    def text(self) -> str:
+        return f"{self.name}: {self.result()}"
+
+    def evidence(self) -> Evidence:
+        return Evidence(self.name, after=self.result())
+
+
+def _ask(client: Client, name: str, method: str, path: str, fields: dict | None = None,
+         via: str = "balancer") -> Step:
+    try:
+        r = client.request(method, path, fields)
+    except OSError as exc:
+        return Step(name, 0, error=f"{type(exc).__name__}: {exc}", via=via)
+    items = r.body.get("items", [])
+    return Step(name, r.status, r.backend, r.pid, str(r.body.get("error", "")),
+                tuple(map(str, items)) if isinstance(items, list) else (), via)
+
+
+def _direct(cluster: Cluster, backend_id: str, like: Client | None = None) -> Client:
+    """A client for one backend's own port (bypassing the balancer), with `like`'s cookies."""
+    c = Client(("127.0.0.1", cluster.procs[backend_id].port))
+    if like is not None:
+        c.cookies, c.token = dict(like.cookies), like.token
+    return c
+
+
+def probe(cluster: Cluster, backend_id: str) -> Step:
+    """Ask a backend's port who answers there: its id and process ID, from the response."""
+    return _ask(_direct(cluster, backend_id), f"{backend_id} pid", "GET", "/profile",
+                via=backend_id)
 
 
 @dataclass
-class Outcome:
+class Cell:
+    """One cell of the litmus table: a workflow, the disruption performed, what came of it."""
+
     variant: str
     policy: str
     disruption: str
-    verdict: str
-    served: list[str] = field(default_factory=list)  #: backend per request, in order
-    restarts: list[tuple[str, int, int]] = field(default_factory=list)  #: (id, old, new pid)
-    pids_after: dict[str, int] = field(default_factory=dict)  #: pid seen per backend after
+    steps: list[Step] = field(default_factory=list)  #: every request, in order
+    done: Observation | None = None  #: the disruption performed, with its evidence
+    outcome: Observation | None = None  #: the verdict from the response, or where it broke
+    verdict: str = ""  #: CONTINUED, LOGGED_OUT, CART_LOST; "": no verdict for the disruption
+    broke_at: str = ""  #: the step the workflow broke at, before the disruption
+    restarts: list[tuple[str, int, int]] = field(default_factory=list)  #: (id, pid before, after)
+
+    @property
+    def key(self) -> str:
+        return "litmus." + ".".join("-".join("".join(c if c.isalnum() else " " for c in x)
+                                             .split())
+                                    for x in (self.variant, self.policy, self.disruption))
+
+    @property
+    def served(self) -> list[str]:
+        """The backend that answered each request, in order (from the responses)."""
+        return [s.backend for s in self.steps if s.status]
+
+    def observations(self) -> list[Observation]:
+        return [o for o in (self.done, self.outcome) if o is not None]
+
+    def problem(self) -> str:
+        return "; ".join(f"{o.key}: {o.why}" for o in self.observations() if o.failed)
+
+    def text(self) -> str:
+        """The cell as printed: the verdict (or where it broke, or NOT OBSERVED), what this run
+        did with its evidence, and the response the verdict is read from."""
+        done, outcome = self.done, self.outcome
+        if self.broke_at and outcome is not None and outcome.observed:
+            return (f"broke at {self.broke_at}; {self.disruption}: not tried\n"
+                    f"saw: {outcome.evidence_text()}")
+        if done is not None and done.status in (Status.NOT_TRIED, Status.LIVE_ONLY) \
+                and not self.broke_at:
+            return f"- ({done.status.value}: {done.why})"
+        lines = []
+        if done is not None and done.failed:
+            lines.append(f"NOT OBSERVED: {done.claim} — {done.why}")
+        elif outcome is not None and outcome.failed:
+            lines.append(f"NOT OBSERVED: {outcome.claim} — {outcome.why}")
+        elif outcome is not None:
+            lines.append(outcome.seen)
+        if done is not None and done.status in (Status.OBSERVED, Status.NOT_OBSERVED):
+            ev = done.evidence_text()
+            lines.append(f"did: {done.done}" + (f" [{ev}]" if ev else ""))
+        if outcome is not None and outcome.evidence:
+            lines.append(f"saw: {outcome.evidence_text()}")
+        return "\n".join(lines)
 
 
-def _verdict(reply: Reply, item: str) -> str:
-    if reply.status == 401:
-        return LOGGED_OUT
-    if reply.status == 200 and item in reply.body.get("items", []):
-        return CONTINUED
-    return CART_LOST if reply.status == 200 else f"HTTP {reply.status}"
+def _other_backend(cluster: Cluster, backend_id: str) -> str:
+    """The backend after `backend_id` in the cluster (itself when it is the only one)."""
+    ids = list(cluster.procs)
+    return ids[(ids.index(backend_id) + 1) % len(ids)] if backend_id in ids else ids[0]
 
 
-def run_workflow(cluster: Cluster, disruption: str, source_ip: str = "127.0.0.2") -> Outcome:
+def _switch(cluster: Cluster, c: Client, added: Step, key: str) -> tuple[Observation, list[Step]]:
+    """View cart through the balancer; if it answers from the backend that served add item
+    (a sticky policy), send it straight to another backend, as the balancer would once it took
+    that backend out (drained, failed, scaled in)."""
+    steps = [_ask(c, "view cart", "GET", "/cart")]
+    done = "view cart through the balancer"
+    if steps[-1].status and steps[-1].backend == added.backend:
+        other = _other_backend(cluster, added.backend)
+        steps.append(_ask(_direct(cluster, other, c), "view cart", "GET", "/cart", via=other))
+        done = f"the balancer kept {added.backend}: view cart sent straight to {other}"
+    last = steps[-1]
+    switched = bool(last.status) and last.backend not in (added.backend, "?")
+    why = (f"view cart got no response ({last.error})" if not last.status else
+           f"view cart was served by {last.backend}, the backend that served add item")
+    return observe(f"{key}.done", "switch backend", switched, done=done,
+                   seen="another backend served view cart",
+                   evidence=[Evidence("served by", f"{added.backend} (add item)",
+                                      f"{last.backend} (view cart)")],
+                   why_not=why), steps
+
+
+def _restart(cluster: Cluster, ids: list[str], key: str
+             ) -> tuple[Observation, list[tuple[str, int, int]]]:
+    """Kill each backend and start a new one on its port; the PIDs are what the process
+    answering on that port says, before and after (they must differ)."""
+    before = {b: probe(cluster, b) for b in ids}
+    for b in ids:
+        cluster.restart(b)
+    after = {b: probe(cluster, b) for b in ids}
+    restarts = [(b, before[b].pid, after[b].pid) for b in ids]
+    same = [f"{b} pid {old} → {new}" for b, old, new in restarts if not (old and new)
+            or old == new]
+    why = "; ".join(same) + ": the same process (or none) answered before and after"
+    return observe(f"{key}.done", f"restart {', '.join(ids)}", not same,
+                   done=f"killed and restarted {', '.join(ids)}",
+                   seen="a new process answers on each restarted backend's port",
+                   evidence=[Evidence(f"{b} pid", old, new) for b, old, new in restarts],
+                   why_not=why), restarts
+
+
+def store_keys(url: str) -> int:
+    """How many of the lab app's keys the store holds, counted by the store itself."""
+    store = open_store(url)
+    return sum(store.count(prefix) for prefix in KEY_PREFIXES)
+
+
+def _wipe(url: str, key: str) -> Observation:
+    before = store_keys(url)
+    open_store(url).wipe()
+    after = store_keys(url)
+    why = (f"the store held no keys to wipe ({before})" if not before else
+           f"{after} of {before} keys are still there")
+    return observe(f"{key}.done", "wipe the store", before > 0 and after == 0,
+                   done=f"wiped the store ({url.split(':', 1)[0]})",
+                   seen="the store's keys are gone",
+                   evidence=[Evidence("store keys", before, after)], why_not=why)
+
+
+def _verdict(view: Step, item: str, key: str, done: Observation) -> tuple[str, Observation]:
+    """The verdict, from the view cart response, for a disruption that was performed."""
+    claim = f"what {done.claim} did to the workflow"
+    if not done.observed:
+        return "", observe(f"{key}.outcome", claim, False, evidence=[view.evidence()],
+                           why_not=f"no verdict: {done.claim} was not performed")
+    if not view.status:
+        return "", observe(f"{key}.outcome", claim, False, why_not=view.text())
+    if view.status == 401:
+        verdict = LOGGED_OUT
+    elif view.status == 200:
+        verdict = CONTINUED if item in view.items else CART_LOST
+    else:
+        verdict = f"HTTP {view.status}"
+    cart = (f"cart holds {item}" if item in view.items else
+            f"cart has no {item}" if view.status == 200 else "")
+    evidence = [view.evidence()] + ([Evidence(cart)] if cart else [])
+    return verdict, observe(f"{key}.outcome", claim, True, seen=verdict, evidence=evidence)
+
+
+def _broke(cell: Cell, step: Step) -> Cell:
+    """The workflow broke before the disruption: say where, from the response; no verdict."""
+    cell.broke_at = step.name
+    said = step.error or (f"HTTP {step.status}" if step.status else "no response")
+    cell.outcome = observe(
+        f"{cell.key}.outcome", "the workflow up to the disruption", step.name != "login",
+        seen=f"broke at {step.name}: {said}",
+        evidence=[s.evidence() for s in cell.steps],
+        why_not=f"the workflow could not start: {step.text()}")
+    cell.done = explain(f"{cell.key}.done", cell.disruption,
+                        f"the workflow broke at {step.name}, before it")
+    return cell
+
+
+def run_workflow(cluster: Cluster, disruption: str, source_ip: str = "127.0.0.2",
+                 policy: str = "") -> Cell:
     """login → add item → DISRUPTION → view cart, through the balancer."""
-    out = Outcome(cluster.variant.name, "", disruption, "")
+    cell = Cell(cluster.variant.name, policy, disruption)
     c = Client(cluster.address, source_ip)
     item = f"book-{secrets.token_hex(3)}"
-    login = c.request("POST", "/login", {"user": "alice", "password": "wonderland"})
-    added = c.request("POST", "/cart/items", {"item": item})
-    out.served += [login.backend, added.backend]
-    if login.status != 200 or added.status != 200:
-        out.verdict = LOGGED_OUT if added.status == 401 else f"HTTP {added.status}"
-        return out
-    if disruption == "switch backend":
-        replies = [c.request("GET", "/cart") for _ in range(len(cluster.procs))]
-        out.served += [r.backend for r in replies]
-        out.verdict = next((v for v in (_verdict(r, item) for r in replies) if v != CONTINUED),
-                           CONTINUED)
-        return out
-    if disruption == "restart serving backend":
-        out.restarts.append((added.backend, *cluster.restart(added.backend)))
-    elif disruption == "restart all backends":
-        for backend_id in list(cluster.procs):
-            out.restarts.append((backend_id, *cluster.restart(backend_id)))
-    elif disruption == "wipe the store":
-        if cluster.variant.store is None:
-            out.verdict = NOT_APPLICABLE
-            return out
-        open_store(cluster.variant.store).wipe()
-    view = c.request("GET", "/cart")
-    out.served.append(view.backend)
-    out.pids_after[view.backend] = view.pid
-    out.verdict = _verdict(view, item)
-    return out
+    cell.steps.append(_ask(c, "login", "POST", "/login", LOGIN))
+    if cell.steps[-1].status == 200:
+        cell.steps.append(_ask(c, "add item", "POST", "/cart/items", {"item": item}))
+    if cell.steps[-1].status != 200:
+        return _broke(cell, cell.steps[-1])
+    added = cell.steps[-1]
+    if disruption == Disruption.SWITCH.value:
+        cell.done, views = _switch(cluster, c, added, cell.key)
+        cell.steps += views
+    else:
+        if disruption == Disruption.WIPE.value:
+            if cluster.variant.store is None:
+                return _not_applicable(cell)
+            cell.done = _wipe(cluster.variant.store, cell.key)
+        else:
+            ids = [added.backend] if disruption == Disruption.RESTART_SERVING.value \
+                else list(cluster.procs)
+            cell.done, cell.restarts = _restart(cluster, ids, cell.key)
+        cell.steps.append(_ask(c, "view cart", "GET", "/cart"))
+    cell.verdict, cell.outcome = _verdict(cell.steps[-1], item, cell.key, cell.done)
+    return cell
+
+
+def _not_applicable(cell: Cell) -> Cell:
+    cell.done = explain(f"{cell.key}.done", cell.disruption,
+                        f"the {cell.variant} design has no store")
+    return cell
 
 
 def litmus_table(variants: list[Variant], policies: list[Policy], lb: str = "protolab",
-                 out: Out = print) -> list[Outcome]:
+                 out: Out = print) -> list[Cell]:
     """Every variant × policy × disruption; one cluster per variant and policy, a fresh login
     for each workflow."""
-    outcomes = []
+    cells = []
     for variant in variants:
         for policy in policies:
             with Cluster(variant, policy, lb=lb) as cluster:
                 for disruption in DISRUPTIONS:
-                    if disruption == "wipe the store" and variant.store is None:
-                        o = Outcome(variant.name, policy.value, disruption, NOT_APPLICABLE)
+                    if disruption == Disruption.WIPE.value and variant.store is None:
+                        cell = _not_applicable(Cell(variant.name, policy.value, disruption))
                     else:
-                        o = run_workflow(cluster, disruption)
-                    o.policy = policy.value
-                    outcomes.append(o)
-    _print_litmus(outcomes, out)
-    return outcomes
+                        cell = run_workflow(cluster, disruption, policy=policy.value)
+                    cells.append(cell)
+    print_litmus(cells, out)
+    return cells
 
 
-def _print_litmus(outcomes: list[Outcome], out: Out) -> None:
+def print_litmus(cells: list[Cell], out: Out) -> None:
+    """One table per design: a row per policy, a column per disruption; each cell its verdict,
+    what this run did (did:) with its evidence, and the response it is read from (saw:)."""
     from tabulate import tabulate
 
-    rows: dict[tuple[str, str], dict[str, str]] = {}
-    for o in outcomes:
-        rows.setdefault((o.variant, o.policy), {})[o.disruption] = o.verdict
-    out(tabulate([(v, p, *(cells.get(d, "") for d in DISRUPTIONS))
-                  for (v, p), cells in rows.items()],
-                 headers=("design", "balancer policy", *DISRUPTIONS)))
+    by_variant: dict[str, dict[str, dict[str, Cell]]] = {}
+    for cell in cells:
+        by_variant.setdefault(cell.variant, {}).setdefault(cell.policy, {})[cell.disruption] = cell
+    for variant, rows in by_variant.items():
+        out(f"design: {variant}")
+        out(tabulate([(policy, *(row[d].text() if d in row else "" for d in DISRUPTIONS))
+                      for policy, row in rows.items()],
+                     headers=("policy", *DISRUPTIONS), tablefmt="grid",
+                     maxcolwidths=[13, 22, 22, 22, 22], maxheadercolwidths=[13, 22, 22, 22, 22]))
+    failed = [o for cell in cells for o in cell.observations() if o.failed]
+    for o in failed:
+        out(o.line())
 
 
 # -- the trade-offs, measured ---------------------------------------------------------------------
@@ -376,6 +595,19 @@ class LoadResult:
     captured_requests: int = 0  #: request heads in the capture, client → balancer
     captured_responses: int = 0  #: response heads in the capture, balancer → client
 
+    def restarted(self) -> Observation:
+        """Each backend restarted: the process answering on its port before → after differs."""
+        same = [f"{b} pid {old} → {new}" for b, old, new in self.restarts
+                if not (old and new) or old == new]
+        return observe(f"litmus.under-load.{self.variant}.restarts", "restart each backend in turn",
+                       bool(self.restarts) and not same,
+                       done="drained, restarted and put back " +
+                            ", ".join(b for b, _, _ in self.restarts),
+                       seen="a new process answers on each backend's port",
+                       evidence=[Evidence(f"{b} pid", old, new) for b, old, new in self.restarts],
+                       why_not=("; ".join(same) + ": the same process (or none) answered"
+                                if same else "no backend was restarted"))
+
     @property
     def complete(self) -> bool | None:
         """The capture holds every request and response the users counted; None: no capture."""
@@ -442,8 +674,10 @@ def rolling_restart(variant: Variant, total: int = 10_000, clients: int = 8,
                     break
                 lb = cluster.lb
                 lb.drain(up.id)
-                result.restarts.append((up.id, *cluster.restart(up.id, graceful=True)))
+                before = probe(cluster, up.id)  # the PIDs as the processes answer
+                cluster.restart(up.id, graceful=True)
                 lb.undrain(up.id, cluster.procs[up.id].port)
+                result.restarts.append((up.id, before.pid, probe(cluster, up.id).pid))
             for t in threads:
                 t.join()
     if capture:
@@ -473,6 +707,8 @@ def print_load(rows: list[LoadResult], out: Out) -> None:
                   for r in rows],
                  headers=("design (round-robin)", "requests", "backends restarted",
                           "failed requests", "lost sessions (401)")))
+    for r in rows:
+        out(f"{r.variant}: {r.restarted().line()}")
     for r in rows:
         if r.complete is None:
             continue

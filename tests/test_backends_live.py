@@ -11,8 +11,8 @@ from protolab.lb import Policy
 from protolab.litmus import (
     CART_LOST,
     CONTINUED,
+    DISRUPTIONS,
     LOGGED_OUT,
-    NOT_APPLICABLE,
     Client,
     Cluster,
     Variant,
@@ -20,6 +20,7 @@ from protolab.litmus import (
     measure,
     rolling_restart,
 )
+from protolab.observe import Status
 from protolab.sessions import Design
 
 from conftest import require_tool
@@ -84,53 +85,98 @@ def litmus(tmp_path_factory, redis_url):
     return litmus_table(variants, list(Policy), out=lines.append), "\n".join(lines)
 
 
-def _cell(outcomes, variant: str, policy: str, disruption: str):
-    [o] = [o for o in outcomes if (o.variant, o.policy, o.disruption) ==
-           (variant, policy, disruption)]
-    return o
+def _cell(cells, variant: str, policy: str, disruption: str):
+    [c] = [c for c in cells if (c.variant, c.policy, c.disruption) == (variant, policy, disruption)]
+    return c
 
 
+BROKE, NONE = "broke at add item", "-"
 EXPECTED = {
-    # (design, policy): switch, restart serving, restart all, wipe store
-    ("memory", "round-robin"): (LOGGED_OUT, LOGGED_OUT, LOGGED_OUT, NOT_APPLICABLE),
-    ("memory", "sticky-cookie"): (CONTINUED, LOGGED_OUT, LOGGED_OUT, NOT_APPLICABLE),
-    ("memory", "ip-hash"): (CONTINUED, LOGGED_OUT, LOGGED_OUT, NOT_APPLICABLE),
+    # (design, policy): switch, restart serving, restart all, wipe store. Memory behind
+    # round-robin never reaches the disruption: add item lands on another backend and is refused.
+    ("memory", "round-robin"): (BROKE, BROKE, BROKE, NONE),
+    ("memory", "sticky-cookie"): (LOGGED_OUT, LOGGED_OUT, LOGGED_OUT, NONE),
+    ("memory", "ip-hash"): (LOGGED_OUT, LOGGED_OUT, LOGGED_OUT, NONE),
     **{(store, p.value): (CONTINUED, CONTINUED, CONTINUED, LOGGED_OUT)
        for store in ("store (sqlite)", "store (redis)") for p in Policy},
     **{("jwt", p.value): (CONTINUED, CONTINUED, CONTINUED, CART_LOST) for p in Policy},
 }
 
 
+def _got(cell) -> str:
+    if cell.broke_at:
+        assert not cell.verdict  # a workflow that broke before the disruption has no verdict
+        return f"broke at {cell.broke_at}"
+    return cell.verdict or NONE
+
+
 @pytest.mark.parametrize("key", list(EXPECTED), ids=lambda k: f"{k[0]}+{k[1]}")
 def test_litmus_verdicts(litmus, key) -> None:
-    outcomes, text = litmus
-    got = tuple(_cell(outcomes, *key, d).verdict for d in
-                ("switch backend", "restart serving backend", "restart all backends",
-                 "wipe the store"))
+    cells, text = litmus
+    got = tuple(_got(_cell(cells, *key, d)) for d in DISRUPTIONS)
     assert got == EXPECTED[key]
-    assert key[0] in text
+    assert f"design: {key[0]}" in text
+    for d in DISRUPTIONS:
+        cell = _cell(cells, *key, d)
+        assert not cell.problem(), cell.problem()
+        if cell.verdict:  # a verdict only for a disruption performed, read from view cart
+            assert cell.done.observed and cell.done.evidence
+            assert cell.outcome.observed and cell.outcome.seen == cell.verdict
+            assert cell.steps[-1].name == "view cart"
 
 
 def test_each_restart_is_a_new_process(litmus) -> None:
-    outcomes, _ = litmus
-    restarted = [o for o in outcomes if o.restarts]
+    cells, _ = litmus
+    restarted = [c for c in cells if c.restarts]
     assert restarted
-    for o in restarted:
-        for backend, old, new in o.restarts:
-            assert old != new
-            if backend in o.pids_after:
-                assert o.pids_after[backend] == new  # the answer came from the new process
-    sticky = _cell(outcomes, "memory", "sticky-cookie", "restart serving backend")
-    assert len(sticky.restarts) == 1
-    every = _cell(outcomes, "store (redis)", "round-robin", "restart all backends")
+    for c in restarted:
+        view = c.steps[-1]
+        for backend, old, new in c.restarts:
+            assert old and new and old != new
+            assert f"{backend} pid {old} → {new}" in c.done.evidence_text()
+            if view.backend == backend:
+                assert view.pid == new  # the answer came from the new process
+    sticky = _cell(cells, "memory", "sticky-cookie", "restart serving backend")
+    assert [b for b, _, _ in sticky.restarts] == [sticky.steps[1].backend]  # served add item
+    every = _cell(cells, "store (redis)", "round-robin", "restart all backends")
     assert len(every.restarts) == 3
 
 
-def test_round_robin_really_switches_and_sticky_really_sticks(litmus) -> None:
-    outcomes, _ = litmus
-    rr = _cell(outcomes, "store (sqlite)", "round-robin", "switch backend")
-    sticky = _cell(outcomes, "store (sqlite)", "sticky-cookie", "switch backend")
-    assert len(set(rr.served)) == 3 and len(set(sticky.served)) == 1
+def test_memory_round_robin_breaks_before_any_disruption(litmus) -> None:
+    cells, text = litmus
+    for d in ("switch backend", "restart serving backend", "restart all backends"):
+        c = _cell(cells, "memory", "round-robin", d)
+        login, added = c.steps
+        assert (login.status, added.status) == (200, 401) and login.backend != added.backend
+        assert c.restarts == [] and c.verdict == "" and c.done.status is Status.NOT_TRIED
+        assert f"backend {added.backend} has no such session" in added.error  # the response's
+        assert c.outcome.seen == f"broke at add item: {added.error}"
+        assert f"broke at add item; {d}: not tried" in c.text()
+    assert "broke at add item" in text
+
+
+def test_the_switch_is_seen_in_the_responses(litmus) -> None:
+    cells, _ = litmus
+    rr = _cell(cells, "store (sqlite)", "round-robin", "switch backend")
+    sticky = _cell(cells, "store (sqlite)", "sticky-cookie", "switch backend")
+    # round-robin moves view cart by itself; sticky keeps it, so it is sent straight to another
+    assert [s.via for s in rr.steps] == ["balancer"] * 3
+    assert rr.steps[1].backend != rr.steps[2].backend
+    assert [s.via for s in sticky.steps][:3] == ["balancer"] * 3
+    assert sticky.steps[1].backend == sticky.steps[2].backend != sticky.steps[3].backend
+    assert sticky.steps[3].via == sticky.steps[3].backend
+    for c in (rr, sticky):
+        [ev] = c.done.evidence
+        assert (ev.before, ev.after) == (f"{c.steps[1].backend} (add item)",
+                                         f"{c.steps[-1].backend} (view cart)")
+
+
+def test_the_wipe_is_counted_by_the_store(litmus) -> None:
+    cells, _ = litmus
+    for c in cells:
+        if c.disruption == "wipe the store" and c.done.observed:
+            [ev] = c.done.evidence
+            assert ev.what == "store keys" and ev.before > 0 and ev.after == 0
 
 
 @pytest.mark.parametrize("design", ["store", "jwt"])
@@ -139,6 +185,7 @@ def test_rolling_restart_loses_nothing_for_stateless_designs(design, tmp_path) -
     result = rolling_restart(variant, total=10_000)
     assert result.requests >= 10_000
     assert len(result.restarts) == 3 and all(old != new for _, old, new in result.restarts)
+    assert result.restarted().observed
     assert (result.failed, result.lost_sessions) == (0, 0)
 
 
