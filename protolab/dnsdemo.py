@@ -517,8 +517,8 @@ def _matched(result: DnsDemoResult, p: _Packets) -> Observation:
                f"show matching by ID rather than by order")
     return observe(
         key, claim, len(matched) == len(part1) and order != sorted(order),
-        seen=f"all {len(matched)} answers matched their queries by source, ID and question, "
-             f"arriving in the order {order_text} of sending",
+        seen=f"Answers came back in another order than sent ({order_text}); all "
+             f"{len(matched)} matched their queries by source, ID and question",
         evidence=[Evidence("answers matched", after=f"{len(matched)} of {len(part1)}"),
                   Evidence("order sent, as answered", after=order_text, packets=p.part1)],
         why_not=why)
@@ -542,7 +542,7 @@ def _retries(result: DnsDemoResult, p: _Packets) -> Observation:
     return observe(
         "dns.retries", "the client's retry timer re-sends a query whose answer has not come; "
         "the count and the timer are the client's state", True,
-        seen=f"the client's retry timer fired {len(ev)} time(s), for "
+        seen=f"client retry timer fired {len(ev)} time(s), for "
              f"{_hex(sorted({r.qid for r in result.retransmitted}))}", evidence=ev)
 
 
