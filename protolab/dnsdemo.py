@@ -13,6 +13,7 @@ printed NOT OBSERVED and the CLI exits 1. `where_from_capture` fills the same ro
 
 from __future__ import annotations
 
+import select
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +35,8 @@ from protolab.dns import (
     QueryAbandoned,
     QueryRetransmitted,
     QuerySent,
+    QueryState,
+    QueryTimedOut,
     RejectReason,
     ServerCounters,
 )
@@ -68,7 +71,9 @@ LAB = "dns-demo"
 ANSWER_WAIT = 2.0
 RETRIES = 2  #: the client re-sends a pending query up to twice ...
 RETRY_AFTER = 0.5  #: ... each after this many seconds without an answer (the slowest is 0.16)
-RESTART_NAMES = ("delta.lab.", "bravo.lab.")  #: part 4 asks these, one per server process
+FIRST = ("delta.lab.", "A")  #: part 4's first query: answered at once by the first process
+HELD = ("alpha.lab.", "A")  #: delayed 0.16 s: the first process holds its answer when killed
+GIVE_UP = 0.3  #: part 4's client gives a query up after this long (no retries)
 WHERE_TITLE = "Where state lives in DNS over UDP:"
 
 
@@ -81,16 +86,20 @@ class ClientLog:
     rejected: list[AnswerRejected] = field(default_factory=list)
     abandoned: list[QueryAbandoned] = field(default_factory=list)
     retransmitted: list[QueryRetransmitted] = field(default_factory=list)
+    timed_out: list[QueryTimedOut] = field(default_factory=list)
 
 
 @dataclass
 class RestartRun:
-    """Part 4: the lab server as a process; a query, the process restarted, another query."""
+    """Part 4: the lab server as a process. A query it answers; a query whose answer it holds
+    when it is killed; a new process on the same port; the same question asked again."""
 
     client_port: int = 0
     pids: list[int] = field(default_factory=list)  #: each server process, in start order
     old_exit: int | None = None  #: the first process's exit status once killed and reaped
-    qids: list[int] = field(default_factory=list)  #: one query per process, in order
+    qids: list[int] = field(default_factory=list)  #: first, held, asked again: in order
+    held_said: str = ""  #: what the first process printed about the held answer
+    pending_at_kill: bool | None = None  #: the held query still pending right after the kill
     log: ClientLog = field(default_factory=ClientLog)
     error: str = ""  #: why the restart could not be done, or ""
 
@@ -107,6 +116,7 @@ class DnsDemoResult:
     rejected: list[AnswerRejected] = field(default_factory=list)
     abandoned: list[QueryAbandoned] = field(default_factory=list)
     retransmitted: list[QueryRetransmitted] = field(default_factory=list)
+    timed_out: list[QueryTimedOut] = field(default_factory=list)
     faults: FaultCore | None = None  #: the fault proxy's decisions, when part 1 went through it
     forged_qid: int = 0
     bank_qid: int = 0
@@ -184,7 +194,20 @@ class _ClientIO:
                 self.log.abandoned.append(ev)
             elif isinstance(ev, QueryRetransmitted):
                 self.log.retransmitted.append(ev)
+            elif isinstance(ev, QueryTimedOut):
+                self.log.timed_out.append(ev)
         return events
+
+    def poll(self) -> list[Event]:
+        """Feed whatever already sits in the socket's receive buffer, without waiting."""
+        self.sock.settimeout(0.0)
+        while True:
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except (BlockingIOError, TimeoutError):
+                break
+            self.core.receive(data, addr, time.monotonic())
+        return self._drain()
 
     def close(self) -> None:
         self.sock.close()
@@ -358,39 +381,66 @@ def _icmp_for_port(d: Decoded, port: int) -> bool:
 
 
 def _part4(result: DnsDemoResult, cap: Capture, out: Out) -> None:
-    """The lab server as its own process on the same port, killed and started again between two
-    queries from one client socket: nothing of the old process is needed for the next answer."""
+    """The lab server as its own process on the same port: it answers a query; it is killed
+    while it holds the answer to a second one; a new process takes the port; the client, its
+    own timer having given the second query up, asks the same question again."""
     run = result.restart = RestartRun()
-    client = _ClientIO(DnsClient(result.server), run.log)
+    client = _ClientIO(DnsClient(result.server, timeout=GIVE_UP), run.log)
     cap.add_port(client.port)
     run.client_port = client.port
     procs: list[ServerProcess] = []
     try:
-        for name in RESTART_NAMES:
-            if procs:
-                run.old_exit = procs[-1].kill()  # SIGKILL, reaped: the process is gone
-            procs.append(ServerProcess("protolab.dns", result.server[1]))
-            run.pids.append(procs[-1].pid)
-            run.qids.append(client.query(name, "A"))
-            client.collect(lambda: not client.core.pending())
+        procs.append(ServerProcess("protolab.dns", result.server[1]))
+        run.pids.append(procs[0].pid)
+        run.qids.append(client.query(*FIRST))
+        client.collect(lambda: not client.core.pending())
+        held = client.query(*HELD)
+        run.qids.append(held)
+        run.held_said = _said(procs[0])
+        run.old_exit = procs[0].kill()  # SIGKILL, reaped: the process and its memory are gone
+        client.poll()  # an answer sent before the kill would be in the socket's buffer now
+        run.pending_at_kill = client.core.entry(held).state is QueryState.PENDING
+        procs.append(ServerProcess("protolab.dns", result.server[1]))
+        run.pids.append(procs[1].pid)
+        client.collect(lambda: not client.core.pending())  # the client's own timer gives up
+        run.qids.append(client.query(*HELD))
+        client.collect(lambda: not client.core.pending())
     except (RuntimeError, OSError) as exc:
         run.error = f"the server process could not be (re)started: {exc}"
     finally:
         for proc in procs:
             proc.kill()
         client.close()
+    _show_part4(result, run, out)
+
+
+def _said(proc: ServerProcess, timeout: float = ANSWER_WAIT) -> str:
+    """The next line the server process printed about itself, or "" after `timeout`."""
+    ready, _, _ = select.select([proc.proc.stdout], [], [], timeout)
+    return proc.proc.stdout.readline().strip() if ready else ""
+
+
+def _show_part4(result: DnsDemoResult, run: RestartRun, out: Out) -> None:
     out(f"\n4. The lab server as its own process on {result.server[0]}:{result.server[1]}, "
-        f"killed and started again between two queries from one client socket "
-        f"(127.0.0.1:{client.port}):")
+        f"killed while it held an answer and started again; one client socket "
+        f"(127.0.0.1:{run.client_port}), giving a query up after {GIVE_UP} s:")
     rows = []
-    for qid, pid, s in zip(run.qids, run.pids, run.log.sent, strict=False):
+    timed_out = {t.qid for t in run.log.timed_out}
+    for n, (qid, s) in enumerate(zip(run.qids, run.log.sent, strict=False)):
         m = run.answered(qid)
+        pid = run.pids[min(n // 2, len(run.pids) - 1)]  # queries 1, 2 → first; 3 → second
         rows.append((f"{qid:#06x}", f"{s.name} {s.rdtype}", pid,
-                     f"{', '.join(m.answers)} ({m.rcode}), matched" if m else "no answer"))
-    out(indent(table(rows, ("qid", "question", "server pid", "answer, as the client recorded"))))
+                     f"{', '.join(m.answers)} ({m.rcode}), matched" if m
+                     else "timed out (the client's own timer)" if qid in timed_out
+                     else "no answer"))
+    out(indent(table(rows, ("qid", "question", "server pid when sent",
+                            "answer, as the client recorded"))))
     if run.old_exit is not None:
-        out(f"   the first process (pid {run.pids[0]}) was killed and reaped: exit status "
-            f"{run.old_exit}")
+        held = f"{run.qids[1]:#06x}"
+        state = "still pending" if run.pending_at_kill else "not pending"
+        out(f"   pid {run.pids[0]} said {run.held_said or 'nothing'!r} about {held}; it was "
+            f"killed and reaped (exit status {run.old_exit}); the client's entry {held} right "
+            f"after: {state}")
     if run.error:
         out(f"   {run.error}")
 
@@ -431,6 +481,8 @@ class _Packets:
     late: tuple[int, ...] = ()  #: the answer to the closed socket
     icmp: tuple[int, ...] = ()  #: ICMP port unreachable quoting the closed port
     restart: tuple[int, ...] = ()  #: part 4's answers, in order
+    held: tuple[int, ...] = ()  #: part 4's query whose answer the killed process held
+    held_answer: tuple[int, ...] = ()  #: an answer to that query (none, if it was lost)
 
 
 def _numbers(rows: Sequence[Row], action: Action | None = None, **want: object) -> tuple[int, ...]:
@@ -448,6 +500,7 @@ def _live_packets(result: DnsDemoResult) -> _Packets:
     icmp = tuple(n for n, rec in enumerate(records, 1)
                  if _icmp_for_port(decode(rec.data, rec.linktype, rec.time), result.late_port))
     restart = result.restart or RestartRun()
+    held = restart.qids[1] if len(restart.qids) > 1 else None
     return _Packets(
         part1=_numbers(rows, Action.ENDS, dns_response=True, dport=result.client_port),
         copies={r.qid: _numbers(rows, dns_response=False, dns_id=r.qid,
@@ -459,7 +512,9 @@ def _live_packets(result: DnsDemoResult) -> _Packets:
         late=_numbers(rows, dns_response=True, dns_id=result.late_qid, dport=result.late_port),
         icmp=icmp,
         restart=tuple(n for q in restart.qids for n in _numbers(
-            rows, Action.ENDS, dns_response=True, dns_id=q, dport=restart.client_port)))
+            rows, Action.ENDS, dns_response=True, dns_id=q, dport=restart.client_port)),
+        held=_numbers(rows, dns_response=False, dns_id=held, sport=restart.client_port),
+        held_answer=_numbers(rows, dns_response=True, dns_id=held, dport=restart.client_port))
 
 
 def build_findings(result: DnsDemoResult) -> Findings:
@@ -486,7 +541,7 @@ def build_findings(result: DnsDemoResult) -> Findings:
         findings.add(_complete(result))
     findings.where = [_row_pending(result, p), _row_binding(result, p),
                       _row_query_id(result, forged, p), _row_source(result, spoofed, p),
-                      _row_restart(result, p), _row_delayed()]
+                      _row_restart(result, p), _row_delayed(result, p)]
     return findings
 
 
@@ -696,53 +751,95 @@ def _row_source(result: DnsDemoResult, spoofed: AnswerRejected | None,
 
 def _row_restart(result: DnsDemoResult, p: _Packets) -> StateRow:
     run = result.restart or RestartRun(error="part 4 did not run")
-    answered = [q for q in run.qids if run.answered(q)]
+    before = run.qids[0] if run.qids else None
+    after = run.qids[2] if len(run.qids) > 2 else None
+    answered = [q for q in (before, after) if q is not None and run.answered(q)]
     ok = (len(run.pids) == 2 and run.pids[0] != run.pids[1] and run.old_exit is not None
-          and len(answered) == len(run.qids) == 2)
+          and len(answered) == 2)
     why = run.error or (f"server pids {run.pids}, old exit status {run.old_exit}; answered "
                         f"{_hex(answered) or 'none'} of {_hex(run.qids) or 'none'}")
-    seen = (f"pid {run.pids[0]} answered {run.qids[0]:#06x}; it was killed (exit "
-            f"{run.old_exit}); pid {run.pids[1]} on the same port answered {run.qids[1]:#06x}, "
-            f"matched by the same client") if ok else ""
+    seen = (f"pid {run.pids[0]} answered {before:#06x}; it was killed (exit {run.old_exit}); "
+            f"pid {run.pids[1]} on the same port answered {after:#06x}, the question asked "
+            f"again, matched by the same client") if ok else ""
     return StateRow(*BETWEEN, "restarted the server process between two queries from one "
                               "client socket", observe(
-        "dns.where.between-queries", "a server restart loses nothing: the next query is "
-        "answered", ok, seen=seen,
+        "dns.where.between-queries", "a server restart loses nothing: the client asks again "
+        "and is answered", ok, seen=seen,
         evidence=[Evidence("server pid", before=run.pids[0], after=run.pids[-1]),
                   Evidence("answers matched", after=_hex(answered), packets=p.restart)]
         if run.pids else [],
         why_not=why))
 
 
-def _row_delayed() -> StateRow:
-    return StateRow(*DELAYED, "-", explain(
-        "dns.where.delayed-answer", "killing the server while it delays an answer loses that "
-        "one answer; the client's timer notices",
-        "this run restarts the server only after its answer was sent"))
+def _row_delayed(result: DnsDemoResult, p: _Packets) -> StateRow:
+    run = result.restart or RestartRun(error="part 4 did not run")
+    claim = ("killing the server while it delays an answer loses that one answer; the "
+             "client's timer notices")
+    if len(run.qids) < 2 or run.old_exit is None:
+        return StateRow(*DELAYED, "-", observe(
+            "dns.where.delayed-answer", claim, False,
+            why_not=run.error or "the server process was not killed while it held an answer"))
+    held, pid = run.qids[1], run.pids[0]
+    timed_out = any(t.qid == held for t in run.log.timed_out)
+    said = run.held_said == f"holding {held:#06x}"
+    lost = run.answered(held) is None and not p.held_answer
+    ok = said and bool(run.pending_at_kill) and timed_out and lost
+    why = ("the process did not say it held the answer" if not said
+           else "an answer came: it was not lost" if not lost or not run.pending_at_kill
+           else "the client's timer did not give the query up")
+    return StateRow(*DELAYED, f"killed the server process (pid {pid}) while it held the "
+                              f"answer to {held:#06x}", observe(
+        "dns.where.delayed-answer", claim, ok,
+        seen=f"the answer never came; the client's own timer gave {held:#06x} up after "
+             f"{GIVE_UP} s",
+        evidence=[Evidence(f"pid {pid} said", after=run.held_said or "nothing"),
+                  Evidence(f"client entry {held:#06x}: at the kill → later", before="pending",
+                           after="timed out", packets=p.held)],
+        why_not=why))
 
 
 # -- replay: the same rows from a capture ---------------------------------------------------
 
 
-def asked_again(rows: Sequence[Row]) -> tuple[int, ...]:
-    """A client socket that asks the same server again after its answer came: (query, answer,
-    query, answer) packet numbers, or () — what part 4 leaves in a capture."""
-    queries: dict[tuple[str, str], list[Row]] = {}
-    for r in rows:
-        if "dns_id" in r.fields and not r.fields.get("dns_response") \
-                and r.action is Action.CREATES:
-            queries.setdefault((r.src, r.dst), []).append(r)
+def _answered_queries(rows: Sequence[Row]) -> tuple[list[Row], dict[int, Row]]:
+    """New queries (not retransmissions) in capture order, and each one's matched answer."""
+    queries = [r for r in rows if "dns_id" in r.fields and not r.fields.get("dns_response")
+               and r.action is Action.CREATES]
     ends = [r for r in rows if r.fields.get("dns_response") and r.action is Action.ENDS]
+    answers = {}
+    for q in queries:
+        a = next((e for e in ends if e.dst == q.src and e.src == q.dst and e.number > q.number
+                  and e.fields["dns_id"] == q.fields["dns_id"]), None)
+        if a is not None:
+            answers[q.number] = a
+    return queries, answers
 
-    def answer(q: Row) -> Row | None:
-        return next((e for e in ends if e.dst == q.src and e.src == q.dst and e.number > q.number
-                     and e.fields["dns_id"] == q.fields["dns_id"]), None)
 
-    for qs in queries.values():
-        for a, b in zip(qs, qs[1:], strict=False):
-            first, second = answer(a), answer(b)
-            if first and second and first.number < b.number:
-                return (a.number, first.number, b.number, second.number)
+def asked_again(rows: Sequence[Row]) -> tuple[int, ...]:
+    """A client socket that asks the same server again after an answer came: (query, answer,
+    query, answer) packet numbers, or () — what part 4 leaves in a capture."""
+    queries, answers = _answered_queries(rows)
+    done = [q for q in queries if q.number in answers]
+    for a in done:
+        for b in done:
+            if (b.src, b.dst) == (a.src, a.dst) and b.number > answers[a.number].number:
+                return (a.number, answers[a.number].number, b.number, answers[b.number].number)
+    return ()
+
+
+def never_answered_then_asked_again(rows: Sequence[Row]) -> tuple[int, ...]:
+    """A query no datagram answered, then the same question from the same socket, answered:
+    (query, query again, answer), or ()."""
+    queries, answers = _answered_queries(rows)
+    replied = {(r.dst, r.fields["dns_id"]) for r in rows if r.fields.get("dns_response")}
+    for a in queries:
+        if (a.src, a.fields["dns_id"]) in replied:
+            continue
+        b = next((q for q in queries if q.number > a.number and q.number in answers
+                  and (q.src, q.dst) == (a.src, a.dst)
+                  and q.fields.get("dns_question") == a.fields.get("dns_question")), None)
+        if b is not None:
+            return (a.number, b.number, answers[b.number].number)
     return ()
 
 
@@ -783,7 +880,8 @@ def where_from_capture(rows: Sequence[Row]) -> list[StateRow]:
             why_not=missing.format("answer from a wrong source followed by the real one"))),
         StateRow(*BETWEEN, "the server process restarted between two queries",
                  _restart_from_packets(rows)),
-        _row_delayed(),
+        StateRow(*DELAYED, "the server process killed while it held an answer",
+                 _held_from_packets(rows)),
     ]
 
 
@@ -801,3 +899,19 @@ def _restart_from_packets(rows: Sequence[Row]) -> Observation:
                    f"after its answer #{a1} and answered #{a2} from the same server port; that "
                    f"a new server process (another PID) answered is not in packets",
                    status=Status.LIVE_ONLY)
+
+
+def _held_from_packets(rows: Sequence[Row]) -> Observation:
+    found = never_answered_then_asked_again(rows)
+    claim = ("killing the server while it delays an answer loses that one answer; the "
+             "client's timer notices")
+    if not found:
+        return explain("dns.where.delayed-answer", claim,
+                       "what a server process held when it was killed is in no packet, and "
+                       "this capture has no query left unanswered and then asked again",
+                       status=Status.LIVE_ONLY)
+    lost, again, answer = found
+    return explain("dns.where.delayed-answer", claim,
+                   f"the packets show query #{lost} never answered and the same question asked "
+                   f"again (#{again}), answered #{answer}; that the server process held the "
+                   f"lost answer when it was killed is not in packets", status=Status.LIVE_ONLY)

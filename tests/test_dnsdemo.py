@@ -10,7 +10,13 @@ import pytest
 
 from protolab.annotate import Action, annotate_file
 from protolab.dns import RejectReason
-from protolab.dnsdemo import RestartRun, asked_again, run_dns_demo, where_from_capture
+from protolab.dnsdemo import (
+    RestartRun,
+    asked_again,
+    never_answered_then_asked_again,
+    run_dns_demo,
+    where_from_capture,
+)
 from protolab.faults import FaultPlan
 from protolab.observe import Status
 from protolab.paths import reference_file
@@ -165,9 +171,6 @@ def test_every_finding_and_row_of_a_captured_run_has_packet_evidence(captured) -
     result, _, text = captured
     assert result.problem() == ""
     for o in result.findings.all():
-        if o.status is Status.NOT_TRIED:  # an explanation, marked as one
-            assert o.key == "dns.where.delayed-answer" and not o.evidence
-            continue
         assert o.status is Status.OBSERVED, o.line()
         assert o.evidence, o.key
         if o.key not in ("dns.abandoned", "dns.capture-complete"):  # memory, counters
@@ -205,17 +208,53 @@ def test_the_restart_row_shows_two_pids_and_the_next_query_answered(captured) ->
     assert isinstance(pid.before, int) and isinstance(pid.after, int) and pid.before != pid.after
     run = result.restart
     assert run.pids == [pid.before, pid.after] and run.old_exit is not None
-    assert [m.qid for m in run.log.matched] == run.qids and len(run.qids) == 2
+    assert [m.qid for m in run.log.matched] == [run.qids[0], run.qids[2]]
     answers = next(e for e in row.outcome.evidence if e.packets).packets
     by_number = {r.number: r for r in result.rows}
-    assert [by_number[n].fields["dns_id"] for n in answers] == run.qids
+    assert [by_number[n].fields["dns_id"] for n in answers] == [run.qids[0], run.qids[2]]
     assert all(by_number[n].fields["sport"] == result.server[1]
                and by_number[n].action is Action.ENDS for n in answers)
     # what a replay of this capture can say about the same row: the packets, not the PIDs
     again = asked_again(result.rows)
-    assert (again[1], again[3]) == answers
+    assert (again[1], again[3]) == answers and again[2] > again[1]
     replayed = rows_by_key(where_from_capture(result.rows))["dns.where.between-queries"]
     assert replayed.outcome.status is Status.LIVE_ONLY and f"#{answers[1]}" in replayed.outcome.why
+
+
+def test_the_killed_server_lost_the_answer_it_held(captured) -> None:
+    result, _, _ = captured
+    row = rows_by_key(result.findings.where)["dns.where.delayed-answer"]
+    run = result.restart
+    held = run.qids[1]
+    assert row.outcome.observed and f"{held:#06x}" in row.disruption
+    said = next(e for e in row.outcome.evidence if e.what.endswith("said"))
+    assert said.after == f"holding {held:#06x}"  # the process's own word
+    assert run.pending_at_kill is True and run.answered(held) is None
+    assert [t.qid for t in run.log.timed_out] == [held]
+    [query] = next(e for e in row.outcome.evidence if e.packets).packets
+    by_number = {r.number: r for r in result.rows}
+    assert by_number[query].fields["dns_id"] == held
+    assert not [r for r in result.rows if r.fields.get("dns_response")
+                and r.fields.get("dns_id") == held]  # no answer to it in the capture
+    lost, again, answer = never_answered_then_asked_again(result.rows)
+    assert lost == query and by_number[answer].fields["dns_id"] == run.qids[2]
+    replayed = rows_by_key(where_from_capture(result.rows))["dns.where.delayed-answer"]
+    assert replayed.outcome.status is Status.LIVE_ONLY and f"#{lost}" in replayed.outcome.why
+
+
+def test_an_answer_the_server_did_not_hold_is_not_a_lost_answer(monkeypatch) -> None:
+    """Part 4 asks a name the server answers at once: nothing is held when it is killed."""
+    from functools import partial as bind
+
+    import protolab.dnsdemo as demo
+
+    monkeypatch.setattr(demo, "HELD", ("delta.lab.", "A"))
+    monkeypatch.setattr(demo, "_said", bind(demo._said, timeout=0.3))
+    result, text = quiet(queries=2, capture=False)
+    row = rows_by_key(result.findings.where)["dns.where.delayed-answer"]
+    assert row.outcome.status is Status.NOT_OBSERVED
+    assert result.restart.answered(result.restart.qids[1]) is not None  # its answer came
+    assert "dns.where.delayed-answer" in result.problem() and "NOT OBSERVED" in text
 
 
 def test_capture_off_explains_the_icmp_and_still_observes_the_rest() -> None:
@@ -264,17 +303,23 @@ def test_a_server_that_cannot_restart_is_not_a_verdict(monkeypatch) -> None:
     row = rows_by_key(result.findings.where)["dns.where.between-queries"]
     assert row.outcome.status is Status.NOT_OBSERVED and not row.outcome.evidence
     assert "could not be (re)started" in row.outcome.why
-    assert result.restart.pids == [] and result.problem() == "not observed: " + row.outcome.key
+    assert result.restart.pids == [] and result.problem() == (
+        "not observed: dns.where.between-queries; dns.where.delayed-answer")
     assert "NOT OBSERVED" in text
 
 
 def test_a_restart_that_keeps_the_pid_is_not_observed() -> None:
     """The row needs two different PIDs and both answers; the same PID twice is no restart."""
-    from protolab.dnsdemo import DnsDemoResult, _Packets, _row_restart
+    from protolab.dns import AnswerMatched
+    from protolab.dnsdemo import ClientLog, DnsDemoResult, _Packets, _row_restart
 
-    run = RestartRun(pids=[41, 41], old_exit=-9, qids=[1, 2])
-    result = DnsDemoResult(server=("127.0.0.1", 53), restart=run)
-    assert _row_restart(result, _Packets()).outcome.status is Status.NOT_OBSERVED
+    server = ("127.0.0.1", 53)
+    log = ClientLog(matched=[AnswerMatched(q, "a.lab.", "A", "NOERROR", (), server, 0.0, 1, 1)
+                             for q in (1, 3)])
+    for pids, status in (([41, 41], Status.NOT_OBSERVED), ([41, 42], Status.OBSERVED)):
+        run = RestartRun(pids=pids, old_exit=-9, qids=[1, 2, 3], log=log)
+        result = DnsDemoResult(server=server, restart=run)
+        assert _row_restart(result, _Packets()).outcome.status is status
 
 
 def test_where_from_the_reference_capture_has_packet_evidence() -> None:
@@ -288,7 +333,7 @@ def test_where_from_the_reference_capture_has_packet_evidence() -> None:
         packets = {n for e in o.evidence for n in e.packets}
         assert packets and packets <= numbers
     assert where["dns.where.between-queries"].outcome.status is Status.LIVE_ONLY
-    assert where["dns.where.delayed-answer"].outcome.status is Status.NOT_TRIED
+    assert where["dns.where.delayed-answer"].outcome.status is Status.LIVE_ONLY
 
 
 def test_where_from_another_demos_capture_observes_nothing() -> None:
