@@ -311,12 +311,13 @@ def _part2(server: UdpServerThread, result: DnsDemoResult, cap: Capture, out: Ou
     before = server.received
     qid = client.query("bank.lab.", "A")
     result.bank_qid = qid
-    server.wait_until(lambda s: s.received > before)
+    had = server.wait_until(lambda s: s.received > before)
     forged_qid = (qid + 0x1234) & 0xFFFF
     result.forged_qid = forged_qid
+    when = "once the server had the query" if had else "(the server had not counted the query)"
     out(f"\n2. Two forged answers to query {qid:#06x} (bank.lab. A) sent to 127.0.0.1:"
-        f"{client.port} once the server had the query: id {forged_qid:#06x} from the server's "
-        f"own address, then id {qid:#06x} from another port")
+        f"{client.port} {when}: id {forged_qid:#06x} from the server's own address, then id "
+        f"{qid:#06x} from another port")
     # A forger on this host binds the server's own address and port (SO_REUSEPORT): on the wire
     # its datagram is indistinguishable from the server's. Only the ID can give it away.
     forger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -357,7 +358,7 @@ def _part3(server: UdpServerThread, result: DnsDemoResult, cap: Capture, out: Ou
     received = server.received
     qid = client.query("late.lab.", "A")
     result.late_qid = qid
-    server.wait_until(lambda s: s.received > received)
+    had = server.wait_until(lambda s: s.received > received)
     port = result.late_port = client.port
     sent, bound = server.sent, _udp_bindings(port)
     client.close()
@@ -366,8 +367,9 @@ def _part3(server: UdpServerThread, result: DnsDemoResult, cap: Capture, out: Ou
     server.wait_until(lambda s: s.sent > sent)
     result.late_sent = (at_close - sent, server.sent - sent)
     entry = client.core.entry(qid)
-    out(f"\n3. Query {qid:#06x} (late.lab. A) sent; once the server had it, the client closed its "
-        f"socket (port {port})")
+    when = "once the server had it" if had else "(the server had not counted it)"
+    out(f"\n3. Query {qid:#06x} (late.lab. A) sent; {when}, the client closed its socket "
+        f"(port {port})")
     out(f"   client table entry {qid:#06x}: {entry.state.value}; /proc/net/udp entries for "
         f"port {port}: {bound} → {result.late_udp_entries[1]}; server answers sent for it: "
         f"{result.late_sent[0]} when the socket closed → {result.late_sent[1]} after")
@@ -659,12 +661,15 @@ def _icmp(result: DnsDemoResult, p: _Packets) -> Observation:
 def _complete(result: DnsDemoResult) -> Observation:
     c = result.server_counters
     summary = result.capture
+    log = result.restart.log if result.restart else ClientLog()
     return observe(
         "dns.capture-complete", "the capture holds every datagram the server and the part-4 "
         "client counted", bool(result.complete),
-        seen=f"capture complete: {summary.packets} packets; the server counted {c.queries} "
-             f"queries and {c.answers} answers, all in it",
+        seen=f"capture complete: {summary.packets} packets; the {c.queries} queries and "
+             f"{c.answers} answers the server counted and part 4's client's are all in it",
         evidence=[Evidence("server queries, answers", after=f"{c.queries}, {c.answers}"),
+                  Evidence("part 4 client: queries, answers", after=f"{len(log.sent)}, "
+                                                                    f"{len(log.matched)}"),
                   Evidence("kernel drops", after=summary.kernel_drops)],
         why_not=f"the capture misses packets against the counters ({summary.kernel_drops} "
                 f"kernel drops): the table above is incomplete")
