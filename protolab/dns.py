@@ -10,12 +10,18 @@ holds an answer only while it delays it, so answers come back in a different ord
 Matching follows dnspython (`dns.query.udp` then `Message.is_response`): the source address and port
 first, then the ID, then the question (RFC 5452 section 9.1 asks resolvers for the same checks).
 Nothing here touches a socket or a clock: time comes in as `now`.
+
+`python -m protolab.dns [PORT]` runs the lab server as its own process (on `protolab.udpnet`): it
+prints `ready PORT`, then `holding 0xID` for each answer it holds back, so that a demo can restart
+it (a new PID) and know from the process itself what the restart loses.
 """
 
 from __future__ import annotations
 
 import heapq
 import random
+import sys
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
@@ -399,3 +405,29 @@ class DnsClient:
 
 def _fmt(addr: Address) -> str:
     return f"{addr[0]}:{addr[1]}"
+
+
+class ReportingServer(DnsServer):
+    """The lab server that says on stdout each answer it holds back in its memory for a delay:
+    `holding 0x1234` (so a demo knows, from the process itself, what killing it would lose)."""
+
+    def receive(self, data: bytes, addr: Address, now: float) -> None:
+        seq = self._seq
+        super().receive(data, addr, now)
+        for due, s, wire, _ in self._due:
+            if s > seq and due > now:
+                print(f"holding {int.from_bytes(wire[:2], 'big'):#06x}", flush=True)
+
+
+def main(argv: list[str]) -> int:
+    """The lab server on 127.0.0.1:PORT (0: a free one) until killed; says `ready PORT`."""
+    from protolab.udpnet import UdpServerThread
+
+    server = UdpServerThread(ReportingServer(), port=int(argv[0]) if argv else 0).start()
+    print(f"ready {server.address[1]}", flush=True)
+    threading.Event().wait()  # until killed
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -8,9 +8,18 @@ from functools import partial
 
 import pytest
 
-from protolab.annotate import Action
+from protolab.annotate import Action, annotate_file
 from protolab.dns import RejectReason
-from protolab.dnsdemo import run_dns_demo
+from protolab.dnsdemo import (
+    RestartRun,
+    asked_again,
+    never_answered_then_asked_again,
+    run_dns_demo,
+    where_from_capture,
+)
+from protolab.faults import FaultPlan
+from protolab.observe import Status
+from protolab.paths import reference_file
 from protolab.pcap import read_pcap
 
 from conftest import live_run, require_tool, run_cli, without_net_raw
@@ -47,7 +56,8 @@ def test_tshark_dns_ids_equal_the_ids_the_client_sent(captured) -> None:
                           "dns.flags.response == 0", "-T", "fields", "-e", "dns.id"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
-    assert [int(x, 16) for x in out.stdout.split()] == [s.qid for s in result.sent]
+    sent = [*result.sent, *result.restart.log.sent]  # parts 1-3, then part 4's client
+    assert [int(x, 16) for x in out.stdout.split()] == [s.qid for s in sent]
 
 
 def test_capture_holds_each_packet_once_and_the_first_query(captured) -> None:
@@ -73,7 +83,9 @@ def test_forged_answers_are_dropped_for_the_right_reason(captured) -> None:
         (RejectReason.UNKNOWN_ID, result.forged_qid), (RejectReason.WRONG_SOURCE, result.bank_qid)]
     bank = [m for m in result.matched if m.qid == result.bank_qid]
     assert [m.answers for m in bank] == [("10.0.0.10",)]
-    assert "dropped: answer id" in text and "wrong source" in text
+    obs = observations(result)
+    assert obs["dns.forged-id-dropped"].observed and obs["dns.wrong-source-dropped"].observed
+    assert obs["dns.real-answer-matched"].observed
 
 
 def test_the_annotation_sees_the_same_story_from_packets(captured) -> None:
@@ -118,7 +130,7 @@ def test_no_capture_rights_still_runs_and_says_how_to_fix(tmp_path) -> None:
     assert first.startswith("capture off: needs root or CAP_NET_RAW")
     assert "setcap cap_net_raw+ep" in first and "protolab inspect" in first
     assert "dns-demo.ref.pcap" in first
-    assert "accepted: answer id" in out.stdout and "Where state lives" in out.stdout
+    assert "Where state lives" in out.stdout and "NOT OBSERVED" not in out.stdout
     assert not (tmp_path / "d.pcap").exists()
     assert out.stderr == ""
 
@@ -128,6 +140,7 @@ def test_no_capture_flag(tmp_path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[0].startswith("capture off: --no-capture")
     assert out.stdout.count("yes: source, id, question") == 3
+    assert "NOT OBSERVED" not in out.stdout
 
 
 def test_the_live_capture_tells_the_story_a_replay_finds(captured) -> None:
@@ -136,3 +149,197 @@ def test_the_live_capture_tells_the_story_a_replay_finds(captured) -> None:
 
     result, path, _ = captured
     assert result.rows and missing("dns-demo", result.rows) == []
+
+
+# -- findings and "where state lives" rows, as observations ---------------------------------
+
+
+def observations(result) -> dict:
+    return {o.key: o for o in result.findings.all()}
+
+
+def rows_by_key(rows) -> dict:
+    return {r.outcome.key: r for r in rows}
+
+
+def quiet(**kw):
+    lines: list[str] = []
+    return run_dns_demo(out=lines.append, **kw), "\n".join(lines)
+
+
+def test_every_finding_and_row_of_a_captured_run_has_packet_evidence(captured) -> None:
+    result, _, text = captured
+    assert result.problem() == ""
+    for o in result.findings.all():
+        assert o.status is Status.OBSERVED, o.line()
+        assert o.evidence, o.key
+        if o.key not in ("dns.abandoned", "dns.capture-complete"):  # memory, counters
+            assert any(e.packets for e in o.evidence), o.key
+        assert o.line() in text or o.seen in text.replace("\n", " ") or o.key.startswith(
+            "dns.where.")
+    numbers = {r.number for r in result.rows}
+    for o in result.findings.all():
+        assert {n for e in o.evidence for n in e.packets} <= numbers
+    assert [r.outcome.key for r in result.findings.where] == [
+        "dns.where.pending-table", "dns.where.port-binding", "dns.where.query-id",
+        "dns.where.source", "dns.where.between-queries", "dns.where.delayed-answer"]
+
+
+def test_the_packets_named_as_evidence_are_the_ones_the_run_used(captured) -> None:
+    result, _, _ = captured
+    by_number = {r.number: r for r in result.rows}
+    obs = observations(result)
+    [forged] = [e for e in obs["dns.forged-id-dropped"].evidence if e.packets]
+    assert [by_number[n].fields["dns_id"] for n in forged.packets] == [result.forged_qid]
+    order = next(e for e in obs["dns.matched-out-of-order"].evidence if e.packets)
+    ids = [by_number[n].fields["dns_id"] for n in order.packets]
+    sent = {s.order: s.qid for s in result.sent[:result.queries]}
+    assert ids == [sent[int(k)] for k in order.after.split(", ")]  # as the client recorded
+    late, icmp = next(e for e in obs["dns.icmp"].evidence).packets
+    assert by_number[late].fields["dns_id"] == result.late_qid
+    assert by_number[icmp].fields["icmp_type"] == 3 and icmp > late
+
+
+def test_the_restart_row_shows_two_pids_and_the_next_query_answered(captured) -> None:
+    result, _, _ = captured
+    row = rows_by_key(result.findings.where)["dns.where.between-queries"]
+    assert row.outcome.observed
+    pid = next(e for e in row.outcome.evidence if e.what == "server pid")
+    assert isinstance(pid.before, int) and isinstance(pid.after, int) and pid.before != pid.after
+    run = result.restart
+    assert run.pids == [pid.before, pid.after] and run.old_exit is not None
+    assert [m.qid for m in run.log.matched] == [run.qids[0], run.qids[2]]
+    answers = next(e for e in row.outcome.evidence if e.packets).packets
+    by_number = {r.number: r for r in result.rows}
+    assert [by_number[n].fields["dns_id"] for n in answers] == [run.qids[0], run.qids[2]]
+    assert all(by_number[n].fields["sport"] == result.server[1]
+               and by_number[n].action is Action.ENDS for n in answers)
+    # what a replay of this capture can say about the same row: the packets, not the PIDs
+    again = asked_again(result.rows)
+    assert (again[1], again[3]) == answers and again[2] > again[1]
+    replayed = rows_by_key(where_from_capture(result.rows))["dns.where.between-queries"]
+    assert replayed.outcome.status is Status.LIVE_ONLY and f"#{answers[1]}" in replayed.outcome.why
+
+
+def test_the_killed_server_lost_the_answer_it_held(captured) -> None:
+    result, _, _ = captured
+    row = rows_by_key(result.findings.where)["dns.where.delayed-answer"]
+    run = result.restart
+    held = run.qids[1]
+    assert row.outcome.observed and f"{held:#06x}" in row.disruption
+    said = next(e for e in row.outcome.evidence if e.what.endswith("said"))
+    assert said.after == f"holding {held:#06x}"  # the process's own word
+    assert run.pending_at_kill is True and run.answered(held) is None
+    assert [t.qid for t in run.log.timed_out] == [held]
+    [query] = next(e for e in row.outcome.evidence if e.packets).packets
+    by_number = {r.number: r for r in result.rows}
+    assert by_number[query].fields["dns_id"] == held
+    assert not [r for r in result.rows if r.fields.get("dns_response")
+                and r.fields.get("dns_id") == held]  # no answer to it in the capture
+    lost, again, answer = never_answered_then_asked_again(result.rows)
+    assert lost == query and by_number[answer].fields["dns_id"] == run.qids[2]
+    replayed = rows_by_key(where_from_capture(result.rows))["dns.where.delayed-answer"]
+    assert replayed.outcome.status is Status.LIVE_ONLY and f"#{lost}" in replayed.outcome.why
+
+
+def test_an_answer_the_server_did_not_hold_is_not_a_lost_answer(monkeypatch) -> None:
+    """Part 4 asks a name the server answers at once: nothing is held when it is killed."""
+    from functools import partial as bind
+
+    import protolab.dnsdemo as demo
+
+    monkeypatch.setattr(demo, "HELD", ("delta.lab.", "A"))
+    monkeypatch.setattr(demo, "_said", bind(demo._said, timeout=0.3))
+    result, text = quiet(queries=2, capture=False)
+    row = rows_by_key(result.findings.where)["dns.where.delayed-answer"]
+    assert row.outcome.status is Status.NOT_OBSERVED
+    assert result.restart.answered(result.restart.qids[1]) is not None  # its answer came
+    assert "dns.where.delayed-answer" in result.problem() and "NOT OBSERVED" in text
+
+
+def test_capture_off_explains_the_icmp_and_still_observes_the_rest() -> None:
+    result, text = quiet(queries=3, capture=False)
+    obs = observations(result)
+    assert obs["dns.icmp"].status is Status.NOT_TRIED  # explained, never asserted
+    assert "capture was off" in obs["dns.icmp"].why
+    binding = obs["dns.where.port-binding"]
+    assert binding.observed
+    [udp] = binding.evidence
+    assert (udp.before, udp.after) == (1, 0) and udp.packets == ()
+    restart = obs["dns.where.between-queries"]
+    assert restart.observed and not any(e.packets for e in restart.evidence)
+    assert result.problem() == "" and "NOT OBSERVED" not in text
+    assert obs["dns.icmp"].line() in text and "(not tried here) explanation" in text
+
+
+def test_no_answer_back_means_out_of_order_is_not_observed() -> None:
+    """Every answer to part 1 is dropped: nothing came back, so no order was seen."""
+    plan = FaultPlan(drop=1.0, direction="to-client")
+    result, text = quiet(queries=3, capture=False, faults=plan)
+    obs = observations(result)
+    matched = obs["dns.matched-out-of-order"]
+    assert matched.status is Status.NOT_OBSERVED and "0 of 3 answers" in matched.why
+    assert obs["dns.retries"].observed  # what the client did see: its retry timer
+    assert "dns.matched-out-of-order" in result.problem()
+    assert matched.line() in text and "NOT OBSERVED" in text
+
+
+def test_cli_exits_1_when_no_answer_comes_back() -> None:
+    out = run_cli("dns-demo", "--no-capture", "--queries", "2", "--drop", "1.0",
+                  "--direction", "to-client")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "NOT OBSERVED: each answer is matched to its query by ID" in out.stdout
+
+
+def test_a_server_that_cannot_restart_is_not_a_verdict(monkeypatch) -> None:
+    import protolab.dnsdemo as demo
+
+    class NoServer:
+        def __init__(self, *a, **kw) -> None:
+            raise RuntimeError("protolab.dns did not start (said '')")
+
+    monkeypatch.setattr(demo, "ServerProcess", NoServer)
+    result, text = quiet(queries=2, capture=False)
+    row = rows_by_key(result.findings.where)["dns.where.between-queries"]
+    assert row.outcome.status is Status.NOT_OBSERVED and not row.outcome.evidence
+    assert "could not be (re)started" in row.outcome.why
+    assert result.restart.pids == [] and result.problem() == (
+        "not observed: dns.where.between-queries; dns.where.delayed-answer")
+    assert "NOT OBSERVED" in text
+
+
+def test_a_restart_that_keeps_the_pid_is_not_observed() -> None:
+    """The row needs two different PIDs and both answers; the same PID twice is no restart."""
+    from protolab.dns import AnswerMatched
+    from protolab.dnsdemo import ClientLog, DnsDemoResult, _Packets, _row_restart
+
+    server = ("127.0.0.1", 53)
+    log = ClientLog(matched=[AnswerMatched(q, "a.lab.", "A", "NOERROR", (), server, 0.0, 1, 1)
+                             for q in (1, 3)])
+    for pids, status in (([41, 41], Status.NOT_OBSERVED), ([41, 42], Status.OBSERVED)):
+        run = RestartRun(pids=pids, old_exit=-9, qids=[1, 2, 3], log=log)
+        result = DnsDemoResult(server=server, restart=run)
+        assert _row_restart(result, _Packets()).outcome.status is status
+
+
+def test_where_from_the_reference_capture_has_packet_evidence() -> None:
+    rows = list(annotate_file(reference_file("dns-demo")))
+    where = rows_by_key(where_from_capture(rows))
+    numbers = {r.number for r in rows}
+    for key in ("dns.where.pending-table", "dns.where.port-binding", "dns.where.query-id",
+                "dns.where.source"):
+        o = where[key].outcome
+        assert o.observed, o.line()
+        packets = {n for e in o.evidence for n in e.packets}
+        assert packets and packets <= numbers
+    assert where["dns.where.between-queries"].outcome.status is Status.LIVE_ONLY
+    assert where["dns.where.delayed-answer"].outcome.status is Status.LIVE_ONLY
+
+
+def test_where_from_another_demos_capture_observes_nothing() -> None:
+    rows = list(annotate_file(reference_file("udp-demo")))
+    where = where_from_capture(rows)
+    assert not any(r.outcome.observed for r in where)
+    assert {r.outcome.key for r in where if r.outcome.failed} == {
+        "dns.where.pending-table", "dns.where.port-binding", "dns.where.query-id",
+        "dns.where.source"}
