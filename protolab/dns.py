@@ -187,7 +187,7 @@ class DnsServer:
         self._names = {dns.name.from_text(e.name) for e in zone}
         self._ttl = ttl
         self._delays = delays
-        self._due: list[tuple[float, int, bytes, Address]] = []
+        self._due: list[tuple[float, int, bytes, Address, QueryState]] = []
         self._seq = 0
         self.counters = ServerCounters()
 
@@ -214,16 +214,20 @@ class DnsServer:
         elif q.name not in self._names:
             response.set_rcode(dns.rcode.NXDOMAIN)
         delay = entry.delay if (entry is not None and self._delays) else 0.0
-        self._schedule(now + delay, response.to_wire(), addr)
+        # The answer is held (PENDING) until it is due: the only state this server keeps.
+        self._schedule(now + delay, response.to_wire(), addr,
+                       advance(QUERY_TRANSITIONS, Role.SERVER, QueryState.IDLE, Move.RECEIVE))
 
-    def _schedule(self, due: float, wire: bytes, addr: Address) -> None:
+    def _schedule(self, due: float, wire: bytes, addr: Address,
+                  state: QueryState = QueryState.PENDING) -> None:
         self._seq += 1
-        heapq.heappush(self._due, (due, self._seq, wire, addr))
+        heapq.heappush(self._due, (due, self._seq, wire, addr, state))
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         out = []
         while self._due and self._due[0][0] <= now:
-            _, _, wire, addr = heapq.heappop(self._due)
+            _, _, wire, addr, state = heapq.heappop(self._due)
+            advance(QUERY_TRANSITIONS, Role.SERVER, state, Move.ANSWER)  # held → ANSWERED, gone
             out.append((wire, addr))
             self.counters.answers += 1
         return out
@@ -414,7 +418,7 @@ class ReportingServer(DnsServer):
     def receive(self, data: bytes, addr: Address, now: float) -> None:
         seq = self._seq
         super().receive(data, addr, now)
-        for due, s, wire, _ in self._due:
+        for due, s, wire, _, _ in self._due:
             if s > seq and due > now:
                 print(f"holding {int.from_bytes(wire[:2], 'big'):#06x}", flush=True)
 
