@@ -14,6 +14,7 @@ call returned or raised, the fault proxy's decisions, and packet numbers in this
 from __future__ import annotations
 
 import socket
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ class FaultRun:
     base_seen: int | None = None  #: the server's count before this part (last reply of part 3)
     decisions: str = ""  #: the proxy's decisions, one line
     fates: list[Decision] = field(default_factory=list)  #: the proxy's decisions, as data
+    plan: FaultPlan | None = None
     client_port: int = 0
     proxy_port: int = 0
     icmp: tuple[int, ...] = ()  #: ICMP errors captured during this part (packet numbers)
@@ -245,7 +247,7 @@ def _part2_3(result: UdpDemoResult, server: ServerProcess, cap: Capture,
 
 def _part5_faults(result: UdpDemoResult, plan: FaultPlan, cap: Capture, out: Out) -> None:
     """Datagrams 1..N through the fault proxy, each asking for +1: who notices the faults?"""
-    run = result.faults = FaultRun()
+    run = result.faults = FaultRun(plan=plan)
     run.base_seen = result.replies[-1].seen if result.replies else None
     start = len(_captured(cap))
     with UdpFaultProxy(("127.0.0.1", result.port), plan) as proxy, \
@@ -264,19 +266,7 @@ def _part5_faults(result: UdpDemoResult, plan: FaultPlan, cap: Capture, out: Out
                     run.sent_whole += 1
             except OSError:
                 run.send_errors += 1
-        sock.settimeout(0.4 + 2 * plan.delay)  # quiet this long: every survivor is in
-        while True:
-            try:
-                data, _ = sock.recvfrom(2048)
-            except TimeoutError:
-                break
-            except OSError as exc:  # e.g. ConnectionRefusedError: UDP would report it here
-                run.recv_errors.append(type(exc).__name__)
-                continue
-            reply = parse_reply(data)
-            if reply is not None:
-                run.replies.append(reply.seq)
-                run.seen.append(reply.seen)
+        _receive_all(sock, proxy, run, quiet=REPLY_TIMEOUT + 2 * plan.delay)
     run.decisions = fault_line(proxy.core)
     run.fates = list(proxy.core.decisions)
     if run.seen and run.base_seen is not None:
@@ -290,6 +280,38 @@ def _part5_faults(result: UdpDemoResult, plan: FaultPlan, cap: Capture, out: Out
     out(f"   the proxy (its app memory): {run.decisions}")
     out(f"   replies, in arrival order: {' '.join(map(str, run.replies)) or 'none'}")
     print_findings([result.findings.add(o) for o in fault_findings(run, result.capture_off)], out)
+
+
+def _due(decisions: Sequence[Decision], sent: int) -> int | None:
+    """How many replies the proxy's decisions so far will deliver; None while it has not yet
+    decided the fate of every request and of every reply the server sent."""
+    up = [d for d in decisions if d.direction is Direction.TO_SERVER]
+    down = [d for d in decisions if d.direction is Direction.TO_CLIENT]
+    if len(up) < sent or len(down) < sum(_copies(d.fate) for d in up):
+        return None
+    return sum(_copies(d.fate) for d in down)
+
+
+def _receive_all(sock: socket.socket, proxy: UdpFaultProxy, run: FaultRun, quiet: float) -> None:
+    """Receive replies until the proxy's decisions say no more will come (synchronisation only:
+    the findings check the replies against the decisions), or nothing came for `quiet` s."""
+    sock.settimeout(0.05)
+    last = time.monotonic()
+    while time.monotonic() - last < quiet:
+        if _due(list(proxy.core.decisions), run.sent) == len(run.replies) + len(run.recv_errors):
+            return
+        try:
+            data, _ = sock.recvfrom(2048)
+        except TimeoutError:
+            continue
+        except OSError as exc:  # e.g. ConnectionRefusedError: UDP would report it here
+            run.recv_errors.append(type(exc).__name__)
+            continue
+        last = time.monotonic()
+        reply = parse_reply(data)
+        if reply is not None:
+            run.replies.append(reply.seq)
+            run.seen.append(reply.seen)
 
 
 def _seq_of(payload: bytes) -> int:
@@ -507,10 +529,11 @@ class FaultAccount:
 
 
 def account(sent: int, arrivals: Sequence[tuple[int, int]], base_seen: int,
-            decisions: Sequence[Decision]) -> FaultAccount:
+            decisions: Sequence[Decision], plan: FaultPlan | None = None) -> FaultAccount:
     """`arrivals`: (seq, seen) of each reply in arrival order. The k-th datagram to the server
     is seq k (one client socket, sent in order); the j-th reply the server sent, its seen=
-    base_seen + j, is the proxy's k-th datagram to the client (one server, replying in order)."""
+    base_seen + j, is the proxy's k-th datagram to the client (one server, replying in order).
+    `plan` tells which duplicated datagrams were also delayed (its `delay`, within `count`)."""
     acc = FaultAccount()
     up = {d.index: d.fate for d in decisions if d.direction is Direction.TO_SERVER}
     down = {d.index: d.fate for d in decisions if d.direction is Direction.TO_CLIENT}
@@ -544,15 +567,25 @@ def account(sent: int, arrivals: Sequence[tuple[int, int]], base_seen: int,
             acc.doubled[k] = f"to-client #{js[0]} duplicated"
         else:
             acc.unexplained.append(f"seq {k} answered {counts[k]}× with no duplicating decision")
-    held = (Fate.REORDERED, Fate.DELAYED)
-    highest = 0
+
+    def held(direction: Direction, k: int) -> str:
+        """How the proxy held datagram k back, or "" when it sent it on at once."""
+        fate = (up if direction is Direction.TO_SERVER else down).get(k)
+        if fate in (Fate.REORDERED, Fate.DELAYED):
+            return f"{direction.value} #{k} {fate.value}"
+        delayed = plan is not None and plan.delay and plan.applies(direction) and (
+            not plan.count or k <= plan.count)
+        return f"{direction.value} #{k} duplicated and delayed" if delayed and \
+            fate is Fate.DUPLICATED else ""
+
+    highest, checked = 0, set()
     for seq, seen in arrivals:
-        if seq < highest and seq not in acc.late:
+        if seq < highest and seq not in checked:
+            checked.add(seq)
             j = seen - base_seen
-            if up.get(seq) in held:
-                acc.late[seq] = f"to-server #{seq} {up[seq].value}"
-            elif down.get(j) in held:
-                acc.late[seq] = f"to-client #{j} {down[j].value}"
+            why = held(Direction.TO_SERVER, seq) or held(Direction.TO_CLIENT, j)
+            if why:
+                acc.late[seq] = why
             else:
                 acc.unexplained.append(f"seq {seq} arrived after seq {highest}; neither it nor "
                                        f"its reply was held back")
@@ -587,7 +620,7 @@ def fault_findings(run: FaultRun, capture_off: str = "") -> list[Observation]:
                                         "part (seen=) is unknown"])
     else:
         acc = account(run.sent, list(zip(run.replies, run.seen, strict=True)), run.base_seen,
-                      run.fates)
+                      run.fates, run.plan)
     why = "; ".join(acc.unexplained)
     decisions = Evidence("proxy decisions", after=run.decisions.split(" (")[0])
     found = observe(
@@ -686,7 +719,10 @@ def where_from_capture(rows: Sequence[Row]) -> list[StateRow]:
     found = {f.step.key: f.packets for f in check(LAB, rows)}
     replies = counter_replies(rows)
     restarted = _restart_in_capture(replies)
-    clients, icmp = found.get("clients", ()), found.get("icmp", ())
+    answered = {r.dst for r, _ in replies}
+    src = {r.number: r.src for r in rows}
+    clients = tuple(n for n in found.get("clients", ()) if src.get(n) in answered)
+    icmp = found.get("icmp", ())
     live = Status.LIVE_ONLY
     binding = observe(
         "where.udp.port-unbound", "datagrams to a port nobody binds get ICMP port unreachable",
@@ -695,12 +731,12 @@ def where_from_capture(rows: Sequence[Row]) -> list[StateRow]:
         why_not="this capture shows no ICMP port unreachable for the server's port")
     peers = observe(
         "where.udp.one-entry", "datagrams from many client sockets reach one server port, each "
-        "standing alone", bool(clients),
-        seen=f"{len(clients)} client sockets, each datagram answered without a handshake "
-             f"(the kernel's one entry: /proc/net/udp, live run only)",
-        evidence=[Evidence("first datagram of each client socket", after=len(clients),
-                           packets=clients)],
-        why_not="this capture shows no three client sockets sending to one server port")
+        "standing alone", len(clients) >= 3,
+        seen=f"{len(clients)} client sockets sent to one server port and were answered "
+             f"(the kernel's one entry, /proc/net/udp: live run only)",
+        evidence=[Evidence("first datagram of each answered client socket",
+                           after=len(clients), packets=clients)],
+        why_not="this capture shows no three answered client sockets of one server port")
     return [
         StateRow("the server's port binding", "server kernel", "the server stopped (in the "
                  "packets: datagrams to its port after its last reply)", binding),
