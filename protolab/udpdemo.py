@@ -462,6 +462,11 @@ def _capture_off_why(capture_off: str) -> str:
     return f"capture is off ({capture_off}): no packet of this run was seen"
 
 
+def _icmp_evidence(result: UdpDemoResult, who: str) -> list[Evidence]:
+    packets = result.icmp_for.get(who, ())
+    return [Evidence("ICMP for its datagram", packets=packets)] if packets else []
+
+
 def stopped_findings(result: UdpDemoResult) -> list[Observation]:
     """Part 4: the port unbound, the ICMP errors, and which socket is told."""
     port = result.port
@@ -493,8 +498,8 @@ def stopped_findings(result: UdpDemoResult) -> list[Observation]:
         result.connected_saw == "ConnectionRefusedError",
         done="sent from a connected socket, then recv()",
         seen="connected socket: ConnectionRefusedError on the next recv()",
-        evidence=[Evidence("recv() on the connected socket", after=result.connected_saw,
-                           packets=result.icmp_for.get("connected", ()))],
+        evidence=[Evidence("recv() on the connected socket", after=result.connected_saw),
+                  *_icmp_evidence(result, "connected")],
         why_not=f"its recv() gave {result.connected_saw or 'nothing'}")
     unconnected = observe(
         "udp.unconnected-silent", "the unconnected socket is told nothing",
@@ -503,8 +508,8 @@ def stopped_findings(result: UdpDemoResult) -> list[Observation]:
         seen="unconnected socket: nothing to receive, no error",
         evidence=[Evidence("recv() on the unconnected socket",
                            after="BlockingIOError (nothing)" if result.unconnected_saw ==
-                           "nothing" else result.unconnected_saw,
-                           packets=result.icmp_for.get("unconnected", ()))],
+                           "nothing" else result.unconnected_saw),
+                  *_icmp_evidence(result, "unconnected")],
         why_not=f"its recv() gave {result.unconnected_saw}")
     return [unbound, icmp, connected, unconnected]
 
@@ -607,7 +612,7 @@ def fault_findings(run: FaultRun, capture_off: str = "") -> list[Observation]:
     sender = observe(
         "udp.faults.sender-unaware", "the sender's kernel reports every datagram as sent",
         run.send_errors == 0 and run.sent_whole == run.sent and not run.recv_errors,
-        done=f"{run.sent} sendto() calls, then recvfrom() until quiet",
+        done=f"{run.sent} sendto() calls, then recvfrom() for the replies",
         seen=f"its kernel reported every one as sent: {run.sent_whole} of {run.sent} sendto() "
              f"returned the datagram's size, 0 errors; recvfrom() raised nothing",
         evidence=[Evidence("sendto() returned the full size", after=f"{run.sent_whole}/"
@@ -664,13 +669,17 @@ def where_from_run(result: UdpDemoResult, faults: FaultPlan | None = None) -> li
     by_key = {o.key: o for o in result.findings.observations}
     old, new = result.restart
 
-    def outcome(key: str, seen: str, *also: str) -> Observation:
-        """The finding `key` as a row's outcome (its evidence, and that of `also`), observed
-        only when every one of them was."""
+    def outcome(key: str, seen: str, *also: str, extra: str = "",
+                pick: tuple[str, ...] = ()) -> Observation:
+        """The finding `key` as a row's outcome, observed only when it and every one of `also`
+        was; the evidence is theirs (and `extra`'s, when observed), those labelled `pick...`."""
         parts = [by_key.get(k) or observe(k, k, False, why_not="this part did not run")
                  for k in (key, *also)]
         failed = [p for p in parts if not p.observed]
-        evidence = [e for p in parts for e in p.evidence]
+        more = by_key.get(extra)
+        evidence = list(dict.fromkeys(
+            e for p in [*parts, *([more] if more and more.observed else [])] for e in p.evidence
+            if not pick or e.what.startswith(pick)))
         return observe(f"where.{key}", parts[0].claim, not failed, seen=seen, evidence=evidence,
                        why_not="; ".join(f"{p.key}: {p.why}" for p in failed))
 
@@ -679,17 +688,20 @@ def where_from_run(result: UdpDemoResult, faults: FaultPlan | None = None) -> li
     rows = [
         StateRow("the server's port binding", "server kernel",
                  f"killed the server process (pid {result.stopped_pid}), then sent to its port",
-                 outcome("udp.port-unbound", "binding gone; the kernel refused the next "
-                         "datagrams (ConnectionRefusedError, ICMP)", "udp.connected-refused")),
+                 outcome("udp.port-unbound", "binding gone; the next datagrams were refused "
+                         "(ConnectionRefusedError)", "udp.connected-refused",
+                         extra="udp.icmp", pick=("/proc", "recv()", "ICMP port"))),
         StateRow("per-peer connection state", "nobody: UDP has none (RFC 768)",
                  "3 client sockets each sent the server a datagram",
                  outcome("udp.one-entry", "still one /proc/net/udp entry: nothing per peer")),
         StateRow("the workflow's state (seq, total)", "the client, carried in each datagram",
                  f"restarted the server process (pid {old} → {new})",
-                 outcome("udp.workflow-continued", "kept: the total went on")),
+                 outcome("udp.workflow-continued", "kept: the total went on",
+                         pick=("total=", "server pid"))),
         StateRow("the server's own count (seen=)", "server app memory",
                  f"restarted the server process (pid {old} → {new})",
-                 outcome("udp.count-restarted", "lost: the new process counted from 1")),
+                 outcome("udp.count-restarted", "lost: the new process counted from 1",
+                         pick=("seen=", "server pid"))),
         StateRow("a connected socket's peer", "client kernel (connect())",
                  "stopped the server; a datagram from a connected and from an unconnected "
                  "socket", outcome("udp.connected-refused", "only the connected socket was "
@@ -704,7 +716,7 @@ def where_from_run(result: UdpDemoResult, faults: FaultPlan | None = None) -> li
                              f"{FAULT_DATAGRAMS} datagrams through the fault proxy "
                              f"({faults.describe()})",
                              outcome("udp.faults.numbered", "only the application's seq= "
-                                     "and seen= showed each fault")))
+                                     "and seen= showed each fault", pick=("seq ",))))
     return rows
 
 
