@@ -744,14 +744,13 @@ def where_from_capture(rows: Sequence[Row]) -> list[StateRow]:
     peers = observe(
         "where.udp.one-entry", "datagrams from many client sockets reach one server port, each "
         "standing alone", len(clients) >= 3,
-        seen=f"{len(clients)} client sockets sent to one server port and were answered "
-             f"(the kernel's one entry, /proc/net/udp: live run only)",
+        seen=f"{len(clients)} client sockets sent to one server port and were answered",
         evidence=[Evidence("first datagram of each answered client socket",
                            after=len(clients), packets=clients)],
         why_not="this capture shows no three answered client sockets of one server port")
     return [
-        StateRow("the server's port binding", "server kernel", "the server stopped (in the "
-                 "packets: datagrams to its port after its last reply)", binding),
+        StateRow("the server's port binding", "server kernel", "the server stopped (the "
+                 "packets show datagrams to its port answered by ICMP)", binding),
         StateRow("per-peer connection state", "nobody: UDP has none (RFC 768)",
                  "several client sockets sent the server a datagram", peers),
         StateRow("the workflow's state (seq, total)", "the client, carried in each datagram",
