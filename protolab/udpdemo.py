@@ -185,7 +185,7 @@ def _closing(result: UdpDemoResult, out: Out) -> None:
 def _part1(result: UdpDemoResult, cap: Capture, out: Out) -> None:
     port = result.port
     result.table_before = _entries(port)
-    out(f"1. No handshake, no teardown. The server's kernel table for port {port} "
+    out(f"1. Three client sockets, one server port. The server's kernel table for port {port} "
         f"(/proc/net/udp) before any datagram:")
     out("\n".join(f"     {e}" for e in result.table_before))
     socks, ports = [], set()
@@ -212,7 +212,7 @@ def _part2_3(result: UdpDemoResult, server: ServerProcess, cap: Capture,
              out: Out) -> ServerProcess:
     port = result.port
     out("\n2. The litmus test: restart the server process between requests.\n"
-        "3. The client carries the state (seq, running total) in each datagram:")
+        "3. One client's workflow; each datagram it sends holds seq and the running total:")
     client = CounterClient()
     rows: list[tuple] = []
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -436,9 +436,9 @@ def litmus(result: UdpDemoResult) -> list[Observation]:
     why = why_restart or ("" if carried else f"total= in the replies {totals}, not {expected}")
     continued = observe(
         "udp.workflow-continued", "the workflow goes on across a server restart", not why,
-        done=f"server restarted between requests (pid {old} → {new})",
-        seen=f"workflow continued: total= {' → '.join(map(str, totals))} = "
-             f"{' + '.join(map(str, ADDS))}, carried by the client in each datagram",
+        seen=f"server restarted between requests: workflow continued (pid {old} → {new}): "
+             f"total= {' → '.join(map(str, totals))} = {' + '.join(map(str, ADDS))}, carried "
+             f"by the client in each datagram",
         evidence=[Evidence("total= in the replies", after=", ".join(map(str, totals)),
                            packets=result.reply_packets), *_pid_evidence(result)],
         why_not=why)
@@ -650,7 +650,8 @@ def fault_findings(run: FaultRun, capture_off: str = "") -> list[Observation]:
         quiet = observe(
             "udp.faults.no-icmp", claim, not run.icmp and not resent
             and sorted(run.seqs_out) == list(range(1, run.sent + 1)),
-            seen=f"no ICMP error and each of the {run.sent} datagrams left the client once",
+            seen=f"nothing in UDP noticed: no ICMP error captured, and each of the {run.sent} "
+                 f"datagrams left the client once (no retransmission)",
             evidence=[Evidence("ICMP errors captured", after=len(run.icmp), packets=run.icmp),
                       Evidence("datagrams client → proxy", after=len(run.datagrams_out),
                                packets=(run.datagrams_out[0], run.datagrams_out[-1])
