@@ -459,7 +459,7 @@ def litmus(result: UdpDemoResult) -> list[Observation]:
 
 
 def _capture_off_why(capture_off: str) -> str:
-    return f"capture is off ({capture_off}): no packet of this run was seen"
+    return f"capture is off ({capture_off}): no packet of this run was seen, so not tried here"
 
 
 def _icmp_evidence(result: UdpDemoResult, who: str) -> list[Evidence]:
@@ -480,8 +480,8 @@ def stopped_findings(result: UdpDemoResult) -> list[Observation]:
         why_not=f"/proc/net/udp still has {len(result.table_stopped)} entry(ies) for port {port}")
     both = tuple(n for p in result.icmp_for.values() for n in p)
     if result.icmp_seen is None:
-        icmp = observe("udp.icmp", "the kernel answers both datagrams with ICMP port "
-                       "unreachable", False, why_not=_capture_off_why(result.capture_off))
+        icmp = explain("udp.icmp", "the kernel answers both datagrams with ICMP port "
+                       "unreachable", _capture_off_why(result.capture_off))
     else:
         icmp = observe(
             "udp.icmp", "the kernel answers both datagrams with ICMP port unreachable",
@@ -644,7 +644,7 @@ def fault_findings(run: FaultRun, capture_off: str = "") -> list[Observation]:
         why_not=why)
     claim = "nothing in UDP noticed: no ICMP error, no retransmission"
     if capture_off:
-        quiet = observe("udp.faults.no-icmp", claim, False, why_not=_capture_off_why(capture_off))
+        quiet = explain("udp.faults.no-icmp", claim, _capture_off_why(capture_off))
     else:
         resent = len(run.seqs_out) - len(set(run.seqs_out))
         quiet = observe(
