@@ -15,7 +15,7 @@ from pathlib import Path
 
 from protolab.annotate import Action, Kind, Row, annotate_file
 from protolab.inspect import format_rows
-from protolab.observe import StateRow, explain
+from protolab.observe import StateRow
 from protolab.paths import reference_capture, reference_file
 from protolab.report import indent, print_state_table, table
 from protolab.story import Finding, check, counter_replies, dns_answers, dns_queries, packets_text
@@ -96,9 +96,6 @@ def where_from_capture(demo: str, rows: Sequence[Row]) -> tuple[str, list[StateR
     from importlib import import_module
 
     module = import_module(f"protolab.{demo.replace('-', '')}")
-    if not hasattr(module, "where_from_capture"):  # TEMPORARY until every demo has it
-        title, old = module.WHERE_STATE_LIVES
-        return title, [StateRow(s, h, "-", explain(s, lost)) for s, h, lost in old]
     return module.WHERE_TITLE, module.where_from_capture(rows)
 
 

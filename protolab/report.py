@@ -80,10 +80,3 @@ def print_findings(observations: Iterable[Observation], out: Out, prefix: str = 
     """Each observation as one finding line (observed with its evidence, or NOT OBSERVED)."""
     for o in observations:
         out(prefix + o.line())
-
-
-def print_where(where: tuple[str, tuple[tuple[str, str, str], ...]], out: Out) -> None:
-    """A demo's closing "where state lives" table: (title, rows of state, holder, if lost)."""
-    title, rows = where
-    out(f"\n{title}")
-    out(table(list(rows), ("state", "held by", "if it is lost")))
