@@ -257,7 +257,7 @@ class Annotator:
         self._quic_cid_len = 8  # aioquic's and most stacks' length; learned from long headers
         self._quic_recent: OrderedDict[bytes, tuple[frozenset[str], int]] = OrderedDict()
         self._quic_unanswered: dict[int, list[int]] = {}  # conn -> to-server packets, no reply
-        self._quic_client_host: dict[int, str] = {}  # conn -> the client's address
+        self._quic_ends: dict[int, tuple[str, str]] = {}  # conn -> (client host, server)
         self._tcp_last: OrderedDict[int, int] = OrderedDict()  # flow -> its last packet
         self._count = 0
 
@@ -461,7 +461,7 @@ class Annotator:
         row = self._quic_row(base, h, conn, to_server, Fact(
             Kind.QUIC_LOOKUP, (relay,) if relay else (), h.dcid.hex(), also=tuple(also),
             values=values))
-        self._track_replies(row, conn, to_server, src)
+        self._track_replies(row, conn, to_server, src, dst)
         return row
 
     def _quic_row(self, base: dict, h: QuicHeader, conn: int, to_server: bool,
@@ -501,9 +501,11 @@ class Annotator:
             self._quic_recent.popitem(last=False)
         return seen[1] if seen is not None and seen[0] != path else 0
 
-    def _track_replies(self, row: Row, conn: int, to_server: bool, client: str) -> None:
+    def _track_replies(self, row: Row, conn: int, to_server: bool, client: str,
+                       server: str) -> None:
         """Remember a connection's packets to the server that no reply has followed; when the
-        same client starts a new connection, those were dropped by a server that forgot it."""
+        same client host starts a new connection to the same server, those were dropped by a
+        server that forgot it."""
         if not to_server:
             self._quic_unanswered.pop(conn, None)
             return
@@ -511,12 +513,12 @@ class Annotator:
             self._quic_unanswered.setdefault(conn, []).append(row.number)
             return
         if row.fact.kind is Kind.QUIC_CLIENT_KEY:
-            host = client.rsplit(":", 1)[0]
+            ends = (client.rsplit(":", 1)[0], server)
             for old, numbers in list(self._quic_unanswered.items()):
-                if old != conn and self._quic_client_host.get(old) == host:
+                if old != conn and self._quic_ends.get(old) == ends:
                     self._amend_forgotten(numbers, row.number)
                     del self._quic_unanswered[old]
-            self._quic_client_host[conn] = host
+            self._quic_ends[conn] = ends
 
     def _amend_forgotten(self, numbers: list[int], new_handshake: int) -> None:
         wanted = set(numbers)

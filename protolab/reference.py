@@ -101,6 +101,17 @@ def _run(demo: str, pcap: Path, out: Callable[[str], None]) -> tuple[object, str
     return result, result.problem()
 
 
+def _show_findings(demo: str, result: object, out: Callable[[str], None]) -> None:
+    """The run's "where state lives" rows, with their evidence, and anything not observed."""
+    from protolab.report import print_findings, print_state_table
+
+    findings = getattr(result, "findings", None)
+    if findings is None:
+        return
+    print_state_table(f"{demo} — where state lives, in this run:", findings.where, out)
+    print_findings(findings.not_observed(), out)
+
+
 @dataclass(frozen=True)
 class Refreshed:
     demo: str
@@ -126,6 +137,7 @@ def refresh(demos: Sequence[str] = DEMOS + LAB_ONLY, directory: Path = DEFAULT_D
             pcap = scratch / f"{demo}.ref.pcap"
             lines: list[str] = []
             result, problem = _run(demo, pcap, lines.append)
+            _show_findings(demo, result, out)
             new = None if problem else status(demo, scratch)
             if problem or not new.ok:
                 problem = problem or f"not good enough: {new.verdict}"

@@ -57,6 +57,24 @@ def test_refresh_writes_every_reference_and_checks_it(refreshed, capture_rights)
         + ["quic-demo.ref.keys"])
     assert out.stdout.count("ok: every step of the story is in the packets") == len(DEMOS)
     assert "ok: lab 05's questions are answered from it" in out.stdout
+    for demo in DEMOS:  # each run's where-state-lives table, every row with its evidence
+        assert f"{demo} — where state lives, in this run:" in out.stdout
+    assert "NOT OBSERVED" not in out.stdout
+
+
+def test_refresh_shows_what_a_run_did_not_observe(monkeypatch) -> None:
+    """A run whose findings fail is shown with its NOT OBSERVED lines (and is then kept out)."""
+    from protolab import reference
+    from protolab.observe import Findings, StateRow, observe
+
+    findings = Findings(where=[StateRow("the state", "nobody", "restarted it",
+                                        observe("k.row", "it went on", False,
+                                                why_not="no answer came"))])
+    lines: list[str] = []
+    reference._show_findings("dns-demo", type("R", (), {"findings": findings})(), lines.append)
+    text = "\n".join(lines)
+    assert "dns-demo — where state lives, in this run:" in text
+    assert "NOT OBSERVED: no answer came" in text and "NOT OBSERVED: it went on" in text
 
 
 def test_refreshed_pcapng_carries_the_notes_the_lab_and_for_quic_the_secrets(
