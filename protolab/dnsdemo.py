@@ -821,15 +821,21 @@ def _answered_queries(rows: Sequence[Row]) -> tuple[list[Row], dict[int, Row]]:
 
 
 def asked_again(rows: Sequence[Row]) -> tuple[int, ...]:
-    """A client socket that asks the same server again after an answer came: (query, answer,
-    query, answer) packet numbers, or () — what part 4 leaves in a capture."""
+    """What part 4 leaves in a capture: a query answered, then (after a query nobody answered)
+    the same socket asking the same server again, answered: (query, answer, query, answer)
+    packet numbers, or (). Anchored on the unanswered query, so part 1's batch, whose answers
+    may come while it is still sending, is not taken for it."""
+    lost = never_answered_then_asked_again(rows)
+    if not lost:
+        return ()
     queries, answers = _answered_queries(rows)
-    done = [q for q in queries if q.number in answers]
-    for a in done:
-        for b in done:
-            if (b.src, b.dst) == (a.src, a.dst) and b.number > answers[a.number].number:
-                return (a.number, answers[a.number].number, b.number, answers[b.number].number)
-    return ()
+    unanswered = next(q for q in queries if q.number == lost[0])
+    before = [q for q in queries if q.number < unanswered.number and q.number in answers
+              and (q.src, q.dst) == (unanswered.src, unanswered.dst)]
+    if not before:
+        return ()
+    a = before[-1]
+    return (a.number, answers[a.number].number, lost[1], lost[2])
 
 
 def never_answered_then_asked_again(rows: Sequence[Row]) -> tuple[int, ...]:

@@ -159,7 +159,8 @@ def test_flows_match_every_dns_answer_and_list_the_forged_ones() -> None:
     run(ROOT / "captures" / "dns-demo.ref.pcap", Options(flows=True, json=True), lines.append)
     flows = [json.loads(x) for x in lines if json.loads(x)["kind"] == "dns"]
     states = " | ".join(f["state"] for f in flows)
-    assert "unanswered" not in states
+    # one query is never answered: the one the lab server held when part 4 killed it
+    assert states.count("unanswered") == 1 and "1 unanswered" in states
     assert states.count("forged?") == 2  # the wrong-id one and the wrong-port one
     assert "after the client closed its socket" in states
     assert any(f["state"].startswith("5 answered") for f in flows)
