@@ -73,7 +73,7 @@ class Kind(Enum):
     QUIC_ROTATION = "quic rotation"  #: (also) a new DCID on a known path
     QUIC_MIGRATION = "quic migration"  #: (also) a known DCID on a new path
     QUIC_RELAYED = "quic relayed"  #: (also) the same datagram again on another path: a relay
-    QUIC_FORGOTTEN = "quic forgotten"  #: no reply came; a new handshake shows it was forgotten
+    QUIC_UNANSWERED = "quic unanswered"  #: no reply, then a new handshake: dropped, or ACK-only
     TCP_OPEN = "tcp open"  #: SYN or SYN/ACK: a connection entry keyed by the 4-tuple
     TCP_SEGMENT = "tcp segment"  #: data or ACK on a connection
     TCP_CLOSE = "tcp close"  #: FIN, or a segment that ends an entry
@@ -142,14 +142,12 @@ TEMPLATES: dict[Kind, str] = {
                              "answers with ICMP port unreachable ({ref})",
     Kind.DNS_MALFORMED: "not a DNS message: the receiver drops it, no state changes",
     Kind.DNS_QUERY: "pending query {key} ({question}), waiting for {server} → client app memory; "
-                    "the answer can only land on {client}'s socket → client kernel; the server "
-                    "holds nothing",
+                    "the answer can only land on {client}'s socket → client kernel",
     Kind.DNS_RETRANSMIT: "retransmission {copies} of query {ref}, same id: the client's retry "
                          "timer fired; its retry count and timer live in client app memory, no "
                          "packet carries them",
     Kind.DNS_MATCHED: "client app memory matches it to query {ref} (source {server}, id {key}, "
-                      "question) and deletes the entry; RTT {rtt_ms:.0f} ms{copies_note}; the "
-                      "server kept nothing",
+                      "question) and deletes the entry; RTT {rtt_ms:.0f} ms{copies_note}",
     Kind.DNS_QUESTION_MISMATCH: "id {key} matches query {ref} but the question ({question}) does "
                                 "not ({asked}) → client drops it",
     Kind.DNS_ALREADY_ANSWERED: "id {key} was already answered by {ref}: the entry is gone → "
@@ -180,9 +178,11 @@ TEMPLATES: dict[Kind, str] = {
                          "(migration)",
     Kind.QUIC_RELAYED: "the same datagram as {ref}, forwarded on another path: a relay in the "
                        "middle (two legs of one connection), not a migration",
-    Kind.QUIC_FORGOTTEN: "DCID {key} named connection #{conn}, but no reply came and the client "
-                         "started a new handshake ({ref}): the server no longer held that key "
-                         "(its table was emptied) and dropped it",
+    Kind.QUIC_UNANSWERED: "DCID {key} names connection #{conn}, not found in the server's table "
+                          "here: no reply followed, and the client started a new handshake with "
+                          "the same server ({ref}). Either the server no longer held the key and "
+                          "dropped it, or the packet needed no reply (an ACK-only packet looks "
+                          "the same, encrypted): the capture cannot tell which",
     Kind.TCP_OPEN: "{who} a connection entry keyed by the 4-tuple, with its initial sequence "
                    "number{moves}",
     Kind.TCP_SEGMENT: "{flight}{expects}{moves}",
@@ -320,6 +320,8 @@ class Annotator:
             return self._quic(d, base, quic)
         if d.proto == PROTO_UDP:
             text = _printable(d.payload)
+            if text:
+                self._extra["udp_text"] = text
             return Row(**base, summary=f"UDP {len(d.payload)} bytes" + (f" {text!r}" if text
                                                                          else ""),
                        action=Action.NONE, holders=(Holder.PACKET,),
@@ -516,17 +518,17 @@ class Annotator:
             ends = (client.rsplit(":", 1)[0], server)
             for old, numbers in list(self._quic_unanswered.items()):
                 if old != conn and self._quic_ends.get(old) == ends:
-                    self._amend_forgotten(numbers, row.number)
+                    self._amend_unanswered(numbers, row.number)
                     del self._quic_unanswered[old]
             self._quic_ends[conn] = ends
 
-    def _amend_forgotten(self, numbers: list[int], new_handshake: int) -> None:
+    def _amend_unanswered(self, numbers: list[int], new_handshake: int) -> None:
         wanted = set(numbers)
         for i, (row, d) in enumerate(self._window):
             if row.number in wanted:
-                fact = replace(row.fact, kind=Kind.QUIC_FORGOTTEN, refs=(new_handshake,), also=())
-                self._window[i] = (replace(row, action=Action.MISSING,
-                                           holders=(Holder.NOBODY,), fact=fact), d)
+                fact = replace(row.fact, kind=Kind.QUIC_UNANSWERED, refs=(new_handshake,),
+                               also=())
+                self._window[i] = (replace(row, action=Action.NONE, holders=(), fact=fact), d)
 
     # -- TCP -------------------------------------------------------------------------------
 
@@ -577,7 +579,9 @@ class Annotator:
                        fact=Fact(Kind.TCP_OPEN, moves=moves, values={**values, "who": who}))
         values["flight"] = (f"{view.in_flight} B in flight {sender}→{receiver}; "
                             if view.in_flight else "")
-        values["expects"] = f"{receiver} kernel expects seq {view.expects} next"
+        # Unknown states: no kernel is known to hold this connection, so nothing it "expects".
+        values["expects"] = f"{receiver} kernel expects seq {view.expects} next" \
+            if view.states_known else "no kernel state known for it"
         if http:
             kind, action, http_holders = _http_state(d.payload)
             return Row(**base, action=action, holders=(*http_holders, *holders),

@@ -60,6 +60,7 @@ from protolab.report import (
     indent,
     print_findings,
     print_state_table,
+    print_summary,
     show_capture,
     table,
 )
@@ -254,6 +255,7 @@ def run_dns_demo(queries: int = 5, port: int = 0, capture: bool = True,
     out("\nWhat this run observed (each line from its own record; #n: a packet of the capture):")
     print_findings(result.findings.observations, out)
     print_state_table(WHERE_TITLE, result.findings.where, out)
+    print_summary(LAB, result.findings, out)
     return result
 
 

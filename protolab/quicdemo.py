@@ -46,7 +46,14 @@ from protolab.quic import (
     new_qlog,
     qlog_json,
 )
-from protolab.report import capture_off_line, indent, print_state_table, show_capture, table
+from protolab.report import (
+    capture_off_line,
+    indent,
+    print_state_table,
+    print_summary,
+    show_capture,
+    table,
+)
 from protolab.tcp import RST
 from protolab.tcpdemo import TcpMove, move_tcp_connection
 from protolab.udpnet import UdpServerThread
@@ -233,6 +240,7 @@ def run_quic_demo(capture: bool = True, pcap: str | Path | None = None, out: Out
     for line in shown:
         out(line)
     print_state_table(WHERE_TITLE, result.findings.where, out)
+    print_summary(LAB, result.findings, out)
     return result
 
 

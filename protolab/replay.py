@@ -17,7 +17,7 @@ from protolab.annotate import Action, Kind, Row, annotate_file
 from protolab.inspect import format_rows
 from protolab.observe import StateRow
 from protolab.paths import reference_capture, reference_file
-from protolab.report import indent, print_state_table, table
+from protolab.report import indent, print_state_table, print_tally, table
 from protolab.story import Finding, check, counter_replies, dns_answers, dns_queries, packets_text
 from protolab.tcp import RST
 
@@ -87,7 +87,9 @@ def replay(demo: str, path: str | Path | None = None, out: Out = print,
     for item in LIVE_ONLY[demo]:
         out(f"   - {item}")
     title, where = where_from_capture(demo, rows)
-    print_state_table(f"{title} (from the packets of this capture)", where, out)
+    print_state_table(f"{title.rstrip(':')} — from the packets of this capture:", where, out,
+                      did="done (in packets)")
+    print_tally(where, out)
     return ReplayResult(demo, path, rows, findings, where)
 
 
@@ -114,7 +116,7 @@ def dns_tables(rows: Sequence[Row], out: Out) -> None:
     table_rows = []
     for n, q in enumerate(batch, 1):
         a = by_id.get(q.fields["dns_id"])
-        question = q.summary.split(" ", 2)[2] if q.summary.count(" ") >= 2 else ""
+        question = q.fields.get("dns_question", "")
         table_rows.append((f"{q.fields['dns_id']:#06x}", question, n,
                            order.get(q.fields["dns_id"], "-"),
                            f"{(a.time - q.time) * 1000:.0f} ms" if a else "-",
@@ -143,7 +145,7 @@ def tcp_tables(rows: Sequence[Row], out: Out) -> None:
     out("\n2. Timeline of connection 1: each packet and the transitions protolab's model "
         "derives from it (the kernel's own column needs a live run):")
     out(indent(table(timeline, ("ms", "packet", "model (from the packet)"))))
-    syns = [r for r in tcp if r.summary.startswith("[SYN]")]
+    syns = [r for r in tcp if r.fields.get("tcp_flags", 0) & 0x12 == 0x02]  # SYN without ACK
     by_server: dict[str, list[Row]] = {}
     for r in syns:
         by_server.setdefault(r.dst, []).append(r)

@@ -5,13 +5,14 @@ Where state lives: nowhere; these are pure formatting helpers shared by the labs
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from protolab.annotate import DNS_PORTS, Row, annotate_records
 from protolab.capture import CaptureSummary, fix_hint
 from protolab.inspect import format_rows
-from protolab.observe import Observation, StateRow, where_rows
+from protolab.observe import Findings, Observation, StateRow, Status, where_rows
 from protolab.paths import reference_capture
 from protolab.pcap import read_pcap
 
@@ -64,16 +65,36 @@ def save_pcapng(demo: str, pcap: Path, target: Path | str, keylog: Path | None =
     return count, secrets is not None
 
 
-def print_state_table(title: str, rows: Sequence[StateRow], out: Out) -> None:
+def print_state_table(title: str, rows: Sequence[StateRow], out: Out,
+                      did: str = "this run did") -> None:
     """A lab's "where state lives" table: every row says what this run did to that state and
     what happened, with its evidence, or is marked as an explanation (not tried here / live run
-    only). Long cells wrap inside their column."""
+    only). Long cells wrap inside their column; the table fits 120 columns."""
     from tabulate import tabulate
 
     out(f"\n{title}")
-    out(tabulate(where_rows(rows), headers=("state", "held by", "this run did",
-                                            "what happened", "evidence"),
-                 maxcolwidths=[24, 16, 24, 36, 28]))
+    out(tabulate(where_rows(rows), headers=("state", "held by", did, "what happened",
+                                            "evidence"),
+                 maxcolwidths=[22, 14, 20, 32, 24]))
+
+
+def print_summary(lab: str, findings: Findings, out: Out) -> None:
+    """The run's last lines: each finding and row counted once, and what was not observed."""
+    unique = {o.key: o for o in findings.all()}.values()
+    counts = Counter(o.status for o in unique)
+    line = ", ".join(f"{counts[s]} {s.value}" for s in Status if counts[s])
+    out(f"\n{lab}: {line}.")
+    for o in unique:
+        if o.failed:
+            out(f"{lab}: {o.line()}")
+
+
+def print_tally(rows: Sequence[StateRow], out: Out) -> None:
+    """One line under the table: how many rows were observed, explained, not observed."""
+    counts = Counter(r.outcome.status for r in rows)
+    failed = [r.outcome.key for r in rows if r.outcome.failed]
+    line = ", ".join(f"{counts[s]} {s.value}" for s in Status if counts[s])
+    out(f"   rows: {line}" + (f" — not observed: {', '.join(failed)}" if failed else ""))
 
 
 def print_findings(observations: Iterable[Observation], out: Out, prefix: str = "   ") -> None:

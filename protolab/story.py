@@ -10,7 +10,6 @@ no evidence names itself; bytes, ports and IDs may change from run to run, the s
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -125,10 +124,18 @@ def tcp_handshake(rows: Sequence[Row]) -> list[int]:
 
 
 def tcp_close(rows: Sequence[Row]) -> list[int]:
-    """The first connection closes: CLOSE_WAIT on one side, TIME_WAIT on the side that closed."""
+    """The first connection closes: the first FIN (its receiver goes to CLOSE_WAIT), the second
+    FIN, and the last ACK, sent by the side that closed first. That side's TIME_WAIT is in no
+    packet: the model infers it, only a live run shows the kernel's entry."""
     wait = _moved(rows, TcpState.ESTABLISHED, TcpState.CLOSE_WAIT)[:1]
-    timewait = _moved(rows, TcpState.FIN_WAIT_2, TcpState.TIME_WAIT)[:1]
-    return wait + timewait if wait and timewait else []
+    if not wait:
+        return []
+    first = next(r for r in rows if r.number == wait[0])
+    flow = [r for r in rows if r.flow == first.flow and r.number > first.number]
+    second = next((r for r in flow if r.src == first.dst and _flags(r) & FIN), None)
+    last = next((r for r in flow if second and r.number > second.number
+                 and r.src == first.src and _flags(r) & (SYN | ACK | FIN | RST) == ACK), None)
+    return [first.number, second.number, last.number] if second and last else []
 
 
 def tcp_killed_server(rows: Sequence[Row]) -> list[int]:
@@ -153,9 +160,17 @@ def tcp_forged_segment(rows: Sequence[Row]) -> list[int]:
 
 
 def tcp_no_socket_rst(rows: Sequence[Row]) -> list[int]:
-    """A segment to a port with no socket, and the RST that says no connection existed."""
-    rst = next((r for r in rows if r.shows(Kind.TCP_RST_NO_CONNECTION) and r.fact.refs), None)
-    return [rst.fact.refs[0], rst.number] if rst else []
+    """A bare ACK to a port that never answered a SYN, and the RST that says no connection
+    existed (RFC 9293 section 3.10.7.1)."""
+    by_number = {r.number: r for r in rows}
+    listening = {r.src for r in rows if _flags(r) & (SYN | ACK) == SYN | ACK}
+    for rst in rows:
+        seg = by_number.get(rst.fact.refs[0]) if rst.shows(Kind.TCP_RST_NO_CONNECTION) \
+            and rst.fact.refs else None
+        if seg is not None and _flags(seg) & (SYN | ACK | FIN | RST) == ACK \
+                and not seg.fields.get("tcp_len") and seg.dst not in listening:
+            return [seg.number, rst.number]
+    return []
 
 
 def tcp_new_four_tuple(rows: Sequence[Row]) -> list[int]:
@@ -179,15 +194,14 @@ def tcp_http_connections(rows: Sequence[Row]) -> list[int]:
 
 # -- UDP ------------------------------------------------------------------------------------------
 
-_QUOTED = re.compile(r"'([^']*)'")
 
 
 def counter_replies(rows: Sequence[Row]) -> list[tuple[Row, Reply]]:
     """The UDP lab server's replies (`seq= total= seen= pid=`), read from each row's payload."""
     out = []
     for r in rows:
-        m = _QUOTED.search(r.summary) if r.proto == "UDP" else None
-        reply = parse_reply(m.group(1).encode()) if m else None
+        text = r.fields.get("udp_text") if r.proto == "UDP" else None
+        reply = parse_reply(text.encode()) if text else None
         if reply is not None:
             out.append((r, reply))
     return out
@@ -245,8 +259,20 @@ def quic_migration(rows: Sequence[Row]) -> list[int]:
 
 
 def quic_tcp_moved_gets_rst(rows: Sequence[Row]) -> list[int]:
-    rst = next((r for r in rows if r.proto == "TCP" and _flags(r) & RST), None)
-    return [rst.number] if rst else []
+    """A segment of an established connection sent from a new address, and the RST saying no
+    connection exists for that 4-tuple: (the segment, the RST)."""
+    by_number = {r.number: r for r in rows}
+    accepted = {r.src for r in rows if _flags(r) & (SYN | ACK) == SYN | ACK}
+    for rst in rows:
+        seg = by_number.get(rst.fact.refs[0]) if rst.shows(Kind.TCP_RST_NO_CONNECTION) \
+            and rst.fact.refs else None
+        if seg is None or seg.dst not in accepted or not seg.fields.get("tcp_len"):
+            continue
+        host = seg.src.rsplit(":", 1)[0]
+        if not any(r.proto == "TCP" and r.number < seg.number
+                   and r.src.rsplit(":", 1)[0] == host for r in rows):
+            return [seg.number, rst.number]
+    return []
 
 
 def quic_retry_token(rows: Sequence[Row]) -> list[int]:
@@ -280,8 +306,9 @@ STORIES: dict[str, tuple[Step, ...]] = {
     ),
     "tcp-demo": (
         Step("handshake", "a connection starts with SYN, SYN/ACK, ACK", tcp_handshake),
-        Step("close", "the server's socket goes to CLOSE_WAIT; the side that closed first keeps "
-                      "TIME_WAIT", tcp_close),
+        Step("close", "the first FIN puts the server's socket in CLOSE_WAIT; the side that closed "
+                      "first sends the last ACK (its TIME_WAIT is in no packet: live run only)",
+             tcp_close),
         Step("killed", "a killed server's kernel sends FIN, then RST to the client's next data",
              tcp_killed_server),
         Step("forged", "a segment far outside the window gets an ACK and is not delivered",

@@ -51,6 +51,7 @@ from protolab.report import (
     indent,
     print_findings,
     print_state_table,
+    print_summary,
     show_capture,
     table,
 )
@@ -60,7 +61,7 @@ from protolab.tcpnet import EchoServer, StatelessHttpServer, http_get
 
 LAB = "tcp-demo"
 Out = Callable[[str], None]
-WHERE_TITLE = "Where state lives in TCP (each row: what this run did to it, and what happened):"
+WHERE_TITLE = "Where state lives in TCP:"
 FORGE_OFFSET = 1 << 24  #: the forged segment's distance beyond RCV.NXT: 16 MiB, far out of window
 
 
@@ -158,7 +159,7 @@ def run_tcp_demo(capture: bool = True, pcap: str | Path | None = None, out: Out 
         result.rows = show_capture(cap.summary, out)
     result.findings.where = where_rows_of_run(result)
     print_state_table(WHERE_TITLE, result.findings.where, out)
-    _summary(result.findings, out)
+    print_summary(LAB, result.findings, out)
     return result
 
 
@@ -890,12 +891,3 @@ def where_from_capture(rows: Sequence[Row]) -> list[StateRow]:
                        "carries the state itself",
                        lambda p: f"requests {packet_list(p)}, each on its own connection")),
     ]
-
-
-def _summary(findings: Findings, out: Out) -> None:
-    counts = {s: sum(o.status is s for o in findings.all()) for s in Status}
-    out(f"\nFindings of this run: {counts[Status.OBSERVED]} observed, "
-        f"{counts[Status.NOT_OBSERVED]} NOT OBSERVED, {counts[Status.NOT_TRIED]} not tried "
-        f"here (explanations only)")
-    if findings.problem():
-        out(f"tcp-demo: {findings.problem()}")

@@ -28,7 +28,14 @@ from protolab.observe import Evidence, Findings, Observation, StateRow, Status, 
 from protolab.packets import PROTO_ICMP, PROTO_UDP, Decoded
 from protolab.paths import default_capture_path
 from protolab.proc import ServerProcess
-from protolab.report import capture_off_line, print_findings, print_state_table, show_capture, table
+from protolab.report import (
+    capture_off_line,
+    print_findings,
+    print_state_table,
+    print_summary,
+    show_capture,
+    table,
+)
 from protolab.udp import CounterClient, Reply, parse_reply
 
 LAB = "udp-demo"
@@ -171,6 +178,7 @@ def run_udp_demo(capture: bool = True, pcap: str | Path | None = None, out: Out 
         result.rows = show_capture(cap.summary, out)
     result.findings.where = where_from_run(result, faults)
     print_state_table(WHERE_TITLE, result.findings.where, out)
+    print_summary(LAB, result.findings, out)
     _closing(result, out)
     return result
 

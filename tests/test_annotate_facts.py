@@ -116,9 +116,10 @@ def test_an_rst_inside_a_seen_connection_is_a_reset_with_its_transitions():
 def test_quic_packets_a_restarted_server_dropped_are_not_annotated_as_found():
     rows = list(annotate_file(reference_file("quic-demo")))
     new = check("quic-demo", rows)[4].packets[1]  # the handshake after the restart
-    forgotten = [r for r in rows if r.shows(Kind.QUIC_FORGOTTEN)]
-    assert forgotten, "the packets to the restarted server are annotated as dropped"
-    assert all(r.fact.refs == (new,) and r.action is Action.MISSING for r in forgotten)
+    forgotten = [r for r in rows if r.shows(Kind.QUIC_UNANSWERED)]
+    assert forgotten, "the packets to the restarted server are not annotated as found"
+    assert all(r.fact.refs == (new,) and r.action is Action.NONE for r in forgotten)
+    assert not any(r.shows(Kind.QUIC_LOOKUP) for r in forgotten)
     assert all(r.number < new for r in forgotten)
     # and no reply from the server came between the first of them and the new handshake
     server = forgotten[0].dst
