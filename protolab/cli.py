@@ -532,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "workflow goes on because the client carries its state; a datagram to the "
                     "stopped server from an unconnected and a connected socket.")
     _capture_options(p, "udp-demo")
-    _fault_options(p, "part 5: numbered datagrams; nothing in UDP notices")
+    _fault_options(p, "part 3: numbered datagrams; nothing in UDP notices")
     p.set_defaults(func=cmd_udp_demo)
 
     p = sub.add_parser(

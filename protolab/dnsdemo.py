@@ -702,8 +702,9 @@ def _row_pending(result: DnsDemoResult, p: _Packets) -> StateRow:
         "later can match nothing", ok,
         seen=f"entry {qid:#06x} went PENDING → ABANDONED; the server's answer came after the "
              f"close, and nothing matched it",
-        evidence=[Evidence("client entry", before="pending", after="abandoned"),
-                  Evidence("server answers sent: at close → later", before=at_close,
+        evidence=[Evidence(f"client event for {qid:#06x}",
+                           after="QueryAbandoned (PENDING → ABANDONED)" if gone else "none"),
+                  Evidence("server answers sent, at the close and later", before=at_close,
                            after=later, packets=p.late + p.icmp)],
         why_not=why))
 
@@ -800,8 +801,10 @@ def _row_delayed(result: DnsDemoResult, p: _Packets) -> StateRow:
         seen=f"the answer never came; the client's own timer gave {held:#06x} up after "
              f"{GIVE_UP} s",
         evidence=[Evidence(f"pid {pid} said", after=run.held_said or "nothing"),
-                  Evidence(f"client entry {held:#06x}: at the kill → later", before="pending",
-                           after="timed out", packets=p.held)],
+                  Evidence(f"client entry {held:#06x}, at the kill and later",
+                           before="pending" if run.pending_at_kill else "not pending",
+                           after="timed out" if timed_out else "not timed out",
+                           packets=p.held)],
         why_not=why))
 
 

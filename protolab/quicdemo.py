@@ -494,7 +494,8 @@ def _handshake(r: QuicDemoResult, cap: _CaptureEvidence) -> Observation:
     return observe(
         "quic.handshake", "the handshake completes and stream data is echoed", ok,
         seen=f"handshake done; 'hello' sent on stream {r.stream}, {r.echo!r} came back",
-        evidence=[Evidence("client events", after="HandshakeCompleted, StreamDataReceived"),
+        evidence=[Evidence("client handshake completed", after=r.handshake),
+                  Evidence("stream data back", after=r.echo),
                   *cap.packets(packets)],
         why_not="no handshake" if not r.handshake else f"the echo was {r.echo!r}"
         if b"HELLO" not in r.echo else cap.missing("Initial and 1-RTT packets"))
@@ -668,7 +669,7 @@ def _restart_dropped(r: QuicDemoResult, cap: _CaptureEvidence) -> Observation:
                  + (" and answered none" if cap.on else ""),
         evidence=[Evidence("server's unknown-CID counter", after=rs.dropped),
                   *cap.packets(dropped, "dropped"),
-                  *([Evidence("replies to them", after=0)] if cap.on else [])],
+                  *([Evidence("replies to them", after=len(replies))] if cap.on else [])],
         why_not=f"the server answered: {packet_list(replies)}" if replies else
         "the server dropped nothing" if not rs.dropped else
         cap.missing(f"{rs.dropped} packets from {_ep(r.migrated_to)}"))

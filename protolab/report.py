@@ -19,10 +19,11 @@ from protolab.pcap import read_pcap
 Out = Callable[[str], None]
 
 
-def table(rows: list, headers: tuple[str, ...]) -> str:
+def table(rows: list, headers: tuple[str, ...], widths: list[int | None] | None = None) -> str:
+    """A plain table; `widths` wraps long cells inside their column."""
     from tabulate import tabulate
 
-    return tabulate(rows, headers=headers)
+    return tabulate(rows, headers=headers, maxcolwidths=widths)
 
 
 def indent(text: str, n: int = 3) -> str:

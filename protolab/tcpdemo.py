@@ -281,7 +281,8 @@ def _close_findings(result: TcpDemoResult, server_left: list[SocketEntry]) -> li
         "tcp.server-entry-gone", "the server's connection entry is gone once its FIN is "
         "acknowledged", not server_left,
         seen=f"no entry for {server_ep} → {client_ep} in the kernel's table",
-        evidence=[Evidence(f"/proc/net/tcp entries {server_ep} → {client_ep}", after=0)],
+        evidence=[Evidence(f"/proc/net/tcp entries {server_ep} → {client_ep}",
+                           after=len(server_left))],
         why_not="still there: " + "; ".join(e.describe() for e in server_left))
     return [time_wait, handover, gone]
 
@@ -376,7 +377,8 @@ def _part2(result: TcpDemoResult, cap: Capture, offset: float, out: Out) -> None
         t0 = events[0].time
         out(indent(table([(f"{(e.time - t0) * 1000:.3f}", e.packet, e.model, e.kernel_text())
                           for e in events],
-                         ("ms", "packet", "model (from the packet)", "kernel (its own record)"))))
+                         ("ms", "packet", "model (from the packet)", "kernel (its own record)"),
+                     widths=[None, 38, 32, 32])))
     _add(result, out, _kernel_record_finding(result))
     if result.kernel and result.model:
         result.comparison = compare(result.model, result.kernel, client, server,

@@ -30,6 +30,7 @@ from protolab.paths import default_capture_path
 from protolab.proc import ServerProcess
 from protolab.report import (
     capture_off_line,
+    indent,
     print_findings,
     print_state_table,
     print_summary,
@@ -90,7 +91,7 @@ class UdpDemoResult:
     connected_saw: str = ""
     icmp_seen: int | None = None  #: ICMP port unreachable for the server port (None: no capture)
     icmp_for: dict[str, tuple[int, ...]] = field(default_factory=dict)  #: socket → ICMP packets
-    faults: FaultRun | None = None  #: part 5, when faults were asked for
+    faults: FaultRun | None = None  #: part 3, when faults were asked for
     capture: CaptureSummary | None = None
     capture_off: str = ""  #: why there is no capture ("" when there is one)
     rows: list[Row] = field(default_factory=list)
@@ -219,8 +220,8 @@ def _part1(result: UdpDemoResult, cap: Capture, out: Out) -> None:
 def _part2_3(result: UdpDemoResult, server: ServerProcess, cap: Capture,
              out: Out) -> ServerProcess:
     port = result.port
-    out("\n2. The litmus test: restart the server process between requests.\n"
-        "3. One client's workflow; each datagram it sends holds seq and the running total:")
+    out("\n2. The litmus test: one client's workflow, each datagram holding seq and the running "
+        "total; the server process is restarted between requests:")
     client = CounterClient()
     rows: list[tuple] = []
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -247,8 +248,8 @@ def _part2_3(result: UdpDemoResult, server: ServerProcess, cap: Capture,
         me = sock.getsockname()[1]
         result.reply_packets = tuple(n for n, d in _captured(cap) if d.proto == PROTO_UDP
                                      and d.sport == port and d.dport == me)
-    out(table(rows, ("seq", "datagram (client-carried state)", "total (answer)",
-                     "server's own count (app memory)", "server pid")))
+    out(indent(table(rows, ("seq", "datagram (client-carried state)", "total (answer)",
+                     "server's own count (app memory)", "server pid"))))
     print_findings([result.findings.add(o) for o in litmus(result)], out)
     return server
 
@@ -263,7 +264,7 @@ def _part5_faults(result: UdpDemoResult, plan: FaultPlan, cap: Capture, out: Out
         sock.bind(("127.0.0.1", 0))
         run.client_port, run.proxy_port = sock.getsockname()[1], proxy.address[1]
         cap.add_port(proxy.address[1])
-        out(f"\n5. Faults: {FAULT_DATAGRAMS} datagrams (seq=1..{FAULT_DATAGRAMS}, each add=1) "
+        out(f"\n3. Faults: {FAULT_DATAGRAMS} datagrams (seq=1..{FAULT_DATAGRAMS}, each add=1) "
             f"from 127.0.0.1:{run.client_port} through the fault proxy "
             f"{proxy.address[0]}:{proxy.address[1]} ({plan.describe()}), without waiting:")
         for seq in range(1, FAULT_DATAGRAMS + 1):
@@ -333,9 +334,11 @@ def _part4(result: UdpDemoResult, server: ServerProcess, cap: Capture, out: Out)
     result.stopped_pid = server.pid
     result.stopped_status = server.kill()
     result.table_stopped = _entries(port)
-    out(f"\n4. The server is down (pid {server.pid} killed, exit status {result.stopped_status}; "
-        f"/proc/net/udp entries for port {port}: {len(result.table_stopped)}). A datagram from "
-        f"an unconnected and from a connected client socket:")
+    part = 4 if result.faults is not None else 3
+    out(f"\n{part}. The server is down (pid {server.pid} killed, exit status "
+        f"{result.stopped_status}; /proc/net/udp entries for port {port}: "
+        f"{len(result.table_stopped)}). A datagram from an unconnected and from a connected "
+        f"client socket:")
     unconnected = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     connected = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -522,7 +525,7 @@ def stopped_findings(result: UdpDemoResult) -> list[Observation]:
     return [unbound, icmp, connected, unconnected]
 
 
-# -- part 5: what the application saw, against what the proxy decided ----------------------------
+# -- part 3 (faults): what the application saw, against what the proxy decided ------------
 
 
 def _copies(fate: Fate | None) -> int:
