@@ -64,6 +64,8 @@ class Kind(Enum):
     DNS_UNKNOWN_ID = "dns unknown id"  #: no pending query has this id: forged, or late
     DNS_QUERY_UNSEEN = "dns query unseen"  #: an answer whose query is not in the capture
     DNS_TO_CLOSED_SOCKET = "dns to closed socket"  #: would match, but the socket is gone (ICMP)
+    DNS_RELAYED = "dns relayed"  #: the same query again on another path: a middlebox's leg
+    DNS_RELAY_ANSWER = "dns relay answer"  #: an answer to a relayed query, at the middlebox
     QUIC_VERSION_NEGOTIATION = "quic version negotiation"  #: the server lists its versions
     QUIC_RETRY = "quic retry"  #: the server keeps nothing; the token carries the state
     QUIC_TOKEN_ECHO = "quic token echo"  #: an Initial that brings the Retry token back
@@ -161,6 +163,12 @@ TEMPLATES: dict[Kind, str] = {
     Kind.DNS_TO_CLOSED_SOCKET: "would match a pending query, but the client closed its socket: "
                                "nobody holds the entry, and {target} is unbound; the kernel "
                                "answers with ICMP port unreachable ({ref})",
+    Kind.DNS_RELAYED: "the same query as {ref}, sent again by a middlebox from its own socket "
+                      "({source}): a relay leg, no new pending entry; the client's entry is the "
+                      "one {ref} made",
+    Kind.DNS_RELAY_ANSWER: "answers the relayed query {ref}: it reaches the middlebox at {target}, "
+                           "not the client; the client's entry waits until the middlebox "
+                           "forwards it",
     Kind.QUIC_VERSION_NEGOTIATION: "the server keeps nothing: it lists the versions it speaks",
     Kind.QUIC_RETRY: "the server keeps NOTHING for this client: the token holds its address and "
                      "original DCID, and comes back in the next Initial (like a JWT)",
@@ -256,6 +264,9 @@ class Annotator:
         self._quic_keyed: set[int] = set()  # QUIC connections the server has created
         self._quic_cid_len = 8  # aioquic's and most stacks' length; learned from long headers
         self._quic_recent: OrderedDict[bytes, tuple[frozenset[str], int]] = OrderedDict()
+        self._dns_recent: OrderedDict[bytes, dict[tuple[str, str], int]] = OrderedDict()
+        self._dns_relay_paths: OrderedDict[tuple[str, str], None] = OrderedDict()  # relay legs
+        self._dns_legs: OrderedDict[tuple[str, str, int], int] = OrderedDict()  # relayed queries
         self._quic_unanswered: dict[int, list[int]] = {}  # conn -> to-server packets, no reply
         self._quic_ends: dict[int, tuple[str, str]] = {}  # conn -> (client host, server)
         self._tcp_last: OrderedDict[int, int] = OrderedDict()  # flow -> its last packet
@@ -353,9 +364,40 @@ class Annotator:
         self._flow = f"dns {client}↔{server}"
         self._extra = {"dns_id": qid, "dns_response": is_response, "dns_question": question}
         if not is_response:
+            relay = self._dns_relay(d.payload, (src, dst), base["number"])
+            if relay is not None:
+                self._dns_legs[(src, dst, qid)] = base["number"]
+                self._bound(self._dns_legs)
+                return Row(**base, summary=f"query {qid:#06x} {question} (relayed)",
+                           action=Action.NONE, holders=(Holder.PACKET,),
+                           fact=Fact(Kind.DNS_RELAYED, (relay,) if relay else (), f"{qid:#06x}",
+                                     values={"source": src}))
             return self._dns_query(d, base, qid, question)
         summary = f"answer {qid:#06x} {question} {rcode}" + (f" {answers}" if answers else "")
+        leg = self._dns_legs.pop((dst, src, qid), 0)
+        if leg:
+            return Row(**base, summary=summary, action=Action.NONE, holders=(Holder.PACKET,),
+                       fact=Fact(Kind.DNS_RELAY_ANSWER, (leg,), f"{qid:#06x}",
+                                 values={"target": dst}))
         return self._dns_answer(d, {**base, "summary": summary}, qid, question)
+
+    def _dns_relay(self, payload: bytes, path: tuple[str, str], number: int) -> int | None:
+        """None for a query the client sent itself; else the packet it relays (0: unseen). A
+        path is a middlebox's leg once a query first appears on it after another path carried
+        the same bytes; a client sending the same bytes again on its own path retransmits."""
+        seen = self._dns_recent.pop(payload, {})
+        before_here = path in seen
+        others = [n for p, n in seen.items() if p != path]
+        seen[path] = number
+        self._dns_recent[payload] = seen
+        while len(self._dns_recent) > WINDOW:
+            self._dns_recent.popitem(last=False)
+        if path not in self._dns_relay_paths:
+            if not others or before_here:
+                return None  # the client's own query, or its retransmission
+            self._dns_relay_paths[path] = None
+            self._bound(self._dns_relay_paths)
+        return max(others, default=0)
 
     def _dns_query(self, d: Decoded, base: dict, qid: int, question: str) -> Row:
         src, dst = base["src"], base["dst"]
@@ -444,7 +486,7 @@ class Annotator:
                 src not in self._quic_servers:
             self._quic_servers.add(dst)
         to_server = dst in self._quic_servers
-        relay = self._relayed_copy(d.payload, path, base["number"])
+        relay = self._relayed_copy(self._quic_recent, d.payload, path, base["number"])
         conn = self._quic_cids.get(h.dcid, self._quic_paths.get(path))
         also: list[Kind] = [Kind.QUIC_RELAYED] if relay else []
         if conn is None:
@@ -494,13 +536,14 @@ class Annotator:
         return Row(**base, action=Action.USES, holders=(holder,),
                    fact=lookup)
 
-    def _relayed_copy(self, payload: bytes, path: frozenset[str], number: int) -> int:
+    @staticmethod
+    def _relayed_copy(recent: OrderedDict, payload: bytes, path: object, number: int) -> int:
         """The packet number of the same datagram seen just before on another path (a relay
         forwards the bytes unchanged), or 0."""
-        seen = self._quic_recent.get(payload)
-        self._quic_recent[payload] = (path, number)
-        while len(self._quic_recent) > WINDOW:
-            self._quic_recent.popitem(last=False)
+        seen = recent.pop(payload, None)
+        recent[payload] = (path, number)
+        while len(recent) > WINDOW:
+            recent.popitem(last=False)
         return seen[1] if seen is not None and seen[0] != path else 0
 
     def _track_replies(self, row: Row, conn: int, to_server: bool, client: str,

@@ -194,7 +194,7 @@ class Flow:
     late: list[str] = field(default_factory=list)  #: matched, but the client had gone
     tcp_number: int | None = None
     migrations: list[int] = field(default_factory=list)  #: QUIC: packets found by CID on a new path
-    relayed: list[int] = field(default_factory=list)  #: QUIC: the same datagram on another path
+    relayed: list[int] = field(default_factory=list)  #: the same datagrams on another path
 
 
 #: Conversations remembered at once in the packet views: memory stays flat however long the file.
@@ -265,15 +265,17 @@ class FlowTable:
             flow.migrations.append(row.number)
         if row.shows(Kind.QUIC_RELAYED):
             flow.relayed.append(row.number)
-        if "dns_id" in row.fields:
+        if row.shows(Kind.DNS_RELAYED) or row.shows(Kind.DNS_RELAY_ANSWER):
+            flow.relayed.append(row.number)
+        elif "dns_id" in row.fields:
             qid = row.fields["dns_id"]
             if not row.fields.get("dns_response"):
                 flow.queries[qid] = row.time
-            elif qid in flow.queries and (row.action is Action.ENDS
-                                          or row.shows(Kind.DNS_TO_CLOSED_SOCKET)):
+            elif qid in flow.queries and row.action is Action.ENDS:
                 flow.latencies_ms.append((row.time - flow.queries.pop(qid)) * 1000)
-                if row.action is not Action.ENDS:
-                    flow.late.append(f"{qid:#06x}")
+            elif qid in flow.queries and row.shows(Kind.DNS_TO_CLOSED_SOCKET):
+                del flow.queries[qid]
+                flow.late.append(f"{qid:#06x}")
             elif row.action is Action.MISSING:
                 flow.unmatched.append(f"{qid:#06x}")
 
@@ -282,6 +284,9 @@ class FlowTable:
             if len(self._tcp_by_number) != len(annotator.tcp.flows):  # index once, not per flow
                 self._tcp_by_number = {f.number: f for f in annotator.tcp.flows.values()}
             return _describe_tcp(self._tcp_by_number.get(flow.tcp_number))
+        if flow.kind == "dns" and flow.relayed and not flow.queries and not flow.latencies_ms:
+            return (f"a middlebox's leg: {len(flow.relayed)} relayed queries and answers "
+                    f"(#{flow.relayed[0]}…); the clients' entries are in their own flows")
         if flow.kind == "dns":
             answered = len(flow.latencies_ms)
             parts = [f"{answered} answered"]

@@ -177,3 +177,28 @@ def test_a_syn_refused_with_rst_gives_the_closed_port_no_state():
     assert rst.fact.kind is Kind.TCP_RST_NO_CONNECTION and rst.fact.refs == (syn.number,)
     assert {(t.role.value, t.old.value, t.new.value) for t in rst.fact.moves} == {
         ("client", "SYN_SENT", "CLOSED")}
+
+
+def test_a_dns_relay_leg_is_not_a_second_client():
+    from scapy.layers.dns import DNS, DNSQR, DNSRR
+    from scapy.layers.inet import UDP
+
+    c, f, p, s = ("10.0.0.7", 4000), ("10.0.0.9", 53), ("10.0.0.9", 6000), ("10.0.0.53", 53)
+
+    def dns(a, b, **kw):
+        return IP(src=a[0], dst=b[0]) / UDP(sport=a[1], dport=b[1]) / DNS(
+            qd=DNSQR(qname="x.lab."), **kw)
+
+    answer = {"qr": 1, "an": DNSRR(rrname="x.lab.", rdata="1.2.3.4")}
+    rows = list(annotate(frames(
+        dns(c, f, id=9), dns(p, s, id=9),  # the query, and the middlebox's copy upstream
+        dns(s, p, id=9, **answer),  # answered upstream; the middlebox drops it
+        dns(c, f, id=9), dns(p, s, id=9),  # the client retransmits; relayed again
+        dns(s, p, id=9, **answer), dns(f, c, id=9, **answer))))  # answered, forwarded
+    kinds = [r.fact.kind for r in rows]
+    assert kinds == [Kind.DNS_QUERY, Kind.DNS_RELAYED, Kind.DNS_RELAY_ANSWER,
+                     Kind.DNS_RETRANSMIT, Kind.DNS_RELAYED, Kind.DNS_RELAY_ANSWER,
+                     Kind.DNS_MATCHED]
+    assert rows[1].fact.refs == (1,) and rows[4].fact.refs == (4,)
+    assert rows[2].fact.refs == (2,) and rows[5].fact.refs == (5,)
+    assert rows[6].fact.refs == (1,) and rows[6].fact.values["copies"] == 2
