@@ -205,7 +205,7 @@ TEMPLATES: dict[Kind, str] = {
                                 "section 3.10.7.1){moves}",
     Kind.HTTP_TOKEN: "state came WITH the request: a signed token (who you are, until when); no "
                      "lookup needed to know the user; " + _CONNECTION,
-    Kind.HTTP_SESSION_CREATED: "creates a session: the client gets only its key (cookie "
+    Kind.HTTP_SESSION_CREATED: "a new session: the client gets only its key (cookie "
                                "sessionId); the session stays in the server's memory or a shared "
                                "store; " + _CONNECTION,
     Kind.HTTP_SESSION_LOOKUP: "state is LOOKED UP by the key it carries (cookie sessionId) in "

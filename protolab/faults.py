@@ -180,7 +180,7 @@ class FaultCore:
 
 def fault_line(core: FaultCore) -> str:
     """One line: what the proxy did, and to which datagrams (k-th in its direction)."""
-    hit = [f"{d.direction.value} #{d.index} {d.fate.value}"
+    hit = [f"{d.direction.value} datagram {d.index} {d.fate.value}"
            for d in sorted(core.decisions, key=lambda d: (d.direction.value, d.index))
            if d.fate is not Fate.FORWARDED]
     c = core.counters

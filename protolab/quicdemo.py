@@ -606,7 +606,7 @@ def _migration(r: QuicDemoResult, cap: _CaptureEvidence) -> Observation:
         seen=f"the server's connection #{r.connection} has the new path, validated (path "
              f"validation, RFC 9000 section 8.2); server app received {r.server_received!r}",
         evidence=[Evidence("client address", _ep(r.client_addr), new),
-                  Evidence(f"server's paths for #{r.connection}", _paths(r.paths_before),
+                  Evidence(f"server's paths for connection {r.connection}", _paths(r.paths_before),
                            _paths(r.server_paths)),
                   *cap.packets(packets, "first from / to the new path")],
         why_not=why)

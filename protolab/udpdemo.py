@@ -497,8 +497,8 @@ def stopped_findings(result: UdpDemoResult) -> list[Observation]:
         icmp = observe(
             "udp.icmp", "the kernel answers both datagrams with ICMP port unreachable",
             all(result.icmp_for.get(w) for w in ("unconnected", "connected")),
-            seen=f"the kernel answered both with {result.icmp_seen} ICMP port unreachable "
-                 f"captured",
+            seen=f"the kernel answered each datagram with ICMP port unreachable "
+                 f"({result.icmp_seen} captured)",
             evidence=[Evidence("ICMP port unreachable", after=result.icmp_seen,
                                packets=tuple(sorted(both)))],
             why_not=f"{result.icmp_seen} ICMP port unreachable captured for port {port}: "
@@ -561,7 +561,7 @@ def account(sent: int, arrivals: Sequence[tuple[int, int]], base_seen: int,
     for j, n in sorted(index.items()):
         if n != _copies(down.get(j)):
             acc.unexplained.append(f"reply seen={base_seen + j} arrived {n}×; the proxy's "
-                                   f"to-client #{j} was {down[j].value if j in down else 'none'}")
+                                   f"to-client datagram {j} was {down[j].value if j in down else 'none'}")
     never = set(range(1, len(down) + 1)) - set(index)
     dropped_down = {j for j, f in down.items() if f is Fate.DROPPED}
     if never != dropped_down:
@@ -572,15 +572,15 @@ def account(sent: int, arrivals: Sequence[tuple[int, int]], base_seen: int,
         by_seq.setdefault(seq, set()).add(seen - base_seen)
     for k in range(1, sent + 1):
         if k not in by_seq:
-            acc.lost[k] = (f"to-server #{k} dropped" if up.get(k) is Fate.DROPPED
+            acc.lost[k] = (f"to-server datagram {k} dropped" if up.get(k) is Fate.DROPPED
                            else "its reply dropped")
     counts = Counter(seq for seq, _ in arrivals)
     for k in sorted(q for q, n in counts.items() if n > 1):
         js = sorted(by_seq[k])
         if len(js) > 1 and up.get(k) is Fate.DUPLICATED:
-            acc.doubled[k] = f"to-server #{k} duplicated"
+            acc.doubled[k] = f"to-server datagram {k} duplicated"
         elif any(down.get(j) is Fate.DUPLICATED for j in js):
-            acc.doubled[k] = f"to-client #{js[0]} duplicated"
+            acc.doubled[k] = f"to-client datagram {js[0]} duplicated"
         else:
             acc.unexplained.append(f"seq {k} answered {counts[k]}× with no duplicating decision")
 
@@ -588,10 +588,10 @@ def account(sent: int, arrivals: Sequence[tuple[int, int]], base_seen: int,
         """How the proxy held datagram k back, or "" when it sent it on at once."""
         fate = (up if direction is Direction.TO_SERVER else down).get(k)
         if fate in (Fate.REORDERED, Fate.DELAYED):
-            return f"{direction.value} #{k} {fate.value}"
+            return f"{direction.value} datagram {k} {fate.value}"
         delayed = plan is not None and plan.delay and plan.applies(direction) and (
             not plan.count or k <= plan.count)
-        return f"{direction.value} #{k} duplicated and delayed" if delayed and \
+        return f"{direction.value} datagram {k} duplicated and delayed" if delayed and \
             fate is Fate.DUPLICATED else ""
 
     highest, checked = 0, set()
@@ -700,7 +700,8 @@ def where_from_run(result: UdpDemoResult, faults: FaultPlan | None = None) -> li
     rows = [
         StateRow("the server's port binding", "server kernel",
                  f"killed the server process (pid {result.stopped_pid}), then sent to its port",
-                 outcome("udp.port-unbound", "binding gone; the next datagrams were refused "
+                 outcome("udp.port-unbound", "binding gone; each datagram to the port got ICMP "
+                         "port unreachable, which only the connected socket was told "
                          "(ConnectionRefusedError)", "udp.connected-refused",
                          extra="udp.icmp", pick=("/proc", "recv()", "ICMP port"))),
         StateRow("per-peer connection state", "nobody: UDP has none (RFC 768)",

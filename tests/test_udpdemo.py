@@ -230,8 +230,8 @@ def test_account_matches_each_gap_to_its_decision() -> None:
                  _d(1, DOWN, F), _d(2, DOWN, F), _d(3, DOWN, DROP), _d(4, DOWN, RE)]
     acc = account(4, [(2, 11), (2, 12), (4, 14)], 10, decisions)
     assert acc.unexplained == []
-    assert acc.lost == {1: "to-server #1 dropped", 3: "its reply dropped"}
-    assert acc.doubled == {2: "to-server #2 duplicated"}
+    assert acc.lost == {1: "to-server datagram 1 dropped", 3: "its reply dropped"}
+    assert acc.doubled == {2: "to-server datagram 2 duplicated"}
     assert acc.late == {}  # 4 came after 2: not late
     acc = account(4, [(4, 14), (2, 11), (2, 12)], 10, decisions)
     assert acc.late == {}  # 2 arrived after 4, but neither it nor its reply was held back:
