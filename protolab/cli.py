@@ -260,6 +260,11 @@ def cmd_litmus(args: argparse.Namespace) -> int:
         if args.under_load:
             out(f"\nRolling restart under load: {args.requests} requests from 8 users through "
                 f"round-robin while each backend is drained, restarted and put back:")
+            if not args.no_capture:
+                out("Each run captures every packet between the users and the balancer, to "
+                    + ", ".join(str(_load_pcap(args.pcap, v.name, len(variants)))
+                                for v in variants)
+                    + " (each file's size is printed after its run; --no-capture to skip).")
             results = [rolling_restart(v, total=args.requests, capture=not args.no_capture,
                                        pcap=_load_pcap(args.pcap, v.name, len(variants)))
                        for v in variants]

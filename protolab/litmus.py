@@ -692,34 +692,40 @@ METHODS = (b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ")
 
 def http_streams(packets: Iterable, port: int) -> StreamCount:
     """Count the HTTP requests to `port` and the responses from it, by TCP stream."""
-    halves: list[tuple[bool, _Half]] = []  #: (to the port?, half), in order of first sight
-    current: dict[tuple, _Half] = {}  #: the 4-tuple's current connection (ports get reused)
+    conns: list[tuple[_Half, _Half]] = []  #: (client → port, port → client), in order
+    current: dict[tuple, tuple[_Half, _Half]] = {}  #: the client 4-tuple's connection now
     for d in packets:
         if d.tcp is None or port not in (d.sport, d.dport):
             continue
-        four = (d.src, d.sport, d.dst, d.dport)
-        half = current.get(four)
-        if d.tcp.flags & 0x02:  # SYN: a new connection on this 4-tuple, unless a repeat
-            base = (d.tcp.seq + 1) & 0xFFFFFFFF
-            if half is None or half.base != base:
-                half = current[four] = _Half(base)
-                halves.append((d.dport == port, half))
+        to_port = d.dport == port
+        four = (d.src, d.sport, d.dst, d.dport) if to_port else (d.dst, d.dport, d.src, d.sport)
+        conn = current.get(four)
+        syn, ack = d.tcp.flags & 0x02, d.tcp.flags & 0x10
+        base = (d.tcp.seq + 1) & 0xFFFFFFFF  # the first data byte follows the SYN
+        if syn and not ack and (conn is None or conn[0].base != base):
+            conn = current[four] = (_Half(base), _Half())  # a new connection (ports get reused)
+            conns.append(conn)
+        if conn is None:  # the capture began after the SYN
+            conn = current[four] = (_Half(), _Half())
+            conns.append(conn)
+        half = conn[0] if to_port else conn[1]
+        if syn and ack:
+            half.base = base
         if d.payload:
-            if half is None:  # the capture began after the SYN
-                half = current[four] = _Half(d.tcp.seq)
-                halves.append((d.dport == port, half))
-            offset = (d.tcp.seq - half.base) & 0xFFFFFFFF
-            half.segments.append((offset, d.payload))
-    count = StreamCount(connections=sum(1 for to_port, _ in halves if to_port))
-    for to_port, half in halves:
-        stream, repeated, gap = _reassemble(half.segments)
-        count.repeated += repeated
-        count.gaps += gap
-        n = _messages(stream, METHODS if to_port else (b"HTTP/1.",), request=to_port)
-        if to_port:
-            count.requests += n
-        else:
-            count.responses += n
+            if half.base is None:
+                half.base = d.tcp.seq
+            half.segments.append(((d.tcp.seq - half.base) & 0xFFFFFFFF, d.payload))
+    count = StreamCount(connections=len(conns))
+    for conn in conns:
+        for half, starts in zip(conn, (METHODS, (b"HTTP/1.",)), strict=True):
+            stream, repeated, gap = _reassemble(half.segments)
+            count.repeated += repeated
+            count.gaps += gap
+            n = _messages(stream, starts, request=starts is METHODS)
+            if starts is METHODS:
+                count.requests += n
+            else:
+                count.responses += n
     return count
 
 

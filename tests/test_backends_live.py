@@ -244,151 +244,23 @@ def test_under_load_capture_holds_every_request_the_users_counted(capture_rights
     assert m, out.stdout
     got_req, sent, got_resp, answered = map(int, m.groups())
     assert got_req == sent >= 3000 and got_resp == answered == sent
+    # what it wrote, and how big, as the file on disk says (issue 13 item 18)
+    assert f"to {pcap} (each file's size is printed" in out.stdout  # said before the run
+    assert f"wrote {pcap}: {pcap.stat().st_size / 1e6:.1f} MB, " in out.stdout
+    # each count explained: the users' requests = add item/view cart + logins + logins again
+    counts = re.search(r"(\d+) requests written = (\d+) add item/view cart \(3000 asked[^)]*\)"
+                       r" \+ (\d+) logins \+ (\d+) logins again after a 401; (\d+) responses "
+                       r"read", out.stdout)
+    assert counts, out.stdout
+    written, cart, logins, again, read = map(int, counts.groups())
+    assert written == sent == cart + logins + again and logins == 8 and read == answered
+    assert cart >= 3000
     # tshark, reading the file on its own, finds the same number of request heads (by their
-    # bytes: its HTTP dissector's reassembly heuristics can miss one across port reuse)
-    requests = subprocess.run([tshark, "-r", str(pcap), "-Y", "tcp.payload[0:4] == "
-                               "47:45:54:20 || tcp.payload[0:5] == 50:4f:53:54:20", "-T",
-                               "fields", "-e", "frame.number"], capture_output=True, text=True,
+    # bytes, leaving out what its TCP analysis calls retransmissions: those bytes were counted
+    # once already; its HTTP dissector's reassembly heuristics can miss one across port reuse)
+    requests = subprocess.run([tshark, "-r", str(pcap), "-Y", "(tcp.payload[0:4] == "
+                               "47:45:54:20 || tcp.payload[0:5] == 50:4f:53:54:20) && "
+                               "!tcp.analysis.retransmission", "-T", "fields", "-e",
+                               "frame.number"], capture_output=True, text=True,
                               timeout=120).stdout.split()
     assert len(requests) == sent
-
-
-# -- one backend process, as a user reaches it (issue 13: items 0, 8, 12, 13) --------------------
-
-
-class Backend:
-    """`python -m protolab.backend` with its stderr kept: a bad request must leave no traceback."""
-
-    def __init__(self, *args: str) -> None:
-        import sys
-
-        self.proc = subprocess.Popen([sys.executable, "-m", "protolab.backend", *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        word, _, port = self.proc.stdout.readline().partition(" ")
-        assert word == "ready", self.stop()
-        self.port = int(port)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> str:
-        """SIGTERM, reap; what it wrote to stderr."""
-        self.proc.terminate()
-        _, err = self.proc.communicate(timeout=30)
-        return err
-
-
-@pytest.fixture
-def backend():
-    b = Backend("--design", "memory", "--id", "b1")
-    yield b
-    if b.proc.poll() is None:
-        b.stop()
-
-
-def test_curl_logs_in_with_a_form_or_json_and_hears_why_not_otherwise(backend) -> None:
-    creds = '{"user": "alice", "password": "wonderland"}'
-    form = curl("-w", "%{http_code}", "-d", "user=alice&password=wonderland",
-                f"{backend.url}/login")
-    assert form.stdout.endswith("200") and '"user": "alice"' in form.stdout
-    json_ok = curl("-w", "%{http_code}", "-H", "Content-Type: application/json", "-d", creds,
-                   f"{backend.url}/login")
-    assert json_ok.stdout.endswith("200")
-    bare = curl("-w", "%{http_code}", "-d", creds, f"{backend.url}/login")  # curl says: a form
-    status, answer = bare.stdout[-3:], json.loads(bare.stdout[:-3])
-    assert status == "415" and "Content-Type: application/json" in answer["error"]
-    assert backend.stop() == ""
-
-
-def _raw(port: int, data: bytes) -> bytes:
-    """Send `data` on one connection, half-close, read until the server closes."""
-    import socket
-
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(data)
-        s.shutdown(socket.SHUT_WR)
-        chunks = []
-        while chunk := s.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _post(body: bytes, length: str | None = None, ctype: str = "application/json") -> bytes:
-    return (f"POST /login HTTP/1.1\r\nHost: lab\r\nContent-Type: {ctype}\r\n"
-            f"Content-Length: {len(body) if length is None else length}\r\n\r\n").encode() + body
-
-
-@pytest.mark.parametrize("request_bytes,status", [
-    (_post(b"", "abc"), 400),
-    (_post(b"", "-1"), 400),
-    (_post(b"[" * 60_000), 400),
-    (_post(b'{"user": "alice", "password": ' + b'{"a": ' * 9_000), 400),
-    (_post(b"x" * 65_536 + b"GET /smuggled HTTP/1.1\r\nHost: lab\r\n\r\n"), 413),
-], ids=["length abc", "length -1", "nesting bomb", "object bomb", "over 64 KB"])
-def test_bad_bodies_get_one_answer_and_no_traceback(backend, request_bytes, status) -> None:
-    reply = _raw(backend.port, request_bytes)
-    assert reply.startswith(f"HTTP/1.1 {status} ".encode()), reply[:200]
-    assert reply.count(b"HTTP/1.1 ") == 1  # the rest of a long body is no second request
-    ok = _raw(backend.port, _post(b'{"user": "alice", "password": "wonderland"}'))
-    assert ok.startswith(b"HTTP/1.1 200 ")  # and the server still serves
-    assert backend.stop() == ""
-
-
-def test_curl_posting_over_64_kb_gets_413(backend, tmp_path) -> None:
-    big = tmp_path / "big.json"
-    big.write_bytes(b'{"item": "' + b"a" * 100_000 + b'"}')
-    for extra in ((), ("-H", "Expect:")):  # with and without Expect: 100-continue
-        r = curl("-o", "/dev/null", "-w", "%{http_code}", *extra, "-H",
-                 "Content-Type: application/json", "--data-binary", f"@{big}",
-                 f"{backend.url}/cart/items")
-        assert r.stdout == "413", r.stderr
-    assert backend.stop() == ""
-
-
-def test_backends_listen_with_a_real_backlog(backend) -> None:
-    """`ss` shows a listening socket's backlog as its Send-Q: the stdlib's default is 5."""
-    ss = require_tool("ss")
-    out = subprocess.run([ss, "-Hltn", f"sport = :{backend.port}"], capture_output=True,
-                         text=True, timeout=30).stdout.split()
-    state, _recv_q, send_q = out[:3]
-    assert state == "LISTEN" and int(send_q) >= 128, out
-
-
-def _other_db(url: str, db: int) -> str:
-    from urllib.parse import urlsplit
-
-    return urlsplit(url)._replace(path=f"/{db}").geturl()
-
-
-def test_a_foreign_redis_key_survives_every_command(redis_url, tmp_path) -> None:
-    import redis
-
-    from conftest import run_cli
-
-    url = _other_db(redis_url, 9)
-    r = redis.Redis.from_url(url, decode_responses=True)
-    r.flushdb()
-    r.set("mykey", "precious")
-    commands = {
-        "litmus": ("litmus", "--designs", "store-redis", "--policies", "round-robin",
-                   "--no-measure", "--redis", url),
-        "lb": ("lb", "--design", "store-redis", "--redis", url, "--no-capture"),
-        "backend": ("backend", "--design", "store", "--store", url),
-    }
-    for name, args in commands.items():  # refused: one line, exit 2, nothing touched
-        out = run_cli(*args, timeout=120)
-        assert out.returncode == 2 and "mykey" in out.stderr, (name, out.stderr)
-        assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
-        assert r.keys("*") == ["mykey"], name
-    for name in ("litmus", "lb"):  # told: it runs, and leaves only what it found
-        out = run_cli(*commands[name], "--redis-shared", timeout=120)
-        assert out.returncode == 0, (name, out.stdout + out.stderr)
-        assert r.keys("*") == ["mykey"] and r.get("mykey") == "precious", name
-    served = Backend("--design", "store", "--id", "b1", "--store", url)
-    try:
-        login = curl("-d", "user=alice&password=wonderland", f"{served.url}/login")
-        assert json.loads(login.stdout)["user"] == "alice"
-        mine = set(r.keys("*")) - {"mykey"}
-        assert mine and all(k.startswith("protolab:session:") for k in mine)
-    finally:
-        served.stop()
-    assert r.get("mykey") == "precious"
-    r.flushdb()
