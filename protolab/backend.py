@@ -8,6 +8,12 @@ really was a new process.
                                [--secret-file F] [--denylist] [--lab-endpoints]
 
 prints `ready PORT` once it listens; SIGTERM stops it after the requests in flight.
+
+Bodies: a JSON object (`Content-Type: application/json`) or a form
+(`application/x-www-form-urlencoded`, what `curl -d 'user=alice&password=wonderland'` sends);
+anything else is 415 with the reason. A body is framed by Content-Length only (RFC 9112 section 6):
+a length that is not a number is 400, a body over 64 KB is 413 and the connection is closed (its
+rest is never read as another request), Transfer-Encoding is 501.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ Where state lives:
   no such key: the user is logged out.
 - `store`: the stateless backend. The process keeps nothing between requests; sessions (with a TTL)
   and carts are in a shared store (SQLite file, or a real Redis). Any backend can serve any request;
-  wipe the store and everyone is logged out.
+  wipe the store and everyone is logged out. In a Redis every key is under `protolab:`; nothing
+  else in that database is read, counted or deleted.
 - `jwt`: identity travels with every request as a signed token (RFC 7519, HS256, `exp`); no lookup
   is needed to know who you are. The cart still lives in the shared store. The catch: a token cannot
   be revoked before it expires unless the servers keep a deny-list, which is state again.
