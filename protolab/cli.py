@@ -212,16 +212,18 @@ def _variants(names: list[str], redis_url: str, tmp: str) -> list:
     return out
 
 
-def _check_redis(names: list[str], url: str) -> None:
+def _check_redis(names: list[str], url: str, shared: bool = False) -> None:
     if "store-redis" not in names:
         return
-    from protolab.sessions import RedisStore
+    from protolab.sessions import redis_refusal
 
     try:
-        RedisStore(url).count("session:")
+        refusal = redis_refusal(url, shared)
     except Exception as exc:  # noqa: BLE001 - any client error means: no usable Redis there
         raise CliError(f"no Redis at {url} ({type(exc).__name__}); start one "
                        f"(redis-server --port 6379) or leave out store-redis") from None
+    if refusal:
+        raise CliError(refusal)
 
 
 def cmd_litmus(args: argparse.Namespace) -> int:
@@ -231,14 +233,15 @@ def cmd_litmus(args: argparse.Namespace) -> int:
     from protolab.litmus import (
         litmus_table,
         measure,
+        own_keys_removed,
         print_load,
         print_tradeoffs,
         rolling_restart,
     )
 
-    _check_redis(args.designs, args.redis)
-    with tempfile.TemporaryDirectory(prefix="protolab-litmus-") as tmp:
-        variants = _variants(args.designs, args.redis, tmp)
+    _check_redis(args.designs, args.redis, args.redis_shared)
+    with tempfile.TemporaryDirectory(prefix="protolab-litmus-") as tmp, \
+            own_keys_removed(_variants(args.designs, args.redis, tmp)) as variants:
         policies = [Policy(p) for p in args.policies]
         out(f"The litmus test: login → add item → DISRUPTION → view cart, through the "
             f"{args.lb} balancer,\nreal processes (3 backends per design). Each cell: the "
@@ -251,10 +254,17 @@ def cmd_litmus(args: argparse.Namespace) -> int:
         if not args.no_measure:
             out("\nThe trade-offs, measured here (GET /cart, 2000 requests, 4 threads, one "
                 "backend; memory per 10k sessions):")
-            print_tradeoffs([measure(v) for v in variants], out)
+            rows = [measure(v) for v in variants]
+            print_tradeoffs(rows, out)
+            failed = failed or any(t.unfinished for t in rows)
         if args.under_load:
             out(f"\nRolling restart under load: {args.requests} requests from 8 users through "
                 f"round-robin while each backend is drained, restarted and put back:")
+            if not args.no_capture:
+                out("Each run captures every packet between the users and the balancer, to "
+                    + ", ".join(str(_load_pcap(args.pcap, v.name, len(variants)))
+                                for v in variants)
+                    + " (each file's size is printed after its run; --no-capture to skip).")
             results = [rolling_restart(v, total=args.requests, capture=not args.no_capture,
                                        pcap=_load_pcap(args.pcap, v.name, len(variants)))
                        for v in variants]
@@ -289,16 +299,17 @@ def cmd_lb(args: argparse.Namespace) -> int:
 
     from protolab.capture import Capture
     from protolab.lb import Policy
-    from protolab.litmus import Cluster, demo_workflow
+    from protolab.litmus import Cluster, demo_workflow, own_keys_removed
     from protolab.paths import default_capture_path
     from protolab.report import capture_off_line, show_capture
 
-    _check_redis([args.design], args.redis)
+    _check_redis([args.design], args.redis, args.redis_shared)
     with tempfile.TemporaryDirectory(prefix="protolab-lb-") as tmp:
         [variant] = _variants([args.design], args.redis, tmp)
         log = (lambda line: out(f"   {line}")) if args.serve else None
-        with Cluster(variant, Policy(args.policy), n=args.backends, lb=args.lb,
-                     log=log) as cluster:
+        with own_keys_removed([variant]), \
+                Cluster(variant, Policy(args.policy), n=args.backends, lb=args.lb,
+                        log=log) as cluster:
             host, port = cluster.address
             out(f"{args.lb} balancer on http://{host}:{port}/ ({args.policy}) in front of "
                 f"{args.backends} '{variant.name}' backends: "
@@ -339,6 +350,8 @@ def cmd_backend(args: argparse.Namespace) -> int:
     argv = ["--design", args.design, "--id", args.id, "--port", str(args.port)]
     if args.store:
         argv += ["--store", args.store]
+        if args.store.startswith("redis://") and args.design != "memory":
+            _check_redis(["store-redis"], args.store, args.redis_shared)
     if args.secret_file:
         argv += ["--secret-file", args.secret_file]
     if args.denylist:
@@ -558,6 +571,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, default=0)
     p.add_argument("--secret-file", metavar="F", help="jwt: file with the HS256 key (32+ bytes)")
     p.add_argument("--denylist", action="store_true", help="jwt: keep a deny-list for logout")
+    p.add_argument("--redis-shared", action="store_true",
+                   help="use the Redis database even if it holds keys protolab did not create "
+                        "(protolab touches only its own protolab:* keys)")
     p.set_defaults(func=cmd_backend)
 
     p = sub.add_parser(
@@ -571,6 +587,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lb", choices=("protolab", "nginx"), default="protolab")
     p.add_argument("--redis", default="redis://127.0.0.1:6379/0", metavar="URL")
     p.add_argument("--serve", action="store_true", help="keep serving until Ctrl-C")
+    p.add_argument("--redis-shared", action="store_true",
+                   help="use the Redis database even if it holds keys protolab did not create "
+                        "(protolab touches only its own protolab:* keys)")
     _capture_options(p, "lb", replay=False)
     p.set_defaults(func=cmd_lb)
 
@@ -586,6 +605,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lb", choices=("protolab", "nginx"), default="protolab")
     p.add_argument("--redis", default="redis://127.0.0.1:6379/0", metavar="URL")
     p.add_argument("--no-measure", action="store_true", help="skip the trade-off measurements")
+    p.add_argument("--redis-shared", action="store_true",
+                   help="use the Redis database even if it holds keys protolab did not create "
+                        "(protolab touches only its own protolab:* keys)")
     p.add_argument("--under-load", action="store_true",
                    help="also restart each backend in turn under a bounded load")
     p.add_argument("--requests", type=_count(100, 1_000_000), default=10_000, metavar="N",

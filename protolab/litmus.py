@@ -21,7 +21,8 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING
 from protolab.lb import LoadBalancer, Nginx, Policy, Upstream
 from protolab.observe import Evidence, Observation, Status, explain, observe
 from protolab.proc import ServerProcess
-from protolab.sessions import Design, open_store
+from protolab.sessions import REDIS_PREFIX, Design, open_store
 
 if TYPE_CHECKING:
     from protolab.capture import CaptureSummary
@@ -187,7 +188,9 @@ class Disruption(Enum):
 
 
 DISRUPTIONS = tuple(d.value for d in Disruption)
-#: the keys the lab app writes to a store (`protolab.sessions`): what a wipe is counted by
+#: the keys the lab app writes to a store (`protolab.sessions`): what a wipe is counted by. In a
+#: Redis each is under `REDIS_PREFIX` ("protolab:session:..."): the store counts and wipes only
+#: those, never the database's other keys.
 KEY_PREFIXES = ("session:", "cart:", "deny:")
 LOGIN = {"user": "alice", "password": "wonderland"}
 
@@ -352,6 +355,26 @@ def store_keys(url: str) -> int:
     return sum(store.count(prefix) for prefix in KEY_PREFIXES)
 
 
+def redis_urls(variants: Iterable[Variant]) -> list[str]:
+    return sorted({v.store for v in variants if v.store and v.store.startswith("redis://")})
+
+
+@contextmanager
+def own_keys_removed(variants: list[Variant]) -> Iterator[list[Variant]]:
+    """Yields `variants`; on the way out (normal end, exception, Ctrl-C) deletes the keys this
+    run wrote to each Redis: only protolab's (`REDIS_PREFIX`), never the database's others."""
+    urls = redis_urls(variants)
+    try:
+        yield variants
+    finally:
+        for url in urls:
+            try:
+                open_store(url).wipe()
+            except Exception as exc:  # noqa: BLE001 - the Redis may be gone: say so, go on
+                print(f"protolab: could not remove its {REDIS_PREFIX}* keys from {url}: "
+                      f"{type(exc).__name__}", flush=True)
+
+
 def _wipe(url: str, key: str) -> Observation:
     before = store_keys(url)
     open_store(url).wipe()
@@ -482,6 +505,21 @@ class Tradeoff:
     bytes_per_session_process: float  #: growth of the backend process's RSS per session
     bytes_per_session_store: float  #: growth of the store per session (Redis memory, file size)
     rss_growth: list[tuple[int, int]] = field(default_factory=list)  #: (sessions, RSS bytes)
+    unfinished: str = ""  #: why the measurement could not finish; "" when it did
+
+    def observation(self) -> Observation:
+        return observe(f"litmus.tradeoffs.{_slug(self.variant)}",
+                       f"the trade-offs of {self.variant}", not self.unfinished,
+                       seen=f"p50 {self.p50_ms:.2f} ms, {self.rps:.0f} requests/s",
+                       evidence=[Evidence("p50 ms", after=round(self.p50_ms, 2))],
+                       why_not=f"could not finish: {self.unfinished}")
+
+
+class Unfinished(Exception):
+    """A measurement step that could not finish: which step, and what stopped it."""
+
+
+SESSION_BATCH = 2000  #: sessions created per POST /lab/sessions (each batch one transaction)
 
 
 def rss(pid: int) -> int:
@@ -503,44 +541,41 @@ def _store_size(url: str | None) -> int:
     return int(redis.Redis.from_url(url).info("memory")["used_memory"])
 
 
+def _must(client: Client, step: str, method: str, path: str, fields: dict | None = None) -> Reply:
+    """One request of a measurement: its reply, or `Unfinished` naming the step."""
+    try:
+        r = client.request(method, path, fields)
+    except OSError as exc:  # TimeoutError, ConnectionError: the backend did not answer
+        raise Unfinished(f"{step}: {type(exc).__name__}: {exc}") from None
+    if r.status != 200:
+        raise Unfinished(f"{step}: HTTP {r.status} {r.body.get('error', '')}".rstrip())
+    return r
+
+
 def measure(variant: Variant, requests: int = 2000, threads: int = 4,
             sessions: tuple[int, ...] = (2000, 10000)) -> Tradeoff:
     """Latency and throughput of GET /cart straight to one backend (no balancer), under a fixed
-    number of requests from a fixed number of threads; then memory per session."""
+    number of requests from a fixed number of threads; then memory per session. A step that
+    cannot finish (a timeout, an error) gives a row that says which and why, not an exception."""
+    try:
+        return _measure(variant, requests, threads, sessions)
+    except Unfinished as exc:
+        return Tradeoff(variant.name, 0.0, 0.0, 0.0, 0.0, 0.0, unfinished=str(exc))
+    except (OSError, RuntimeError) as exc:  # the backend did not start, the store is not there
+        return Tradeoff(variant.name, 0.0, 0.0, 0.0, 0.0, 0.0,
+                        unfinished=f"{type(exc).__name__}: {exc}")
+
+
+def _measure(variant: Variant, requests: int, threads: int,
+             sessions: tuple[int, ...]) -> Tradeoff:
     with Cluster(variant, Policy.ROUND_ROBIN, n=1, lab_endpoints=True) as cluster:
         if variant.store:
             open_store(variant.store).wipe()
         backend = ("127.0.0.1", cluster.procs["b1"].port)
         c = Client(backend)
-        c.request("POST", "/login", {"user": "alice", "password": "wonderland"})
-        c.request("POST", "/cart/items", {"item": "tea"})
-        latencies: list[float] = []
-        lock = threading.Lock()
-        per_thread = requests // threads
-
-        def load() -> None:
-            mine = []
-            client = Client(backend)
-            client.cookies, client.token = dict(c.cookies), c.token
-            for _ in range(per_thread):
-                t = time.perf_counter()
-                r = client.request("GET", "/cart")
-                mine.append(time.perf_counter() - t)
-                if r.status != 200:
-                    raise RuntimeError(f"measurement request failed: HTTP {r.status}")
-            with lock:
-                latencies.extend(mine)
-
-        start = time.perf_counter()
-        workers = [threading.Thread(target=load) for _ in range(threads)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        elapsed = time.perf_counter() - start
-        latencies.sort()
-        speed = (variant.name, statistics.median(latencies) * 1000,
-                 latencies[int(len(latencies) * 0.99) - 1] * 1000, len(latencies) / elapsed)
+        _must(c, "POST /login", "POST", "/login", LOGIN)
+        _must(c, "POST /cart/items", "POST", "/cart/items", {"item": "tea"})
+        speed = _speed(variant, backend, c, requests, threads)
         if variant.design is Design.JWT:  # no sessions anywhere: identity is in the tokens
             return Tradeoff(*speed, 0.0, 0.0, [])
         pid = cluster.procs["b1"].pid
@@ -548,8 +583,11 @@ def measure(variant: Variant, requests: int = 2000, threads: int = 4,
         growth = []
         made = 0
         for n in sessions:
-            c.request("POST", "/lab/sessions", {"n": n - made})
-            made = n
+            while made < n:
+                batch = min(SESSION_BATCH, n - made)
+                _must(c, f"POST /lab/sessions (sessions {made + 1}-{made + batch})", "POST",
+                      "/lab/sessions", {"n": batch})
+                made += batch
             growth.append((n, rss(pid)))
         total = sessions[-1]
         return Tradeoff(
@@ -558,19 +596,61 @@ def measure(variant: Variant, requests: int = 2000, threads: int = 4,
             else 0.0, growth)
 
 
+def _speed(variant: Variant, backend: tuple[str, int], c: Client, requests: int,
+           threads: int) -> tuple[str, float, float, float]:
+    """(name, p50 ms, p99 ms, requests/s) of GET /cart from `threads` threads."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    per_thread = requests // threads
+
+    def load() -> None:
+        mine = []
+        client = Client(backend)
+        client.cookies, client.token = dict(c.cookies), c.token
+        try:
+            for _ in range(per_thread):
+                t = time.perf_counter()
+                _must(client, "GET /cart", "GET", "/cart")
+                mine.append(time.perf_counter() - t)
+        except Unfinished as exc:
+            with lock:
+                errors.append(str(exc))
+        with lock:
+            latencies.extend(mine)
+
+    start = time.perf_counter()
+    workers = [threading.Thread(target=load) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - start
+    if errors:
+        raise Unfinished(f"{errors[0]} (after {len(latencies)} of {requests} requests)")
+    latencies.sort()
+    return (variant.name, statistics.median(latencies) * 1000,
+            latencies[int(len(latencies) * 0.99) - 1] * 1000, len(latencies) / elapsed)
+
+
 def print_tradeoffs(rows: list[Tradeoff], out: Out) -> None:
+    """The measured rows as a table; a row that could not finish is one NOT OBSERVED line."""
     from tabulate import tabulate
 
     def mb(t: Tradeoff, per: float) -> str:
         return "none: in the tokens" if not t.rss_growth else f"{per * 10_000 / 1e6:.2f} MB"
 
+    done = [t for t in rows if not t.unfinished]
     out(tabulate([(t.variant, f"{t.p50_ms:.2f}", f"{t.p99_ms:.2f}", f"{t.rps:.0f}",
                    mb(t, t.bytes_per_session_process), mb(t, t.bytes_per_session_store))
-                  for t in rows],
+                  for t in done],
                  headers=("design", "p50 ms", "p99 ms", "requests/s",
                           "per 10k sessions: backend process", "per 10k sessions: store")))
-    memory = next((t for t in rows if t.variant == "memory"), None)
-    others = [t for t in rows if t is not memory]
+    for t in rows:
+        if t.unfinished:
+            out(t.observation().line())
+    memory = next((t for t in done if t.variant == "memory"), None)
+    others = [t for t in done if t is not memory]
     if memory and others:
         fastest = min(others, key=lambda t: t.p50_ms)
         verdict = "holds" if memory.p50_ms < fastest.p50_ms else "does NOT hold"
@@ -579,13 +659,116 @@ def print_tradeoffs(rows: list[Tradeoff], out: Out) -> None:
             f"({fastest.p50_ms / memory.p50_ms:.1f}x); the price is in the litmus table above.")
 
 
+def _slug(text: str) -> str:
+    return "-".join("".join(c if c.isalnum() else " " for c in text).split())
+
+
 # -- rolling restart under load -------------------------------------------------------------------
+
+
+@dataclass
+class StreamCount:
+    """HTTP messages in a capture, read from each TCP connection's reassembled byte stream (as
+    the receiving TCP sees them, RFC 9293 section 3.10.7.4), not from segments: a retransmitted
+    segment carries bytes already counted, and a head split over two segments is one head."""
+
+    requests: int = 0  #: request heads in the client → port streams
+    responses: int = 0  #: response heads in the port → client streams
+    connections: int = 0  #: TCP connections to the port (a 4-tuple and its initial sequence number)
+    repeated: int = 0  #: segments whose bytes were already in the stream (retransmissions)
+    gaps: int = 0  #: streams with bytes the capture does not hold
+
+
+@dataclass
+class _Half:
+    """One direction of one TCP connection: its segments by offset from the first byte."""
+
+    base: int | None = None  #: sequence number of the first data byte (ISN + 1), when the SYN
+    segments: list[tuple[int, bytes]] = field(default_factory=list)
+
+
+METHODS = (b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ")
+
+
+def http_streams(packets: Iterable, port: int) -> StreamCount:
+    """Count the HTTP requests to `port` and the responses from it, by TCP stream."""
+    conns: list[tuple[_Half, _Half]] = []  #: (client → port, port → client), in order
+    current: dict[tuple, tuple[_Half, _Half]] = {}  #: the client 4-tuple's connection now
+    for d in packets:
+        if d.tcp is None or port not in (d.sport, d.dport):
+            continue
+        to_port = d.dport == port
+        four = (d.src, d.sport, d.dst, d.dport) if to_port else (d.dst, d.dport, d.src, d.sport)
+        conn = current.get(four)
+        syn, ack = d.tcp.flags & 0x02, d.tcp.flags & 0x10
+        base = (d.tcp.seq + 1) & 0xFFFFFFFF  # the first data byte follows the SYN
+        if syn and not ack and (conn is None or conn[0].base != base):
+            conn = current[four] = (_Half(base), _Half())  # a new connection (ports get reused)
+            conns.append(conn)
+        if conn is None:  # the capture began after the SYN
+            conn = current[four] = (_Half(), _Half())
+            conns.append(conn)
+        half = conn[0] if to_port else conn[1]
+        if syn and ack:
+            half.base = base
+        if d.payload:
+            if half.base is None:
+                half.base = d.tcp.seq
+            half.segments.append(((d.tcp.seq - half.base) & 0xFFFFFFFF, d.payload))
+    count = StreamCount(connections=len(conns))
+    for conn in conns:
+        for half, starts in zip(conn, (METHODS, (b"HTTP/1.",)), strict=True):
+            stream, repeated, gap = _reassemble(half.segments)
+            count.repeated += repeated
+            count.gaps += gap
+            n = _messages(stream, starts, request=starts is METHODS)
+            if starts is METHODS:
+                count.requests += n
+            else:
+                count.responses += n
+    return count
+
+
+def _reassemble(segments: list[tuple[int, bytes]]) -> tuple[bytes, int, bool]:
+    """(the contiguous stream from offset 0, segments already covered, a gap after it?)"""
+    out, pos, repeated = bytearray(), 0, 0
+    for offset, data in sorted(segments, key=lambda s: (s[0], -len(s[1]))):
+        if offset + len(data) <= pos:
+            repeated += 1
+        elif offset > pos:
+            return bytes(out), repeated, True
+        else:
+            out += data[pos - offset:]
+            pos = offset + len(data)
+    return bytes(out), repeated, False
+
+
+def _messages(stream: bytes, starts: tuple[bytes, ...], request: bool) -> int:
+    """HTTP/1.1 messages at the start of `stream`, one after another (RFC 9112 section 6: the
+    body's length from Content-Length; a response without one runs to the end)."""
+    n = pos = 0
+    while stream.startswith(starts, pos):
+        end = stream.find(b"\r\n\r\n", pos)
+        if end < 0:
+            break
+        n += 1
+        length = _content_length(stream[pos:end])
+        pos = end + 4 + (length if length is not None else 0 if request else len(stream))
+    return n
+
+
+def _content_length(head: bytes) -> int | None:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length" and value.strip().isdigit():
+            return int(value.strip())
+    return None
 
 
 @dataclass
 class LoadResult:
     variant: str
-    requests: int = 0
+    requests: int = 0  #: add item / view cart requests the users' loop made (it stops at total)
     failed: int = 0  #: connection errors and 5xx
     lost_sessions: int = 0  #: 401 after a successful login
     restarts: list[tuple[str, int, int]] = field(default_factory=list)
@@ -594,6 +777,11 @@ class LoadResult:
     capture: CaptureSummary | None = None
     captured_requests: int = 0  #: request heads in the capture, client → balancer
     captured_responses: int = 0  #: response heads in the capture, balancer → client
+    total: int = 0  #: the requests asked for (--requests)
+    logins: int = 0  #: one first login per user
+    relogins: int = 0  #: logins again after a 401 (a lost session)
+    stream: StreamCount | None = None  #: what the capture holds, by TCP stream
+    pcap_bytes: int = 0  #: the capture file's size on disk
 
     def restarted(self) -> Observation:
         """Each backend restarted: the process answering on its port before → after differs."""
@@ -607,6 +795,63 @@ class LoadResult:
                        evidence=[Evidence(f"{b} pid", old, new) for b, old, new in self.restarts],
                        why_not=("; ".join(same) + ": the same process (or none) answered"
                                 if same else "no backend was restarted"))
+
+    def counted(self) -> Observation:
+        """What the users wrote, and why it is more than the requests asked for."""
+        late = self.requests - self.total
+        parts = self.requests + self.logins + self.relogins
+        return observe(
+            f"litmus.under-load.{_slug(self.variant)}.counts", "the users' own counts",
+            parts == self.sent,
+            seen=(f"{self.sent} requests written = {self.requests} add item/view cart "
+                  f"({self.total} asked" + (f"; {late} more were already in flight when the "
+                                             f"count was reached)" if late > 0 else ")")
+                  + f" + {self.logins} logins + {self.relogins} logins again after a 401; "
+                  f"{self.answered} responses read"),
+            evidence=[Evidence("add item/view cart", after=self.requests),
+                      Evidence("logins", after=self.logins),
+                      Evidence("logins again after a 401", after=self.relogins),
+                      Evidence("requests written", after=self.sent),
+                      Evidence("responses read", after=self.answered)],
+            why_not=f"{self.sent} requests written but {parts} counted by kind")
+
+    def written(self) -> Observation:
+        """The capture file: where, how big, how many packets."""
+        c = self.capture
+        path = c.path if c is not None else None
+        return observe(
+            f"litmus.under-load.{_slug(self.variant)}.pcap", "the capture file",
+            path is not None and self.pcap_bytes > 0,
+            seen=(f"wrote {path}: {self.pcap_bytes / 1e6:.1f} MB, {c.packets if c else 0} "
+                  f"packets (both directions of every connection to the balancer; "
+                  f"--no-capture to skip)"),
+            evidence=[Evidence("bytes on disk", after=self.pcap_bytes),
+                      Evidence("packets", after=c.packets if c else 0)],
+            why_not=f"no capture file at {path}")
+
+    def held(self) -> Observation:
+        """The capture holds every request and response the users counted, by TCP stream."""
+        st = self.stream or StreamCount()
+        drops = self.capture.kernel_drops if self.capture else 0
+        return observe(
+            f"litmus.under-load.{_slug(self.variant)}.capture",
+            "the capture holds every request and response the users counted",
+            bool(self.complete),
+            seen=(f"complete: {self.captured_requests}/{self.sent} requests and "
+                  f"{self.captured_responses}/{self.answered} responses the users counted; "
+                  f"the kernel dropped {drops} frames"),
+            evidence=[Evidence("requests: users' count → capture", self.sent,
+                               self.captured_requests),
+                      Evidence("responses: users' count → capture", self.answered,
+                               self.captured_responses),
+                      Evidence("TCP connections to the balancer", after=st.connections),
+                      Evidence("retransmitted segments (bytes counted once)", after=st.repeated),
+                      Evidence("streams with a gap", after=st.gaps),
+                      Evidence("kernel drops", after=drops)],
+            why_not=(f"INCOMPLETE — the capture holds {self.captured_requests}/{self.sent} "
+                     f"requests and {self.captured_responses}/{self.answered} responses the "
+                     f"users counted ({st.gaps} streams with a gap); the kernel dropped "
+                     f"{drops} frames"))
 
     @property
     def complete(self) -> bool | None:
@@ -625,7 +870,7 @@ def rolling_restart(variant: Variant, total: int = 10_000, clients: int = 8,
     `capture`, the users' side of the balancer is captured and checked against their counts."""
     from protolab.capture import Capture
 
-    result = LoadResult(variant.name)
+    result = LoadResult(variant.name, total=total)
     lock = threading.Lock()
     done = threading.Event()
     with Cluster(variant, Policy.ROUND_ROBIN, n=backends) as cluster:
@@ -643,9 +888,14 @@ def rolling_restart(variant: Variant, total: int = 10_000, clients: int = 8,
                 result.answered += 1
             return status
 
+        def login(c: Client) -> int:
+            return ask(c, "POST", "/login", {"user": "bob", "password": "builder"})
+
         def user(i: int) -> None:
             c = Client(cluster.address)
-            if ask(c, "POST", "/login", {"user": "bob", "password": "builder"}) != 200:
+            with lock:
+                result.logins += 1
+            if login(c) != 200:
                 with lock:
                     result.failed += 1
                 return
@@ -658,12 +908,13 @@ def rolling_restart(variant: Variant, total: int = 10_000, clients: int = 8,
                     result.requests += 1
                     if status == 401:
                         result.lost_sessions += 1
+                        result.relogins += 1
                     elif status != 200:
                         result.failed += 1
                     if result.requests >= total:
                         done.set()
                 if status == 401:
-                    ask(c, "POST", "/login", {"user": "bob", "password": "builder"})
+                    login(c)
 
         with Capture([cluster.address[1]], pcap, enabled=capture) as cap:
             threads = [threading.Thread(target=user, args=(i,)) for i in range(clients)]
@@ -682,22 +933,12 @@ def rolling_restart(variant: Variant, total: int = 10_000, clients: int = 8,
                 t.join()
     if capture:
         result.capture = cap.summary
-        result.captured_requests, result.captured_responses = _http_heads(
-            cap.decoded(), cluster.address[1])
+        result.stream = http_streams(cap.decoded(), cluster.address[1])
+        result.captured_requests = result.stream.requests
+        result.captured_responses = result.stream.responses
+        path = cap.summary.path
+        result.pcap_bytes = path.stat().st_size if path is not None and path.exists() else 0
     return result
-
-
-def _http_heads(packets: Iterable, port: int) -> tuple[int, int]:
-    """(request heads to `port`, response heads from it): TCP segments that begin one."""
-    requests = responses = 0
-    for d in packets:
-        if d.tcp is None or not d.payload:
-            continue
-        if d.dport == port and d.payload.startswith((b"GET ", b"POST ")):
-            requests += 1
-        elif d.sport == port and d.payload.startswith(b"HTTP/1."):
-            responses += 1
-    return requests, responses
 
 
 def print_load(rows: list[LoadResult], out: Out) -> None:
@@ -705,15 +946,15 @@ def print_load(rows: list[LoadResult], out: Out) -> None:
 
     out(tabulate([(r.variant, r.requests, len(r.restarts), r.failed, r.lost_sessions)
                   for r in rows],
-                 headers=("design (round-robin)", "requests", "backends restarted",
+                 headers=("design (round-robin)", "add item/view cart", "backends restarted",
                           "failed requests", "lost sessions (401)")))
     for r in rows:
         out(f"{r.variant}: {r.restarted().line()}")
-    for r in rows:
+        out(f"{r.variant}: {r.counted().line()}")
         if r.complete is None:
             continue
-        c = r.capture
-        verdict = "complete" if r.complete else "INCOMPLETE — the capture misses packets"
-        out(f"capture of {r.variant} ({c.packets} packets → {c.path}): {verdict}: "
-            f"{r.captured_requests}/{r.sent} requests and {r.captured_responses}/{r.answered} "
-            f"responses the users counted; the kernel dropped {c.kernel_drops} frames")
+        out(f"{r.variant}: {r.written().line()}")
+        out(f"{r.variant}: {r.held().line()}")
+    sizes = [r.pcap_bytes for r in rows if r.complete is not None]
+    if len(sizes) > 1:
+        out(f"captures written: {len(sizes)} files, {sum(sizes) / 1e6:.1f} MB in all")

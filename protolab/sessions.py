@@ -6,7 +6,8 @@ Where state lives:
   no such key: the user is logged out.
 - `store`: the stateless backend. The process keeps nothing between requests; sessions (with a TTL)
   and carts are in a shared store (SQLite file, or a real Redis). Any backend can serve any request;
-  wipe the store and everyone is logged out.
+  wipe the store and everyone is logged out. In a Redis every key is under `protolab:`; nothing
+  else in that database is read, counted or deleted.
 - `jwt`: identity travels with every request as a signed token (RFC 7519, HS256, `exp`); no lookup
   is needed to know who you are. The cart still lives in the shared store. The catch: a token cannot
   be revoked before it expires unless the servers keep a deny-list, which is state again.
@@ -47,6 +48,7 @@ class Design(Enum):
 class Store(Protocol):
     def get(self, key: str, now: float) -> str | None: ...
     def set(self, key: str, value: str, ttl: float, now: float) -> None: ...
+    def set_many(self, items: list[tuple[str, str]], ttl: float, now: float) -> None: ...
     def delete(self, key: str) -> None: ...
     def wipe(self) -> None: ...
     def count(self, prefix: str) -> int: ...
@@ -70,6 +72,10 @@ class MemoryStore:
     def set(self, key: str, value: str, ttl: float, now: float) -> None:
         with self._lock:
             self._data[key] = (value, now + ttl)
+
+    def set_many(self, items: list[tuple[str, str]], ttl: float, now: float) -> None:
+        with self._lock:
+            self._data.update((key, (value, now + ttl)) for key, value in items)
 
     def delete(self, key: str) -> None:
         with self._lock:
@@ -99,6 +105,10 @@ class SqliteStore:
         if db is None:
             db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
+            # In WAL mode NORMAL syncs at checkpoints, not at every commit: a crash of a backend
+            # loses nothing, a power cut may lose the last sessions (sqlite.org/pragma.html
+            # #pragma_synchronous). A session store trades that for not waiting on the disk.
+            db.execute("PRAGMA synchronous=NORMAL")
             self._local.db = db
         return db
 
@@ -109,6 +119,18 @@ class SqliteStore:
 
     def set(self, key: str, value: str, ttl: float, now: float) -> None:
         self._db().execute("INSERT OR REPLACE INTO kv VALUES (?,?,?)", (key, value, now + ttl))
+
+    def set_many(self, items: list[tuple[str, str]], ttl: float, now: float) -> None:
+        """All rows in one transaction: one commit (one wait for the disk), not one per row."""
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("INSERT OR REPLACE INTO kv VALUES (?,?,?)",
+                           ((key, value, now + ttl) for key, value in items))
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     def delete(self, key: str) -> None:
         self._db().execute("DELETE FROM kv WHERE key=?", (key,))
@@ -121,29 +143,80 @@ class SqliteStore:
                                   (prefix + "%",)).fetchone()[0]
 
 
-class RedisStore:
-    """A real Redis: SETEX gives each session its TTL (the server expires it, not us)."""
+#: Every key protolab writes to a Redis starts with this: it reads, counts and wipes only these, so
+#: a database that also holds other keys keeps them (and protolab refuses it unless told).
+REDIS_PREFIX = "protolab:"
 
-    def __init__(self, url: str) -> None:
+
+class RedisStore:
+    """A real Redis: SETEX gives each session its TTL (the server expires it, not us). Every key
+    is under `prefix`; nothing else in the database is read, counted or deleted."""
+
+    def __init__(self, url: str, prefix: str = REDIS_PREFIX) -> None:
         import redis
 
         self.url = url
+        self.prefix = prefix
         self._r = redis.Redis.from_url(url, decode_responses=True)
 
     def get(self, key: str, now: float) -> str | None:
-        return self._r.get(key)
+        return self._r.get(self.prefix + key)
 
     def set(self, key: str, value: str, ttl: float, now: float) -> None:
-        self._r.setex(key, max(1, int(ttl)), value)
+        self._r.setex(self.prefix + key, max(1, int(ttl)), value)
+
+    def set_many(self, items: list[tuple[str, str]], ttl: float, now: float) -> None:
+        pipe = self._r.pipeline(transaction=False)  # one round trip for the batch
+        for key, value in items:
+            pipe.setex(self.prefix + key, max(1, int(ttl)), value)
+        pipe.execute()
 
     def delete(self, key: str) -> None:
-        self._r.delete(key)
+        self._r.delete(self.prefix + key)
+
+    def _own(self, prefix: str = "") -> list[str]:
+        return list(self._r.scan_iter(match=_glob_escape(self.prefix + prefix) + "*", count=1000))
 
     def wipe(self) -> None:
-        self._r.flushdb()
+        """Delete protolab's keys (never FLUSHDB: the database may hold other keys)."""
+        keys = self._own()
+        for i in range(0, len(keys), 1000):
+            self._r.delete(*keys[i:i + 1000])
 
     def count(self, prefix: str) -> int:
-        return sum(1 for _ in self._r.scan_iter(match=prefix + "*", count=1000))
+        return len(self._own(prefix))
+
+    def foreign(self, limit: int = 3) -> list[str]:
+        """Up to `limit` keys of this database that protolab did not create."""
+        found = []
+        for key in self._r.scan_iter(count=1000):
+            if not key.startswith(self.prefix):
+                found.append(key)
+                if len(found) >= limit:
+                    break
+        return found
+
+
+def _glob_escape(text: str) -> str:
+    """`text` as a literal in a Redis MATCH pattern (glob-style)."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def redis_refusal(url: str, shared: bool) -> str:
+    """Why protolab will not use the Redis database at `url` ("" when it may): it holds keys
+    protolab did not create, and `shared` (--redis-shared) was not given. Raises the client's
+    error when there is no Redis there."""
+    if shared:
+        RedisStore(url).count("")  # still: is there a Redis at all?
+        return ""
+    others = RedisStore(url).foreign()
+    if not others:
+        return ""
+    shown = ", ".join(repr(k) for k in others)
+    return (f"the Redis database {url} holds keys protolab did not create (e.g. {shown}); "
+            f"protolab writes, counts and wipes only keys under {REDIS_PREFIX!r}: pass "
+            f"--redis-shared to use this database anyway, or name an empty one "
+            f"(e.g. redis://127.0.0.1:6379/15)")
 
 
 def open_store(url: str | None) -> Store:
@@ -202,16 +275,59 @@ class Request:
         return None
 
     def fields(self) -> dict[str, str]:
-        """JSON object or form fields of the body."""
+        """The body's fields: a JSON object (`application/json`) or a form
+        (`application/x-www-form-urlencoded`, what `curl -d` and an HTML form send). Raises
+        `BadBody` (400, 415) for anything else, with the reason."""
         if not self.body:
             return {}
-        if self.headers.get("content-type", "").startswith("application/json"):
-            try:
-                data = json.loads(self.body)
-            except ValueError:
-                return {}
-            return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
-        return {k: v[0] for k, v in parse_qs(self.body.decode("latin-1")).items()}
+        ctype = self.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if ctype == "application/json":
+            return _json_fields(self.body)
+        if ctype == "application/x-www-form-urlencoded":
+            if _json_object(self.body) is not None:
+                raise BadBody(415, "the body is JSON but its Content-Type says a form "
+                                   "(application/x-www-form-urlencoded, curl -d's default): "
+                                   "add -H 'Content-Type: application/json', or post "
+                                   "user=...&password=...")
+            return {k: v[0] for k, v in parse_qs(self.body.decode("utf-8", "replace"),
+                                                 max_num_fields=100).items()}
+        # RFC 9110 section 15.5.16: 415 for a content type this resource does not take.
+        raise BadBody(415, f"Content-Type {ctype or '(none)'} is not taken here: send "
+                           f"application/json or application/x-www-form-urlencoded")
+
+
+class BadBody(ValueError):
+    """A request body the app cannot read: answered with `status` and `reason`."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def _json_object(body: bytes) -> dict | None:
+    """The body as a JSON object; None when it is not one (bad JSON, too deeply nested, not an
+    object)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: a nesting bomb, [[[[...
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _json_fields(body: bytes) -> dict[str, str]:
+    data = _json_object(body)
+    if data is None:
+        raise BadBody(400, 'the body is not a JSON object (like {"user": "alice", '
+                           '"password": "..."}), or is nested too deeply')
+    return {str(k): _scalar(v) for k, v in data.items()}
+
+
+def _scalar(value: object) -> str:
+    """A field's value as text; a nested object or list is no field value (``)."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value) if isinstance(value, (int, float, bool)) or value is None else ""
 
 
 @dataclass(frozen=True)
@@ -250,6 +366,12 @@ class App:
 
     def handle(self, req: Request, now: float | None = None) -> Response:
         now = time.time() if now is None else now
+        try:
+            return self._route(req, now)
+        except BadBody as exc:
+            return _json(exc.status, error=exc.reason)
+
+    def _route(self, req: Request, now: float) -> Response:
         route = (req.method, req.path.split("?", 1)[0])
         if route == ("POST", "/login"):
             return self._login(req, now)
@@ -356,7 +478,7 @@ class App:
         except ValueError:
             n = 0
         n = max(0, min(n, 200_000))
-        for i in range(n):
-            sid = secrets.token_urlsafe(32)
-            self.store.set(f"session:{sid}", json.dumps({"user": f"load{i}"}), SESSION_TTL, now)
+        self.store.set_many([(f"session:{secrets.token_urlsafe(32)}",
+                              json.dumps({"user": f"load{i}"})) for i in range(n)],
+                            SESSION_TTL, now)
         return _json(200, created=n, sessions=self.store.count("session:"))

@@ -132,3 +132,61 @@ def test_any_request_gets_a_response(method, path, body, cookie) -> None:
                                                     "authorization": "Bearer " + cookie,
                                                     "content-type": "application/json"}, body))
         assert 200 <= r.status < 500 and isinstance(r.encode_body(), bytes)
+
+
+def _transactions(statements: list[str]) -> int:
+    """Write transactions in SQLite's own trace: each BEGIN, and each write outside one
+    (autocommit: a transaction, a commit, a wait for the disk of its own)."""
+    count, inside = 0, False
+    for sql in statements:
+        word = sql.split(None, 1)[0].upper()
+        if word == "BEGIN":
+            count, inside = count + 1, True
+        elif word in ("COMMIT", "END", "ROLLBACK"):
+            inside = False
+        elif word in ("INSERT", "REPLACE", "UPDATE", "DELETE") and not inside:
+            count += 1
+    return count
+
+
+def test_bulk_session_creation_is_one_transaction(tmp_path) -> None:
+    store = SqliteStore(str(tmp_path / "s.db"))
+    app = App(Design.STORE, store, "b1", users=USERS, lab_endpoints=True)
+    statements: list[str] = []
+    store._db().set_trace_callback(statements.append)  # this thread's connection: the app's
+    r = app.handle(req("POST", "/lab/sessions", {"n": 300}))
+    assert r.status == 200 and r.body == {"created": 300, "sessions": 300}
+    assert _transactions(statements) == 1, statements[:5]
+
+
+def _login_as(ctype: str | None, body: bytes) -> tuple[int, dict]:
+    app = App(Design.MEMORY, MemoryStore(), "b1", users=USERS)
+    headers = {"content-type": ctype} if ctype is not None else {}
+    r = app.handle(Request("POST", "/login", headers, body))
+    return r.status, r.body
+
+
+def test_logins_as_json_or_form_and_a_reason_for_anything_else() -> None:
+    as_json = json.dumps({"user": "alice", "password": "wonderland"}).encode()
+    assert _login_as("application/json", as_json)[0] == 200
+    assert _login_as("application/json; charset=utf-8", as_json)[0] == 200
+    assert _login_as("application/x-www-form-urlencoded", b"user=alice&password=wonderland")[0] \
+        == 200
+    assert _login_as("application/x-www-form-urlencoded", b"user=carol&password=correct+horse"
+                     )[0] == 200
+    # curl -d '{"user": ...}' says it is a form: not "wrong user or password", but why
+    status, body = _login_as("application/x-www-form-urlencoded", as_json)
+    assert status == 415 and "Content-Type: application/json" in body["error"]
+    for ctype in ("text/plain", None):
+        status, body = _login_as(ctype, as_json)
+        assert status == 415 and "application/x-www-form-urlencoded" in body["error"]
+    assert _login_as("application/x-www-form-urlencoded", b"user=alice&password=nope")[0] == 401
+
+
+@pytest.mark.parametrize("body", [b"[" * 60_000, b'{"user": ' + b"[" * 60_000,
+                                  b'{"user": "alice", "password": ' + b"{\"a\": " * 9_000 + b"1"
+                                  + b"}" * 9_000 + b"}", b"not json", b'["alice"]'],
+                         ids=["list bomb", "cut bomb", "object bomb", "not json", "not object"])
+def test_a_json_body_that_cannot_be_read_is_a_400(body) -> None:
+    status, answer = _login_as("application/json", body)
+    assert status == 400 and "JSON object" in answer["error"]
