@@ -304,8 +304,8 @@ def cmd_lb(args: argparse.Namespace) -> int:
                 f"{args.backends} '{variant.name}' backends: "
                 + ", ".join(f"{b}=127.0.0.1:{p.port} (pid {p.pid})"
                             for b, p in cluster.procs.items()))
-            if args.lb == "nginx":
-                out("nginx configuration:\n" + cluster.lb.config)
+            if args.lb != "protolab":
+                out(f"{args.lb} configuration:\n" + cluster.lb.config)
             out("A workflow through it (who served each request):")
             ports = [cluster.address[1], *(p.port for p in cluster.procs.values())]
             with Capture(ports, args.pcap or default_capture_path("lb"),
@@ -547,7 +547,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_quic_demo)
 
     designs = ("memory", "store-sqlite", "store-redis", "jwt")
-    policies = ("round-robin", "sticky-cookie", "ip-hash")
+    policies = ("round-robin", "sticky-cookie", "ip-hash", "cookie-hash")
+    balancers = ("protolab", "nginx", "haproxy")
+    lb_help = ("protolab's own balancer, or a real nginx or HAProxy configured for the same "
+               "policy (the config is printed)")
+    policy_help = ("round-robin; sticky-cookie (the balancer sets a cookie naming the backend "
+                   "that served the first request); ip-hash; cookie-hash (the lesson: a hash of "
+                   "the session cookie, which does not stick to the backend that made it)")
     p = sub.add_parser(
         "backend", help="run one backend of the login/profile/cart app (memory, store, jwt)",
         description="The lab application as one HTTP backend process: POST /login, GET "
@@ -561,14 +567,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_backend)
 
     p = sub.add_parser(
-        "lb", help="N backends behind a load balancer (protolab's or nginx), and a workflow",
+        "lb", help="N backends behind a load balancer (protolab's, nginx or HAProxy), and a "
+                   "workflow",
         description="Start N backend processes of one design behind a balancer with a policy, "
                     "run a login/cart workflow through it printing which backend served each "
                     "request; --serve keeps it up for curl.")
     p.add_argument("--design", choices=designs, default="memory")
-    p.add_argument("--policy", choices=policies, default="round-robin")
+    p.add_argument("--policy", choices=policies, default="round-robin", help=policy_help)
     p.add_argument("--backends", type=_count(1, 8), default=3, metavar="N")
-    p.add_argument("--lb", choices=("protolab", "nginx"), default="protolab")
+    p.add_argument("--lb", choices=balancers, default="protolab", help=lb_help)
     p.add_argument("--redis", default="redis://127.0.0.1:6379/0", metavar="URL")
     p.add_argument("--serve", action="store_true", help="keep serving until Ctrl-C")
     _capture_options(p, "lb", replay=False)
@@ -582,8 +589,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "and memory per session; --under-load adds a rolling restart under load.")
     p.add_argument("--designs", nargs="+", choices=designs,
                    default=["memory", "store-sqlite", "jwt"])
-    p.add_argument("--policies", nargs="+", choices=policies, default=list(policies))
-    p.add_argument("--lb", choices=("protolab", "nginx"), default="protolab")
+    p.add_argument("--policies", nargs="+", choices=policies, default=list(policies[:3]),
+                   help="default: round-robin sticky-cookie ip-hash; add cookie-hash to see "
+                        "why hashing the session cookie is not a sticky session")
+    p.add_argument("--lb", choices=balancers, default="protolab", help=lb_help)
     p.add_argument("--redis", default="redis://127.0.0.1:6379/0", metavar="URL")
     p.add_argument("--no-measure", action="store_true", help="skip the trade-off measurements")
     p.add_argument("--under-load", action="store_true",
