@@ -7,9 +7,10 @@ fast (no scapy, no aioquic, no dnspython). Bad input ends in one line on stderr 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from protolab import __version__
 
@@ -246,7 +247,8 @@ def cmd_litmus(args: argparse.Namespace) -> int:
             f"from (saw:), each naming the backend and PID that answered.\nA restart counts "
             f"only if another PID answers on that port. Switch backend: if the balancer keeps\n"
             f"view cart on the same backend, it is sent straight to another one.\n")
-        cells = litmus_table(variants, policies, lb=args.lb, out=out)
+        with _balancer_errors():
+            cells = litmus_table(variants, policies, lb=args.lb, out=out)
         failed = any(cell.problem() for cell in cells)
         if not args.no_measure:
             out("\nThe trade-offs, measured here (GET /cart, 2000 requests, 4 threads, one "
@@ -284,6 +286,17 @@ def _load_pcap(pcap: str | None, design: str, designs: int):
     return path if designs == 1 else path.with_name(f"{path.stem}-{slug}{path.suffix}")
 
 
+@contextlib.contextmanager
+def _balancer_errors() -> Iterator[None]:
+    """A real balancer that is missing or did not start: one line, exit 2."""
+    from protolab.lb import BalancerError
+
+    try:
+        yield
+    except BalancerError as exc:
+        raise CliError(str(exc)) from None
+
+
 def cmd_lb(args: argparse.Namespace) -> int:
     import tempfile
 
@@ -297,8 +310,8 @@ def cmd_lb(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="protolab-lb-") as tmp:
         [variant] = _variants([args.design], args.redis, tmp)
         log = (lambda line: out(f"   {line}")) if args.serve else None
-        with Cluster(variant, Policy(args.policy), n=args.backends, lb=args.lb,
-                     log=log) as cluster:
+        with _balancer_errors(), Cluster(variant, Policy(args.policy), n=args.backends,
+                                         lb=args.lb, log=log) as cluster:
             host, port = cluster.address
             out(f"{args.lb} balancer on http://{host}:{port}/ ({args.policy}) in front of "
                 f"{args.backends} '{variant.name}' backends: "

@@ -44,6 +44,10 @@ BALANCERS = ("protolab", "nginx", "haproxy")
 BACKLOG = 511
 
 
+class BalancerError(RuntimeError):
+    """A real balancer is not installed, or did not start (its own last word)."""
+
+
 class Policy(Enum):
     ROUND_ROBIN = "round-robin"  #: the next backend in turn; no memory of clients
     STICKY_COOKIE = "sticky-cookie"  #: the client carries its backend's name in a cookie
@@ -374,7 +378,7 @@ class _Child:
     def __init__(self, upstreams: list[Upstream], policy: Policy) -> None:
         exe = shutil.which(self.name) or f"/usr/sbin/{self.name}"
         if not os.path.exists(exe):
-            raise FileNotFoundError(f"{self.name} is not installed "
+            raise BalancerError(f"{self.name} is not installed "
                                     f"(Debian: apt-get install {self.package})")
         self.prefix = Path(tempfile.mkdtemp(prefix=f"protolab-{self.name}-"))
         self.port = _free_port()
@@ -386,10 +390,10 @@ class _Child:
         try:
             self.proc = subprocess.Popen(self.argv(exe, conf), stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=self._stderr)
-        except OSError:
+        except OSError as exc:
             self._stderr.close()
             shutil.rmtree(self.prefix, ignore_errors=True)
-            raise
+            raise BalancerError(f"{self.name} did not start: {exc.strerror or exc}") from None
         self._wait_ready()
 
     def make_config(self, upstreams: list[Upstream], policy: Policy, port: int,
@@ -412,7 +416,7 @@ class _Child:
                     last = ([ln for ln in err.splitlines() if "ALERT" in ln or "emerg" in ln]
                             or err.splitlines() or ["(no message)"])[-1]
                     self.stop()
-                    raise RuntimeError(f"{self.name} did not start: {last}") from None
+                    raise BalancerError(f"{self.name} did not start: {last}") from None
                 time.sleep(0.02)  # polling the port, not waiting for it: readiness is checked
 
     def __enter__(self) -> _Child:
