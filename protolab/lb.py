@@ -368,6 +368,31 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _listeners(port: int) -> set[str]:
+    """Inodes of the TCP sockets in LISTEN (state 0A) on 127.0.0.1:port (/proc/net/tcp)."""
+    local = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp") as f:
+        rows = [line.split() for line in f.readlines()[1:]]
+    return {r[9] for r in rows if r[1] == local and r[3] == "0A"}
+
+
+def _sockets_of(pid: int) -> set[str]:
+    """Inodes of the sockets process `pid` holds (/proc/PID/fd: `socket:[INODE]`)."""
+    inodes = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return inodes
+    for fd in fds:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    return inodes
+
+
 class _Child:
     """A real balancer (Debian package) as a child process in the foreground on a free loopback
     port, with its config in a temporary directory that `stop` removes."""
@@ -380,6 +405,15 @@ class _Child:
         if not os.path.exists(exe):
             raise BalancerError(f"{self.name} is not installed "
                                     f"(Debian: apt-get install {self.package})")
+        for attempt in range(3):  # the free port may be taken before the balancer binds it
+            try:
+                self._start(exe, upstreams, policy)
+                return
+            except BalancerError as exc:
+                if "in use" not in str(exc) or attempt == 2:
+                    raise
+
+    def _start(self, exe: str, upstreams: list[Upstream], policy: Policy) -> None:
         self.prefix = Path(tempfile.mkdtemp(prefix=f"protolab-{self.name}-"))
         self.port = _free_port()
         self.address = ("127.0.0.1", self.port)
@@ -404,20 +438,26 @@ class _Child:
         raise NotImplementedError
 
     def _wait_ready(self, timeout: float = 10.0) -> None:
-        """Readiness: the balancer accepts connections on its port (or it exited: say why)."""
+        """Readiness, from the kernel's own record: a socket listening on our port is held by
+        the child (a connect alone could reach whoever else took the port); or it exited, or
+        another process listens there: say why."""
         deadline = time.monotonic() + timeout
         while True:
-            try:
-                socket.create_connection(self.address, timeout=0.5).close()
+            listening = _listeners(self.port)
+            if listening & _sockets_of(self.proc.pid):
                 return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    err = (self.prefix / "stderr").read_text(errors="replace").strip()
-                    last = ([ln for ln in err.splitlines() if "ALERT" in ln or "emerg" in ln]
-                            or err.splitlines() or ["(no message)"])[-1]
-                    self.stop()
-                    raise BalancerError(f"{self.name} did not start: {last}") from None
-                time.sleep(0.02)  # polling the port, not waiting for it: readiness is checked
+            if listening:
+                self.stop()
+                raise BalancerError(f"{self.name} did not start: 127.0.0.1:{self.port} is in "
+                                    f"use by another process")
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                err = (self.prefix / "stderr").read_text(errors="replace").strip()
+                lines = err.splitlines()
+                first = next((ln for ln in lines if "ALERT" in ln or "emerg" in ln),
+                             lines[-1] if lines else "(no message)")  # the cause, not the sum
+                self.stop()
+                raise BalancerError(f"{self.name} did not start: {first}")
+            time.sleep(0.02)  # polling the kernel's table: readiness is checked, not assumed
 
     def __enter__(self) -> _Child:
         return self

@@ -176,13 +176,30 @@ def test_a_balancer_that_cannot_start_says_why(monkeypatch, capsys) -> None:
 
     monkeypatch.setattr(lbmod, "haproxy_config", lambda *a: "this is not a config\n")
     made = set(Path(tempfile.gettempdir()).glob("protolab-haproxy-*"))
-    with pytest.raises(lbmod.BalancerError, match="haproxy did not start: .*ALERT"):
+    with pytest.raises(lbmod.BalancerError, match="haproxy did not start: .*unknown keyword"):
         lbmod.HAProxy([Upstream("b1", "127.0.0.1", 9)], Policy.ROUND_ROBIN)
     assert set(Path(tempfile.gettempdir()).glob("protolab-haproxy-*")) <= made  # cleaned up
     # and the command says so in one line, exit 2, no traceback
     assert main(["lb", "--lb", "haproxy", "--no-capture", "--backends", "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("protolab: error: haproxy did not start:") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("lb", ["nginx", "haproxy"])
+def test_a_port_taken_by_another_process_is_not_mistaken_for_the_balancer(lb, monkeypatch) -> None:
+    """Readiness is the kernel's record of who listens, not a connect that anyone could answer:
+    the first free port is taken before the balancer binds it; it starts on another one."""
+    _need(lb)
+    from protolab import lb as lbmod
+
+    held = socket.create_server(("127.0.0.1", 0))
+    offered = [held.getsockname()[1]]
+    real = lbmod._free_port
+    monkeypatch.setattr(lbmod, "_free_port", lambda: offered.pop() if offered else real())
+    with held, lbmod.start_balancer(lb, [Upstream("b1", "127.0.0.1", 9)],
+                                    Policy.ROUND_ROBIN) as child:
+        assert not offered and child.port != held.getsockname()[1]
+        assert lbmod._listeners(child.port) & lbmod._sockets_of(child.proc.pid)
 
 
 # -- protolab's balancer against broken backends and clients (item 12), and its backlog (13) ------
