@@ -84,7 +84,10 @@ class LoadBalancer:
 
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
-                lb._handle(self.request, self.client_address)
+                try:
+                    lb._handle(self.request, self.client_address)
+                except OSError:
+                    pass  # the client went away (reset, timed out): nobody to answer
 
         self._server = _Server(("127.0.0.1", port), Handler)
         self.address: tuple[str, int] = self._server.server_address
