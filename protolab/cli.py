@@ -7,9 +7,10 @@ fast (no scapy, no aioquic, no dnspython). Bad input ends in one line on stderr 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from protolab import __version__
 
@@ -249,7 +250,8 @@ def cmd_litmus(args: argparse.Namespace) -> int:
             f"from (saw:), each naming the backend and PID that answered.\nA restart counts "
             f"only if another PID answers on that port. Switch backend: if the balancer keeps\n"
             f"view cart on the same backend, it is sent straight to another one.\n")
-        cells = litmus_table(variants, policies, lb=args.lb, out=out)
+        with _balancer_errors():
+            cells = litmus_table(variants, policies, lb=args.lb, out=out)
         failed = any(cell.problem() for cell in cells)
         if not args.no_measure:
             out("\nThe trade-offs, measured here (GET /cart, 2000 requests, 4 threads, one "
@@ -294,6 +296,17 @@ def _load_pcap(pcap: str | None, design: str, designs: int):
     return path if designs == 1 else path.with_name(f"{path.stem}-{slug}{path.suffix}")
 
 
+@contextlib.contextmanager
+def _balancer_errors() -> Iterator[None]:
+    """A real balancer that is missing or did not start: one line, exit 2."""
+    from protolab.lb import BalancerError
+
+    try:
+        yield
+    except BalancerError as exc:
+        raise CliError(str(exc)) from None
+
+
 def cmd_lb(args: argparse.Namespace) -> int:
     import tempfile
 
@@ -307,7 +320,7 @@ def cmd_lb(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="protolab-lb-") as tmp:
         [variant] = _variants([args.design], args.redis, tmp)
         log = (lambda line: out(f"   {line}")) if args.serve else None
-        with own_keys_removed([variant]), \
+        with _balancer_errors(), own_keys_removed([variant]), \
                 Cluster(variant, Policy(args.policy), n=args.backends, lb=args.lb,
                         log=log) as cluster:
             host, port = cluster.address
@@ -315,14 +328,14 @@ def cmd_lb(args: argparse.Namespace) -> int:
                 f"{args.backends} '{variant.name}' backends: "
                 + ", ".join(f"{b}=127.0.0.1:{p.port} (pid {p.pid})"
                             for b, p in cluster.procs.items()))
-            if args.lb == "nginx":
-                out("nginx configuration:\n" + cluster.lb.config)
-            out("A workflow through it (who served each request):")
+            if args.lb != "protolab":
+                out(f"{args.lb} configuration:\n" + cluster.lb.config)
             ports = [cluster.address[1], *(p.port for p in cluster.procs.values())]
             with Capture(ports, args.pcap or default_capture_path("lb"),
                          enabled=not args.no_capture) as cap:
                 if not cap.active:
                     out(capture_off_line(cap.summary, "lb", "--no-capture"))
+                out("A workflow through it (who served each request):")
                 for method, path, r in demo_workflow(cluster):
                     out(f"   {method} {path} → {r.backend} (pid {r.pid}): HTTP {r.status} "
                         f"{json_short(r.body)}")
@@ -560,7 +573,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_quic_demo)
 
     designs = ("memory", "store-sqlite", "store-redis", "jwt")
-    policies = ("round-robin", "sticky-cookie", "ip-hash")
+    policies = ("round-robin", "sticky-cookie", "ip-hash", "cookie-hash")
+    balancers = ("protolab", "nginx", "haproxy")
+    lb_help = ("protolab's own balancer, or a real nginx or HAProxy configured for the same "
+               "policy (the config is printed)")
+    policy_help = ("round-robin; sticky-cookie (the balancer sets a cookie naming the backend "
+                   "that served the first request); ip-hash; cookie-hash (the lesson: a hash of "
+                   "the session cookie, which does not stick to the backend that made it)")
     p = sub.add_parser(
         "backend", help="run one backend of the login/profile/cart app (memory, store, jwt)",
         description="The lab application as one HTTP backend process: POST /login, GET "
@@ -577,14 +596,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_backend)
 
     p = sub.add_parser(
-        "lb", help="N backends behind a load balancer (protolab's or nginx), and a workflow",
+        "lb", help="N backends behind a load balancer (protolab's, nginx or HAProxy), and a "
+                   "workflow",
         description="Start N backend processes of one design behind a balancer with a policy, "
                     "run a login/cart workflow through it printing which backend served each "
                     "request; --serve keeps it up for curl.")
     p.add_argument("--design", choices=designs, default="memory")
-    p.add_argument("--policy", choices=policies, default="round-robin")
+    p.add_argument("--policy", choices=policies, default="round-robin", help=policy_help)
     p.add_argument("--backends", type=_count(1, 8), default=3, metavar="N")
-    p.add_argument("--lb", choices=("protolab", "nginx"), default="protolab")
+    p.add_argument("--lb", choices=balancers, default="protolab", help=lb_help)
     p.add_argument("--redis", default="redis://127.0.0.1:6379/0", metavar="URL")
     p.add_argument("--serve", action="store_true", help="keep serving until Ctrl-C")
     p.add_argument("--redis-shared", action="store_true",
@@ -601,8 +621,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "and memory per session; --under-load adds a rolling restart under load.")
     p.add_argument("--designs", nargs="+", choices=designs,
                    default=["memory", "store-sqlite", "jwt"])
-    p.add_argument("--policies", nargs="+", choices=policies, default=list(policies))
-    p.add_argument("--lb", choices=("protolab", "nginx"), default="protolab")
+    p.add_argument("--policies", nargs="+", choices=policies, default=list(policies[:3]),
+                   help="default: round-robin sticky-cookie ip-hash; add cookie-hash to see "
+                        "why hashing the session cookie is not a sticky session")
+    p.add_argument("--lb", choices=balancers, default="protolab", help=lb_help)
     p.add_argument("--redis", default="redis://127.0.0.1:6379/0", metavar="URL")
     p.add_argument("--no-measure", action="store_true", help="skip the trade-off measurements")
     p.add_argument("--redis-shared", action="store_true",

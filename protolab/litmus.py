@@ -28,7 +28,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from protolab.lb import LoadBalancer, Nginx, Policy, Upstream
+from protolab.lb import Policy, Upstream, start_balancer
 from protolab.observe import Evidence, Observation, Status, explain, observe
 from protolab.proc import ServerProcess
 from protolab.sessions import REDIS_PREFIX, Design, open_store
@@ -72,8 +72,7 @@ class Cluster:
                 proc = self._spawn(f"b{i}", 0)
                 self.procs[f"b{i}"] = proc
                 self.upstreams.append(Upstream(f"b{i}", "127.0.0.1", proc.port))
-            self.lb = Nginx(self.upstreams, policy) if lb == "nginx" else \
-                LoadBalancer(self.upstreams, policy, log=log).start()
+            self.lb = start_balancer(lb, self.upstreams, policy, log=log)
         except BaseException:
             self.stop()
             raise

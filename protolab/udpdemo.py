@@ -560,8 +560,9 @@ def account(sent: int, arrivals: Sequence[tuple[int, int]], base_seen: int,
     index = Counter(seen - base_seen for _, seen in arrivals)
     for j, n in sorted(index.items()):
         if n != _copies(down.get(j)):
+            fate = down[j].value if j in down else "none"
             acc.unexplained.append(f"reply seen={base_seen + j} arrived {n}×; the proxy's "
-                                   f"to-client datagram {j} was {down[j].value if j in down else 'none'}")
+                                   f"to-client datagram {j} was {fate}")
     never = set(range(1, len(down) + 1)) - set(index)
     dropped_down = {j for j, f in down.items() if f is Fate.DROPPED}
     if never != dropped_down:
