@@ -666,10 +666,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand. Ctrl-C, SIGTERM and SIGHUP unwind it like an exception (its children
     killed, its temp files removed: see `protolab.lifecycle`) and end in one line, exit 128+N."""
-    from protolab import lifecycle
-
     parser = build_parser()
     args = parser.parse_args(argv)
+    from protolab import lifecycle
+
     lifecycle.handle_signals()
     try:
         return args.func(args)
@@ -682,7 +682,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_FAILED
     except KeyboardInterrupt as exc:
-        stopped = exc if isinstance(exc, lifecycle.Stopped) else lifecycle.Stopped(2)
+        stopped = lifecycle.as_stopped(exc)
         print(f"protolab: {stopped.line()}", file=sys.stderr)
         return stopped.exit_status
     finally:

@@ -18,13 +18,15 @@ so the terminal's Ctrl-C reaches only the parent, which stops them in order.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
-import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import subprocess
 
 #: the environment variable carrying the parent's PID to a child started by `protolab.proc`
 PARENT_ENV = "PROTOLAB_PARENT_PID"
@@ -47,6 +49,11 @@ class Stopped(KeyboardInterrupt):
         if self.signum == signal.SIGINT:
             return "interrupted"
         return f"stopped by {signal.Signals(self.signum).name}"
+
+
+def as_stopped(exc: KeyboardInterrupt) -> Stopped:
+    """A KeyboardInterrupt raised by Python's own SIGINT handler counts as Stopped(SIGINT)."""
+    return exc if isinstance(exc, Stopped) else Stopped(signal.SIGINT)
 
 
 class _State:
@@ -139,6 +146,10 @@ def child_env() -> dict[str, str]:
 
 
 def set_parent_death_signal(signum: int = signal.SIGKILL) -> None:
+    """prctl(2) PR_SET_PDEATHSIG: the kernel sends `signum` to this process when its parent
+    (the thread that forked it) ends; kept across execve(2)."""
+    import ctypes
+
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")

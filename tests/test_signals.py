@@ -236,6 +236,15 @@ def test_a_stop_signal_leaves_nothing_behind(launch, name, signum, tmp_path):
         assert not list(tmp_path.glob("*.pcap")), "an interrupted run wrote a capture"
 
 
+def test_a_closed_terminal_sighup_stops_lb_serve_too(launch, tmp_path):
+    cmd, children = start_ready(launch, "lb --serve", tmp_path)
+    os.kill(cmd.pid, signal.SIGHUP)
+    assert cmd.finish(limit=30 * cmd.unit) == 128 + signal.SIGHUP
+    assert_quiet(cmd)
+    assert cmd.children_gone(0) == [] and session_members(cmd.pid) == {}
+    assert cmd.leftover_temp() == []
+
+
 @pytest.mark.parametrize("name", [n for n, (_, _, marker) in COMMANDS.items() if marker])
 def test_children_die_with_a_killed_parent(launch, name, tmp_path):
     """SIGKILL cannot be caught: the kernel's parent-death signal stops the children."""
