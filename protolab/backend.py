@@ -18,7 +18,6 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from protolab import lifecycle
 from protolab.sessions import App, Design, Request, open_store
 
 
@@ -54,6 +53,8 @@ def make_server(app: App, host: str = "127.0.0.1", port: int = 0) -> ThreadingHT
 
 
 def main(argv: list[str]) -> int:
+    from protolab import lifecycle
+
     lifecycle.child_init()
     p = argparse.ArgumentParser(prog="python -m protolab.backend")
     p.add_argument("--design", choices=[d.value for d in Design], required=True)
