@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
 import socket
 import sys
 import threading
@@ -130,6 +129,9 @@ def make_server(app: App, host: str = "127.0.0.1", port: int = 0) -> ThreadingHT
 
 
 def main(argv: list[str]) -> int:
+    from protolab import lifecycle
+
+    lifecycle.child_init()
     p = argparse.ArgumentParser(prog="python -m protolab.backend")
     p.add_argument("--design", choices=[d.value for d in Design], required=True)
     p.add_argument("--id", default="b1")
@@ -145,11 +147,9 @@ def main(argv: list[str]) -> int:
     app = App(design, store, args.id, secret=secret, denylist=args.denylist,
               lab_endpoints=args.lab_endpoints)
     server = make_server(app, port=args.port)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     threading.Thread(target=server.serve_forever, daemon=True).start()
     print(f"ready {server.server_address[1]}", flush=True)
-    stop.wait()
+    lifecycle.wait_for_stop()  # SIGTERM, SIGINT, SIGHUP: quietly, after the requests in flight
     server.shutdown()
     server.server_close()
     return 0

@@ -708,8 +708,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand. Ctrl-C, SIGTERM and SIGHUP unwind it like an exception (its children
+    killed, its temp files removed: see `protolab.lifecycle`) and end in one line, exit 128+N."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    from protolab import lifecycle
+
+    lifecycle.handle_signals()
     try:
         return args.func(args)
     except CliError as exc:
@@ -720,6 +725,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("protolab: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        stopped = lifecycle.as_stopped(exc)
+        print(f"protolab: {stopped.line()}", file=sys.stderr)
+        return stopped.exit_status
+    finally:
+        lifecycle.finish()

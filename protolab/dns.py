@@ -21,7 +21,6 @@ from __future__ import annotations
 import heapq
 import random
 import sys
-import threading
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
@@ -425,11 +424,13 @@ class ReportingServer(DnsServer):
 
 def main(argv: list[str]) -> int:
     """The lab server on 127.0.0.1:PORT (0: a free one) until killed; says `ready PORT`."""
+    from protolab import lifecycle
     from protolab.udpnet import UdpServerThread
 
+    lifecycle.child_init()
     server = UdpServerThread(ReportingServer(), port=int(argv[0]) if argv else 0).start()
     print(f"ready {server.address[1]}", flush=True)
-    threading.Event().wait()  # until killed
+    lifecycle.wait_for_stop()  # until killed, or SIGTERM/SIGINT: quietly
     return 0
 
 

@@ -17,6 +17,7 @@ import http.client
 import json
 import os
 import secrets
+import shutil
 import statistics
 import tempfile
 import threading
@@ -28,6 +29,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from protolab import lifecycle
 from protolab.lb import Policy, Upstream, start_balancer
 from protolab.observe import Evidence, Observation, Status, explain, observe
 from protolab.proc import ServerProcess
@@ -60,14 +62,14 @@ class Cluster:
     def __init__(self, variant: Variant, policy: Policy, n: int = 3, lb: str = "protolab",
                  denylist: bool = False, log: Out | None = None, lab_endpoints: bool = False):
         self.variant = variant
-        self._dir = tempfile.mkdtemp(prefix="protolab-cluster-")
-        self._secret = Path(self._dir) / "jwt.key"
-        self._secret.write_bytes(secrets.token_bytes(32))
         self._flags = (["--denylist"] if denylist else []) + \
             (["--lab-endpoints"] if lab_endpoints else [])
         self.procs: dict[str, ServerProcess] = {}
         self.upstreams: list[Upstream] = []
+        self._dir = tempfile.mkdtemp(prefix="protolab-cluster-")
         try:
+            self._secret = Path(self._dir) / "jwt.key"
+            self._secret.write_bytes(secrets.token_bytes(32))
             for i in range(1, n + 1):
                 proc = self._spawn(f"b{i}", 0)
                 self.procs[f"b{i}"] = proc
@@ -95,14 +97,19 @@ class Cluster:
         return old.pid, new.pid
 
     def stop(self) -> None:
-        lb = getattr(self, "lb", None)
-        if lb is not None:
-            lb.stop()
-        for proc in self.procs.values():
-            proc.kill()
-        for f in Path(self._dir).iterdir():
-            f.unlink()
-        os.rmdir(self._dir)
+        """Stop the balancer, kill and reap every backend, remove the key's directory: all of
+        it, even when one step fails, and not cut short by a stop signal (`lifecycle`)."""
+        with lifecycle.shielded():
+            try:
+                lb = getattr(self, "lb", None)
+                if lb is not None:
+                    lb.stop()
+            finally:
+                try:
+                    for proc in self.procs.values():
+                        proc.kill()
+                finally:
+                    shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> Cluster:
         return self

@@ -143,10 +143,13 @@ def http_get(address: tuple[str, int], path: str,
 
 
 def main(argv: list[str]) -> int:
+    from protolab import lifecycle
+
+    lifecycle.child_init()
     port = int(argv[0]) if argv else 0
     server = EchoServer(port=port).start()
     print(f"ready {server.address[1]}", flush=True)
-    threading.Event().wait()  # until killed
+    lifecycle.wait_for_stop()  # until killed, or SIGTERM/SIGINT: quietly
     return 0
 
 

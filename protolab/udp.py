@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-import threading
 from dataclasses import dataclass
 
 Address = tuple[str, int]
@@ -91,11 +90,13 @@ class CounterClient:
 
 
 def main(argv: list[str]) -> int:
+    from protolab import lifecycle
     from protolab.udpnet import UdpServerThread
 
+    lifecycle.child_init()
     server = UdpServerThread(CounterServer(), port=int(argv[0]) if argv else 0).start()
     print(f"ready {server.address[1]}", flush=True)
-    threading.Event().wait()  # until killed
+    lifecycle.wait_for_stop()  # until killed, or SIGTERM/SIGINT: quietly
     return 0
 
 
