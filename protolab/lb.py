@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from protolab import lifecycle
+
 ROUTE_COOKIE = "lbroute"  #: protolab's sticky cookie: the backend's name
 NGINX_ROUTE_COOKIE = "route"  #: nginx's sticky cookie, added by the balancer
 HAPROXY_COOKIE = "SERVERID"  #: HAProxy's sticky cookie (`cookie SERVERID insert`)
@@ -299,7 +301,9 @@ def nginx_config(upstreams: list[Upstream], policy: Policy, port: int, prefix: P
     extra = _nginx_sticky(upstreams) if sticky else ""
     target = "$route_upstream" if sticky else "protolab"
     cookie = "\n            add_header Set-Cookie $route_set_cookie always;" if sticky else ""
-    return f"""{user}worker_processes 1;
+    # One process, no master/worker pair: when protolab dies, the kernel's parent-death
+    # signal stops all of nginx (a worker outlives a killed master otherwise).
+    return f"""{user}master_process off;
 daemon off;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
@@ -425,8 +429,13 @@ class _Child:
         conf.write_text(self.config)
         self._stderr = open(self.prefix / "stderr", "wb")  # noqa: SIM115 - closed in stop()
         try:
+            # Its own process group (a terminal's Ctrl-C reaches only protolab, which stops
+            # it in order) and the kernel's SIGKILL when protolab dies, even by kill -9.
             self.proc = subprocess.Popen(self.argv(exe, conf), stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=self._stderr)
+                                         stdout=subprocess.DEVNULL, stderr=self._stderr,
+                                         process_group=0,
+                                         preexec_fn=lifecycle.set_parent_death_signal)
+            lifecycle.track(self.proc)
         except OSError as exc:
             self._stderr.close()
             shutil.rmtree(self.prefix, ignore_errors=True)
@@ -476,6 +485,7 @@ class _Child:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
+        lifecycle.untrack(self.proc)
         self._stderr.close()
         shutil.rmtree(self.prefix, ignore_errors=True)
 

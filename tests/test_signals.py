@@ -186,6 +186,10 @@ def launch(tmp_path, child_start) -> Iterator:
 #: command, how to stop it where its children are alive, the marker its children carry
 COMMANDS = {
     "lb --serve": (["lb", "--serve", "--no-capture"], None, "protolab.backend"),
+    "lb --serve --lb nginx": (["lb", "--serve", "--no-capture", "--lb", "nginx"], None,
+                              "nginx"),
+    "lb --serve --lb haproxy": (["lb", "--serve", "--no-capture", "--lb", "haproxy"], None,
+                                "haproxy"),
     "litmus": (["litmus", "--designs", "memory", "--policies", "round-robin", "--no-measure"],
                3, "protolab.backend"),
     "dns-demo": (["dns-demo"], 2, "protolab.dns"),
@@ -193,7 +197,8 @@ COMMANDS = {
     "udp-demo": (["udp-demo"], 2, "protolab.udp"),
     "quic-demo": (["quic-demo"], None, None),
 }
-READY = {"lb --serve": r"^serving until Ctrl-C", "quic-demo": r"^\S.*\n"}
+READY = {"lb --serve": r"^serving until Ctrl-C", "lb --serve --lb nginx": r"^serving until Ctrl-C",
+         "lb --serve --lb haproxy": r"^serving until Ctrl-C", "quic-demo": r"^\S.*\n"}
 
 
 def start_ready(launch, name: str, tmp_path: Path) -> tuple[Command, dict[int, str]]:
