@@ -232,7 +232,7 @@ def run_dns_demo(queries: int = 5, port: int = 0, capture: bool = True,
     With `faults`, part 1 goes through the fault proxy and shows the client's retransmission
     state."""
     names = [e for e in LAB_ZONE if e.name not in ("bank.lab.", "late.lab.")]
-    path = Path(pcap) if pcap else default_capture_path(LAB)
+    path = Path(pcap) if pcap else default_capture_path(LAB, faults=faults is not None)
     server = UdpServerThread(DnsServer(), port=port, reuseport=True).start()
     result = DnsDemoResult(server=server.address, queries=queries)
     try:
