@@ -317,9 +317,12 @@ def run_dns_demo(queries: int = 5, port: int = 0, capture: bool = True,
                      off_reason=capture_off_reason) as cap:
             if not cap.active:
                 out(capture_off_line(cap.summary, LAB, capture_off_reason))
-            for n, part in enumerate((_part1, _part2, _part3), 1):
-                hook(n, server.address)
-                part(server, result, cap, out, names=names, queries=queries, faults=faults)
+            hook(1, server.address)
+            _part1(server, result, cap, names, queries, out, faults)
+            hook(2, server.address)
+            _part2(server, result, cap, out)
+            hook(3, server.address)
+            _part3(server, result, cap, out)
             server.stop()  # part 4 serves the same port from a process it can restart
             result.server_counters = record.counters
             result.heard, result.answered = dict(record.heard), dict(record.answered)
@@ -338,8 +341,8 @@ def run_dns_demo(queries: int = 5, port: int = 0, capture: bool = True,
     return result
 
 
-def _part1(server: UdpServerThread, result: DnsDemoResult, cap: Capture, out: Out, *,
-           names: list, queries: int, faults: FaultPlan | None = None) -> None:
+def _part1(server: UdpServerThread, result: DnsDemoResult, cap: Capture, names: list,
+           queries: int, out: Out, faults: FaultPlan | None = None) -> None:
     proxy = UdpFaultProxy(server.address, faults).start() if faults else None
     try:
         _part1_queries(server, result, cap, names, queries, out, proxy)
@@ -396,8 +399,7 @@ def _answered(server: UdpServerThread, port: int) -> int:
     return server.core.answered[f"127.0.0.1:{port}"]
 
 
-def _part2(server: UdpServerThread, result: DnsDemoResult, cap: Capture, out: Out,
-           **_: object) -> None:
+def _part2(server: UdpServerThread, result: DnsDemoResult, cap: Capture, out: Out) -> None:
     client = _ClientIO(DnsClient(server.address), result)
     cap.add_port(client.port)
     result.bank_port = client.port
@@ -444,8 +446,7 @@ def _udp_bindings(port: int) -> int:
     return sum(1 for e in socket_table("udp") if e.local == f"127.0.0.1:{port}")
 
 
-def _part3(server: UdpServerThread, result: DnsDemoResult, cap: Capture, out: Out,
-           **_: object) -> None:
+def _part3(server: UdpServerThread, result: DnsDemoResult, cap: Capture, out: Out) -> None:
     client = _ClientIO(DnsClient(server.address), result)
     cap.add_port(client.port)
     qid = client.query("late.lab.", "A")

@@ -396,3 +396,19 @@ def test_without_other_traffic_there_is_no_such_finding(captured) -> None:
     result, _, _ = captured
     assert result.others.sources == {} and result.others.heard == 0
     assert all(o.key != "dns.other-traffic" for o in result.findings.all())
+
+
+def test_other_traffic_without_a_capture_comes_from_the_servers_own_record() -> None:
+    from protolab.dnsdemo import DnsDemoResult, build_findings, other_traffic
+
+    result = DnsDemoResult(server=("127.0.0.1", 5300), client_port=4001, bank_port=4002,
+                           late_port=4003)
+    result.heard = {"127.0.0.1:4001": 5, "127.0.0.1:4002": 1, "127.0.0.1:4003": 1,
+                    "127.0.0.1:9999": 7, "127.0.0.2:4001": 2}
+    result.others = other_traffic(result, [], 5300)
+    assert result.others.sources == {"127.0.0.1:9999": 7, "127.0.0.2:4001": 2}
+    assert result.others.heard == 9 and result.others.to_server == ()
+    line = next(o for o in build_findings(result).observations
+                if o.key == "dns.other-traffic").line()
+    assert line.startswith("observed: 9 other datagrams reached the server port from "
+                           "127.0.0.1:9999 (7), 127.0.0.2:4001 (2) (capture off")
