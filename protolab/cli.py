@@ -88,8 +88,9 @@ def _run_demo(args: argparse.Namespace, run: Callable, prefix: str, **kwargs: ob
     netem = os.environ.get("PROTOLAB_NETEM")
     if netem:
         out(f"faults below the sockets, in a network namespace made for this run: {netem}")
+    pcap = demo_pcap(args.command, args.pcap, kwargs.get("faults") is not None)
     try:
-        result = run(capture=not args.no_capture, pcap=args.pcap, out=out, **kwargs)
+        result = run(capture=not args.no_capture, pcap=pcap, out=out, **kwargs)
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
         raise CliError(f"{prefix}: {exc.strerror or exc}{where}") from None
@@ -106,6 +107,16 @@ def _run_demo(args: argparse.Namespace, run: Callable, prefix: str, **kwargs: ob
     return result
 
 
+def demo_pcap(demo: str, pcap: str | None, faults: bool) -> str | None:
+    """Where a demo's capture goes: --pcap, else a fault run's own default
+    (captures/DEMO-faults.pcap), never the plain run's capture that `check` grades."""
+    if pcap or not faults:
+        return pcap
+    from protolab.paths import default_capture_path
+
+    return str(default_capture_path(demo, faults=True))
+
+
 def _netem(args: argparse.Namespace) -> int | None:
     """`--netem`: run this demo again inside a namespace whose lo has netem rules; None when
     not asked for."""
@@ -117,9 +128,11 @@ def _netem(args: argparse.Namespace) -> int | None:
     argv = [args.command]
     if args.no_capture:
         argv.append("--no-capture")
-    for option in ("pcap", "pcapng"):
-        if getattr(args, option):
-            argv += [f"--{option}", os.path.abspath(getattr(args, option))]
+    # The run inside the namespace sees no fault option: name the fault run's capture for it.
+    paths = {"pcap": demo_pcap(args.command, args.pcap, True), "pcapng": args.pcapng}
+    for option, path in paths.items():
+        if path:
+            argv += [f"--{option}", os.path.abspath(path)]
     if args.command == "dns-demo":
         argv += ["--queries", str(args.queries), "--port", str(args.port)]
     try:
@@ -419,7 +432,7 @@ def cmd_labs(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from protolab.labs import CheckError, find, grade, template
+    from protolab.labs import CheckError, find, grade, graded_line, newer_capture, template
 
     try:
         lab = find(args.lab)
@@ -438,7 +451,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         marks = grade(lab, Path(args.answers), capture)
     except CheckError as exc:
         raise CliError(str(exc)) from None
-    out(f"Lab {lab.number}: {lab.title} — graded against {capture}")
+    out(graded_line(lab, capture))
+    if (newer := newer_capture(Path(args.answers), capture)) is not None:
+        out(f"  warning — {newer.line()}")
     for m in marks:
         if m.right:
             out(f"  {m.question.key}  right   {m.question.text}")
@@ -470,10 +485,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     return 0
 
-def _capture_options(p: argparse.ArgumentParser, lab: str, replay: bool = True) -> None:
+def _capture_options(p: argparse.ArgumentParser, lab: str, replay: bool = True,
+                     faults: bool = False) -> None:
     p.add_argument("--no-capture", action="store_true", help="run without capturing")
+    fault_run = f"; a run with faults: captures/{lab}-faults.pcap" if faults else ""
     p.add_argument("--pcap", metavar="PATH",
-                   help=f"where to write the capture (default captures/{lab}.pcap)")
+                   help=f"where to write the capture (default captures/{lab}.pcap{fault_run})")
     p.add_argument("--pcapng", metavar="PATH",
                    help="also save the capture as pcapng with each packet's note as its comment"
                         + (" and the TLS secrets inside" if lab == "quic-demo" else ""))
@@ -537,7 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="queries sent at once in part 1 (default 5)")
     p.add_argument("--port", type=_port, default=0,
                    help="the lab server's UDP port on 127.0.0.1 (default: a free one)")
-    _capture_options(p, "dns-demo")
+    _capture_options(p, "dns-demo", faults=True)
     _fault_options(p, "part 1's queries: watch the client's retry timer and count")
     p.set_defaults(func=cmd_dns_demo)
 
@@ -557,7 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "kernel entry; the server is restarted between two requests and the "
                     "workflow goes on because the client carries its state; a datagram to the "
                     "stopped server from an unconnected and a connected socket.")
-    _capture_options(p, "udp-demo")
+    _capture_options(p, "udp-demo", faults=True)
     _fault_options(p, "part 3: numbered datagrams; nothing in UDP notices")
     p.set_defaults(func=cmd_udp_demo)
 
@@ -568,7 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "127.0.0.2 (QUIC survives, TCP does not); a server restart (the table is "
                     "gone); a Retry whose token carries the state. Writes the TLS key log and a "
                     "qlog next to the capture.")
-    _capture_options(p, "quic-demo")
+    _capture_options(p, "quic-demo", faults=True)
     _fault_options(p, "part 7: loss recovery and ACK ranges")
     p.set_defaults(func=cmd_quic_demo)
 

@@ -13,9 +13,11 @@ printed NOT OBSERVED and the CLI exits 1. `where_from_capture` fills the same ro
 
 from __future__ import annotations
 
+import os
 import select
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +70,8 @@ from protolab.story import check
 from protolab.udpnet import UdpServerThread
 
 Out = Callable[[str], None]
+Address = tuple[str, int]
+OnPart = Callable[[int, Address], None]  #: called once part N's server is up (a test seam)
 LAB = "dns-demo"
 ANSWER_WAIT = 2.0
 RETRIES = 2  #: the client re-sends a pending query up to twice ...
@@ -76,6 +80,62 @@ FIRST = ("delta.lab.", "A")  #: part 4's first query: answered at once by the fi
 HELD = ("alpha.lab.", "A")  #: delayed 0.16 s: the first process holds its answer when killed
 GIVE_UP = 0.3  #: part 4's client gives a query up after this long (no retries)
 WHERE_TITLE = "Where state lives in DNS over UDP:"
+OTHERS_LISTED = 10  #: packets and sources of other traffic listed by number; the rest counted
+
+
+class _PeerRecord:
+    """The lab server's core, wrapped: the same server, plus its own record of how many datagrams
+    each address sent it and how many it sent each address. The demo counts its own exchanges
+    from this record, whatever else reaches the port meanwhile."""
+
+    def __init__(self, core: DnsServer) -> None:
+        self.core = core
+        self.heard: Counter[str] = Counter()  #: "host:port" → datagrams received from it
+        self.answered: Counter[str] = Counter()  #: "host:port" → datagrams sent to it
+
+    @property
+    def counters(self) -> ServerCounters:
+        return self.core.counters
+
+    def receive(self, data: bytes, addr: Address, now: float) -> None:
+        self.heard[_endpoint(addr)] += 1
+        self.core.receive(data, addr, now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        out = self.core.datagrams_to_send(now)
+        for _, addr in out:
+            self.answered[_endpoint(addr)] += 1
+        return out
+
+    def next_timer(self) -> float | None:
+        return self.core.next_timer()
+
+
+def _endpoint(addr: Address) -> str:
+    return f"{addr[0]}:{addr[1]}"
+
+
+@dataclass(frozen=True)
+class OwnCount:
+    """This run's own datagrams on one leg: as its own record counted them, as captured."""
+
+    leg: str  #: "to the server from this run's sockets (parts 1-3)"
+    counted: int  #: by the server's per-address record, or part 4's client's own record
+    captured: int
+
+    @property
+    def ok(self) -> bool:
+        return self.counted == self.captured
+
+
+@dataclass(frozen=True)
+class OtherTraffic:
+    """Datagrams on the server port whose other end is no socket this run opened."""
+
+    sources: dict[str, int] = field(default_factory=dict)  #: "host:port" → datagrams to server
+    to_server: tuple[int, ...] = ()  #: their packet numbers (empty when capture was off)
+    answers: tuple[int, ...] = ()  #: packets from the server port back to them
+    heard: int = 0  #: what the lab server's own record counted from them (parts 1-3)
 
 
 @dataclass
@@ -127,6 +187,11 @@ class DnsDemoResult:
     late_port: int = 0  #: the client port that was closed before its answer came
     late_udp_entries: tuple[int, int] | None = None  #: /proc/net/udp entries: open → closed
     late_sent: tuple[int, int] = (0, 0)  #: server answers sent: when the socket closed → later
+    proxy_legs: tuple[int, ...] = ()  #: the fault proxy's upstream ports (part 1 with faults)
+    heard: dict[str, int] = field(default_factory=dict)  #: server's record: datagrams from each
+    answered: dict[str, int] = field(default_factory=dict)  #: ... and to each "host:port"
+    own: list[OwnCount] = field(default_factory=list)  #: this run's datagrams, counted/captured
+    others: OtherTraffic = field(default_factory=OtherTraffic)
     icmp_seen: bool | None = None  #: None when capture was off
     capture: CaptureSummary | None = None
     rows: list[Row] = field(default_factory=list)
@@ -141,6 +206,16 @@ class DnsDemoResult:
         if not self.findings.all():
             return "no findings were built"
         return self.findings.problem()
+
+    def own_endpoints(self, part4: bool = True) -> set[str]:
+        """The sockets this run opened that talk to the server: its clients (part 1's through
+        the fault proxy's upstream sockets when faults are on) and, with `part4`, part 4's."""
+        ports = {*self.proxy_legs, self.bank_port, self.late_port}
+        if not self.proxy_legs:
+            ports.add(self.client_port)
+        if part4 and self.restart is not None:
+            ports.add(self.restart.client_port)
+        return {f"127.0.0.1:{p}" for p in ports if p}
 
 
 class _ClientIO:
@@ -227,30 +302,37 @@ def forge_answer(qid: int, name: str, rdtype: str, value: str) -> bytes:
 def run_dns_demo(queries: int = 5, port: int = 0, capture: bool = True,
                  pcap: str | Path | None = None, out: Out = print,
                  capture_off_reason: str = "--no-capture",
-                 faults: FaultPlan | None = None) -> DnsDemoResult:
+                 faults: FaultPlan | None = None, on_part: OnPart | None = None) -> DnsDemoResult:
     """Run the whole demo; print the story through `out`; return the facts and the findings.
     With `faults`, part 1 goes through the fault proxy and shows the client's retransmission
-    state."""
+    state. `on_part(n, server address)` runs once part n's server is up, before its queries."""
     names = [e for e in LAB_ZONE if e.name not in ("bank.lab.", "late.lab.")]
-    path = Path(pcap) if pcap else default_capture_path(LAB)
-    server = UdpServerThread(DnsServer(), port=port, reuseport=True).start()
+    path = Path(pcap) if pcap else default_capture_path(LAB, faults=faults is not None)
+    record = _PeerRecord(DnsServer())
+    server = UdpServerThread(record, port=port, reuseport=True).start()
     result = DnsDemoResult(server=server.address, queries=queries)
+    hook = on_part or (lambda n, address: None)
     try:
         with Capture([server.address[1]], path, enabled=capture,
                      off_reason=capture_off_reason) as cap:
             if not cap.active:
                 out(capture_off_line(cap.summary, LAB, capture_off_reason))
+            hook(1, server.address)
             _part1(server, result, cap, names, queries, out, faults)
+            hook(2, server.address)
             _part2(server, result, cap, out)
+            hook(3, server.address)
             _part3(server, result, cap, out)
-            result.server_counters = server.core.counters
             server.stop()  # part 4 serves the same port from a process it can restart
-            _part4(result, cap, out)
+            result.server_counters = record.counters
+            result.heard, result.answered = dict(record.heard), dict(record.answered)
+            _part4(result, cap, out, hook)
         result.capture = cap.summary
     finally:
         server.stop()
     if cap.active:
         _show_capture(result, cap.summary, server.address[1], out)
+    result.others = other_traffic(result, result.rows, server.address[1])
     result.findings = build_findings(result)
     out("\nWhat this run observed (each line from its own record; #n: a packet of the capture):")
     print_findings(result.findings.observations, out)
@@ -266,6 +348,7 @@ def _part1(server: UdpServerThread, result: DnsDemoResult, cap: Capture, names: 
         _part1_queries(server, result, cap, names, queries, out, proxy)
     finally:
         if proxy is not None:
+            result.proxy_legs = proxy.upstream_ports
             proxy.stop()
     if proxy is not None:
         result.faults = proxy.core
@@ -306,14 +389,23 @@ def _part1_queries(server: UdpServerThread, result: DnsDemoResult, cap: Capture,
     client.close()
 
 
+def _heard(server: UdpServerThread, port: int) -> int:
+    """Datagrams the server's own record has from 127.0.0.1:`port` (other senders ignored)."""
+    return server.core.heard[f"127.0.0.1:{port}"]
+
+
+def _answered(server: UdpServerThread, port: int) -> int:
+    """Datagrams the server's own record has sent to 127.0.0.1:`port`."""
+    return server.core.answered[f"127.0.0.1:{port}"]
+
+
 def _part2(server: UdpServerThread, result: DnsDemoResult, cap: Capture, out: Out) -> None:
     client = _ClientIO(DnsClient(server.address), result)
     cap.add_port(client.port)
     result.bank_port = client.port
-    before = server.received
     qid = client.query("bank.lab.", "A")
     result.bank_qid = qid
-    had = server.wait_until(lambda s: s.received > before)
+    had = server.wait_until(lambda s: _heard(s, client.port) > 0)
     forged_qid = (qid + 0x1234) & 0xFFFF
     result.forged_qid = forged_qid
     when = "once the server had the query" if had else "(the server had not counted the query)"
@@ -357,17 +449,16 @@ def _udp_bindings(port: int) -> int:
 def _part3(server: UdpServerThread, result: DnsDemoResult, cap: Capture, out: Out) -> None:
     client = _ClientIO(DnsClient(server.address), result)
     cap.add_port(client.port)
-    received = server.received
     qid = client.query("late.lab.", "A")
     result.late_qid = qid
-    had = server.wait_until(lambda s: s.received > received)
     port = result.late_port = client.port
-    sent, bound = server.sent, _udp_bindings(port)
+    had = server.wait_until(lambda s: _heard(s, port) > 0)
+    bound = _udp_bindings(port)
     client.close()
     result.late_udp_entries = (bound, _udp_bindings(port))
-    at_close = server.sent
-    server.wait_until(lambda s: s.sent > sent)
-    result.late_sent = (at_close - sent, server.sent - sent)
+    at_close = _answered(server, port)
+    server.wait_until(lambda s: _answered(s, port) > 0)
+    result.late_sent = (at_close, _answered(server, port))
     entry = client.core.entry(qid)
     when = "once the server had it" if had else "(the server had not counted it)"
     out(f"\n3. Query {qid:#06x} (late.lab. A) sent; {when}, the client closed its socket "
@@ -384,7 +475,7 @@ def _icmp_for_port(d: Decoded, port: int) -> bool:
         and d.quoted.dport == port
 
 
-def _part4(result: DnsDemoResult, cap: Capture, out: Out) -> None:
+def _part4(result: DnsDemoResult, cap: Capture, out: Out, hook: OnPart) -> None:
     """The lab server as its own process on the same port: it answers a query; it is killed
     while it holds the answer to a second one; a new process takes the port; the client, its
     own timer having given the second query up, asks the same question again."""
@@ -396,11 +487,12 @@ def _part4(result: DnsDemoResult, cap: Capture, out: Out) -> None:
     try:
         procs.append(ServerProcess("protolab.dns", result.server[1]))
         run.pids.append(procs[0].pid)
+        hook(4, result.server)
         run.qids.append(client.query(*FIRST))
         client.collect(lambda: not client.core.pending())
         held = client.query(*HELD)
         run.qids.append(held)
-        run.held_said = _said(procs[0])
+        run.held_said = _said(procs[0], held)
         run.old_exit = procs[0].kill()  # SIGKILL, reaped: the process and its memory are gone
         client.poll()  # an answer sent before the kill would be in the socket's buffer now
         run.pending_at_kill = client.core.entry(held).state is QueryState.PENDING
@@ -418,10 +510,23 @@ def _part4(result: DnsDemoResult, cap: Capture, out: Out) -> None:
     _show_part4(result, run, out)
 
 
-def _said(proc: ServerProcess, timeout: float = ANSWER_WAIT) -> str:
-    """The next line the server process printed about itself, or "" after `timeout`."""
-    ready, _, _ = select.select([proc.proc.stdout], [], [], timeout)
-    return proc.proc.stdout.readline().strip() if ready else ""
+def _said(proc: ServerProcess, qid: int, timeout: float = ANSWER_WAIT) -> str:
+    """What the server process printed about holding `qid` ("holding 0x1234"); if it never
+    did within `timeout`, what it printed instead ("" for nothing). It also reports answers
+    it holds for anyone else sending to its port, so the lines are read until the one for
+    `qid`. Read from the pipe itself: the process printed nothing after `ready PORT` (which
+    ServerProcess read) before this run's first query, so no line waits in Python's buffer."""
+    want = f"holding {qid:#06x}"
+    fd = proc.proc.stdout.fileno()
+    data = b""
+    deadline = time.monotonic() + timeout
+    while want not in (lines := data.decode(errors="replace").splitlines()):
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        chunk = os.read(fd, 4096) if ready else b""
+        if not chunk:
+            return ", ".join(line.strip() for line in lines)
+        data += chunk
+    return want
 
 
 def _show_part4(result: DnsDemoResult, run: RestartRun, out: Out) -> None:
@@ -452,21 +557,51 @@ def _show_part4(result: DnsDemoResult, run: RestartRun, out: Out) -> None:
 def _show_capture(result: DnsDemoResult, summary: CaptureSummary, server_port: int,
                   out: Out) -> None:
     result.rows = show_capture(summary, out, dns_ports={server_port})
-    restart = result.restart.client_port if result.restart else None
-    # Count from the rows just read back: each carries its ports and DNS id (ICMP rows have none).
-    # Parts 1-3 against the thread server's counters; part 4 against its client's own record.
-    p4_to = sum(1 for r in result.rows if r.fields.get("sport") == restart)
-    p4_from = sum(1 for r in result.rows if r.fields.get("dport") == restart)
-    to_server = sum(1 for r in result.rows if r.fields.get("dport") == server_port) - p4_to
-    # The first forger sent from the server's own port; the server did not count that one.
-    from_server = sum(1 for r in result.rows if r.fields.get("sport") == server_port
-                      and r.fields.get("dns_id") != result.forged_qid) - p4_from
-    counters = result.server_counters
-    log = result.restart.log if result.restart else ClientLog()
-    result.complete = (summary.kernel_drops == 0 and to_server == counters.queries
-                       + counters.garbage and from_server == counters.answers
-                       and p4_to == len(log.sent)
-                       and p4_from == len(log.matched) + len(log.rejected))
+    result.own = own_counts(result, result.rows, server_port)
+    # This run's own exchanges, leg by leg: a kernel drop that hit one of them shows as a leg
+    # short; one that hit other traffic on the port does not make this run's story incomplete.
+    result.complete = all(c.ok for c in result.own)
+
+
+def own_counts(result: DnsDemoResult, rows: Sequence[Row], server_port: int) -> list[OwnCount]:
+    """This run's own datagrams on the server port, counted and captured: parts 1-3 against the
+    server's per-address record of this run's sockets, part 4 against its client's own record.
+    Counted from the rows read back: each carries its endpoints (ICMP rows have no ports)."""
+    server = f"127.0.0.1:{server_port}"
+    own = result.own_endpoints(part4=False)
+    restart = result.restart or RestartRun()
+    p4 = f"127.0.0.1:{restart.client_port}"
+    # The first forger sent from the server's own address and port; the server did not send it.
+    forged = {"dns_id": result.forged_qid, "dport": result.bank_port}
+    to_server = sum(1 for r in rows if r.dst == server and r.src in own)
+    from_server = sum(1 for r in rows if r.src == server and r.dst in own
+                      and not all(r.fields.get(k) == v for k, v in forged.items()))
+    log = restart.log
+    return [
+        OwnCount("to the server from this run's sockets (parts 1-3; the server's own record)",
+                 sum(result.heard.get(e, 0) for e in own), to_server),
+        OwnCount("from the server to them (its own record)",
+                 sum(result.answered.get(e, 0) for e in own), from_server),
+        OwnCount("part 4's client → server (the client's record)", len(log.sent),
+                 sum(1 for r in rows if r.src == p4 and r.dst == server)),
+        OwnCount("server → part 4's client (the client's record)",
+                 len(log.matched) + len(log.rejected),
+                 sum(1 for r in rows if r.dst == p4 and r.src == server)),
+    ]
+
+
+def other_traffic(result: DnsDemoResult, rows: Sequence[Row], server_port: int) -> OtherTraffic:
+    """Datagrams to and from the server port whose other end is no socket this run opened:
+    from the capture when there is one, and from the lab server's own record (parts 1-3)."""
+    server = f"127.0.0.1:{server_port}"
+    own = result.own_endpoints()
+    to_server = [r for r in rows if r.dst == server and r.src not in own]
+    answers = tuple(r.number for r in rows if r.src == server and r.dst not in own)
+    sources: Counter[str] = Counter(r.src for r in to_server)
+    if not rows:
+        sources = Counter({e: n for e, n in result.heard.items() if e not in own})
+    heard = sum(n for e, n in result.heard.items() if e not in own)
+    return OtherTraffic(dict(sources), tuple(r.number for r in to_server), answers, heard)
 
 
 # -- findings: built from the run's own record, after the capture is read back ----------------
@@ -543,6 +678,8 @@ def build_findings(result: DnsDemoResult) -> Findings:
         f"capture was off ({_off_reason(result)}): no packet of this run shows it"))
     if captured:
         findings.add(_complete(result))
+    if result.others.sources:
+        findings.add(_others(result))
     findings.where = [_row_pending(result, p), _row_binding(result, p),
                       _row_query_id(result, forged, p), _row_source(result, spoofed, p),
                       _row_restart(result, p), _row_delayed(result, p)]
@@ -661,20 +798,48 @@ def _icmp(result: DnsDemoResult, p: _Packets) -> Observation:
 
 
 def _complete(result: DnsDemoResult) -> Observation:
-    c = result.server_counters
     summary = result.capture
-    log = result.restart.log if result.restart else ClientLog()
+    short = [c for c in result.own if not c.ok]
+    counted = sum(c.counted for c in result.own)
     return observe(
-        "dns.capture-complete", "the capture holds every datagram the server and the part-4 "
-        "client counted", bool(result.complete),
-        seen=f"capture complete: {summary.packets} packets; the {c.queries} queries and "
-             f"{c.answers} answers the server counted and part 4's client's are all in it",
-        evidence=[Evidence("server queries, answers", after=f"{c.queries}, {c.answers}"),
-                  Evidence("part 4 client: queries, answers", after=f"{len(log.sent)}, "
-                                                                    f"{len(log.matched)}"),
+        "dns.capture-complete", "the capture holds every datagram this run's own sockets and the "
+        "server exchanged, as their own records counted them", bool(result.complete),
+        seen=f"capture complete: {summary.packets} packets; the {counted} datagrams of this "
+             f"run's own exchanges that the server and part 4's client counted are all in it",
+        evidence=[*(Evidence(c.leg, after=f"{c.counted} counted, {c.captured} captured")
+                    for c in result.own),
                   Evidence("kernel drops", after=summary.kernel_drops)],
-        why_not=f"the capture misses packets against the counters ({summary.kernel_drops} "
-                f"kernel drops): the table above is incomplete")
+        why_not="the capture misses packets of this run's own exchanges ("
+                + ("; ".join(f"{c.leg}: {c.counted} counted, {c.captured} captured"
+                             for c in short) or "none short")
+                + f"; {summary.kernel_drops} kernel drops): the table above is incomplete")
+
+
+def _others(result: DnsDemoResult) -> Observation:
+    """What else reached the server port: an observation, never a failure of the run."""
+    o = result.others
+    total = sum(o.sources.values())
+    listed = sorted(o.sources.items(), key=lambda kv: -kv[1])
+    shown = ", ".join(f"{e} ({n})" for e, n in listed[:OTHERS_LISTED])
+    more = f" and {len(listed) - OTHERS_LISTED} more sources" if len(listed) > OTHERS_LISTED \
+        else ""
+    captured = bool(result.rows)
+    answered = f"; {len(o.answers)} datagrams went back to them from the server port" \
+        if captured else " (capture off: the lab server's own record, parts 1-3)"
+    first = o.to_server[:OTHERS_LISTED]
+    evidence = [Evidence("the lab server's own record, parts 1-3: datagrams from other "
+                         "sockets", after=o.heard)]
+    if captured:
+        evidence.insert(0, Evidence(
+            "captured datagrams to the server port from other sockets",
+            after=f"{len(o.to_server)}" + (f" (the first {len(first)} listed)"
+                                           if len(o.to_server) > len(first) else ""),
+            packets=first))
+    return observe(
+        "dns.other-traffic", "datagrams from sockets this run did not open reached the server "
+        "port; the completeness count leaves them out", total > 0,
+        seen=f"{total} other datagrams reached the server port from {shown}{more}{answered}",
+        evidence=evidence, why_not="no other datagram was seen")
 
 
 # -- the "where state lives" rows ------------------------------------------------------------

@@ -224,6 +224,12 @@ class UdpFaultProxy:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    @property
+    def upstream_ports(self) -> tuple[int, ...]:
+        """The local port of each client's upstream socket: the sources the server sees. Read it
+        before `stop()` (which closes them)."""
+        return tuple(s.getsockname()[1] for s in list(self._by_client.values()))
+
     def _upstream_for(self, client: Address) -> socket.socket:
         sock = self._by_client.get(client)
         if sock is None:

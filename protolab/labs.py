@@ -17,10 +17,12 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 from pathlib import Path
 
 from protolab.annotate import Annotator, Kind, Row
+from protolab.observe import Evidence, Observation, observe
 from protolab.packets import TCP_FLAG_NAMES, Decoded, decode
 from protolab.paths import SOURCE_ROOT, default_capture_path, reference_capture, reference_file
 from protolab.pcap import read_pcap
@@ -680,6 +682,32 @@ def grade(lab: Lab, answers_file: Path, capture: Path) -> list[Mark]:
         ok = bool(readings(given, q.form) & readings(right[q.key], q.form))
         marks.append(Mark(q, _given(given, q.form), ok, right[q.key]))
     return marks
+
+
+def written(path: Path) -> str:
+    """When a file was last written, in local time to the millisecond."""
+    return datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def graded_line(lab: Lab, capture: Path) -> str:
+    """The one line that says which capture is graded, and when it was written."""
+    return (f"Lab {lab.number}: {lab.title} — graded against {capture} (written "
+            f"{written(capture)})")
+
+
+def newer_capture(answers_file: Path, capture: Path) -> Observation | None:
+    """The rule: a capture written after the answers file was last written is a later run than
+    the one the answers came from (or the answers were written before any run), and a re-run
+    gives other ports, IDs and PIDs. None when the answers file is the newer one."""
+    if capture.stat().st_mtime_ns <= answers_file.stat().st_mtime_ns:
+        return None
+    return observe(
+        "check.capture-newer-than-answers", "the capture graded is the one the answers came from",
+        True, seen="your capture is newer than your answers file: re-running the demo changes "
+                   "the answers (its ports, IDs and PIDs); answer from this capture, or grade "
+                   "the one you answered from with --pcap",
+        evidence=[Evidence(f"{answers_file} written", after=written(answers_file)),
+                  Evidence(f"{capture} written", after=written(capture))])
 
 
 def template(lab: Lab) -> str:

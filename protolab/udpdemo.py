@@ -158,7 +158,7 @@ def _restart(server: ServerProcess) -> ServerProcess:
 def run_udp_demo(capture: bool = True, pcap: str | Path | None = None, out: Out = print,
                  capture_off_reason: str = "--no-capture",
                  faults: FaultPlan | None = None) -> UdpDemoResult:
-    path = Path(pcap) if pcap else default_capture_path(LAB)
+    path = Path(pcap) if pcap else default_capture_path(LAB, faults=faults is not None)
     result = UdpDemoResult()
     server = ServerProcess("protolab.udp")
     result.port = port = server.port

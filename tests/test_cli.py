@@ -75,3 +75,56 @@ def test_inspect_the_reference_capture() -> None:
     assert "where state lives" in out.stdout
     assert "client app memory matches it to query" in out.stdout
     assert "ICMP port unreachable" in out.stdout
+
+
+# -- a fault run writes its own capture (issue 13 item 5) ------------------------------------------
+
+
+@pytest.mark.parametrize("demo,faults", [
+    ("dns-demo", ["--delay", "50ms"]), ("udp-demo", ["--drop", "0.2"]),
+    ("quic-demo", ["--netem", "--drop", "0.1"]), ("tcp-demo", [])])
+def test_a_fault_run_has_its_own_default_capture(demo, faults) -> None:
+    from protolab.cli import _faults, demo_pcap
+
+    args = build_parser().parse_args([demo, *faults])
+    active = bool(faults)
+    if active:
+        assert _faults(args) is not None
+    want = f"captures/{demo}-faults.pcap" if active else None
+    assert demo_pcap(demo, args.pcap, active) == want
+    args = build_parser().parse_args([demo, *faults, "--pcap", "mine.pcap"])
+    assert demo_pcap(demo, args.pcap, active) == "mine.pcap"
+
+
+@pytest.mark.parametrize("demo,lab", [("dns-demo", "03"), ("udp-demo", "02")])
+def test_a_fault_run_leaves_the_graded_capture_alone(demo, lab, tmp_path,
+                                                     capture_rights) -> None:
+    """A learner's capture and answers, then `DEMO --delay 50ms`: check still grades 6/6."""
+    import hashlib
+    import os
+    import shutil
+
+    from protolab.labs import facts, find
+
+    (tmp_path / "captures").mkdir()
+    graded = tmp_path / "captures" / f"{demo}.pcap"
+    shutil.copy(ROOT / "captures" / f"{demo}.ref.pcap", graded)
+    right = facts(find(lab), graded)
+    answers = tmp_path / "answers.toml"
+    answers.write_text("".join(f'{k} = "{v}"\n' for k, v in right.items()))
+    before = hashlib.sha256(graded.read_bytes()).hexdigest()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "protolab", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    run = cli(demo, "--delay", "50ms")
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr
+    assert (tmp_path / "captures" / f"{demo}-faults.pcap").stat().st_size > 24
+    assert f"captures/{demo}-faults.pcap" in run.stdout
+    assert hashlib.sha256(graded.read_bytes()).hexdigest() == before
+    out = cli("check", lab, "--answers", str(answers))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"graded against captures/{demo}.pcap (written " in out.stdout
+    assert f"score: {len(right)}/{len(right)}" in out.stdout and "warning" not in out.stdout

@@ -343,3 +343,72 @@ def test_where_from_another_demos_capture_observes_nothing() -> None:
     assert {r.outcome.key for r in where if r.outcome.failed} == {
         "dns.where.pending-table", "dns.where.port-binding", "dns.where.query-id",
         "dns.where.source"}
+
+
+# -- other traffic on the server port (issue 13 item 14) ------------------------------------------
+
+FOREIGN = {1: 20, 2: 5, 3: 5, 4: 20}  #: datagrams another socket sends once part N's server is up
+
+
+def test_other_traffic_on_the_server_port_is_reported_not_counted(tmp_path,
+                                                                   capture_rights) -> None:
+    """50 datagrams from a socket the demo did not open (queries, some the server holds back,
+    and garbage), sent once each part's server is up, part 4's process server too: the demo
+    still tells its whole story (exit 0) and says what else arrived."""
+    import socket
+
+    import dns.message
+
+    foreign = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    foreign.bind(("127.0.0.1", 0))
+    source = f"127.0.0.1:{foreign.getsockname()[1]}"
+    sent = []
+
+    def hook(part: int, server: tuple[str, int]) -> None:
+        for i in range(FOREIGN[part]):
+            wire = (b"not dns" if i % 3 == 2 else
+                    dns.message.make_query("alpha.lab." if i % 3 else "nope.lab.", "A").to_wire())
+            foreign.sendto(wire, server)
+            sent.append(part)
+
+    lines: list[str] = []
+    try:
+        result = run_dns_demo(pcap=tmp_path / "dns.pcap", out=lines.append, on_part=hook)
+    finally:
+        foreign.close()
+    text = "\n".join(lines)
+    assert len(sent) == sum(FOREIGN.values()) == 50
+    assert result.problem() == "", text[-3000:]
+    assert result.complete is True and all(c.counted == c.captured for c in result.own)
+    assert result.heard[source] == FOREIGN[1] + FOREIGN[2] + FOREIGN[3] == result.others.heard
+    others = next(o for o in result.findings.observations if o.key == "dns.other-traffic")
+    assert others.status is Status.OBSERVED
+    captured = result.others.sources[source]
+    assert set(result.others.sources) == {source}
+    assert captured == 50 if result.capture.kernel_drops == 0 else 0 < captured <= 50
+    assert len(result.others.to_server) == captured
+    assert f"{captured} other datagrams reached the server port from {source} ({captured})" \
+        in text
+    assert "dns.other-traffic" not in result.problem()
+
+
+def test_without_other_traffic_there_is_no_such_finding(captured) -> None:
+    result, _, _ = captured
+    assert result.others.sources == {} and result.others.heard == 0
+    assert all(o.key != "dns.other-traffic" for o in result.findings.all())
+
+
+def test_other_traffic_without_a_capture_comes_from_the_servers_own_record() -> None:
+    from protolab.dnsdemo import DnsDemoResult, build_findings, other_traffic
+
+    result = DnsDemoResult(server=("127.0.0.1", 5300), client_port=4001, bank_port=4002,
+                           late_port=4003)
+    result.heard = {"127.0.0.1:4001": 5, "127.0.0.1:4002": 1, "127.0.0.1:4003": 1,
+                    "127.0.0.1:9999": 7, "127.0.0.2:4001": 2}
+    result.others = other_traffic(result, [], 5300)
+    assert result.others.sources == {"127.0.0.1:9999": 7, "127.0.0.2:4001": 2}
+    assert result.others.heard == 9 and result.others.to_server == ()
+    line = next(o for o in build_findings(result).observations
+                if o.key == "dns.other-traffic").line()
+    assert line.startswith("observed: 9 other datagrams reached the server port from "
+                           "127.0.0.1:9999 (7), 127.0.0.2:4001 (2) (capture off")

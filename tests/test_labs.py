@@ -408,3 +408,34 @@ def test_check_cli_full_marks_exit_0_and_bad_files_one_line(tmp_path) -> None:
     assert run_cli("check", "99", "--template").returncode == 2
     out = run_cli("check", "03", "--template")
     assert out.returncode == 0 and f'q6 = ""   # {Form.PACKET.value}' in out.stdout
+
+
+def test_check_names_its_capture_and_warns_when_the_capture_is_newer_than_the_answers(
+        tmp_path) -> None:
+    """The rule: a capture written after the answers file is a re-run the answers did not see."""
+    import datetime
+    import os
+    import shutil
+
+    from conftest import run_cli
+
+    capture = tmp_path / "dns-demo.pcap"
+    shutil.copy(ROOT / "captures" / "dns-demo.ref.pcap", capture)
+    answers = _write(tmp_path, facts(find("03"), capture))
+    made = 1_700_000_000.25
+
+    def stamp(t: float) -> str:
+        return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+    for answered, warned in ((made - 60, True), (made + 60, False), (made, False)):
+        os.utime(capture, (made, made))
+        os.utime(answers, (answered, answered))
+        out = run_cli("check", "03", "--answers", str(answers), "--pcap", str(capture))
+        assert out.returncode == 0 and "score: 6/6" in out.stdout, out.stdout + out.stderr
+        first, second = out.stdout.splitlines()[:2]
+        assert first.endswith(f"graded against {capture} (written {stamp(made)})")
+        assert ("your capture is newer than your answers file" in second) is warned, second
+        if warned:
+            assert second.lstrip().startswith("warning — observed:")
+            assert f"{answers} written {stamp(answered)}" in second
+            assert f"{capture} written {stamp(made)}" in second
