@@ -185,20 +185,41 @@ def loss_report(qlog: object) -> LossReport:
 # -- the server: a connection table keyed by connection ID ----------------------------------------
 
 
-@dataclass
+#: Half-open connections (handshake not complete, address not validated) a server keeps before
+#: it answers new Initials with a Retry instead (RFC 9000 section 8.1: address validation).
+HALF_OPEN_CAP = 32
+#: Connections of any kind a server keeps at most; above it new Initials are dropped.
+MAX_CONNECTIONS = 1024
+
+
+@dataclass(eq=False)
 class ServerConnection:
     number: int
     conn: object  #: aioquic QuicConnection
     cids: set[bytes] = field(default_factory=set)
     received: bytes = b""  #: stream data the application was given, all streams
+    established: bool = False  #: the handshake completed (HandshakeCompleted)
+    validated: bool = False  #: its Initial echoed a Retry token: the address was proven
+    terminated: bool = False  #: ConnectionTerminated came: the entry leaves memory
+
+    @property
+    def half_open(self) -> bool:
+        """State kept for a peer not validated yet: what the half-open cap counts."""
+        return not (self.established or self.validated or self.terminated)
 
 
 @dataclass
 class ServerCounters:
     datagrams: int = 0
     retries_sent: int = 0  #: Retry packets sent (no state kept for them)
+    retries_at_cap: int = 0  #: of them, sent because the half-open connections reached the cap
     tokens_accepted: int = 0  #: Initials whose Retry token validated (the state came back)
+    bad_tokens: int = 0  #: Initials whose token did not validate: dropped
     unknown_cid: int = 0  #: datagrams whose DCID is in no table entry: dropped
+    undecryptable: int = 0  #: Initials of which no packet decrypted: dropped, no state kept
+    refused: int = 0  #: Initials dropped because MAX_CONNECTIONS connections were in memory
+    pruned: int = 0  #: terminated connections removed from memory
+    half_open_peak: int = 0  #: the most half-open connections held at once
     version_negotiation: int = 0
 
 
@@ -206,27 +227,35 @@ class QuicServerCore:
     """Echo server (stream data comes back upper-cased) that routes datagrams by DCID.
 
     With `retry=True` a client's first Initial gets a Retry and nothing is stored; the token in its
-    second Initial carries the state (RFC 9000 section 8.1.2).
+    second Initial carries the state (RFC 9000 section 8.1.2). Without it, the server keeps state
+    for at most `half_open_cap` peers it has not validated; past that, a new Initial gets a Retry
+    too. An Initial that does not decrypt leaves nothing behind, and a terminated connection leaves
+    memory (RFC 9000 section 10).
     """
 
-    def __init__(self, creds: Credentials, retry: bool = False,
-                 idle_timeout: float = 10.0) -> None:
-        from aioquic.quic.retry import QuicRetryTokenHandler
-
+    def __init__(self, creds: Credentials, retry: bool = False, idle_timeout: float = 10.0,
+                 half_open_cap: int = HALF_OPEN_CAP,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
         self._config = server_configuration(creds, idle_timeout)
-        self._retry = QuicRetryTokenHandler() if retry else None
+        self.retry_always = retry
+        self.half_open_cap = half_open_cap
+        self.max_connections = max_connections
+        self._tokens: object | None = None  #: aioquic QuicRetryTokenHandler, made when needed
         #: the connection table: every connection ID this server issued -> its connection
         self.table: dict[bytes, ServerConnection] = {}
         self._connections: list[ServerConnection] = []
+        self._made = 0
         self._out: list[tuple[bytes, Address]] = []
         self.counters = ServerCounters()
 
+    def half_open(self) -> int:
+        """Connections in memory for a peer not validated yet (handshake not complete)."""
+        return sum(1 for e in list(self._connections) if e.half_open)
+
     def receive(self, data: bytes, addr: Address, now: float) -> None:
         from aioquic.buffer import Buffer
-        from aioquic.quic.connection import QuicConnection
         from aioquic.quic.packet import (
             QuicPacketType,
-            encode_quic_retry,
             encode_quic_version_negotiation,
             pull_quic_header,
         )
@@ -249,38 +278,67 @@ class QuicServerCore:
             if header.packet_type != QuicPacketType.INITIAL or len(data) < 1200:
                 self.counters.unknown_cid += 1  # RFC 9000 section 10.3 would allow a reset
                 return
-            odcid, retry_scid = header.destination_cid, None
-            if self._retry is not None:
-                if not header.token:
-                    scid = os.urandom(8)
-                    self.counters.retries_sent += 1
-                    self._out.append((encode_quic_retry(
-                        version=header.version, source_cid=scid,
-                        destination_cid=header.source_cid,
-                        original_destination_cid=header.destination_cid,
-                        retry_token=self._retry.create_token(
-                            address=addr,
-                            original_destination_connection_id=header.destination_cid,
-                            retry_source_connection_id=scid, now=now)), addr))
-                    return
-                try:
-                    odcid = self._retry.validate_token(
-                        address=addr, destination_cid=header.destination_cid,
-                        token=header.token, now=now)
-                except ValueError:
-                    return
-                self.counters.tokens_accepted += 1
-                retry_scid = header.destination_cid
-            conn = QuicConnection(configuration=self._config,
-                                  original_destination_connection_id=odcid,
-                                  retry_source_connection_id=retry_scid)
-            entry = ServerConnection(len(self._connections) + 1, conn)
-            self._connections.append(entry)
-            for cid in (header.destination_cid, conn.host_cid):
-                self.table[cid] = entry
-                entry.cids.add(cid)
-        entry.conn.receive_datagram(data, addr, now)
+            entry = self._admit(header, data, addr, now)
+            if entry is None:
+                return
+        else:
+            entry.conn.receive_datagram(data, addr, now)
         self._process(entry)
+
+    def _admit(self, header, data: bytes, addr: Address, now: float) -> ServerConnection | None:
+        """A new Initial: a connection in memory, or a Retry (nothing kept), or nothing."""
+        from aioquic.quic.connection import QuicConnection, QuicConnectionState
+
+        odcid, retry_scid = header.destination_cid, None
+        if header.token and self._tokens is not None:
+            try:
+                odcid = self._tokens.validate_token(
+                    address=addr, destination_cid=header.destination_cid,
+                    token=header.token, now=now)
+            except ValueError:
+                self.counters.bad_tokens += 1
+                return None
+            self.counters.tokens_accepted += 1
+            retry_scid = header.destination_cid
+        elif self.retry_always or self.half_open() >= self.half_open_cap:
+            self._send_retry(header, addr, now)
+            return None
+        if len(self._connections) >= self.max_connections:
+            self.counters.refused += 1
+            return None
+        conn = QuicConnection(configuration=self._config,
+                              original_destination_connection_id=odcid,
+                              retry_source_connection_id=retry_scid)
+        conn.receive_datagram(data, addr, now)
+        # aioquic internal: a server connection leaves FIRSTFLIGHT once a packet decrypted
+        if conn._state is QuicConnectionState.FIRSTFLIGHT:
+            self.counters.undecryptable += 1
+            return None
+        self._made += 1
+        entry = ServerConnection(self._made, conn, validated=retry_scid is not None)
+        self._connections.append(entry)
+        for cid in (header.destination_cid, conn.host_cid):
+            self.table[cid] = entry
+            entry.cids.add(cid)
+        self.counters.half_open_peak = max(self.counters.half_open_peak, self.half_open())
+        return entry
+
+    def _send_retry(self, header, addr: Address, now: float) -> None:
+        """A Retry: the state goes into a token the client must echo (RFC 9000 section 8.1.2)."""
+        from aioquic.quic.packet import encode_quic_retry
+        from aioquic.quic.retry import QuicRetryTokenHandler
+
+        if self._tokens is None:
+            self._tokens = QuicRetryTokenHandler()
+        scid = os.urandom(8)
+        self.counters.retries_sent += 1
+        self.counters.retries_at_cap += not self.retry_always
+        self._out.append((encode_quic_retry(
+            version=header.version, source_cid=scid, destination_cid=header.source_cid,
+            original_destination_cid=header.destination_cid,
+            retry_token=self._tokens.create_token(
+                address=addr, original_destination_connection_id=header.destination_cid,
+                retry_source_connection_id=scid, now=now)), addr))
 
     def _process(self, entry: ServerConnection) -> None:
         from aioquic.quic import events
@@ -293,10 +351,10 @@ class QuicServerCore:
             elif isinstance(ev, events.ConnectionIdRetired):
                 self.table.pop(ev.connection_id, None)
                 entry.cids.discard(ev.connection_id)
+            elif isinstance(ev, events.HandshakeCompleted):
+                entry.established = True
             elif isinstance(ev, events.ConnectionTerminated):
-                for cid in entry.cids:
-                    self.table.pop(cid, None)
-                entry.cids.clear()
+                self._prune(entry)
             elif isinstance(ev, events.StreamDataReceived):
                 entry.received += ev.data
                 if ev.data or ev.end_stream:
@@ -305,13 +363,25 @@ class QuicServerCore:
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         """Fire the timers that are due, then collect every connection's datagrams."""
         out, self._out = self._out, []
-        for entry in self._connections:
+        for entry in list(self._connections):
             t = entry.conn.get_timer()
             if t is not None and t <= now:
                 entry.conn.handle_timer(now)
                 self._process(entry)
-            out.extend(entry.conn.datagrams_to_send(now))
+            if not entry.terminated:
+                out.extend(entry.conn.datagrams_to_send(now))
         return out
+
+    def _prune(self, entry: ServerConnection) -> None:
+        """A terminated connection: its keys leave the table and the entry leaves memory (RFC
+        9000 section 10: once closed, an endpoint discards the connection's state)."""
+        for cid in entry.cids:
+            self.table.pop(cid, None)
+        entry.cids.clear()
+        entry.terminated = True
+        if entry in self._connections:
+            self._connections.remove(entry)
+            self.counters.pruned += 1
 
     def next_timer(self) -> float | None:
         timers = [t for e in self._connections if (t := e.conn.get_timer()) is not None]
@@ -322,7 +392,8 @@ class QuicServerCore:
         return [e for e in self._connections if e.cids]
 
     def all_connections(self) -> list[ServerConnection]:
-        """Every connection this core made, including the closed ones."""
+        """Every connection in this core's memory, including closing ones; a terminated one has
+        been pruned (`counters.pruned`)."""
         return list(self._connections)
 
     def paths(self, entry: ServerConnection) -> list[tuple[Address, bool]]:
@@ -347,6 +418,32 @@ def peer_cid(conn: object) -> bytes:
     """The DCID this endpoint currently puts in its packets."""
     # aioquic internal: QuicConnection._peer_cid
     return conn._peer_cid.cid
+
+
+# -- fake Initials: what a flood from spoofed addresses looks like to a server ------------------
+
+
+def fake_initials(creds: Credentials, count: int, now: float) -> list[bytes]:
+    """`count` first Initials of clients that will never answer: real ClientHellos, each with its
+    own random DCID, padded to 1200 bytes (RFC 9000 section 14.1), so each decrypts."""
+    from aioquic.quic.connection import QuicConnection
+
+    config = client_configuration(creds)
+    out = []
+    for _ in range(count):
+        conn = QuicConnection(configuration=config)
+        conn.connect(("127.0.0.1", 9), now=now)
+        out.append(conn.datagrams_to_send(now)[0][0])
+    return out
+
+
+def garbage_initial() -> bytes:
+    """A 1200-byte datagram with a well-formed Initial header (version 1, a new DCID) and random
+    bytes where the protected packet should be: it parses, it never decrypts."""
+    dcid, scid = os.urandom(8), os.urandom(8)
+    head = bytes([0xC3]) + (1).to_bytes(4, "big") + bytes([8]) + dcid + bytes([8]) + scid + b"\x00"
+    rest = 1200 - len(head) - 2
+    return head + (0x4000 | rest).to_bytes(2, "big") + os.urandom(rest)
 
 
 # -- the client -----------------------------------------------------------------------------------

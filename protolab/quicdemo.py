@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import select
+import shlex
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -104,10 +105,32 @@ class RetryRun:
 
 
 @dataclass
+class FloodRun:
+    """Part 5, under load: a burst of fake Initials at a server that keeps state for at most
+    `cap` peers it has not validated (RFC 9000 section 8.1). Not captured: the server's memory
+    (its counters and its connections) is the evidence."""
+
+    server: Address = ("", 0)
+    cap: int = 0
+    valid: int = 0  #: real ClientHellos sent, of clients that never answer
+    garbage: int = 0  #: Initials whose protected part is random: they never decrypt
+    received: int = 0  #: of them, datagrams the server took in
+    half_open_before: int = -1
+    half_open_after: int = -1  #: after the burst
+    peak: int = 0  #: the most half-open connections it held at once
+    in_memory: int = 0  #: connections in its memory after the burst
+    retries_at_cap: int = 0  #: Initials answered with a Retry because of the cap
+    undecryptable: int = 0  #: Initials dropped without state: nothing decrypted
+    connected: bool = False  #: a real client's handshake, after the burst
+    tokens_accepted: int = 0  #: the real client's echoed token, validated
+
+
+@dataclass
 class LossRun:
     """Part 7: a connection through the fault proxy, with the client's qlog."""
 
     plan: FaultPlan
+    proxy_port: int = 0  #: the captured leg: the client ↔ this port of the proxy
     total: int = 0  #: bytes sent on one stream
     received: int = 0  #: bytes echoed back
     decisions: str = ""  #: the proxy's decisions, one line
@@ -139,9 +162,11 @@ class QuicDemoResult:
     tcp_move: TcpMove | None = None
     restart: Restart = field(default_factory=Restart)
     retry: RetryRun = field(default_factory=RetryRun)
+    flood: FloodRun = field(default_factory=FloodRun)
     keylog: Path | None = None
     qlog: Path | None = None
     tshark_command: str = ""
+    tshark_loss_command: str = ""  #: part 7: its ACK frames with ranges, decrypted
     loss: LossReport | None = None  #: part 7, with faults
     loss_run: LossRun | None = None
     capture: CaptureSummary | None = None
@@ -219,6 +244,7 @@ def run_quic_demo(capture: bool = True, pcap: str | Path | None = None, out: Out
                 out(capture_off_line(cap.summary, LAB, capture_off_reason))
             server = _parts_1_to_4(result, server, creds, keylog, qlog, cap)
             _part5(result, retry_server, creds, keylog)
+            _flood(result, creds, keylog)
             if faults is not None:
                 _part_loss(result, creds, keylog, faults, cap)
         result.capture = cap.summary
@@ -227,8 +253,10 @@ def run_quic_demo(capture: bool = True, pcap: str | Path | None = None, out: Out
         retry_server.stop()
     write_text_atomic(result.keylog, "".join(keylog_lines))
     write_text_atomic(result.qlog, qlog_json(qlog))
-    result.tshark_command = (f"tshark -r {path} -d udp.port=={result.server[1]},quic "
-                             f"-o tls.keylog_file:{result.keylog} -Y quic.stream_data")
+    result.tshark_command = tshark_command(path, result.keylog, result.server[1])
+    if result.loss_run is not None and (leg := result.loss_run.proxy_port):
+        result.tshark_loss_command = tshark_command(
+            path, result.keylog, leg, f"udp.port=={leg} && {ACK_RANGES_FILTER}")
     shown: list[str] = []
     headers: dict[int, QuicHeader] = {}
     if cap.active:
@@ -242,6 +270,17 @@ def run_quic_demo(capture: bool = True, pcap: str | Path | None = None, out: Out
     print_state_table(WHERE_TITLE, result.findings.where, out)
     print_summary(LAB, result.findings, out)
     return result
+
+
+#: tshark 4's display filter for ACK frames with gaps (RFC 9000 section 19.3: ACK Range Count)
+ACK_RANGES_FILTER = "quic.ack.ack_range_count > 0"
+
+
+def tshark_command(path: Path, keylog: Path | None, port: int,
+                   display: str = "quic.stream_data") -> str:
+    """The tshark command that decrypts the capture with the key log; `port` is decoded as QUIC."""
+    return (f"tshark -r {path} -d udp.port=={port},quic -o tls.keylog_file:{keylog} "
+            f"-Y {shlex.quote(display)}")
 
 
 class _LineSink:
@@ -382,18 +421,56 @@ def _part5(result: QuicDemoResult, server: UdpServerThread, creds, keylog) -> No
     sock.close()
 
 
+FLOOD_CAP, FLOOD_VALID, FLOOD_GARBAGE = 8, 24, 100
+FLOOD_WINDOW = 16  #: datagrams in flight to the server at most: the burst never overflows its
+#: socket buffer, so every datagram is counted
+
+
+def _flood(result: QuicDemoResult, creds, keylog) -> None:
+    """A bounded burst of fake Initials from one socket that never answers, then a real client."""
+    from protolab.quic import fake_initials, garbage_initial
+
+    run = result.flood
+    run.cap, run.valid, run.garbage = FLOOD_CAP, FLOOD_VALID, FLOOD_GARBAGE
+    fakes = [garbage_initial() for _ in range(FLOOD_GARBAGE)]
+    fakes += fake_initials(creds, FLOOD_VALID, time.monotonic())
+    with UdpServerThread(QuicServerCore(creds, half_open_cap=FLOOD_CAP)) as server:
+        run.server, core = server.address, server.core
+        run.half_open_before = core.half_open()
+        flooder = _udp()
+        for n, data in enumerate(fakes, 1):
+            flooder.sendto(data, server.address)
+            if n % FLOOD_WINDOW == 0 or n == len(fakes):
+                server.wait_until(lambda s, n=n: s.core.counters.datagrams >= n)
+        flooder.close()
+        c = core.counters
+        run.received, run.peak = c.datagrams, c.half_open_peak
+        run.half_open_after, run.in_memory = core.half_open(), len(core.all_connections())
+        run.retries_at_cap, run.undecryptable = c.retries_at_cap, c.undecryptable
+        sock = _udp()
+        client = QuicClientCore(creds, server.address, time.monotonic(), keylog=keylog)
+        run.connected = pump(client, sock, lambda: client.log.handshake_done)
+        run.tokens_accepted = c.tokens_accepted
+        client.close()
+        pump(client, sock, lambda: True)
+        sock.close()
+
+
 LOSS_CHUNKS, LOSS_CHUNK = 40, 1000
 
 
 def _part_loss(result: QuicDemoResult, creds, keylog, plan: FaultPlan, cap: Capture) -> None:
     """A connection through the fault proxy: loss recovery and ACK ranges, in the client."""
     server = UdpServerThread(QuicServerCore(creds)).start()
-    cap.add_port(server.address[1])
     qlog = new_qlog()
     run = result.loss_run = LossRun(plan, total=LOSS_CHUNKS * LOSS_CHUNK)
     try:
         with UdpFaultProxy(server.address, plan) as proxy:
+            # Only the client ↔ proxy leg is captured: a relay puts each datagram on the wire
+            # twice, and tshark's QUIC dissector, seeing one connection on two paths, stops
+            # decrypting it. This leg is the client's view, as its qlog records it.
             cap.add_port(proxy.address[1])
+            run.proxy_port = proxy.address[1]
             sock = _udp()
             client = QuicClientCore(creds, proxy.address, time.monotonic(), keylog=keylog,
                                     qlog=qlog)
@@ -479,7 +556,7 @@ def build_findings(r: QuicDemoResult, cap: _CaptureEvidence) -> Findings:
                 _dcid_is_key(r, cap), _rotation(r, cap), _migration(r, cap),
                 _tcp_moved(r, cap), _restart_table(r), _restart_dropped(r, cap),
                 _restart_ended(r), _new_handshake(r, cap), _retry_no_state(r, cap),
-                _retry_token(r, cap), *_loss(r)):
+                _retry_token(r, cap), _half_open(r), _flood_client(r), *_loss(r)):
         f.add(obs)
     f.where = _where_rows(r, {o.key: o for o in f.observations})
     return f
@@ -759,6 +836,47 @@ def _retry_token(r: QuicDemoResult, cap: _CaptureEvidence) -> Observation:
         cap.missing("Initial echoing the Retry's token"))
 
 
+def _half_open(r: QuicDemoResult) -> Observation:
+    f = r.flood
+    sent = f.valid + f.garbage
+    ok = f.received == sent and f.half_open_before == 0 and 0 < f.peak <= f.cap \
+        and f.half_open_after <= f.cap and f.retries_at_cap == f.valid - f.peak >= 1 \
+        and f.undecryptable == f.garbage
+    return observe(
+        "quic.half-open-cap", "a burst of fake Initials leaves at most the cap of half-open "
+        "connections in the server's memory; past it, each gets a Retry and no state", ok,
+        done=f"{sent} fake Initials from one socket that never answers, to a server with a cap "
+             f"of {f.cap} (port {f.server[1]}, not captured): {f.valid} real ClientHellos, "
+             f"{f.garbage} that never decrypt",
+        seen=f"half-open connections in its memory {f.half_open_before} → {f.half_open_after} "
+             f"(at most {f.peak}); {f.retries_at_cap} got a Retry instead; the {f.undecryptable} "
+             f"that did not decrypt left nothing",
+        evidence=[Evidence("half-open connections (server memory)", f.half_open_before,
+                           f.half_open_after),
+                  Evidence("cap", after=f.cap),
+                  Evidence("Retry packets at the cap", after=f.retries_at_cap),
+                  Evidence("Initials that never decrypted", after=f.undecryptable),
+                  Evidence("datagrams the server took in", after=f"{f.received} of {sent}")],
+        why_not=f"the server took in {f.received} of {sent} datagrams" if f.received != sent
+        else f"half-open connections {f.half_open_before} → {f.half_open_after} (peak "
+             f"{f.peak}, cap {f.cap}); Retries {f.retries_at_cap}; undecryptable "
+             f"{f.undecryptable}")
+
+
+def _flood_client(r: QuicDemoResult) -> Observation:
+    f = r.flood
+    return observe(
+        "quic.flood-real-client", "a real client still connects: the server validates its "
+        "address with a Retry first", f.connected and f.tokens_accepted >= 1,
+        done="then a real client",
+        seen=f"handshake done; its Initial echoed a Retry token (tokens validated: "
+             f"{f.tokens_accepted})",
+        evidence=[Evidence("client handshake completed", after=f.connected),
+                  Evidence("tokens validated", after=f.tokens_accepted)],
+        why_not="the real client's handshake failed" if not f.connected
+        else "the server validated no token: it was not at its cap")
+
+
 def _loss(r: QuicDemoResult) -> list[Observation]:
     run, report = r.loss_run, r.loss
     if run is None or report is None:
@@ -808,11 +926,14 @@ TLS = ("TLS keys, stream offsets", "each endpoint's app memory (user space)")
 LOSS = ("loss recovery: packets in flight, ACK ranges", "each endpoint's app memory")
 TOKEN = ("Retry token (the client's address, the original DCID)",
          "the client, until it echoes it")
+HALF_OPEN = ("half-open connections (handshake not complete, peer not validated yet)",
+             "server app memory, at most a cap; past it the Retry token (the client)")
 RESTART = "server restart: a new server core on the same port, same process"
 ROTATE = "CID rotation (change_connection_id)"
 MIGRATE = f"the client moved to {MIGRATE_TO}"
 MOVE_TCP = f"one segment sent from {MIGRATE_TO}"
 RETRY = "a Retry instead of a connection"
+FLOOD = "a burst of fake Initials from a source that never answers"
 FAULTS = "a fault proxy between client and server"
 NO_FAULTS = ("run with faults (e.g. --drop 0.1) to lose packets: the client's qlog then shows "
              "what its loss recovery did")
@@ -862,6 +983,11 @@ def _where_rows(r: QuicDemoResult, o: dict[str, Observation]) -> list[StateRow]:
             "where.token", f"the server's table held {r.retry.keys_at_retry} keys at the Retry; "
             f"the echoed token brought the state back (keys 0 → {r.retry.keys_after})",
             o["quic.retry-no-state"], o["quic.retry-token"])),
+        StateRow(*HALF_OPEN, FLOOD, _row(
+            "where.half-open", f"{r.flood.valid + r.flood.garbage} fake Initials left at most "
+            f"{r.flood.peak} half-open connections (cap {r.flood.cap}); the rest got a Retry or "
+            f"left nothing; a real client still connected", o["quic.half-open-cap"],
+            o["quic.flood-real-client"])),
     ]
 
 
@@ -902,6 +1028,9 @@ def where_from_capture(rows: Sequence[Row]) -> list[StateRow]:
             "where.token", "a Retry, and the Initial that echoes its token", "retry",
             "a Retry, then an Initial carrying its token (the server's empty table: live run "
             "only)")),
+        StateRow(*HALF_OPEN, FLOOD, explain(
+            "where.half-open", "the server keeps at most a cap of half-open connections",
+            "the burst is not captured: the server's memory shows it", status=live)),
     ]
 
 
@@ -941,6 +1070,11 @@ def _print(r: QuicDemoResult, path: Path, captured: bool, out: Out) -> None:
     say("quic.retry-no-state", "quic.retry-token")
     out(_explain("the token carries what the server did not keep (the client's address and "
                  "original DCID, RFC 9000 section 8.1.2) — the same idea as a JWT"))
+    say("quic.half-open-cap", "quic.flood-real-client")
+    out(_explain("a server keeps state for a peer before it knows the address is real; a cap on "
+                 "those half-open connections, with a Retry past it, bounds what a spoofed flood "
+                 "costs (RFC 9000 section 8.1), and a closed connection leaves memory (RFC 9000 "
+                 "section 10)"))
     out(f"\n6. TLS secrets (SSLKEYLOGFILE format) → {r.keylog}; qlog → {r.qlog}")
     out("   decrypt the capture with:" if captured else "   with a capture, decrypt it with:")
     out(f"   {r.tshark_command}")
@@ -948,6 +1082,10 @@ def _print(r: QuicDemoResult, path: Path, captured: bool, out: Out) -> None:
         out(f"\n7. Loss recovery: {r.loss_run.total} bytes on one stream through the fault "
             f"proxy, echoed back")
         say("quic.loss-proxy", "quic.loss-declared", "quic.ack-ranges", "quic.loss-complete")
+        if r.tshark_loss_command:
+            out(f"   decrypt its ACK frames with ranges (the capture holds the client ↔ proxy leg, "
+                f"port {r.loss_run.proxy_port}, only) with:")
+            out(f"   {r.tshark_loss_command}")
         out(_explain("lost frames are sent again in new packets with new numbers (RFC 9002 "
                      "section 6; RFC 9000 section 19.3 for ACK ranges): the stream offsets and "
                      "the retransmission queue live in both endpoints, the network keeps "

@@ -158,11 +158,70 @@ def test_aioquics_own_asyncio_client_talks_to_our_server(creds) -> None:
             writer.write_eof()
             return await asyncio.wait_for(reader.read(), 5)
 
-    with UdpServerThread(QuicServerCore(creds)) as server:
+    idle = 2.0
+    with UdpServerThread(QuicServerCore(creds, idle_timeout=idle)) as server:
         reply = asyncio.run(exchange(server.address[1]))
-        assert reply == b"FROM AIOQUIC"
-        # The server's own close timer may already have emptied its table entry (3 PTO after
-        # the client's CONNECTION_CLOSE): what it was given stays on the entry.
-        [entry] = server.core.all_connections()
-        assert entry.received == b"from aioquic"
+        assert reply == b"FROM AIOQUIC"  # the server's app got b"from aioquic" and echoed it
+        # After the client's CONNECTION_CLOSE the server's close timer (3 PTO, at the latest its
+        # idle timeout) ends the connection, and the entry leaves its memory.
+        assert server.wait_until(lambda s: s.core.counters.pruned == 1, timeout=idle * 2)
+        assert server.core.all_connections() == [] and server.core.table == {}
     assert client_configuration(creds).alpn_protocols == [ALPN]
+
+
+# -- garbage and floods: state for unvalidated peers is bounded, closed state is gone ----------
+
+
+def _live_quic_connections() -> int:
+    """aioquic QuicConnection objects alive in this process: where a server's state sits."""
+    import gc
+
+    from aioquic.quic.connection import QuicConnection
+
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, QuicConnection))
+
+
+def test_a_flood_of_fake_initials_keeps_at_most_the_cap_and_leaves_nothing_after(creds) -> None:
+    """2,000 datagrams: 1,900 Initials that never decrypt and 100 real ClientHellos of clients
+    that never answer (spoofed sources). The half-open table stays at the cap, the rest get a
+    Retry and cost no state; once their idle timeout passes, nothing is left; a real client
+    still connects (through the Retry)."""
+    from protolab.quic import fake_initials, garbage_initial
+
+    cap, idle = 16, 1.0
+    now = 0.0
+    valid = fake_initials(creds, 100, now)
+    flood = [garbage_initial() for _ in range(1900)] + valid
+    baseline = _live_quic_connections()
+    server = QuicServerCore(creds, idle_timeout=idle, half_open_cap=cap)
+    for i, data in enumerate(flood):
+        server.receive(data, ("10.9.0.1", 1024 + i), now)
+    server.datagrams_to_send(now)
+    c = server.counters
+    assert c.datagrams == len(flood)
+    assert server.half_open() == cap == c.half_open_peak and len(server.all_connections()) == cap
+    assert c.undecryptable == 1900 and c.retries_at_cap == len(valid) - cap
+    assert _live_quic_connections() - baseline <= cap  # memory: the cap, not the flood
+    # a real client, now: the server is at its cap, so it validates the address with a Retry
+    pair = Pair(creds)
+    pair.server, pair.now = server, now
+    pair.exchange()
+    assert pair.client.log.handshake_done and c.tokens_accepted == 1
+    # the idle timeout (RFC 9000 section 10.1) ends every fake one; terminated entries leave
+    # memory (the real client keeps its connection alive by talking)
+    steps = 0
+    while server.half_open() and steps < 100:
+        pair.now += idle / 10
+        pair.client.send(b".")
+        pair.exchange()
+        steps += 1
+    assert server.half_open() == 0 and c.pruned == cap
+    assert [e.validated for e in server.all_connections()] == [True]
+    assert set(server.table) == server.all_connections()[0].cids
+    pair.client.close()
+    pair.exchange()
+    server.datagrams_to_send(pair.now + idle * 2)
+    assert server.all_connections() == [] and server.table == {} and c.pruned == cap + 1
+    del pair
+    assert _live_quic_connections() - baseline <= 0

@@ -22,10 +22,13 @@ REFERENCE = ROOT / "captures" / "quic-demo.ref.pcap"
 FINDINGS = ("quic.handshake", "quic.client-key", "quic.server-table", "quic.dcid-is-key",
             "quic.rotation", "quic.migration", "quic.tcp-moved", "quic.restart-table",
             "quic.restart-dropped", "quic.restart-ended", "quic.new-handshake",
-            "quic.retry-no-state", "quic.retry-token")
-RUN_DATA_ONLY = {"quic.restart-table", "quic.restart-ended"}  #: memory and events: no packet
+            "quic.retry-no-state", "quic.retry-token", "quic.half-open-cap",
+            "quic.flood-real-client")
+#: memory and events: no packet (the burst of fake Initials is not captured)
+RUN_DATA_ONLY = {"quic.restart-table", "quic.restart-ended", "quic.half-open-cap",
+                 "quic.flood-real-client", "where.half-open"}
 WHERE = ("where.table", "where.dcid", "where.path", "where.tcp", "where.tls", "where.loss",
-         "where.token")
+         "where.token", "where.half-open")
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +249,7 @@ def test_where_from_the_reference_capture_cites_its_packets_and_marks_live_only(
         if o.status is Status.OBSERVED:
             assert o.evidence[0].packets and set(o.evidence[0].packets) <= numbers
     assert {r.outcome.key for r in where if r.outcome.status is Status.LIVE_ONLY} == {
-        "where.tls", "where.loss"}
+        "where.tls", "where.loss", "where.half-open"}
     retry = next(r for r in where if r.outcome.key == "where.token").outcome.evidence[0]
     assert [x.fields["quic_type"] for x in rows if x.number in retry.packets] == [
         "Retry", "Initial"]
@@ -348,3 +351,81 @@ def test_quic_demo_without_any_capability(tmp_path) -> None:
     assert out.stdout.startswith("capture off: needs root or CAP_NET_RAW")
     assert "(not tried here) explanation: a TCP connection moved" in out.stdout
     assert "NOT OBSERVED" not in out.stdout.split("\nReplay")[0]
+
+
+# -- issue 13: the fault run read in tshark; the parts in order; the half-open cap -------------
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory):
+    from protolab.faults import FaultPlan
+
+    return live_run(tmp_path_factory, "quic-demo",
+                    lambda **kw: run_quic_demo(faults=FaultPlan(drop=0.2, seed=1), **kw))
+
+
+def test_the_printed_command_decrypts_the_loss_part_with_its_ack_ranges(faulty, capture_rights):
+    """Part 7 through the fault proxy: the command the demo prints shows decrypted ACK frames
+    with ranges, and every captured packet of that connection decrypts (one leg only)."""
+    import shlex
+
+    result, path, text = faulty
+    command = result.tshark_loss_command
+    assert f"   {command}" in text.splitlines()
+    argv = shlex.split(command)
+    assert argv[0] == "tshark"
+    out = subprocess.run([require_tool("tshark"), *argv[1:], "-T", "fields", "-e",
+                          "frame.number", "-e", "quic.ack.ack_range_count"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    ranges = [line.split("\t") for line in out.stdout.splitlines()]
+    assert ranges and all(any(int(n) > 0 for n in c.split(",") if n) for _, c in ranges)
+    leg = f"udp.port=={result.loss_run.proxy_port}"
+    packets = tshark(path, result.keylog, "-d", f"{leg},quic", "-Y", leg, "-T", "fields",
+                     "-e", "frame.number", "-e", "quic.frame_type")
+    assert len(packets) >= 40 and all(frames for _, frames in packets)  # none undecrypted
+
+
+def test_the_annotated_pcapng_of_the_fault_run_decrypts_alone(faulty, capture_rights, tmp_path):
+    from protolab.report import save_pcapng
+
+    result, path, _ = faulty
+    target = tmp_path / "q.pcapng"
+    save_pcapng("quic-demo", path, target, result.keylog, None)
+    acks = subprocess.run([require_tool("tshark"), "-r", str(target), "-d",
+                           f"udp.port=={result.loss_run.proxy_port},quic", "-Y",
+                           quicdemo.ACK_RANGES_FILTER], capture_output=True, text=True,
+                          timeout=60)
+    assert acks.returncode == 0 and acks.stdout.strip(), acks.stderr
+
+
+def test_the_parts_print_in_order(tmp_path) -> None:
+    out = run_cli("quic-demo", "--no-capture", "--drop", "0.2", "--pcap", str(tmp_path / "q.pcap"))
+    assert out.returncode == 0, out.stderr
+    headings = [int(line.split(".")[0]) for line in out.stdout.splitlines()
+                if line[:1].isdigit() and line[1:3] == ". "]
+    assert headings == list(range(1, 8))
+
+
+def test_a_burst_of_fake_initials_is_bounded_by_the_cap_and_a_real_client_connects(tmp_path):
+    result, text = _quiet(tmp_path)
+    f = result.flood
+    o = obs(result, "quic.half-open-cap")
+    assert o.observed, o.line()
+    assert evidence(o, "half-open connections (server memory)").before == 0
+    assert f.half_open_after <= f.cap == evidence(o, "cap").after < f.valid
+    assert f.peak <= f.cap and f.in_memory <= f.cap
+    assert f.retries_at_cap == f.valid - f.peak and f.undecryptable == f.garbage
+    assert f.received == f.valid + f.garbage
+    assert obs(result, "quic.flood-real-client").observed and f.connected
+    assert obs(result, "where.half-open").observed
+    assert "   " + o.line() in text.splitlines()
+
+
+def test_without_a_cap_the_burst_is_not_observed_and_fails_the_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(quicdemo, "FLOOD_CAP", 10_000)
+    result, text = _quiet(tmp_path)
+    assert obs(result, "quic.half-open-cap").status is Status.NOT_OBSERVED
+    assert obs(result, "quic.flood-real-client").status is Status.NOT_OBSERVED
+    assert "   NOT OBSERVED: a burst of fake Initials" in text
+    assert "quic.half-open-cap" in result.problem() and "where.half-open" in result.problem()
