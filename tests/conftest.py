@@ -114,3 +114,18 @@ def redis_url(tmp_path_factory):
     yield f"redis://127.0.0.1:{port}/0"
     proc.kill()
     proc.wait(5)
+
+
+@pytest.fixture(scope="session")
+def startup_unit() -> float:
+    """Seconds this machine takes, now, to start Python with what a demo imports: the unit a
+    demo's run time is judged in, so a busy machine stretches the limit with it."""
+    import time
+
+    cmd = [sys.executable, "-c", "import scapy.all, dns.message, aioquic.quic.connection"]
+    times = []
+    for _ in range(2):
+        start = time.monotonic()
+        subprocess.run(cmd, check=True, timeout=120)
+        times.append(time.monotonic() - start)
+    return max(times)

@@ -204,11 +204,11 @@ def test_tradeoffs_come_from_the_run(tmp_path) -> None:
     assert mem.bytes_per_session_process > 0 and store.bytes_per_session_store > 0
 
 
-@pytest.mark.parametrize("design,needle", [
-    ("jwt", "state came WITH the request"), ("store", "state is LOOKED UP by the key")])
-def test_the_capture_says_where_each_requests_state_is(design, needle, tmp_path,
+@pytest.mark.parametrize("design,kind", [
+    ("jwt", "HTTP_TOKEN"), ("store", "HTTP_SESSION_LOOKUP")])
+def test_the_capture_says_where_each_requests_state_is(design, kind, tmp_path,
                                                        capture_rights) -> None:
-    from protolab.annotate import annotate_file
+    from protolab.annotate import Kind, annotate_file
     from protolab.capture import Capture
     from protolab.litmus import demo_workflow
 
@@ -219,9 +219,11 @@ def test_the_capture_says_where_each_requests_state_is(design, needle, tmp_path,
             replies = demo_workflow(cluster)
     assert [r.status for _, _, r in replies] == [200, 200, 200, 200]
     rows = list(annotate_file(tmp_path / "lb.pcap"))
-    requests = [r for r in rows if " /cart" in r.summary or " /profile" in r.summary]
-    assert requests and any(needle in r.state for r in requests)
-    logins = [r for r in rows if "HTTP/1.1 200" in r.summary and "creates a session" in r.state]
+    requests = [r for r in rows if r.fields.get("http", "").split(" ")[1:2] in (
+        ["/cart"], ["/cart/items"], ["/profile"])]
+    assert requests and any(r.shows(Kind[kind]) for r in requests)
+    logins = [r for r in rows if r.fields.get("http", "").startswith("HTTP/1.1 200")
+              and r.shows(Kind.HTTP_SESSION_CREATED)]
     assert bool(logins) == (design == "store")
 
 
