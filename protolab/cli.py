@@ -240,6 +240,10 @@ def _check_redis(names: list[str], url: str, shared: bool = False) -> None:
         raise CliError(refusal)
 
 
+LITMUS_DESIGNS = ("memory", "store-sqlite", "jwt")  #: without --redis: no Redis is needed
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+
+
 def cmd_litmus(args: argparse.Namespace) -> int:
     import tempfile
 
@@ -253,6 +257,9 @@ def cmd_litmus(args: argparse.Namespace) -> int:
         rolling_restart,
     )
 
+    if args.designs is None:  # naming a Redis asks for the design that uses it
+        args.designs = [*LITMUS_DESIGNS, *(["store-redis"] if args.redis else [])]
+    args.redis = args.redis or DEFAULT_REDIS
     _check_redis(args.designs, args.redis, args.redis_shared)
     with tempfile.TemporaryDirectory(prefix="protolab-litmus-") as tmp, \
             own_keys_removed(_variants(args.designs, args.redis, tmp)) as variants:
@@ -622,7 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", choices=policies, default="round-robin", help=policy_help)
     p.add_argument("--backends", type=_count(1, 8), default=3, metavar="N")
     p.add_argument("--lb", choices=balancers, default="protolab", help=lb_help)
-    p.add_argument("--redis", default="redis://127.0.0.1:6379/0", metavar="URL")
+    p.add_argument("--redis", default=DEFAULT_REDIS, metavar="URL")
     p.add_argument("--serve", action="store_true", help="keep serving until Ctrl-C")
     p.add_argument("--redis-shared", action="store_true",
                    help="use the Redis database even if it holds keys protolab did not create "
@@ -636,13 +643,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "| restart the serving backend | restart all backends | wipe the store) → "
                     "view cart, with real process restarts; then measured latency, throughput "
                     "and memory per session; --under-load adds a rolling restart under load.")
-    p.add_argument("--designs", nargs="+", choices=designs,
-                   default=["memory", "store-sqlite", "jwt"])
+    p.add_argument("--designs", nargs="+", choices=designs, default=None,
+                   help="default: " + " ".join(LITMUS_DESIGNS) + ", and store-redis when "
+                        "--redis is given")
     p.add_argument("--policies", nargs="+", choices=policies, default=list(policies[:3]),
                    help="default: round-robin sticky-cookie ip-hash; add cookie-hash to see "
                         "why hashing the session cookie is not a sticky session")
     p.add_argument("--lb", choices=balancers, default="protolab", help=lb_help)
-    p.add_argument("--redis", default="redis://127.0.0.1:6379/0", metavar="URL")
+    p.add_argument("--redis", default=None, metavar="URL",
+                   help=f"a Redis for store-redis (adds it to the default designs; without it "
+                        f"store-redis uses {DEFAULT_REDIS})")
     p.add_argument("--no-measure", action="store_true", help="skip the trade-off measurements")
     p.add_argument("--redis-shared", action="store_true",
                    help="use the Redis database even if it holds keys protolab did not create "

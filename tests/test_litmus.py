@@ -222,3 +222,21 @@ def test_the_users_counts_are_explained_by_kind() -> None:
         "16657 requests written = 10003 add item/view cart (10000 asked; 3 more were already "
         "in flight when the count was reached) + 8 logins + 6646 logins again after a 401")
     assert LoadResult("x", requests=5, total=5, logins=1, sent=7, answered=7).counted().failed
+
+
+def test_naming_a_redis_adds_the_design_that_uses_it(monkeypatch) -> None:
+    """`litmus --redis URL` alone runs store-redis too; without it no Redis is needed."""
+    from protolab import cli
+
+    seen: list[list[str]] = []
+
+    def stop(designs, url, shared):  # where cmd_litmus first uses the designs
+        seen.append(list(designs))
+        raise cli.CliError("stop here")
+
+    monkeypatch.setattr(cli, "_check_redis", stop)
+    for argv in (["litmus", "--redis", "redis://127.0.0.1:1/0"], ["litmus"],
+                 ["litmus", "--designs", "jwt", "--redis", "redis://127.0.0.1:1/0"]):
+        assert cli.main(argv) == 2
+    assert seen == [["memory", "store-sqlite", "jwt", "store-redis"],
+                    ["memory", "store-sqlite", "jwt"], ["jwt"]]
