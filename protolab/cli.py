@@ -704,8 +704,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_count(1, 10 ** 9), metavar="N", help="print at most N rows")
     p.add_argument("--json", action="store_true", help="one JSON object per row (or flow)")
     p.add_argument("--wide", action="store_true",
-                   help="one line per packet, nothing wrapped (default: fit $COLUMNS, else the "
-                        "terminal's width, else 120 columns when not printing to a terminal)")
+                   help="one line per packet, nothing wrapped (default: fit the terminal's "
+                        "width, or 120 columns when not printing to a terminal)")
     view = p.add_mutually_exclusive_group()
     view.add_argument("--flows", action="store_true", help="a table of conversations")
     view.add_argument("--flow", type=_count(1, 10 ** 9), metavar="N",

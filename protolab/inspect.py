@@ -173,8 +173,8 @@ def _host(endpoint: str) -> str:
 
 WIDTHS = (6, 8, 42, 6, 40)  #: #, time, source → destination, proto, summary; then the state
 GAP = 2  #: spaces between columns
-#: The width when stdout is not a terminal and $COLUMNS is not set (a file, a pipe, a test): one
-#: stable layout, whatever terminal the command was started from.
+#: The width when stdout is not a terminal (a file, a pipe, a test): one stable layout, whatever
+#: terminal the command was started from.
 PIPED_WIDTH = 120
 #: From this width on the state is a last column beside the row; below it, the state goes on
 #: lines of its own under the row, indented by STATE_INDENT.
@@ -201,10 +201,9 @@ class Layout:
 
 
 def table_width() -> int:
-    """$COLUMNS when set; else the terminal's width; else (not a terminal) PIPED_WIDTH."""
-    columns = os.environ.get("COLUMNS", "")
-    if columns.isdigit() and int(columns) > 0:
-        return int(columns)
+    """On a terminal, its width (shutil: $COLUMNS first, then the terminal's size). Not on a
+    terminal (a file, a pipe, a test), PIPED_WIDTH whatever the environment says, so what a
+    script or a test reads never depends on where it was started (pytest-xdist sets COLUMNS)."""
     if sys.stdout is not None and sys.stdout.isatty():
         return shutil.get_terminal_size((PIPED_WIDTH, 24)).columns
     return PIPED_WIDTH
