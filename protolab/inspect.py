@@ -7,6 +7,10 @@ conversation, not the packets.
 
 Filter expressions: `tcp`, `udp`, `dns`, `quic`, `icmp`, `http`, `host ADDR`, `port N`, `flow N`,
 combined with `and`, `or`, `not` and parentheses, e.g. `dns and not port 53`.
+
+The table fits the terminal: from BESIDE_FROM (160) columns the note is a last column beside the
+row, below that it goes on lines of its own under the row; not on a terminal the width is always
+PIPED_WIDTH (120); `--wide` prints one line per packet, nothing wrapped.
 """
 
 from __future__ import annotations
@@ -40,8 +44,6 @@ class FileError(ValueError):
 
 Pred = Callable[[Row], bool]
 PROTOCOLS = {"tcp", "udp", "dns", "quic", "icmp", "http"}
-
-
 #: Parentheses nest at most this deep; deeper is refused in one line (not a RecursionError).
 MAX_NESTING = 64
 
@@ -191,14 +193,6 @@ class Layout:
     state: int | None  #: the state's wrap width; None: nothing is wrapped (--wide)
     beside: bool  #: the state as a last column; False: on its own lines under the row
 
-    @property
-    def width(self) -> int | None:
-        """The widest line this layout prints (None: unbounded, --wide)."""
-        if self.state is None:
-            return None
-        row = sum(self.widths) + GAP * (len(self.widths) - 1)
-        return row + GAP + self.state if self.beside else max(row, STATE_INDENT + self.state)
-
 
 def table_width() -> int:
     """On a terminal, its width (shutil: $COLUMNS first, then the terminal's size). Not on a
@@ -307,7 +301,7 @@ class Flow:
     migrations: list[int] = field(default_factory=list)  #: QUIC: packets found by CID on a new path
     relayed: list[int] = field(default_factory=list)  #: QUIC: the same datagram on another path
     undecoded: int = 0  #: packets whose headers could not be read (e.g. cut by the snap length)
-    undecoded_why: str = ""  #: the first of them's reason
+    undecoded_why: str = ""  #: why the first of them was not decoded
 
 
 #: Conversations remembered at once in the packet views: memory stays flat however long the file.
