@@ -11,8 +11,12 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from protolab import __version__
+
+if TYPE_CHECKING:
+    from protolab.inspect import Tally
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -93,7 +97,8 @@ def _run_demo(args: argparse.Namespace, run: Callable, prefix: str, **kwargs: ob
         result = run(capture=not args.no_capture, pcap=pcap, out=out, **kwargs)
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
-        raise CliError(f"{prefix}: {exc.strerror or exc}{where}") from None
+        raise CliError(f"{prefix}: {exc.strerror or exc}{where}"
+                       f"{_privileged_port_hint(exc, getattr(args, 'port', 0))}") from None
     summary = result.capture
     if summary is not None and summary.off_reason and args.pcapng:
         out(f"--pcapng: nothing written to {args.pcapng}, capture is off")
@@ -115,6 +120,23 @@ def demo_pcap(demo: str, pcap: str | None, faults: bool) -> str | None:
     from protolab.paths import default_capture_path
 
     return str(default_capture_path(demo, faults=True))
+
+
+def _privileged_port_hint(exc: OSError, port: int) -> str:
+    """Why binding `port` was refused, when it is a port only root may bind."""
+    import errno
+
+    if exc.errno != errno.EACCES or not port:
+        return ""
+    try:  # the kernel's own limit: ports below it need CAP_NET_BIND_SERVICE (default 1024)
+        with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
+            start = int(f.read())
+    except (OSError, ValueError):
+        start = 1024
+    if port >= start:
+        return ""
+    return (f" (ports below {start} need root or CAP_NET_BIND_SERVICE: choose a port of "
+            f"{start} or more, or leave --port out for a free one)")
 
 
 def _netem(args: argparse.Namespace) -> int | None:
@@ -475,22 +497,54 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    """Exit 0 when rows were printed; 1 when none matched (as grep) or the file is bad (after
+    printing what could be read); 2 for a bad option, filter or --secrets/--write-annotated."""
     from protolab.annotate import DNS_PORTS
-    from protolab.inspect import FilterError, Options, run
+    from protolab.inspect import FileError, FilterError, Options, Tally, run
     from protolab.pcap import PcapError
 
+    if args.secrets and not args.write_annotated:
+        raise CliError("--secrets goes with --write-annotated (it embeds the key log there)")
     opts = Options(filter=args.filter, limit=args.limit, json=args.json, flows=args.flows,
                    flow=args.flow, detail=args.detail, write_annotated=args.write_annotated,
-                   secrets=args.secrets,
+                   secrets=args.secrets, wide=args.wide,
                    dns_ports=frozenset(args.dns_port or ()) | DNS_PORTS)
+    tally = Tally()
+    packet_view = not (args.flows or args.detail or args.write_annotated)
     try:
-        run(args.file, opts, out)
-    except FilterError as exc:
+        run(args.file, opts, out, tally)
+    except (FilterError, FileError) as exc:
         raise CliError(str(exc)) from None
     except PcapError as exc:
+        if packet_view:
+            _inspect_notes(args, tally, complete=False)
         print(f"protolab: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    return 0
+    return _inspect_notes(args, tally) if packet_view else 0
+
+
+def _inspect_notes(args: argparse.Namespace, tally: Tally, complete: bool = True) -> int:
+    """After the rows: how many --limit left out, or (`complete` file) that nothing matched
+    (exit 1, as grep). On the table's stdout; with --json on stderr, so stdout stays one object
+    per line."""
+    def note(line: str) -> None:
+        if args.json:
+            print(line, file=sys.stderr)
+        else:
+            out(line)
+
+    if tally.matched > tally.shown:
+        note(f"... {tally.matched - tally.shown:,} more matching packets not shown "
+             f"(--limit {args.limit}; {tally.matched:,} matched of {tally.read:,} read)")
+    if tally.matched or not complete:
+        return 0
+    from protolab.inspect import shorten
+
+    chosen = " and ".join(x for x in (f"--filter {shorten(args.filter)!r}" if args.filter else "",
+                                      f"--flow {args.flow}" if args.flow else "") if x)
+    note(f"no packet matched {chosen} ({tally.read:,} packets read)" if chosen
+         else "no packets in this capture")
+    return EXIT_FAILED
 
 def _capture_options(p: argparse.ArgumentParser, lab: str, replay: bool = True,
                      faults: bool = False) -> None:
@@ -720,6 +774,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "or, not, ( )")
     p.add_argument("--limit", type=_count(1, 10 ** 9), metavar="N", help="print at most N rows")
     p.add_argument("--json", action="store_true", help="one JSON object per row (or flow)")
+    p.add_argument("--wide", action="store_true",
+                   help="one line per packet, nothing wrapped (default: fit the terminal's "
+                        "width, or 120 columns when not printing to a terminal)")
     view = p.add_mutually_exclusive_group()
     view.add_argument("--flows", action="store_true", help="a table of conversations")
     view.add_argument("--flow", type=_count(1, 10 ** 9), metavar="N",

@@ -7,13 +7,19 @@ conversation, not the packets.
 
 Filter expressions: `tcp`, `udp`, `dns`, `quic`, `icmp`, `http`, `host ADDR`, `port N`, `flow N`,
 combined with `and`, `or`, `not` and parentheses, e.g. `dns and not port 53`.
+
+The table fits the terminal: from BESIDE_FROM (160) columns the note is a last column beside the
+row, below that it goes on lines of its own under the row; not on a terminal the width is always
+PIPED_WIDTH (120); `--wide` prints one line per packet, nothing wrapped.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -30,17 +36,27 @@ class FilterError(ValueError):
     """A filter expression that does not parse: the message is one line for the user."""
 
 
+class FileError(ValueError):
+    """A file named on the command line (not the capture) that cannot be read or written."""
+
+
 # -- filters --------------------------------------------------------------------------------------
 
 Pred = Callable[[Row], bool]
 PROTOCOLS = {"tcp", "udp", "dns", "quic", "icmp", "http"}
+#: Parentheses nest at most this deep; deeper is refused in one line (not a RecursionError).
+MAX_NESTING = 64
 
 
 def compile_filter(expr: str) -> Pred:
+    """Compile a filter expression to a predicate on rows. Chains of `and`/`or` become one flat
+    test and runs of `not` cancel in pairs, so neither a long expression nor 2,000 `not`s can
+    recurse; only parentheses nest, at most MAX_NESTING deep."""
     tokens = expr.replace("(", " ( ").replace(")", " ) ").split()
     if not tokens:
         raise FilterError("empty filter")
     pos = 0
+    depth = 0
 
     def peek() -> str | None:
         return tokens[pos] if pos < len(tokens) else None
@@ -48,60 +64,92 @@ def compile_filter(expr: str) -> Pred:
     def take() -> str:
         nonlocal pos
         if pos >= len(tokens):
-            raise FilterError(f"filter ends too soon: {expr!r}")
+            raise FilterError(f"filter ends too soon: {shorten(expr)!r}")
         pos += 1
         return tokens[pos - 1]
 
     def or_expr() -> Pred:
-        left = and_expr()
+        preds = [and_expr()]
         while peek() == "or":
             take()
-            right = and_expr()
-            left = (lambda a, b: lambda r: a(r) or b(r))(left, right)
-        return left
+            preds.append(and_expr())
+        return _any(preds)
 
     def and_expr() -> Pred:
-        left = not_expr()
+        preds = [not_expr()]
         while peek() == "and":
             take()
-            right = not_expr()
-            left = (lambda a, b: lambda r: a(r) and b(r))(left, right)
-        return left
+            preds.append(not_expr())
+        return _all(preds)
 
     def not_expr() -> Pred:
-        if peek() == "not":
+        negate = False
+        while peek() == "not":
             take()
-            inner = not_expr()
-            return lambda r: not inner(r)
-        return atom()
+            negate = not negate
+        inner = atom()
+        return (lambda r: not inner(r)) if negate else inner
 
     def atom() -> Pred:
+        nonlocal depth
         tok = take().lower()
         if tok == "(":
+            depth += 1
+            if depth > MAX_NESTING:
+                raise FilterError(f"filter nests parentheses deeper than {MAX_NESTING}")
             inner = or_expr()
             if take() != ")":
-                raise FilterError(f"missing ')' in {expr!r}")
+                raise FilterError(f"missing ')' in {shorten(expr)!r}")
+            depth -= 1
             return inner
-        if tok in PROTOCOLS:
-            return _proto_pred(tok)
-        if tok == "host":
-            host = take()
-            return lambda r: _host(r.src) == host or _host(r.dst) == host
-        if tok in ("port", "flow"):
-            value = take()
-            if not value.isdigit():
-                raise FilterError(f"'{tok}' needs a number, not {value!r}")
-            n = int(value)
-            if tok == "port":
-                return lambda r: n in (r.fields.get("sport"), r.fields.get("dport"))
-            return lambda r: r.fields.get("flow_number") == n
-        raise FilterError(f"unknown filter word {tok!r} (use tcp, udp, dns, quic, icmp, http, "
-                          f"host ADDR, port N, flow N, and, or, not)")
+        return _word(tok, take)
 
     pred = or_expr()
     if pos != len(tokens):
-        raise FilterError(f"unexpected {tokens[pos]!r} in filter {expr!r}")
+        raise FilterError(f"unexpected {tokens[pos]!r} in filter {shorten(expr)!r}")
     return pred
+
+
+def _word(tok: str, take: Callable[[], str]) -> Pred:
+    """One test: a protocol, or `host`/`port`/`flow` and the value `take()` gives."""
+    if tok in PROTOCOLS:
+        return _proto_pred(tok)
+    if tok == "host":
+        host = take()
+        return lambda r: _host(r.src) == host or _host(r.dst) == host
+    if tok in ("port", "flow"):
+        value = take()
+        if not value.isdigit():
+            raise FilterError(f"'{tok}' needs a number, not {shorten(value)!r}")
+        n = int(value)
+        if tok == "port":
+            return lambda r: n in (r.fields.get("sport"), r.fields.get("dport"))
+        return lambda r: r.fields.get("flow_number") == n
+    raise FilterError(f"unknown filter word {shorten(tok)!r} (use tcp, udp, dns, quic, icmp, "
+                      f"http, host ADDR, port N, flow N, and, or, not)")
+
+
+def _any(preds: list[Pred]) -> Pred:
+    if len(preds) == 1:
+        return preds[0]
+    if len(preds) == 2:
+        a, b = preds
+        return lambda r: a(r) or b(r)
+    return lambda r: any(p(r) for p in preds)
+
+
+def _all(preds: list[Pred]) -> Pred:
+    if len(preds) == 1:
+        return preds[0]
+    if len(preds) == 2:
+        a, b = preds
+        return lambda r: a(r) and b(r)
+    return lambda r: all(p(r) for p in preds)
+
+
+def shorten(text: str, limit: int = 60) -> str:
+    """Text quoted in an error stays one readable line however long the filter was."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _proto_pred(name: str) -> Pred:
@@ -126,10 +174,53 @@ def _host(endpoint: str) -> str:
 # -- output ---------------------------------------------------------------------------------------
 
 WIDTHS = (6, 8, 42, 6, 40)  #: #, time, source → destination, proto, summary; then the state
+GAP = 2  #: spaces between columns
+#: The width when stdout is not a terminal (a file, a pipe, a test): one stable layout, whatever
+#: terminal the command was started from.
+PIPED_WIDTH = 120
+#: From this width on the state is a last column beside the row; below it, the state goes on
+#: lines of its own under the row, indented by STATE_INDENT.
+BESIDE_FROM = 160
+STATE_INDENT = 8
+MIN_WIDTH = 60  #: narrower is laid out as if this wide
 
 
-def _wrap(text: str, width: int) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where each cell of the annotated table goes, for one width."""
+
+    widths: tuple[int, ...]  #: the row's columns: #, time, source → destination, proto, summary
+    state: int | None  #: the state's wrap width; None: nothing is wrapped (--wide)
+    beside: bool  #: the state as a last column; False: on its own lines under the row
+
+
+def table_width() -> int:
+    """On a terminal, its width (shutil: $COLUMNS first, then the terminal's size). Not on a
+    terminal (a file, a pipe, a test), PIPED_WIDTH whatever the environment says, so what a
+    script or a test reads never depends on where it was started (pytest-xdist sets COLUMNS)."""
+    if sys.stdout is not None and sys.stdout.isatty():
+        return shutil.get_terminal_size((PIPED_WIDTH, 24)).columns
+    return PIPED_WIDTH
+
+
+def layout(width: int | None = None, wide: bool = False) -> Layout:
+    """The layout for `width` columns (default: table_width()); `wide`: one line per packet."""
+    if wide:
+        return Layout(WIDTHS, None, beside=True)
+    width = max(MIN_WIDTH, table_width() if width is None else width)
+    row = sum(WIDTHS) + GAP * (len(WIDTHS) - 1)
+    if width >= BESIDE_FROM:
+        return Layout(WIDTHS, width - row - GAP, beside=True)
+    fixed = WIDTHS[0] + WIDTHS[1] + WIDTHS[3] + GAP * (len(WIDTHS) - 1)
+    addr = min(WIDTHS[2], max(18, (width - fixed) // 2))
+    return Layout((WIDTHS[0], WIDTHS[1], addr, WIDTHS[3], width - fixed - addr),
+                  width - STATE_INDENT, beside=False)
+
+
+def _wrap(text: str, width: int | None) -> list[str]:
     """Greedy wrap at spaces (textwrap.wrap, without its cost: this runs for every row)."""
+    if width is None:
+        return [text] if text else []
     lines = []
     while len(text) > width:
         cut = text.rfind(" ", 0, width + 1)
@@ -142,24 +233,38 @@ def _wrap(text: str, width: int) -> list[str]:
     return lines
 
 
-def header(state_width: int = 64) -> str:
+def header(lay: Layout | None = None) -> str:
+    lay = lay or layout()
     cols = ("#", "time", "source → destination", "proto", "summary")
-    line = "  ".join(c.ljust(w) for c, w in zip(cols, WIDTHS, strict=True)) + "  where state lives"
-    return line + "\n" + "  ".join("-" * w for w in (*WIDTHS, state_width))
+    names = "  ".join(c.ljust(w) for c, w in zip(cols, lay.widths, strict=True))
+    rules = ["-" * w for w in lay.widths]
+    if lay.beside:
+        return (names + "  where state lives\n"
+                + "  ".join([*rules, "-" * (lay.state or len("where state lives"))]))
+    return (names.rstrip() + "\n" + " " * STATE_INDENT + "where state lives (under each packet)\n"
+            + "  ".join(rules))
 
 
-def format_row(row: Row, state_width: int = 64) -> str:
-    """One row, fixed widths, long cells wrapped onto continuation lines (no look-ahead needed)."""
+def format_row(row: Row, lay: Layout | None = None) -> str:
+    """One row at fixed widths, long cells wrapped onto continuation lines (no look-ahead)."""
+    lay = lay or layout()
+    w = lay.widths
+    wrap = None if lay.state is None else w  # --wide: no cell is wrapped
     cells = [[str(row.number)], [f"{row.time:.3f}"],
-             _wrap(f"{row.src} → {row.dst}", WIDTHS[2]) or [""], [row.proto],
-             _wrap(row.summary, WIDTHS[4]) or [""],
-             _wrap(row.where(), state_width) or [""]]
+             _wrap(f"{row.src} → {row.dst}", wrap and wrap[2]) or [""], [row.proto],
+             _wrap(row.summary, wrap and wrap[4]) or [""]]
+    state = _wrap(row.where(), lay.state)
+    if lay.beside:
+        cells.append(state or [""])
     height = max(len(c) for c in cells)
     lines = []
     for i in range(height):
-        parts = [(c[i] if i < len(c) else "").ljust(w) for c, w in zip(cells, WIDTHS, strict=False)]
-        lines.append(("  ".join(parts) + "  " + (cells[5][i] if i < len(cells[5]) else ""))
-                     .rstrip())
+        parts = [(c[i] if i < len(c) else "").ljust(n) for c, n in zip(cells, w, strict=False)]
+        if lay.beside:
+            parts.append(cells[5][i] if i < len(cells[5]) else "")
+        lines.append("  ".join(parts).rstrip())
+    if not lay.beside:
+        lines.extend(" " * STATE_INDENT + line for line in state)
     return "\n".join(lines)
 
 
@@ -195,6 +300,8 @@ class Flow:
     tcp_number: int | None = None
     migrations: list[int] = field(default_factory=list)  #: QUIC: packets found by CID on a new path
     relayed: list[int] = field(default_factory=list)  #: the same datagrams on another path
+    undecoded: int = 0  #: packets whose headers could not be read (e.g. cut by the snap length)
+    undecoded_why: str = ""  #: why the first of them was not decoded
 
 
 #: Conversations remembered at once in the packet views: memory stays flat however long the file.
@@ -242,16 +349,21 @@ class FlowTable:
     def number_of(self, row: Row) -> int:
         flow = self.flows.get(row.flow)
         if flow is None:
-            kind = row.flow.split(" ", 1)[0]
+            kind, _, rest = row.flow.partition(" ")
             flow = Flow(len(self.flows) + 1, row.flow, kind, f"{row.src} → {row.dst}")
-            if kind == "tcp":
-                flow.tcp_number = int(row.flow.split()[1])
+            # "tcp 3" is connection 3; segments whose TCP header was cut by the capture's snap
+            # length have no connection: their key is the addresses ("tcp a↔b").
+            if kind == "tcp" and rest.isdigit():
+                flow.tcp_number = int(rest)
             self.flows[row.flow] = flow
         return flow.number
 
     def add(self, row: Row) -> None:
         flow = self.flows[row.flow]
         flow.packets += 1
+        if row.fact.kind is Kind.NOT_DECODED:
+            flow.undecoded += 1
+            flow.undecoded_why = flow.undecoded_why or str(row.fact.values.get("error", ""))
         direction = f"{row.src} → {row.dst}"
         flow.bytes_each_way[direction] = flow.bytes_each_way.get(direction, 0) + \
             (row.fields.get("length") or 0)
@@ -304,7 +416,11 @@ class FlowTable:
             return "; ".join(parts)
         if flow.kind == "quic":
             return _describe_quic(flow)
-        return ", ".join(f"{d}: {b} B" for d, b in flow.bytes_each_way.items())
+        sizes = ", ".join(f"{d}: {b} B" for d, b in flow.bytes_each_way.items())
+        if flow.undecoded:
+            return (f"{flow.undecoded} of {flow.packets} packets not decoded "
+                    f"({flow.undecoded_why}): no state rebuilt from them; {sizes}")
+        return sizes
 
 
 def _describe_quic(flow: Flow) -> str:
@@ -355,6 +471,17 @@ class Options:
     dns_ports: frozenset[int] = DNS_PORTS
     write_annotated: str | None = None  #: pcapng to write, each packet's note as its comment
     secrets: str | None = None  #: a TLS key log to embed in that pcapng
+    wide: bool = False  #: one line per packet, nothing wrapped
+    width: int | None = None  #: the table's width (default: see `table_width`)
+
+
+@dataclass
+class Tally:
+    """What the packet view read, selected and printed (for the lines said after the table)."""
+
+    read: int = 0  #: packets read from the file
+    matched: int = 0  #: of those, selected by --filter / --flow
+    shown: int = 0  #: of those, printed (--limit cuts the rest)
 
 
 def pairs(path: str | os.PathLike[str], annotator: Annotator) -> Iterator[tuple[Row, object]]:
@@ -371,26 +498,25 @@ def pairs(path: str | os.PathLike[str], annotator: Annotator) -> Iterator[tuple[
         raise error
 
 
-def run(path: str | os.PathLike[str], opts: Options, out: Out) -> None:
-    """Print what was asked for. Raises PcapError (after printing what could be read) or
-    FilterError."""
+def run(path: str | os.PathLike[str], opts: Options, out: Out,
+        tally: Tally | None = None) -> Tally:
+    """Print what was asked for and return what the packet view read, matched and showed (also
+    kept in `tally` as it goes, for a caller that wants the counts when this raises). Raises
+    PcapError (after printing what could be read), FilterError or FileError."""
+    tally = Tally() if tally is None else tally
     if opts.detail is not None:
         out(detail(path, opts.detail))
-        return
+        return tally
     if opts.write_annotated:
-        secrets = open(opts.secrets, "rb").read() if opts.secrets else None
-        n = write_annotated(path, opts.write_annotated, secrets, opts.dns_ports)
-        out(f"wrote {n} packets with their notes as comments to {opts.write_annotated}"
-            + (" (with the TLS secrets embedded)" if secrets else "")
-            + f"; see them with: tshark -r {opts.write_annotated} -T fields -e frame.comment")
-        return
+        _write_annotated(path, opts, out)
+        return tally
     pred = compile_filter(opts.filter) if opts.filter else None
+    lay = None if opts.json else layout(opts.width, opts.wide)
     annotator = Annotator(opts.dns_ports, max_flows=0 if opts.flows else MAX_TRACKED)
     table: FlowTable | FlowNumbers = FlowTable() if opts.flows else FlowNumbers()
-    shown = 0
-    started = False
     try:
         for row, _ in pairs(path, annotator):
+            tally.read += 1
             number = table.number_of(row)
             row.fields["flow_number"] = number
             table.add(row)
@@ -398,19 +524,38 @@ def run(path: str | os.PathLike[str], opts: Options, out: Out) -> None:
                 continue
             if pred is not None and not pred(row):
                 continue
-            if opts.limit is not None and shown >= opts.limit:
+            tally.matched += 1
+            if opts.limit is not None and tally.shown >= opts.limit:
                 continue
-            if not opts.json and not started:
-                out(header())
-                started = True
-            out(row_json(row) if opts.json else format_row(row))
-            shown += 1
+            if lay is not None and not tally.shown:
+                out(header(lay))
+            out(row_json(row) if lay is None else format_row(row, lay))
+            tally.shown += 1
     finally:
         if opts.flows:
             _print_flows(table, annotator, opts, out)
     if not opts.flows and opts.flow is not None and opts.flow > table.count:
         raise FilterError(f"there is no flow {opts.flow}: this capture has "
                           f"{table.count} (see --flows)")
+    return tally
+
+
+def _write_annotated(path: str | os.PathLike[str], opts: Options, out: Out) -> None:
+    secrets = None
+    if opts.secrets:
+        try:
+            with open(opts.secrets, "rb") as f:
+                secrets = f.read()
+        except OSError as exc:
+            raise FileError(f"cannot read the key log {opts.secrets}: "
+                            f"{exc.strerror or exc}") from None
+    try:
+        n = write_annotated(path, opts.write_annotated, secrets, opts.dns_ports)
+    except OSError as exc:  # the capture's own errors are PcapError; this is the target
+        raise FileError(f"cannot write {opts.write_annotated}: {exc.strerror or exc}") from None
+    out(f"wrote {n} packets with their notes as comments to {opts.write_annotated}"
+        + (" (with the TLS secrets embedded)" if secrets else "")
+        + f"; see them with: tshark -r {opts.write_annotated} -T fields -e frame.comment")
 
 
 def _print_flows(table: FlowTable, annotator: Annotator, opts: Options, out: Out) -> None:
@@ -423,12 +568,25 @@ def _print_flows(table: FlowTable, annotator: Annotator, opts: Options, out: Out
         return
     from tabulate import tabulate
 
-    rows = [(f.number, f.kind, f.first, f.packets,
-             "\n".join(_wrap(table.describe(f, annotator), 80)))
-            for f in flows]
-    out(tabulate(rows, headers=("flow", "kind", "first packet", "packets",
-                                "state (reconstructed from the packets)")))
+    described = [(f.number, f.kind, f.first, f.packets, table.describe(f, annotator))
+                 for f in flows]
+    width = _flows_state_width(described, opts)
+    rows = [(*cells, "\n".join(_wrap(state, width))) for *cells, state in described]
+    out(tabulate(rows, headers=FLOW_HEADERS))
     out(f"{len(flows)} conversations; `protolab inspect FILE --flow N` for one as a timeline")
+
+
+FLOW_HEADERS = ("flow", "kind", "first packet", "packets",
+                "state (reconstructed from the packets)")
+
+
+def _flows_state_width(rows: list[tuple], opts: Options) -> int | None:
+    """What is left of the table's width for the state column (at least 30); None: --wide."""
+    if opts.wide:
+        return None
+    used = sum(max([len(h), *(len(str(r[i])) for r in rows)]) + GAP
+               for i, h in enumerate(FLOW_HEADERS[:-1]))
+    return max(30, max(MIN_WIDTH, opts.width or table_width()) - used)
 
 
 def write_annotated(path: str | os.PathLike[str], target: str | os.PathLike[str],
@@ -481,13 +639,28 @@ def detail(path: str | os.PathLike[str], number: int) -> str:
             from scapy.config import conf
 
             cls = conf.l2types.num2layer.get(rec.linktype, conf.raw_layer)
-            return cls(rec.data).show(dump=True)
+            try:
+                return cls(rec.data).show(dump=True)
+            except Exception as exc:  # noqa: BLE001 - any of scapy's dissectors, on any bytes
+                raise PcapError(f"{path}: scapy cannot dissect packet {number} (link type "
+                                f"{rec.linktype}, {len(rec.data)} bytes): "
+                                f"{_qualified(exc)}: {shorten(str(exc), 100)}; tshark may: "
+                                f"tshark -r {path} -V -Y frame.number=={number}") from None
     raise FilterError(f"there is no packet {number} in this capture")
 
 
-def format_rows(rows: Iterable[Row]) -> str:
-    """The annotation table as the demos print it (same layout as `inspect`)."""
-    return "\n".join([header(), *(format_row(r) for r in rows)])
+def _qualified(exc: BaseException) -> str:
+    """`struct.error`, not a bare `error`."""
+    module = type(exc).__module__
+    return type(exc).__name__ if module == "builtins" else f"{module}.{type(exc).__name__}"
 
 
-__all__ = ["FilterError", "Options", "PcapError", "compile_filter", "format_row", "run"]
+def format_rows(rows: Iterable[Row], lay: Layout | None = None) -> str:
+    """The annotation table as the demos print it (same layout as `inspect`): fitted to the
+    terminal, or PIPED_WIDTH when not printing to one (see `layout`)."""
+    lay = lay or layout()
+    return "\n".join([header(lay), *(format_row(r, lay) for r in rows)])
+
+
+__all__ = ["FileError", "FilterError", "Layout", "Options", "PcapError", "Tally",
+           "compile_filter", "format_row", "format_rows", "layout", "run"]

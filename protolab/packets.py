@@ -143,7 +143,8 @@ def _link(data: bytes, linktype: int) -> tuple[int | None, int]:
     return None, 0
 
 
-def _ip(data: bytes, off: int, base: dict) -> Decoded:
+def _ip(data: bytes, off: int, base: dict, inside_error: bool = False) -> Decoded:
+    """The IP header at `off`; `inside_error`: this is the datagram inside an ICMP error."""
     if len(data) < off + 1:
         return Decoded(**base, error="frame ends before the IP header")
     version = data[off] >> 4
@@ -175,7 +176,7 @@ def _ip(data: bytes, off: int, base: dict) -> Decoded:
             proto, l4 = data[l4], l4 + (data[l4 + 1] + 1) * 8
     else:
         return Decoded(**base, error=f"not IP (version {version})")
-    return _l4(data, l4, end, base, src, dst, version, proto)
+    return _l4(data, l4, end, base, src, dst, version, proto, inside_error)
 
 
 def _ip4(b: bytes) -> str:
@@ -183,7 +184,7 @@ def _ip4(b: bytes) -> str:
 
 
 def _l4(data: bytes, l4: int, end: int, base: dict, src: str, dst: str, version: int,
-        proto: int) -> Decoded:
+        proto: int, inside_error: bool = False) -> Decoded:
     common = {**base, "src": src, "dst": dst, "ip_version": version, "proto": proto}
     seg = data[l4:end]
     if proto == PROTO_UDP:
@@ -204,9 +205,13 @@ def _l4(data: bytes, l4: int, end: int, base: dict, src: str, dst: str, version:
         itype, code = seg[0], seg[1]
         quoted = None
         # RFC 792 / RFC 4443: errors carry the offending datagram after 8 bytes of ICMP header.
+        # Only one level: no ICMP error is ever sent about an ICMP error (RFC 1122 section
+        # 3.2.2, RFC 4443 section 2.4 (e.1)), so an error quoted inside one is not read further
+        # (a frame of errors nested 600 deep decodes in one step, not 600).
         is_error = (itype in (3, 4, 5, 11, 12)) if proto == PROTO_ICMP else itype < 128
-        if is_error and len(seg) > 8:
-            inner = _ip(seg, 8, {"time": 0.0, "length": len(seg) - 8})
+        if is_error and not inside_error and len(seg) > 8:
+            inner = _ip(seg, 8, {"time": 0.0, "length": len(seg) - 8},
+                        inside_error=True)
             if inner.src is not None:
                 quoted = Quoted(inner.proto or 0, inner.src, inner.dst or "?", inner.sport,
                                 inner.dport)

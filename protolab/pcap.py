@@ -131,6 +131,9 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
 
 _SHB, _IDB, _OPB, _SPB, _EPB = 0x0A0D0D0A, 1, 2, 3, 6
 _MAX_BLOCK = 16 * 1024 * 1024
+#: The smallest Section Header Block (draft-ietf-opsawg-pcapng section 4.1): type, length,
+#: byte-order magic, major and minor version, section length, trailing length.
+_MIN_SHB = 28
 
 
 @dataclass
@@ -168,6 +171,9 @@ def _read_pcapng(f: BinaryIO, first: bytes, name: str) -> Iterator[Record]:
         btype, blen = struct.unpack(order + "II", buf[:8])
         if blen < 12 or blen % 4 or blen > _MAX_BLOCK:
             raise PcapError(f"{name}: corrupt block at byte {offset} (length {blen})")
+        if btype == _SHB and blen < _MIN_SHB:
+            raise PcapError(f"{name}: corrupt section header at byte {offset} (length {blen}, "
+                            f"at least {_MIN_SHB})")
         body = buf[8:] + f.read(blen - len(buf))
         if len(body) < blen - 8:
             raise PcapError(f"{name}: file ends inside a block at byte {offset}")

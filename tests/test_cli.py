@@ -128,3 +128,20 @@ def test_a_fault_run_leaves_the_graded_capture_alone(demo, lab, tmp_path,
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"graded against captures/{demo}.pcap (written " in out.stdout
     assert f"score: {len(right)}/{len(right)}" in out.stdout and "warning" not in out.stdout
+
+
+def test_a_privileged_port_without_the_right_says_which_ports_need_root() -> None:
+    import os
+
+    from conftest import require, require_tool
+
+    start = int(open("/proc/sys/net/ipv4/ip_unprivileged_port_start").read())
+    require(start > 80, f"port 80 is not privileged here (ip_unprivileged_port_start={start})")
+    require(os.geteuid() == 0, "dropping CAP_NET_BIND_SERVICE with setpriv needs root")
+    as_learner = (require_tool("setpriv"), "--bounding-set", "-net_bind_service",
+                  "--inh-caps", "-net_bind_service")  # a user without the right to bind it
+    out = run_cli("dns-demo", "--no-capture", "--port", "80", prefix=as_learner)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr == (f"protolab: error: cannot run 127.0.0.1:80: Permission denied (ports "
+                          f"below {start} need root or CAP_NET_BIND_SERVICE: choose a port of "
+                          f"{start} or more, or leave --port out for a free one)\n")

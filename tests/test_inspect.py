@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import struct
 import subprocess
 import sys
 
@@ -19,7 +21,7 @@ from scapy.utils import PcapNgWriter, PcapWriter
 from protolab.inspect import FilterError, Options, compile_filter, run
 from protolab.pcap import PcapError
 
-from conftest import ROOT, require_tool, run_cli
+from conftest import ROOT, require, require_tool, run_cli
 
 IP4 = IP(src="192.0.2.1", dst="192.0.2.53")
 MACS = {"src": "02:00:00:00:00:01", "dst": "02:00:00:00:00:02"}  # no ARP lookups by scapy
@@ -231,6 +233,11 @@ _SEED = (ROOT / "captures" / "dns-demo.ref.pcap").read_bytes()
         lambda muts: bytes(_mutate(_SEED, muts))),
     st.integers(0, len(_SEED)).map(lambda n: _SEED[:n])))
 def test_random_and_mutated_files_only_ever_give_our_error(tmp_path, data) -> None:
+    only_our_error(tmp_path, data)
+
+
+def only_our_error(tmp_path, data: bytes) -> None:
+    """Reading `data` as a capture prints well-formed rows and at most raises PcapError."""
     path = tmp_path / "fuzz.pcap"
     path.write_bytes(data)
     for opts in (Options(json=True), Options(flows=True)):
@@ -266,3 +273,342 @@ def test_memory_stays_flat_as_the_file_grows(tmp_path) -> None:
         assert out.returncode == 0, out.stderr
         peaks.append(int(out.stdout.split()[-1]))
     assert peaks[1] < peaks[0] * 1.25, peaks  # ten times the packets, about the same memory
+
+
+# -- issue 13: bad input and cut captures (items 9 and 10) ----------------------------------------
+
+
+def _snapped(tmp_path, snaplen: int = 40):
+    """The load-balancer reference capture as `tcpdump -s 40` would have taken it (editcap)."""
+    cut = tmp_path / f"s{snaplen}.pcap"
+    done = subprocess.run([require_tool("editcap"), "-s", str(snaplen),
+                           str(ROOT / "captures/lb.ref.pcap"), str(cut)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return cut
+
+
+def test_flows_of_a_capture_whose_tcp_headers_are_cut(tmp_path) -> None:
+    cut = _snapped(tmp_path)
+    packets = len(_tshark_fields(cut))
+    flows: list[str] = []
+    run(cut, Options(flows=True, json=True), flows.append)
+    flows_ = [json.loads(x) for x in flows]
+    assert sum(f["packets"] for f in flows_) == packets
+    assert all(f"{f['packets']} of {f['packets']} packets not decoded (frame ends inside the "
+               f"TCP header)" in f["state"] for f in flows_)
+    out = run_cli("inspect", str(cut), "--flows")
+    assert out.returncode == 0 and out.stderr == ""
+    assert f"{len(flows_)} conversations" in out.stdout
+    assert len(rows_of(cut)) == packets
+
+
+def _ip4(payload: bytes, src: int, proto: int = 1) -> bytes:
+    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, min(20 + len(payload), 65535), 0, 0, 64, proto, 0,
+                       bytes([10, 0, src // 256, src % 256]), bytes([10, 9, 9, 9])) + payload
+
+
+def nested_icmp_errors(depth: int) -> bytes:
+    """A UDP datagram from 10.0.0.0 quoted by an ICMP port unreachable, quoted by another... each
+    layer from its own address (layer k from 10.0.k/256.k%256), `depth` errors deep."""
+    frame = _ip4(bytes([0x30, 0x39, 0, 53, 0, 8, 0, 0]), 0, proto=17)
+    for k in range(1, depth + 1):
+        frame = _ip4(bytes([3, 3, 0, 0, 0, 0, 0, 0]) + frame, k)
+    return frame
+
+
+@pytest.mark.parametrize("depth", [1, 2, 600, 5000])
+def test_icmp_errors_nested_deep_in_one_frame_decode_in_one_step(tmp_path, depth) -> None:
+    from protolab.packets import decode
+    from protolab.pcap import Record, write_pcap
+
+    frame = nested_icmp_errors(depth)[:65535]
+    d = decode(frame, 101)
+    assert (d.src, d.icmp_type, d.error) == (f"10.0.{depth // 256}.{depth % 256}", 3, None)
+    # the quoted datagram is the next layer in (RFC 792), read no further than its header
+    inner = depth - 1
+    assert (d.quoted.src, d.quoted.proto) == (f"10.0.{inner // 256}.{inner % 256}",
+                                              17 if depth == 1 else 1)
+    assert (d.quoted.sport, d.quoted.dport) == ((12345, 53) if depth == 1 else (None, None))
+    path = tmp_path / "nested.pcap"
+    write_pcap(path, [Record(1.0, 101, frame, len(frame))], linktype=101)
+    [row] = rows_of(path)
+    assert row["proto"] == "ICMP"
+
+
+DEEP_FILTERS = {
+    "400 (": ("(" * 400 + "tcp" + ")" * 400, None),
+    "2000 not": ("not " * 2000 + "tcp", "tcp"),
+    "2001 not": ("not " * 2001 + "tcp", "not tcp"),
+    "3000 or": (" or ".join(["udp"] * 2999 + ["tcp"]), "udp or tcp"),
+    "3000 and": (" and ".join(["tcp"] * 3000), "tcp"),
+    f"{64} (": ("(" * 64 + "not tcp" + ")" * 64, "not tcp"),
+}
+
+
+@pytest.mark.parametrize("name", list(DEEP_FILTERS))
+def test_deep_filter_expressions_are_evaluated_or_refused_in_one_line(name) -> None:
+    expr, same_as = DEEP_FILTERS[name]
+    path = ROOT / "captures/tcp-demo.ref.pcap"
+    if same_as is None:
+        with pytest.raises(FilterError, match="nests parentheses deeper than 64"):
+            compile_filter(expr)
+        out = run_cli("inspect", str(path), "--filter", expr)
+        assert out.returncode == 2 and out.stdout == "" and out.stderr.count("\n") == 1
+        return
+    assert [r["number"] for r in rows_of(path, filter=expr)] == \
+        [r["number"] for r in rows_of(path, filter=same_as)]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--write-annotated", "{tmp}/x.pcapng", "--secrets", "/nonexistent"],
+     "cannot read the key log /nonexistent: No such file or directory"),
+    (["--write-annotated", "{tmp}/x.pcapng", "--secrets", "{tmp}"],
+     "cannot read the key log {tmp}: Is a directory"),
+    (["--write-annotated", "/proc/nope/x.pcapng"], "cannot write /proc/nope/x.pcapng: "),
+    (["--write-annotated", "{tmp}/ro/x.pcapng"], "cannot write {tmp}/ro/x.pcapng: "),
+    (["--secrets", "{tmp}/keys"], "--secrets goes with --write-annotated"),
+])
+def test_files_that_cannot_be_read_or_written_are_one_line(tmp_path, args, message) -> None:
+    (tmp_path / "ro").mkdir(mode=0o500)
+    prefix = (*without_root(),) if "/ro/" in " ".join(args) else ()
+    argv = [a.format(tmp=tmp_path) for a in args]
+    out = run_cli("inspect", str(ROOT / "captures/quic-demo.ref.pcap"), *argv, prefix=prefix)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith("protolab: error: " + message.format(tmp=tmp_path))
+    assert out.stderr.count("\n") == 1 and out.stdout == ""
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["ro"]  # nothing half-written left
+
+
+def without_root() -> tuple[str, ...]:
+    """Run as nobody, so a directory's mode bits apply (root ignores them)."""
+    setpriv = require_tool("setpriv")
+    require(os.geteuid() == 0, "changing user with setpriv needs root")
+    return (setpriv, "--reuid=65534", "--regid=65534", "--clear-groups")
+
+
+def test_detail_of_a_frame_scapy_cannot_dissect_is_one_line(tmp_path) -> None:
+    from protolab.pcap import Record, write_pcap
+
+    path = tmp_path / "radiotap.pcap"
+    frame = b"\x00\x00\x08\x00\x01\x00\x00\x00"  # radiotap: a TSFT field promised, not there
+    write_pcap(path, [Record(1.0, 127, frame, len(frame))], linktype=127)
+    out = run_cli("inspect", str(path), "--detail", "1")
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.startswith(f"protolab: error: {path}: scapy cannot dissect packet 1 "
+                                 f"(link type 127, 8 bytes): ")
+    assert out.stderr.count("\n") == 1
+
+
+_SHB_SIZES = st.integers(0, 40).map(lambda n: n - n % 4)
+
+
+def _pcapng_with_short_blocks(lengths: list[int], tail: bytes) -> bytes:
+    shb = struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)
+    return b"".join(struct.pack("<II", 0x0A0D0D0A if i == 0 else 1, n) + shb
+                    + struct.pack("<I", n) for i, n in enumerate(lengths)) + tail
+
+
+def _one_frame_pcap(frame: bytes) -> bytes:
+    from protolab.pcap import MAGIC_USEC
+
+    return struct.pack("<IHHiIII", MAGIC_USEC, 2, 4, 0, 0, 262144, 101) + \
+        struct.pack("<IIII", 1, 0, len(frame), len(frame)) + frame
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.one_of(
+    st.builds(_pcapng_with_short_blocks, st.lists(_SHB_SIZES, min_size=1, max_size=3),
+              st.binary(max_size=64)),
+    st.integers(0, 2500).map(lambda d: _one_frame_pcap(nested_icmp_errors(d)[:65535])),
+    st.tuples(st.integers(0, 2500), st.binary(max_size=8)).map(
+        lambda t: _one_frame_pcap(nested_icmp_errors(t[0])[:65535] + t[1]))))
+def test_short_blocks_and_deep_nesting_only_ever_give_our_error(tmp_path, data) -> None:
+    only_our_error(tmp_path, data)
+
+
+_FILTER_WORDS = st.sampled_from(["(", ")", "not", "and", "or", "tcp", "dns", "port", "53", "x"])
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.one_of(
+    st.lists(_FILTER_WORDS, max_size=40).map(" ".join),
+    st.tuples(st.integers(0, 3000), st.sampled_from(["(", "not ", "( not ", "tcp or ",
+                                                     "tcp and "]),
+              st.integers(0, 3000)).map(lambda t: t[1] * t[0] + "tcp" + ")" * t[2])))
+def test_any_filter_expression_compiles_or_is_refused_in_one_line(expr) -> None:
+    try:
+        pred = compile_filter(expr)
+    except FilterError as exc:
+        assert "\n" not in str(exc) and len(str(exc)) < 200
+        return
+    for row in _SAMPLE_ROWS:
+        assert pred(row) in (True, False)
+
+
+def _sample_rows():
+    from protolab.annotate import annotate_records
+    from protolab.pcap import read_pcap
+
+    return list(annotate_records(read_pcap(ROOT / "captures/dns-demo.ref.pcap")))[:10]
+
+
+_SAMPLE_ROWS = _sample_rows()
+
+
+# -- issue 13 item 7: what the table says and how wide it is ------------------------------------
+
+
+def _env(**columns: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    return {**env, **columns}
+
+
+def run_table(*args: str, env: dict) -> subprocess.CompletedProcess:
+    """`python -m protolab inspect ARGS` with exactly this environment (no inherited COLUMNS)."""
+    return subprocess.run([sys.executable, "-m", "protolab", "inspect", *args],
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_no_match_says_so_and_exits_1() -> None:
+    path = ROOT / "captures/tcp-demo.ref.pcap"
+    read = len(_tshark_fields(path))
+    said = f"no packet matched --filter 'icmp' ({read} packets read)\n"
+    out = run_table(str(path), "--filter", "icmp", env=_env())
+    assert (out.returncode, out.stdout, out.stderr) == (1, said, "")
+    out = run_table(str(path), "--filter", "icmp", "--json", env=_env())
+    assert (out.returncode, out.stdout, out.stderr) == (1, "", said)  # stdout stays JSON lines
+    out = run_table(str(path), "--filter", "tcp", "--json", env=_env())
+    assert out.returncode == 0 and len(out.stdout.splitlines()) == read
+
+
+@pytest.mark.parametrize("json_", [False, True], ids=["table", "json"])
+def test_limit_says_how_many_matching_packets_were_not_shown(json_) -> None:
+    path = ROOT / "captures/dns-demo.ref.pcap"
+    matching = len(rows_of(path, filter="dns"))
+    read = len(_tshark_fields(path))
+    out = run_table(str(path), "--filter", "dns", "--limit", "3", *(["--json"] if json_ else []),
+                    env=_env())
+    assert out.returncode == 0
+    said = (f"... {matching - 3} more matching packets not shown (--limit 3; {matching} matched "
+            f"of {read} read)\n")
+    if json_:
+        assert len(out.stdout.splitlines()) == 3 and out.stderr == said
+    else:
+        assert out.stdout.endswith(said) and out.stderr == ""
+    whole = run_table(str(path), "--filter", "dns", "--limit", str(matching), env=_env())
+    assert "not shown" not in whole.stdout + whole.stderr
+
+
+def state_lines(table: str) -> dict[int, str]:
+    """Each packet's 'where state lives' text as the stacked table printed it (lines indented by
+    exactly 8 under the packet's row), joined."""
+    states: dict[int, list[str]] = {}
+    number = None
+    for line in table.splitlines():
+        head = line.split(" ", 1)[0]
+        if head.isdigit():
+            number = int(head)
+            states[number] = []
+        elif number is not None and line.startswith(" " * 8) and line[8:9] not in ("", " "):
+            states[number].append(line[8:])
+    return {n: " ".join(parts) for n, parts in states.items()}
+
+
+def where(row: dict) -> str:
+    """The note as the table prints it, from the JSON row: `action: state`."""
+    return row["state"] if row["action"] == "none" else f"{row['action']}: {row['state']}"
+
+
+def _squeezed(text: str) -> str:
+    return "".join(text.split())
+
+
+def in_terminal(*args: str, columns: int, env: dict | None = None) -> str:
+    """What `protolab inspect ARGS` prints to a terminal `columns` wide (a pseudo-terminal with
+    that window size; COLUMNS unset, so the size is read from the terminal itself)."""
+    import fcntl
+    import pty
+    import termios
+
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "protolab", "inspect", *args],
+                            stdout=terminal, stderr=subprocess.PIPE, env=env or _env())
+    os.close(terminal)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(controller)
+    assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    proc.stderr.close()
+    return b"".join(chunks).decode().replace("\r\n", "\n")
+
+
+@pytest.mark.parametrize("columns", [60, 80, 90, 120, 159])
+def test_the_table_fits_the_terminal_and_wraps_the_state_without_losing_a_word(columns) -> None:
+    path = ROOT / "captures/quic-demo.ref.pcap"  # the longest notes and DCIDs
+    text = in_terminal(str(path), columns=columns)
+    widest = max(len(line) for line in text.splitlines())
+    assert columns - 10 < widest <= columns, widest  # it used the width it was given
+    truth = {r["number"]: where(r) for r in rows_of(path)}
+    printed = state_lines(text)
+    assert {n: _squeezed(s) for n, s in printed.items()} == \
+        {n: _squeezed(s) for n, s in truth.items()}
+
+
+def test_a_wide_terminal_puts_the_state_beside_the_row() -> None:
+    path = ROOT / "captures/tcp-demo.ref.pcap"
+    lines = in_terminal(str(path), columns=200).splitlines()
+    assert lines[0].endswith("where state lives") and max(len(x) for x in lines) <= 200
+    first = rows_of(path)[0]
+    row, note = lines[2].split("  " + where(first)[:40], 1)  # the note starts beside the row
+    assert row.startswith("1 ") and first["summary"] in row
+
+
+def test_columns_in_the_environment_sets_the_width_on_a_terminal() -> None:
+    path = ROOT / "captures/dns-demo.ref.pcap"
+    text = in_terminal(str(path), columns=200, env=_env(COLUMNS="70"))
+    assert 60 < max(len(x) for x in text.splitlines()) <= 70
+
+
+@pytest.mark.parametrize("columns", [None, "80", "250"])
+def test_piped_the_layout_is_fixed_at_120_columns_whatever_columns_says(columns) -> None:
+    from protolab.inspect import PIPED_WIDTH
+
+    path = ROOT / "captures/quic-demo.ref.pcap"
+    env = _env() if columns is None else _env(COLUMNS=columns)
+    out = run_table(str(path), env=env)  # stdout is a pipe
+    assert out.returncode == 0
+    assert 110 < max(len(x) for x in out.stdout.splitlines()) <= PIPED_WIDTH == 120
+    assert out.stdout == in_terminal(str(path), columns=120)
+
+
+def test_wide_is_one_line_per_packet_with_every_note_whole() -> None:
+    path = ROOT / "captures/quic-demo.ref.pcap"
+    out = run_table(str(path), "--wide", env=_env(COLUMNS="80"))
+    rows = rows_of(path)
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2 + len(rows)
+    for line, row in zip(lines[2:], rows, strict=True):
+        assert line.startswith(f"{row['number']} ") and line.endswith("  " + where(row))
+
+
+def test_format_rows_keeps_the_demos_call_and_its_width(monkeypatch) -> None:
+    from protolab.annotate import annotate_records
+    from protolab.inspect import PIPED_WIDTH, format_rows, layout
+    from protolab.pcap import read_pcap
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    rows = list(annotate_records(read_pcap(ROOT / "captures/udp-demo.ref.pcap")))
+    text = format_rows(rows)  # as report.show_capture and replay call it
+    assert max(len(x) for x in text.splitlines()) <= PIPED_WIDTH
+    assert set(state_lines(text)) == {r.number for r in rows}
+    assert max(len(x) for x in format_rows(rows, layout(80)).splitlines()) <= 80

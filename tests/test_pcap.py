@@ -64,3 +64,33 @@ def test_a_failed_write_keeps_the_old_file(tmp_path) -> None:
         write_pcap(path, broken())
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["a.pcap"]
+
+
+def _shb(length: int, order: str = "<") -> bytes:
+    """A section header block claiming `length` bytes, its fields as far as they fit."""
+    body = struct.pack(order + "IHHq", 0x1A2B3C4D, 1, 0, -1)
+    return struct.pack(order + "II", 0x0A0D0D0A, length) + body + struct.pack(order + "I", length)
+
+
+@pytest.mark.parametrize("length", [12, 16, 20, 24])
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_a_section_header_shorter_than_its_fields_is_one_error(tmp_path, length, order) -> None:
+    # the smallest section header is 28 bytes; the reader had already read 24 of a shorter one
+    path = tmp_path / "short.pcapng"
+    path.write_bytes(_shb(length, order) + bytes(4096))
+    with pytest.raises(PcapError, match=f"corrupt section header at byte 0 .length {length}"):
+        list(read_pcap(path))
+
+
+def test_a_short_second_section_header_is_one_error_after_the_first_section(tmp_path) -> None:
+    from protolab.pcap import write_pcapng
+
+    path = tmp_path / "two.pcapng"
+    write_pcapng(path, [(r, "note") for r in RECORDS], "first section")
+    first = path.read_bytes()
+    path.write_bytes(first + _shb(20) + bytes(64))
+    got = []
+    with pytest.raises(PcapError, match=f"corrupt section header at byte {len(first)}"):
+        for r in read_pcap(path):
+            got.append(r)
+    assert [r.data for r in got] == [r.data for r in RECORDS]
