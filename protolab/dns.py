@@ -424,14 +424,9 @@ class ReportingServer(DnsServer):
 
 def main(argv: list[str]) -> int:
     """The lab server on 127.0.0.1:PORT (0: a free one) until killed; says `ready PORT`."""
-    from protolab import lifecycle
-    from protolab.udpnet import UdpServerThread
+    from protolab.udpnet import serve_child
 
-    lifecycle.child_init()
-    server = UdpServerThread(ReportingServer(), port=int(argv[0]) if argv else 0).start()
-    print(f"ready {server.address[1]}", flush=True)
-    lifecycle.wait_for_stop()  # until killed, or SIGTERM/SIGINT: quietly
-    return 0
+    return serve_child(ReportingServer(), argv)
 
 
 if __name__ == "__main__":

@@ -90,14 +90,9 @@ class CounterClient:
 
 
 def main(argv: list[str]) -> int:
-    from protolab import lifecycle
-    from protolab.udpnet import UdpServerThread
+    from protolab.udpnet import serve_child
 
-    lifecycle.child_init()
-    server = UdpServerThread(CounterServer(), port=int(argv[0]) if argv else 0).start()
-    print(f"ready {server.address[1]}", flush=True)
-    lifecycle.wait_for_stop()  # until killed, or SIGTERM/SIGINT: quietly
-    return 0
+    return serve_child(CounterServer(), argv)
 
 
 if __name__ == "__main__":

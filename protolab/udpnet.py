@@ -99,3 +99,15 @@ class UdpServerThread:
             self._thread.join(5)
         for s in (self.sock, self._wake_r, self._wake_w):
             s.close()
+
+
+def serve_child(core: object, argv: list[str]) -> int:
+    """`python -m MODULE [PORT]`: serve `core` on 127.0.0.1:PORT (0: a free one) until stopped;
+    says `ready PORT` first, stops quietly on SIGTERM/SIGINT, dies with its parent."""
+    from protolab import lifecycle
+
+    lifecycle.child_init()
+    server = UdpServerThread(core, port=int(argv[0]) if argv else 0).start()
+    print(f"ready {server.address[1]}", flush=True)
+    lifecycle.wait_for_stop()
+    return 0
