@@ -64,8 +64,16 @@ def fix_hint() -> str:
     """The one-line fix for missing capture rights."""
     import sys
 
-    return (f"run with sudo, or grant the interpreter the capability once: "
-            f"sudo setcap cap_net_raw+ep {os.path.realpath(sys.executable)}")
+    real = os.path.realpath(sys.executable)
+    if real == os.path.abspath(sys.executable):  # its own copy (a venv made with --copies)
+        return f"run as root, or grant this interpreter the capability once: " \
+               f"sudo setcap cap_net_raw+ep {real}"
+    # A link to a shared interpreter: setcap on it would give raw sockets to every program it
+    # runs on this machine.
+    return (f"run as root, or make a venv of its own and grant that the capability: python3 -m "
+            f"venv --copies .venv-cap && .venv-cap/bin/pip install -e . && sudo setcap "
+            f"cap_net_raw+ep .venv-cap/bin/python3 (not {real}: that would give raw sockets to "
+            f"every program it runs)")
 
 
 def bpf_program(ports: Iterable[int]) -> list[tuple[int, int, int, int]] | None:

@@ -11,7 +11,7 @@ from protolab.capture import Capture, wanted
 from protolab.packets import decode
 from protolab.pcap import read_pcap
 
-from conftest import require_tool
+from conftest import ROOT, require_tool
 
 N = 300
 
@@ -143,3 +143,26 @@ def test_a_burst_under_load_is_captured_completely_exactly_once(capture_rights, 
             for r in read_pcap(tmp_path / "burst.pcap")]
     assert sorted(seen) == list(range(n)), f"{len(seen)} of {n} captured"
     assert len(seen) == len(set(seen)) and cap.summary.kernel_drops == 0
+
+
+def test_the_capture_fix_never_grants_raw_sockets_to_a_shared_interpreter(tmp_path) -> None:
+    """setcap on a venv's python would reach the system interpreter it links to: the hint
+    offers a venv with its own copy instead, and names a copied interpreter directly."""
+    import os
+    import sys
+
+    from protolab.capture import fix_hint
+
+    hint = fix_hint()
+    real = os.path.realpath(sys.executable)
+    if real != os.path.abspath(sys.executable):  # this venv links to a shared interpreter
+        assert "--copies" in hint and f"not {real}" in hint
+        assert f"setcap cap_net_raw+ep {real}" not in hint
+    copied = tmp_path / "v"
+    subprocess.run([real, "-m", "venv", "--copies", "--without-pip", str(copied)], check=True,
+                   timeout=120)
+    python = copied / "bin" / "python3"
+    out = subprocess.run([str(python), "-c", "from protolab.capture import fix_hint; "
+                          "print(fix_hint())"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.strip().endswith(f"sudo setcap cap_net_raw+ep {python}"), out.stderr
