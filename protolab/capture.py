@@ -256,6 +256,9 @@ class Capture:
         self._marker_port = marker.getsockname()[1]
         self._sock = _make_socket_class()(self.iface, self._accept)
         self._refilter()
+        # PACKET_STATISTICS resets when read: frames dropped before our filter existed (other
+        # traffic on lo filling the default buffer in the first microseconds) are not ours.
+        self._sock.kernel_stats()
         started = threading.Event()
         self._sniffer = AsyncSniffer(opened_socket=self._sock, prn=self._on_packet, store=False,
                                      started_callback=started.set)

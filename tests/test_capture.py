@@ -166,3 +166,41 @@ def test_the_capture_fix_never_grants_raw_sockets_to_a_shared_interpreter(tmp_pa
                           "print(fix_hint())"], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.stdout.strip().endswith(f"sudo setcap cap_net_raw+ep {python}"), out.stderr
+
+
+def test_frames_dropped_before_the_filter_are_not_counted_as_the_captures(
+        capture_rights, tmp_path, monkeypatch) -> None:
+    """Other traffic on lo can overflow the socket in the moment before its port filter is
+    attached; those drops are not the demo's frames and must not fail its completeness check."""
+    import contextlib
+
+    from protolab import capture as cmod
+
+    monkeypatch.setattr(cmod, "BUFFER_BYTES", 64 * 1024)  # small: the noise overflows it
+    real_attach = cmod.attach_filter
+    noise = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    flooded: list[bool] = []
+
+    def attach_after_noise(sock, program) -> None:
+        if not flooded:  # other traffic, before our filter exists: it overflows the buffer
+            flooded.append(True)
+            for _ in range(400):
+                noise.sendto(b"x" * 1000, sink.getsockname())
+            sock.setblocking(False)  # then read it all, so only the drops remain
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    sock.recv(65535)
+            sock.setblocking(True)
+        real_attach(sock, program)
+
+    monkeypatch.setattr(cmod, "attach_filter", attach_after_noise)
+    server, client = _udp_pair()
+    with noise, sink, server, client, Capture([server.getsockname()[1]],
+                                               tmp_path / "c.pcap") as cap:
+        for i in range(20):
+            client.sendto(b"n%d" % i, server.getsockname())
+            server.recv(64)
+    assert flooded and cap.summary.packets == 20
+    assert cap.summary.kernel_drops == 0
