@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from protolab.pcap import LINKTYPE_ETHERNET, Record, write_pcap  # noqa: E402
+from protolab.wire.pcap import LINKTYPE_ETHERNET, Record, write_pcap  # noqa: E402
 
 
 def _templates() -> dict[str, bytes]:

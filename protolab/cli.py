@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from protolab import __version__
 
 if TYPE_CHECKING:
-    from protolab.inspect import Tally
+    from protolab.analysis.inspect import Tally
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -103,7 +103,7 @@ def _run_demo(args: argparse.Namespace, run: Callable, prefix: str, **kwargs: ob
     if summary is not None and summary.off_reason and args.pcapng:
         out(f"--pcapng: nothing written to {args.pcapng}, capture is off")
     if summary is not None and summary.off_reason and not args.no_capture:
-        from protolab.replay import replay
+        from protolab.course.replay import replay
 
         out("")
         replay(args.command, out=out, why=f"capture is impossible here: {summary.off_reason}")
@@ -117,7 +117,7 @@ def demo_pcap(demo: str, pcap: str | None, faults: bool) -> str | None:
     (captures/DEMO-faults.pcap), never the plain run's capture that `check` grades."""
     if pcap or not faults:
         return pcap
-    from protolab.paths import default_capture_path
+    from protolab.wire.paths import default_capture_path
 
     return str(default_capture_path(demo, faults=True))
 
@@ -144,7 +144,7 @@ def _netem(args: argparse.Namespace) -> int | None:
     not asked for."""
     if not getattr(args, "netem", False):
         return None
-    from protolab.netem import NetemError, run_in_namespace
+    from protolab.net.netem import NetemError, run_in_namespace
 
     plan = _faults(args)
     argv = [args.command]
@@ -167,8 +167,8 @@ def _replay(args: argparse.Namespace) -> int | None:
     """`--replay [CAPTURE]`: the demo read back from a capture; None when not asked for."""
     if args.replay is None:
         return None
-    from protolab.pcap import PcapError
-    from protolab.replay import replay
+    from protolab.course.replay import replay
+    from protolab.wire.pcap import PcapError
 
     try:
         result = replay(args.command, args.replay or None, out=out)
@@ -179,7 +179,7 @@ def _replay(args: argparse.Namespace) -> int | None:
 
 def _write_pcapng(demo: str, result: object, target: str) -> None:
     """Save the capture just written as annotated pcapng (the TLS secrets inside for QUIC)."""
-    from protolab.report import save_pcapng
+    from protolab.course.reference import save_pcapng
 
     pcap = result.capture.path
     server = getattr(result, "server", None) if demo == "dns-demo" else None
@@ -196,7 +196,7 @@ def _write_pcapng(demo: str, result: object, target: str) -> None:
 def cmd_dns_demo(args: argparse.Namespace) -> int:
     if (code := _replay(args)) is not None or (code := _netem(args)) is not None:
         return code
-    from protolab.dnsdemo import run_dns_demo
+    from protolab.labs.dns import run_dns_demo
 
     prefix = f"cannot run 127.0.0.1:{args.port}" if args.port else "dns-demo"
     result = _run_demo(args, run_dns_demo, prefix, queries=args.queries, port=args.port,
@@ -207,7 +207,7 @@ def cmd_dns_demo(args: argparse.Namespace) -> int:
 def cmd_tcp_demo(args: argparse.Namespace) -> int:
     if (code := _replay(args)) is not None or (code := _netem(args)) is not None:
         return code
-    from protolab.tcpdemo import run_tcp_demo
+    from protolab.labs.tcp import run_tcp_demo
 
     result = _run_demo(args, run_tcp_demo, "tcp-demo")
     return EXIT_FAILED if result.problem() else 0
@@ -216,7 +216,7 @@ def cmd_tcp_demo(args: argparse.Namespace) -> int:
 def cmd_udp_demo(args: argparse.Namespace) -> int:
     if (code := _replay(args)) is not None or (code := _netem(args)) is not None:
         return code
-    from protolab.udpdemo import run_udp_demo
+    from protolab.labs.udp import run_udp_demo
 
     result = _run_demo(args, run_udp_demo, "udp-demo", faults=_faults(args))
     return EXIT_FAILED if result.problem() else 0
@@ -225,15 +225,15 @@ def cmd_udp_demo(args: argparse.Namespace) -> int:
 def cmd_quic_demo(args: argparse.Namespace) -> int:
     if (code := _replay(args)) is not None or (code := _netem(args)) is not None:
         return code
-    from protolab.quicdemo import run_quic_demo
+    from protolab.labs.quic import run_quic_demo
 
     result = _run_demo(args, run_quic_demo, "quic-demo", faults=_faults(args))
     return EXIT_FAILED if result.problem() else 0
 
 
 def _variants(names: list[str], redis_url: str, tmp: str) -> list:
-    from protolab.litmus import Variant
-    from protolab.sessions import Design
+    from protolab.labs.litmus import Variant
+    from protolab.protocols.webapp import Design
 
     out = []
     for name in names:
@@ -251,7 +251,7 @@ def _variants(names: list[str], redis_url: str, tmp: str) -> list:
 def _check_redis(names: list[str], url: str, shared: bool = False) -> None:
     if "store-redis" not in names:
         return
-    from protolab.sessions import redis_refusal
+    from protolab.net.stores import redis_refusal
 
     try:
         refusal = redis_refusal(url, shared)
@@ -269,8 +269,7 @@ DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 def cmd_litmus(args: argparse.Namespace) -> int:
     import tempfile
 
-    from protolab.lb import Policy
-    from protolab.litmus import (
+    from protolab.labs.litmus import (
         litmus_table,
         measure,
         own_keys_removed,
@@ -278,6 +277,7 @@ def cmd_litmus(args: argparse.Namespace) -> int:
         print_tradeoffs,
         rolling_restart,
     )
+    from protolab.net.lb import Policy
 
     if args.designs is None:  # naming a Redis asks for the design that uses it
         args.designs = [*LITMUS_DESIGNS, *(["store-redis"] if args.redis else [])]
@@ -316,7 +316,7 @@ def cmd_litmus(args: argparse.Namespace) -> int:
             off = next((r.capture.off_reason for r in results
                         if r.capture and r.capture.off_reason), None)
             if off and not args.no_capture:
-                from protolab.capture import fix_hint
+                from protolab.wire.capture import fix_hint
 
                 out(f"capture off: {off}; {fix_hint()}. The run went on without its "
                     f"completeness check.")
@@ -329,7 +329,7 @@ def _load_pcap(pcap: str | None, design: str, designs: int):
     """Where the --under-load capture of one design goes: one file per design."""
     from pathlib import Path
 
-    from protolab.paths import default_capture_path
+    from protolab.wire.paths import default_capture_path
 
     slug = "-".join("".join(c if c.isalnum() else " " for c in design).split())
     if not pcap:
@@ -341,7 +341,7 @@ def _load_pcap(pcap: str | None, design: str, designs: int):
 @contextlib.contextmanager
 def _balancer_errors() -> Iterator[None]:
     """A real balancer that is missing or did not start: one line, exit 2."""
-    from protolab.lb import BalancerError
+    from protolab.net.lb import BalancerError
 
     try:
         yield
@@ -352,11 +352,11 @@ def _balancer_errors() -> Iterator[None]:
 def cmd_lb(args: argparse.Namespace) -> int:
     import tempfile
 
-    from protolab.capture import Capture
-    from protolab.lb import Policy
-    from protolab.litmus import Cluster, demo_workflow, own_keys_removed
-    from protolab.paths import default_capture_path
-    from protolab.report import capture_off_line, show_capture
+    from protolab.labs.litmus import Cluster, demo_workflow, own_keys_removed
+    from protolab.labs.output import capture_off_line, show_capture
+    from protolab.net.lb import Policy
+    from protolab.wire.capture import Capture
+    from protolab.wire.paths import default_capture_path
 
     _check_redis([args.design], args.redis, args.redis_shared)
     with tempfile.TemporaryDirectory(prefix="protolab-lb-") as tmp:
@@ -400,7 +400,7 @@ def json_short(body: dict) -> str:
 
 
 def cmd_backend(args: argparse.Namespace) -> int:
-    from protolab.backend import main as backend_main
+    from protolab.net.backend import main as backend_main
 
     argv = ["--design", args.design, "--id", args.id, "--port", str(args.port)]
     if args.store:
@@ -418,7 +418,7 @@ def cmd_backend(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from protolab.doctor import checks, report
+    from protolab.course.doctor import checks, report
 
     text, ready = report(checks())
     out(text)
@@ -428,8 +428,15 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_captures(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from protolab.reference import DEFAULT_DIR, DEMOS, LAB_ONLY, RefreshError, refresh, status
-    from protolab.report import table
+    from protolab.course.reference import (
+        DEFAULT_DIR,
+        DEMOS,
+        LAB_ONLY,
+        RefreshError,
+        refresh,
+        status,
+    )
+    from protolab.labs.output import table
 
     directory = Path(args.dir) if args.dir else DEFAULT_DIR
     demos = args.demos or [*DEMOS, *LAB_ONLY]
@@ -450,8 +457,8 @@ def cmd_captures(args: argparse.Namespace) -> int:
 
 
 def cmd_labs(args: argparse.Namespace) -> int:
-    from protolab.labs import status
-    from protolab.report import table
+    from protolab.course.grading import status
+    from protolab.labs.output import table
 
     out(table(status(), ("lab", "title", "worksheet", "capture")))
     out("Take them in order; each worksheet ends with `protolab check NN --template`.")
@@ -461,7 +468,14 @@ def cmd_labs(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from protolab.labs import CheckError, find, grade, graded_line, newer_capture, template
+    from protolab.course.grading import (
+        CheckError,
+        find,
+        grade,
+        graded_line,
+        newer_capture,
+        template,
+    )
 
     try:
         lab = find(args.lab)
@@ -472,7 +486,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             raise CheckError("give --answers FILE (or --template to make one)")
         capture = Path(args.pcap) if args.pcap else lab.capture
         if not capture.exists():
-            from protolab.paths import reference_capture
+            from protolab.wire.paths import reference_capture
 
             raise CheckError(f"no capture at {capture}: run `protolab {lab.demo}` first, or "
                              f"give --pcap CAPTURE (without root: --pcap "
@@ -499,9 +513,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Exit 0 when rows were printed; 1 when none matched (as grep) or the file is bad (after
     printing what could be read); 2 for a bad option, filter or --secrets/--write-annotated."""
-    from protolab.annotate import DNS_PORTS
-    from protolab.inspect import FileError, FilterError, Options, Tally, run
-    from protolab.pcap import PcapError
+    from protolab.analysis.annotate import DNS_PORTS
+    from protolab.analysis.inspect import FileError, FilterError, Options, Tally, run
+    from protolab.wire.pcap import PcapError
 
     if args.secrets and not args.write_annotated:
         raise CliError("--secrets goes with --write-annotated (it embeds the key log there)")
@@ -538,7 +552,7 @@ def _inspect_notes(args: argparse.Namespace, tally: Tally, complete: bool = True
              f"(--limit {args.limit}; {tally.matched:,} matched of {tally.read:,} read)")
     if tally.matched or not complete:
         return 0
-    from protolab.inspect import shorten
+    from protolab.analysis.inspect import shorten
 
     chosen = " and ".join(x for x in (f"--filter {shorten(args.filter)!r}" if args.filter else "",
                                       f"--flow {args.flow}" if args.flow else "") if x)
@@ -587,7 +601,7 @@ def _fault_options(p: argparse.ArgumentParser, used_for: str) -> None:
 
 def _faults(args: argparse.Namespace):
     """The FaultPlan the options ask for, or None."""
-    from protolab.faults import FaultPlan
+    from protolab.protocols.faults import FaultPlan
 
     plan = FaultPlan(drop=args.drop, delay=args.delay, duplicate=args.duplicate,
                      reorder=args.reorder, direction=args.direction, count=args.fault_count,
@@ -793,10 +807,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand. Ctrl-C, SIGTERM and SIGHUP unwind it like an exception (its children
-    killed, its temp files removed: see `protolab.lifecycle`) and end in one line, exit 128+N."""
+    killed, its temp files removed: see `protolab.net.lifecycle`) and end in one line, exit
+    128+N."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from protolab import lifecycle
+    from protolab.net import lifecycle
 
     lifecycle.handle_signals()
     try:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from protolab.capture import capture_denied_reason
-from protolab.dns import DnsServer
-from protolab.udpnet import UdpServerThread
+from protolab.net.udpnet import UdpServerThread
+from protolab.protocols.dns import DnsServer
+from protolab.wire.capture import capture_denied_reason
 
 ROOT = Path(__file__).resolve().parent.parent
 STRICT = os.environ.get("PROTOLAB_STRICT") == "1"
@@ -59,7 +59,7 @@ def live_run(factory, lab: str, run, needs_tracing: bool = False):
 
     None where this machine cannot capture; the `capture_rights` fixture then skips or fails.
     """
-    from protolab.kstate import tracing_denied_reason
+    from protolab.wire.kstate import tracing_denied_reason
 
     if capture_denied_reason() or (needs_tracing and tracing_denied_reason()):
         return None
@@ -85,7 +85,7 @@ def redis_url(tmp_path_factory):
 
     url = os.environ.get("PROTOLAB_REDIS")
     if url:
-        from protolab.sessions import RedisStore
+        from protolab.net.stores import RedisStore
 
         RedisStore(url).count("x")  # fails loudly if CI's Redis is not there
         yield url

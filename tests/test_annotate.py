@@ -8,9 +8,9 @@ from scapy.layers.dns import DNS, DNSQR, DNSRR
 from scapy.layers.inet import ICMP, IP, UDP, IPerror, UDPerror
 from scapy.layers.l2 import Ether
 
-from protolab.annotate import Action, Holder, annotate
-from protolab.packets import decode
-from protolab.pcap import LINKTYPE_ETHERNET
+from protolab.analysis.annotate import Action, Holder, annotate
+from protolab.wire.packets import decode
+from protolab.wire.pcap import LINKTYPE_ETHERNET
 
 C, S = "10.0.0.7", "10.0.0.53"
 

@@ -14,14 +14,14 @@ import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
-from protolab import annotate as annotate_module
-from protolab.annotate import TEMPLATES, Action, Kind, annotate, annotate_file
-from protolab.inspect import FlowTable
-from protolab.packets import decode
-from protolab.paths import reference_file
-from protolab.pcap import LINKTYPE_ETHERNET
-from protolab.replay import DEMOS, TABLES
-from protolab.story import check
+from protolab.analysis import annotate as annotate_module
+from protolab.analysis.annotate import TEMPLATES, Action, Kind, annotate, annotate_file
+from protolab.analysis.inspect import FlowTable
+from protolab.analysis.story import check
+from protolab.course.replay import DEMOS, TABLES
+from protolab.wire.packets import decode
+from protolab.wire.paths import reference_file
+from protolab.wire.pcap import LINKTYPE_ETHERNET
 
 C, S = "10.0.0.7", "10.0.0.80"
 
@@ -159,8 +159,8 @@ def test_a_relayed_quic_connection_is_two_legs_not_a_migration(tmp_path):
 
 
 def _annotator_for(path):
-    from protolab.annotate import Annotator
-    from protolab.pcap import read_pcap
+    from protolab.analysis.annotate import Annotator
+    from protolab.wire.pcap import read_pcap
 
     a = Annotator()
     for rec in read_pcap(path):

@@ -6,9 +6,9 @@ import subprocess
 
 import pytest
 
-from protolab.annotate import annotate_file
-from protolab.inspect import write_annotated
-from protolab.pcap import read_pcap
+from protolab.analysis.annotate import annotate_file
+from protolab.analysis.inspect import write_annotated
+from protolab.wire.pcap import read_pcap
 
 from conftest import ROOT, require_tool, run_cli
 

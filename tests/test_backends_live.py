@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from protolab.lb import Policy
-from protolab.litmus import (
+from protolab.analysis.observe import Status
+from protolab.labs.litmus import (
     CART_LOST,
     CONTINUED,
     DISRUPTIONS,
@@ -20,8 +20,8 @@ from protolab.litmus import (
     measure,
     rolling_restart,
 )
-from protolab.observe import Status
-from protolab.sessions import Design
+from protolab.net.lb import Policy
+from protolab.protocols.webapp import Design
 
 from conftest import require_tool
 
@@ -208,9 +208,9 @@ def test_tradeoffs_come_from_the_run(tmp_path) -> None:
     ("jwt", "HTTP_TOKEN"), ("store", "HTTP_SESSION_LOOKUP")])
 def test_the_capture_says_where_each_requests_state_is(design, kind, tmp_path,
                                                        capture_rights) -> None:
-    from protolab.annotate import Kind, annotate_file
-    from protolab.capture import Capture
-    from protolab.litmus import demo_workflow
+    from protolab.analysis.annotate import Kind, annotate_file
+    from protolab.labs.litmus import demo_workflow
+    from protolab.wire.capture import Capture
 
     with Cluster(Variant(Design(design), f"sqlite:{tmp_path}/s.db"), Policy.ROUND_ROBIN,
                  n=2) as cluster:

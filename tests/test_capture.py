@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 
-from protolab.capture import Capture, wanted
-from protolab.packets import decode
-from protolab.pcap import read_pcap
+from protolab.wire.capture import Capture, wanted
+from protolab.wire.packets import decode
+from protolab.wire.pcap import read_pcap
 
 from conftest import ROOT, require_tool
 
@@ -151,7 +151,7 @@ def test_the_capture_fix_never_grants_raw_sockets_to_a_shared_interpreter(tmp_pa
     import os
     import sys
 
-    from protolab.capture import fix_hint
+    from protolab.wire.capture import fix_hint
 
     hint = fix_hint()
     real = os.path.realpath(sys.executable)
@@ -162,7 +162,7 @@ def test_the_capture_fix_never_grants_raw_sockets_to_a_shared_interpreter(tmp_pa
     subprocess.run([real, "-m", "venv", "--copies", "--without-pip", str(copied)], check=True,
                    timeout=120)
     python = copied / "bin" / "python3"
-    out = subprocess.run([str(python), "-c", "from protolab.capture import fix_hint; "
+    out = subprocess.run([str(python), "-c", "from protolab.wire.capture import fix_hint; "
                           "print(fix_hint())"], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.stdout.strip().endswith(f"sudo setcap cap_net_raw+ep {python}"), out.stderr
@@ -174,7 +174,7 @@ def test_frames_dropped_before_the_filter_are_not_counted_as_the_captures(
     attached; those drops are not the demo's frames and must not fail its completeness check."""
     import contextlib
 
-    from protolab import capture as cmod
+    from protolab.wire import capture as cmod
 
     monkeypatch.setattr(cmod, "BUFFER_BYTES", 64 * 1024)  # small: the noise overflows it
     real_attach = cmod.attach_filter

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from protolab.annotate import annotate_file
+from protolab.analysis.annotate import annotate_file
 
 from conftest import ROOT, require_tool
 

@@ -104,7 +104,7 @@ def test_a_fault_run_leaves_the_graded_capture_alone(demo, lab, tmp_path,
     import os
     import shutil
 
-    from protolab.labs import facts, find
+    from protolab.course.grading import facts, find
 
     (tmp_path / "captures").mkdir()
     graded = tmp_path / "captures" / f"{demo}.pcap"

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protolab.dns import (
+from protolab.labs.dns import forge_answer
+from protolab.protocols.dns import (
     LAB_ZONE,
     QUERY_TRANSITIONS,
     AnswerMatched,
@@ -25,8 +26,7 @@ from protolab.dns import (
     RejectReason,
     Role,
 )
-from protolab.dnsdemo import forge_answer
-from protolab.state import IllegalTransition, ProtocolError, advance
+from protolab.protocols.state import IllegalTransition, ProtocolError, advance
 
 SERVER = ("127.0.0.1", 5353)
 CLIENT = ("127.0.0.1", 40000)

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from protolab.dns import LAB_ZONE
+from protolab.protocols.dns import LAB_ZONE
 
 from conftest import require_tool
 

@@ -8,19 +8,19 @@ from functools import partial
 
 import pytest
 
-from protolab.annotate import Action, annotate_file
-from protolab.dns import RejectReason
-from protolab.dnsdemo import (
+from protolab.analysis.annotate import Action, annotate_file
+from protolab.analysis.observe import Status
+from protolab.labs.dns import (
     RestartRun,
     asked_again,
     never_answered_then_asked_again,
     run_dns_demo,
     where_from_capture,
 )
-from protolab.faults import FaultPlan
-from protolab.observe import Status
-from protolab.paths import reference_file
-from protolab.pcap import read_pcap
+from protolab.protocols.dns import RejectReason
+from protolab.protocols.faults import FaultPlan
+from protolab.wire.paths import reference_file
+from protolab.wire.pcap import read_pcap
 
 from conftest import live_run, require_tool, run_cli, without_net_raw
 
@@ -152,7 +152,7 @@ def test_no_capture_flag(tmp_path) -> None:
 
 def test_the_live_capture_tells_the_story_a_replay_finds(captured) -> None:
     """The checks a replay of the reference passes are the checks this live run passes."""
-    from protolab.story import missing
+    from protolab.analysis.story import missing
 
     result, path, _ = captured
     assert result.rows and missing("dns-demo", result.rows) == []
@@ -253,7 +253,7 @@ def test_an_answer_the_server_did_not_hold_is_not_a_lost_answer(monkeypatch) -> 
     """Part 4 asks a name the server answers at once: nothing is held when it is killed."""
     from functools import partial as bind
 
-    import protolab.dnsdemo as demo
+    import protolab.labs.dns as demo
 
     monkeypatch.setattr(demo, "HELD", ("delta.lab.", "A"))
     monkeypatch.setattr(demo, "_said", bind(demo._said, timeout=0.3))
@@ -299,11 +299,11 @@ def test_cli_exits_1_when_no_answer_comes_back() -> None:
 
 
 def test_a_server_that_cannot_restart_is_not_a_verdict(monkeypatch) -> None:
-    import protolab.dnsdemo as demo
+    import protolab.labs.dns as demo
 
     class NoServer:
         def __init__(self, *a, **kw) -> None:
-            raise RuntimeError("protolab.dns did not start (said '')")
+            raise RuntimeError("protolab.protocols.dns did not start (said '')")
 
     monkeypatch.setattr(demo, "ServerProcess", NoServer)
     result, text = quiet(queries=2, capture=False)
@@ -317,8 +317,8 @@ def test_a_server_that_cannot_restart_is_not_a_verdict(monkeypatch) -> None:
 
 def test_a_restart_that_keeps_the_pid_is_not_observed() -> None:
     """The row needs two different PIDs and both answers; the same PID twice is no restart."""
-    from protolab.dns import AnswerMatched
-    from protolab.dnsdemo import ClientLog, DnsDemoResult, _Packets, _row_restart
+    from protolab.labs.dns import ClientLog, DnsDemoResult, _Packets, _row_restart
+    from protolab.protocols.dns import AnswerMatched
 
     server = ("127.0.0.1", 53)
     log = ClientLog(matched=[AnswerMatched(q, "a.lab.", "A", "NOERROR", (), server, 0.0, 1, 1)
@@ -406,7 +406,7 @@ def test_without_other_traffic_there_is_no_such_finding(captured) -> None:
 
 
 def test_other_traffic_without_a_capture_comes_from_the_servers_own_record() -> None:
-    from protolab.dnsdemo import DnsDemoResult, build_findings, other_traffic
+    from protolab.labs.dns import DnsDemoResult, build_findings, other_traffic
 
     result = DnsDemoResult(server=("127.0.0.1", 5300), client_port=4001, bank_port=4002,
                            late_port=4003)

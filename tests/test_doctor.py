@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from protolab.doctor import PACKAGES, TOOLS, Check, checks, report
+from protolab.course.doctor import PACKAGES, TOOLS, Check, checks, report
 
 from conftest import STRICT, run_cli, without_net_raw
 

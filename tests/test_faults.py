@@ -8,9 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protolab.dns import DnsServer
-from protolab.faults import REORDER_HOLD, Direction, Fate, FaultCore, FaultPlan, UdpFaultProxy
-from protolab.udpnet import UdpServerThread
+from protolab.net.fault_proxy import UdpFaultProxy
+from protolab.net.udpnet import UdpServerThread
+from protolab.protocols.dns import DnsServer
+from protolab.protocols.faults import (
+    REORDER_HOLD,
+    Direction,
+    Fate,
+    FaultCore,
+    FaultPlan,
+)
 
 from conftest import require_tool, run_cli
 
@@ -135,8 +142,8 @@ def test_dig_retries_through_a_lost_first_answer_and_succeeds() -> None:
 
 def test_dns_demo_client_retries_after_the_first_answer_is_dropped(capture_rights,
                                                                    tmp_path) -> None:
-    from protolab.annotate import annotate_file
-    from protolab.dnsdemo import RETRY_AFTER, run_dns_demo
+    from protolab.analysis.annotate import annotate_file
+    from protolab.labs.dns import RETRY_AFTER, run_dns_demo
 
     lines: list[str] = []
     plan = FaultPlan(drop=1.0, direction="to-client", count=1)
@@ -155,7 +162,7 @@ def test_dns_demo_client_retries_after_the_first_answer_is_dropped(capture_right
 
 
 def _dns_decisions(seed: int) -> tuple[list, list]:
-    from protolab.dnsdemo import run_dns_demo
+    from protolab.labs.dns import run_dns_demo
 
     result = run_dns_demo(capture=False, out=lambda _: None,
                           faults=FaultPlan(drop=0.3, seed=seed))
@@ -171,7 +178,7 @@ def test_a_seeded_dns_run_is_identical_twice() -> None:
 
 
 def test_udp_nothing_notices_and_a_seeded_run_repeats() -> None:
-    from protolab.udpdemo import FAULT_DATAGRAMS, run_udp_demo
+    from protolab.labs.udp import FAULT_DATAGRAMS, run_udp_demo
 
     plan = FaultPlan(drop=0.2, duplicate=0.1, reorder=0.2, seed=4)
     runs = [run_udp_demo(capture=False, out=lambda _: None, faults=plan).faults
@@ -185,7 +192,7 @@ def test_udp_nothing_notices_and_a_seeded_run_repeats() -> None:
 
 
 def test_quic_recovers_from_loss_and_acks_show_ranges(tmp_path) -> None:
-    from protolab.quicdemo import run_quic_demo
+    from protolab.labs.quic import run_quic_demo
 
     result = run_quic_demo(capture=False, pcap=tmp_path / "q.pcap", out=lambda _: None,
                            faults=FaultPlan(drop=0.2, seed=1))

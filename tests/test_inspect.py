@@ -18,8 +18,8 @@ from scapy.layers.l2 import CookedLinux, CookedLinuxV2, Dot1Q, Ether, Loopback
 from scapy.packet import Raw
 from scapy.utils import PcapNgWriter, PcapWriter
 
-from protolab.inspect import FilterError, Options, compile_filter, run
-from protolab.pcap import PcapError
+from protolab.analysis.inspect import FilterError, Options, compile_filter, run
+from protolab.wire.pcap import PcapError
 
 from conftest import ROOT, require, require_tool, run_cli
 
@@ -81,7 +81,7 @@ def test_every_link_type_and_file_variant_is_read(tmp_path, fmt, variant, ip) ->
 
 
 def test_packets_cut_by_the_snap_length_are_marked(tmp_path) -> None:
-    from protolab.pcap import Record, write_pcap
+    from protolab.wire.pcap import Record, write_pcap
 
     path = tmp_path / "cut.pcap"
     frame = bytes(Ether(**MACS) / IP4 / UDP(sport=1, dport=2) / Raw(b"x" * 500))
@@ -265,7 +265,7 @@ def test_memory_stays_flat_as_the_file_grows(tmp_path) -> None:
     for n in (4_000, 40_000):
         path = tmp_path / f"{n}.pcap"
         make_capture(path, n)
-        code = ("import resource, sys; from protolab.inspect import Options, run; "
+        code = ("import resource, sys; from protolab.analysis.inspect import Options, run; "
                 f"run({str(path)!r}, Options(), lambda line: None); "
                 "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -319,8 +319,8 @@ def nested_icmp_errors(depth: int) -> bytes:
 
 @pytest.mark.parametrize("depth", [1, 2, 600, 5000])
 def test_icmp_errors_nested_deep_in_one_frame_decode_in_one_step(tmp_path, depth) -> None:
-    from protolab.packets import decode
-    from protolab.pcap import Record, write_pcap
+    from protolab.wire.packets import decode
+    from protolab.wire.pcap import Record, write_pcap
 
     frame = nested_icmp_errors(depth)[:65535]
     d = decode(frame, 101)
@@ -388,7 +388,7 @@ def without_root() -> tuple[str, ...]:
 
 
 def test_detail_of_a_frame_scapy_cannot_dissect_is_one_line(tmp_path) -> None:
-    from protolab.pcap import Record, write_pcap
+    from protolab.wire.pcap import Record, write_pcap
 
     path = tmp_path / "radiotap.pcap"
     frame = b"\x00\x00\x08\x00\x01\x00\x00\x00"  # radiotap: a TSFT field promised, not there
@@ -410,7 +410,7 @@ def _pcapng_with_short_blocks(lengths: list[int], tail: bytes) -> bytes:
 
 
 def _one_frame_pcap(frame: bytes) -> bytes:
-    from protolab.pcap import MAGIC_USEC
+    from protolab.wire.pcap import MAGIC_USEC
 
     return struct.pack("<IHHiIII", MAGIC_USEC, 2, 4, 0, 0, 262144, 101) + \
         struct.pack("<IIII", 1, 0, len(frame), len(frame)) + frame
@@ -448,8 +448,8 @@ def test_any_filter_expression_compiles_or_is_refused_in_one_line(expr) -> None:
 
 
 def _sample_rows():
-    from protolab.annotate import annotate_records
-    from protolab.pcap import read_pcap
+    from protolab.analysis.annotate import annotate_records
+    from protolab.wire.pcap import read_pcap
 
     return list(annotate_records(read_pcap(ROOT / "captures/dns-demo.ref.pcap")))[:10]
 
@@ -581,7 +581,7 @@ def test_columns_in_the_environment_sets_the_width_on_a_terminal() -> None:
 
 @pytest.mark.parametrize("columns", [None, "80", "250"])
 def test_piped_the_layout_is_fixed_at_120_columns_whatever_columns_says(columns) -> None:
-    from protolab.inspect import PIPED_WIDTH
+    from protolab.analysis.inspect import PIPED_WIDTH
 
     path = ROOT / "captures/quic-demo.ref.pcap"
     env = _env() if columns is None else _env(COLUMNS=columns)
@@ -602,9 +602,9 @@ def test_wide_is_one_line_per_packet_with_every_note_whole() -> None:
 
 
 def test_format_rows_keeps_the_demos_call_and_its_width(monkeypatch) -> None:
-    from protolab.annotate import annotate_records
-    from protolab.inspect import PIPED_WIDTH, format_rows, layout
-    from protolab.pcap import read_pcap
+    from protolab.analysis.annotate import annotate_records
+    from protolab.analysis.inspect import PIPED_WIDTH, format_rows, layout
+    from protolab.wire.pcap import read_pcap
 
     monkeypatch.delenv("COLUMNS", raising=False)
     rows = list(annotate_records(read_pcap(ROOT / "captures/udp-demo.ref.pcap")))

@@ -15,7 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from protolab.labs import LABS, CheckError, Form, Lab, Mark, facts, find, grade, read, template
+from protolab.course.grading import (
+    LABS,
+    CheckError,
+    Form,
+    Lab,
+    Mark,
+    facts,
+    find,
+    grade,
+    read,
+    template,
+)
 
 from conftest import ROOT, require_tool
 
@@ -95,7 +106,7 @@ def test_every_command_in_the_worksheet_runs(sheet, tmp_path, capture_rights) ->
             assert look in output, f"{sheet.name}: `{look}` not in the output of {commands}"
 
 
-# -- the right answers, computed without protolab.labs ---------------------------------------------
+# -- the right answers, computed without protolab.course.grading ----------------------------
 
 
 def _tshark(path, *args: str) -> list[str]:
@@ -113,7 +124,7 @@ def _fields(path, display_filter: str, *fields: str, decode: tuple[str, ...] = (
 
 
 def _tcp(path: Path) -> dict[str, str]:
-    from protolab.tcpdemo import run_tcp_demo
+    from protolab.labs.tcp import run_tcp_demo
 
     r = run_tcp_demo(pcap=path, out=lambda s: None)
     syns = _fields(path, "tcp.stream == 0", "tcp.flags.syn")
@@ -128,7 +139,7 @@ def _tcp(path: Path) -> dict[str, str]:
 
 
 def _udp(path: Path) -> dict[str, str]:
-    from protolab.udpdemo import run_udp_demo
+    from protolab.labs.udp import run_udp_demo
 
     r = run_udp_demo(pcap=path, out=lambda s: None)
     workflow = _fields(path, f'udp.dstport == {r.port} && udp contains "seq=2 "', "udp.srcport")
@@ -139,7 +150,7 @@ def _udp(path: Path) -> dict[str, str]:
 
 
 def _dns(path: Path) -> dict[str, str]:
-    from protolab.dnsdemo import run_dns_demo
+    from protolab.labs.dns import run_dns_demo
 
     r = run_dns_demo(queries=5, pcap=path, out=lambda s: None)
     port = r.server[1]
@@ -154,7 +165,7 @@ def _dns(path: Path) -> dict[str, str]:
 
 
 def _quic(path: Path) -> dict[str, str]:
-    from protolab.quicdemo import run_quic_demo
+    from protolab.labs.quic import run_quic_demo
 
     r = run_quic_demo(pcap=path, out=lambda s: None)
     keys = f"tls.keylog_file:{r.keylog}"
@@ -168,10 +179,10 @@ def _quic(path: Path) -> dict[str, str]:
 
 
 def _lb(path: Path) -> dict[str, str]:
-    from protolab.capture import Capture
-    from protolab.lb import Policy
-    from protolab.litmus import Cluster, Variant, demo_workflow
-    from protolab.sessions import Design
+    from protolab.labs.litmus import Cluster, Variant, demo_workflow
+    from protolab.net.lb import Policy
+    from protolab.protocols.webapp import Design
+    from protolab.wire.capture import Capture
 
     with Cluster(Variant(Design.STORE, f"sqlite:{path.parent}/s.db"), Policy.ROUND_ROBIN) as c:
         ports = {name: p.port for name, p in c.procs.items()}
@@ -331,7 +342,7 @@ def test_the_template_names_each_answers_form_and_grades_as_unanswered(tmp_path)
 
 
 def test_no_fact_reads_the_annotators_sentences(monkeypatch) -> None:
-    from protolab.annotate import Row
+    from protolab.analysis.annotate import Row
 
     expected = {lab.number: facts(lab, ROOT / "captures" / f"{lab.demo}.ref.pcap")
                 for lab in LABS}
@@ -364,7 +375,7 @@ def _handshake_pcap(path: Path, *, retransmit_syn: bool, complete: bool) -> Path
 
 
 def test_the_handshake_is_counted_from_the_flags(tmp_path) -> None:
-    from protolab.labs import tcp_client_isn, tcp_handshake_packets, tcp_server_isn
+    from protolab.course.grading import tcp_client_isn, tcp_handshake_packets, tcp_server_isn
 
     plain = read(_handshake_pcap(tmp_path / "a.pcap", retransmit_syn=False, complete=True))
     assert (tcp_handshake_packets(plain), tcp_client_isn(plain), tcp_server_isn(plain)) == \

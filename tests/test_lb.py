@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 
 from protolab.cli import main
-from protolab.lb import BACKLOG, LoadBalancer, Policy, Upstream
-from protolab.litmus import (
+from protolab.labs.litmus import (
     DISRUPTIONS,
     LOGGED_OUT,
     LOGIN,
@@ -31,7 +30,8 @@ from protolab.litmus import (
     Variant,
     litmus_table,
 )
-from protolab.sessions import Design
+from protolab.net.lb import BACKLOG, LoadBalancer, Policy, Upstream
+from protolab.protocols.webapp import Design
 
 from conftest import require_tool, run_cli
 
@@ -172,7 +172,7 @@ def test_the_configuration_is_printed_and_names_the_mechanism(lb) -> None:
 
 def test_a_balancer_that_cannot_start_says_why(monkeypatch, capsys) -> None:
     require_tool("haproxy")
-    from protolab import lb as lbmod
+    from protolab.net import lb as lbmod
 
     monkeypatch.setattr(lbmod, "haproxy_config", lambda *a: "this is not a config\n")
     made = set(Path(tempfile.gettempdir()).glob("protolab-haproxy-*"))
@@ -190,7 +190,7 @@ def test_a_port_taken_by_another_process_is_not_mistaken_for_the_balancer(lb, mo
     """Readiness is the kernel's record of who listens, not a connect that anyone could answer:
     the first free port is taken before the balancer binds it; it starts on another one."""
     _need(lb)
-    from protolab import lb as lbmod
+    from protolab.net import lb as lbmod
 
     held = socket.create_server(("127.0.0.1", 0))
     offered = [held.getsockname()[1]]

@@ -7,12 +7,13 @@ import sqlite3
 
 import pytest
 
-import protolab.litmus as litmus
+import protolab.labs.litmus as litmus
+from protolab.analysis.observe import Status
 from protolab.cli import main
-from protolab.lb import Policy
-from protolab.litmus import Cluster, LoadResult, Variant, run_workflow
-from protolab.observe import Status
-from protolab.sessions import Design, SqliteStore
+from protolab.labs.litmus import Cluster, LoadResult, Variant, run_workflow
+from protolab.net.lb import Policy
+from protolab.net.stores import SqliteStore
+from protolab.protocols.webapp import Design
 
 
 def _run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, list]:
@@ -165,8 +166,8 @@ def _frames(segments) -> list:
     from scapy.layers.inet import IP, TCP
     from scapy.layers.l2 import Ether
 
-    from protolab.packets import decode
-    from protolab.pcap import LINKTYPE_ETHERNET
+    from protolab.wire.packets import decode
+    from protolab.wire.pcap import LINKTYPE_ETHERNET
 
     out = []
     for i, (sport, dport, flags, seq, payload) in enumerate(segments):

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from protolab.faults import FaultPlan
-from protolab.netem import NetemError, namespaces, netem_args, netem_denied_reason
+from protolab.net.netem import NetemError, namespaces, netem_args, netem_denied_reason
+from protolab.protocols.faults import FaultPlan
 
 from conftest import require, require_tool, run_cli
 

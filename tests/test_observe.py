@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from protolab.observe import Evidence, Findings, StateRow, Status, explain, observe, where_rows
+from protolab.analysis.observe import (
+    Evidence,
+    Findings,
+    StateRow,
+    Status,
+    explain,
+    observe,
+    where_rows,
+)
 
 
 def test_ok_without_evidence_is_not_observed():

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from protolab.pcap import MAGIC_NSEC, PcapError, Record, read_pcap, write_pcap
+from protolab.wire.pcap import MAGIC_NSEC, PcapError, Record, read_pcap, write_pcap
 
 RECORDS = [Record(1700000000.25, 1, b"\x00" * 14 + b"abc", 17),
            Record(1700000001.5, 1, b"\x11" * 20, 20)]
@@ -83,7 +83,7 @@ def test_a_section_header_shorter_than_its_fields_is_one_error(tmp_path, length,
 
 
 def test_a_short_second_section_header_is_one_error_after_the_first_section(tmp_path) -> None:
-    from protolab.pcap import write_pcapng
+    from protolab.wire.pcap import write_pcapng
 
     path = tmp_path / "two.pcapng"
     write_pcapng(path, [(r, "note") for r in RECORDS], "first section")

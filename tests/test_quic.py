@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protolab.quic import (
+from protolab.net.udpnet import UdpServerThread
+from protolab.protocols.quic import (
     ALPN,
     QuicClientCore,
     QuicServerCore,
@@ -16,7 +18,6 @@ from protolab.quic import (
     decode_header,
     make_credentials,
 )
-from protolab.udpnet import UdpServerThread
 
 SERVER = ("10.0.0.1", 4433)
 CLIENT = ("10.0.0.2", 50000)
@@ -25,7 +26,7 @@ MOVED = ("10.0.0.3", 50001)
 
 @pytest.fixture(scope="module")
 def creds():
-    return make_credentials()
+    return make_credentials(datetime.datetime.now(datetime.UTC))
 
 
 class Pair:
@@ -143,7 +144,7 @@ def test_server_survives_any_datagram(data: bytes) -> None:
     server.datagrams_to_send(0.0)
 
 
-_CREDS = make_credentials()
+_CREDS = make_credentials(datetime.datetime.now(datetime.UTC))
 
 
 def test_aioquics_own_asyncio_client_talks_to_our_server(creds) -> None:
@@ -187,7 +188,7 @@ def test_a_flood_of_fake_initials_keeps_at_most_the_cap_and_leaves_nothing_after
     that never answer (spoofed sources). The half-open table stays at the cap, the rest get a
     Retry and cost no state; once their idle timeout passes, nothing is left; a real client
     still connects (through the Retry)."""
-    from protolab.quic import fake_initials, garbage_initial
+    from protolab.protocols.quic import fake_initials, garbage_initial
 
     cap, idle = 16, 1.0
     now = 0.0

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from protolab.annotate import annotate_file
-from protolab.reference import DEMOS, LAB_ONLY
+from protolab.analysis.annotate import annotate_file
+from protolab.course.reference import DEMOS, LAB_ONLY
 
 from conftest import ROOT, require_tool, run_cli, without_net_raw
 
@@ -36,7 +36,7 @@ def test_a_reference_that_no_longer_tells_its_story_fails(tmp_path) -> None:
 
 @pytest.fixture(scope="module")
 def refreshed(tmp_path_factory):
-    from protolab.capture import capture_denied_reason
+    from protolab.wire.capture import capture_denied_reason
 
     if capture_denied_reason():
         return None
@@ -64,8 +64,8 @@ def test_refresh_writes_every_reference_and_checks_it(refreshed, capture_rights)
 
 def test_refresh_shows_what_a_run_did_not_observe(monkeypatch) -> None:
     """A run whose findings fail is shown with its NOT OBSERVED lines (and is then kept out)."""
-    from protolab import reference
-    from protolab.observe import Findings, StateRow, observe
+    from protolab.analysis.observe import Findings, StateRow, observe
+    from protolab.course import reference
 
     findings = Findings(where=[StateRow("the state", "nobody", "restarted it",
                                         observe("k.row", "it went on", False,

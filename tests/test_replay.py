@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from protolab.paths import reference_file
-from protolab.replay import DEMOS, LIVE_ONLY, replay
-from protolab.story import STORIES, packets_text
+from protolab.analysis.story import STORIES, packets_text
+from protolab.course.replay import DEMOS, LIVE_ONLY, replay
+from protolab.wire.paths import reference_file
 
 from conftest import require_tool, run_cli, without_net_raw
 

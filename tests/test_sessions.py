@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protolab.sessions import App, Design, MemoryStore, Request, SqliteStore, UserDb
+from protolab.net.stores import MemoryStore, SqliteStore
+from protolab.protocols.webapp import App, Design, Request, UserDb
 
 SECRET = b"k" * 32
 USERS = UserDb.lab()
@@ -27,6 +28,7 @@ def req(method: str, path: str, fields: dict | None = None, cookie: str = "",
 
 
 def login(app: App, now: float | None = None) -> dict:
+    now = time.time() if now is None else now
     r = app.handle(req("POST", "/login", {"user": "alice", "password": "wonderland"}), now)
     assert r.status == 200
     cookie = dict(r.headers).get("Set-Cookie", "")
@@ -42,15 +44,17 @@ def app(request, tmp_path):
 
 def test_the_same_api_in_every_design(app) -> None:
     auth = login(app)
-    assert app.handle(req("GET", "/profile", **auth)).body["user"] == "alice"
-    assert app.handle(req("POST", "/cart/items", {"item": "tea"}, **auth)).status == 200
-    assert app.handle(req("GET", "/cart", **auth)).body["items"] == ["tea"]
-    assert app.handle(req("GET", "/cart")).status == 401
+    assert app.handle(req("GET", "/profile", **auth), time.time()).body["user"] == "alice"
+    added = app.handle(req("POST", "/cart/items", {"item": "tea"}, **auth), time.time())
+    assert added.status == 200
+    assert app.handle(req("GET", "/cart", **auth), time.time()).body["items"] == ["tea"]
+    assert app.handle(req("GET", "/cart"), time.time()).status == 401
 
 
 def test_wrong_password_and_unknown_user(app) -> None:
     for user, pw in (("alice", "nope"), ("mallory", "wonderland")):
-        assert app.handle(req("POST", "/login", {"user": user, "password": pw})).status == 401
+        answer = app.handle(req("POST", "/login", {"user": user, "password": pw}), time.time())
+        assert answer.status == 401
 
 
 def test_passwords_are_stored_hashed() -> None:
@@ -61,23 +65,23 @@ def test_passwords_are_stored_hashed() -> None:
 
 def test_session_cookie_is_random_httponly_samesite() -> None:
     app = App(Design.MEMORY, MemoryStore(), "b1", users=USERS)
-    r = app.handle(req("POST", "/login", {"user": "alice", "password": "wonderland"}))
+    r = app.handle(req("POST", "/login", {"user": "alice", "password": "wonderland"}), time.time())
     cookie = dict(r.headers)["Set-Cookie"]
     sid = cookie.split(";", 1)[0].split("=", 1)[1]
     assert len(sid) >= 43 and "HttpOnly" in cookie and "SameSite=Lax" in cookie
     other = App(Design.MEMORY, MemoryStore(), "b1", users=USERS).handle(
-        req("POST", "/login", {"user": "alice", "password": "wonderland"}))
+        req("POST", "/login", {"user": "alice", "password": "wonderland"}), time.time())
     assert dict(other.headers)["Set-Cookie"] != cookie
 
 
 def test_memory_sessions_live_in_one_process_store_sessions_in_the_store(tmp_path) -> None:
     mem_a = App(Design.MEMORY, MemoryStore(), "b1", users=USERS)
     mem_b = App(Design.MEMORY, MemoryStore(), "b2", users=USERS)
-    assert mem_b.handle(req("GET", "/profile", **login(mem_a))).status == 401
+    assert mem_b.handle(req("GET", "/profile", **login(mem_a)), time.time()).status == 401
     shared = str(tmp_path / "s.db")
     st_a = App(Design.STORE, SqliteStore(shared), "b1", users=USERS)
     st_b = App(Design.STORE, SqliteStore(shared), "b2", users=USERS)
-    assert st_b.handle(req("GET", "/profile", **login(st_a))).body["backend"] == "b2"
+    assert st_b.handle(req("GET", "/profile", **login(st_a)), time.time()).body["backend"] == "b2"
 
 
 def test_sessions_expire() -> None:
@@ -105,9 +109,9 @@ def _bad_tokens(good: str) -> dict[str, str]:
 def test_jwt_rejects_bad_tokens(kind) -> None:
     app = App(Design.JWT, MemoryStore(), "b1", secret=SECRET, users=USERS)
     good = login(app, now=time.time())["token"]
-    assert app.handle(req("GET", "/profile", token=good)).status == 200
+    assert app.handle(req("GET", "/profile", token=good), time.time()).status == 200
     bad = _bad_tokens(good)[kind]
-    r = app.handle(req("GET", "/profile", token=bad))
+    r = app.handle(req("GET", "/profile", token=bad), time.time())
     assert r.status == 401, r.body
 
 
@@ -116,9 +120,9 @@ def test_jwt_logout_needs_a_denylist() -> None:
         store = MemoryStore()
         app = App(Design.JWT, store, "b1", secret=SECRET, denylist=denylist, users=USERS)
         token = login(app, now=time.time())["token"]
-        out = app.handle(req("POST", "/logout", token=token))
+        out = app.handle(req("POST", "/logout", token=token), time.time())
         assert out.body["logged_out"] is denylist
-        assert app.handle(req("GET", "/profile", token=token)).status == after
+        assert app.handle(req("GET", "/profile", token=token), time.time()).status == after
         assert store.count("deny:") == (1 if denylist else 0)  # the deny-list IS state
 
 
@@ -130,7 +134,8 @@ def test_any_request_gets_a_response(method, path, body, cookie) -> None:
         app = App(design, MemoryStore(), "b1", secret=SECRET, users=USERS)
         r = app.handle(Request(method, "/" + path, {"cookie": cookie,
                                                     "authorization": "Bearer " + cookie,
-                                                    "content-type": "application/json"}, body))
+                                                    "content-type": "application/json"}, body),
+                       time.time())
         assert 200 <= r.status < 500 and isinstance(r.encode_body(), bytes)
 
 
@@ -154,7 +159,7 @@ def test_bulk_session_creation_is_one_transaction(tmp_path) -> None:
     app = App(Design.STORE, store, "b1", users=USERS, lab_endpoints=True)
     statements: list[str] = []
     store._db().set_trace_callback(statements.append)  # this thread's connection: the app's
-    r = app.handle(req("POST", "/lab/sessions", {"n": 300}))
+    r = app.handle(req("POST", "/lab/sessions", {"n": 300}), time.time())
     assert r.status == 200 and r.body == {"created": 300, "sessions": 300}
     assert _transactions(statements) == 1, statements[:5]
 
@@ -162,7 +167,7 @@ def test_bulk_session_creation_is_one_transaction(tmp_path) -> None:
 def _login_as(ctype: str | None, body: bytes) -> tuple[int, dict]:
     app = App(Design.MEMORY, MemoryStore(), "b1", users=USERS)
     headers = {"content-type": ctype} if ctype is not None else {}
-    r = app.handle(Request("POST", "/login", headers, body))
+    r = app.handle(Request("POST", "/login", headers, body), time.time())
     return r.status, r.body
 
 

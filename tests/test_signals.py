@@ -5,7 +5,7 @@ one line and no traceback (issue 13 item 3).
 
 Each command runs for real, in its own session, with a private TMPDIR. The test waits for a line
 the command prints while its child processes are alive: `lb --serve` says it is serving; the
-demos and litmus stop at their Nth child process (PROTOLAB_HOLD_AFTER_SPAWN, `protolab.proc`);
+demos and litmus stop at their Nth child process (PROTOLAB_HOLD_AFTER_SPAWN, `protolab.net.proc`);
 quic-demo, which starts no process, is caught with its output pipe full. Then it sends the signal
 and checks: the exit status, stderr, that every process of the command's session is gone (each
 child is also held by a pidfd, so a PID reused meanwhile cannot fool the test), and that no
@@ -63,8 +63,8 @@ def session_members(sid: int) -> dict[int, str]:
 def child_start() -> float:
     """Seconds one lab child process takes to start here and now (the unit of every limit)."""
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "protolab.udp"], stdout=subprocess.PIPE,
-                            cwd=ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "protolab.net.counter_server"],
+                            stdout=subprocess.PIPE, cwd=ROOT)
     try:
         assert proc.stdout.readline().startswith(b"ready ")
         return time.monotonic() - t0
@@ -185,16 +185,16 @@ def launch(tmp_path, child_start) -> Iterator:
 
 #: command, how to stop it where its children are alive, the marker its children carry
 COMMANDS = {
-    "lb --serve": (["lb", "--serve", "--no-capture"], None, "protolab.backend"),
+    "lb --serve": (["lb", "--serve", "--no-capture"], None, "protolab.net.backend"),
     "lb --serve --lb nginx": (["lb", "--serve", "--no-capture", "--lb", "nginx"], None,
                               "nginx"),
     "lb --serve --lb haproxy": (["lb", "--serve", "--no-capture", "--lb", "haproxy"], None,
                                 "haproxy"),
     "litmus": (["litmus", "--designs", "memory", "--policies", "round-robin", "--no-measure"],
-               3, "protolab.backend"),
-    "dns-demo": (["dns-demo"], 2, "protolab.dns"),
-    "tcp-demo": (["tcp-demo"], 1, "protolab.tcpnet"),
-    "udp-demo": (["udp-demo"], 2, "protolab.udp"),
+               3, "protolab.net.backend"),
+    "dns-demo": (["dns-demo"], 2, "protolab.net.dns_server"),
+    "tcp-demo": (["tcp-demo"], 1, "protolab.net.tcpnet"),
+    "udp-demo": (["udp-demo"], 2, "protolab.net.counter_server"),
     "quic-demo": (["quic-demo"], None, None),
 }
 READY = {"lb --serve": r"^serving until Ctrl-C", "lb --serve --lb nginx": r"^serving until Ctrl-C",
@@ -262,8 +262,9 @@ def test_children_die_with_a_killed_parent(launch, name, tmp_path):
 
 
 @pytest.mark.parametrize("argv", [
-    ["protolab.backend", "--design", "memory"], ["protolab", "backend", "--design", "memory"],
-    ["protolab.dns"], ["protolab.udp"], ["protolab.tcpnet"]], ids=" ".join)
+    ["protolab.net.backend", "--design", "memory"], ["protolab", "backend", "--design", "memory"],
+    ["protolab.net.dns_server"], ["protolab.net.counter_server"], ["protolab.net.tcpnet"]],
+    ids=" ".join)
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_child_entry_point_stops_quietly(argv, signum, tmp_path, child_start):
     """A child started by hand (or reached by the terminal's Ctrl-C) ends without a traceback."""

@@ -1,4 +1,4 @@
-"""protolab.story: each demo's story is found in its own capture and in no other."""
+"""protolab.analysis.story: each demo's story is found in its own capture and in no other."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import itertools
 
 import pytest
 
-from protolab.annotate import annotate_file
-from protolab.pcap import read_pcap, write_pcap
-from protolab.story import STORIES, check, missing
+from protolab.analysis.annotate import annotate_file
+from protolab.analysis.story import STORIES, check, missing
+from protolab.wire.pcap import read_pcap, write_pcap
 
 from conftest import ROOT
 

@@ -6,10 +6,10 @@ import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
-from protolab.packets import decode
-from protolab.pcap import LINKTYPE_ETHERNET
-from protolab.state import IllegalTransition, advance
-from protolab.tcp import TCP_TRANSITIONS, Role, Seg, TcpObserver, TcpState
+from protolab.protocols.state import IllegalTransition, advance
+from protolab.protocols.tcp import TCP_TRANSITIONS, Role, Seg, TcpObserver, TcpState
+from protolab.wire.packets import decode
+from protolab.wire.pcap import LINKTYPE_ETHERNET
 
 C, S = ("10.0.0.1", 40000), ("10.0.0.2", 80)
 CI, SI = 1000, 5000  # initial sequence numbers

@@ -13,13 +13,13 @@ import time
 
 import pytest
 
-from protolab import tcpdemo
-from protolab.kstate import _NAME, KernelTransition, SocketEntry, tracing_denied_reason
-from protolab.observe import Status
-from protolab.packets import decode
-from protolab.pcap import read_pcap
-from protolab.tcp import ACK, FIN, RST, SYN, Role, Seg, TcpState, Transition
-from protolab.tcpdemo import Match, compare, run_tcp_demo, where_from_capture
+from protolab.analysis.observe import Status
+from protolab.labs import tcp as tcpdemo
+from protolab.labs.tcp import Match, compare, run_tcp_demo, where_from_capture
+from protolab.protocols.tcp import ACK, FIN, RST, SYN, Role, Seg, TcpState, Transition
+from protolab.wire.kstate import _NAME, KernelTransition, SocketEntry, tracing_denied_reason
+from protolab.wire.packets import decode
+from protolab.wire.pcap import read_pcap
 
 from conftest import live_run, require, require_tool, run_cli
 
@@ -241,8 +241,8 @@ def test_where_from_capture_fills_rows_from_the_packets(demo) -> None:
 
 
 def test_where_from_another_demos_capture_is_not_observed() -> None:
-    from protolab.annotate import annotate_file
-    from protolab.paths import reference_file
+    from protolab.analysis.annotate import annotate_file
+    from protolab.wire.paths import reference_file
 
     rows = where_from_capture(list(annotate_file(reference_file("dns-demo"))))
     tried = [r.outcome for r in rows if r.outcome.status is not Status.LIVE_ONLY]
@@ -328,7 +328,7 @@ def test_tcp_demo_no_capture_flag() -> None:
 
 def test_the_live_capture_tells_the_story_a_replay_finds(demo) -> None:
     """The checks a replay of the reference passes are the checks this live run passes."""
-    from protolab.story import missing
+    from protolab.analysis.story import missing
 
     result, path, _ = demo
     assert result.rows and missing("tcp-demo", result.rows) == []

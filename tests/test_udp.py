@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protolab.udp import CounterClient, CounterServer
+from protolab.protocols.counter import CounterClient, CounterServer
 
 PEER = ("127.0.0.1", 40000)
 

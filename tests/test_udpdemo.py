@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-from protolab import udpdemo
-from protolab.faults import Decision, Direction, Fate, FaultPlan
-from protolab.observe import Status
-from protolab.udpdemo import ADDS, FAULT_DATAGRAMS, FaultRun, account, fault_findings, run_udp_demo
+from protolab.analysis.observe import Status
+from protolab.labs import udp as udpdemo
+from protolab.labs.udp import ADDS, FAULT_DATAGRAMS, FaultRun, account, fault_findings, run_udp_demo
+from protolab.protocols.faults import Decision, Direction, Fate, FaultPlan
 
 from conftest import live_run, require, require_tool, run_cli
 
@@ -189,7 +189,7 @@ def test_tshark_ports_and_payload_agree_with_the_annotation(demo) -> None:
 
 def test_the_live_capture_tells_the_story_a_replay_finds(demo) -> None:
     """The checks a replay of the reference passes are the checks this live run passes."""
-    from protolab.story import missing
+    from protolab.analysis.story import missing
 
     result, path, _ = demo
     assert result.rows and missing("udp-demo", result.rows) == []
@@ -267,9 +267,9 @@ def test_a_send_error_is_not_reported_as_sent() -> None:
 
 
 def test_where_from_the_reference_capture() -> None:
-    from protolab.annotate import annotate_file
-    from protolab.paths import reference_file
-    from protolab.story import counter_replies
+    from protolab.analysis.annotate import annotate_file
+    from protolab.analysis.story import counter_replies
+    from protolab.wire.paths import reference_file
 
     rows = list(annotate_file(reference_file("udp-demo")))
     where = udpdemo.where_from_capture(rows)
@@ -284,8 +284,8 @@ def test_where_from_the_reference_capture() -> None:
 
 
 def test_where_from_another_demos_capture_is_not_observed() -> None:
-    from protolab.annotate import annotate_file
-    from protolab.paths import reference_file
+    from protolab.analysis.annotate import annotate_file
+    from protolab.wire.paths import reference_file
 
     where = udpdemo.where_from_capture(list(annotate_file(reference_file("dns-demo"))))
     assert [r.outcome.status for r in where[:4]] == [Status.NOT_OBSERVED] * 4

@@ -1,0 +1,1 @@
+"""Reading captures: annotation facts, stories, inspect, and observations as data."""

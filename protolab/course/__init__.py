@@ -1,0 +1,1 @@
+"""The course around the labs: grading, reference captures, replay, doctor."""

@@ -1,0 +1,734 @@
+"""The numbered lab worksheets, and grading a learner's answers against *their* capture.
+
+Where state lives: in the learner's capture. Every graded fact is computed from the packets of the
+capture being graded: their header fields (ports, flags, sequence numbers, query IDs, connection
+IDs) and payloads (the PIDs and totals a server writes, HTTP headers), never from the annotator's
+sentences and never from fixed values. Most questions ask for values that differ from run to run
+(`Question.varies`: ports, ISNs, IDs, CIDs, PIDs, session IDs), so an answers file copied from
+another run, or from the reference capture, does not get full marks.
+
+Answers file (TOML), one key per question, in the form the output prints: `q1 = 17` or
+`q1 = "#17"` for a packet number, `q2 = "0x6ff8"` (or `0x6ff8`, `"6ff8"`) for an ID, `q3 = false`
+or `"no"` for yes/no. `protolab check NN --template` writes one that names each answer's form.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+
+from protolab.analysis.annotate import Annotator, Kind, Row
+from protolab.analysis.observe import Evidence, Observation, observe
+from protolab.protocols.counter import parse_reply
+from protolab.wire.packets import TCP_FLAG_NAMES, Decoded, decode
+from protolab.wire.paths import SOURCE_ROOT, default_capture_path, reference_capture, reference_file
+from protolab.wire.pcap import read_pcap
+
+LABS_DIR = SOURCE_ROOT / "labs"
+
+
+class CheckError(Exception):
+    """A problem with the answers file or capture: one line for the user."""
+
+
+class Form(Enum):
+    """How an answer is written, and so how it is compared. The value is what the template and
+    the worksheet say."""
+
+    PACKET = 'a packet number, as printed: 17 or "#17"'  #: the `#` column of `inspect`
+    NUMBER = "a whole number: 17"  #: a count, a port, a PID, a sequence number
+    HEX = 'hex, as printed: "0x6ff8", "6ff8" or 0x6ff8'  #: a query ID, a connection ID
+    YESNO = 'yes or no: true, false, "yes" or "no"'  #: a prediction checked against the run
+    FLAGS = 'TCP flags, as the summary prints them: "ACK" or "[PSH/ACK]"'  #: a segment's flags
+    ENDPOINT = 'address:port, as printed: "127.0.0.1:40404"'  #: one socket's address
+    WORD = "one of the words the question names"  #: client or server
+    TEXT = 'text, exactly as printed: "abc"'  #: an opaque value such as a cookie
+
+    @property
+    def label(self) -> str:
+        """The short name the worksheets give after each question: "*Answer: a packet number*"."""
+        return _LABELS[self]
+
+
+_LABELS = {Form.PACKET: "a packet number", Form.NUMBER: "a whole number", Form.HEX: "hex",
+           Form.YESNO: "yes or no", Form.FLAGS: "TCP flags", Form.ENDPOINT: "address:port",
+           Form.WORD: "one word", Form.TEXT: "text, as printed"}
+
+
+@dataclass(frozen=True)
+class Question:
+    key: str
+    text: str
+    fact: Callable[[Packets], object]  #: the right answer, computed from the capture's packets
+    hint: str
+    form: Form = Form.TEXT
+    varies: bool = False  #: a fresh run gives another answer (a port, an ISN, an ID, a PID)
+
+
+@dataclass(frozen=True)
+class Lab:
+    number: str
+    slug: str
+    title: str
+    demo: str  #: the subcommand that makes its capture
+    questions: tuple[Question, ...]
+
+    @property
+    def worksheet(self) -> Path:
+        return LABS_DIR / f"{self.number}-{self.slug}.md"
+
+    @property
+    def capture(self) -> Path:
+        return default_capture_path(self.demo)
+
+
+# -- the capture as the grader reads it ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Packets:
+    """A capture: the annotated rows and, for each, the decoded headers and payload."""
+
+    rows: list[Row]
+    decoded: dict[int, Decoded]  #: packet number → its decoded frame
+
+    def payload(self, row: Row) -> bytes:
+        return self.decoded[row.number].payload
+
+
+def read(capture: Path) -> Packets:
+    """Read and annotate `capture`. Raises PcapError (protolab.wire.pcap) for a file it cannot
+    read."""
+    annotator = Annotator()
+    pairs: list[tuple[Row, Decoded]] = []
+    for rec in read_pcap(capture):
+        pairs += annotator.feed_pairs(decode(rec.data, rec.linktype, rec.time, rec.orig_len))
+    pairs += annotator.finish_pairs()
+    return Packets([row for row, _ in pairs], {row.number: d for row, d in pairs})
+
+
+def _port(endpoint: str) -> int:
+    return int(endpoint.rsplit(":", 1)[1])
+
+
+# -- TCP (lab 01): from the flags and sequence numbers, RFC 9293 ---------------------------------
+
+FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
+
+
+def _flags(row: Row) -> int:
+    return row.fields.get("tcp_flags", 0) if row.proto == "TCP" else 0
+
+
+def _flag_names(row: Row) -> str:
+    return "/".join(name for name, bit in TCP_FLAG_NAMES if _flags(row) & bit)
+
+
+def _first_connection(p: Packets) -> tuple[Row, list[Row]]:
+    """The first SYN (without ACK) and every segment of its 4-tuple, in capture order."""
+    syn = next(r for r in p.rows if _flags(r) & (SYN | ACK) == SYN)
+    pair = {syn.src, syn.dst}
+    return syn, [r for r in p.rows if r.proto == "TCP" and {r.src, r.dst} == pair]
+
+
+def tcp_client_port(p: Packets) -> int:
+    return _port(_first_connection(p)[0].src)
+
+
+def tcp_client_isn(p: Packets) -> int:
+    return _first_connection(p)[0].fields["tcp_seq"]
+
+
+def _syn_ack(p: Packets) -> Row:
+    syn, rows = _first_connection(p)
+    return next(r for r in rows if _flags(r) & (SYN | ACK) == SYN | ACK and r.src == syn.dst
+                and r.fields["tcp_ack"] == (syn.fields["tcp_seq"] + 1) % 2**32)
+
+
+def tcp_server_isn(p: Packets) -> int:
+    return _syn_ack(p).fields["tcp_seq"]
+
+
+def tcp_handshake_packets(p: Packets) -> int:
+    """SYN, SYN/ACK and the ACK that acknowledges the server's SYN (RFC 9293 section 3.5),
+    counting any retransmitted SYN or SYN/ACK; stops at that ACK."""
+    syn, rows = _first_connection(p)
+    server_isn = tcp_server_isn(p)
+    count = 0
+    for r in rows:
+        if _flags(r) & SYN:
+            count += 1
+        elif (r.src == syn.src and _flags(r) & ACK
+              and r.fields["tcp_ack"] == (server_isn + 1) % 2**32):
+            return count + 1
+    raise LookupError("the handshake never completes")
+
+
+def _first_fin(p: Packets) -> tuple[Row, Row]:
+    syn, rows = _first_connection(p)
+    return syn, next(r for r in rows if _flags(r) & FIN)
+
+
+def tcp_close_wait_packet(p: Packets) -> int:
+    """The client's FIN: receiving the first FIN takes the server ESTABLISHED→CLOSE_WAIT
+    (RFC 9293 section 3.6). A server that closed first never enters CLOSE_WAIT."""
+    syn, fin = _first_fin(p)
+    if fin.src != syn.src:
+        raise LookupError("the server closed first")
+    return fin.number
+
+
+def tcp_first_closer(p: Packets) -> str:
+    syn, fin = _first_fin(p)
+    return "client" if fin.src == syn.src else "server"
+
+
+def tcp_forged_reply(p: Packets) -> str:
+    """The flags of the receiver's answer to the segment far outside its window (RFC 9293
+    section 3.10.7.4: an unacceptable segment is answered with an ACK, then dropped)."""
+    forged = next(r for r in p.rows if r.shows(Kind.TCP_OUT_OF_WINDOW))
+    reply = next(r for r in p.rows if r.number > forged.number and r.src == forged.dst
+                 and r.dst == forged.src)
+    return _flag_names(reply)
+
+
+def tcp_rst_port(p: Packets) -> int:
+    rst = next(r for r in p.rows if _flags(r) & RST and r.fields.get("dport") == 40404)
+    return rst.fields["sport"]
+
+
+# -- UDP (lab 02): the server's replies say seq, total, its own count and its PID ------------------
+
+
+def _udp_replies(p: Packets) -> list[tuple[Row, object]]:
+    server = next(r for r in p.rows if r.proto == "UDP").dst
+    out = []
+    for r in p.rows:
+        reply = parse_reply(p.payload(r)) if r.proto == "UDP" and r.src == server else None
+        if reply is not None:
+            out.append((r, reply))
+    return out
+
+
+def _workflow(p: Packets) -> list[object]:
+    """The replies to the client of the litmus workflow: the one that got the last reply."""
+    replies = _udp_replies(p)
+    client = replies[-1][0].dst
+    return [reply for r, reply in replies if r.dst == client]
+
+
+def udp_first_pid(p: Packets) -> int:
+    return _workflow(p)[0].pid
+
+
+def udp_last_pid(p: Packets) -> int:
+    return _workflow(p)[-1].pid
+
+
+def udp_last_total(p: Packets) -> int:
+    return _workflow(p)[-1].total
+
+
+def udp_workflow_port(p: Packets) -> int:
+    return _port(_udp_replies(p)[-1][0].dst)
+
+
+def udp_icmp_named_port(p: Packets) -> int:
+    """The source port of the datagram the first ICMP port unreachable quotes (RFC 792)."""
+    icmp = next(r for r in p.rows if r.fields.get("icmp_type") == 3
+                and r.fields.get("icmp_code") == 3)
+    quoted = p.decoded[icmp.number].quoted
+    if quoted is None or quoted.sport is None:
+        raise LookupError("the ICMP error quotes no UDP header")
+    return quoted.sport
+
+
+def udp_clients_answered(p: Packets) -> int:
+    return len({r.dst for r, _ in _udp_replies(p)})
+
+
+# -- DNS (lab 03): IDs, ports and order from the DNS headers -------------------------------------
+
+
+def _dns(p: Packets) -> list[Row]:
+    return [r for r in p.rows if "dns_id" in r.fields]
+
+
+def _queries(p: Packets) -> list[Row]:
+    return [r for r in _dns(p) if not r.fields["dns_response"]]
+
+
+def _answers(p: Packets) -> list[Row]:
+    return [r for r in _dns(p) if r.fields["dns_response"]]
+
+
+def _asked(p: Packets) -> set[tuple[str, str, int]]:
+    """(client, server, id) of every query in the capture."""
+    return {(q.src, q.dst, q.fields["dns_id"]) for q in _queries(p)}
+
+
+def _hex16(value: int) -> str:
+    return f"{value:#06x}"
+
+
+def dns_first_answer_id(p: Packets) -> str:
+    """The first answer that matches a query: same id, from the server it was sent to."""
+    asked = _asked(p)
+    return _hex16(next(a.fields["dns_id"] for a in _answers(p)
+                       if (a.dst, a.src, a.fields["dns_id"]) in asked))
+
+
+def dns_first_socket_port(p: Packets) -> int:
+    return _queries(p)[0].fields["sport"]
+
+
+def dns_answers_in_order(p: Packets) -> str:
+    first = _queries(p)[0]
+    asked = [q.fields["dns_id"] for q in _queries(p) if q.src == first.src]
+    answered = [a.fields["dns_id"] for a in _answers(p)
+                if a.dst == first.src and a.src == first.dst]
+    return "yes" if asked == answered else "no"
+
+
+def dns_forged_id(p: Packets) -> str:
+    """An answer from the server's own address and port with an id the client never asked."""
+    asked = _asked(p)
+    server = _queries(p)[0].dst
+    return _hex16(next(a.fields["dns_id"] for a in _answers(p) if a.src == server
+                       and (a.dst, a.src, a.fields["dns_id"]) not in asked))
+
+
+def dns_wrong_source_port(p: Packets) -> int:
+    """An answer with an id the client asked, from an address the query did not go to."""
+    asked = _asked(p)
+    pending = {(client, qid) for client, _, qid in asked}
+    return next(a.fields["sport"] for a in _answers(p)
+                if (a.dst, a.fields["dns_id"]) in pending
+                and (a.dst, a.src, a.fields["dns_id"]) not in asked)
+
+
+def dns_icmp_packet(p: Packets) -> int:
+    return next(r.number for r in p.rows if r.fields.get("icmp_type") == 3)
+
+
+# -- QUIC (lab 04): connection IDs from the headers (RFC 9000 section 5.1) -------------------------
+
+
+def _first_initial(p: Packets) -> Row:
+    return next(r for r in p.rows if r.fields.get("quic_type") == "Initial")
+
+
+def quic_client_cid(p: Packets) -> str:
+    return _first_initial(p).fields["quic_scid"]
+
+
+def quic_server_cid(p: Packets) -> str:
+    first = _first_initial(p)
+    return next(r.fields["quic_scid"] for r in p.rows if r.src == first.dst
+                and r.dst == first.src and r.fields.get("quic_type") == "Initial")
+
+
+def _to_server(p: Packets) -> Iterator[tuple[Row, set[str], set[str], set[str]]]:
+    """Each packet to the first connection's server, with the DCIDs and sources seen before it
+    and every CID sent in the clear (long headers) so far."""
+    server = _first_initial(p).dst
+    dcids: set[str] = set()
+    sources: set[str] = set()
+    clear: set[str] = set()
+    for r in p.rows:
+        if "quic_type" not in r.fields:
+            continue
+        if r.dst == server:
+            yield r, dcids, sources, clear
+            dcids.add(r.fields["quic_dcid"])
+            sources.add(r.src)
+        if r.fields.get("quic_scid"):
+            clear.add(r.fields["quic_scid"])
+
+
+def quic_rotated_dcid(p: Packets) -> str:
+    """The first short-header DCID from a known source that was never seen before, not even as
+    a CID in a handshake packet: a CID issued in an encrypted NEW_CONNECTION_ID frame."""
+    return next(r.fields["quic_dcid"] for r, dcids, sources, clear in _to_server(p)
+                if r.fields["quic_type"] == "1-RTT" and r.src in sources
+                and r.fields["quic_dcid"] not in dcids | clear)
+
+
+def quic_migrated_endpoint(p: Packets) -> str:
+    """The first packet with a known DCID from a source never seen before (RFC 9000 section 9)."""
+    return next(r.src for r, dcids, sources, _ in _to_server(p)
+                if r.fields["quic_type"] == "1-RTT" and r.src not in sources
+                and r.fields["quic_dcid"] in dcids)
+
+
+def quic_retry_packet(p: Packets) -> int:
+    return next(r.number for r in p.rows if r.fields.get("quic_type") == "Retry")
+
+
+# -- HTTP through the balancer (lab 05): reassembled messages and their headers --------------------
+
+
+@dataclass(frozen=True)
+class Message:
+    number: int  #: the packet that carries its first byte
+    src: str
+    dst: str
+    start: str  #: request or status line
+    headers: dict[str, str]  #: names lower-cased
+
+    @property
+    def is_response(self) -> bool:
+        return self.start.startswith("HTTP/")
+
+
+def _streams(p: Packets) -> dict[tuple[str, str], list[tuple[int, bytes]]]:
+    """Per direction: (packet number, payload) of each data segment in sequence order (modulo
+    2**32 from the first one seen), a retransmission once."""
+    out: dict[tuple[str, str], dict[int, tuple[int, bytes]]] = {}
+    base: dict[tuple[str, str], int] = {}
+    for r in p.rows:
+        data = p.payload(r) if r.proto == "TCP" else b""
+        if data:
+            key = (r.src, r.dst)
+            offset = (r.fields["tcp_seq"] - base.setdefault(key, r.fields["tcp_seq"])) % 2**32
+            out.setdefault(key, {}).setdefault(offset, (r.number, data))
+    return {k: [v[offset] for offset in sorted(v)] for k, v in out.items()}
+
+
+def _messages(p: Packets) -> list[Message]:
+    """HTTP/1.x message heads, each from its direction's bytes in sequence order."""
+    found = []
+    for (src, dst), segments in _streams(p).items():
+        stream, owner = b"", []
+        for number, data in segments:
+            owner.append((len(stream), number))
+            stream += data
+        at = 0
+        while (end := stream.find(b"\r\n\r\n", at)) >= 0:
+            head = stream[at:end].decode("latin-1").split("\r\n")
+            headers = {k.strip().lower(): v.strip() for k, _, v in
+                       (line.partition(":") for line in head[1:])}
+            number = [n for start, n in owner if start <= at][-1]
+            if head[0].startswith(("HTTP/", "GET ", "POST ", "PUT ", "DELETE ", "HEAD ")):
+                found.append(Message(number, src, dst, head[0], headers))
+            at = end + 4 + (_int(headers.get("content-length", "0")) or 0)
+    return sorted(found, key=lambda m: m.number)
+
+
+def _balancer(messages: list[Message]) -> str:
+    """The balancer is where the first request went: the client speaks first."""
+    return next(m.dst for m in messages if not m.is_response)
+
+
+def _response_to(messages: list[Message], request: Message) -> Message:
+    return next(m for m in messages if m.is_response and m.number > request.number
+                and (m.src, m.dst) == (request.dst, request.src))
+
+
+def _backend_request(messages: list[Message], method_path: str) -> Message:
+    balancer = _balancer(messages)
+    return next(m for m in messages if not m.is_response and m.dst != balancer
+                and m.start.startswith(method_path + " "))
+
+
+def lb_login_backend_port(p: Packets) -> int:
+    return _port(_backend_request(_messages(p), "POST /login").dst)
+
+
+def lb_session_id(p: Packets) -> str:
+    for m in _messages(p):
+        name, _, value = m.headers.get("set-cookie", "").partition("=")
+        if name.strip() == "sessionId":
+            return value.split(";", 1)[0].strip()
+    raise LookupError("no response set the sessionId cookie")
+
+
+def lb_cart_pid(p: Packets) -> int:
+    messages = _messages(p)
+    return int(_response_to(messages, _backend_request(messages, "GET /cart"))
+               .headers["x-backend-pid"])
+
+
+def lb_cart_status(p: Packets) -> int:
+    messages = _messages(p)
+    return int(_response_to(messages, _backend_request(messages, "GET /cart")).start.split()[1])
+
+
+def lb_backends_that_served(p: Packets) -> int:
+    """Distinct sources of responses that are not the balancer."""
+    messages = _messages(p)
+    balancer = _balancer(messages)
+    return len({m.src for m in messages if m.is_response and m.src != balancer})
+
+
+# -- the catalogue --------------------------------------------------------------------------------
+
+LABS: tuple[Lab, ...] = (
+    Lab("01", "tcp-connection-state", "TCP connection state lives in two kernels", "tcp-demo", (
+        Question("q1", "From which client port did the first connection come?", tcp_client_port,
+                 "the source port of packet #1, or part 1's `connect() from`", Form.NUMBER,
+                 varies=True),
+        Question("q2", "How many packets did the first connection's handshake take?",
+                 tcp_handshake_packets, "count SYN, SYN/ACK and the ACK that completes it",
+                 Form.NUMBER),
+        Question("q3", "Which initial sequence number did the client's kernel choose for the "
+                       "first connection (the raw seq of its SYN)?", tcp_client_isn,
+                 "inspect shows seq relative to it (seq=0); `inspect FILE --detail 1` shows the "
+                 "raw seq", Form.NUMBER, varies=True),
+        Question("q4", "Which initial sequence number did the server's kernel choose for it "
+                       "(the raw seq of its SYN/ACK)?", tcp_server_isn,
+                 "`inspect FILE --detail 2`", Form.NUMBER, varies=True),
+        Question("q5", "Which packet made the server's socket enter CLOSE_WAIT?",
+                 tcp_close_wait_packet, "the first FIN of connection 1: who received it?",
+                 Form.PACKET),
+        Question("q6", "What did the server's kernel send back to the forged out-of-window "
+                       "segment (its TCP flags)?", tcp_forged_reply,
+                 "find the segment whose seq is far outside the window; look at the next "
+                 "packet back", Form.FLAGS),
+        Question("q7", "From which port did the RST to port 40404 come?", tcp_rst_port,
+                 "--filter 'port 40404'", Form.NUMBER, varies=True),
+    )),
+    Lab("02", "udp-litmus", "UDP keeps nothing: the litmus test", "udp-demo", (
+        Question("q1", "Which server process (PID) answered the workflow's first request?",
+                 udp_first_pid, "pid= in the reply to seq=1 total=0 add=5", Form.NUMBER,
+                 varies=True),
+        Question("q2", "Which server process (PID) answered after the restart?", udp_last_pid,
+                 "pid= in the last reply", Form.NUMBER, varies=True),
+        Question("q3", "What total did the server answer to the last request of the workflow?",
+                 udp_last_total, "total= in the last reply", Form.NUMBER),
+        Question("q4", "From which client port did the workflow's datagrams come?",
+                 udp_workflow_port, "the source port of seq=1 total=0 add=5", Form.NUMBER,
+                 varies=True),
+        Question("q5", "Which client port does the first ICMP port unreachable name (the "
+                       "sender of the datagram it answers)?", udp_icmp_named_port,
+                 "--filter icmp: `ICMP port unreachable for ADDRESS:PORT → ...`", Form.NUMBER,
+                 varies=True),
+        Question("q6", "How many different client sockets (address:port) did the server "
+                       "answer?", udp_clients_answered,
+                 "count the distinct destinations of the server's replies", Form.NUMBER),
+    )),
+    Lab("03", "dns-query-ids", "DNS query IDs: the client holds the state", "dns-demo", (
+        Question("q1", "What was the query ID of the answer that arrived first?",
+                 dns_first_answer_id, "the first answer row that ends a pending query",
+                 Form.HEX, varies=True),
+        Question("q2", "From which client port did the first queries go out (the one socket "
+                       "of part 1)?", dns_first_socket_port, "the source port of packet #1",
+                 Form.NUMBER, varies=True),
+        Question("q3", "Did the answers come back in the order the queries were sent?",
+                 dns_answers_in_order, "compare the order of IDs in queries and in answers",
+                 Form.YESNO),
+        Question("q4", "What ID did the forged answer from the server's own port carry?",
+                 dns_forged_id, "the answer from the server's port whose id no query had",
+                 Form.HEX, varies=True),
+        Question("q5", "From which port did the forged answer with the right ID but the wrong "
+                       "source come?", dns_wrong_source_port,
+                 "the answer whose id is pending but whose source is not the server",
+                 Form.NUMBER, varies=True),
+        Question("q6", "Which packet is the ICMP port unreachable?", dns_icmp_packet,
+                 "--filter icmp", Form.PACKET),
+    )),
+    Lab("04", "quic-connection-ids", "QUIC connection IDs: state keyed by CID, not address",
+        "quic-demo", (
+            Question("q1", "Which connection ID did the client choose for itself in its first "
+                           "Initial (its SCID)?", quic_client_cid,
+                     "packet #1: SCID=...", Form.HEX, varies=True),
+            Question("q2", "Which connection ID did the server choose for the first connection "
+                           "(the SCID of its first Initial)?", quic_server_cid,
+                     "the server's first Initial: SCID=...", Form.HEX, varies=True),
+            Question("q3", "Which DCID did the client switch to when it rotated?",
+                     quic_rotated_dcid, "the first client packet with a DCID new to the capture "
+                     "on the same path", Form.HEX, varies=True),
+            Question("q4", "From which address and port did the client send after it "
+                           "migrated?", quic_migrated_endpoint,
+                     "the first client packet from a new source with a known DCID",
+                     Form.ENDPOINT, varies=True),
+            Question("q5", "Which packet is the Retry?", quic_retry_packet,
+                     "--filter quic, look for Retry in the summary", Form.PACKET),
+        )),
+    Lab("05", "backends-sessions-jwt-lb", "Stateful and stateless backends behind a balancer",
+        "lb", (
+            Question("q1", "Which backend (its port) answered POST /login and so created your "
+                           "session?", lb_login_backend_port,
+                     "the balancer's POST /login to a backend port, or the `lb` output's "
+                     "`b1=127.0.0.1:PORT`", Form.NUMBER, varies=True),
+            Question("q2", "What session ID did the login give the client (the value of its "
+                           "sessionId cookie)?", lb_session_id,
+                     "the Set-Cookie header of the login's response (`inspect FILE --detail N`, "
+                     "or tshark -Y http.set_cookie)", Form.TEXT, varies=True),
+            Question("q3", "Which backend process (PID) answered GET /cart?", lb_cart_pid,
+                     "the X-Backend-Pid header, or the `lb` output's `GET /cart → bN (pid ...)`",
+                     Form.NUMBER, varies=True),
+            Question("q4", "Which HTTP status did GET /cart get?", lb_cart_status,
+                     "the status line of the response to GET /cart", Form.NUMBER),
+            Question("q5", "How many different backends answered your workflow's requests?",
+                     lb_backends_that_served,
+                     "count the distinct sources of HTTP responses that are not the balancer",
+                     Form.NUMBER),
+        )),
+)
+
+
+def find(number: str) -> Lab:
+    for lab in LABS:
+        if lab.number == number.zfill(2):
+            return lab
+    raise CheckError(f"no lab {number}: the labs are " + ", ".join(lab.number for lab in LABS))
+
+
+# -- grading --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mark:
+    question: Question
+    given: str  #: the answer as the file gave it ("" for none)
+    right: bool
+    expected: str
+
+
+def _int(text: str) -> int | None:
+    text = text.strip().replace("_", "")
+    try:
+        return int(text, 16) if text.lower().startswith("0x") else int(text, 10)
+    except ValueError:
+        return None
+
+
+def readings(value: object, form: Form) -> set[object]:
+    """What an answer can mean in `form`: empty when it cannot be one. A TOML integer in a hex
+    question may have been written `0x6ff8` or `1234` meaning hex 1234: both readings count."""
+    if isinstance(value, bool):
+        return {"yes" if value else "no"} if form is Form.YESNO else set()
+    if isinstance(value, float):
+        value = int(value) if value.is_integer() else str(value)
+    if isinstance(value, int):
+        if form is Form.HEX:
+            return {value, int(str(value), 16)} if value >= 0 else set()
+        return {value} if form in (Form.NUMBER, Form.PACKET) else {str(value)}
+    if not isinstance(value, str) or not value.strip():
+        return set()
+    text = value.strip()
+    if form is Form.PACKET:
+        number = _int(text.removeprefix("#"))
+        return set() if number is None else {number}
+    if form is Form.NUMBER:
+        number = _int(text)
+        return set() if number is None else {number}
+    if form is Form.HEX:
+        number = _int("0x" + text.lower().removeprefix("0x"))
+        return set() if number is None else {number}
+    if form is Form.YESNO:
+        word = {"y": "yes", "true": "yes", "n": "no", "false": "no"}.get(text.lower(),
+                                                                          text.lower())
+        return {word} if word in ("yes", "no") else set()
+    if form is Form.FLAGS:
+        names = text.strip("[]").upper().replace(",", "/").replace("+", "/").replace("-", "/")
+        return {frozenset(n.strip() for n in names.replace(" ", "/").split("/") if n.strip())}
+    if form is Form.ENDPOINT:
+        return {text.replace(" ", "").lower()}
+    if form is Form.WORD:
+        return {text.lower()}
+    return {text.removeprefix("sessionId=")}
+
+
+def _shown(value: object) -> str:
+    return value if isinstance(value, str) else str(value).lower() if isinstance(value, bool) \
+        else str(value)
+
+
+def _given(value: object, form: Form) -> str:
+    """The answer as the file gave it; a TOML integer in a hex question also in hex."""
+    if value == "":
+        return ""
+    if form is Form.HEX and isinstance(value, int) and not isinstance(value, bool):
+        return f"{value} ({value:#x})"
+    return _shown(value)
+
+
+def facts(lab: Lab, capture: Path) -> dict[str, str]:
+    """The right answers for this capture, written as the output prints them."""
+    from protolab.wire.pcap import PcapError
+
+    try:
+        packets = read(capture)
+    except PcapError as exc:
+        raise CheckError(str(exc)) from None
+    out = {}
+    for q in lab.questions:
+        try:
+            out[q.key] = _shown(q.fact(packets))
+        except (StopIteration, LookupError, ValueError, IndexError, KeyError):
+            raise CheckError(f"{capture} is not a capture of `protolab {lab.demo}` (question "
+                             f"{q.key} cannot be answered from it)") from None
+    return out
+
+
+def grade(lab: Lab, answers_file: Path, capture: Path) -> list[Mark]:
+    try:
+        answers = tomllib.loads(answers_file.read_text())
+    except OSError as exc:
+        raise CheckError(f"cannot read {answers_file}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise CheckError(f"{answers_file} is not a text file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CheckError(f"{answers_file} is not valid TOML: {exc}") from None
+    right = facts(lab, capture)
+    marks = []
+    for q in lab.questions:
+        given = answers.get(q.key, "")
+        ok = bool(readings(given, q.form) & readings(right[q.key], q.form))
+        marks.append(Mark(q, _given(given, q.form), ok, right[q.key]))
+    return marks
+
+
+def written(path: Path) -> str:
+    """When a file was last written, in local time to the millisecond."""
+    return datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def graded_line(lab: Lab, capture: Path) -> str:
+    """The one line that says which capture is graded, and when it was written."""
+    return (f"Lab {lab.number}: {lab.title} — graded against {capture} (written "
+            f"{written(capture)})")
+
+
+def newer_capture(answers_file: Path, capture: Path) -> Observation | None:
+    """The rule: a capture written after the answers file was last written is a later run than
+    the one the answers came from (or the answers were written before any run), and a re-run
+    gives other ports, IDs and PIDs. None when the answers file is the newer one."""
+    if capture.stat().st_mtime_ns <= answers_file.stat().st_mtime_ns:
+        return None
+    return observe(
+        "check.capture-newer-than-answers", "the capture graded is the one the answers came from",
+        True, seen="your capture is newer than your answers file: re-running the demo changes "
+                   "the answers (its ports, IDs and PIDs); answer from this capture, or grade "
+                   "the one you answered from with --pcap",
+        evidence=[Evidence(f"{answers_file} written", after=written(answers_file)),
+                  Evidence(f"{capture} written", after=written(capture))])
+
+
+def template(lab: Lab) -> str:
+    lines = [f"# Answers for lab {lab.number}: {lab.title}",
+             f"# Fill in each value from your own run, then: protolab check {lab.number} "
+             f"--answers THIS_FILE", ""]
+    for q in lab.questions:
+        lines += [f"# {q.key}: {q.text}", f'{q.key} = ""   # {q.form.value}', ""]
+    return "\n".join(lines)
+
+
+def status() -> list[tuple[str, str, str, str]]:
+    """(number, title, worksheet, capture) with what exists here."""
+    rows = []
+    for lab in LABS:
+        sheet = lab.worksheet.relative_to(SOURCE_ROOT) if lab.worksheet.exists() else "missing"
+        live = lab.capture.exists()
+        ref = reference_capture(lab.demo)
+        capture = (f"{lab.capture} (your run)" if live else
+                   f"no run yet; reference {ref}" if reference_file(lab.demo).exists()
+                   else "no run yet")
+        rows.append((lab.number, lab.title, str(sheet), capture))
+    return rows

@@ -1,0 +1,1 @@
+"""The I/O edge: sockets, servers, clients, processes, the fault proxy, stores, balancers."""

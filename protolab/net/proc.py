@@ -1,0 +1,86 @@
+"""Lab servers as real processes, so that a demo can kill or restart them.
+
+Where state lives: in the child process's memory and in the kernel's socket table entries that the
+process owns. Killing the process frees both, which is exactly what the litmus tests need.
+Readiness is the child's own word: it prints `ready PORT` once its socket is bound.
+
+Each child dies with this process (see `protolab.net.lifecycle`): it runs in its own process group
+(the terminal's Ctrl-C goes to the command, which stops its children), it is registered until
+reaped, and it asks the kernel for a parent-death signal in case the command itself is killed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+
+from protolab.net import lifecycle
+
+#: test seam: with PROTOLAB_HOLD_AFTER_SPAWN=N the command stops after its Nth child process is
+#: ready, says `holding after spawn N (pid P)` and waits there for a signal; this is how the tests
+#: stop a demo at a known point, with its children alive
+HOLD_ENV = "PROTOLAB_HOLD_AFTER_SPAWN"
+_spawned = 0
+
+
+class ServerProcess:
+    """`python -m MODULE [PORT]` (or `python -m MODULE ARGS...`) as a child process; `port` is
+    what it reported when ready."""
+
+    def __init__(self, module: str, port: int = 0, args: Sequence[str] | None = None) -> None:
+        argv = list(args) if args is not None else [str(port)]
+        self.proc = subprocess.Popen([sys.executable, "-m", module, *argv],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+                                     env=lifecycle.child_env(), process_group=0)
+        lifecycle.track(self.proc)
+        self.pid = self.proc.pid
+        try:
+            line = self.proc.stdout.readline().split()
+            if len(line) != 2 or line[0] != "ready":
+                raise RuntimeError(f"{module} did not start (said {' '.join(line)!r})")
+            self.port = int(line[1])
+            _hold(self.pid)
+        except BaseException:  # a stop signal while starting, too: this child goes with us
+            self.kill()
+            raise
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+    def terminate(self) -> int | None:
+        """SIGTERM (a graceful stop: requests in flight finish), reap; SIGKILL after 5 s."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        return self.kill()
+
+    def kill(self) -> int | None:
+        """SIGKILL and reap; returns the exit status."""
+        with lifecycle.shielded():
+            if self.proc.poll() is None:
+                self.proc.kill()
+            status = self.proc.wait(5)
+            lifecycle.untrack(self.proc)
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+        return status
+
+
+def _hold(pid: int) -> None:
+    """The test seam (HOLD_ENV): wait here, in the main thread, for a signal."""
+    global _spawned
+    _spawned += 1
+    hold = os.environ.get(HOLD_ENV)
+    if hold and hold.isdigit() and int(hold) == _spawned \
+            and threading.current_thread() is threading.main_thread():
+        print(f"holding after spawn {_spawned} (pid {pid})", flush=True)
+        threading.Event().wait()

@@ -1,0 +1,282 @@
+"""TCP connection state, sans-IO: the RFC 9293 state machine as a table, and an observer.
+
+Where state lives: in two kernels. Each endpoint's kernel keeps a connection entry keyed by the
+4-tuple (RFC 9293 section 3.3.1: the "Transmission Control Block"): its state, the next sequence
+number it will send (SND.NXT), the oldest unacknowledged one (SND.UNA) and the next one it expects
+to receive (RCV.NXT). Lose either entry and the connection is gone: the survivor's next segment is
+answered with RST (RFC 9293 section 3.10.7.1).
+
+`TcpObserver` rebuilds both endpoints' entries from the packets of a capture, so the annotation can
+say which kernel holds what; the demo checks it against the kernel's own record of transitions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from protolab.protocols.state import IllegalTransition, advance
+
+if TYPE_CHECKING:  # decoded headers come in as data; this core reads no bytes itself
+    from protolab.wire.packets import Decoded
+
+FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
+
+
+class Role(Enum):
+    CLIENT = "client"  #: the active opener: sends the first SYN
+    SERVER = "server"  #: the passive opener: a listening socket answers the SYN
+
+
+class TcpState(Enum):
+    CLOSED = "CLOSED"  #: no connection entry
+    LISTEN = "LISTEN"  #: a listening socket waits for SYNs
+    SYN_SENT = "SYN_SENT"  #: client sent SYN, waits for SYN-ACK
+    SYN_RECV = "SYN_RECV"  #: server got SYN, sent SYN-ACK, waits for the ACK
+    ESTABLISHED = "ESTABLISHED"  #: both directions open
+    FIN_WAIT_1 = "FIN_WAIT_1"  #: we sent FIN, not yet acknowledged
+    FIN_WAIT_2 = "FIN_WAIT_2"  #: our FIN is acknowledged; the peer may still send
+    CLOSING = "CLOSING"  #: both sent FIN at once; waiting for the ACK of ours
+    TIME_WAIT = "TIME_WAIT"  #: we closed first; wait 2*MSL so stray segments die
+    CLOSE_WAIT = "CLOSE_WAIT"  #: the peer closed; our application has not yet
+    LAST_ACK = "LAST_ACK"  #: we closed second; waiting for the ACK of our FIN
+
+
+class Seg(Enum):
+    SEND_SYN = "send SYN"  #: connect()
+    RECV_SYN = "recv SYN"  #: a SYN reached a listening socket
+    RECV_SYN_ACK = "recv SYN-ACK"  #: the answer to our SYN
+    RECV_ACK = "recv ACK of our SYN/FIN"  #: acknowledges the SYN or FIN we sent
+    SEND_FIN = "send FIN"  #: close() or shutdown(SHUT_WR)
+    RECV_FIN = "recv FIN"  #: the peer closed its direction
+    SEND_RST = "send RST"  #: abort
+    RECV_RST = "recv RST"  #: the peer has no (or no longer a) connection
+    TIMEOUT = "2MSL timer"  #: TIME_WAIT ends
+
+
+_BOTH_ESTABLISHED = {
+    TcpState.ESTABLISHED: {Seg.SEND_FIN: TcpState.FIN_WAIT_1, Seg.RECV_FIN: TcpState.CLOSE_WAIT,
+                           Seg.RECV_RST: TcpState.CLOSED, Seg.SEND_RST: TcpState.CLOSED},
+    TcpState.FIN_WAIT_1: {Seg.RECV_ACK: TcpState.FIN_WAIT_2, Seg.RECV_FIN: TcpState.CLOSING,
+                          Seg.RECV_RST: TcpState.CLOSED, Seg.SEND_RST: TcpState.CLOSED},
+    TcpState.FIN_WAIT_2: {Seg.RECV_FIN: TcpState.TIME_WAIT, Seg.RECV_RST: TcpState.CLOSED,
+                          Seg.SEND_RST: TcpState.CLOSED},
+    TcpState.CLOSING: {Seg.RECV_ACK: TcpState.TIME_WAIT, Seg.RECV_RST: TcpState.CLOSED},
+    TcpState.CLOSE_WAIT: {Seg.SEND_FIN: TcpState.LAST_ACK, Seg.RECV_RST: TcpState.CLOSED,
+                          Seg.SEND_RST: TcpState.CLOSED},
+    TcpState.LAST_ACK: {Seg.RECV_ACK: TcpState.CLOSED, Seg.RECV_RST: TcpState.CLOSED},
+    TcpState.TIME_WAIT: {Seg.TIMEOUT: TcpState.CLOSED},
+}
+
+#: RFC 9293 section 3.3.2 (figure 5), keyed by (role, state) -> segment event -> next state.
+#: A FIN that also acknowledges our FIN is two events, ACK then FIN, in the order of segment
+#: processing (RFC 9293 section 3.10.7.4: "fifth, check the ACK field", "eighth, check the FIN
+#: bit"); Linux records FIN_WAIT_1 -> FIN_WAIT_2 -> TIME_WAIT for it, not figure 5's shortcut.
+TCP_TRANSITIONS = {
+    (Role.CLIENT, TcpState.CLOSED): {Seg.SEND_SYN: TcpState.SYN_SENT},
+    (Role.CLIENT, TcpState.SYN_SENT): {Seg.RECV_SYN_ACK: TcpState.ESTABLISHED,
+                                       Seg.RECV_RST: TcpState.CLOSED},
+    (Role.SERVER, TcpState.LISTEN): {Seg.RECV_SYN: TcpState.SYN_RECV},
+    (Role.SERVER, TcpState.SYN_RECV): {Seg.RECV_ACK: TcpState.ESTABLISHED,
+                                       Seg.RECV_RST: TcpState.CLOSED,
+                                       Seg.RECV_FIN: TcpState.CLOSE_WAIT,
+                                       # RFC 9293 section 3.10.4 (ABORT) and 3.10.7.1 (a SYN
+                                       # to a port with no listener is answered RST): CLOSED.
+                                       Seg.SEND_RST: TcpState.CLOSED},
+    **{(role, state): moves for role in Role for state, moves in _BOTH_ESTABLISHED.items()},
+}
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One endpoint's state change, and the packet that caused it."""
+
+    endpoint: str  #: "ip:port" of the endpoint whose kernel changed state
+    role: Role
+    old: TcpState
+    new: TcpState
+    event: Seg
+    packet: int  #: capture packet number
+
+
+@dataclass
+class Endpoint:
+    """What one kernel holds for one connection (its TCB), as seen from the wire."""
+
+    addr: str
+    role: Role
+    state: TcpState
+    isn: int | None = None  #: initial send sequence number
+    snd_nxt: int | None = None  #: SND.NXT: next sequence number it will send (absolute)
+    snd_una: int | None = None  #: SND.UNA: oldest of its bytes the peer has not acknowledged
+    rcv_nxt: int | None = None  #: RCV.NXT: next sequence number it expects from the peer
+    sent: int = 0  #: segments seen from it
+
+
+@dataclass
+class Flow:
+    client: Endpoint
+    server: Endpoint
+    number: int  #: flow number, in order of first packet
+    transitions: list[Transition] = field(default_factory=list)
+    handshake_seen: bool = True  #: False: joined mid-stream: states unknown, roles guessed
+
+    def side(self, addr: str) -> tuple[Endpoint, Endpoint]:
+        return (self.client, self.server) if addr == self.client.addr else \
+            (self.server, self.client)
+
+
+@dataclass(frozen=True)
+class SegmentView:
+    """What the annotation says about one TCP segment."""
+
+    flow: int
+    sender_role: Role
+    rel_seq: int  #: sequence number relative to the sender's ISN
+    rel_ack: int | None  #: ack number relative to the receiver's ISN
+    length: int  #: payload bytes
+    in_flight: int  #: sender's bytes not yet acknowledged by the receiver, after this segment
+    expects: int  #: relative sequence number the receiver's kernel expects next (its RCV.NXT)
+    in_window: bool  #: False: far outside RCV.NXT, the receiving kernel will not accept it
+    transitions: tuple[Transition, ...]
+    states_known: bool = True  #: False: no handshake in the capture: states unknown, roles guessed
+    first_from_sender: bool = False  #: the first segment this endpoint sent in this flow
+
+
+class TcpObserver:
+    """Rebuild both endpoints' connection state from the packets of a capture."""
+
+    WINDOW = 1 << 20  #: further than this from RCV.NXT counts as out of window here
+
+    def __init__(self, max_flows: int = 0) -> None:
+        """`max_flows` > 0 bounds memory: the least recently seen connection is forgotten (as
+        Linux's conntrack table does when full); a later packet of it starts a new flow."""
+        self.flows: dict[frozenset[str], Flow] = {}
+        self.max_flows = max_flows
+        self._count = 0
+
+    def _flow(self, src: str, dst: str, flags: int, payload: bytes = b"") -> Flow:
+        key = frozenset((src, dst))
+        flow = self.flows.get(key)
+        if flow is not None and self.max_flows:
+            self.flows[key] = self.flows.pop(key)  # most recently seen last
+        syn_only = flags & SYN and not flags & ACK
+        # A new SYN on a 4-tuple whose old connection is over starts a new connection.
+        if flow is None or (syn_only and flow.client.state in (TcpState.CLOSED,
+                                                               TcpState.TIME_WAIT)):
+            self._count += 1
+            seen_open = bool(flags & SYN)
+            if seen_open:
+                client, server = (dst, src) if flags & ACK else (src, dst)
+            else:
+                client, server = _guess_roles(src, dst, payload)
+            # Joined mid-stream: the states are unknown; ESTABLISHED is only the model's start.
+            flow = Flow(Endpoint(client, Role.CLIENT,
+                                 TcpState.CLOSED if seen_open else TcpState.ESTABLISHED),
+                        Endpoint(server, Role.SERVER,
+                                 TcpState.LISTEN if seen_open else TcpState.ESTABLISHED),
+                        self._count, handshake_seen=seen_open)
+            self.flows[key] = flow
+            if self.max_flows and len(self.flows) > self.max_flows:
+                del self.flows[next(iter(self.flows))]
+        return flow
+
+    def feed(self, d: Decoded, number: int) -> SegmentView | None:
+        """Take one packet (capture number `number`); None when it is not TCP."""
+        if d.tcp is None:
+            return None
+        tcp, flags = d.tcp, d.tcp.flags
+        src = d.endpoint("src")
+        flow = self._flow(src, d.endpoint("dst"), flags, d.payload)
+        sender, receiver = flow.side(src)
+        first = sender.sent == 0
+        sender.sent += 1
+        # Joined mid-stream: take the bases from the first numbers seen, as Wireshark does;
+        # nothing before this segment is known to be unacknowledged.
+        if sender.isn is None:
+            sender.isn = tcp.seq if flags & SYN else (tcp.seq - 1) & 0xFFFFFFFF
+            if not flags & SYN:
+                sender.snd_una = tcp.seq
+        if receiver.isn is None and flags & ACK:
+            receiver.isn = (tcp.ack - 1) & 0xFFFFFFFF
+        length = len(d.payload) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+        end = (tcp.seq + length) & 0xFFFFFFFF
+        in_window = receiver.rcv_nxt is None or flags & RST or \
+            _distance(tcp.seq, receiver.rcv_nxt) < self.WINDOW
+        done: list[Transition] = []
+        if in_window:
+            for ep, seg in self._events(sender, receiver, flags, tcp.ack):
+                try:
+                    new = advance(TCP_TRANSITIONS, ep.role, ep.state, seg)
+                except IllegalTransition:
+                    continue  # e.g. a retransmitted SYN: no move in the table
+                t = Transition(ep.addr, ep.role, ep.state, new, seg, number)
+                ep.state = new
+                flow.transitions.append(t)
+                done.append(t)
+            if receiver.rcv_nxt is None or _seq_ge(end, receiver.rcv_nxt):
+                receiver.rcv_nxt = end
+            if sender.snd_nxt is None or _seq_ge(end, sender.snd_nxt):
+                sender.snd_nxt = end
+            if flags & ACK and (receiver.snd_una is None or _seq_ge(tcp.ack, receiver.snd_una)):
+                receiver.snd_una = tcp.ack
+        una = sender.snd_una if sender.snd_una is not None else sender.isn
+        in_flight = (sender.snd_nxt - una) & 0xFFFFFFFF if sender.snd_nxt is not None else 0
+        expects = receiver.rcv_nxt if receiver.rcv_nxt is not None else end
+        return SegmentView(
+            flow=flow.number, sender_role=sender.role,
+            rel_seq=(tcp.seq - sender.isn) & 0xFFFFFFFF,
+            rel_ack=(tcp.ack - receiver.isn) & 0xFFFFFFFF
+            if flags & ACK and receiver.isn is not None else None,
+            length=len(d.payload), in_flight=in_flight if in_flight < self.WINDOW else 0,
+            expects=(expects - sender.isn) & 0xFFFFFFFF, in_window=bool(in_window),
+            transitions=tuple(done), states_known=flow.handshake_seen,
+            first_from_sender=first)
+
+    @staticmethod
+    def _events(sender: Endpoint, receiver: Endpoint, flags: int,
+                ack: int) -> list[tuple[Endpoint, Seg]]:
+        """The state events one segment causes, in the order the kernels apply them."""
+        if flags & RST:
+            return [(sender, Seg.SEND_RST), (receiver, Seg.RECV_RST)]
+        events: list[tuple[Endpoint, Seg]] = []
+        if flags & SYN and not flags & ACK:
+            events += [(sender, Seg.SEND_SYN), (receiver, Seg.RECV_SYN)]
+        elif flags & SYN:
+            events.append((receiver, Seg.RECV_SYN_ACK))
+        acks_ours = bool(flags & ACK) and receiver.snd_nxt is not None \
+            and _seq_ge(ack, receiver.snd_nxt) \
+            and receiver.state in (TcpState.SYN_RECV, TcpState.FIN_WAIT_1, TcpState.CLOSING,
+                                   TcpState.LAST_ACK)
+        if flags & FIN:
+            events.append((sender, Seg.SEND_FIN))
+        if acks_ours:
+            events.append((receiver, Seg.RECV_ACK))
+        if flags & FIN:
+            events.append((receiver, Seg.RECV_FIN))
+        return events
+
+
+def _guess_roles(src: str, dst: str, payload: bytes) -> tuple[str, str]:
+    """(client, server) of a connection whose SYN is not in the capture: an HTTP status line
+    comes from the server; otherwise the lower port is taken as the server's (as Wireshark
+    does). A guess: the annotation marks it as inferred."""
+    if payload.startswith(b"HTTP/1."):
+        return dst, src
+    try:
+        sport, dport = (int(a.rsplit(":", 1)[1]) for a in (src, dst))
+    except (IndexError, ValueError):
+        return src, dst
+    return (dst, src) if sport < dport else (src, dst)
+
+
+def _distance(a: int, b: int) -> int:
+    """How far apart two sequence numbers are, either way round."""
+    forward = (a - b) & 0xFFFFFFFF
+    return min(forward, 0x100000000 - forward)
+
+
+def _seq_ge(a: int, b: int) -> bool:
+    """a >= b in 32-bit sequence space (RFC 9293 section 3.4)."""
+    return ((a - b) & 0xFFFFFFFF) < 0x80000000

@@ -1,0 +1,1 @@
+"""Bytes on the wire: pcap/pcapng files, header decoding, loopback capture, the kernel's view."""

@@ -1,0 +1,219 @@
+"""Decode the few header fields the annotation needs, straight from the bytes (no scapy).
+
+Where state lives: in the packet. Everything here is a pure function of one frame: the 4-tuple, TCP
+sequence numbers and flags, and for ICMP errors the header of the datagram the error is about
+(RFC 792, RFC 1122 section 3.2.2: an ICMP error quotes the IP header and 8 bytes of the offending
+datagram, which is how the sender learns which socket's packet was refused).
+
+A frame that is cut short or malformed still decodes as far as it can and says what is missing in
+`error`; decoding never raises.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from dataclasses import dataclass
+
+from protolab.wire.pcap import (
+    LINKTYPE_ETHERNET,
+    LINKTYPE_LINUX_SLL,
+    LINKTYPE_LINUX_SLL2,
+    LINKTYPE_NULL,
+    RAW_IP_LINKTYPES,
+)
+
+ETH_IPV4 = 0x0800
+ETH_IPV6 = 0x86DD
+ETH_VLAN = (0x8100, 0x88A8)
+PROTO_ICMP = 1
+PROTO_TCP = 6
+PROTO_UDP = 17
+PROTO_ICMPV6 = 58
+
+TCP_FLAG_NAMES = (("FIN", 0x01), ("SYN", 0x02), ("RST", 0x04), ("PSH", 0x08), ("ACK", 0x10),
+                  ("URG", 0x20), ("ECE", 0x40), ("CWR", 0x80))
+
+
+@dataclass(frozen=True, slots=True)
+class TcpHeader:
+    seq: int
+    ack: int
+    flags: int
+    window: int
+
+    def flag_names(self) -> list[str]:
+        return [name for name, bit in TCP_FLAG_NAMES if self.flags & bit]
+
+
+@dataclass(frozen=True, slots=True)
+class Quoted:
+    """The start of the datagram an ICMP error refers to."""
+
+    proto: int
+    src: str
+    dst: str
+    sport: int | None
+    dport: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """One frame's headers. Fields a frame does not have are None."""
+
+    time: float
+    length: int
+    src: str | None = None
+    dst: str | None = None
+    ip_version: int | None = None
+    proto: int | None = None
+    sport: int | None = None
+    dport: int | None = None
+    tcp: TcpHeader | None = None
+    icmp_type: int | None = None
+    icmp_code: int | None = None
+    quoted: Quoted | None = None
+    payload: bytes = b""
+    error: str | None = None
+    orig_len: int = 0  #: the frame's length on the wire, when the capture says (0: unknown)
+
+    @property
+    def transport(self) -> str:
+        return {PROTO_TCP: "TCP", PROTO_UDP: "UDP", PROTO_ICMP: "ICMP",
+                PROTO_ICMPV6: "ICMPv6"}.get(self.proto or -1, "IP" if self.src else "?")
+
+    def endpoint(self, which: str) -> str:
+        host = self.src if which == "src" else self.dst
+        port = self.sport if which == "src" else self.dport
+        if host is None:
+            return "?"
+        shown = f"[{host}]" if ":" in host else host
+        return f"{shown}:{port}" if port is not None else shown
+
+
+def decode(data: bytes, linktype: int, time: float = 0.0, orig_len: int = 0) -> Decoded:
+    """Decode one frame of the given pcap link type."""
+    base = {"time": time, "length": len(data), "orig_len": orig_len}
+    try:
+        ethertype, off = _link(data, linktype)
+    except _Short as exc:
+        return Decoded(**base, error=str(exc))
+    if ethertype is None:
+        return Decoded(**base, error=f"link type {linktype} not decoded")
+    if ethertype not in (ETH_IPV4, ETH_IPV6):
+        return Decoded(**base, error=f"ethertype 0x{ethertype:04x} not decoded")
+    return _ip(data, off, base)
+
+
+class _Short(Exception):
+    pass
+
+
+def _link(data: bytes, linktype: int) -> tuple[int | None, int]:
+    if linktype == LINKTYPE_ETHERNET:
+        if len(data) < 14:
+            raise _Short("frame shorter than an Ethernet header")
+        ethertype = int.from_bytes(data[12:14], "big")
+        off = 14
+        while ethertype in ETH_VLAN:
+            if len(data) < off + 4:
+                raise _Short("frame ends inside a VLAN tag")
+            ethertype = int.from_bytes(data[off + 2:off + 4], "big")
+            off += 4
+        return ethertype, off
+    if linktype in RAW_IP_LINKTYPES:
+        if not data:
+            raise _Short("empty frame")
+        return (ETH_IPV4 if data[0] >> 4 == 4 else ETH_IPV6), 0
+    if linktype == LINKTYPE_NULL:
+        if len(data) < 4:
+            raise _Short("frame shorter than a loopback header")
+        family = int.from_bytes(data[:4], "little")
+        if family > 0xFFFF:
+            family = int.from_bytes(data[:4], "big")
+        return (ETH_IPV4 if family == 2 else ETH_IPV6 if family in (10, 24, 28, 30) else None), 4
+    if linktype == LINKTYPE_LINUX_SLL:
+        if len(data) < 16:
+            raise _Short("frame shorter than a Linux cooked header")
+        return int.from_bytes(data[14:16], "big"), 16
+    if linktype == LINKTYPE_LINUX_SLL2:
+        if len(data) < 20:
+            raise _Short("frame shorter than a Linux cooked v2 header")
+        return int.from_bytes(data[0:2], "big"), 20
+    return None, 0
+
+
+def _ip(data: bytes, off: int, base: dict, inside_error: bool = False) -> Decoded:
+    """The IP header at `off`; `inside_error`: this is the datagram inside an ICMP error."""
+    if len(data) < off + 1:
+        return Decoded(**base, error="frame ends before the IP header")
+    version = data[off] >> 4
+    if version == 4:
+        if len(data) < off + 20:
+            return Decoded(**base, ip_version=4, error="frame ends inside the IPv4 header")
+        ihl = (data[off] & 0x0F) * 4
+        total = int.from_bytes(data[off + 2:off + 4], "big")
+        proto = data[off + 9]
+        src = _ip4(data[off + 12:off + 16])
+        dst = _ip4(data[off + 16:off + 20])
+        frag = int.from_bytes(data[off + 6:off + 8], "big") & 0x1FFF
+        end = min(len(data), off + total) if total >= ihl else len(data)
+        l4 = off + ihl
+        if frag:
+            return Decoded(**base, src=src, dst=dst, ip_version=4, proto=proto,
+                           payload=data[l4:end], error="IP fragment (not reassembled)")
+    elif version == 6:
+        if len(data) < off + 40:
+            return Decoded(**base, ip_version=6, error="frame ends inside the IPv6 header")
+        plen = int.from_bytes(data[off + 4:off + 6], "big")
+        proto = data[off + 6]
+        src = str(ipaddress.IPv6Address(data[off + 8:off + 24]))
+        dst = str(ipaddress.IPv6Address(data[off + 24:off + 40]))
+        l4 = off + 40
+        end = min(len(data), l4 + plen)
+        # Skip the common extension headers (hop-by-hop, routing, destination options).
+        while proto in (0, 43, 60) and end >= l4 + 8:
+            proto, l4 = data[l4], l4 + (data[l4 + 1] + 1) * 8
+    else:
+        return Decoded(**base, error=f"not IP (version {version})")
+    return _l4(data, l4, end, base, src, dst, version, proto, inside_error)
+
+
+def _ip4(b: bytes) -> str:
+    return f"{b[0]}.{b[1]}.{b[2]}.{b[3]}"
+
+
+def _l4(data: bytes, l4: int, end: int, base: dict, src: str, dst: str, version: int,
+        proto: int, inside_error: bool = False) -> Decoded:
+    common = {**base, "src": src, "dst": dst, "ip_version": version, "proto": proto}
+    seg = data[l4:end]
+    if proto == PROTO_UDP:
+        if len(seg) < 8:
+            return Decoded(**common, error="frame ends inside the UDP header")
+        sport, dport = struct.unpack_from("!HH", seg)
+        return Decoded(**common, sport=sport, dport=dport, payload=seg[8:])
+    if proto == PROTO_TCP:
+        if len(seg) < 20:
+            return Decoded(**common, error="frame ends inside the TCP header")
+        sport, dport, seq, ack, offflags, window = struct.unpack_from("!HHIIHH", seg)
+        hlen = (offflags >> 12) * 4
+        tcp = TcpHeader(seq=seq, ack=ack, flags=offflags & 0xFF, window=window)
+        return Decoded(**common, sport=sport, dport=dport, tcp=tcp, payload=seg[hlen:])
+    if proto in (PROTO_ICMP, PROTO_ICMPV6):
+        if len(seg) < 4:
+            return Decoded(**common, error="frame ends inside the ICMP header")
+        itype, code = seg[0], seg[1]
+        quoted = None
+        # RFC 792 / RFC 4443: errors carry the offending datagram after 8 bytes of ICMP header.
+        # Only one level: no ICMP error is ever sent about an ICMP error (RFC 1122 section
+        # 3.2.2, RFC 4443 section 2.4 (e.1)), so an error quoted inside one is not read further
+        # (a frame of errors nested 600 deep decodes in one step, not 600).
+        is_error = (itype in (3, 4, 5, 11, 12)) if proto == PROTO_ICMP else itype < 128
+        if is_error and not inside_error and len(seg) > 8:
+            inner = _ip(seg, 8, {"time": 0.0, "length": len(seg) - 8},
+                        inside_error=True)
+            if inner.src is not None:
+                quoted = Quoted(inner.proto or 0, inner.src, inner.dst or "?", inner.sport,
+                                inner.dport)
+        return Decoded(**common, icmp_type=itype, icmp_code=code, quoted=quoted, payload=seg[4:])
+    return Decoded(**common, payload=seg)

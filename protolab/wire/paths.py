@@ -1,0 +1,33 @@
+"""Where captures go, and where the committed reference captures are.
+
+Live captures go to ./captures/<lab>.pcap (ignored by git); a run with faults writes its own,
+./captures/<lab>-faults.pcap, so it never replaces the capture a worksheet is graded against. The
+reference capture of each lab is committed as captures/<lab>.ref.pcap in the source tree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
+REFERENCE_DIR = SOURCE_ROOT / "captures"
+
+
+def default_capture_path(lab: str, faults: bool = False) -> Path:
+    """Where a run writes its capture unless told: a fault run beside, not over, the plain one
+    (`protolab check` grades captures/<lab>.pcap)."""
+    return Path("captures") / f"{lab}{'-faults' if faults else ''}.pcap"
+
+
+def reference_file(lab: str, directory: Path = REFERENCE_DIR) -> Path:
+    """The committed reference capture (absolute, or in `directory`)."""
+    return directory / f"{lab}.ref.pcap"
+
+
+def reference_capture(lab: str) -> Path:
+    """The committed reference capture, as a path the user can type from here."""
+    ref = reference_file(lab)
+    try:
+        return ref.relative_to(Path.cwd())
+    except ValueError:
+        return ref
