@@ -42,7 +42,7 @@ from protolab.labs.output import (
     show_capture,
     table,
 )
-from protolab.labs.tcp import TcpMove, move_tcp_connection
+from protolab.labs.tcpmove import TcpMove, move_tcp_connection
 from protolab.net.fault_proxy import UdpFaultProxy
 from protolab.net.udpnet import UdpServerThread
 from protolab.protocols.faults import FaultCounters, FaultPlan, fault_line

@@ -42,10 +42,10 @@ from protolab.labs.output import (
     show_capture,
     table,
 )
+from protolab.labs.tcpmove import connection_state, raw_send
 from protolab.net.proc import ServerProcess
 from protolab.net.tcpnet import EchoServer, StatelessHttpServer, http_get
 from protolab.protocols.tcp import ACK, FIN, RST, SYN, TcpObserver, Transition
-from protolab.protocols.tcp import Flow as TcpFlow
 from protolab.wire.capture import Capture, CaptureSummary, capture_denied_reason
 from protolab.wire.kstate import (
     KernelTransition,
@@ -531,25 +531,9 @@ def _kill_server(result: TcpDemoResult, cap: Capture) -> list[Observation]:
     return [fin_obs, orphan_obs, rst_obs, error]
 
 
-def _connection_state(cap: Capture, local: tuple[str, int],
-                      server: tuple[str, int]) -> TcpFlow:
-    """Both kernels' state for one live connection, rebuilt from everything captured so far
-    (its sequence numbers are what a forged segment must use, or avoid)."""
-    cap.drain(rounds=1)
-    observer = TcpObserver()
-    for n, d in enumerate(cap.decoded(), 1):
-        observer.feed(d, n)
-    return observer.flows[frozenset((_ep(local), _ep(server)))]
-
-
-def _raw_send(packet: bytes) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as raw:
-        raw.sendto(packet, ("127.0.0.1", 0))
-
-
 def _send_forged(packet: bytes) -> None:
     """Put the forged segment on the wire (tests replace this to take the observation away)."""
-    _raw_send(packet)
+    raw_send(packet)
 
 
 def _raw_denied(cap: Capture) -> str:
@@ -569,7 +553,7 @@ def _forge_out_of_window(result: TcpDemoResult, cap: Capture, c: socket.socket,
     from scapy.layers.inet import IP, TCP
 
     local = c.getsockname()
-    flow = _connection_state(cap, local, server)
+    flow = connection_state(cap, local, server)
     expected = flow.client.snd_nxt  # the server's RCV.NXT
     seq = (expected + FORGE_OFFSET) & 0xFFFFFFFF
     forged = IP(src=local[0], dst=server[0]) / TCP(
@@ -630,7 +614,7 @@ def _ack_to_no_socket(result: TcpDemoResult, cap: Capture) -> Observation:
     cap.add_port(port)
     there = [e for e in socket_table("tcp") if e.local.endswith(f":{port}")]
     before = len(cap.decoded())
-    _raw_send(bytes(IP(src="127.0.0.1", dst="127.0.0.1") / TCP(
+    raw_send(bytes(IP(src="127.0.0.1", dst="127.0.0.1") / TCP(
         sport=40404, dport=port, flags="A", seq=1000, ack=5000)))
     ack = _wait_packet(cap, _tcp_from(40404, port, ACK), after=before)
     rst = _wait_packet(cap, _tcp_from(port, 40404, RST), after=ack) if ack else None
@@ -679,45 +663,6 @@ def _reconnect(result: TcpDemoResult, cap: Capture, c1: socket.socket, c2: socke
         evidence=[Evidence("SYN", packets=packets)],
         why_not=f"ISNs {isn_a}, {isn_b}")
     return [tuples, isn]
-
-
-@dataclass
-class TcpMove:
-    """What happened when a TCP connection's next segment came from another address."""
-
-    attempted: bool  #: False without root (raw sockets) or capture
-    rst_seen: bool = False  #: the server's kernel answered the moved segment with RST
-    app_received: bytes = b""  #: what the server application got, all told
-    new_source: str = ""
-
-
-def move_tcp_connection(cap: Capture, new_host: str = "127.0.0.2") -> TcpMove:
-    """Send a live connection's next segment, with the right sequence numbers, from `new_host`.
-
-    The server's kernel looks the segment up by its 4-tuple, finds nothing, and answers RST: the
-    state was keyed by the old address. (QUIC's migration, for comparison, is in the QUIC lab.)
-    """
-    if not cap.active or capture_denied_reason():
-        return TcpMove(attempted=False)
-    from scapy.layers.inet import IP, TCP
-
-    with EchoServer() as echo:
-        cap.add_port(echo.address[1])
-        with socket.create_connection(echo.address) as c:
-            local = c.getsockname()
-            c.sendall(b"hello")
-            c.recv(100)
-            echo.wait_received(local, 5)
-            flow = _connection_state(cap, local, echo.address)
-            with socket.socket() as probe:  # a free port on the new address
-                probe.bind((new_host, 0))
-                moved_port = probe.getsockname()[1]
-            _raw_send(bytes(IP(src=new_host, dst=echo.address[0]) / TCP(
-                sport=moved_port, dport=echo.address[1], flags="PA",
-                seq=flow.client.snd_nxt, ack=flow.client.rcv_nxt, window=65535) / b"moved"))
-            rst = cap.wait_for(lambda d: d.tcp is not None and d.dst == new_host
-                               and d.dport == moved_port and bool(d.tcp.flags & RST))
-        return TcpMove(True, rst, b"".join(echo.received.values()), f"{new_host}:{moved_port}")
 
 
 # -- 4: HTTP is stateless over stateful TCP --------------------------------------------------------
