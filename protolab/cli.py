@@ -231,35 +231,13 @@ def cmd_quic_demo(args: argparse.Namespace) -> int:
     return EXIT_FAILED if result.problem() else 0
 
 
-def _variants(names: list[str], redis_url: str, tmp: str) -> list:
-    from protolab.labs.litmus import Variant
-    from protolab.protocols.webapp import Design
-
-    out = []
-    for name in names:
-        if name == "memory":
-            out.append(Variant(Design.MEMORY))
-        elif name == "store-sqlite":
-            out.append(Variant(Design.STORE, f"sqlite:{tmp}/sessions.db"))
-        elif name == "store-redis":
-            out.append(Variant(Design.STORE, redis_url))
-        else:
-            out.append(Variant(Design.JWT, f"sqlite:{tmp}/jwt-carts.db"))
-    return out
-
-
 def _check_redis(names: list[str], url: str, shared: bool = False) -> None:
     if "store-redis" not in names:
         return
-    from protolab.net.stores import redis_refusal
+    from protolab.labs.litmus import redis_problem
 
-    try:
-        refusal = redis_refusal(url, shared)
-    except Exception as exc:  # noqa: BLE001 - any client error means: no usable Redis there
-        raise CliError(f"no Redis at {url} ({type(exc).__name__}); start one "
-                       f"(redis-server --port 6379) or leave out store-redis") from None
-    if refusal:
-        raise CliError(refusal)
+    if problem := redis_problem(names, url, shared):
+        raise CliError(problem)
 
 
 LITMUS_DESIGNS = ("memory", "store-sqlite", "jwt")  #: without --redis: no Redis is needed
@@ -267,75 +245,18 @@ DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 
 
 def cmd_litmus(args: argparse.Namespace) -> int:
-    import tempfile
-
-    from protolab.labs.litmus import (
-        litmus_table,
-        measure,
-        own_keys_removed,
-        print_load,
-        print_tradeoffs,
-        rolling_restart,
-    )
-    from protolab.net.lb import Policy
+    from protolab.labs.litmus import run_litmus
 
     if args.designs is None:  # naming a Redis asks for the design that uses it
         args.designs = [*LITMUS_DESIGNS, *(["store-redis"] if args.redis else [])]
     args.redis = args.redis or DEFAULT_REDIS
     _check_redis(args.designs, args.redis, args.redis_shared)
-    with tempfile.TemporaryDirectory(prefix="protolab-litmus-") as tmp, \
-            own_keys_removed(_variants(args.designs, args.redis, tmp)) as variants:
-        policies = [Policy(p) for p in args.policies]
-        out(f"The litmus test: login → add item → DISRUPTION → view cart, through the "
-            f"{args.lb} balancer,\nreal processes (3 backends per design). Each cell: the "
-            f"verdict; what this run did (did:) with its\nevidence; the responses it is read "
-            f"from (saw:), each naming the backend and PID that answered.\nA restart counts "
-            f"only if another PID answers on that port. Switch backend: if the balancer keeps\n"
-            f"view cart on the same backend, it is sent straight to another one.\n")
-        with _balancer_errors():
-            cells = litmus_table(variants, policies, lb=args.lb, out=out)
-        failed = any(cell.problem() for cell in cells)
-        if not args.no_measure:
-            out("\nThe trade-offs, measured here (GET /cart, 2000 requests, 4 threads, one "
-                "backend; memory per 10k sessions):")
-            rows = [measure(v) for v in variants]
-            print_tradeoffs(rows, out)
-            failed = failed or any(t.unfinished for t in rows)
-        if args.under_load:
-            out(f"\nRolling restart under load: {args.requests} requests from 8 users through "
-                f"round-robin while each backend is drained, restarted and put back:")
-            if not args.no_capture:
-                out("Each run captures every packet between the users and the balancer, to "
-                    + ", ".join(str(_load_pcap(args.pcap, v.name, len(variants)))
-                                for v in variants)
-                    + " (each file's size is printed after its run; --no-capture to skip).")
-            results = [rolling_restart(v, total=args.requests, capture=not args.no_capture,
-                                       pcap=_load_pcap(args.pcap, v.name, len(variants)))
-                       for v in variants]
-            print_load(results, out)
-            off = next((r.capture.off_reason for r in results
-                        if r.capture and r.capture.off_reason), None)
-            if off and not args.no_capture:
-                from protolab.wire.capture import fix_hint
-
-                out(f"capture off: {off}; {fix_hint()}. The run went on without its "
-                    f"completeness check.")
-            failed = failed or any(r.complete is False or r.restarted().failed
-                                   for r in results)
+    with _balancer_errors():
+        failed = run_litmus(args.designs, args.policies, args.lb, args.redis,
+                            measured=not args.no_measure, under_load=args.under_load,
+                            requests=args.requests, capture=not args.no_capture,
+                            pcap=args.pcap, out=out)
     return EXIT_FAILED if failed else 0
-
-
-def _load_pcap(pcap: str | None, design: str, designs: int):
-    """Where the --under-load capture of one design goes: one file per design."""
-    from pathlib import Path
-
-    from protolab.wire.paths import default_capture_path
-
-    slug = "-".join("".join(c if c.isalnum() else " " for c in design).split())
-    if not pcap:
-        return default_capture_path(f"litmus-{slug}")
-    path = Path(pcap)
-    return path if designs == 1 else path.with_name(f"{path.stem}-{slug}{path.suffix}")
 
 
 @contextlib.contextmanager
@@ -350,53 +271,13 @@ def _balancer_errors() -> Iterator[None]:
 
 
 def cmd_lb(args: argparse.Namespace) -> int:
-    import tempfile
-
-    from protolab.labs.litmus import Cluster, demo_workflow, own_keys_removed
-    from protolab.labs.output import capture_off_line, show_capture
-    from protolab.net.lb import Policy
-    from protolab.wire.capture import Capture
-    from protolab.wire.paths import default_capture_path
+    from protolab.labs.lb import run_lb_demo
 
     _check_redis([args.design], args.redis, args.redis_shared)
-    with tempfile.TemporaryDirectory(prefix="protolab-lb-") as tmp:
-        [variant] = _variants([args.design], args.redis, tmp)
-        log = (lambda line: out(f"   {line}")) if args.serve else None
-        with _balancer_errors(), own_keys_removed([variant]), \
-                Cluster(variant, Policy(args.policy), n=args.backends, lb=args.lb,
-                        log=log) as cluster:
-            host, port = cluster.address
-            out(f"{args.lb} balancer on http://{host}:{port}/ ({args.policy}) in front of "
-                f"{args.backends} '{variant.name}' backends: "
-                + ", ".join(f"{b}=127.0.0.1:{p.port} (pid {p.pid})"
-                            for b, p in cluster.procs.items()))
-            if args.lb != "protolab":
-                out(f"{args.lb} configuration:\n" + cluster.lb.config)
-            ports = [cluster.address[1], *(p.port for p in cluster.procs.values())]
-            with Capture(ports, args.pcap or default_capture_path("lb"),
-                         enabled=not args.no_capture) as cap:
-                if not cap.active:
-                    out(capture_off_line(cap.summary, "lb", "--no-capture"))
-                out("A workflow through it (who served each request):")
-                for method, path, r in demo_workflow(cluster):
-                    out(f"   {method} {path} → {r.backend} (pid {r.pid}): HTTP {r.status} "
-                        f"{json_short(r.body)}")
-            if cap.active:
-                show_capture(cap.summary, out)
-            if args.serve:
-                out(f"serving until Ctrl-C; try: curl -i -c jar -b jar -d "
-                    f"'user=alice&password=wonderland' http://{host}:{port}/login")
-                import threading
-
-                threading.Event().wait()
+    with _balancer_errors():
+        run_lb_demo(args.design, args.policy, args.redis, backends=args.backends, lb=args.lb,
+                    serve=args.serve, capture=not args.no_capture, pcap=args.pcap, out=out)
     return 0
-
-
-def json_short(body: dict) -> str:
-    import json
-
-    text = json.dumps({k: v for k, v in body.items() if k != "token"})
-    return text if len(text) < 90 else text[:87] + "..."
 
 
 def cmd_backend(args: argparse.Namespace) -> int:

@@ -209,14 +209,11 @@ def test_tradeoffs_come_from_the_run(tmp_path) -> None:
 def test_the_capture_says_where_each_requests_state_is(design, kind, tmp_path,
                                                        capture_rights) -> None:
     from protolab.analysis.annotate import Kind, annotate_file
-    from protolab.labs.litmus import demo_workflow
-    from protolab.wire.capture import Capture
+    from protolab.labs.lb import captured_workflow
 
     with Cluster(Variant(Design(design), f"sqlite:{tmp_path}/s.db"), Policy.ROUND_ROBIN,
                  n=2) as cluster:
-        ports = [cluster.address[1], *(p.port for p in cluster.procs.values())]
-        with Capture(ports, tmp_path / "lb.pcap"):
-            replies = demo_workflow(cluster)
+        _, replies = captured_workflow(cluster, tmp_path / "lb.pcap")
     assert [r.status for _, _, r in replies] == [200, 200, 200, 200]
     rows = list(annotate_file(tmp_path / "lb.pcap"))
     requests = [r for r in rows if r.fields.get("http", "").split(" ")[1:2] in (

@@ -179,15 +179,14 @@ def _quic(path: Path) -> dict[str, str]:
 
 
 def _lb(path: Path) -> dict[str, str]:
-    from protolab.labs.litmus import Cluster, Variant, demo_workflow
+    from protolab.labs.lb import captured_workflow
+    from protolab.labs.litmus import Cluster, Variant
     from protolab.net.lb import Policy
     from protolab.protocols.webapp import Design
-    from protolab.wire.capture import Capture
 
     with Cluster(Variant(Design.STORE, f"sqlite:{path.parent}/s.db"), Policy.ROUND_ROBIN) as c:
         ports = {name: p.port for name, p in c.procs.items()}
-        with Capture([c.address[1], *ports.values()], path):
-            replies = demo_workflow(c)
+        _, replies = captured_workflow(c, path)
     cookie = _fields(path, "http.set_cookie", "http.set_cookie")[0]
     cart = replies[2][2]
     return {"q1": str(ports[replies[0][2].backend]),

@@ -72,15 +72,14 @@ def status(demo: str, directory: Path = DEFAULT_DIR) -> Status:
 
 def _run_lb(pcap: Path) -> tuple[object, str]:
     """Lab 05's capture: `protolab lb`'s workflow (memory design, round-robin, 3 backends)."""
-    from protolab.labs.litmus import Cluster, Variant, demo_workflow
+    from protolab.labs.lb import captured_workflow
+    from protolab.labs.litmus import Cluster, Variant
     from protolab.net.lb import Policy
     from protolab.protocols.webapp import Design
-    from protolab.wire.capture import Capture
 
     with Cluster(Variant(Design.MEMORY), Policy.ROUND_ROBIN, n=3) as cluster:
-        ports = [cluster.address[1], *(p.port for p in cluster.procs.values())]
-        with Capture(ports, pcap) as cap:
-            replies = demo_workflow(cluster)  # memory + round-robin: some get 401, the lesson
+        # memory + round-robin: some get 401, the lesson
+        cap, replies = captured_workflow(cluster, pcap)
     if cap.summary.kernel_drops or len(replies) != 4 or replies[0][2].status != 200:
         return cap.summary, "capture incomplete, or the login failed"
     return cap.summary, ""

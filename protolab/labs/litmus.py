@@ -366,6 +366,34 @@ def redis_urls(variants: Iterable[Variant]) -> list[str]:
     return sorted({v.store for v in variants if v.store and v.store.startswith("redis://")})
 
 
+def variants(names: list[str], redis_url: str, tmp: str) -> list[Variant]:
+    """The designs named on the command line as Variants, their SQLite files in `tmp`."""
+    made = []
+    for name in names:
+        if name == "memory":
+            made.append(Variant(Design.MEMORY))
+        elif name == "store-sqlite":
+            made.append(Variant(Design.STORE, f"sqlite:{tmp}/sessions.db"))
+        elif name == "store-redis":
+            made.append(Variant(Design.STORE, redis_url))
+        else:
+            made.append(Variant(Design.JWT, f"sqlite:{tmp}/jwt-carts.db"))
+    return made
+
+
+def redis_problem(names: list[str], url: str, shared: bool = False) -> str:
+    """Why store-redis, when among `names`, cannot use the Redis at `url`; "" when it can."""
+    if "store-redis" not in names:
+        return ""
+    from protolab.net.stores import redis_refusal
+
+    try:
+        return redis_refusal(url, shared)
+    except Exception as exc:  # noqa: BLE001 - any client error means: no usable Redis there
+        return (f"no Redis at {url} ({type(exc).__name__}); start one "
+                f"(redis-server --port 6379) or leave out store-redis")
+
+
 @contextmanager
 def own_keys_removed(variants: list[Variant]) -> Iterator[list[Variant]]:
     """Yields `variants`; on the way out (normal end, exception, Ctrl-C) deletes the keys this
@@ -965,3 +993,69 @@ def print_load(rows: list[LoadResult], out: Out) -> None:
     sizes = [r.pcap_bytes for r in rows if r.complete is not None]
     if len(sizes) > 1:
         out(f"captures written: {len(sizes)} files, {sum(sizes) / 1e6:.1f} MB in all")
+
+
+# -- the litmus command: the table, the trade-offs, the rolling restart ----------------------------
+
+
+def load_pcap(pcap: str | None, design: str, designs: int) -> Path:
+    """Where the --under-load capture of one design goes: one file per design."""
+    from protolab.wire.paths import default_capture_path
+
+    slug = _slug(design)
+    if not pcap:
+        return default_capture_path(f"litmus-{slug}")
+    path = Path(pcap)
+    return path if designs == 1 else path.with_name(f"{path.stem}-{slug}{path.suffix}")
+
+
+def run_litmus(names: list[str], policies: list[str], lb: str, redis: str, measured: bool = True,
+               under_load: bool = False, requests: int = 10_000, capture: bool = True,
+               pcap: str | None = None, out: Out = print) -> bool:
+    """`protolab litmus`: the table for every design × policy, the measured trade-offs, and a
+    rolling restart under load. True when something failed."""
+    with tempfile.TemporaryDirectory(prefix="protolab-litmus-") as tmp, \
+            own_keys_removed(variants(names, redis, tmp)) as chosen:
+        out(f"The litmus test: login → add item → DISRUPTION → view cart, through the "
+            f"{lb} balancer,\nreal processes (3 backends per design). Each cell: the "
+            f"verdict; what this run did (did:) with its\nevidence; the responses it is read "
+            f"from (saw:), each naming the backend and PID that answered.\nA restart counts "
+            f"only if another PID answers on that port. Switch backend: if the balancer keeps\n"
+            f"view cart on the same backend, it is sent straight to another one.\n")
+        cells = litmus_table(chosen, [Policy(p) for p in policies], lb=lb, out=out)
+        failed = any(cell.problem() for cell in cells)
+        if measured:
+            failed = _tradeoffs(chosen, out) or failed
+        if under_load:
+            failed = _under_load(chosen, requests, capture, pcap, out) or failed
+    return failed
+
+
+def _tradeoffs(chosen: list[Variant], out: Out) -> bool:
+    out("\nThe trade-offs, measured here (GET /cart, 2000 requests, 4 threads, one "
+        "backend; memory per 10k sessions):")
+    rows = [measure(v) for v in chosen]
+    print_tradeoffs(rows, out)
+    return any(t.unfinished for t in rows)
+
+
+def _under_load(chosen: list[Variant], requests: int, capture: bool, pcap: str | None,
+                out: Out) -> bool:
+    out(f"\nRolling restart under load: {requests} requests from 8 users through "
+        f"round-robin while each backend is drained, restarted and put back:")
+    if capture:
+        out("Each run captures every packet between the users and the balancer, to "
+            + ", ".join(str(load_pcap(pcap, v.name, len(chosen))) for v in chosen)
+            + " (each file's size is printed after its run; --no-capture to skip).")
+    results = [rolling_restart(v, total=requests, capture=capture,
+                               pcap=load_pcap(pcap, v.name, len(chosen)))
+               for v in chosen]
+    print_load(results, out)
+    off = next((r.capture.off_reason for r in results if r.capture and r.capture.off_reason),
+               None)
+    if off and capture:
+        from protolab.wire.capture import fix_hint
+
+        out(f"capture off: {off}; {fix_hint()}. The run went on without its "
+            f"completeness check.")
+    return any(r.complete is False or r.restarted().failed for r in results)
