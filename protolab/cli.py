@@ -18,6 +18,8 @@ from protolab import __version__
 if TYPE_CHECKING:
     from protolab.analysis.inspect import Tally
 
+Subparsers = argparse._SubParsersAction  #: what `add_subparsers` returns
+
 EXIT_USAGE = 2
 EXIT_FAILED = 1
 
@@ -193,6 +195,21 @@ def _write_pcapng(demo: str, result: object, target: str) -> None:
         f"(open this one in Wireshark; the classic pcap stays at {pcap})")
 
 
+def _dns_demo_arguments(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "dns-demo", help="DNS over UDP: answers matched to queries by ID (the headline lab)",
+        description="A lab DNS server and a client on one UDP socket: out-of-order answers "
+                    "matched by query ID, forged answers dropped, an answer to a closed socket. "
+                    "Captures the traffic (needs root or CAP_NET_RAW) and annotates it.")
+    p.add_argument("--queries", type=_count(1, 200), default=5, metavar="N",
+                   help="queries sent at once in part 1 (default 5)")
+    p.add_argument("--port", type=_port, default=0,
+                   help="the lab server's UDP port on 127.0.0.1 (default: a free one)")
+    _capture_options(p, "dns-demo", faults=True)
+    _fault_options(p, "part 1's queries: watch the client's retry timer and count")
+    p.set_defaults(func=cmd_dns_demo)
+
+
 def cmd_dns_demo(args: argparse.Namespace) -> int:
     if (code := _replay(args)) is not None or (code := _netem(args)) is not None:
         return code
@@ -204,6 +221,18 @@ def cmd_dns_demo(args: argparse.Namespace) -> int:
     return EXIT_FAILED if result.problem() else 0
 
 
+def _tcp_demo_arguments(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "tcp-demo", help="TCP: connection state in two kernels, keyed by the 4-tuple",
+        description="A TCP connection's states next to the packets that cause them (protolab's "
+                    "model checked against the kernel's own record), then the state taken away: "
+                    "a killed server, a forged out-of-window segment, an ACK to a port with no "
+                    "socket, a reconnect; and HTTP carrying its state over new connections. "
+                    "Capture, forging and the kernel's record need root; the rest runs without.")
+    _capture_options(p, "tcp-demo")
+    p.set_defaults(func=cmd_tcp_demo)
+
+
 def cmd_tcp_demo(args: argparse.Namespace) -> int:
     if (code := _replay(args)) is not None or (code := _netem(args)) is not None:
         return code
@@ -213,6 +242,18 @@ def cmd_tcp_demo(args: argparse.Namespace) -> int:
     return EXIT_FAILED if result.problem() else 0
 
 
+def _udp_demo_arguments(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "udp-demo", help="UDP: nothing to lose; the litmus test with a real server restart",
+        description="A UDP counter server as its own process: no handshake and no per-peer "
+                    "kernel entry; the server is restarted between two requests and the "
+                    "workflow goes on because the client carries its state; a datagram to the "
+                    "stopped server from an unconnected and a connected socket.")
+    _capture_options(p, "udp-demo", faults=True)
+    _fault_options(p, "part 3: numbered datagrams; nothing in UDP notices")
+    p.set_defaults(func=cmd_udp_demo)
+
+
 def cmd_udp_demo(args: argparse.Namespace) -> int:
     if (code := _replay(args)) is not None or (code := _netem(args)) is not None:
         return code
@@ -220,6 +261,19 @@ def cmd_udp_demo(args: argparse.Namespace) -> int:
 
     result = _run_demo(args, run_udp_demo, "udp-demo", faults=_faults(args))
     return EXIT_FAILED if result.problem() else 0
+
+
+def _quic_demo_arguments(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "quic-demo", help="QUIC: connection IDs, migration, Retry tokens, a restart",
+        description="aioquic's sans-IO QUIC over plain UDP sockets: the DCID in every packet "
+                    "is the key of the receiver's connection table; CID rotation; migration to "
+                    "127.0.0.2 (QUIC survives, TCP does not); a server restart (the table is "
+                    "gone); a Retry whose token carries the state. Writes the TLS key log and a "
+                    "qlog next to the capture.")
+    _capture_options(p, "quic-demo", faults=True)
+    _fault_options(p, "part 7: loss recovery and ACK ranges")
+    p.set_defaults(func=cmd_quic_demo)
 
 
 def cmd_quic_demo(args: argparse.Namespace) -> int:
@@ -240,8 +294,53 @@ def _check_redis(names: list[str], url: str, shared: bool = False) -> None:
         raise CliError(problem)
 
 
+DESIGNS = ("memory", "store-sqlite", "store-redis", "jwt")
+POLICIES = ("round-robin", "sticky-cookie", "ip-hash", "cookie-hash")
+BALANCERS = ("protolab", "nginx", "haproxy")
+LB_HELP = ("protolab's own balancer, or a real nginx or HAProxy configured for the same "
+           "policy (the config is printed)")
+POLICY_HELP = ("round-robin; sticky-cookie (the balancer sets a cookie naming the backend "
+               "that served the first request); ip-hash; cookie-hash (the lesson: a hash of "
+               "the session cookie, which does not stick to the backend that made it)")
 LITMUS_DESIGNS = ("memory", "store-sqlite", "jwt")  #: without --redis: no Redis is needed
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+
+
+def _redis_shared_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--redis-shared", action="store_true",
+                   help="use the Redis database even if it holds keys protolab did not create "
+                        "(protolab touches only its own protolab:* keys)")
+
+
+def _litmus_arguments(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "litmus", help="restart things mid-workflow, for every design and policy: verdicts",
+        description="For every design × balancer policy: login → add item → (switch backend "
+                    "| restart the serving backend | restart all backends | wipe the store) → "
+                    "view cart, with real process restarts; then measured latency, throughput "
+                    "and memory per session; --under-load adds a rolling restart under load.")
+    p.add_argument("--designs", nargs="+", choices=DESIGNS, default=None,
+                   help="default: " + " ".join(LITMUS_DESIGNS) + ", and store-redis when "
+                        "--redis is given")
+    p.add_argument("--policies", nargs="+", choices=POLICIES, default=list(POLICIES[:3]),
+                   help="default: round-robin sticky-cookie ip-hash; add cookie-hash to see "
+                        "why hashing the session cookie is not a sticky session")
+    p.add_argument("--lb", choices=BALANCERS, default="protolab", help=LB_HELP)
+    p.add_argument("--redis", default=None, metavar="URL",
+                   help=f"a Redis for store-redis (adds it to the default designs; without it "
+                        f"store-redis uses {DEFAULT_REDIS})")
+    p.add_argument("--no-measure", action="store_true", help="skip the trade-off measurements")
+    _redis_shared_option(p)
+    p.add_argument("--under-load", action="store_true",
+                   help="also restart each backend in turn under a bounded load")
+    p.add_argument("--requests", type=_count(100, 1_000_000), default=10_000, metavar="N",
+                   help="requests in the --under-load run (default 10000)")
+    p.add_argument("--no-capture", action="store_true",
+                   help="--under-load: do not capture the users' side of the balancer")
+    p.add_argument("--pcap", metavar="PATH",
+                   help="--under-load: where to write the capture (default "
+                        "captures/litmus-DESIGN.pcap, one per design)")
+    p.set_defaults(func=cmd_litmus)
 
 
 def cmd_litmus(args: argparse.Namespace) -> int:
@@ -270,6 +369,24 @@ def _balancer_errors() -> Iterator[None]:
         raise CliError(str(exc)) from None
 
 
+def _lb_arguments(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "lb", help="N backends behind a load balancer (protolab's, nginx or HAProxy), and a "
+                   "workflow",
+        description="Start N backend processes of one design behind a balancer with a policy, "
+                    "run a login/cart workflow through it printing which backend served each "
+                    "request; --serve keeps it up for curl.")
+    p.add_argument("--design", choices=DESIGNS, default="memory")
+    p.add_argument("--policy", choices=POLICIES, default="round-robin", help=POLICY_HELP)
+    p.add_argument("--backends", type=_count(1, 8), default=3, metavar="N")
+    p.add_argument("--lb", choices=BALANCERS, default="protolab", help=LB_HELP)
+    p.add_argument("--redis", default=DEFAULT_REDIS, metavar="URL")
+    p.add_argument("--serve", action="store_true", help="keep serving until Ctrl-C")
+    _redis_shared_option(p)
+    _capture_options(p, "lb", replay=False)
+    p.set_defaults(func=cmd_lb)
+
+
 def cmd_lb(args: argparse.Namespace) -> int:
     from protolab.labs.lb import run_lb_demo
 
@@ -278,6 +395,21 @@ def cmd_lb(args: argparse.Namespace) -> int:
         run_lb_demo(args.design, args.policy, args.redis, backends=args.backends, lb=args.lb,
                     serve=args.serve, capture=not args.no_capture, pcap=args.pcap, out=out)
     return 0
+
+
+def _backend_arguments(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "backend", help="run one backend of the login/profile/cart app (memory, store, jwt)",
+        description="The lab application as one HTTP backend process: POST /login, GET "
+                    "/profile, POST /cart/items, GET /cart, POST /logout. Prints 'ready PORT'.")
+    p.add_argument("--design", choices=("memory", "store", "jwt"), required=True)
+    p.add_argument("--store", metavar="URL", help="sqlite:PATH or redis://HOST:PORT (store, jwt)")
+    p.add_argument("--id", default="b1", help="the name this backend gives in its answers")
+    p.add_argument("--port", type=_port, default=0)
+    p.add_argument("--secret-file", metavar="F", help="jwt: file with the HS256 key (32+ bytes)")
+    p.add_argument("--denylist", action="store_true", help="jwt: keep a deny-list for logout")
+    _redis_shared_option(p)
+    p.set_defaults(func=cmd_backend)
 
 
 def cmd_backend(args: argparse.Namespace) -> int:
@@ -298,12 +430,38 @@ def cmd_backend(args: argparse.Namespace) -> int:
         raise CliError(f"backend: {getattr(exc, 'strerror', None) or exc}") from None
 
 
+def _doctor_arguments(sub: Subparsers) -> None:
+    p = sub.add_parser("doctor", help="what works here, and the exact fix for what does not",
+                       description="Python and package versions, capture rights, the kernel's "
+                                   "TCP record, tshark, dig, curl, redis-server, nginx, "
+                                   "127.0.0.2, free ports. Exit 0 only when every lab can "
+                                   "run fully.")
+    p.set_defaults(func=cmd_doctor)
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from protolab.course.doctor import checks, report
 
     text, ready = report(checks())
     out(text)
     return 0 if ready else EXIT_FAILED
+
+
+def _captures_arguments(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "captures", help="the reference captures: check that each still tells its demo's story; "
+                         "--refresh regenerates them",
+        description="List the committed reference captures and check each against its demo's "
+                    "story (the steps it must show, not its bytes). --refresh runs each demo "
+                    "with capture (root or CAP_NET_RAW) and replaces a reference only when the "
+                    "new capture is complete and tells the whole story; it writes "
+                    "DEMO.ref.pcap, DEMO.ref.pcapng (annotated) and, for QUIC, DEMO.ref.keys.")
+    p.add_argument("demos", nargs="*", metavar="DEMO", type=_demo,
+                   help="only these: dns-demo, tcp-demo, udp-demo, quic-demo, lb (default: all)")
+    p.add_argument("--refresh", action="store_true", help="regenerate them (needs capture)")
+    p.add_argument("--dir", metavar="DIR", help="where the references are (default captures/ "
+                                                "in the source tree)")
+    p.set_defaults(func=cmd_captures)
 
 
 def cmd_captures(args: argparse.Namespace) -> int:
@@ -337,6 +495,13 @@ def cmd_captures(args: argparse.Namespace) -> int:
     return 0 if ok else EXIT_FAILED
 
 
+def _labs_arguments(sub: Subparsers) -> None:
+    p = sub.add_parser("labs", help="list the lab worksheets and what exists for each",
+                       description="The numbered worksheets in labs/, in the order to take "
+                                   "them, with their demo and whether you have a capture.")
+    p.set_defaults(func=cmd_labs)
+
+
 def cmd_labs(args: argparse.Namespace) -> int:
     from protolab.course.grading import status
     from protolab.labs.output import table
@@ -344,6 +509,19 @@ def cmd_labs(args: argparse.Namespace) -> int:
     out(table(status(), ("lab", "title", "worksheet", "capture")))
     out("Take them in order; each worksheet ends with `protolab check NN --template`.")
     return 0
+
+
+def _check_arguments(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "check", help="grade a worksheet's answers against facts from your own capture",
+        description="Grade an answers file (TOML: q1 = \"...\") for lab NN against facts "
+                    "computed from your capture (default: the demo's live capture in "
+                    "captures/). Exit 0 on full marks.")
+    p.add_argument("lab", metavar="NN", help="the lab's number, e.g. 03")
+    p.add_argument("--answers", metavar="FILE")
+    p.add_argument("--pcap", metavar="CAPTURE", help="the capture to grade against")
+    p.add_argument("--template", action="store_true", help="print an empty answers file")
+    p.set_defaults(func=cmd_check)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -389,6 +567,37 @@ def cmd_check(args: argparse.Namespace) -> int:
     score = sum(m.right for m in marks)
     out(f"score: {score}/{len(marks)}")
     return 0 if score == len(marks) else EXIT_FAILED
+
+
+def _inspect_arguments(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "inspect", help="annotate a pcap file: where the state for each packet lives",
+        description="Read a pcap or pcapng file (Ethernet, Linux cooked v1/v2, raw IP, BSD "
+                    "loopback; IPv4/IPv6; VLAN) and print one row per packet with the state it "
+                    "creates, uses or finds missing, and who holds that state; or the "
+                    "conversations (--flows), one of them as a timeline (--flow N), JSON.")
+    p.add_argument("file", help="a pcap or pcapng file")
+    p.add_argument("--dns-port", type=_port, action="append", metavar="PORT",
+                   help="also decode UDP on this port as DNS (53 and 5353 always are)")
+    p.add_argument("--filter", metavar="EXPR",
+                   help="tcp, udp, dns, quic, icmp, http, host ADDR, port N, flow N; with and, "
+                        "or, not, ( )")
+    p.add_argument("--limit", type=_count(1, 10 ** 9), metavar="N", help="print at most N rows")
+    p.add_argument("--json", action="store_true", help="one JSON object per row (or flow)")
+    p.add_argument("--wide", action="store_true",
+                   help="one line per packet, nothing wrapped (default: fit the terminal's "
+                        "width, or 120 columns when not printing to a terminal)")
+    view = p.add_mutually_exclusive_group()
+    view.add_argument("--flows", action="store_true", help="a table of conversations")
+    view.add_argument("--flow", type=_count(1, 10 ** 9), metavar="N",
+                      help="one conversation as a state timeline")
+    view.add_argument("--detail", type=_count(1, 10 ** 9), metavar="N",
+                      help="scapy's full dissection of packet N")
+    view.add_argument("--write-annotated", metavar="OUT.pcapng",
+                      help="write the capture as pcapng with each note as a packet comment")
+    p.add_argument("--secrets", metavar="KEYLOG",
+                   help="with --write-annotated: embed this TLS key log (QUIC decrypts alone)")
+    p.set_defaults(func=cmd_inspect)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -493,6 +702,23 @@ def _faults(args: argparse.Namespace):
     return plan if plan.active else None
 
 
+#: the subcommands, in the order --help lists them: each declares its arguments and its function
+SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
+    _dns_demo_arguments,
+    _tcp_demo_arguments,
+    _udp_demo_arguments,
+    _quic_demo_arguments,
+    _backend_arguments,
+    _lb_arguments,
+    _litmus_arguments,
+    _doctor_arguments,
+    _captures_arguments,
+    _labs_arguments,
+    _check_arguments,
+    _inspect_arguments,
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="protolab",
@@ -500,189 +726,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "the annotated capture.")
     parser.add_argument("--version", action="version", version=f"protolab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    p = sub.add_parser(
-        "dns-demo", help="DNS over UDP: answers matched to queries by ID (the headline lab)",
-        description="A lab DNS server and a client on one UDP socket: out-of-order answers "
-                    "matched by query ID, forged answers dropped, an answer to a closed socket. "
-                    "Captures the traffic (needs root or CAP_NET_RAW) and annotates it.")
-    p.add_argument("--queries", type=_count(1, 200), default=5, metavar="N",
-                   help="queries sent at once in part 1 (default 5)")
-    p.add_argument("--port", type=_port, default=0,
-                   help="the lab server's UDP port on 127.0.0.1 (default: a free one)")
-    _capture_options(p, "dns-demo", faults=True)
-    _fault_options(p, "part 1's queries: watch the client's retry timer and count")
-    p.set_defaults(func=cmd_dns_demo)
-
-    p = sub.add_parser(
-        "tcp-demo", help="TCP: connection state in two kernels, keyed by the 4-tuple",
-        description="A TCP connection's states next to the packets that cause them (protolab's "
-                    "model checked against the kernel's own record), then the state taken away: "
-                    "a killed server, a forged out-of-window segment, an ACK to a port with no "
-                    "socket, a reconnect; and HTTP carrying its state over new connections. "
-                    "Capture, forging and the kernel's record need root; the rest runs without.")
-    _capture_options(p, "tcp-demo")
-    p.set_defaults(func=cmd_tcp_demo)
-
-    p = sub.add_parser(
-        "udp-demo", help="UDP: nothing to lose; the litmus test with a real server restart",
-        description="A UDP counter server as its own process: no handshake and no per-peer "
-                    "kernel entry; the server is restarted between two requests and the "
-                    "workflow goes on because the client carries its state; a datagram to the "
-                    "stopped server from an unconnected and a connected socket.")
-    _capture_options(p, "udp-demo", faults=True)
-    _fault_options(p, "part 3: numbered datagrams; nothing in UDP notices")
-    p.set_defaults(func=cmd_udp_demo)
-
-    p = sub.add_parser(
-        "quic-demo", help="QUIC: connection IDs, migration, Retry tokens, a restart",
-        description="aioquic's sans-IO QUIC over plain UDP sockets: the DCID in every packet "
-                    "is the key of the receiver's connection table; CID rotation; migration to "
-                    "127.0.0.2 (QUIC survives, TCP does not); a server restart (the table is "
-                    "gone); a Retry whose token carries the state. Writes the TLS key log and a "
-                    "qlog next to the capture.")
-    _capture_options(p, "quic-demo", faults=True)
-    _fault_options(p, "part 7: loss recovery and ACK ranges")
-    p.set_defaults(func=cmd_quic_demo)
-
-    designs = ("memory", "store-sqlite", "store-redis", "jwt")
-    policies = ("round-robin", "sticky-cookie", "ip-hash", "cookie-hash")
-    balancers = ("protolab", "nginx", "haproxy")
-    lb_help = ("protolab's own balancer, or a real nginx or HAProxy configured for the same "
-               "policy (the config is printed)")
-    policy_help = ("round-robin; sticky-cookie (the balancer sets a cookie naming the backend "
-                   "that served the first request); ip-hash; cookie-hash (the lesson: a hash of "
-                   "the session cookie, which does not stick to the backend that made it)")
-    p = sub.add_parser(
-        "backend", help="run one backend of the login/profile/cart app (memory, store, jwt)",
-        description="The lab application as one HTTP backend process: POST /login, GET "
-                    "/profile, POST /cart/items, GET /cart, POST /logout. Prints 'ready PORT'.")
-    p.add_argument("--design", choices=("memory", "store", "jwt"), required=True)
-    p.add_argument("--store", metavar="URL", help="sqlite:PATH or redis://HOST:PORT (store, jwt)")
-    p.add_argument("--id", default="b1", help="the name this backend gives in its answers")
-    p.add_argument("--port", type=_port, default=0)
-    p.add_argument("--secret-file", metavar="F", help="jwt: file with the HS256 key (32+ bytes)")
-    p.add_argument("--denylist", action="store_true", help="jwt: keep a deny-list for logout")
-    p.add_argument("--redis-shared", action="store_true",
-                   help="use the Redis database even if it holds keys protolab did not create "
-                        "(protolab touches only its own protolab:* keys)")
-    p.set_defaults(func=cmd_backend)
-
-    p = sub.add_parser(
-        "lb", help="N backends behind a load balancer (protolab's, nginx or HAProxy), and a "
-                   "workflow",
-        description="Start N backend processes of one design behind a balancer with a policy, "
-                    "run a login/cart workflow through it printing which backend served each "
-                    "request; --serve keeps it up for curl.")
-    p.add_argument("--design", choices=designs, default="memory")
-    p.add_argument("--policy", choices=policies, default="round-robin", help=policy_help)
-    p.add_argument("--backends", type=_count(1, 8), default=3, metavar="N")
-    p.add_argument("--lb", choices=balancers, default="protolab", help=lb_help)
-    p.add_argument("--redis", default=DEFAULT_REDIS, metavar="URL")
-    p.add_argument("--serve", action="store_true", help="keep serving until Ctrl-C")
-    p.add_argument("--redis-shared", action="store_true",
-                   help="use the Redis database even if it holds keys protolab did not create "
-                        "(protolab touches only its own protolab:* keys)")
-    _capture_options(p, "lb", replay=False)
-    p.set_defaults(func=cmd_lb)
-
-    p = sub.add_parser(
-        "litmus", help="restart things mid-workflow, for every design and policy: verdicts",
-        description="For every design × balancer policy: login → add item → (switch backend "
-                    "| restart the serving backend | restart all backends | wipe the store) → "
-                    "view cart, with real process restarts; then measured latency, throughput "
-                    "and memory per session; --under-load adds a rolling restart under load.")
-    p.add_argument("--designs", nargs="+", choices=designs, default=None,
-                   help="default: " + " ".join(LITMUS_DESIGNS) + ", and store-redis when "
-                        "--redis is given")
-    p.add_argument("--policies", nargs="+", choices=policies, default=list(policies[:3]),
-                   help="default: round-robin sticky-cookie ip-hash; add cookie-hash to see "
-                        "why hashing the session cookie is not a sticky session")
-    p.add_argument("--lb", choices=balancers, default="protolab", help=lb_help)
-    p.add_argument("--redis", default=None, metavar="URL",
-                   help=f"a Redis for store-redis (adds it to the default designs; without it "
-                        f"store-redis uses {DEFAULT_REDIS})")
-    p.add_argument("--no-measure", action="store_true", help="skip the trade-off measurements")
-    p.add_argument("--redis-shared", action="store_true",
-                   help="use the Redis database even if it holds keys protolab did not create "
-                        "(protolab touches only its own protolab:* keys)")
-    p.add_argument("--under-load", action="store_true",
-                   help="also restart each backend in turn under a bounded load")
-    p.add_argument("--requests", type=_count(100, 1_000_000), default=10_000, metavar="N",
-                   help="requests in the --under-load run (default 10000)")
-    p.add_argument("--no-capture", action="store_true",
-                   help="--under-load: do not capture the users' side of the balancer")
-    p.add_argument("--pcap", metavar="PATH",
-                   help="--under-load: where to write the capture (default "
-                        "captures/litmus-DESIGN.pcap, one per design)")
-    p.set_defaults(func=cmd_litmus)
-
-    p = sub.add_parser("doctor", help="what works here, and the exact fix for what does not",
-                       description="Python and package versions, capture rights, the kernel's "
-                                   "TCP record, tshark, dig, curl, redis-server, nginx, "
-                                   "127.0.0.2, free ports. Exit 0 only when every lab can "
-                                   "run fully.")
-    p.set_defaults(func=cmd_doctor)
-
-    p = sub.add_parser(
-        "captures", help="the reference captures: check that each still tells its demo's story; "
-                         "--refresh regenerates them",
-        description="List the committed reference captures and check each against its demo's "
-                    "story (the steps it must show, not its bytes). --refresh runs each demo "
-                    "with capture (root or CAP_NET_RAW) and replaces a reference only when the "
-                    "new capture is complete and tells the whole story; it writes "
-                    "DEMO.ref.pcap, DEMO.ref.pcapng (annotated) and, for QUIC, DEMO.ref.keys.")
-    p.add_argument("demos", nargs="*", metavar="DEMO", type=_demo,
-                   help="only these: dns-demo, tcp-demo, udp-demo, quic-demo, lb (default: all)")
-    p.add_argument("--refresh", action="store_true", help="regenerate them (needs capture)")
-    p.add_argument("--dir", metavar="DIR", help="where the references are (default captures/ "
-                                                "in the source tree)")
-    p.set_defaults(func=cmd_captures)
-
-    p = sub.add_parser("labs", help="list the lab worksheets and what exists for each",
-                       description="The numbered worksheets in labs/, in the order to take "
-                                   "them, with their demo and whether you have a capture.")
-    p.set_defaults(func=cmd_labs)
-
-    p = sub.add_parser(
-        "check", help="grade a worksheet's answers against facts from your own capture",
-        description="Grade an answers file (TOML: q1 = \"...\") for lab NN against facts "
-                    "computed from your capture (default: the demo's live capture in "
-                    "captures/). Exit 0 on full marks.")
-    p.add_argument("lab", metavar="NN", help="the lab's number, e.g. 03")
-    p.add_argument("--answers", metavar="FILE")
-    p.add_argument("--pcap", metavar="CAPTURE", help="the capture to grade against")
-    p.add_argument("--template", action="store_true", help="print an empty answers file")
-    p.set_defaults(func=cmd_check)
-
-    p = sub.add_parser(
-        "inspect", help="annotate a pcap file: where the state for each packet lives",
-        description="Read a pcap or pcapng file (Ethernet, Linux cooked v1/v2, raw IP, BSD "
-                    "loopback; IPv4/IPv6; VLAN) and print one row per packet with the state it "
-                    "creates, uses or finds missing, and who holds that state; or the "
-                    "conversations (--flows), one of them as a timeline (--flow N), JSON.")
-    p.add_argument("file", help="a pcap or pcapng file")
-    p.add_argument("--dns-port", type=_port, action="append", metavar="PORT",
-                   help="also decode UDP on this port as DNS (53 and 5353 always are)")
-    p.add_argument("--filter", metavar="EXPR",
-                   help="tcp, udp, dns, quic, icmp, http, host ADDR, port N, flow N; with and, "
-                        "or, not, ( )")
-    p.add_argument("--limit", type=_count(1, 10 ** 9), metavar="N", help="print at most N rows")
-    p.add_argument("--json", action="store_true", help="one JSON object per row (or flow)")
-    p.add_argument("--wide", action="store_true",
-                   help="one line per packet, nothing wrapped (default: fit the terminal's "
-                        "width, or 120 columns when not printing to a terminal)")
-    view = p.add_mutually_exclusive_group()
-    view.add_argument("--flows", action="store_true", help="a table of conversations")
-    view.add_argument("--flow", type=_count(1, 10 ** 9), metavar="N",
-                      help="one conversation as a state timeline")
-    view.add_argument("--detail", type=_count(1, 10 ** 9), metavar="N",
-                      help="scapy's full dissection of packet N")
-    view.add_argument("--write-annotated", metavar="OUT.pcapng",
-                      help="write the capture as pcapng with each note as a packet comment")
-    p.add_argument("--secrets", metavar="KEYLOG",
-                   help="with --write-annotated: embed this TLS key log (QUIC decrypts alone)")
-    p.set_defaults(func=cmd_inspect)
+    for arguments in SUBCOMMANDS:
+        arguments(sub)
     return parser
 
 
