@@ -88,57 +88,15 @@ def _count(low: int, high: int) -> Callable[[str], int]:
 
 
 def _run_demo(args: argparse.Namespace, run: Callable, prefix: str, **kwargs: object):
-    """Run a demo with the common options; an OSError (a busy port, an unwritable --pcap)
-    becomes one line. When capture was wanted but is impossible here, the reference capture is
-    replayed after the live run, so the learner still sees the packets."""
-    netem = os.environ.get("PROTOLAB_NETEM")
-    if netem:
-        out(f"faults below the sockets, in a network namespace made for this run: {netem}")
-    pcap = demo_pcap(args.command, args.pcap, kwargs.get("faults") is not None)
+    """Run a demo live with the common options (`protolab.course.live`): a failure to start or
+    to write is one line."""
+    from protolab.course.live import DemoError, run_live
+
     try:
-        result = run(capture=not args.no_capture, pcap=pcap, out=out, **kwargs)
-    except OSError as exc:
-        where = f" ({exc.filename})" if exc.filename else ""
-        raise CliError(f"{prefix}: {exc.strerror or exc}{where}"
-                       f"{_privileged_port_hint(exc, getattr(args, 'port', 0))}") from None
-    summary = result.capture
-    if summary is not None and summary.off_reason and args.pcapng:
-        out(f"--pcapng: nothing written to {args.pcapng}, capture is off")
-    if summary is not None and summary.off_reason and not args.no_capture:
-        from protolab.course.replay import replay
-
-        out("")
-        replay(args.command, out=out, why=f"capture is impossible here: {summary.off_reason}")
-    elif summary is not None and not summary.off_reason and summary.path and args.pcapng:
-        _write_pcapng(args.command, result, args.pcapng)
-    return result
-
-
-def demo_pcap(demo: str, pcap: str | None, faults: bool) -> str | None:
-    """Where a demo's capture goes: --pcap, else a fault run's own default
-    (captures/DEMO-faults.pcap), never the plain run's capture that `check` grades."""
-    if pcap or not faults:
-        return pcap
-    from protolab.wire.paths import default_capture_path
-
-    return str(default_capture_path(demo, faults=True))
-
-
-def _privileged_port_hint(exc: OSError, port: int) -> str:
-    """Why binding `port` was refused, when it is a port only root may bind."""
-    import errno
-
-    if exc.errno != errno.EACCES or not port:
-        return ""
-    try:  # the kernel's own limit: ports below it need CAP_NET_BIND_SERVICE (default 1024)
-        with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
-            start = int(f.read())
-    except (OSError, ValueError):
-        start = 1024
-    if port >= start:
-        return ""
-    return (f" (ports below {start} need root or CAP_NET_BIND_SERVICE: choose a port of "
-            f"{start} or more, or leave --port out for a free one)")
+        return run_live(args.command, run, prefix, capture=not args.no_capture, pcap=args.pcap,
+                        pcapng=args.pcapng, out=out, **kwargs)
+    except DemoError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _netem(args: argparse.Namespace) -> int | None:
@@ -146,6 +104,7 @@ def _netem(args: argparse.Namespace) -> int | None:
     not asked for."""
     if not getattr(args, "netem", False):
         return None
+    from protolab.course.live import demo_pcap
     from protolab.net.netem import NetemError, run_in_namespace
 
     plan = _faults(args)
@@ -177,22 +136,6 @@ def _replay(args: argparse.Namespace) -> int | None:
     except PcapError as exc:
         raise CliError(str(exc)) from None
     return 0 if result.complete else EXIT_FAILED
-
-
-def _write_pcapng(demo: str, result: object, target: str) -> None:
-    """Save the capture just written as annotated pcapng (the TLS secrets inside for QUIC)."""
-    from protolab.course.reference import save_pcapng
-
-    pcap = result.capture.path
-    server = getattr(result, "server", None) if demo == "dns-demo" else None
-    try:
-        n, secrets = save_pcapng(demo, pcap, target, getattr(result, "keylog", None),
-                                 server[1] if server else None)
-    except OSError as exc:
-        raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
-    extra = " with the TLS secrets inside (decrypts alone)" if secrets else ""
-    out(f"annotated pcapng: {n} packets, each note a packet comment{extra} → {target} "
-        f"(open this one in Wireshark; the classic pcap stays at {pcap})")
 
 
 def _dns_demo_arguments(sub: Subparsers) -> None:

@@ -84,7 +84,8 @@ def test_inspect_the_reference_capture() -> None:
     ("dns-demo", ["--delay", "50ms"]), ("udp-demo", ["--drop", "0.2"]),
     ("quic-demo", ["--netem", "--drop", "0.1"]), ("tcp-demo", [])])
 def test_a_fault_run_has_its_own_default_capture(demo, faults) -> None:
-    from protolab.cli import _faults, demo_pcap
+    from protolab.cli import _faults
+    from protolab.course.live import demo_pcap
 
     args = build_parser().parse_args([demo, *faults])
     active = bool(faults)
