@@ -241,3 +241,12 @@ def test_naming_a_redis_adds_the_design_that_uses_it(monkeypatch) -> None:
         assert cli.main(argv) == 2
     assert seen == [["memory", "store-sqlite", "jwt", "store-redis"],
                     ["memory", "store-sqlite", "jwt"], ["jwt"]]
+
+
+def test_backends_listen_below_the_ephemeral_range_so_a_restart_finds_its_port_free() -> None:
+    """A client's source port can never be the port a restarted backend must bind again."""
+    from protolab.net.proc import restartable_port
+
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    ports = {restartable_port() for _ in range(5)}
+    assert all(10000 <= p < low for p in ports)

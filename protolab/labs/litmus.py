@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from protolab.analysis.observe import Evidence, Observation, Status, explain, observe
 from protolab.net import lifecycle
 from protolab.net.lb import Policy, Upstream, start_balancer
-from protolab.net.proc import ServerProcess
+from protolab.net.proc import ServerProcess, restartable_port
 from protolab.net.stores import REDIS_PREFIX, open_store
 from protolab.protocols.webapp import Design
 
@@ -72,7 +72,7 @@ class Cluster:
             self._secret = Path(self._dir) / "jwt.key"
             self._secret.write_bytes(secrets.token_bytes(32))
             for i in range(1, n + 1):
-                proc = self._spawn(f"b{i}", 0)
+                proc = self._spawn(f"b{i}", restartable_port())
                 self.procs[f"b{i}"] = proc
                 self.upstreams.append(Upstream(f"b{i}", "127.0.0.1", proc.port))
             self.lb = start_balancer(lb, self.upstreams, policy, log=log)

@@ -40,7 +40,7 @@ from protolab.labs.output import (
     table,
 )
 from protolab.net.fault_proxy import UdpFaultProxy
-from protolab.net.proc import ServerProcess
+from protolab.net.proc import ServerProcess, restartable_port
 from protolab.protocols.counter import CounterClient, Reply, parse_reply
 from protolab.protocols.faults import (
     Decision,
@@ -175,7 +175,7 @@ def run_udp_demo(capture: bool = True, pcap: str | Path | None = None, out: Out 
                  faults: FaultPlan | None = None) -> UdpDemoResult:
     path = Path(pcap) if pcap else default_capture_path(LAB, faults=faults is not None)
     result = UdpDemoResult()
-    server = ServerProcess("protolab.net.counter_server")
+    server = ServerProcess("protolab.net.counter_server", restartable_port(udp=True))
     result.port = port = server.port
     try:
         with Capture([port], path, enabled=capture, off_reason=capture_off_reason) as cap:

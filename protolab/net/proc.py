@@ -84,3 +84,27 @@ def _hold(pid: int) -> None:
             and threading.current_thread() is threading.main_thread():
         print(f"holding after spawn {_spawned} (pid {pid})", flush=True)
         threading.Event().wait()
+
+
+def restartable_port(host: str = "127.0.0.1", udp: bool = False) -> int:
+    """A free port below the kernel's ephemeral range, for a server that will be restarted on
+    the same port: a port the kernel hands out as an outgoing connection's source port could be
+    taken by some client while the server is down, and the new process could not bind it."""
+    import random
+    import socket
+
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    candidates = random.Random().sample(range(10000, max(low, 10001)), 200)
+    for port in candidates:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM) \
+                as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+            return port
+    return 0  # none free: let the kernel choose
