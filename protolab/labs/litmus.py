@@ -37,7 +37,7 @@ from protolab.net.stores import REDIS_PREFIX, open_store
 from protolab.protocols.webapp import Design
 
 if TYPE_CHECKING:
-    from protolab.wire.capture import CaptureSummary
+    from protolab.wire.capture import Capture, CaptureSummary
 
 Out = Callable[[str], None]
 CONTINUED, LOGGED_OUT, CART_LOST = "workflow continued", "logged out", "cart lost"
@@ -897,6 +897,85 @@ class LoadResult:
                 and self.captured_responses == self.answered)
 
 
+class _LoadUsers:
+    """The users of a rolling restart: each logs in, then loops (add item, view cart) until
+    `total` requests are done between them, logging in again after a 401 (a lost session)."""
+
+    def __init__(self, result: LoadResult, address: tuple[str, int], total: int) -> None:
+        self.result = result
+        self.address = address
+        self.total = total
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+
+    def ask(self, c: Client, method: str, path: str, fields: dict) -> int:
+        with self.lock:
+            self.result.sent += 1  # counted before it is written: a failed write is a miss
+        try:
+            status = c.request(method, path, fields).status
+        except OSError:
+            return 0
+        with self.lock:
+            self.result.answered += 1
+        return status
+
+    def login(self, c: Client) -> int:
+        return self.ask(c, "POST", "/login", {"user": "bob", "password": "builder"})
+
+    def user(self, i: int) -> None:
+        c = Client(self.address)
+        with self.lock:
+            self.result.logins += 1
+        if self.login(c) != 200:
+            with self.lock:
+                self.result.failed += 1
+            return
+        n = 0
+        while not self.done.is_set():
+            status = self.ask(c, "POST", "/cart/items", {"item": f"i{i}-{n}"}) if n % 2 \
+                else self.ask(c, "GET", "/cart", {})
+            n += 1
+            self._count(status)
+            if status == 401:
+                self.login(c)
+
+    def _count(self, status: int) -> None:
+        result = self.result
+        with self.lock:
+            result.requests += 1
+            if status == 401:
+                result.lost_sessions += 1
+                result.relogins += 1
+            elif status != 200:
+                result.failed += 1
+            if result.requests >= self.total:
+                self.done.set()
+
+
+def _restart_each(cluster: Cluster, result: LoadResult, done: threading.Event) -> None:
+    """Each backend in turn: drained, restarted gracefully, put back (until the load is done);
+    the PIDs that answered before and after each restart go in `result.restarts`."""
+    for up in cluster.upstreams:
+        if done.is_set():
+            break
+        lb = cluster.lb
+        lb.drain(up.id)
+        before = probe(cluster, up.id)  # the PIDs as the processes answer
+        cluster.restart(up.id, graceful=True)
+        lb.undrain(up.id, cluster.procs[up.id].port)
+        result.restarts.append((up.id, before.pid, probe(cluster, up.id).pid))
+
+
+def _count_capture(result: LoadResult, cap: Capture, port: int) -> None:
+    """What the capture of the users' side of the balancer holds, counted per TCP stream."""
+    result.capture = cap.summary
+    result.stream = http_streams(cap.decoded(), port)
+    result.captured_requests = result.stream.requests
+    result.captured_responses = result.stream.responses
+    path = cap.summary.path
+    result.pcap_bytes = path.stat().st_size if path is not None and path.exists() else 0
+
+
 def rolling_restart(variant: Variant, total: int = 10_000, clients: int = 8,
                     backends: int = 3, pcap: str | os.PathLike[str] | None = None,
                     capture: bool = False) -> LoadResult:
@@ -906,73 +985,19 @@ def rolling_restart(variant: Variant, total: int = 10_000, clients: int = 8,
     from protolab.wire.capture import Capture
 
     result = LoadResult(variant.name, total=total)
-    lock = threading.Lock()
-    done = threading.Event()
     with Cluster(variant, Policy.ROUND_ROBIN, n=backends) as cluster:
         if variant.store:
             open_store(variant.store).wipe()
-
-        def ask(c: Client, method: str, path: str, fields: dict) -> int:
-            with lock:
-                result.sent += 1  # counted before it is written: a failed write is a miss
-            try:
-                status = c.request(method, path, fields).status
-            except OSError:
-                return 0
-            with lock:
-                result.answered += 1
-            return status
-
-        def login(c: Client) -> int:
-            return ask(c, "POST", "/login", {"user": "bob", "password": "builder"})
-
-        def user(i: int) -> None:
-            c = Client(cluster.address)
-            with lock:
-                result.logins += 1
-            if login(c) != 200:
-                with lock:
-                    result.failed += 1
-                return
-            n = 0
-            while not done.is_set():
-                status = ask(c, "POST", "/cart/items", {"item": f"i{i}-{n}"}) if n % 2 \
-                    else ask(c, "GET", "/cart", {})
-                n += 1
-                with lock:
-                    result.requests += 1
-                    if status == 401:
-                        result.lost_sessions += 1
-                        result.relogins += 1
-                    elif status != 200:
-                        result.failed += 1
-                    if result.requests >= total:
-                        done.set()
-                if status == 401:
-                    login(c)
-
+        users = _LoadUsers(result, cluster.address, total)
         with Capture([cluster.address[1]], pcap, enabled=capture) as cap:
-            threads = [threading.Thread(target=user, args=(i,)) for i in range(clients)]
+            threads = [threading.Thread(target=users.user, args=(i,)) for i in range(clients)]
             for t in threads:
                 t.start()
-            for up in cluster.upstreams:
-                if done.is_set():
-                    break
-                lb = cluster.lb
-                lb.drain(up.id)
-                before = probe(cluster, up.id)  # the PIDs as the processes answer
-                cluster.restart(up.id, graceful=True)
-                lb.undrain(up.id, cluster.procs[up.id].port)
-                result.restarts.append((up.id, before.pid, probe(cluster, up.id).pid))
+            _restart_each(cluster, result, users.done)
             for t in threads:
                 t.join()
     if capture:
-        result.capture = cap.summary
-        result.stream = http_streams(cap.decoded(), cluster.address[1])
-        result.captured_requests = result.stream.requests
-        result.captured_responses = result.stream.responses
-        path = cap.summary.path
-        result.pcap_bytes = path.stat().st_size if path is not None and path.exists() else 0
+        _count_capture(result, cap, cluster.address[1])
     return result
 
 

@@ -58,8 +58,8 @@ from protolab.protocols.quic import (
 )
 from protolab.protocols.tcp import RST
 from protolab.wire.capture import Capture, CaptureSummary
+from protolab.wire.files import write_text_atomic
 from protolab.wire.paths import default_capture_path
-from protolab.wire.pcap import write_text_atomic
 
 LAB = "quic-demo"
 WHERE_TITLE = "Where state lives in QUIC:"

@@ -34,6 +34,7 @@ from enum import Enum
 from pathlib import Path
 
 from protolab.net import lifecycle
+from protolab.net.server_thread import ServerThread
 
 ROUTE_COOKIE = "lbroute"  #: protolab's sticky cookie: the backend's name
 NGINX_ROUTE_COOKIE = "route"  #: nginx's sticky cookie, added by the balancer
@@ -72,7 +73,7 @@ class _Server(socketserver.ThreadingTCPServer):
     request_queue_size = BACKLOG
 
 
-class LoadBalancer:
+class LoadBalancer(ServerThread):
     """Threaded HTTP/1.1 proxy; one request per client connection (`Connection: close`)."""
 
     def __init__(self, upstreams: list[Upstream], policy: Policy,
@@ -93,21 +94,12 @@ class LoadBalancer:
 
         self._server = _Server(("127.0.0.1", port), Handler)
         self.address: tuple[str, int] = self._server.server_address
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(self._server.serve_forever)
 
-    def start(self) -> LoadBalancer:
-        self._thread.start()
-        return self
+    def _interrupt(self) -> None:
+        self._server.shutdown()  # returns once serve_forever has
 
-    def __enter__(self) -> LoadBalancer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self._server.shutdown()
+    def _close(self) -> None:
         self._server.server_close()
 
     # -- choosing ---------------------------------------------------------------------------

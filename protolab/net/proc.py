@@ -2,7 +2,8 @@
 
 Where state lives: in the child process's memory and in the kernel's socket table entries that the
 process owns. Killing the process frees both, which is exactly what the litmus tests need.
-Readiness is the child's own word: it prints `ready PORT` once its socket is bound.
+Readiness is the child's own word: it prints `ready PORT` once its socket is bound
+(`protolab.net.child`, both sides of that handshake).
 
 Each child dies with this process (see `protolab.net.lifecycle`): it runs in its own process group
 (the terminal's Ctrl-C goes to the command, which stops its children), it is registered until
@@ -17,7 +18,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from protolab.net import lifecycle
+from protolab.net import child, lifecycle
 
 #: test seam: with PROTOLAB_HOLD_AFTER_SPAWN=N the command stops after its Nth child process is
 #: ready, says `holding after spawn N (pid P)` and waits there for a signal; this is how the tests
@@ -38,10 +39,11 @@ class ServerProcess:
         lifecycle.track(self.proc)
         self.pid = self.proc.pid
         try:
-            line = self.proc.stdout.readline().split()
-            if len(line) != 2 or line[0] != "ready":
-                raise RuntimeError(f"{module} did not start (said {' '.join(line)!r})")
-            self.port = int(line[1])
+            line = self.proc.stdout.readline()
+            port = child.ready_port(line)
+            if port is None:
+                raise RuntimeError(f"{module} did not start (said {' '.join(line.split())!r})")
+            self.port = port
             _hold(self.pid)
         except BaseException:  # a stop signal while starting, too: this child goes with us
             self.kill()

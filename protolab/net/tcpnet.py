@@ -16,8 +16,11 @@ import sys
 import threading
 from urllib.parse import parse_qs, urlsplit
 
+from protolab.net import child
+from protolab.net.server_thread import ServerThread
 
-class _ThreadServer:
+
+class _ThreadServer(ServerThread):
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -25,18 +28,7 @@ class _ThreadServer:
         self.listener.listen(16)
         self.address: tuple[str, int] = self.listener.getsockname()
         self._threads: list[threading.Thread] = []
-        self._accept = threading.Thread(target=self._accept_loop, daemon=True)
-        self._lock = threading.Lock()
-
-    def start(self) -> _ThreadServer:
-        self._accept.start()
-        return self
-
-    def __enter__(self) -> _ThreadServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(self._accept_loop)
 
     def _accept_loop(self) -> None:
         while True:
@@ -58,13 +50,14 @@ class _ThreadServer:
     def serve(self, conn: socket.socket, peer: tuple[str, int]) -> None:
         raise NotImplementedError
 
-    def stop(self) -> None:
+    def _interrupt(self) -> None:
         try:
-            self.listener.shutdown(socket.SHUT_RDWR)
+            self.listener.shutdown(socket.SHUT_RDWR)  # accept() returns with an error
         except OSError:
             pass
+
+    def _close(self) -> None:
         self.listener.close()
-        self._accept.join(2)
         for t in self._threads:
             t.join(2)
 
@@ -143,14 +136,8 @@ def http_get(address: tuple[str, int], path: str,
 
 
 def main(argv: list[str]) -> int:
-    from protolab.net import lifecycle
-
-    lifecycle.child_init()
-    port = int(argv[0]) if argv else 0
-    server = EchoServer(port=port).start()
-    print(f"ready {server.address[1]}", flush=True)
-    lifecycle.wait_for_stop()  # until killed, or SIGTERM/SIGINT: quietly
-    return 0
+    """The echo server as its own process, until killed or SIGTERM/SIGINT (`child.serve`)."""
+    return child.serve(lambda port: EchoServer(port=port).start(), argv)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,9 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from protolab.net import child
+from protolab.net.server_thread import ServerThread
+
 Address = tuple[str, int]
 
 
@@ -24,7 +27,7 @@ class DatagramCore(Protocol):
     def next_timer(self) -> float | None: ...
 
 
-class UdpServerThread:
+class UdpServerThread(ServerThread):
     """Serve `core` on host:port (port 0 picks a free one) until `stop()`."""
 
     def __init__(self, core: DatagramCore, host: str = "127.0.0.1", port: int = 0,
@@ -48,18 +51,7 @@ class UdpServerThread:
         self._cond = threading.Condition()
         self._wake_r, self._wake_w = socket.socketpair()
         self._running = True
-        self._thread = threading.Thread(target=self._run, name=f"udp-server-{self.address[1]}",
-                                        daemon=True)
-
-    def start(self) -> UdpServerThread:
-        self._thread.start()
-        return self
-
-    def __enter__(self) -> UdpServerThread:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(self._run, name=f"udp-server-{self.address[1]}")
 
     def _run(self) -> None:
         while self._running:
@@ -90,24 +82,17 @@ class UdpServerThread:
         with self._cond:
             return self._cond.wait_for(lambda: predicate(self), timeout)
 
-    def stop(self) -> None:
-        if not self._running:
-            return
+    def _interrupt(self) -> None:
         self._running = False
         self._wake_w.send(b"x")
-        if self._thread.is_alive():
-            self._thread.join(5)
+
+    def _close(self) -> None:
         for s in (self.sock, self._wake_r, self._wake_w):
             s.close()
 
 
 def serve_child(core: object, argv: list[str]) -> int:
     """`python -m MODULE [PORT]`: serve `core` on 127.0.0.1:PORT (0: a free one) until stopped;
-    says `ready PORT` first, stops quietly on SIGTERM/SIGINT, dies with its parent."""
-    from protolab.net import lifecycle
-
-    lifecycle.child_init()
-    server = UdpServerThread(core, port=int(argv[0]) if argv else 0).start()
-    print(f"ready {server.address[1]}", flush=True)
-    lifecycle.wait_for_stop()
-    return 0
+    says `ready PORT` first, stops quietly on SIGTERM/SIGINT, dies with its parent
+    (`protolab.net.child.serve`)."""
+    return child.serve(lambda port: UdpServerThread(core, port=port).start(), argv)

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
+
+from protolab.wire.files import atomic_file
 
 MAGIC_USEC = 0xA1B2C3D4
 MAGIC_NSEC = 0xA1B23C4D
@@ -99,32 +98,6 @@ def _read_stream(f: BinaryIO, name: str) -> Iterator[Record]:
                             f"({len(data)} of {caplen} bytes)")
         offset += _RECORD_HEADER_LEN + caplen
         yield Record(sec + frac / divisor, linktype, data, orig_len)
-
-
-@contextmanager
-def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
-    """Open a temporary file beside `path`; on success it replaces `path`, on error it vanishes.
-
-    Whatever was at `path` before stays intact until the new file is complete.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    with atomic_file(path) as f:
-        f.write(text.encode())
 
 
 # -- pcapng (https://www.ietf.org/archive/id/draft-ietf-opsawg-pcapng-02.html) --------------------
