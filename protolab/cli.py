@@ -547,7 +547,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     """Exit 0 when rows were printed; 1 when none matched (as grep) or the file is bad (after
     printing what could be read); 2 for a bad option, filter or --secrets/--write-annotated."""
     from protolab.analysis.annotate import DNS_PORTS
-    from protolab.analysis.inspect import FileError, FilterError, Options, Tally, run
+    from protolab.analysis.export import FileError
+    from protolab.analysis.filter import FilterError
+    from protolab.analysis.inspect import Options, Tally, run
     from protolab.wire.pcap import PcapError
 
     if args.secrets and not args.write_annotated:
@@ -585,7 +587,7 @@ def _inspect_notes(args: argparse.Namespace, tally: Tally, complete: bool = True
              f"(--limit {args.limit}; {tally.matched:,} matched of {tally.read:,} read)")
     if tally.matched or not complete:
         return 0
-    from protolab.analysis.inspect import shorten
+    from protolab.analysis.filter import shorten
 
     chosen = " and ".join(x for x in (f"--filter {shorten(args.filter)!r}" if args.filter else "",
                                       f"--flow {args.flow}" if args.flow else "") if x)

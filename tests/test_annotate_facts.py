@@ -14,9 +14,9 @@ import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
-from protolab.analysis import annotate as annotate_module
+from protolab.analysis import facts as annotate_module
 from protolab.analysis.annotate import TEMPLATES, Action, Kind, annotate, annotate_file
-from protolab.analysis.inspect import FlowTable
+from protolab.analysis.flows import FlowTable
 from protolab.analysis.story import check
 from protolab.course.replay import DEMOS, TABLES
 from protolab.wire.packets import decode

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from protolab.analysis.annotate import annotate_file
-from protolab.analysis.inspect import write_annotated
+from protolab.analysis.export import write_annotated
 from protolab.wire.pcap import read_pcap
 
 from conftest import ROOT, require_tool, run_cli

@@ -18,7 +18,8 @@ from scapy.layers.l2 import CookedLinux, CookedLinuxV2, Dot1Q, Ether, Loopback
 from scapy.packet import Raw
 from scapy.utils import PcapNgWriter, PcapWriter
 
-from protolab.analysis.inspect import FilterError, Options, compile_filter, run
+from protolab.analysis.filter import FilterError, compile_filter
+from protolab.analysis.inspect import Options, run
 from protolab.wire.pcap import PcapError
 
 from conftest import ROOT, require, require_tool, run_cli
@@ -581,7 +582,7 @@ def test_columns_in_the_environment_sets_the_width_on_a_terminal() -> None:
 
 @pytest.mark.parametrize("columns", [None, "80", "250"])
 def test_piped_the_layout_is_fixed_at_120_columns_whatever_columns_says(columns) -> None:
-    from protolab.analysis.inspect import PIPED_WIDTH
+    from protolab.analysis.table import PIPED_WIDTH
 
     path = ROOT / "captures/quic-demo.ref.pcap"
     env = _env() if columns is None else _env(COLUMNS=columns)
@@ -603,7 +604,7 @@ def test_wide_is_one_line_per_packet_with_every_note_whole() -> None:
 
 def test_format_rows_keeps_the_demos_call_and_its_width(monkeypatch) -> None:
     from protolab.analysis.annotate import annotate_records
-    from protolab.analysis.inspect import PIPED_WIDTH, format_rows, layout
+    from protolab.analysis.table import PIPED_WIDTH, format_rows, layout
     from protolab.wire.pcap import read_pcap
 
     monkeypatch.delenv("COLUMNS", raising=False)

@@ -113,7 +113,7 @@ def save_pcapng(demo: str, pcap: Path, target: Path | str, keylog: Path | None =
     naming the lab and how it was made, the TLS secrets inside when `keylog` exists. Returns
     (packets, secrets embedded)."""
     from protolab.analysis.annotate import DNS_PORTS
-    from protolab.analysis.inspect import write_annotated
+    from protolab.analysis.export import write_annotated
     from protolab.course.grading import LABS
 
     secrets = keylog.read_bytes() if keylog is not None and keylog.exists() else None

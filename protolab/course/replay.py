@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from protolab.analysis.annotate import Action, Kind, Row, annotate_file
-from protolab.analysis.inspect import format_rows
 from protolab.analysis.observe import StateRow
 from protolab.analysis.story import (
     Finding,
@@ -24,6 +23,7 @@ from protolab.analysis.story import (
     dns_queries,
     packets_text,
 )
+from protolab.analysis.table import format_rows
 from protolab.labs import DEMOS as REGISTRY
 from protolab.labs.output import indent, print_state_table, print_tally, table
 from protolab.protocols.tcp import RST

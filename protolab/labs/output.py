@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from protolab.analysis.annotate import DNS_PORTS, Row, annotate_records
-from protolab.analysis.inspect import format_rows
 from protolab.analysis.observe import Findings, Observation, StateRow, Status, where_rows
+from protolab.analysis.table import format_rows
 from protolab.wire.capture import CaptureSummary, fix_hint
 from protolab.wire.paths import reference_capture
 from protolab.wire.pcap import read_pcap

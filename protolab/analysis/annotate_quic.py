@@ -1,0 +1,145 @@
+"""The annotator's QUIC part: the connection tables the endpoints must hold, keyed by connection
+ID (RFC 9000 section 5.2), rebuilt from the unencrypted header fields: who creates which key, a
+Retry's token that keeps the server stateless, rotation, migration, a relay's second leg, and
+packets a server that forgot the connection could not answer.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import replace
+
+from protolab.analysis.facts import WINDOW, Action, Fact, Holder, Kind, Row
+from protolab.protocols.quic import QuicHeader, decode_header
+from protolab.wire.packets import Decoded
+
+
+class QuicAnnotator:
+    """Rows for QUIC datagrams; amends rows still in the annotator's `window` when a later packet
+    shows what happened to them."""
+
+    def __init__(self, window: deque[tuple[Row, Decoded]]) -> None:
+        self._window = window
+        self._cids: dict[bytes, int] = {}  # connection ID -> QUIC connection number
+        self._paths: dict[frozenset[str], int] = {}  # 4-tuple -> QUIC connection number
+        self._servers: set[str] = set()  # endpoints that received a client's Initial
+        self._count = 0
+        self._keyed: set[int] = set()  # QUIC connections the server has created
+        self._cid_len = 8  # aioquic's and most stacks' length; learned from long headers
+        self._recent: OrderedDict[bytes, tuple[frozenset[str], int]] = OrderedDict()
+        self._unanswered: dict[int, list[int]] = {}  # conn -> to-server packets, no reply
+        self._ends: dict[int, tuple[str, str]] = {}  # conn -> (client host, server)
+
+    def header(self, d: Decoded) -> QuicHeader | None:
+        h = decode_header(d.payload, self._cid_len)
+        if h is None:
+            return None
+        if h.long:
+            return h
+        path = frozenset((d.endpoint("src"), d.endpoint("dst")))
+        return h if (path in self._paths or h.dcid in self._cids) else None
+
+    def row(self, d: Decoded, base: dict, h: QuicHeader) -> Row:
+        src, dst = d.endpoint("src"), d.endpoint("dst")
+        path = frozenset((src, dst))
+        base = {**base, "proto": "QUIC"}
+        scid = f" SCID={h.scid.hex()}" if h.scid else ""
+        base["summary"] = f"{h.packet_type} DCID={h.dcid.hex()}{scid}" + (
+            f" token={len(h.token)}B" if h.token else "")
+        if h.packet_type == "Version Negotiation":
+            return Row(**base, action=Action.NONE, holders=(Holder.PACKET,),
+                       fact=Fact(Kind.QUIC_VERSION_NEGOTIATION))
+        if h.scid:
+            self._cid_len = len(h.scid) or self._cid_len
+        fields = {"quic_type": h.packet_type, "quic_dcid": h.dcid.hex(),
+                  "quic_scid": h.scid.hex() if h.scid is not None else None}
+        if h.packet_type == "Initial" and dst not in self._servers and \
+                src not in self._servers:
+            self._servers.add(dst)
+        to_server = dst in self._servers
+        relay = self._relayed_copy(self._recent, d.payload, path, base["number"])
+        conn = self._cids.get(h.dcid, self._paths.get(path))
+        also: list[Kind] = [Kind.QUIC_RELAYED] if relay else []
+        if conn is None:
+            self._count += 1
+            conn = self._count
+        elif h.dcid not in self._cids and not h.long:
+            also.append(Kind.QUIC_ROTATION)
+        if path not in self._paths and self._paths and not h.long \
+                and h.dcid in self._cids and not relay:
+            also.append(Kind.QUIC_MIGRATION)
+        self._paths[path] = conn
+        self._cids.setdefault(h.dcid, conn)
+        base.update(flow=f"quic {conn}", fields=fields)
+        values = {"conn": conn, "dcid": h.dcid.hex(), "address": src if to_server else dst,
+                  "receiver": "server" if to_server else "client"}
+        row = self._row(base, h, conn, to_server, Fact(
+            Kind.QUIC_LOOKUP, (relay,) if relay else (), h.dcid.hex(), also=tuple(also),
+            values=values))
+        self._track_replies(row, conn, to_server, src, dst)
+        return row
+
+    def _row(self, base: dict, h: QuicHeader, conn: int, to_server: bool,
+                  lookup: Fact) -> Row:
+        values = lookup.values
+        if h.packet_type == "Retry":
+            if h.scid:
+                self._cids[h.scid] = conn
+            return Row(**base, action=Action.NONE, holders=(Holder.TOKEN,),
+                       fact=Fact(Kind.QUIC_RETRY, key=h.dcid.hex()))
+        if h.packet_type == "Initial" and to_server and conn not in self._keyed:
+            known = h.scid in self._cids
+            if h.scid:
+                self._cids[h.scid] = conn
+            if h.token:
+                return Row(**base, action=Action.USES, holders=(Holder.TOKEN, Holder.SERVER_APP),
+                           fact=Fact(Kind.QUIC_TOKEN_ECHO, key=h.dcid.hex(), values=values))
+            if not known:
+                return Row(**base, action=Action.CREATES, holders=(Holder.CLIENT_APP,),
+                           fact=Fact(Kind.QUIC_CLIENT_KEY, key=h.scid.hex() if h.scid else "?",
+                                     values=values))
+        if h.long and h.scid and not to_server and h.scid not in self._cids:
+            self._cids[h.scid] = conn
+            self._keyed.add(conn)
+            return Row(**base, action=Action.CREATES, holders=(Holder.SERVER_APP,),
+                       fact=Fact(Kind.QUIC_SERVER_KEY, key=h.scid.hex(), values=values))
+        holder = Holder.SERVER_APP if to_server else Holder.CLIENT_APP
+        return Row(**base, action=Action.USES, holders=(holder,),
+                   fact=lookup)
+
+    @staticmethod
+    def _relayed_copy(recent: OrderedDict, payload: bytes, path: object, number: int) -> int:
+        """The packet number of the same datagram seen just before on another path (a relay
+        forwards the bytes unchanged), or 0."""
+        seen = recent.pop(payload, None)
+        recent[payload] = (path, number)
+        while len(recent) > WINDOW:
+            recent.popitem(last=False)
+        return seen[1] if seen is not None and seen[0] != path else 0
+
+    def _track_replies(self, row: Row, conn: int, to_server: bool, client: str,
+                       server: str) -> None:
+        """Remember a connection's packets to the server that no reply has followed; when the
+        same client host starts a new connection to the same server, those were dropped by a
+        server that forgot it."""
+        if not to_server:
+            self._unanswered.pop(conn, None)
+            return
+        if row.fact.kind is Kind.QUIC_LOOKUP and not row.fact.shows(Kind.QUIC_RELAYED):
+            self._unanswered.setdefault(conn, []).append(row.number)
+            return
+        if row.fact.kind is Kind.QUIC_CLIENT_KEY:
+            ends = (client.rsplit(":", 1)[0], server)
+            for old, numbers in list(self._unanswered.items()):
+                if old != conn and self._ends.get(old) == ends:
+                    self._amend_unanswered(numbers, row.number)
+                    del self._unanswered[old]
+            self._ends[conn] = ends
+
+    def _amend_unanswered(self, numbers: list[int], new_handshake: int) -> None:
+        wanted = set(numbers)
+        for i, (row, d) in enumerate(self._window):
+            if row.number in wanted:
+                fact = replace(row.fact, kind=Kind.QUIC_UNANSWERED, refs=(new_handshake,),
+                               also=())
+                self._window[i] = (replace(row, action=Action.NONE, holders=(), fact=fact), d)

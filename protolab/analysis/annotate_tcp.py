@@ -1,0 +1,130 @@
+"""The annotator's TCP part: the connection entries both kernels hold (RFC 9293), rebuilt by the
+TCP observer from the segments, and what an HTTP/1.x message on the connection says about where
+the application's state is (in the message, a token, or looked up by a session cookie).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import replace
+
+from protolab.analysis.annotate_dns import parse_dns
+from protolab.analysis.facts import MAX_PENDING, Action, Fact, Holder, Kind, Row
+from protolab.protocols.tcp import SegmentView, TcpObserver
+from protolab.wire.packets import Decoded
+
+_HTTP_STARTS = (b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"PATCH ", b"OPTIONS ",
+                b"HTTP/1.")
+
+
+class TcpAnnotator:
+    """Rows for TCP segments; voids moves of rows still in the annotator's `window` when a RST
+    shows nothing was listening."""
+
+    def __init__(self, window: deque[tuple[Row, Decoded]], max_flows: int = 0) -> None:
+        self._window = window
+        self.observer = TcpObserver(max_flows)
+        self._last: OrderedDict[int, int] = OrderedDict()  # flow -> its last packet
+
+    def row(self, d: Decoded, base: dict) -> Row:
+        tcp = d.tcp
+        view = self.observer.feed(d, base["number"])
+        http = self._describe(d, view, base)
+        sender = view.sender_role.value
+        receiver = "server" if sender == "client" else "client"
+        values = {"sender": sender, "receiver": receiver,
+                  "states_known": view.states_known, "seq": view.rel_seq,
+                  "expects": view.expects}
+        moves = view.transitions if view.states_known else ()
+        if not view.in_window:
+            return Row(**base, action=Action.MISSING, holders=(Holder.NOBODY,),
+                       fact=Fact(Kind.TCP_OUT_OF_WINDOW, values=values))
+        if tcp.flags & 0x04:
+            return self._rst(view, base, moves, values)
+        self._last[view.flow] = base["number"]
+        while len(self._last) > MAX_PENDING:
+            self._last.popitem(last=False)
+        holders = (Holder.CLIENT_KERNEL, Holder.SERVER_KERNEL)
+        if tcp.flags & 0x02:
+            who = "client kernel creates" if not tcp.flags & 0x10 else "server kernel holds"
+            return Row(**base, action=Action.CREATES, holders=holders,
+                       fact=Fact(Kind.TCP_OPEN, moves=moves, values={**values, "who": who}))
+        values["flight"] = (f"{view.in_flight} B in flight {sender}→{receiver}; "
+                            if view.in_flight else "")
+        # Unknown states: no kernel is known to hold this connection, so nothing it "expects".
+        values["expects"] = f"{receiver} kernel expects seq {view.expects} next" \
+            if view.states_known else "no kernel state known for it"
+        if http:
+            kind, action, http_holders = _http_state(d.payload)
+            return Row(**base, action=action, holders=(*http_holders, *holders),
+                       fact=Fact(kind, moves=moves, values=values))
+        ends = tcp.flags & 0x01 or any(t.new.value in ("CLOSED", "TIME_WAIT") for t in moves)
+        return Row(**base, action=Action.ENDS if ends else Action.USES, holders=holders,
+                   fact=Fact(Kind.TCP_CLOSE if ends else Kind.TCP_SEGMENT, moves=moves,
+                             values=values))
+
+    @staticmethod
+    def _describe(d: Decoded, view: SegmentView, base: dict) -> str | None:
+        """Put the segment's summary, flow and fields in `base` (an HTTP line, or a DNS message
+        over TCP, in the summary too); return the HTTP line, if the payload starts one."""
+        base["flow"] = f"tcp {view.flow}"
+        flags = "/".join(d.tcp.flag_names()) or "none"
+        ack = f" ack={view.rel_ack}" if view.rel_ack is not None else ""
+        base["summary"] = f"[{flags}] seq={view.rel_seq}{ack} len={view.length}"
+        fields: dict = {}
+        http = _http_line(d.payload)
+        if http:
+            base["summary"] += f" {http}"
+            fields["http"] = http
+        dns_tcp = parse_dns(d.payload[2:]) if 53 in (d.sport, d.dport) and len(d.payload) > 14 \
+            else None
+        if dns_tcp is not None:  # RFC 1035 section 4.2.2: a two-byte length, then the message
+            qid, is_response, question, rcode, _ = dns_tcp
+            base["summary"] += f" DNS {'answer' if is_response else 'query'} {qid:#06x} {question}"
+            fields = {"dns_id": qid, "dns_response": is_response, "dns_question": question}
+        fields["tcp_len"] = view.length
+        base["fields"] = fields
+        return http
+
+    def _rst(self, view: SegmentView, base: dict, moves: tuple, values: dict) -> Row:
+        if view.first_from_sender:  # RFC 9293 section 3.10.7.1: no socket, so RST
+            answered = self._last.get(view.flow, 0)
+            moves = tuple(t for t in moves if t.endpoint != base["src"])
+            self._forget_moves_of(base["src"], answered)
+            return Row(**base, action=Action.MISSING, holders=(Holder.NOBODY,),
+                       fact=Fact(Kind.TCP_RST_NO_CONNECTION,
+                                 (answered,) if answered else (), moves=moves, values={
+                                     **values, "sender": base["src"]}))
+        return Row(**base, action=Action.MISSING, holders=(Holder.NOBODY,),
+                   fact=Fact(Kind.TCP_RST, moves=moves, values=values))
+
+    def _forget_moves_of(self, endpoint: str, number: int) -> None:
+        """A port that answers with RST never had a connection: the moves the model gave it at
+        packet `number` (e.g. LISTEN→SYN_RECV for a SYN to a port with no listener) are void."""
+        for i, (row, d) in enumerate(self._window):
+            if row.number == number and row.fact.moves:
+                kept = tuple(t for t in row.fact.moves if t.endpoint != endpoint)
+                self._window[i] = (replace(row, fact=replace(row.fact, moves=kept)), d)
+
+
+def _http_state(payload: bytes) -> tuple[Kind, Action, tuple[Holder, ...]]:
+    """Where an HTTP message's application state is: in it, or looked up by a key it carries."""
+    head = payload.split(b"\r\n\r\n", 1)[0].decode("latin-1").lower()
+    lines = head.split("\r\n")
+    headers = {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+    if headers.get("authorization", "").startswith("bearer "):
+        return Kind.HTTP_TOKEN, Action.USES, (Holder.TOKEN,)
+    if "set-cookie" in head and "sessionid=" in head:
+        return Kind.HTTP_SESSION_CREATED, Action.CREATES, (Holder.SERVER_APP,
+                                                           Holder.SHARED_STORE)
+    if "sessionid=" in headers.get("cookie", ""):
+        return Kind.HTTP_SESSION_LOOKUP, Action.USES, (Holder.SERVER_APP, Holder.SHARED_STORE)
+    return Kind.HTTP_SELF_CONTAINED, Action.USES, (Holder.PACKET,)
+
+
+def _http_line(payload: bytes) -> str | None:
+    """The request or status line of an HTTP/1.x message, if the payload starts one."""
+    if not payload.startswith(_HTTP_STARTS):
+        return None
+    line = payload.split(b"\r\n", 1)[0][:120]
+    return line.decode("latin-1")

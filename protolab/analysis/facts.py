@@ -1,0 +1,229 @@
+"""What a packet does to state, as data: who holds it (`Holder`), what the packet does to it
+(`Action`), the fact (`Kind`, `Fact`), and the row the annotator gives each packet (`Row`). Each
+row's "where state lives" sentence is rendered from its fact by one table, `TEMPLATES`: nothing
+reads the sentence back, so rewording it changes no check, table or flow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from protolab.protocols.tcp import Transition
+
+#: How many recent rows (and recent datagrams, to spot a relay's copy) the annotator keeps: an
+#: ICMP error or a later packet can still amend a row while it is in this window.
+WINDOW = 32
+#: At most this many entries in any of the annotator's tables (pending queries, last packets).
+MAX_PENDING = 100_000
+
+
+class Holder(Enum):
+    CLIENT_APP = "client app memory"  #: a client process's own variables
+    CLIENT_KERNEL = "client kernel"  #: the client host's socket table
+    SERVER_APP = "server app memory"  #: a server process's own variables
+    SERVER_KERNEL = "server kernel"  #: the server host's socket table
+    SHARED_STORE = "shared store"  #: a database or cache outside the server process
+    TOKEN = "token"  #: state the client carries, signed or opaque
+    PACKET = "the packet"  #: state carried in this packet alone
+    NOBODY = "nobody"  #: state that was needed and is gone
+
+
+class Action(Enum):
+    CREATES = "creates"  #: this packet makes someone hold new state
+    USES = "uses"  #: this packet is handled with state someone already holds
+    ENDS = "ends"  #: this packet completes and frees state
+    MISSING = "finds missing"  #: this packet needs state that nobody holds
+    NONE = "none"  #: no state is involved
+
+
+class Kind(Enum):
+    """What the annotator found a packet to do with state: the fact a row's sentence renders."""
+
+    NOT_DECODED = "not decoded"  #: the headers could not be read
+    NOT_ANNOTATED = "not annotated"  #: a protocol the annotator does not follow
+    UDP_DATAGRAM = "udp datagram"  #: a datagram that stands alone
+    UDP_TO_CLOSED_PORT = "udp to closed port"  #: the datagram an ICMP port unreachable names
+    DNS_MALFORMED = "dns malformed"  #: on a DNS port but not a DNS message
+    DNS_QUERY = "dns query"  #: a query: the client's pending entry is created
+    DNS_RETRANSMIT = "dns retransmit"  #: the same query again (same source, id, question)
+    DNS_MATCHED = "dns matched"  #: an answer matched to its pending query, which ends
+    DNS_QUESTION_MISMATCH = "dns question mismatch"  #: right id, other question: dropped
+    DNS_ALREADY_ANSWERED = "dns already answered"  #: id answered before: nothing pending
+    DNS_WRONG_SOURCE = "dns wrong source"  #: pending id, but from another address or port
+    DNS_UNKNOWN_ID = "dns unknown id"  #: no pending query has this id: forged, or late
+    DNS_QUERY_UNSEEN = "dns query unseen"  #: an answer whose query is not in the capture
+    DNS_TO_CLOSED_SOCKET = "dns to closed socket"  #: would match, but the socket is gone (ICMP)
+    DNS_RELAYED = "dns relayed"  #: the same query again on another path: a middlebox's leg
+    DNS_RELAY_ANSWER = "dns relay answer"  #: an answer to a relayed query, at the middlebox
+    QUIC_VERSION_NEGOTIATION = "quic version negotiation"  #: the server lists its versions
+    QUIC_RETRY = "quic retry"  #: the server keeps nothing; the token carries the state
+    QUIC_TOKEN_ECHO = "quic token echo"  #: an Initial that brings the Retry token back
+    QUIC_CLIENT_KEY = "quic client key"  #: a client's first Initial: its own key, random DCID
+    QUIC_SERVER_KEY = "quic server key"  #: the server's first packet: its key (SCID)
+    QUIC_LOOKUP = "quic lookup"  #: the DCID is the key of the receiver's connection table
+    QUIC_ROTATION = "quic rotation"  #: (also) a new DCID on a known path
+    QUIC_MIGRATION = "quic migration"  #: (also) a known DCID on a new path
+    QUIC_RELAYED = "quic relayed"  #: (also) the same datagram again on another path: a relay
+    QUIC_UNANSWERED = "quic unanswered"  #: no reply, then a new handshake: dropped, or ACK-only
+    TCP_OPEN = "tcp open"  #: SYN or SYN/ACK: a connection entry keyed by the 4-tuple
+    TCP_SEGMENT = "tcp segment"  #: data or ACK on a connection
+    TCP_CLOSE = "tcp close"  #: FIN, or a segment that ends an entry
+    TCP_OUT_OF_WINDOW = "tcp out of window"  #: far outside what the receiver expects
+    TCP_RST = "tcp rst"  #: a reset of a connection
+    TCP_RST_NO_CONNECTION = "tcp rst no connection"  #: RST answering a segment: no socket
+    HTTP_TOKEN = "http token"  #: the state came with the request: a bearer token
+    HTTP_SESSION_CREATED = "http session created"  #: Set-Cookie sessionId: a session is made
+    HTTP_SESSION_LOOKUP = "http session lookup"  #: cookie sessionId: the state is looked up
+    HTTP_SELF_CONTAINED = "http self-contained"  #: the message carries its own state
+    ICMP_PORT_UNREACHABLE = "icmp port unreachable"  #: no socket bound at the target
+    ICMP_OTHER = "icmp other"  #: another control message
+
+
+@dataclass(frozen=True)
+class Fact:
+    """What a packet does to state, as data; `render` turns it into the row's sentence."""
+
+    kind: Kind
+    refs: tuple[int, ...] = ()  #: the packets it refers to (the query, the ICMP error)
+    key: str = ""  #: the key of the state: a query id, a DCID, a 4-tuple
+    moves: tuple[Transition, ...] = ()  #: TCP state transitions this packet causes (model)
+    also: tuple[Kind, ...] = ()  #: further facts about the same packet (rotation, migration)
+    values: dict = field(default_factory=dict, compare=False)  #: what the sentence names
+
+    def shows(self, kind: Kind) -> bool:
+        return self.kind is kind or kind in self.also
+
+
+@dataclass(frozen=True)
+class Row:
+    number: int
+    time: float  #: seconds since the first packet
+    src: str
+    dst: str
+    proto: str
+    summary: str
+    action: Action
+    holders: tuple[Holder, ...]
+    fact: Fact  #: what this packet does to state; the sentence is rendered from it
+    flow: str = ""  #: the conversation this packet belongs to ("tcp 3", "quic 1", "dns a↔b")
+    fields: dict = field(default_factory=dict, compare=False)  #: decoded values, for --json
+
+    @property
+    def state(self) -> str:
+        """The "where state lives" sentence, rendered from the fact."""
+        return render(self.fact)
+
+    def shows(self, kind: Kind) -> bool:
+        return self.fact.shows(kind)
+
+    def where(self) -> str:
+        return f"{self.action.value}: {self.state}" if self.action is not Action.NONE \
+            else self.state
+
+
+#: One sentence per kind; `{...}` names a fact's values (and `refs`, `key`, `moves`, `ref`).
+_CONNECTION = "the connection itself is the kernels': {flight}{expects}{moves}"
+
+TEMPLATES: dict[Kind, str] = {
+    Kind.NOT_DECODED: "not decoded: {error}",
+    Kind.NOT_ANNOTATED: "not annotated",
+    Kind.UDP_DATAGRAM: "no connection: this datagram stands alone; only the receiver's port "
+                       "binding (its kernel) is needed",
+    Kind.UDP_TO_CLOSED_PORT: "arrives at {target}, where no socket is bound any more: the kernel "
+                             "answers with ICMP port unreachable ({ref})",
+    Kind.DNS_MALFORMED: "not a DNS message: the receiver drops it, no state changes",
+    Kind.DNS_QUERY: "pending query {key} ({question}), waiting for {server} → client app memory; "
+                    "the answer can only land on {client}'s socket → client kernel",
+    Kind.DNS_RETRANSMIT: "retransmission {copies} of query {ref}, same id: the client's retry "
+                         "timer fired; its retry count and timer live in client app memory, no "
+                         "packet carries them",
+    Kind.DNS_MATCHED: "client app memory matches it to query {ref} (source {server}, id {key}, "
+                      "question) and deletes the entry; RTT {rtt_ms:.0f} ms{copies_note}",
+    Kind.DNS_QUESTION_MISMATCH: "id {key} matches query {ref} but the question ({question}) does "
+                                "not ({asked}) → client drops it",
+    Kind.DNS_ALREADY_ANSWERED: "id {key} was already answered by {ref}: the entry is gone → "
+                               "client drops it",
+    Kind.DNS_WRONG_SOURCE: "id {key} is pending (query {ref}) but for {server}, not {source} → "
+                           "client drops it (spoofed source?)",
+    Kind.DNS_UNKNOWN_ID: "no pending query has id {key} (pending for {source}: {pending}) → "
+                         "client drops it (forged, or late)",
+    Kind.DNS_QUERY_UNSEEN: "its query is not in this capture; the client matches it by source "
+                           "{source}, id {key} and question in its own memory",
+    Kind.DNS_TO_CLOSED_SOCKET: "would match a pending query, but the client closed its socket: "
+                               "nobody holds the entry, and {target} is unbound; the kernel "
+                               "answers with ICMP port unreachable ({ref})",
+    Kind.DNS_RELAYED: "the same query as {ref}, sent again by a middlebox from its own socket "
+                      "({source}): a relay leg, no new pending entry; the client's entry is the "
+                      "one {ref} made",
+    Kind.DNS_RELAY_ANSWER: "answers the relayed query {ref}: it reaches the middlebox at {target}, "
+                           "not the client; the client's entry waits until the middlebox "
+                           "forwards it",
+    Kind.QUIC_VERSION_NEGOTIATION: "the server keeps nothing: it lists the versions it speaks",
+    Kind.QUIC_RETRY: "the server keeps NOTHING for this client: the token holds its address and "
+                     "original DCID, and comes back in the next Initial (like a JWT)",
+    Kind.QUIC_TOKEN_ECHO: "the echoed token brings back the state the server did not keep; only "
+                          "now does it create connection #{conn}",
+    Kind.QUIC_CLIENT_KEY: "client's table gets key {key} (client app memory) for connection "
+                          "#{conn}; the DCID is random: no server entry has it yet",
+    Kind.QUIC_SERVER_KEY: "server's table gets key {key} (server app memory) for connection "
+                          "#{conn}; DCID {dcid} is the client's key",
+    Kind.QUIC_LOOKUP: "DCID {key} is the key of the {receiver}'s connection table ({receiver} "
+                      "app memory) → connection #{conn}",
+    Kind.QUIC_ROTATION: "a DCID new to this capture on a known path: the connection switched to "
+                        "a CID issued in an encrypted NEW_CONNECTION_ID (rotation)",
+    Kind.QUIC_MIGRATION: "a new path ({address}) with a known DCID: found by CID, not by 4-tuple "
+                         "(migration)",
+    Kind.QUIC_RELAYED: "the same datagram as {ref}, forwarded on another path: a relay in the "
+                       "middle (two legs of one connection), not a migration",
+    Kind.QUIC_UNANSWERED: "DCID {key} names connection #{conn}, not found in the server's table "
+                          "here: no reply followed, and the client started a new handshake with "
+                          "the same server ({ref}). Either the server no longer held the key and "
+                          "dropped it, or the packet needed no reply (an ACK-only packet looks "
+                          "the same, encrypted): the capture cannot tell which",
+    Kind.TCP_OPEN: "{who} a connection entry keyed by the 4-tuple, with its initial sequence "
+                   "number{moves}",
+    Kind.TCP_SEGMENT: "{flight}{expects}{moves}",
+    Kind.TCP_CLOSE: "{flight}{expects}{moves}",
+    Kind.TCP_OUT_OF_WINDOW: "seq {seq} is far outside what the {receiver} kernel expects "
+                            "({expects}): no connection state fits it, so it is not delivered "
+                            "(the kernel may answer with an ACK)",
+    Kind.TCP_RST: "RST: the {sender} kernel has no connection for this 4-tuple (or drops it "
+                  "now){moves}",
+    Kind.TCP_RST_NO_CONNECTION: "RST answering {ref}: no connection existed — no socket at "
+                                "{sender} for this 4-tuple, so its kernel resets (RFC 9293 "
+                                "section 3.10.7.1){moves}",
+    Kind.HTTP_TOKEN: "state came WITH the request: a signed token (who you are, until when); no "
+                     "lookup needed to know the user; " + _CONNECTION,
+    Kind.HTTP_SESSION_CREATED: "a new session: the client gets only its key (cookie "
+                               "sessionId); the session stays in the server's memory or a shared "
+                               "store; " + _CONNECTION,
+    Kind.HTTP_SESSION_LOOKUP: "state is LOOKED UP by the key it carries (cookie sessionId) in "
+                              "whatever holds sessions: this backend's memory or a shared store; "
+                              + _CONNECTION,
+    Kind.HTTP_SELF_CONTAINED: "HTTP: the message carries its own state (URL, headers, body); "
+                              + _CONNECTION,
+    Kind.ICMP_PORT_UNREACHABLE: "no socket is bound to {target}: the kernel there answers the "
+                                "datagram{about} with this error; nobody holds the state it was "
+                                "for",
+    Kind.ICMP_OTHER: "control message",
+}
+
+
+def render(fact: Fact) -> str:
+    """The sentence for a fact, from `TEMPLATES` (and each `also` fact's sentence after it)."""
+    values = {"key": fact.key, "refs": ", ".join(f"#{n}" for n in fact.refs),
+              "ref": f"#{fact.refs[0]}" if fact.refs else "", "moves": _moves(fact),
+              **fact.values}
+    text = TEMPLATES[fact.kind].format(**values)
+    for kind in fact.also:
+        text += "; " + TEMPLATES[kind].format(**values)
+    return text
+
+
+def _moves(fact: Fact) -> str:
+    if fact.values.get("states_known") is False:
+        return (" [states unknown: the handshake is not in this capture; client and server are "
+                "guessed from the ports]")
+    moves = "; ".join(f"{t.role.value} {t.old.value}→{t.new.value}" for t in fact.moves)
+    return f" [{moves}]" if moves else ""

@@ -1,0 +1,227 @@
+"""Conversations in a capture: numbered in order of first packet (`--flow N`), and summarised
+one row each (`--flows`) from the state the annotator rebuilt: TCP's handshake and who closed
+first, DNS answers matched with latency, QUIC connections across paths.
+
+Memory stays flat: `FlowNumbers` remembers at most MAX_TRACKED conversations at once, and
+`FlowTable` keeps one summary per conversation, not the packets.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from protolab.analysis.annotate import Annotator
+from protolab.analysis.facts import Action, Kind, Row
+from protolab.analysis.table import GAP, MIN_WIDTH, table_width, wrap
+from protolab.protocols.tcp import Flow as TcpFlow
+
+Out = Callable[[str], None]
+
+@dataclass
+class Flow:
+    number: int
+    key: str
+    kind: str
+    first: str  #: "src → dst" of its first packet
+    packets: int = 0
+    bytes_each_way: dict[str, int] = field(default_factory=dict)
+    paths: list[str] = field(default_factory=list)  #: distinct 4-tuples (QUIC migration)
+    cids: list[str] = field(default_factory=list)
+    queries: dict[int, float] = field(default_factory=dict)  #: DNS id → time, unanswered
+    latencies_ms: list[float] = field(default_factory=list)
+    unmatched: list[str] = field(default_factory=list)  #: DNS answers that matched nothing
+    late: list[str] = field(default_factory=list)  #: matched, but the client had gone
+    tcp_number: int | None = None
+    migrations: list[int] = field(default_factory=list)  #: QUIC: packets found by CID on a new path
+    relayed: list[int] = field(default_factory=list)  #: the same datagrams on another path
+    undecoded: int = 0  #: packets whose headers could not be read (e.g. cut by the snap length)
+    undecoded_why: str = ""  #: why the first of them was not decoded
+
+
+#: Conversations remembered at once in the packet views: memory stays flat however long the file.
+MAX_TRACKED = 50_000
+
+
+class FlowNumbers:
+    """Numbers conversations in order of first packet, remembering at most `limit` of them (the
+    least recently seen is forgotten; if it comes back it gets a new number)."""
+
+    def __init__(self, limit: int = MAX_TRACKED) -> None:
+        self._numbers: dict[str, int] = {}
+        self._next = 0
+        self.limit = limit
+
+    def number_of(self, row: Row) -> int:
+        number = self._numbers.pop(row.flow, None)
+        if number is None:
+            self._next += 1
+            number = self._next
+            if len(self._numbers) >= self.limit:
+                del self._numbers[next(iter(self._numbers))]
+        self._numbers[row.flow] = number
+        return number
+
+    def add(self, row: Row) -> None:
+        pass
+
+    @property
+    def count(self) -> int:
+        return self._next
+
+
+class FlowTable:
+    """One summary per conversation, in order of first packet; numbers them for --flow N."""
+
+    def __init__(self) -> None:
+        self.flows: dict[str, Flow] = {}
+        self._tcp_by_number: dict[int, TcpFlow] = {}
+
+    @property
+    def count(self) -> int:
+        return len(self.flows)
+
+    def number_of(self, row: Row) -> int:
+        flow = self.flows.get(row.flow)
+        if flow is None:
+            kind, _, rest = row.flow.partition(" ")
+            flow = Flow(len(self.flows) + 1, row.flow, kind, f"{row.src} → {row.dst}")
+            # "tcp 3" is connection 3; segments whose TCP header was cut by the capture's snap
+            # length have no connection: their key is the addresses ("tcp a↔b").
+            if kind == "tcp" and rest.isdigit():
+                flow.tcp_number = int(rest)
+            self.flows[row.flow] = flow
+        return flow.number
+
+    def add(self, row: Row) -> None:
+        flow = self.flows[row.flow]
+        flow.packets += 1
+        if row.fact.kind is Kind.NOT_DECODED:
+            flow.undecoded += 1
+            flow.undecoded_why = flow.undecoded_why or str(row.fact.values.get("error", ""))
+        direction = f"{row.src} → {row.dst}"
+        flow.bytes_each_way[direction] = flow.bytes_each_way.get(direction, 0) + \
+            (row.fields.get("length") or 0)
+        path = " ↔ ".join(sorted((row.src, row.dst)))
+        if path not in flow.paths:
+            flow.paths.append(path)
+        dcid = row.fields.get("quic_dcid")
+        if dcid and dcid not in flow.cids:
+            flow.cids.append(dcid)
+        if row.shows(Kind.QUIC_MIGRATION):
+            flow.migrations.append(row.number)
+        if row.shows(Kind.QUIC_RELAYED):
+            flow.relayed.append(row.number)
+        if row.shows(Kind.DNS_RELAYED) or row.shows(Kind.DNS_RELAY_ANSWER):
+            flow.relayed.append(row.number)
+        elif "dns_id" in row.fields:
+            qid = row.fields["dns_id"]
+            if not row.fields.get("dns_response"):
+                flow.queries[qid] = row.time
+            elif qid in flow.queries and row.action is Action.ENDS:
+                flow.latencies_ms.append((row.time - flow.queries.pop(qid)) * 1000)
+            elif qid in flow.queries and row.shows(Kind.DNS_TO_CLOSED_SOCKET):
+                del flow.queries[qid]
+                flow.late.append(f"{qid:#06x}")
+            elif row.action is Action.MISSING:
+                flow.unmatched.append(f"{qid:#06x}")
+
+    def describe(self, flow: Flow, annotator: Annotator) -> str:
+        if flow.kind == "tcp" and flow.tcp_number is not None:
+            if len(self._tcp_by_number) != len(annotator.tcp.flows):  # index once, not per flow
+                self._tcp_by_number = {f.number: f for f in annotator.tcp.flows.values()}
+            return _describe_tcp(self._tcp_by_number.get(flow.tcp_number))
+        if flow.kind == "dns" and flow.relayed and not flow.queries and not flow.latencies_ms:
+            return (f"a middlebox's leg: {len(flow.relayed)} relayed queries and answers "
+                    f"(#{flow.relayed[0]}…); the clients' entries are in their own flows")
+        if flow.kind == "dns":
+            return _describe_dns(flow)
+        if flow.kind == "quic":
+            return _describe_quic(flow)
+        sizes = ", ".join(f"{d}: {b} B" for d, b in flow.bytes_each_way.items())
+        if flow.undecoded:
+            return (f"{flow.undecoded} of {flow.packets} packets not decoded "
+                    f"({flow.undecoded_why}): no state rebuilt from them; {sizes}")
+        return sizes
+
+
+def _describe_dns(flow: Flow) -> str:
+    parts = [f"{len(flow.latencies_ms)} answered"]
+    if flow.latencies_ms:
+        parts[0] += f" (median {statistics.median(flow.latencies_ms):.0f} ms)"
+    if flow.queries:
+        parts.append(f"{len(flow.queries)} unanswered: "
+                     + ", ".join(f"{q:#06x}" for q in list(flow.queries)[:5]))
+    if flow.late:
+        parts.append("answered after the client closed its socket: " + ", ".join(flow.late[:5]))
+    if flow.unmatched:
+        parts.append("answers matched to no query (forged?): " + ", ".join(flow.unmatched[:5]))
+    return "; ".join(parts)
+
+
+def _describe_quic(flow: Flow) -> str:
+    notes = []
+    if flow.migrations:
+        notes.append(f"migrated: one connection found by CID on a new path (#{flow.migrations[0]})")
+    if flow.relayed:
+        notes.append(f"relayed: the same datagrams forwarded on a second path by a middlebox "
+                     f"(#{flow.relayed[0]}), not a migration")
+    extra = f" ({'; '.join(notes)})" if notes else ""
+    return (f"{len(flow.paths)} path(s): " + "; ".join(flow.paths) + extra
+            + f"; DCIDs seen: {len(flow.cids)}")
+
+
+def _describe_tcp(tcp: TcpFlow | None) -> str:
+    if tcp is None:
+        return ""
+    if not tcp.handshake_seen:
+        return ("joined mid-stream (no handshake in this capture): states unknown, client and "
+                "server guessed from the ports")
+    moves = tcp.transitions
+    handshake = any(t.new.value == "SYN_SENT" for t in moves)
+    fins = [t for t in moves if t.event.name == "SEND_FIN"]
+    rst = any(t.event.name in ("SEND_RST", "RECV_RST") for t in moves)
+    parts = ["handshake seen" if handshake else "the SYN/ACK without its SYN"]
+    if fins:
+        parts.append(f"{fins[0].role.value} closed first")
+    if rst:
+        parts.append("reset")
+    tw = [ep for ep in (tcp.client, tcp.server) if ep.state.value == "TIME_WAIT"]
+    if tw:
+        parts.append(f"{tw[0].role.value} ends in TIME_WAIT")
+    parts.append(f"final: client {tcp.client.state.value}, server {tcp.server.state.value}")
+    return "; ".join(parts)
+
+
+def print_flows(table: FlowTable, annotator: Annotator, out: Out, *, as_json: bool = False,
+                width: int | None = None, wide: bool = False) -> None:
+    """`--flows`: one row per conversation (or one JSON object each), the state column wrapped
+    to what is left of `width` (default: the terminal's, see `table_width`); `wide`: unwrapped."""
+    flows = list(table.flows.values())
+    if as_json:
+        for f in flows:
+            out(json.dumps({"flow": f.number, "kind": f.kind, "key": f.key,
+                            "packets": f.packets, "paths": f.paths, "cids": f.cids,
+                            "state": table.describe(f, annotator)}, ensure_ascii=False))
+        return
+    from tabulate import tabulate
+
+    described = [(f.number, f.kind, f.first, f.packets, table.describe(f, annotator))
+                 for f in flows]
+    state_width = None if wide else _flows_state_width(described, width)
+    rows = [(*cells, "\n".join(wrap(state, state_width))) for *cells, state in described]
+    out(tabulate(rows, headers=FLOW_HEADERS))
+    out(f"{len(flows)} conversations; `protolab inspect FILE --flow N` for one as a timeline")
+
+
+FLOW_HEADERS = ("flow", "kind", "first packet", "packets",
+                "state (reconstructed from the packets)")
+
+
+def _flows_state_width(rows: list[tuple], width: int | None) -> int:
+    """What is left of the table's width for the state column (at least 30)."""
+    used = sum(max([len(h), *(len(str(r[i])) for r in rows)]) + GAP
+               for i, h in enumerate(FLOW_HEADERS[:-1]))
+    return max(30, max(MIN_WIDTH, width or table_width()) - used)

@@ -1,0 +1,129 @@
+"""The annotated table: one row per packet with "where state lives", fitted to the terminal.
+
+From BESIDE_FROM (160) columns the note is a last column beside the row, below that it goes on
+lines of its own under the row; not on a terminal the width is always PIPED_WIDTH (120); `--wide`
+prints one line per packet, nothing wrapped. `row_json` is the stable JSON form of a row.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from protolab.analysis.facts import Row
+
+WIDTHS = (6, 8, 42, 6, 40)  #: #, time, source → destination, proto, summary; then the state
+GAP = 2  #: spaces between columns
+#: The width when stdout is not a terminal (a file, a pipe, a test): one stable layout, whatever
+#: terminal the command was started from.
+PIPED_WIDTH = 120
+#: From this width on the state is a last column beside the row; below it, the state goes on
+#: lines of its own under the row, indented by STATE_INDENT.
+BESIDE_FROM = 160
+STATE_INDENT = 8
+MIN_WIDTH = 60  #: narrower is laid out as if this wide
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where each cell of the annotated table goes, for one width."""
+
+    widths: tuple[int, ...]  #: the row's columns: #, time, source → destination, proto, summary
+    state: int | None  #: the state's wrap width; None: nothing is wrapped (--wide)
+    beside: bool  #: the state as a last column; False: on its own lines under the row
+
+
+def table_width() -> int:
+    """On a terminal, its width (shutil: $COLUMNS first, then the terminal's size). Not on a
+    terminal (a file, a pipe, a test), PIPED_WIDTH whatever the environment says, so what a
+    script or a test reads never depends on where it was started (pytest-xdist sets COLUMNS)."""
+    if sys.stdout is not None and sys.stdout.isatty():
+        return shutil.get_terminal_size((PIPED_WIDTH, 24)).columns
+    return PIPED_WIDTH
+
+
+def layout(width: int | None = None, wide: bool = False) -> Layout:
+    """The layout for `width` columns (default: table_width()); `wide`: one line per packet."""
+    if wide:
+        return Layout(WIDTHS, None, beside=True)
+    width = max(MIN_WIDTH, table_width() if width is None else width)
+    row = sum(WIDTHS) + GAP * (len(WIDTHS) - 1)
+    if width >= BESIDE_FROM:
+        return Layout(WIDTHS, width - row - GAP, beside=True)
+    fixed = WIDTHS[0] + WIDTHS[1] + WIDTHS[3] + GAP * (len(WIDTHS) - 1)
+    addr = min(WIDTHS[2], max(18, (width - fixed) // 2))
+    return Layout((WIDTHS[0], WIDTHS[1], addr, WIDTHS[3], width - fixed - addr),
+                  width - STATE_INDENT, beside=False)
+
+
+def wrap(text: str, width: int | None) -> list[str]:
+    """Greedy wrap at spaces (textwrap.wrap, without its cost: this runs for every row)."""
+    if width is None:
+        return [text] if text else []
+    lines = []
+    while len(text) > width:
+        cut = text.rfind(" ", 0, width + 1)
+        if cut <= 0:
+            cut = width
+        lines.append(text[:cut])
+        text = text[cut:].lstrip(" ")
+    if text:
+        lines.append(text)
+    return lines
+
+
+def header(lay: Layout | None = None) -> str:
+    lay = lay or layout()
+    cols = ("#", "time", "source → destination", "proto", "summary")
+    names = "  ".join(c.ljust(w) for c, w in zip(cols, lay.widths, strict=True))
+    rules = ["-" * w for w in lay.widths]
+    if lay.beside:
+        return (names + "  where state lives\n"
+                + "  ".join([*rules, "-" * (lay.state or len("where state lives"))]))
+    return (names.rstrip() + "\n" + " " * STATE_INDENT + "where state lives (under each packet)\n"
+            + "  ".join(rules))
+
+
+def format_row(row: Row, lay: Layout | None = None) -> str:
+    """One row at fixed widths, long cells wrapped onto continuation lines (no look-ahead)."""
+    lay = lay or layout()
+    w = lay.widths
+    cut = None if lay.state is None else w  # --wide: no cell is wrapped
+    cells = [[str(row.number)], [f"{row.time:.3f}"],
+             wrap(f"{row.src} → {row.dst}", cut and cut[2]) or [""], [row.proto],
+             wrap(row.summary, cut and cut[4]) or [""]]
+    state = wrap(row.where(), lay.state)
+    if lay.beside:
+        cells.append(state or [""])
+    height = max(len(c) for c in cells)
+    lines = []
+    for i in range(height):
+        parts = [(c[i] if i < len(c) else "").ljust(n) for c, n in zip(cells, w, strict=False)]
+        if lay.beside:
+            parts.append(cells[5][i] if i < len(cells[5]) else "")
+        lines.append("  ".join(parts).rstrip())
+    if not lay.beside:
+        lines.extend(" " * STATE_INDENT + line for line in state)
+    return "\n".join(lines)
+
+
+def row_json(row: Row) -> str:
+    """The stable JSON form of a row (documented in the README)."""
+    return json.dumps({"number": row.number, "time": round(row.time, 6), "src": row.src,
+                       "dst": row.dst, "proto": row.proto, "summary": row.summary,
+                       "action": row.action.value, "holders": [h.value for h in row.holders],
+                       "state": row.state, "flow": row.fields.get("flow_number"),
+                       "fact": row.fact.kind.value, "refs": list(row.fact.refs),
+                       "also": [k.value for k in row.fact.also],
+                       "fields": {k: v for k, v in row.fields.items() if k != "flow_number"}},
+                      ensure_ascii=False)
+
+
+def format_rows(rows: Iterable[Row], lay: Layout | None = None) -> str:
+    """The annotation table as the demos print it (same layout as `inspect`): fitted to the
+    terminal, or PIPED_WIDTH when not printing to one (see `layout`)."""
+    lay = lay or layout()
+    return "\n".join([header(lay), *(format_row(r, lay) for r in rows)])
