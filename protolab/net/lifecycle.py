@@ -11,9 +11,9 @@ registered when the command ends, whatever way it ends.
 The children (`python -m protolab.net.backend`, `.dns_server`, `.counter_server`, `.tcpnet`):
 `child_init()` first. A child started by `protolab.net.proc` asks the kernel for a parent-death
 signal (prctl(2) PR_SET_PDEATHSIG): when the parent dies, even by SIGKILL, which nothing can
-catch, the kernel kills the child. `wait_for_stop()` serves until SIGINT, SIGTERM or SIGHUP and returns quietly:
-a child never prints a KeyboardInterrupt traceback. The children run in their own process group,
-so the terminal's Ctrl-C reaches only the parent, which stops them in order.
+catch, the kernel kills the child. `wait_for_stop()` serves until SIGINT, SIGTERM or SIGHUP and
+returns quietly: a child never prints a KeyboardInterrupt traceback. The children run in their
+own process group, so the terminal's Ctrl-C reaches only the parent, which stops them in order.
 """
 
 from __future__ import annotations
