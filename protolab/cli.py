@@ -356,19 +356,14 @@ def _backend_arguments(sub: Subparsers) -> None:
 
 
 def cmd_backend(args: argparse.Namespace) -> int:
-    from protolab.net.backend import main as backend_main
+    from protolab.net.backend import serve
+    from protolab.protocols.webapp import Design
 
-    argv = ["--design", args.design, "--id", args.id, "--port", str(args.port)]
-    if args.store:
-        argv += ["--store", args.store]
-        if args.store.startswith("redis://") and args.design != "memory":
-            _check_redis(["store-redis"], args.store, args.redis_shared)
-    if args.secret_file:
-        argv += ["--secret-file", args.secret_file]
-    if args.denylist:
-        argv.append("--denylist")
+    if args.store and args.store.startswith("redis://") and args.design != "memory":
+        _check_redis(["store-redis"], args.store, args.redis_shared)
     try:
-        return backend_main(argv)
+        return serve(Design(args.design), args.id, args.port, args.store, args.secret_file,
+                     args.denylist)
     except (OSError, ValueError) as exc:
         raise CliError(f"backend: {getattr(exc, 'strerror', None) or exc}") from None
 

@@ -460,7 +460,22 @@ def _part3(result: TcpDemoResult, cap: Capture, out: Out) -> None:
         c2.close()
 
 
+@dataclass
+class _Kill:
+    """What killing the server mid-connection showed: exit status, reads, table entries, packets."""
+
+    status: int | None = None
+    eof: bytes = b""
+    before: list = field(default_factory=list)  #: the server's entry before the kill
+    orphan: list = field(default_factory=list)  #: ... after it (held by no process)
+    gone: list = field(default_factory=list)  #: ... after the RST
+    data: int | None = None  #: the client's next data segment
+    rst: int | None = None  #: the RST answering it
+    fin: int | None = None  #: the FIN the killed server's kernel sent
+
+
 def _kill_server(result: TcpDemoResult, cap: Capture) -> list[Observation]:
+    k = _Kill()
     with ServerProcess("protolab.net.tcpnet") as server:
         port = server.port
         cap.add_port(port)
@@ -469,27 +484,40 @@ def _kill_server(result: TcpDemoResult, cap: Capture) -> list[Observation]:
         c.recv(100)
         cport = c.getsockname()[1]
         sep, cep = f"127.0.0.1:{port}", _ep(c.getsockname())
-        before = entries(sep, cep)
+        k.before = entries(sep, cep)
         result.killed_pid = server.pid
-        status = server.kill()
+        k.status = server.kill()
         _wait_readable(c)
-        eof = c.recv(100)
-        orphan = entries(sep, cep)
-        after_fin = len(cap.decoded()) if cap.active else 0
-        c.sendall(b"anyone there?")
-        data = _wait_packet(cap, lambda d: _tcp_from(cport, port)(d) and bool(d.payload),
-                            after=after_fin) if cap.active else None
-        rst = _wait_packet(cap, _tcp_from(port, cport, RST), after=data or 0) if data else None
-        _wait_readable(c)
-        try:
-            c.sendall(b"hello?")
-            c.recv(100)
-            result.kill_client_error = "no error"
-        except OSError as exc:
-            result.kill_client_error = type(exc).__name__
-        gone = entries(sep, cep)
+        k.eof = c.recv(100)
+        k.orphan = entries(sep, cep)
+        _after_the_kill(result, cap, c, port, cport, k)
+        k.gone = entries(sep, cep)
         c.close()
-    fin = _wait_packet(cap, _tcp_from(port, cport, FIN), timeout=0.2) if cap.active else None
+    k.fin = _wait_packet(cap, _tcp_from(port, cport, FIN), timeout=0.2) if cap.active else None
+    return _kill_findings(result, cap, k)
+
+
+def _after_the_kill(result: TcpDemoResult, cap: Capture, c: socket.socket, port: int,
+                    cport: int, k: _Kill) -> None:
+    """The client sends on: its data, the RST it gets, and the error its next call raises."""
+    after_fin = len(cap.decoded()) if cap.active else 0
+    c.sendall(b"anyone there?")
+    k.data = _wait_packet(cap, lambda d: _tcp_from(cport, port)(d) and bool(d.payload),
+                          after=after_fin) if cap.active else None
+    k.rst = _wait_packet(cap, _tcp_from(port, cport, RST), after=k.data or 0) if k.data \
+        else None
+    _wait_readable(c)
+    try:
+        c.sendall(b"hello?")
+        c.recv(100)
+        result.kill_client_error = "no error"
+    except OSError as exc:
+        result.kill_client_error = type(exc).__name__
+
+
+def _kill_findings(result: TcpDemoResult, cap: Capture, k: _Kill) -> list[Observation]:
+    status, eof, before, orphan, gone = k.status, k.eof, k.before, k.orphan, k.gone
+    data, rst, fin = k.data, k.rst, k.fin
     pid = Evidence("server pid", before=result.killed_pid, after=f"exited {status}")
     done = f"killed the server process (pid {result.killed_pid}, SIGKILL)"
     fin_obs = observe(

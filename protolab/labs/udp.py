@@ -568,6 +568,22 @@ def account(sent: int, arrivals: Sequence[tuple[int, int]], base_seen: int,
     acc = FaultAccount()
     up = {d.index: d.fate for d in decisions if d.direction is Direction.TO_SERVER}
     down = {d.index: d.fate for d in decisions if d.direction is Direction.TO_CLIENT}
+    dropped_down = _account_replies(acc, sent, arrivals, base_seen, up, down)
+    by_seq: dict[int, set[int]] = {}
+    for seq, seen in arrivals:
+        by_seq.setdefault(seq, set()).add(seen - base_seen)
+    _account_lost_and_doubled(acc, sent, arrivals, by_seq, up, down)
+    _account_late(acc, arrivals, base_seen, up, down, plan)
+    lost_replies = sum(_copies(up.get(k)) - len(by_seq.get(k, ())) for k in range(1, sent + 1))
+    if lost_replies != len(dropped_down):
+        acc.unexplained.append(f"{lost_replies} replies missing by seq=; the proxy dropped "
+                               f"{len(dropped_down)} to-client")
+    return acc
+
+
+def _account_replies(acc: FaultAccount, sent: int, arrivals: Sequence[tuple[int, int]],
+                     base_seen: int, up: dict[int, Fate], down: dict[int, Fate]) -> set[int]:
+    """Each reply the server sent against the proxy's to-client decisions; the ones it dropped."""
     passed = sum(_copies(up.get(k)) for k in range(1, sent + 1))
     if len(down) != passed:
         acc.unexplained.append(f"the server sent {len(down)} replies; the proxy passed it "
@@ -583,9 +599,13 @@ def account(sent: int, arrivals: Sequence[tuple[int, int]], base_seen: int,
     if never != dropped_down:
         acc.unexplained.append(f"replies never arrived: seen= {sorted(never)}; the proxy "
                                f"dropped to-client {sorted(dropped_down)}")
-    by_seq: dict[int, set[int]] = {}
-    for seq, seen in arrivals:
-        by_seq.setdefault(seq, set()).add(seen - base_seen)
+    return dropped_down
+
+
+def _account_lost_and_doubled(acc: FaultAccount, sent: int,
+                              arrivals: Sequence[tuple[int, int]], by_seq: dict[int, set[int]],
+                              up: dict[int, Fate], down: dict[int, Fate]) -> None:
+    """Each seq never answered, and each answered twice, with the decision that caused it."""
     for k in range(1, sent + 1):
         if k not in by_seq:
             acc.lost[k] = (f"to-server datagram {k} dropped" if up.get(k) is Fate.DROPPED
@@ -600,33 +620,34 @@ def account(sent: int, arrivals: Sequence[tuple[int, int]], base_seen: int,
         else:
             acc.unexplained.append(f"seq {k} answered {counts[k]}× with no duplicating decision")
 
-    def held(direction: Direction, k: int) -> str:
-        """How the proxy held datagram k back, or "" when it sent it on at once."""
-        fate = (up if direction is Direction.TO_SERVER else down).get(k)
-        if fate in (Fate.REORDERED, Fate.DELAYED):
-            return f"{direction.value} datagram {k} {fate.value}"
-        delayed = plan is not None and plan.delay and plan.applies(direction) and (
-            not plan.count or k <= plan.count)
-        return f"{direction.value} datagram {k} duplicated and delayed" if delayed and \
-            fate is Fate.DUPLICATED else ""
 
+def _held(up: dict[int, Fate], down: dict[int, Fate], plan: FaultPlan | None,
+          direction: Direction, k: int) -> str:
+    """How the proxy held datagram k back, or "" when it sent it on at once."""
+    fate = (up if direction is Direction.TO_SERVER else down).get(k)
+    if fate in (Fate.REORDERED, Fate.DELAYED):
+        return f"{direction.value} datagram {k} {fate.value}"
+    delayed = plan is not None and plan.delay and plan.applies(direction) and (
+        not plan.count or k <= plan.count)
+    return f"{direction.value} datagram {k} duplicated and delayed" if delayed and \
+        fate is Fate.DUPLICATED else ""
+
+
+def _account_late(acc: FaultAccount, arrivals: Sequence[tuple[int, int]], base_seen: int,
+                  up: dict[int, Fate], down: dict[int, Fate], plan: FaultPlan | None) -> None:
+    """Each seq that arrived after a higher one, with the decision that held it back."""
     highest, checked = 0, set()
     for seq, seen in arrivals:
         if seq < highest and seq not in checked:
             checked.add(seq)
-            j = seen - base_seen
-            why = held(Direction.TO_SERVER, seq) or held(Direction.TO_CLIENT, j)
+            why = _held(up, down, plan, Direction.TO_SERVER, seq) or \
+                _held(up, down, plan, Direction.TO_CLIENT, seen - base_seen)
             if why:
                 acc.late[seq] = why
             else:
                 acc.unexplained.append(f"seq {seq} arrived after seq {highest}; neither it nor "
                                        f"its reply was held back")
         highest = max(highest, seq)
-    lost_replies = sum(_copies(up.get(k)) - len(by_seq.get(k, ())) for k in range(1, sent + 1))
-    if lost_replies != len(dropped_down):
-        acc.unexplained.append(f"{lost_replies} replies missing by seq=; the proxy dropped "
-                               f"{len(dropped_down)} to-client")
-    return acc
 
 
 def _listed(items: dict[int, str]) -> str:

@@ -65,75 +65,97 @@ class LabHTTPServer(ThreadingHTTPServer):
     request_queue_size = socket.SOMAXCONN
 
 
+class LabHandler(BaseHTTPRequestHandler):
+    """One request of the lab app: framing checked, `app` answers, the backend named."""
+
+    protocol_version = "HTTP/1.1"
+    app: App  #: set by `make_server` on a subclass per server
+
+    def handle_expect_100(self) -> bool:
+        # RFC 9110 section 10.1.1: refuse before the client sends a body we would not read.
+        problem = framing_problem(self.headers)
+        if problem:
+            self._refuse(*problem)
+            return False
+        return super().handle_expect_100()
+
+    def _serve(self) -> None:
+        problem = framing_problem(self.headers)
+        if problem:
+            self._refuse(*problem)
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        req = Request(self.command, self.path,
+                      {k.lower(): v for k, v in self.headers.items()}, body)
+        try:
+            resp = self.app.handle(req, time.time())
+        except Exception as exc:  # noqa: BLE001 - one line, and the client gets an answer
+            print(f"backend {self.app.backend}: {self.command} {self.path[:80]!r}: "
+                  f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            resp = Response(500, {"error": f"internal error ({type(exc).__name__})"})
+        self._send(resp)
+
+    def _send(self, resp: Response, close: bool = False) -> None:
+        payload = resp.encode_body()
+        self.send_response(resp.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("X-Backend", self.app.backend)
+        self.send_header("X-Backend-Pid", str(os.getpid()))
+        for name, value in resp.headers:
+            self.send_header(name, value)
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _refuse(self, status: int, reason: str) -> None:
+        """Answer and close: the unread body must never be parsed as another request."""
+        self._send(Response(status, {"error": reason}), close=True)
+        self.wfile.flush()
+        try:  # lingering close: drop what the client still sends, then close
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(LINGER_SECONDS)
+            left = LINGER_BYTES
+            while left > 0 and (chunk := self.connection.recv(min(65536, left))):
+                left -= len(chunk)
+        except OSError:
+            pass
+
+    do_GET = do_POST = do_PUT = do_DELETE = _serve
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass  # the load balancer prints who served what
+
+
 def make_server(app: App, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    handler = type("Handler", (LabHandler,), {"app": app})
+    return LabHTTPServer((host, port), handler)
 
-        def handle_expect_100(self) -> bool:
-            # RFC 9110 section 10.1.1: refuse before the client sends a body we would not read.
-            problem = framing_problem(self.headers)
-            if problem:
-                self._refuse(*problem)
-                return False
-            return super().handle_expect_100()
 
-        def _serve(self) -> None:
-            problem = framing_problem(self.headers)
-            if problem:
-                self._refuse(*problem)
-                return
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            req = Request(self.command, self.path,
-                          {k.lower(): v for k, v in self.headers.items()}, body)
-            try:
-                resp = app.handle(req, time.time())
-            except Exception as exc:  # noqa: BLE001 - one line, and the client gets an answer
-                print(f"backend {app.backend}: {self.command} {self.path[:80]!r}: "
-                      f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-                resp = Response(500, {"error": f"internal error ({type(exc).__name__})"})
-            self._send(resp)
+def serve(design: Design, backend_id: str = "b1", port: int = 0, store: str | None = None,
+          secret_file: str | None = None, denylist: bool = False,
+          lab_endpoints: bool = False) -> int:
+    """This process as one backend: say `ready PORT`, serve until SIGTERM/SIGINT/SIGHUP."""
+    from protolab.net import lifecycle
+    from protolab.net.child import announce_ready
 
-        def _send(self, resp: Response, close: bool = False) -> None:
-            payload = resp.encode_body()
-            self.send_response(resp.status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.send_header("X-Backend", app.backend)
-            self.send_header("X-Backend-Pid", str(os.getpid()))
-            for name, value in resp.headers:
-                self.send_header(name, value)
-            if close:
-                self.send_header("Connection", "close")
-                self.close_connection = True
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def _refuse(self, status: int, reason: str) -> None:
-            """Answer and close: the unread body must never be parsed as another request."""
-            self._send(Response(status, {"error": reason}), close=True)
-            self.wfile.flush()
-            try:  # lingering close: drop what the client still sends, then close
-                self.connection.shutdown(socket.SHUT_WR)
-                self.connection.settimeout(LINGER_SECONDS)
-                left = LINGER_BYTES
-                while left > 0 and (chunk := self.connection.recv(min(65536, left))):
-                    left -= len(chunk)
-            except OSError:
-                pass
-
-        do_GET = do_POST = do_PUT = do_DELETE = _serve
-
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            pass  # the load balancer prints who served what
-
-    return LabHTTPServer((host, port), Handler)
+    lifecycle.child_init()
+    secret = open(secret_file, "rb").read() if secret_file else b""
+    app = App(design, open_store(None if design is Design.MEMORY else store), backend_id,
+              secret=secret, denylist=denylist, lab_endpoints=lab_endpoints)
+    server = make_server(app, port=port)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    announce_ready(server.server_address[1])
+    lifecycle.wait_for_stop()  # SIGTERM, SIGINT, SIGHUP: quietly, after the requests in flight
+    server.shutdown()
+    server.server_close()
+    return 0
 
 
 def main(argv: list[str]) -> int:
-    from protolab.net import lifecycle
-
-    lifecycle.child_init()
     p = argparse.ArgumentParser(prog="python -m protolab.net.backend")
     p.add_argument("--design", choices=[d.value for d in Design], required=True)
     p.add_argument("--id", default="b1")
@@ -143,18 +165,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--denylist", action="store_true")
     p.add_argument("--lab-endpoints", action="store_true")
     args = p.parse_args(argv)
-    design = Design(args.design)
-    store = open_store(None if design is Design.MEMORY else args.store)
-    secret = open(args.secret_file, "rb").read() if args.secret_file else b""
-    app = App(design, store, args.id, secret=secret, denylist=args.denylist,
-              lab_endpoints=args.lab_endpoints)
-    server = make_server(app, port=args.port)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    print(f"ready {server.server_address[1]}", flush=True)
-    lifecycle.wait_for_stop()  # SIGTERM, SIGINT, SIGHUP: quietly, after the requests in flight
-    server.shutdown()
-    server.server_close()
-    return 0
+    return serve(Design(args.design), args.id, args.port, args.store, args.secret_file,
+                 args.denylist, args.lab_endpoints)
 
 
 if __name__ == "__main__":
