@@ -123,6 +123,7 @@ class FloodRun:
     in_memory: int = 0  #: connections in its memory after the burst
     retries_at_cap: int = 0  #: Initials answered with a Retry because of the cap
     undecryptable: int = 0  #: Initials dropped without state: nothing decrypted
+    pruned: int = 0  #: connections the server had removed from memory by the burst's end
     connected: bool = False  #: a real client's handshake, after the burst
     tokens_accepted: int = 0  #: the real client's echoed token, validated
 
@@ -449,6 +450,7 @@ def _flood(result: QuicDemoResult, creds, keylog) -> None:
         run.received, run.peak = c.datagrams, c.half_open_peak
         run.half_open_after, run.in_memory = core.half_open(), len(core.all_connections())
         run.retries_at_cap, run.undecryptable = c.retries_at_cap, c.undecryptable
+        run.pruned = c.pruned  # a half-open entry that timed out during the burst frees a slot
         sock = _udp()
         client = QuicClientCore(creds, server.address, time.monotonic(), keylog=keylog)
         run.connected = pump(client, sock, lambda: client.log.handshake_done)
@@ -841,9 +843,11 @@ def _retry_token(r: QuicDemoResult, cap: _CaptureEvidence) -> Observation:
 def _half_open(r: QuicDemoResult) -> Observation:
     f = r.flood
     sent = f.valid + f.garbage
+    # every real ClientHello either got an entry (still held, or pruned since) or a Retry
+    admitted = f.half_open_after + f.pruned
     ok = f.received == sent and f.half_open_before == 0 and 0 < f.peak <= f.cap \
-        and f.half_open_after <= f.cap and f.retries_at_cap == f.valid - f.peak >= 1 \
-        and f.undecryptable == f.garbage
+        and f.half_open_after <= f.cap and f.retries_at_cap >= 1 \
+        and f.retries_at_cap + admitted == f.valid and f.undecryptable == f.garbage
     return observe(
         "quic.half-open-cap", "a burst of fake Initials leaves at most the cap of half-open "
         "connections in the server's memory; past it, each gets a Retry and no state", ok,
@@ -857,12 +861,13 @@ def _half_open(r: QuicDemoResult) -> Observation:
                            f.half_open_after),
                   Evidence("cap", after=f.cap),
                   Evidence("Retry packets at the cap", after=f.retries_at_cap),
+                  Evidence("entries made (held now + pruned)", after=admitted),
                   Evidence("Initials that never decrypted", after=f.undecryptable),
                   Evidence("datagrams the server took in", after=f"{f.received} of {sent}")],
         why_not=f"the server took in {f.received} of {sent} datagrams" if f.received != sent
         else f"half-open connections {f.half_open_before} → {f.half_open_after} (peak "
-             f"{f.peak}, cap {f.cap}); Retries {f.retries_at_cap}; undecryptable "
-             f"{f.undecryptable}")
+             f"{f.peak}, cap {f.cap}); Retries {f.retries_at_cap}; entries made {admitted} of "
+             f"{f.valid}; undecryptable {f.undecryptable}")
 
 
 def _flood_client(r: QuicDemoResult) -> Observation:
