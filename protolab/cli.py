@@ -138,6 +138,23 @@ def _replay(args: argparse.Namespace) -> int | None:
     return 0 if result.complete else EXIT_FAILED
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Any captured demo (`protolab.labs.DEMOS`): replayed, under netem, or run live."""
+    if (code := _replay(args)) is not None or (code := _netem(args)) is not None:
+        return code
+    from protolab.labs import demo_module
+
+    kwargs: dict[str, object] = {}
+    prefix = args.command
+    if args.command == "dns-demo":
+        kwargs.update(queries=args.queries, port=args.port)
+        prefix = f"cannot run 127.0.0.1:{args.port}" if args.port else prefix
+    if args.command != "tcp-demo":  # tcp-demo takes no faults
+        kwargs["faults"] = _faults(args)
+    result = _run_demo(args, demo_module(args.command).run, prefix, **kwargs)
+    return EXIT_FAILED if result.problem() else 0
+
+
 def _dns_demo_arguments(sub: Subparsers) -> None:
     p = sub.add_parser(
         "dns-demo", help="DNS over UDP: answers matched to queries by ID (the headline lab)",
@@ -150,18 +167,7 @@ def _dns_demo_arguments(sub: Subparsers) -> None:
                    help="the lab server's UDP port on 127.0.0.1 (default: a free one)")
     _capture_options(p, "dns-demo", faults=True)
     _fault_options(p, "part 1's queries: watch the client's retry timer and count")
-    p.set_defaults(func=cmd_dns_demo)
-
-
-def cmd_dns_demo(args: argparse.Namespace) -> int:
-    if (code := _replay(args)) is not None or (code := _netem(args)) is not None:
-        return code
-    from protolab.labs.dns import run_dns_demo
-
-    prefix = f"cannot run 127.0.0.1:{args.port}" if args.port else "dns-demo"
-    result = _run_demo(args, run_dns_demo, prefix, queries=args.queries, port=args.port,
-                       faults=_faults(args))
-    return EXIT_FAILED if result.problem() else 0
+    p.set_defaults(func=cmd_demo)
 
 
 def _tcp_demo_arguments(sub: Subparsers) -> None:
@@ -173,16 +179,7 @@ def _tcp_demo_arguments(sub: Subparsers) -> None:
                     "socket, a reconnect; and HTTP carrying its state over new connections. "
                     "Capture, forging and the kernel's record need root; the rest runs without.")
     _capture_options(p, "tcp-demo")
-    p.set_defaults(func=cmd_tcp_demo)
-
-
-def cmd_tcp_demo(args: argparse.Namespace) -> int:
-    if (code := _replay(args)) is not None or (code := _netem(args)) is not None:
-        return code
-    from protolab.labs.tcp import run_tcp_demo
-
-    result = _run_demo(args, run_tcp_demo, "tcp-demo")
-    return EXIT_FAILED if result.problem() else 0
+    p.set_defaults(func=cmd_demo)
 
 
 def _udp_demo_arguments(sub: Subparsers) -> None:
@@ -194,16 +191,7 @@ def _udp_demo_arguments(sub: Subparsers) -> None:
                     "stopped server from an unconnected and a connected socket.")
     _capture_options(p, "udp-demo", faults=True)
     _fault_options(p, "part 3: numbered datagrams; nothing in UDP notices")
-    p.set_defaults(func=cmd_udp_demo)
-
-
-def cmd_udp_demo(args: argparse.Namespace) -> int:
-    if (code := _replay(args)) is not None or (code := _netem(args)) is not None:
-        return code
-    from protolab.labs.udp import run_udp_demo
-
-    result = _run_demo(args, run_udp_demo, "udp-demo", faults=_faults(args))
-    return EXIT_FAILED if result.problem() else 0
+    p.set_defaults(func=cmd_demo)
 
 
 def _quic_demo_arguments(sub: Subparsers) -> None:
@@ -216,16 +204,7 @@ def _quic_demo_arguments(sub: Subparsers) -> None:
                     "qlog next to the capture.")
     _capture_options(p, "quic-demo", faults=True)
     _fault_options(p, "part 7: loss recovery and ACK ranges")
-    p.set_defaults(func=cmd_quic_demo)
-
-
-def cmd_quic_demo(args: argparse.Namespace) -> int:
-    if (code := _replay(args)) is not None or (code := _netem(args)) is not None:
-        return code
-    from protolab.labs.quic import run_quic_demo
-
-    result = _run_demo(args, run_quic_demo, "quic-demo", faults=_faults(args))
-    return EXIT_FAILED if result.problem() else 0
+    p.set_defaults(func=cmd_demo)
 
 
 def _check_redis(names: list[str], url: str, shared: bool = False) -> None:
