@@ -153,7 +153,8 @@ def test_dns_demo_client_retries_after_the_first_answer_is_dropped(capture_right
     assert retried.attempt == 2 and retried.after >= RETRY_AFTER
     [matched] = [m for m in result.matched if m.qid == retried.qid]
     assert matched.attempts == 2 and matched.rtt >= RETRY_AFTER
-    assert len(result.matched) == 5 + 1 and result.complete is True
+    assert len(result.matched) == 5 + 1
+    assert result.complete is True, (result.own, result.capture and result.capture.kernel_drops)
     rows = list(annotate_file(tmp_path / "f.pcap"))
     again = [r for r in rows if r.summary.endswith("(again)")]
     assert len(again) == 1 and f"{retried.qid:#06x}" in again[0].summary
