@@ -92,10 +92,34 @@ def _run_demo(args: argparse.Namespace, run: Callable, prefix: str, **kwargs: ob
     to write is one line."""
     from protolab.course.live import DemoError, run_live
 
+    page = _page(args)
+    with _page_errors():
+        try:
+            return run_live(args.command, run, prefix, capture=not args.no_capture,
+                            pcap=args.pcap, pcapng=args.pcapng, out=out, page=page, **kwargs)
+        except DemoError as exc:
+            raise CliError(str(exc)) from None
+
+
+def _page(args: argparse.Namespace):
+    """`--html PATH`: the page this run writes (`protolab.course.page`), or None; a PATH that
+    can never be written is one line before anything runs."""
+    if not args.html:
+        return None
+    from protolab.course.page import DemoPage
+
+    with _page_errors():
+        return DemoPage(args.command, args.html, out)
+
+
+@contextlib.contextmanager
+def _page_errors() -> Iterator[None]:
+    """The --html page cannot be written: one line, exit 2."""
+    from protolab.course.page import PageError
+
     try:
-        return run_live(args.command, run, prefix, capture=not args.no_capture, pcap=args.pcap,
-                        pcapng=args.pcapng, out=out, **kwargs)
-    except DemoError as exc:
+        yield
+    except PageError as exc:
         raise CliError(str(exc)) from None
 
 
@@ -112,7 +136,8 @@ def _netem(args: argparse.Namespace) -> int | None:
     if args.no_capture:
         argv.append("--no-capture")
     # The run inside the namespace sees no fault option: name the fault run's capture for it.
-    paths = {"pcap": demo_pcap(args.command, args.pcap, True), "pcapng": args.pcapng}
+    paths = {"pcap": demo_pcap(args.command, args.pcap, True), "pcapng": args.pcapng,
+             "html": args.html}
     for option, path in paths.items():
         if path:
             argv += [f"--{option}", os.path.abspath(path)]
@@ -131,10 +156,14 @@ def _replay(args: argparse.Namespace) -> int | None:
     from protolab.course.replay import replay
     from protolab.wire.pcap import PcapError
 
+    page = _page(args)
     try:
-        result = replay(args.command, args.replay or None, out=out)
+        result = replay(args.command, args.replay or None, out=page.out if page else out)
     except PcapError as exc:
         raise CliError(str(exc)) from None
+    if page is not None:
+        with _page_errors():
+            page.write_replay(result)
     return 0 if result.complete else EXIT_FAILED
 
 
@@ -313,9 +342,11 @@ def cmd_lb(args: argparse.Namespace) -> int:
     from protolab.labs.lb import run_lb_demo
 
     _check_redis([args.design], args.redis, args.redis_shared)
-    with _balancer_errors():
+    page = _page(args)
+    with _balancer_errors(), _page_errors():
         run_lb_demo(args.design, args.policy, args.redis, backends=args.backends, lb=args.lb,
-                    serve=args.serve, capture=not args.no_capture, pcap=args.pcap, out=out)
+                    serve=args.serve, capture=not args.no_capture, pcap=args.pcap,
+                    out=page.out if page else out, captured=page.write_run if page else None)
     return 0
 
 
@@ -578,6 +609,10 @@ def _capture_options(p: argparse.ArgumentParser, lab: str, replay: bool = True,
     p.add_argument("--pcapng", metavar="PATH",
                    help="also save the capture as pcapng with each packet's note as its comment"
                         + (" and the TLS secrets inside" if lab == "quic-demo" else ""))
+    p.add_argument("--html", metavar="PATH",
+                   help="also write the ladder diagram of this run's capture as one HTML page, "
+                        "what the demo printed beside it" + (" (with --replay: of the replayed "
+                        "capture)" if replay else ""))
     if replay:
         p.add_argument("--replay", nargs="?", const="", metavar="CAPTURE",
                        help=f"run nothing: read the story back from a capture (default the "

@@ -10,7 +10,10 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from protolab.course.page import DemoPage
 
 Out = Callable[[str], None]
 
@@ -30,12 +33,15 @@ def demo_pcap(demo: str, pcap: str | None, faults: bool) -> str | None:
 
 
 def run_live(demo: str, run: Callable[..., Any], prefix: str, capture: bool, pcap: str | None,
-             pcapng: str | None, out: Out = print, **kwargs: object) -> Any:
+             pcapng: str | None, out: Out = print, page: DemoPage | None = None,
+             **kwargs: object) -> Any:
     """Run `demo` with the common options; an OSError (a busy port, an unwritable --pcap)
     becomes a `DemoError` starting with `prefix` (with a hint when `port`, among `kwargs`, is
     one only root may bind). When capture was wanted but is impossible
     here, the reference capture is replayed after the live run, so the learner still sees the
-    packets."""
+    packets. With `page` (--html) the run's output goes through it, and the page is written
+    last."""
+    out = page.out if page is not None else out
     netem = os.environ.get("PROTOLAB_NETEM")
     if netem:
         out(f"faults below the sockets, in a network namespace made for this run: {netem}")
@@ -47,15 +53,18 @@ def run_live(demo: str, run: Callable[..., Any], prefix: str, capture: bool, pca
         raise DemoError(f"{prefix}: {exc.strerror or exc}{where}"
                         f"{privileged_port_hint(exc, int(kwargs.get('port') or 0))}") from None
     summary = result.capture
+    replayed = None
     if summary is not None and summary.off_reason and pcapng:
         out(f"--pcapng: nothing written to {pcapng}, capture is off")
     if summary is not None and summary.off_reason and capture:
         from protolab.course.replay import replay
 
         out("")
-        replay(demo, out=out, why=f"capture is impossible here: {summary.off_reason}")
+        replayed = replay(demo, out=out, why=f"capture is impossible here: {summary.off_reason}")
     elif summary is not None and not summary.off_reason and summary.path and pcapng:
         write_pcapng(demo, result, pcapng, out)
+    if page is not None:
+        page.write_run(summary, result.rows, replayed)
     return result
 
 

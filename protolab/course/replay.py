@@ -75,7 +75,7 @@ def replay(demo: str, path: str | Path | None = None, out: Out = print,
            why: str = "") -> ReplayResult:
     """Print `demo`'s story, tables and annotation from `path` (default: the reference)."""
     path = Path(path) if path else reference_file(demo)
-    shown = reference_capture(demo) if path == reference_file(demo) else path
+    shown = shown_capture(demo, path)
     rows = list(annotate_file(path))
     findings = check(demo, rows)
     reason = f" ({why})" if why else ""
@@ -99,6 +99,11 @@ def replay(demo: str, path: str | Path | None = None, out: Out = print,
                       did="done (in packets)")
     print_tally(where, out)
     return ReplayResult(demo, path, rows, findings, where)
+
+
+def shown_capture(demo: str, path: Path) -> Path:
+    """`path` as the user can type it: the reference relative to here, any other as given."""
+    return reference_capture(demo) if path == reference_file(demo) else path
 
 
 def where_from_capture(demo: str, rows: Sequence[Row]) -> tuple[str, list[StateRow]]:

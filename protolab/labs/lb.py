@@ -14,14 +14,16 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from protolab.analysis.facts import Row
 from protolab.labs.litmus import Cluster, Reply, demo_workflow, own_keys_removed, variants
 from protolab.labs.output import capture_off_line, show_capture
 from protolab.net.lb import Policy
-from protolab.wire.capture import Capture
+from protolab.wire.capture import Capture, CaptureSummary
 from protolab.wire.paths import default_capture_path
 
 Out = Callable[[str], None]
 Replies = list[tuple[str, str, Reply]]
+Captured = Callable[[CaptureSummary, list[Row]], None]
 
 
 def captured_workflow(cluster: Cluster, pcap: str | Path, enabled: bool = True,
@@ -44,10 +46,11 @@ def captured_workflow(cluster: Cluster, pcap: str | Path, enabled: bool = True,
 
 def run_lb_demo(design: str, policy: str, redis: str, backends: int = 3, lb: str = "protolab",
                 serve: bool = False, capture: bool = True, pcap: str | None = None,
-                out: Out = print) -> None:
+                out: Out = print, captured: Captured | None = None) -> None:
     """`protolab lb`: the cluster, the workflow through it captured and annotated; `serve`
-    keeps it up until Ctrl-C. A balancer that is missing or does not start raises
-    `BalancerError`."""
+    keeps it up until Ctrl-C. `captured` is given the capture's summary and annotated rows
+    once the workflow is shown (before serving). A balancer that is missing or does not start
+    raises `BalancerError`."""
     with tempfile.TemporaryDirectory(prefix="protolab-lb-") as tmp:
         [variant] = variants([design], redis, tmp)
         log = (lambda line: out(f"   {line}")) if serve else None
@@ -56,8 +59,9 @@ def run_lb_demo(design: str, policy: str, redis: str, backends: int = 3, lb: str
             _show_cluster(cluster, variant.name, policy, backends, lb, out)
             cap, _ = captured_workflow(cluster, pcap or default_capture_path("lb"),
                                        enabled=capture, out=out)
-            if cap.active:
-                show_capture(cap.summary, out)
+            rows = show_capture(cap.summary, out) if cap.active else []
+            if captured is not None:
+                captured(cap.summary, rows)
             if serve:
                 host, port = cluster.address
                 out(f"serving until Ctrl-C; try: curl -i -c jar -b jar -d "
