@@ -69,10 +69,10 @@ def live_run(factory, lab: str, run, needs_tracing: bool = False):
 
 
 def run_cli(*args: str, env: dict | None = None, prefix: tuple[str, ...] = (),
-            timeout: float = 30) -> subprocess.CompletedProcess:
-    """Run `python -m protolab ARGS` as a user would, in a scratch working directory."""
+            timeout: float = 30, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m protolab ARGS` as a user would (in `cwd`, if given)."""
     return subprocess.run([*prefix, sys.executable, "-m", "protolab", *args],
-                          capture_output=True, text=True, timeout=timeout,
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd,
                           env={**os.environ, **(env or {})})
 
 
