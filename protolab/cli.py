@@ -381,15 +381,23 @@ def cmd_backend(args: argparse.Namespace) -> int:
 def _doctor_arguments(sub: Subparsers) -> None:
     p = sub.add_parser("doctor", help="what works here, and the exact fix for what does not",
                        description="Python and package versions, capture rights, the kernel's "
-                                   "TCP record, tshark, dig, curl, redis-server, nginx, "
-                                   "127.0.0.2, free ports. Exit 0 only when every lab can "
-                                   "run fully.")
+                                   "TCP record, hosts with their own kernels (namespaces, "
+                                   "veth, nftables, conntrack: each tried for real), tshark, "
+                                   "dig, curl, redis-server, nginx, 127.0.0.2, free ports. "
+                                   "Exit 0 only when every lab can run fully.")
+    p.add_argument("--clean", action="store_true",
+                   help="remove what runs killed by SIGKILL left behind: protolab's network "
+                        "namespaces, interfaces and nft tables of runs no process holds (root)")
     p.set_defaults(func=cmd_doctor)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from protolab.course.doctor import checks, report
+    from protolab.course.doctor import checks, clean, report
 
+    if args.clean:
+        if os.geteuid() != 0:
+            raise CliError("doctor --clean: needs root (namespaces and rules are the kernel's)")
+        return EXIT_FAILED if clean(out) else 0
     text, ready = report(checks())
     out(text)
     return 0 if ready else EXIT_FAILED

@@ -11,10 +11,11 @@ from protolab.cli import build_parser
 
 from conftest import ROOT, run_cli
 
-HEAVY = ("scapy", "aioquic", "dns", "tabulate")
+HEAVY = ("scapy", "aioquic", "dns", "tabulate", "pyroute2")
 
 
-@pytest.mark.parametrize("args", [["--help"], ["dns-demo", "--help"], ["inspect", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["dns-demo", "--help"], ["inspect", "--help"],
+                                  ["doctor", "--help"]])
 def test_help_imports_nothing_heavy(args) -> None:
     code = (f"import sys, runpy; sys.argv = ['protolab', *{args!r}]\n"
             "try:\n    runpy.run_module('protolab', run_name='__main__')\n"

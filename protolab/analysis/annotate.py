@@ -97,6 +97,8 @@ class Annotator:
             fields.update(tcp_seq=d.tcp.seq, tcp_ack=d.tcp.ack, tcp_flags=d.tcp.flags)
         if d.icmp_type is not None:
             fields.update(icmp_type=d.icmp_type, icmp_code=d.icmp_code)
+        if d.interface:  # a capture at several points: where this copy was seen
+            fields["interface"] = d.interface
         fields.update(row.fields)
         summary = row.summary
         if d.orig_len > d.length:
@@ -141,7 +143,8 @@ def annotate(packets: Iterable[Decoded], dns_ports: Iterable[int] = DNS_PORTS) -
 
 def annotate_records(records: Iterable[Record],
                      dns_ports: Iterable[int] = DNS_PORTS) -> Iterator[Row]:
-    return annotate((decode(r.data, r.linktype, r.time, r.orig_len) for r in records), dns_ports)
+    return annotate((decode(r.data, r.linktype, r.time, r.orig_len, r.interface)
+                     for r in records), dns_ports)
 
 
 def annotate_file(path: str | os.PathLike[str],

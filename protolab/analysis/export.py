@@ -64,7 +64,7 @@ def write_annotated(path: str | os.PathLike[str], target: str | os.PathLike[str]
             for rec in read_pcap(path):
                 pending.append(rec)
                 for row, _ in annotator.feed_pairs(decode(rec.data, rec.linktype, rec.time,
-                                                          rec.orig_len)):
+                                                          rec.orig_len, rec.interface)):
                     yield pending.popleft(), row.where()
         except PcapError as exc:
             error = exc

@@ -56,7 +56,7 @@ def pairs(path: str | os.PathLike[str], annotator: Annotator) -> Iterator[tuple[
     try:
         for rec in read_pcap(path):
             yield from annotator.feed_pairs(decode(rec.data, rec.linktype, rec.time,
-                                                   rec.orig_len))
+                                                   rec.orig_len, rec.interface))
     except PcapError as exc:
         error = exc
     yield from annotator.finish_pairs()

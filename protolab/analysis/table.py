@@ -92,9 +92,11 @@ def format_row(row: Row, lay: Layout | None = None) -> str:
     lay = lay or layout()
     w = lay.widths
     cut = None if lay.state is None else w  # --wide: no cell is wrapped
+    point = row.fields.get("interface")  # a capture at several points: where it was seen
+    summary = f"@{point} {row.summary}" if point else row.summary
     cells = [[str(row.number)], [f"{row.time:.3f}"],
              wrap(f"{row.src} → {row.dst}", cut and cut[2]) or [""], [row.proto],
-             wrap(row.summary, cut and cut[4]) or [""]]
+             wrap(summary, cut and cut[4]) or [""]]
     state = wrap(row.where(), lay.state)
     if lay.beside:
         cells.append(state or [""])

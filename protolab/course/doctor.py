@@ -12,13 +12,14 @@ import platform
 import shutil
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from protolab.wire.capture import capture_denied_reason, fix_hint
 from protolab.wire.kstate import tracing_denied_reason
 
-PACKAGES = ("scapy", "dnspython", "aioquic", "tabulate", "cryptography", "PyJWT", "redis")
+PACKAGES = ("scapy", "dnspython", "aioquic", "tabulate", "cryptography", "PyJWT", "redis",
+            "pyroute2")
 TOOLS = {
     "tshark": ("reads and decrypts the captures in the tests and worksheets",
                "sudo apt-get install tshark"),
@@ -29,6 +30,17 @@ TOOLS = {
     "nginx": ("the load balancer you will use at work (--lb nginx)",
               "sudo apt-get install nginx-light"),
     "setpriv": ("runs a demo without capabilities in the tests", "sudo apt-get install util-linux"),
+    "ip": ("runs programs inside a lab's hosts (ip netns exec)", "sudo apt-get install iproute2"),
+    "nft": ("loads the NAT router's rules in its host", "sudo apt-get install nftables"),
+    "conntrack": ("lists a router's conntrack table, as you would at work",
+                  "sudo apt-get install conntrack"),
+}
+#: The fix for each capability of hosts with their own kernels (`protolab.net.topology.probe`).
+TOPOLOGY_FIXES = {
+    "network namespaces": "run as root, on Linux with CONFIG_NET_NS",
+    "veth links": "a kernel with CONFIG_VETH",
+    "nftables NAT": "sudo apt-get install nftables; a kernel with CONFIG_NF_TABLES and NAT",
+    "conntrack table": "a kernel with CONFIG_NF_CONNTRACK and CONFIG_NF_CT_NETLINK",
 }
 
 
@@ -72,6 +84,7 @@ def checks(env: Mapping[str, str] | None = None) -> list[Check]:
                      "netem qdisc works in a namespace" if netem is None else netem,
                      "use the userspace fault proxy (the same options without --netem), or a "
                      "kernel with CONFIG_NET_SCH_NETEM", needed=False))
+    out += topology_checks()
     for tool, (why, fix) in TOOLS.items():
         found = shutil.which(tool, path=path)
         out.append(Check(tool, found is not None, found or f"missing: {why}", fix))
@@ -81,6 +94,33 @@ def checks(env: Mapping[str, str] | None = None) -> list[Check]:
     out.append(_bind("free ports on 127.0.0.1", "127.0.0.1", "free some ports or raise "
                      "net.ipv4.ip_local_port_range"))
     return out
+
+
+def topology_checks() -> list[Check]:
+    """Hosts with their own kernels: each capability tried for real, then removed."""
+    from protolab.net.topology import probe
+
+    return [Check(name, why is None, "works (tried, then removed)" if why is None else why,
+                  TOPOLOGY_FIXES[name]) for name, why in probe().items()]
+
+
+def clean(out: Callable[[str], None]) -> int:
+    """`doctor --clean`: remove what killed runs left (namespaces, interfaces, nft tables, locks
+    of runs no process holds); say each; return how many could not be removed."""
+    from protolab.net import leftovers
+
+    found = leftovers.find()
+    failed = 0
+    for left in found:
+        try:
+            leftovers.remove(left)
+            out(f"removed {left.line()}")
+        except Exception as exc:  # noqa: BLE001 - said, and the others still go
+            failed += 1
+            out(f"could not remove {left.line()}: {' '.join(str(exc).split())}")
+    if not found:
+        out("nothing left over from earlier runs")
+    return failed
 
 
 def _bind(name: str, host: str, fix: str) -> Check:

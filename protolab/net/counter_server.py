@@ -1,4 +1,5 @@
-"""`python -m protolab.net.counter_server [PORT]`: the UDP counter server as its own process.
+"""`python -m protolab.net.counter_server [PORT [HOST]]`: the UDP counter server as its own
+process.
 
 It prints `ready PORT`; each reply names this process's PID, so a restart shows in the packets.
 """

@@ -61,6 +61,7 @@ class _State:
     pending: int | None = None  #: a signal held back by `shielded()`
     stopping = False  #: a Stopped has been raised: ignore further signals
     previous: dict[int, object] = {}  #: the handlers `handle_signals` replaced
+    fork_hook = False  #: `_forked` is registered to run in forked children
 
 
 _children: set[subprocess.Popen] = set()
@@ -83,8 +84,20 @@ def handle_signals() -> None:
     _State.stopping, _State.pending, _State.shield = False, None, 0
     if threading.current_thread() is not threading.main_thread():
         return
+    if not _State.fork_hook:
+        os.register_at_fork(after_in_child=_forked)
+        _State.fork_hook = True
     for signum in STOP_SIGNALS:
         _State.previous[signum] = signal.signal(signum, _on_signal)
+
+
+def _forked() -> None:
+    """In a process forked from the command without exec (pyroute2 forks to open a socket in a
+    network namespace): a stop signal kills it as by default. It must never raise `Stopped` and
+    unwind the command's stack in its copy — that would run the command's cleanup twice, the
+    second time in the wrong process."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def finish() -> None:

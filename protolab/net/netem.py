@@ -102,7 +102,10 @@ def run_in_namespace(plan: FaultPlan, argv: Sequence[str]) -> int:
 
 
 def namespaces() -> list[str]:
-    """protolab's namespaces that exist now (none should outlive a run)."""
+    """The namespaces `--netem` runs made that exist now (protolab-PID, protolab-probe-PID; none
+    should outlive a run). A topology's hosts (protolab-RUN-HOST) are not `--netem`'s."""
+    import re
+
     done = _run("ip", "netns", "list")
-    return [line.split()[0] for line in done.stdout.splitlines()
-            if line.startswith("protolab-")]
+    return [name for name in (line.split()[0] for line in done.stdout.splitlines() if line)
+            if re.fullmatch(r"protolab-(probe-)?\d+", name)]

@@ -92,7 +92,9 @@ class UdpServerThread(ServerThread):
 
 
 def serve_child(core: object, argv: list[str]) -> int:
-    """`python -m MODULE [PORT]`: serve `core` on 127.0.0.1:PORT (0: a free one) until stopped;
-    says `ready PORT` first, stops quietly on SIGTERM/SIGINT, dies with its parent
-    (`protolab.net.child.serve`)."""
-    return child.serve(lambda port: UdpServerThread(core, port=port).start(), argv)
+    """`python -m MODULE [PORT [HOST]]`: serve `core` on HOST:PORT (127.0.0.1; port 0: a free
+    one; a host of a topology serves on its own address) until stopped; says `ready PORT` first,
+    stops quietly on SIGTERM/SIGINT, dies with its parent (`protolab.net.child.serve`)."""
+    host = argv[1] if len(argv) > 1 else "127.0.0.1"
+    return child.serve(lambda port: UdpServerThread(core, host=host, port=port).start(),
+                       argv[:1])

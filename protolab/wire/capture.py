@@ -8,7 +8,9 @@ process's memory; on exit they are written to a pcap file.
 Three facts shape this module (measured, see DEVELOPERS.md):
 - on loopback each frame passes the packet tap twice, once as PACKET_OUTGOING and once as
   PACKET_HOST; scapy's native listen socket keeps both, libpcap keeps the incoming one. We do what
-  libpcap does, without needing libpcap, by dropping PACKET_OUTGOING in the socket;
+  libpcap does, without needing libpcap, by dropping PACKET_OUTGOING in the socket — on loopback
+  only: on a veth (`protolab.wire.multicapture`) a frame passes the tap once, outgoing on the
+  sender's end and incoming on the peer's, and both are kept;
 - `AsyncSniffer.start()` returns before its socket exists, so we wait on `started_callback`;
 - there is no BPF filter without libpcap, so the port filter runs on the raw bytes in the socket,
   before scapy would dissect anything.
@@ -152,7 +154,7 @@ def wanted(frame: bytes, ports: set[int] | frozenset[int]) -> bool:
     return False
 
 
-def _make_socket_class() -> type:
+def make_socket_class() -> type:
     """Build the scapy listen socket class lazily: importing scapy costs time (see `--help`)."""
     import logging
 
@@ -164,7 +166,9 @@ def _make_socket_class() -> type:
     logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
 
     class LoopbackOnce(L2ListenSocket):
-        """A scapy listen socket that keeps each loopback frame once and only the demo's frames."""
+        """A scapy listen socket that keeps each frame once (on loopback: not its outgoing copy)
+        and only the demo's frames. It lives in the network namespace of the thread that made
+        it, and is bound to `iface` there."""
 
         def __init__(self, iface: str, accept: Callable[[bytes], bool]) -> None:
             super().__init__(iface=iface, promisc=False)
@@ -177,7 +181,8 @@ def _make_socket_class() -> type:
 
         def recv_raw(self, x: int = 65535):  # type: ignore[override]
             pkt, sa_ll, ts = self._recv_raw(self.ins, x)
-            if sa_ll[2] == PACKET_OUTGOING or not self.accept(pkt):
+            if (sa_ll[2] == PACKET_OUTGOING and self.hatype == ARPHRD_LOOPBACK) \
+                    or not self.accept(pkt):
                 return None, None, None
             return conf.raw_layer, pkt, ts or time.time()
 
@@ -254,7 +259,7 @@ class Capture:
         marker.bind(("127.0.0.1", 0))
         self._marker = marker
         self._marker_port = marker.getsockname()[1]
-        self._sock = _make_socket_class()(self.iface, self._accept)
+        self._sock = make_socket_class()(self.iface, self._accept)
         self._refilter()
         # PACKET_STATISTICS resets when read: frames dropped before our filter existed (other
         # traffic on lo filling the default buffer in the first microseconds) are not ours.

@@ -76,6 +76,7 @@ class Decoded:
     payload: bytes = b""
     error: str | None = None
     orig_len: int = 0  #: the frame's length on the wire, when the capture says (0: unknown)
+    interface: str = ""  #: the capture point it was seen at ("router:wan"), when the file says
 
     @property
     def transport(self) -> str:
@@ -91,9 +92,10 @@ class Decoded:
         return f"{shown}:{port}" if port is not None else shown
 
 
-def decode(data: bytes, linktype: int, time: float = 0.0, orig_len: int = 0) -> Decoded:
-    """Decode one frame of the given pcap link type."""
-    base = {"time": time, "length": len(data), "orig_len": orig_len}
+def decode(data: bytes, linktype: int, time: float = 0.0, orig_len: int = 0,
+           interface: str = "") -> Decoded:
+    """Decode one frame of the given pcap link type (seen at capture point `interface`)."""
+    base = {"time": time, "length": len(data), "orig_len": orig_len, "interface": interface}
     try:
         ethertype, off = _link(data, linktype)
     except _Short as exc:

@@ -45,6 +45,9 @@ class Record:
     linktype: int
     data: bytes  #: the bytes that were captured (may be shorter than orig_len)
     orig_len: int  #: the frame's length on the wire
+    #: where it was captured, as the pcapng interface's name (if_name: "client:eth0"); "" when
+    #: the file does not say (classic pcap, an unnamed interface)
+    interface: str = ""
 
 
 def read_pcap(path: str | os.PathLike[str]) -> Iterator[Record]:
@@ -103,6 +106,7 @@ def _read_stream(f: BinaryIO, name: str) -> Iterator[Record]:
 # -- pcapng (https://www.ietf.org/archive/id/draft-ietf-opsawg-pcapng-02.html) --------------------
 
 _SHB, _IDB, _OPB, _SPB, _EPB = 0x0A0D0D0A, 1, 2, 3, 6
+_IF_NAME = 2  #: the Interface Description Block's if_name option (section 4.2)
 _MAX_BLOCK = 16 * 1024 * 1024
 #: The smallest Section Header Block (draft-ietf-opsawg-pcapng section 4.1): type, length,
 #: byte-order magic, major and minor version, section length, trailing length.
@@ -114,6 +118,7 @@ class _Interface:
     linktype: int
     snaplen: int
     units: float  #: timestamp units per second
+    name: str = ""  #: if_name (option 2), "" when not given
 
 
 def _read_pcapng(f: BinaryIO, first: bytes, name: str) -> Iterator[Record]:
@@ -166,12 +171,14 @@ def _pcapng_block(btype: int, body: bytes, order: str, interfaces: list[_Interfa
         if len(body) < 8:
             raise PcapError(f"{name}: corrupt interface block at byte {offset}")
         linktype, _, snaplen = struct.unpack(order + "HHI", body[:8])
-        units = 1e6
+        units, if_name = 1e6, ""
         for code, value in _options(body[8:], order):
             if code == 9 and value:  # if_tsresol
                 v = value[0]
                 units = float(2 ** (v & 0x7F)) if v & 0x80 else float(10 ** v)
-        interfaces.append(_Interface(linktype, snaplen, units))
+            elif code == _IF_NAME:
+                if_name = value.rstrip(b"\0").decode("utf-8", "replace")
+        interfaces.append(_Interface(linktype, snaplen, units, if_name))
         return None
     if btype in (_EPB, _OPB):
         fmt = order + ("IIIII" if btype == _EPB else "HHIIII")
@@ -188,14 +195,15 @@ def _pcapng_block(btype: int, body: bytes, order: str, interfaces: list[_Interfa
         data = body[size:size + caplen]
         if len(data) < caplen:
             raise PcapError(f"{name}: corrupt packet block at byte {offset}")
-        return Record(((high << 32) | low) / iface.units, iface.linktype, data, origlen)
+        return Record(((high << 32) | low) / iface.units, iface.linktype, data, origlen,
+                      iface.name)
     if btype == _SPB:
         if not interfaces or len(body) < 4:
             raise PcapError(f"{name}: corrupt simple packet block at byte {offset}")
         origlen = struct.unpack(order + "I", body[:4])[0]
         iface = interfaces[0]
         caplen = min(origlen, iface.snaplen or origlen, len(body) - 4)
-        return Record(0.0, iface.linktype, body[4:4 + caplen], origlen)
+        return Record(0.0, iface.linktype, body[4:4 + caplen], origlen, iface.name)
     return None  # name resolution, statistics, secrets, custom blocks: not needed here
 
 
@@ -215,10 +223,20 @@ def _block(btype: int, body: bytes) -> bytes:
     return struct.pack("<II", btype, length) + body + struct.pack("<I", length)
 
 
-def _comment(text: str) -> bytes:
-    """opt_comment (code 1) and opt_endofopt."""
+def _option(code: int, text: str) -> bytes:
     raw = text.encode()
-    return struct.pack("<HH", 1, len(raw)) + raw + bytes(-len(raw) % 4) + bytes(4)
+    return struct.pack("<HH", code, len(raw)) + raw + bytes(-len(raw) % 4)
+
+
+def _comment(text: str) -> bytes:
+    """opt_comment (code 1) and opt_endofopt; nothing for no text."""
+    return _option(1, text) + bytes(4) if text else b""
+
+
+def _interface_block(linktype: int, name: str) -> bytes:
+    """An Interface Description Block, with its if_name when it has one (a capture point)."""
+    options = _option(_IF_NAME, name) + bytes(4) if name else b""
+    return _block(_IDB, struct.pack("<HHI", linktype, 0, SNAPLEN) + options)
 
 
 SECRETS_TLS_KEYLOG = 0x544C534B  #: "TLSK": an SSLKEYLOGFILE, as editcap --inject-secrets writes
@@ -227,9 +245,11 @@ _DSB = 0x0000000A
 
 def write_pcapng(path: str | os.PathLike[str], packets: Iterable[tuple[Record, str]],
                  section_comment: str, secrets: bytes | None = None) -> int:
-    """Write (record, comment) pairs as pcapng, atomically: a section comment, one Ethernet-or-
-    whatever interface per link type met, a comment on every packet, and optionally TLS key-log
-    secrets in a Decryption Secrets Block so the file alone decrypts in Wireshark."""
+    """Write (record, comment) pairs as pcapng, atomically: a section comment, one interface per
+    capture point and link type met (named by the record's `interface`, so several capture points
+    merged in time order keep where each packet was seen: Wireshark's frame.interface_name), a
+    comment on every packet ("": none), and optionally TLS key-log secrets in a Decryption
+    Secrets Block so the file alone decrypts in Wireshark."""
     count = 0
     with atomic_file(path) as f:
         f.write(_block(_SHB, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)
@@ -237,12 +257,12 @@ def write_pcapng(path: str | os.PathLike[str], packets: Iterable[tuple[Record, s
         if secrets:
             f.write(_block(_DSB, struct.pack("<II", SECRETS_TLS_KEYLOG, len(secrets))
                            + secrets + bytes(-len(secrets) % 4)))
-        interfaces: dict[int, int] = {}
+        interfaces: dict[tuple[int, str], int] = {}
         for rec, comment in packets:
-            iface = interfaces.get(rec.linktype)
+            iface = interfaces.get((rec.linktype, rec.interface))
             if iface is None:
-                iface = interfaces[rec.linktype] = len(interfaces)
-                f.write(_block(_IDB, struct.pack("<HHI", rec.linktype, 0, SNAPLEN)))
+                iface = interfaces[rec.linktype, rec.interface] = len(interfaces)
+                f.write(_interface_block(rec.linktype, rec.interface))
             ts = int(round(rec.time * 1e6))
             body = struct.pack("<IIIII", iface, ts >> 32, ts & 0xFFFFFFFF, len(rec.data),
                                rec.orig_len) + rec.data + bytes(-len(rec.data) % 4)
