@@ -126,7 +126,11 @@ def screenshot(driver, name: str) -> Path:
 
 
 def publish(shot: Path, target: Path) -> None:
-    """Copy a screenshot into the source tree (the README's picture), atomically."""
+    """Copy a screenshot into the source tree (the README's picture), atomically, when
+    PROTOLAB_UPDATE_PICTURES=1: otherwise every run would rewrite a committed file (its ports
+    differ each run); the artifact is saved either way."""
+    if os.environ.get("PROTOLAB_UPDATE_PICTURES") != "1":
+        return
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(f".{target.name}.part")
     shutil.copyfile(shot, part)

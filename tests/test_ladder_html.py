@@ -333,8 +333,8 @@ def wait_for_filter(driver, query: str) -> None:
 
 
 def test_the_readme_picture_is_the_dns_demos_page(live, browser) -> None:
-    """The DNS demo's page with a forged answer selected: saved as a test artifact, and copied
-    to docs/dns-demo-ladder.png, the README's picture."""
+    """The DNS demo's page with a forged answer selected: saved as a test artifact, and (with
+    PROTOLAB_UPDATE_PICTURES=1) copied to docs/dns-demo-ladder.png, the README's picture."""
     page = live.live("dns-demo")
     open_page(browser, page.html)
     forged = next(r for r in page.rows if r.fact.kind is Kind.DNS_UNKNOWN_ID)
@@ -342,6 +342,7 @@ def test_the_readme_picture_is_the_dns_demos_page(live, browser) -> None:
     browser.execute_script("document.getElementById('scroller').scrollTop = 0")
     shot = screenshot(browser, "dns-demo-readme")
     publish(shot, README_PICTURE)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert README_PICTURE.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
