@@ -129,3 +129,17 @@ def startup_unit() -> float:
         subprocess.run(cmd, check=True, timeout=120)
         times.append(time.monotonic() - start)
     return max(times)
+
+
+@pytest.fixture(scope="session")
+def live_dns_demo(tmp_path_factory):
+    """One captured run of the DNS demo for the tests of the pictures (ladder, Mermaid):
+    (result, pcap path, printed text). Skips (fails under PROTOLAB_STRICT=1) where this machine
+    cannot capture."""
+    from functools import partial
+
+    from protolab.labs.dns import run_dns_demo
+
+    run = live_run(tmp_path_factory, "dns-demo", partial(run_dns_demo, queries=6))
+    require(run is not None, f"capture {capture_denied_reason()}")
+    return run
