@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,13 +47,14 @@ class Frame:
     response_to: int | None = None  #: for a DNS answer: the frame of its query (tshark's match)
 
 
-def frames(path: Path) -> list[Frame]:
+@functools.cache
+def frames(path: Path) -> tuple[Frame, ...]:
     """tshark's packets; UDP on the first packet's destination port is decoded as DNS (the
-    demos' servers listen on a free port)."""
+    demos' servers listen on a free port). Read once per file and test process."""
     tshark = require_tool("tshark")
     first = _tshark(tshark, path, ("-c", "1"), ("udp.dstport",))
     dns = ("-d", f"udp.port=={first[0][0]},dns") if first and first[0][0] else ()
-    return [_frame(cells) for cells in _tshark(tshark, path, dns, FIELDS)]
+    return tuple(_frame(cells) for cells in _tshark(tshark, path, dns, FIELDS))
 
 
 def _tshark(tshark: str, path: Path, extra: tuple, fields: tuple) -> list[list[str]]:
