@@ -7,31 +7,13 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from protolab.analysis.annotate import annotate_file
 from protolab.analysis.facts import Kind, Row
 
-from conftest import ROOT, require_tool
+from conftest import require_tool
 
-REFERENCES = sorted((ROOT / "captures").glob("*.ref.pcap"))
-LIVE = "live dns-demo"
-#: every reference capture, and a fresh run of the DNS demo
-CAPTURES = [*REFERENCES, LIVE]
-DNS_CAPTURES = [ROOT / "captures" / "dns-demo.ref.pcap", LIVE]
 FIELDS = ("frame.number", "ip.src", "ip.dst", "udp.srcport", "udp.dstport", "tcp.srcport",
           "tcp.dstport", "icmp.type", "dns.response_to")
-
-
-def capture_of(request: pytest.FixtureRequest) -> Path:
-    """The capture a test is parametrized with: a reference, or the live run's pcap."""
-    if request.param == LIVE:
-        return Path(request.getfixturevalue("live_dns_demo")[1])
-    return Path(request.param)
-
-
-def capture_id(param: object) -> str:
-    return param if isinstance(param, str) else Path(param).name
 
 
 @dataclass(frozen=True)

@@ -8,52 +8,33 @@ import pytest
 from protolab.analysis.facts import Kind
 from protolab.analysis.ladder import By, Mark, Survey, build, endpoint
 
-from ladder_support import (
-    CAPTURES,
-    DNS_CAPTURES,
-    capture_id,
-    capture_of,
-    forgeries,
-    frames,
-    overtaking,
-    rows,
-)
-
-
-@pytest.fixture(params=CAPTURES, ids=capture_id)
-def capture(request):
-    return capture_of(request)
-
-
-@pytest.fixture(params=DNS_CAPTURES, ids=capture_id)
-def dns_capture(request):
-    return capture_of(request)
+from ladder_support import forgeries, frames, overtaking, rows
 
 
 @pytest.mark.parametrize("by", list(By))
-def test_one_arrow_per_packet_in_the_capture_order(capture, by) -> None:
-    ladder = build(rows(capture), by)
-    assert [a.number for a in ladder.arrows] == [f.number for f in frames(capture)]
+def test_one_arrow_per_packet_in_the_capture_order(picture_capture, by) -> None:
+    ladder = build(rows(picture_capture), by)
+    assert [a.number for a in ladder.arrows] == [f.number for f in frames(picture_capture)]
     assert all(0 <= a.src < len(ladder.lifelines) and 0 <= a.dst < len(ladder.lifelines)
                for a in ladder.arrows)
 
 
-def test_lifelines_are_the_endpoints_tshark_sees_in_order_of_appearance(capture) -> None:
-    seen = frames(capture)
-    ladder = build(rows(capture))
+def test_lifelines_are_the_endpoints_tshark_sees_in_order(picture_capture) -> None:
+    seen = frames(picture_capture)
+    ladder = build(rows(picture_capture))
     keys = [ln.key for ln in ladder.lifelines]
     assert len(keys) == len(set(keys))
     assert set(keys) == {end for f in seen if not f.icmp for end in (f.src, f.dst)}
     for i, lifeline in enumerate(ladder.lifelines):  # `first`: the first arrow that touches it
         assert lifeline.first == next(a.number for a in ladder.arrows if i in (a.src, a.dst))
-    hosts = build(rows(capture), By.HOST)
+    hosts = build(rows(picture_capture), By.HOST)
     assert {ln.key for ln in hosts.lifelines} == {endpoint(k, By.HOST) for k in keys} == \
         {end.rsplit(":", 1)[0] for f in seen for end in (f.src, f.dst)}
 
 
-def test_an_icmp_error_is_drawn_back_from_the_socket_that_was_not_there(capture) -> None:
-    seen = {f.number: f for f in frames(capture)}
-    ladder = build(rows(capture))
+def test_an_icmp_error_is_drawn_back_from_the_missing_socket(picture_capture) -> None:
+    seen = {f.number: f for f in frames(picture_capture)}
+    ladder = build(rows(picture_capture))
     errors = [a for a in ladder.arrows if Mark.ICMP_ERROR in a.marks]
     assert [a.number for a in errors] == \
         [f.number for f in seen.values() if f.icmp and f.quoted_dst.count(":") == 1]
@@ -63,14 +44,14 @@ def test_an_icmp_error_is_drawn_back_from_the_socket_that_was_not_there(capture)
         assert ladder.lifelines[a.dst].key == frame.quoted_src
 
 
-def test_dns_marks_are_the_facts_of_the_rows(dns_capture) -> None:
-    annotated = rows(dns_capture)
+def test_dns_marks_are_the_facts_of_the_rows(dns_picture_capture) -> None:
+    annotated = rows(dns_picture_capture)
     ladder = build(annotated)
     marked = {m: [a.number for a in ladder.arrows if m in a.marks] for m in Mark}
     # the answers that overtook an earlier query's answer, and tshark matches them the same way
     late = overtaking(annotated)
     assert late and marked[Mark.OUT_OF_ORDER] == late
-    tshark = {f.number: f.response_to for f in frames(dns_capture)}
+    tshark = {f.number: f.response_to for f in frames(dns_picture_capture)}
     assert all(tshark[a.number] == a.refs[0] for a in ladder.arrows if a.number in late)
     # the two forged answers, dropped; every dropped arrow is a fact of dropping
     forged = forgeries(annotated)
@@ -81,9 +62,9 @@ def test_dns_marks_are_the_facts_of_the_rows(dns_capture) -> None:
     assert errors and marked[Mark.ICMP_ERROR] == errors
 
 
-def test_a_survey_marks_the_chosen_packets_as_the_whole_capture_does(dns_capture) -> None:
+def test_a_survey_marks_chosen_packets_as_the_whole_capture(dns_picture_capture) -> None:
     """A filter or --limit leaves packets out; the marks still come from the whole capture."""
-    annotated = rows(dns_capture)
+    annotated = rows(dns_picture_capture)
     whole = {a.number: a for a in build(annotated).arrows}
     chosen = {n for n in whole if n % 2}  # every other packet
     survey = Survey()

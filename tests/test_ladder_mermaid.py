@@ -19,18 +19,8 @@ from protolab.analysis.facts import Action, Holder, Kind
 from protolab.analysis.ladder import Arrow, By, Ladder, Lifeline, Mark, build
 from protolab.analysis.ladder_mermaid import BREAK, MAX_TEXT, arrow, diagram_size, render
 
-from conftest import ROOT, require, require_tool, run_cli
-from ladder_support import (
-    CAPTURES,
-    DNS_CAPTURES,
-    REFERENCES,
-    capture_id,
-    capture_of,
-    forgeries,
-    frames,
-    overtaking,
-    rows,
-)
+from conftest import REFERENCES, ROOT, require, require_tool, run_cli
+from ladder_support import forgeries, frames, overtaking, rows
 
 PARTICIPANT = re.compile(r"^    participant (P\d+) as (.+)$")
 MESSAGE = re.compile(r"^    (P\d+)(->>|-x|-->>)(P\d+): (.+)$")
@@ -72,15 +62,10 @@ class Diagram:
         return out
 
 
-@pytest.fixture(params=CAPTURES, ids=capture_id)
-def capture(request):
-    return capture_of(request)
-
-
 @pytest.mark.parametrize("by", list(By))
-def test_one_message_per_packet_between_the_ends_tshark_reads(capture, by) -> None:
-    diagram = Diagram(render(build(rows(capture), by), "x"))
-    seen = frames(capture)
+def test_one_message_per_packet_between_the_ends_tshark_reads(picture_capture, by) -> None:
+    diagram = Diagram(render(build(rows(picture_capture), by), "x"))
+    seen = frames(picture_capture)
     messages = diagram.numbered()
     assert list(messages) == [f.number for f in seen] and len(diagram.messages) == len(seen)
     assert len(diagram.notes) == len(seen)  # each packet's note follows its message
@@ -92,8 +77,8 @@ def test_one_message_per_packet_between_the_ends_tshark_reads(capture, by) -> No
         assert (src, dst) == ends
 
 
-def test_participants_are_declared_once_in_order_of_appearance(capture) -> None:
-    ladder = build(rows(capture))
+def test_participants_are_declared_once_in_order_of_appearance(picture_capture) -> None:
+    ladder = build(rows(picture_capture))
     diagram = Diagram(render(ladder, "x"))
     aliases = [alias for alias, _ in diagram.participants]
     assert aliases == [f"P{i}" for i in range(1, len(ladder.lifelines) + 1)]
@@ -105,8 +90,8 @@ def test_participants_are_declared_once_in_order_of_appearance(capture) -> None:
     assert firsts == sorted(firsts)
 
 
-def test_no_raw_syntax_character_inside_a_message_or_note(capture) -> None:
-    diagram = Diagram(render(build(rows(capture)), "a title; with # and `ticks`"))
+def test_no_raw_syntax_character_inside_a_message_or_note(picture_capture) -> None:
+    diagram = Diagram(render(build(rows(picture_capture)), "a title; with # and `ticks`"))
     texts = [m[3] for m in diagram.messages] + [n[3] for n in diagram.notes]
     for text in texts:
         bare = CODE.sub("", text.replace(BREAK, " "))
@@ -114,13 +99,8 @@ def test_no_raw_syntax_character_inside_a_message_or_note(capture) -> None:
         assert TEXT_TOKEN.fullmatch(CODE.sub("x", text))
 
 
-@pytest.fixture(params=DNS_CAPTURES, ids=capture_id)
-def dns_capture(request):
-    return capture_of(request)
-
-
-def test_the_dns_story_is_in_the_messages(dns_capture) -> None:
-    annotated = rows(dns_capture)
+def test_the_dns_story_is_in_the_messages(dns_picture_capture) -> None:
+    annotated = rows(dns_picture_capture)
     messages = Diagram(render(build(annotated), "x")).numbered()
     for number in overtaking(annotated):
         assert messages[number][1] == "->>" and "[out of order]" in messages[number][3]

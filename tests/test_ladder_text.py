@@ -12,16 +12,7 @@ from protolab.analysis.ladder import By, build
 from protolab.analysis.ladder_text import LOOP, TooWide, render, to_ascii
 
 from conftest import ROOT, run_cli
-from ladder_support import (
-    CAPTURES,
-    DNS_CAPTURES,
-    capture_id,
-    capture_of,
-    forgeries,
-    frames,
-    overtaking,
-    rows,
-)
+from ladder_support import forgeries, frames, overtaking, rows
 
 GUTTER = re.compile(r"^\s*(\d+)\s+\d+\.\d{3}  ")
 HEADS = {"▶": +1, ">": +1, "◀": -1, "<": -1}  #: a head and the side its lifeline is on
@@ -29,16 +20,6 @@ DROPPED = ("✕", "X")
 SHAFT = set("─┼-")
 TAILS = set("├┤|")
 LOOP_TOPS = ("┐", ".")
-
-
-@pytest.fixture(params=CAPTURES, ids=capture_id)
-def capture(request):
-    return capture_of(request)
-
-
-@pytest.fixture(params=DNS_CAPTURES, ids=capture_id)
-def dns_capture(request):
-    return capture_of(request)
 
 
 class Drawing:
@@ -88,9 +69,9 @@ def _letters(text: str) -> str:
 
 
 @pytest.mark.parametrize("ascii_", [False, True], ids=["unicode", "ascii"])
-def test_each_arrow_joins_the_packets_ends_as_tshark_reads_them(capture, ascii_) -> None:
-    drawing = Drawing(render(build(rows(capture)), ascii=ascii_))
-    seen = frames(capture)
+def test_each_arrow_joins_the_ends_tshark_reads(picture_capture, ascii_) -> None:
+    drawing = Drawing(render(build(rows(picture_capture)), ascii=ascii_))
+    seen = frames(picture_capture)
     assert list(drawing.blocks) == [f.number for f in seen]
     for f in seen:
         src, dst, _ = drawing.ends(f.number)
@@ -99,8 +80,8 @@ def test_each_arrow_joins_the_packets_ends_as_tshark_reads_them(capture, ascii_)
 
 @pytest.mark.parametrize("width", [40, 57, 80, 132])
 @pytest.mark.parametrize("by", list(By))
-def test_every_line_fits_and_no_word_of_a_note_is_lost(capture, width, by) -> None:
-    ladder = build(rows(capture), by)
+def test_every_line_fits_and_no_word_is_lost(picture_capture, width, by) -> None:
+    ladder = build(rows(picture_capture), by)
     try:
         text = render(ladder, width=width)
     except TooWide as exc:  # more lifelines than fit: said in one line, with the ways out
@@ -116,8 +97,8 @@ def test_every_line_fits_and_no_word_of_a_note_is_lost(capture, width, by) -> No
         assert _letters(drawing.text(a.number)) == _letters(f"{a.label} {a.where}")
 
 
-def test_ascii_is_only_ascii_and_says_the_same(capture) -> None:
-    ladder = build(rows(capture))
+def test_ascii_is_only_ascii_and_says_the_same(picture_capture) -> None:
+    ladder = build(rows(picture_capture))
     plain, fancy = render(ladder, ascii=True), render(ladder)
     assert plain.isascii() and not fancy.isascii()
     drawing = Drawing(plain)
@@ -125,10 +106,10 @@ def test_ascii_is_only_ascii_and_says_the_same(capture) -> None:
         assert _letters(drawing.text(a.number)) == _letters(to_ascii(f"{a.label} {a.where}"))
 
 
-def test_by_host_on_loopback_every_packet_is_a_loop_on_its_host(capture) -> None:
-    ladder = build(rows(capture), By.HOST)
+def test_by_host_on_loopback_every_packet_is_a_loop(picture_capture) -> None:
+    ladder = build(rows(picture_capture), By.HOST)
     drawing = Drawing(render(ladder))
-    for f in frames(capture):
+    for f in frames(picture_capture):
         src, dst, _ = drawing.ends(f.number)
         assert src == f.src.rsplit(":", 1)[0] and (src == dst) == (f.src.split(":")[0] ==
                                                                     f.dst.split(":")[0])
@@ -137,10 +118,10 @@ def test_by_host_on_loopback_every_packet_is_a_loop_on_its_host(capture) -> None
 
 @pytest.mark.parametrize("ascii_", [False, True], ids=["unicode", "ascii"])
 @pytest.mark.parametrize("by", list(By))
-def test_the_dns_story_is_drawn_as_such(dns_capture, ascii_, by) -> None:
+def test_the_dns_story_is_drawn_as_such(dns_picture_capture, ascii_, by) -> None:
     """Out-of-order answers, the two dropped forgeries, the ICMP error: found from the rows'
     facts, then looked for in the drawing."""
-    annotated = rows(dns_capture)
+    annotated = rows(dns_picture_capture)
     drawing = Drawing(render(build(annotated, by), ascii=ascii_))
     for number in overtaking(annotated):
         assert "[out of order]" in drawing.text(number)
