@@ -553,6 +553,24 @@ def _inspect_arguments(sub: Subparsers) -> None:
                       help="write the capture as pcapng with each note as a packet comment")
     p.add_argument("--secrets", metavar="KEYLOG",
                    help="with --write-annotated: embed this TLS key log (QUIC decrypts alone)")
+    p.add_argument("--width", type=_count(40, 10 ** 4), metavar="N",
+                   help="fit N columns (the table: default the terminal's, 120 when piped, at "
+                        "least 60; the ladder: default 80)")
+    pictures = p.add_argument_group(
+        "pictures", "the chosen packets (all, or --flow N, --filter, --limit) as a ladder "
+                    "diagram: a lifeline per endpoint, an arrow per packet, and its note: who "
+                    "holds the state and what the packet does to it")
+    pictures.add_argument("--ladder", action="store_true",
+                          help="draw it in the terminal (80 columns unless --width)")
+    pictures.add_argument("--mermaid", metavar="OUT.md",
+                          help="write it as a Mermaid sequenceDiagram in Markdown (GitHub "
+                               "draws it)")
+    pictures.add_argument("--html", metavar="OUT.html",
+                          help="write it as one self-contained HTML page")
+    pictures.add_argument("--by", metavar="socket|host",
+                          help="a lifeline per socket, address:port (the default), or per host")
+    pictures.add_argument("--ascii", action="store_true",
+                          help="draw the terminal's ladder in plain ASCII")
     p.set_defaults(func=cmd_inspect)
 
 
@@ -563,19 +581,20 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from protolab.analysis.export import FileError
     from protolab.analysis.filter import FilterError
     from protolab.analysis.inspect import Options, Tally, run
+    from protolab.analysis.ladder_text import TooWide
     from protolab.wire.pcap import PcapError
 
     if args.secrets and not args.write_annotated:
         raise CliError("--secrets goes with --write-annotated (it embeds the key log there)")
     opts = Options(filter=args.filter, limit=args.limit, json=args.json, flows=args.flows,
                    flow=args.flow, detail=args.detail, write_annotated=args.write_annotated,
-                   secrets=args.secrets, wide=args.wide,
-                   dns_ports=frozenset(args.dns_port or ()) | DNS_PORTS)
+                   secrets=args.secrets, wide=args.wide, width=args.width,
+                   dns_ports=frozenset(args.dns_port or ()) | DNS_PORTS, **_pictures(args))
     tally = Tally()
     packet_view = not (args.flows or args.detail or args.write_annotated)
     try:
         run(args.file, opts, out, tally)
-    except (FilterError, FileError) as exc:
+    except (FilterError, FileError, TooWide) as exc:
         raise CliError(str(exc)) from None
     except PcapError as exc:
         if packet_view:
@@ -583,6 +602,25 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"protolab: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     return _inspect_notes(args, tally) if packet_view else 0
+
+
+def _pictures(args: argparse.Namespace) -> dict:
+    """inspect's --ladder, --mermaid, --html, --by and --ascii, checked, as Options fields."""
+    from protolab.analysis.ladder import By
+
+    drawn = args.ladder or args.mermaid or args.html
+    if drawn and (args.flows or args.detail or args.write_annotated or args.json or args.wide):
+        raise CliError("--ladder, --mermaid and --html draw packets: not with --flows, --detail, "
+                       "--write-annotated, --json or --wide")
+    if args.by is not None and not drawn:
+        raise CliError("--by goes with --ladder, --mermaid or --html")
+    if args.ascii and not args.ladder:
+        raise CliError("--ascii goes with --ladder (the terminal's drawing)")
+    choices = {b.value: b for b in By}
+    if args.by is not None and args.by not in choices:
+        raise CliError(f"--by is socket or host, not {args.by!r}")
+    return {"ladder": args.ladder, "mermaid": args.mermaid, "html": args.html,
+            "by": choices[args.by or "socket"], "ascii": args.ascii}
 
 
 def _inspect_notes(args: argparse.Namespace, tally: Tally, complete: bool = True) -> int:

@@ -129,3 +129,44 @@ def startup_unit() -> float:
         subprocess.run(cmd, check=True, timeout=120)
         times.append(time.monotonic() - start)
     return max(times)
+
+
+@pytest.fixture(scope="session")
+def live_dns_demo(tmp_path_factory):
+    """One captured run of the DNS demo for the tests of the pictures (ladder, Mermaid):
+    (result, pcap path, printed text). Skips (fails under PROTOLAB_STRICT=1) where this machine
+    cannot capture."""
+    from functools import partial
+
+    from protolab.labs.dns import run_dns_demo
+
+    run = live_run(tmp_path_factory, "dns-demo", partial(run_dns_demo, queries=6))
+    require(run is not None, f"capture {capture_denied_reason()}")
+    return run
+
+
+#: every reference capture, for the tests that read each one
+REFERENCES = sorted((ROOT / "captures").glob("*.ref.pcap"))
+LIVE_DNS = "live dns-demo"  #: stands for the `live_dns_demo` run's capture in a parametrization
+
+
+def _capture_id(param: object) -> str:
+    return param if isinstance(param, str) else Path(param).name
+
+
+def _capture_of(request: pytest.FixtureRequest) -> Path:
+    if request.param == LIVE_DNS:
+        return Path(request.getfixturevalue("live_dns_demo")[1])
+    return Path(request.param)
+
+
+@pytest.fixture(params=[*REFERENCES, LIVE_DNS], ids=_capture_id)
+def picture_capture(request) -> Path:
+    """Each reference capture, then a fresh capture of the DNS demo: what the pictures draw."""
+    return _capture_of(request)
+
+
+@pytest.fixture(params=[ROOT / "captures" / "dns-demo.ref.pcap", LIVE_DNS], ids=_capture_id)
+def dns_picture_capture(request) -> Path:
+    """The DNS demo's reference capture, then a fresh one."""
+    return _capture_of(request)

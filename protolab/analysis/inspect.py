@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from protolab.analysis.annotate import DNS_PORTS, Annotator
 from protolab.analysis.export import export_annotated
 from protolab.analysis.facts import Row
-from protolab.analysis.filter import FilterError, compile_filter, shorten
+from protolab.analysis.filter import FilterError, Pred, compile_filter, shorten
 from protolab.analysis.flows import MAX_TRACKED, FlowNumbers, FlowTable, print_flows
+from protolab.analysis.ladder import By
 from protolab.analysis.table import format_row, header, layout, row_json
 from protolab.wire.packets import decode
 from protolab.wire.pcap import PcapError, read_pcap
@@ -39,6 +40,11 @@ class Options:
     secrets: str | None = None  #: a TLS key log to embed in that pcapng
     wide: bool = False  #: one line per packet, nothing wrapped
     width: int | None = None  #: the table's width (default: see `table.table_width`)
+    ladder: bool = False  #: draw the packets as a ladder diagram in the terminal
+    mermaid: str | None = None  #: write the ladder as Mermaid in this Markdown file
+    html: str | None = None  #: write the ladder as this HTML page
+    by: By = By.SOCKET  #: the ladder's lifelines: one per socket, or one per host
+    ascii: bool = False  #: draw the terminal's ladder in ASCII only
 
 
 @dataclass
@@ -68,7 +74,7 @@ def run(path: str | os.PathLike[str], opts: Options, out: Out,
         tally: Tally | None = None) -> Tally:
     """Print what was asked for and return what the packet view read, matched and showed (also
     kept in `tally` as it goes, for a caller that wants the counts when this raises). Raises
-    PcapError (after printing what could be read), FilterError or FileError."""
+    PcapError (after printing what could be read), FilterError, FileError or TooWide."""
     tally = Tally() if tally is None else tally
     if opts.detail is not None:
         out(detail(path, opts.detail))
@@ -77,34 +83,50 @@ def run(path: str | os.PathLike[str], opts: Options, out: Out,
         export_annotated(path, opts.write_annotated, opts.secrets, opts.dns_ports, out)
         return tally
     pred = compile_filter(opts.filter) if opts.filter else None
+    if opts.ladder or opts.mermaid or opts.html:
+        from protolab.analysis.inspect_ladder import draw
+
+        return draw(path, opts, pred, out, tally)
     lay = None if opts.json else layout(opts.width, opts.wide)
     annotator = Annotator(opts.dns_ports, max_flows=0 if opts.flows else MAX_TRACKED)
     table: FlowTable | FlowNumbers = FlowTable() if opts.flows else FlowNumbers()
     try:
-        for row, _ in pairs(path, annotator):
-            tally.read += 1
-            number = table.number_of(row)
-            row.fields["flow_number"] = number
-            table.add(row)
-            if opts.flows or (opts.flow is not None and number != opts.flow):
+        for row, chosen in select(path, opts, pred, annotator, table, tally):
+            if not chosen:
                 continue
-            if pred is not None and not pred(row):
-                continue
-            tally.matched += 1
-            if opts.limit is not None and tally.shown >= opts.limit:
-                continue
-            if lay is not None and not tally.shown:
+            if lay is not None and tally.shown == 1:
                 out(header(lay))
             out(row_json(row) if lay is None else format_row(row, lay))
-            tally.shown += 1
     finally:
         if opts.flows:
             print_flows(table, annotator, out, as_json=opts.json, width=opts.width,
                         wide=opts.wide)
-    if not opts.flows and opts.flow is not None and opts.flow > table.count:
-        raise FilterError(f"there is no flow {opts.flow}: this capture has "
-                          f"{table.count} (see --flows)")
+    check_flow(opts, table.count)
     return tally
+
+
+def select(path: str | os.PathLike[str], opts: Options, pred: Pred | None,
+           annotator: Annotator, table: FlowTable | FlowNumbers,
+           tally: Tally) -> Iterator[tuple[Row, bool]]:
+    """Every annotated row, numbered by conversation (`flow_number`), and whether --flow,
+    --filter and --limit choose it; counted in `tally` as they go (a chosen row is `shown`)."""
+    for row, _ in pairs(path, annotator):
+        tally.read += 1
+        number = table.number_of(row)
+        row.fields["flow_number"] = number
+        table.add(row)
+        chosen = not opts.flows and opts.flow in (None, number) and (pred is None or pred(row))
+        if chosen:
+            tally.matched += 1
+            chosen = opts.limit is None or tally.shown < opts.limit
+            tally.shown += chosen
+        yield row, chosen
+
+
+def check_flow(opts: Options, count: int) -> None:
+    """--flow N of a capture with fewer conversations is an error, not an empty answer."""
+    if not opts.flows and opts.flow is not None and opts.flow > count:
+        raise FilterError(f"there is no flow {opts.flow}: this capture has {count} (see --flows)")
 
 
 def detail(path: str | os.PathLike[str], number: int) -> str:

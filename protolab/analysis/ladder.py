@@ -14,11 +14,16 @@ sender of the datagram it quotes).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 
-from protolab.analysis.facts import Action, Holder, Kind, Row
+from protolab.analysis.facts import WINDOW, Action, Holder, Kind, Row
+
+#: How many recent rows' ends a Survey keeps to draw an ICMP error: the datagram it quotes left
+#: the annotator's window at most WINDOW rows before it.
+RECENT = 4 * WINDOW
 
 
 class By(Enum):
@@ -81,6 +86,17 @@ class Arrow:
         """The holder the arrow is coloured by: the first the row names (nobody if none)."""
         return self.holders[0] if self.holders else Holder.NOBODY
 
+    @property
+    def where(self) -> str:
+        """The note as the pictures draw it: who holds the state, then the row's sentence."""
+        held = ", ".join(h.value for h in self.holders)
+        return f"[{held}] {self.note}" if held else self.note
+
+    @property
+    def label(self) -> str:
+        """The summary with the arrow's marks: `query 0x1234 a.lab. A [out of order]`."""
+        return " ".join([self.summary, *(f"[{m.value}]" for m in self.marks)])
+
 
 @dataclass
 class Ladder:
@@ -129,37 +145,74 @@ def _has_port(address: str) -> bool:
 def build(rows: Iterable[Row], by: By = By.SOCKET) -> Ladder:
     """The ladder of `rows`, in capture order: lifelines in order of first appearance."""
     rows = list(rows)
-    by_number = {r.number: r for r in rows}
-    out_of_order = set(_out_of_order(rows))
-    keys: dict[str, int] = {}
-    lifelines: list[Lifeline] = []
-    arrows: list[Arrow] = []
-
-    def index(key: str, number: int) -> int:
-        if key not in keys:
-            keys[key] = len(lifelines)
-            lifelines.append(Lifeline(key, key, number))
-        return keys[key]
-
+    survey = Survey(by)
     for r in rows:
-        src, dst = _ends(r, by_number)
-        s, d = index(endpoint(src, by), r.number), index(endpoint(dst, by), r.number)
-        arrows.append(Arrow(
-            number=r.number, time=r.time, src=s, dst=d, proto=r.proto, summary=r.summary,
+        survey.see(r)
+    return Ladder(by, survey.lifelines, [survey.arrow(r) for r in rows])
+
+
+class Survey:
+    """What a first pass over a capture's rows learns, so that a second pass can draw its
+    arrows one at a time without keeping the rows (`build` does both passes over a list).
+
+    `see` every row in capture order, `selected` or not: an answer's out-of-order mark depends
+    on the answers after it, and an ICMP error's ends on the datagram it quotes, which a filter
+    may have left out. Only the selected rows name lifelines. Then `arrow` each selected row.
+    Memory: one entry per endpoint drawn, per DNS answer matched and per ICMP error.
+    """
+
+    def __init__(self, by: By = By.SOCKET) -> None:
+        self.by = by
+        self.lifelines: list[Lifeline] = []
+        self.selected = 0  #: rows seen with `selected`
+        self.last_number = 0  #: the largest packet number selected
+        self.last_time = 0.0  #: the latest time selected
+        self._keys: dict[str, int] = {}
+        self._recent: OrderedDict[int, tuple[str, str]] = OrderedDict()
+        self._icmp_ends: dict[int, tuple[str, str]] = {}
+        self._answers: dict[str, list[tuple[int, int]]] = {}
+        self._out_of_order: frozenset[int] | None = None
+
+    def see(self, r: Row, selected: bool = True) -> None:
+        self._recent[r.number] = (r.src, r.dst)
+        if len(self._recent) > RECENT:
+            self._recent.popitem(last=False)
+        if r.fact.kind is Kind.ICMP_PORT_UNREACHABLE and r.fact.refs:
+            quoted = self._recent.get(r.fact.refs[0])
+            if quoted is not None:  # from the unbound socket back to the datagram's sender
+                self._icmp_ends[r.number] = (quoted[1], quoted[0])
+        if r.fact.kind is Kind.DNS_MATCHED and r.fact.refs:
+            self._answers.setdefault(r.dst, []).append((r.number, r.fact.refs[0]))
+        if selected:
+            self.selected += 1
+            self.last_number = max(self.last_number, r.number)
+            self.last_time = max(self.last_time, r.time)
+            for end in self.ends(r):
+                self._index(endpoint(end, self.by), r.number)
+
+    def ends(self, r: Row) -> tuple[str, str]:
+        """An ICMP error quoting a datagram is drawn from that datagram's target socket back to
+        its sender: the kernel answers for the port that had no socket (RFC 1122 section
+        3.2.2.1)."""
+        return self._icmp_ends.get(r.number, (r.src, r.dst))
+
+    def arrow(self, r: Row) -> Arrow:
+        """The arrow of a row that was `see`n selected."""
+        if self._out_of_order is None:
+            self._out_of_order = frozenset(_out_of_order(self._answers))
+        src, dst = self.ends(r)
+        return Arrow(
+            number=r.number, time=r.time, src=self._keys[endpoint(src, self.by)],
+            dst=self._keys[endpoint(dst, self.by)], proto=r.proto, summary=r.summary,
             note=r.where(), action=r.action, holders=r.holders, kind=r.fact.kind, flow=r.flow,
             flow_number=r.fields.get("flow_number"), refs=r.fact.refs,
-            marks=_marks(r, r.number in out_of_order), fields=dict(r.fields)))
-    return Ladder(by, lifelines, arrows)
+            marks=_marks(r, r.number in self._out_of_order), fields=dict(r.fields))
 
-
-def _ends(r: Row, by_number: dict[int, Row]) -> tuple[str, str]:
-    """An ICMP error quoting a datagram is drawn from that datagram's target socket back to its
-    sender: the kernel answers for the port that had no socket (RFC 1122 section 3.2.2.1)."""
-    if r.fact.kind is Kind.ICMP_PORT_UNREACHABLE and r.fact.refs:
-        quoted = by_number.get(r.fact.refs[0])
-        if quoted is not None:
-            return quoted.dst, quoted.src
-    return r.src, r.dst
+    def _index(self, key: str, number: int) -> int:
+        if key not in self._keys:
+            self._keys[key] = len(self.lifelines)
+            self.lifelines.append(Lifeline(key, key, number))
+        return self._keys[key]
 
 
 def _marks(r: Row, out_of_order: bool) -> tuple[Mark, ...]:
@@ -173,14 +226,11 @@ def _marks(r: Row, out_of_order: bool) -> tuple[Mark, ...]:
     return tuple(marks)
 
 
-def _out_of_order(rows: Sequence[Row]) -> list[int]:
+def _out_of_order(answers: dict[str, list[tuple[int, int]]]) -> list[int]:
     """Answers that end a pending query (DNS_MATCHED) before an answer to a query sent earlier
-    on the same socket: they overtook it. A query never answered in the capture is overtaken by
-    nobody (the client may have given it up; the capture cannot say)."""
-    answers: dict[str, list[tuple[int, int]]] = {}  # client socket → (answer, its query)
-    for r in rows:
-        if r.fact.kind is Kind.DNS_MATCHED and r.fact.refs:
-            answers.setdefault(r.dst, []).append((r.number, r.fact.refs[0]))
+    on the same socket: they overtook it. `answers`: per client socket, (answer, its query) in
+    capture order. A query never answered in the capture is overtaken by nobody (the client may
+    have given it up; the capture cannot say)."""
     found = []
     for matched in answers.values():
         earliest_later = None  # the earliest query answered after this answer
