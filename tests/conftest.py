@@ -59,7 +59,7 @@ def live_run(factory, lab: str, run, needs_tracing: bool = False):
 
     None where this machine cannot capture; the `capture_rights` fixture then skips or fails.
     """
-    from protolab.wire.kstate import tracing_denied_reason
+    from protolab.wire.kernel_view import tracing_denied_reason
 
     if capture_denied_reason() or (needs_tracing and tracing_denied_reason()):
         return None

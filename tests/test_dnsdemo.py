@@ -152,7 +152,7 @@ def test_no_capture_flag(tmp_path) -> None:
 
 def test_the_live_capture_tells_the_story_a_replay_finds(captured) -> None:
     """The checks a replay of the reference passes are the checks this live run passes."""
-    from protolab.analysis.story import missing
+    from protolab.analysis.story_checks import missing
 
     result, path, _ = captured
     assert result.rows and missing("dns-demo", result.rows) == []

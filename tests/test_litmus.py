@@ -245,7 +245,7 @@ def test_naming_a_redis_adds_the_design_that_uses_it(monkeypatch) -> None:
 
 def test_backends_listen_below_the_ephemeral_range_so_a_restart_finds_its_port_free() -> None:
     """A client's source port can never be the port a restarted backend must bind again."""
-    from protolab.net.proc import restartable_port
+    from protolab.net.processes import restartable_port
 
     low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
     ports = {restartable_port() for _ in range(5)}

@@ -8,9 +8,9 @@ from collections.abc import Callable
 import pytest
 
 from protolab.net.child import announce_ready, ready_port
+from protolab.net.echo_server import EchoServer
 from protolab.net.lb import LoadBalancer, Policy
 from protolab.net.server_thread import ServerThread
-from protolab.net.tcpnet import EchoServer
 from protolab.net.udpnet import UdpServerThread
 from protolab.protocols.counter import CounterServer
 

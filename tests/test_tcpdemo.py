@@ -17,7 +17,7 @@ from protolab.analysis.observe import Status
 from protolab.labs import tcp as tcpdemo
 from protolab.labs.tcp import Match, compare, run_tcp_demo, where_from_capture
 from protolab.protocols.tcp import ACK, FIN, RST, SYN, Role, Seg, TcpState, Transition
-from protolab.wire.kstate import _NAME, KernelTransition, SocketEntry, tracing_denied_reason
+from protolab.wire.kernel_view import _NAME, KernelTransition, SocketEntry, tracing_denied_reason
 from protolab.wire.packets import decode
 from protolab.wire.pcap import read_pcap
 
@@ -328,7 +328,7 @@ def test_tcp_demo_no_capture_flag() -> None:
 
 def test_the_live_capture_tells_the_story_a_replay_finds(demo) -> None:
     """The checks a replay of the reference passes are the checks this live run passes."""
-    from protolab.analysis.story import missing
+    from protolab.analysis.story_checks import missing
 
     result, path, _ = demo
     assert result.rows and missing("tcp-demo", result.rows) == []

@@ -189,7 +189,7 @@ def test_tshark_ports_and_payload_agree_with_the_annotation(demo) -> None:
 
 def test_the_live_capture_tells_the_story_a_replay_finds(demo) -> None:
     """The checks a replay of the reference passes are the checks this live run passes."""
-    from protolab.analysis.story import missing
+    from protolab.analysis.story_checks import missing
 
     result, path, _ = demo
     assert result.rows and missing("udp-demo", result.rows) == []
@@ -268,7 +268,7 @@ def test_a_send_error_is_not_reported_as_sent() -> None:
 
 def test_where_from_the_reference_capture() -> None:
     from protolab.analysis.annotate import annotate_file
-    from protolab.analysis.story import counter_replies
+    from protolab.analysis.story_checks import counter_replies
     from protolab.wire.paths import reference_file
 
     rows = list(annotate_file(reference_file("udp-demo")))

@@ -36,7 +36,7 @@ from protolab.analysis.observe import (
     observe,
     packet_list,
 )
-from protolab.analysis.story import check
+from protolab.analysis.story_checks import check
 from protolab.labs.output import (
     capture_off_line,
     indent,
@@ -47,7 +47,7 @@ from protolab.labs.output import (
     table,
 )
 from protolab.net.fault_proxy import UdpFaultProxy
-from protolab.net.proc import ServerProcess
+from protolab.net.processes import ServerProcess
 from protolab.net.udpnet import UdpServerThread
 from protolab.protocols.dns import (
     LAB_ZONE,
@@ -66,7 +66,7 @@ from protolab.protocols.dns import (
 )
 from protolab.protocols.faults import FaultCore, FaultPlan, fault_line
 from protolab.wire.capture import Capture, CaptureSummary
-from protolab.wire.kstate import socket_table
+from protolab.wire.kernel_view import socket_table
 from protolab.wire.packets import Decoded, decode
 from protolab.wire.paths import default_capture_path
 

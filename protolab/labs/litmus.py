@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from protolab.analysis.observe import Evidence, Observation, Status, explain, observe
 from protolab.net import lifecycle
 from protolab.net.lb import Policy, Upstream, start_balancer
-from protolab.net.proc import ServerProcess, restartable_port
+from protolab.net.processes import ServerProcess, restartable_port
 from protolab.net.stores import REDIS_PREFIX, open_store
 from protolab.protocols.webapp import Design
 
