@@ -179,8 +179,8 @@ def _quic(path: Path) -> dict[str, str]:
 
 
 def _lb(path: Path) -> dict[str, str]:
+    from protolab.labs.cluster import Cluster, Variant
     from protolab.labs.lb import captured_workflow
-    from protolab.labs.litmus import Cluster, Variant
     from protolab.net.lb import Policy
     from protolab.protocols.webapp import Design
 

@@ -73,8 +73,8 @@ def status(demo: str, directory: Path = DEFAULT_DIR) -> Status:
 
 def _run_lb(pcap: Path) -> tuple[object, str]:
     """Lab 05's capture: `protolab lb`'s workflow (memory design, round-robin, 3 backends)."""
+    from protolab.labs.cluster import Cluster, Variant
     from protolab.labs.lb import captured_workflow
-    from protolab.labs.litmus import Cluster, Variant
     from protolab.net.lb import Policy
     from protolab.protocols.webapp import Design
 
