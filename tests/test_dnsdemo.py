@@ -59,7 +59,7 @@ def test_tshark_dns_ids_equal_the_ids_the_client_sent(captured) -> None:
                           "dns.flags.response == 0", "-T", "fields", "-e", "dns.id"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
-    sent = [*result.sent, *result.restart.log.sent]  # parts 1-3, then part 4's client
+    sent = [*result.log.sent, *result.restart.log.sent]  # parts 1-3, then part 4's client
     assert [int(x, 16) for x in out.stdout.split()] == [s.qid for s in sent]
 
 
@@ -69,22 +69,22 @@ def test_capture_holds_each_packet_once_and_the_first_query(captured) -> None:
     assert len(records) == len({r.data for r in records}) == result.capture.packets
     assert len(tshark_fields(path, "frame.number")) == len(records)
     first = result.rows[0]
-    assert first.proto == "DNS" and first.summary.startswith(f"query {result.sent[0].qid:#06x}")
+    assert first.proto == "DNS" and first.summary.startswith(f"query {result.log.sent[0].qid:#06x}")
     assert result.complete is True and result.capture.kernel_drops == 0
 
 
 def test_answers_arrive_out_of_order_and_all_match(captured) -> None:
     result, _, _ = captured
-    part1 = [m for m in result.matched if m.name not in ("bank.lab.", "late.lab.")]
+    part1 = [m for m in result.log.matched if m.name not in ("bank.lab.", "late.lab.")]
     assert len(part1) == 6
     assert [m.order_sent for m in part1] != sorted(m.order_sent for m in part1)
 
 
 def test_forged_answers_are_dropped_for_the_right_reason(captured) -> None:
     result, _, text = captured
-    assert [(r.reason, r.qid) for r in result.rejected] == [
+    assert [(r.reason, r.qid) for r in result.log.rejected] == [
         (RejectReason.UNKNOWN_ID, result.forged_qid), (RejectReason.WRONG_SOURCE, result.bank_qid)]
-    bank = [m for m in result.matched if m.qid == result.bank_qid]
+    bank = [m for m in result.log.matched if m.qid == result.bank_qid]
     assert [m.answers for m in bank] == [("10.0.0.10",)]
     obs = observations(result)
     assert obs["dns.forged-id-dropped"].observed and obs["dns.wrong-source-dropped"].observed
@@ -113,7 +113,7 @@ def test_icmp_port_unreachable_quotes_the_late_answer(captured) -> None:
     itype, code, ports = rows[0]
     assert (itype, code) == ("3", "3")
     assert ports == str(result.late_port)
-    assert result.abandoned[-1].qid == result.late_qid
+    assert result.log.abandoned[-1].qid == result.late_qid
 
 
 def test_demo_finishes_in_a_few_startups_with_capture(capture_rights, tmp_path,
@@ -200,7 +200,7 @@ def test_the_packets_named_as_evidence_are_the_ones_the_run_used(captured) -> No
     assert [by_number[n].fields["dns_id"] for n in forged.packets] == [result.forged_qid]
     order = next(e for e in obs["dns.matched-out-of-order"].evidence if e.packets)
     ids = [by_number[n].fields["dns_id"] for n in order.packets]
-    sent = {s.order: s.qid for s in result.sent[:result.queries]}
+    sent = {s.order: s.qid for s in result.log.sent[:result.queries]}
     assert ids == [sent[int(k)] for k in order.after.split(", ")]  # as the client recorded
     late, icmp = next(e for e in obs["dns.icmp"].evidence).packets
     assert by_number[late].fields["dns_id"] == result.late_qid
@@ -419,3 +419,4 @@ def test_other_traffic_without_a_capture_comes_from_the_servers_own_record() -> 
                 if o.key == "dns.other-traffic").line()
     assert line.startswith("observed: 9 other datagrams reached the server port from "
                            "127.0.0.1:9999 (7), 127.0.0.2:4001 (2) (capture off")
+
