@@ -502,6 +502,11 @@ def _part4(result: DnsDemoResult, cap: Capture, out: Out, hook: OnPart) -> None:
     finally:
         for proc in procs:
             proc.kill()
+        # The processes are gone: nothing more can reach the client. An answer that came after
+        # the client gave its query up (a server slower than GIVE_UP, as on a loaded machine)
+        # waits unread in the socket; read it into the client's record before the close
+        # discards it, or the capture would hold an answer the record never counted.
+        client.poll()
         client.close()
     _show_part4(result, run, out)
 
