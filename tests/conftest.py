@@ -76,6 +76,23 @@ def run_cli(*args: str, env: dict | None = None, prefix: tuple[str, ...] = (),
                           env={**os.environ, **(env or {})})
 
 
+DEMO_STARTUPS = 8  #: a demo's run, in Python start-ups (one is ~0.7 s idle: under 6 s)
+
+
+def run_demo_timed(demo: str, pcap: Path, startup_unit: float) -> subprocess.CompletedProcess:
+    """`protolab DEMO --pcap PCAP`, which must exit 0 within DEMO_STARTUPS Python start-ups with
+    the demo's imports (`startup_unit`, measured on this machine now): a demo takes seconds."""
+    import time
+
+    start = time.monotonic()
+    out = run_cli(demo, "--pcap", str(pcap))
+    elapsed = time.monotonic() - start
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert elapsed < DEMO_STARTUPS * startup_unit, \
+        f"{demo} took {elapsed:.2f} s; a start-up takes {startup_unit:.2f} s"
+    return out
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
     """A real Redis: the one CI started (PROTOLAB_REDIS), else our own redis-server on a free

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from functools import partial
@@ -25,7 +24,7 @@ from protolab.wire.packets import Decoded
 from protolab.wire.paths import reference_file
 from protolab.wire.pcap import read_pcap
 
-from conftest import live_run, require_tool, run_cli, without_net_raw
+from conftest import live_run, require_tool, run_cli, run_demo_timed, without_net_raw
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +49,6 @@ def tshark_fields(path, *fields: str, display_filter: str = "") -> list[list[str
 
 def decode_as_dns(port: int) -> tuple[str, ...]:
     return ("-d", f"udp.port=={port},dns")
-
-
-LIMIT = 8  #: a demo's run, in Python start-ups (one is ~0.7 s idle: under 6 s)
 
 
 def test_tshark_dns_ids_equal_the_ids_the_client_sent(captured) -> None:
@@ -121,15 +117,8 @@ def test_icmp_port_unreachable_quotes_the_late_answer(captured) -> None:
 
 def test_demo_finishes_in_a_few_startups_with_capture(capture_rights, tmp_path,
                                                        startup_unit) -> None:
-    """A demo takes a few seconds: at most 8 Python start-ups with the demo's imports,
-    measured on this machine now."""
-    start = time.monotonic()
-    out = run_cli("dns-demo", "--pcap", str(tmp_path / "d.pcap"))
-    elapsed = time.monotonic() - start
-    assert out.returncode == 0, out.stderr
+    out = run_demo_timed("dns-demo", tmp_path / "d.pcap", startup_unit)
     assert "capture complete" in out.stdout
-    assert elapsed < LIMIT * startup_unit, \
-        f"dns-demo took {elapsed:.2f} s; a start-up takes {startup_unit:.2f} s"
 
 
 def test_no_capture_rights_still_runs_and_says_how_to_fix(tmp_path) -> None:
