@@ -68,6 +68,13 @@ def live_run(factory, lab: str, run, needs_tracing: bool = False):
     return run(pcap=path, out=lines.append), path, "\n".join(lines)
 
 
+@pytest.fixture(scope="module")
+def live(request, tmp_path_factory):
+    """The test module's demo run once, captured (`live_run`): the module names it as
+    `LIVE = (subcommand, run)`, plus `True` when it needs kernel tracing too."""
+    return live_run(tmp_path_factory, *request.module.LIVE)
+
+
 def run_cli(*args: str, env: dict | None = None, prefix: tuple[str, ...] = (),
             timeout: float = 30) -> subprocess.CompletedProcess:
     """Run `python -m protolab ARGS` as a user would, in a scratch working directory."""

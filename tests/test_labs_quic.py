@@ -28,11 +28,7 @@ RUN_DATA_ONLY = {"quic.restart-table", "quic.restart-ended", "quic.half-open-cap
                  "quic.flood-real-client", "where.half-open"}
 WHERE = ("where.table", "where.dcid", "where.path", "where.tcp", "where.tls", "where.loss",
          "where.token", "where.half-open")
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    return live_run(tmp_path_factory, "quic-demo", run_quic_demo)
+LIVE = ("quic-demo", run_quic_demo)  #: the run the `live` fixture makes once for this module
 
 
 @pytest.fixture

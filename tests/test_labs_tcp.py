@@ -20,12 +20,9 @@ from protolab.wire.kernel_view import _NAME, KernelTransition, SocketEntry, trac
 from protolab.wire.packets import decode
 from protolab.wire.pcap import read_pcap
 
-from conftest import live_run, require, require_tool, run_cli, run_demo_timed
+from conftest import require, require_tool, run_cli, run_demo_timed
 
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    return live_run(tmp_path_factory, "tcp-demo", run_tcp_demo, needs_tracing=True)
+LIVE = ("tcp-demo", run_tcp_demo, True)  #: the `live` fixture's run: captured, kernel tracing
 
 
 @pytest.fixture

@@ -17,15 +17,11 @@ from protolab.labs import udp as udpdemo
 from protolab.labs.udp import ADDS, FAULT_DATAGRAMS, FaultRun, account, fault_findings, run_udp_demo
 from protolab.protocols.faults import Decision, Direction, Fate, FaultPlan
 
-from conftest import live_run, require, require_tool, run_cli, run_demo_timed
+from conftest import require, require_tool, run_cli, run_demo_timed
 
 LIVE_KEYS = {"udp.one-entry", "udp.restart", "udp.workflow-continued", "udp.count-restarted",
              "udp.port-unbound", "udp.icmp", "udp.connected-refused", "udp.unconnected-silent"}
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    return live_run(tmp_path_factory, "udp-demo", run_udp_demo)
+LIVE = ("udp-demo", run_udp_demo)  #: the run the `live` fixture makes once for this module
 
 
 @pytest.fixture
