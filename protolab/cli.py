@@ -239,7 +239,7 @@ def _quic_demo_arguments(sub: Subparsers) -> None:
 def _check_redis(names: list[str], url: str, shared: bool = False) -> None:
     if "store-redis" not in names:
         return
-    from protolab.labs.litmus import redis_problem
+    from protolab.labs.cluster import redis_problem
 
     if problem := redis_problem(names, url, shared):
         raise CliError(problem)

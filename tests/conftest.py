@@ -59,7 +59,7 @@ def live_run(factory, lab: str, run, needs_tracing: bool = False):
 
     None where this machine cannot capture; the `capture_rights` fixture then skips or fails.
     """
-    from protolab.wire.kstate import tracing_denied_reason
+    from protolab.wire.kernel_view import tracing_denied_reason
 
     if capture_denied_reason() or (needs_tracing and tracing_denied_reason()):
         return None
@@ -68,12 +68,36 @@ def live_run(factory, lab: str, run, needs_tracing: bool = False):
     return run(pcap=path, out=lines.append), path, "\n".join(lines)
 
 
+@pytest.fixture(scope="module")
+def live(request, tmp_path_factory):
+    """The test module's demo run once, captured (`live_run`): the module names it as
+    `LIVE = (subcommand, run)`, plus `True` when it needs kernel tracing too."""
+    return live_run(tmp_path_factory, *request.module.LIVE)
+
+
 def run_cli(*args: str, env: dict | None = None, prefix: tuple[str, ...] = (),
             timeout: float = 30, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run `python -m protolab ARGS` as a user would (in `cwd`, if given)."""
     return subprocess.run([*prefix, sys.executable, "-m", "protolab", *args],
                           capture_output=True, text=True, timeout=timeout, cwd=cwd,
                           env={**os.environ, **(env or {})})
+
+
+DEMO_STARTUPS = 8  #: a demo's run, in Python start-ups (one is ~0.7 s idle: under 6 s)
+
+
+def run_demo_timed(demo: str, pcap: Path, startup_unit: float) -> subprocess.CompletedProcess:
+    """`protolab DEMO --pcap PCAP`, which must exit 0 within DEMO_STARTUPS Python start-ups with
+    the demo's imports (`startup_unit`, measured on this machine now): a demo takes seconds."""
+    import time
+
+    start = time.monotonic()
+    out = run_cli(demo, "--pcap", str(pcap))
+    elapsed = time.monotonic() - start
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert elapsed < DEMO_STARTUPS * startup_unit, \
+        f"{demo} took {elapsed:.2f} s; a start-up takes {startup_unit:.2f} s"
+    return out
 
 
 @pytest.fixture(scope="session")

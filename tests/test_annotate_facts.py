@@ -17,7 +17,7 @@ from scapy.layers.l2 import Ether
 from protolab.analysis import facts as annotate_module
 from protolab.analysis.annotate import TEMPLATES, Action, Kind, annotate, annotate_file
 from protolab.analysis.flows import FlowTable
-from protolab.analysis.story import check
+from protolab.analysis.story_checks import check
 from protolab.course.replay import DEMOS, TABLES
 from protolab.wire.packets import decode
 from protolab.wire.paths import reference_file

@@ -8,18 +8,10 @@ import subprocess
 import pytest
 
 from protolab.analysis.observe import Status
-from protolab.labs.litmus import (
-    CART_LOST,
-    CONTINUED,
-    DISRUPTIONS,
-    LOGGED_OUT,
-    Client,
-    Cluster,
-    Variant,
-    litmus_table,
-    measure,
-    rolling_restart,
-)
+from protolab.labs.cluster import Client, Cluster, Variant
+from protolab.labs.litmus import CART_LOST, CONTINUED, DISRUPTIONS, LOGGED_OUT, litmus_table
+from protolab.labs.rolling_restart import rolling_restart
+from protolab.labs.tradeoffs import measure
 from protolab.net.lb import Policy
 from protolab.protocols.webapp import Design
 

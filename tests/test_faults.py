@@ -148,12 +148,12 @@ def test_dns_demo_client_retries_after_the_first_answer_is_dropped(capture_right
     lines: list[str] = []
     plan = FaultPlan(drop=1.0, direction="to-client", count=1)
     result = run_dns_demo(pcap=tmp_path / "f.pcap", out=lines.append, faults=plan)
-    assert len(result.retransmitted) == 1
-    retried = result.retransmitted[0]
+    assert len(result.log.retransmitted) == 1
+    retried = result.log.retransmitted[0]
     assert retried.attempt == 2 and retried.after >= RETRY_AFTER
-    [matched] = [m for m in result.matched if m.qid == retried.qid]
+    [matched] = [m for m in result.log.matched if m.qid == retried.qid]
     assert matched.attempts == 2 and matched.rtt >= RETRY_AFTER
-    assert len(result.matched) == 5 + 1
+    assert len(result.log.matched) == 5 + 1
     assert result.complete is True, (result.own, result.capture and result.capture.kernel_drops)
     rows = list(annotate_file(tmp_path / "f.pcap"))
     again = [r for r in rows if r.summary.endswith("(again)")]
@@ -169,7 +169,7 @@ def _dns_decisions(seed: int) -> tuple[list, list]:
                           faults=FaultPlan(drop=0.3, seed=seed))
     decided = sorted((d.direction.value, d.index, d.fate.value)
                      for d in result.faults.decisions)
-    return decided, sorted(r.name for r in result.retransmitted)
+    return decided, sorted(r.name for r in result.log.retransmitted)
 
 
 def test_a_seeded_dns_run_is_identical_twice() -> None:

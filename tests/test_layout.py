@@ -37,7 +37,7 @@ def test_the_walls_hold(tmp_path) -> None:
 @pytest.mark.parametrize("module,line,contract", [
     ("protocols/dns.py", "import socket", "Protocol cores are sans-IO"),
     ("protocols/counter.py", "import protolab.net.udpnet", "Layers"),
-    ("analysis/story.py", "import protolab.labs.dns", "Layers"),
+    ("analysis/story_checks.py", "import protolab.labs.dns", "Layers"),
     ("wire/pcap.py", "import protolab.cli", "Layers"),
     ("labs/dns.py", "import aioquic.quic.connection", "Only the QUIC core"),
 ])

@@ -19,17 +19,8 @@ from pathlib import Path
 import pytest
 
 from protolab.cli import main
-from protolab.labs.litmus import (
-    DISRUPTIONS,
-    LOGGED_OUT,
-    LOGIN,
-    Client,
-    Cluster,
-    Disruption,
-    Reply,
-    Variant,
-    litmus_table,
-)
+from protolab.labs.cluster import LOGIN, Client, Cluster, Reply, Variant
+from protolab.labs.litmus import DISRUPTIONS, LOGGED_OUT, Disruption, litmus_table
 from protolab.net.lb import BACKLOG, LoadBalancer, Policy, Upstream
 from protolab.protocols.webapp import Design
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from protolab.analysis.story import STORIES, packets_text
+from protolab.analysis.story_checks import STORIES, packets_text
 from protolab.course.replay import DEMOS, LIVE_ONLY, replay
 from protolab.wire.paths import reference_file
 

@@ -8,17 +8,21 @@ from collections.abc import Callable
 import pytest
 
 from protolab.net.child import announce_ready, ready_port
+from protolab.net.echo_server import EchoServer
+from protolab.net.fault_proxy import UdpFaultProxy
 from protolab.net.lb import LoadBalancer, Policy
 from protolab.net.server_thread import ServerThread
-from protolab.net.tcpnet import EchoServer
 from protolab.net.udpnet import UdpServerThread
 from protolab.protocols.counter import CounterServer
+from protolab.protocols.faults import FaultPlan
 
 MAKERS: dict[str, Callable[[], ServerThread]] = {
     "udp": lambda: UdpServerThread(CounterServer(pid=1)),
     "tcp": EchoServer,
     "lb": lambda: LoadBalancer([], Policy.ROUND_ROBIN),
+    "fault proxy": lambda: UdpFaultProxy(("127.0.0.1", 9), FaultPlan(drop=0.5)),
 }
+DATAGRAMS = {"udp", "fault proxy"}  #: the kinds that listen on a UDP port
 
 
 @pytest.mark.parametrize("kind", MAKERS)
@@ -29,7 +33,7 @@ def test_a_server_stops_once_started_or_not_and_frees_its_port(kind: str) -> Non
             server.start()
         server.stop()
         server.stop()  # a second stop does nothing
-        sock_type = socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM
+        sock_type = socket.SOCK_DGRAM if kind in DATAGRAMS else socket.SOCK_STREAM
         with socket.socket(socket.AF_INET, sock_type) as s:
             s.bind(server.address)  # the port is free again
 

@@ -5,11 +5,12 @@ one line and no traceback (issue 13 item 3).
 
 Each command runs for real, in its own session, with a private TMPDIR. The test waits for a line
 the command prints while its child processes are alive: `lb --serve` says it is serving; the
-demos and litmus stop at their Nth child process (PROTOLAB_HOLD_AFTER_SPAWN, `protolab.net.proc`);
-quic-demo, which starts no process, is caught with its output pipe full. Then it sends the signal
-and checks: the exit status, stderr, that every process of the command's session is gone (each
-child is also held by a pidfd, so a PID reused meanwhile cannot fool the test), and that no
-`protolab-*` temp file is left. Time limits are multiples of one measured child start.
+demos and litmus stop at their Nth child process (PROTOLAB_HOLD_AFTER_SPAWN,
+`protolab.net.processes`); quic-demo, which starts no process, is caught with its output pipe full.
+Then it sends the signal and checks: the exit status, stderr, that every process of the command's
+session is gone (each child is also held by a pidfd, so a PID reused meanwhile cannot fool the
+test), and that no `protolab-*` temp file is left. Time limits are multiples of one measured child
+start.
 """
 
 from __future__ import annotations
@@ -193,7 +194,7 @@ COMMANDS = {
     "litmus": (["litmus", "--designs", "memory", "--policies", "round-robin", "--no-measure"],
                3, "protolab.net.backend"),
     "dns-demo": (["dns-demo"], 2, "protolab.net.dns_server"),
-    "tcp-demo": (["tcp-demo"], 1, "protolab.net.tcpnet"),
+    "tcp-demo": (["tcp-demo"], 1, "protolab.net.echo_server"),
     "udp-demo": (["udp-demo"], 2, "protolab.net.counter_server"),
     "quic-demo": (["quic-demo"], None, None),
 }
@@ -263,7 +264,7 @@ def test_children_die_with_a_killed_parent(launch, name, tmp_path):
 
 @pytest.mark.parametrize("argv", [
     ["protolab.net.backend", "--design", "memory"], ["protolab", "backend", "--design", "memory"],
-    ["protolab.net.dns_server"], ["protolab.net.counter_server"], ["protolab.net.tcpnet"]],
+    ["protolab.net.dns_server"], ["protolab.net.counter_server"], ["protolab.net.echo_server"]],
     ids=" ".join)
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_child_entry_point_stops_quietly(argv, signum, tmp_path, child_start):

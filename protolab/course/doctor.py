@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from protolab.wire.capture import capture_denied_reason, fix_hint
-from protolab.wire.kstate import tracing_denied_reason
+from protolab.wire.kernel_view import tracing_denied_reason
 
 PACKAGES = ("scapy", "dnspython", "aioquic", "tabulate", "cryptography", "PyJWT", "redis",
             "pyroute2")

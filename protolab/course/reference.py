@@ -3,9 +3,10 @@
 Where state lives: in the files under captures/. Each demo's reference is `<demo>.ref.pcap`
 (classic pcap, for any tool), `<demo>.ref.pcapng` (the same packets with each note as a packet
 comment; for QUIC with the TLS secrets inside) and, for QUIC, `<demo>.ref.keys`. A reference is
-good when its packets still tell the demo's story (`protolab.analysis.story`), not when its bytes
-match: ports, IDs and times change with every run. `refresh` runs each demo as root into a scratch
-directory, checks the new capture's story and completeness, and only then replaces the old files.
+good when its packets still tell the demo's story (`protolab.analysis.story_checks`), not when its
+bytes match: ports, IDs and times change with every run. `refresh` runs each demo as root into a
+scratch directory, checks the new capture's story and completeness, and only then replaces the old
+files.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from protolab.analysis.annotate import annotate_file
-from protolab.analysis.story import missing
+from protolab.analysis.story_checks import missing
 from protolab.labs import DEMOS as REGISTRY
 from protolab.wire.paths import REFERENCE_DIR, reference_file
 from protolab.wire.pcap import PcapError
@@ -72,8 +73,8 @@ def status(demo: str, directory: Path = DEFAULT_DIR) -> Status:
 
 def _run_lb(pcap: Path) -> tuple[object, str]:
     """Lab 05's capture: `protolab lb`'s workflow (memory design, round-robin, 3 backends)."""
+    from protolab.labs.cluster import Cluster, Variant
     from protolab.labs.lb import captured_workflow
-    from protolab.labs.litmus import Cluster, Variant
     from protolab.net.lb import Policy
     from protolab.protocols.webapp import Design
 

@@ -2,9 +2,9 @@
 
 Where state lives: in the capture file only. A replay starts no server, opens no socket and needs
 no root: it annotates the committed reference capture (or any capture of that demo), finds each
-step of the demo's story in the packets (`protolab.analysis.story`), prints the demo's tables that
-can be rebuilt from packets, and names the ones that only a live run can show (a process's memory, a
-kernel's own record).
+step of the demo's story in the packets (`protolab.analysis.story_checks`), prints the demo's
+tables that can be rebuilt from packets, and names the ones that only a live run can show (a
+process's memory, a kernel's own record).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from protolab.analysis.annotate import Action, Kind, Row, annotate_file
 from protolab.analysis.observe import StateRow
-from protolab.analysis.story import (
+from protolab.analysis.story_checks import (
     Finding,
     check,
     counter_replies,

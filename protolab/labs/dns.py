@@ -36,7 +36,7 @@ from protolab.analysis.observe import (
     observe,
     packet_list,
 )
-from protolab.analysis.story import check
+from protolab.analysis.story_checks import check
 from protolab.labs.output import (
     capture_off_line,
     indent,
@@ -47,7 +47,7 @@ from protolab.labs.output import (
     table,
 )
 from protolab.net.fault_proxy import UdpFaultProxy
-from protolab.net.proc import ServerProcess
+from protolab.net.processes import ServerProcess
 from protolab.net.udpnet import UdpServerThread
 from protolab.protocols.dns import (
     LAB_ZONE,
@@ -66,7 +66,7 @@ from protolab.protocols.dns import (
 )
 from protolab.protocols.faults import FaultCore, FaultPlan, fault_line
 from protolab.wire.capture import Capture, CaptureSummary
-from protolab.wire.kstate import socket_table
+from protolab.wire.kernel_view import socket_table
 from protolab.wire.packets import Decoded, decode
 from protolab.wire.paths import default_capture_path
 
@@ -141,7 +141,8 @@ class OtherTraffic:
 
 @dataclass
 class ClientLog:
-    """What one client socket's core reported, by kind (part 4 keeps its own)."""
+    """What client sockets' cores reported, by kind: parts 1-3's clients share one
+    (`DnsDemoResult.log`), part 4's client keeps its own (`RestartRun.log`)."""
 
     sent: list[QuerySent] = field(default_factory=list)
     matched: list[AnswerMatched] = field(default_factory=list)
@@ -149,6 +150,16 @@ class ClientLog:
     abandoned: list[QueryAbandoned] = field(default_factory=list)
     retransmitted: list[QueryRetransmitted] = field(default_factory=list)
     timed_out: list[QueryTimedOut] = field(default_factory=list)
+
+    def add(self, ev: Event) -> None:
+        """Keep `ev` with the others of its kind."""
+        kinds: dict[type, list] = {
+            QuerySent: self.sent, AnswerMatched: self.matched, AnswerRejected: self.rejected,
+            QueryAbandoned: self.abandoned, QueryRetransmitted: self.retransmitted,
+            QueryTimedOut: self.timed_out}
+        kept = kinds.get(type(ev))
+        if kept is not None:
+            kept.append(ev)
 
 
 @dataclass
@@ -173,12 +184,7 @@ class RestartRun:
 class DnsDemoResult:
     server: tuple[str, int]
     client_port: int = 0
-    sent: list[QuerySent] = field(default_factory=list)
-    matched: list[AnswerMatched] = field(default_factory=list)
-    rejected: list[AnswerRejected] = field(default_factory=list)
-    abandoned: list[QueryAbandoned] = field(default_factory=list)
-    retransmitted: list[QueryRetransmitted] = field(default_factory=list)
-    timed_out: list[QueryTimedOut] = field(default_factory=list)
+    log: ClientLog = field(default_factory=ClientLog)  #: parts 1-3's clients' events, by kind
     faults: FaultCore | None = None  #: the fault proxy's decisions, when part 1 went through it
     forged_qid: int = 0
     bank_qid: int = 0
@@ -222,7 +228,7 @@ class DnsDemoResult:
 class _ClientIO:
     """The client's socket, driving a `DnsClient` core (feed, then collect events)."""
 
-    def __init__(self, core: DnsClient, log: ClientLog | DnsDemoResult) -> None:
+    def __init__(self, core: DnsClient, log: ClientLog) -> None:
         self.core = core
         self.log = log
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -261,18 +267,7 @@ class _ClientIO:
         events = []
         while (ev := self.core.next_event()) is not None:
             events.append(ev)
-            if isinstance(ev, QuerySent):
-                self.log.sent.append(ev)
-            elif isinstance(ev, AnswerMatched):
-                self.log.matched.append(ev)
-            elif isinstance(ev, AnswerRejected):
-                self.log.rejected.append(ev)
-            elif isinstance(ev, QueryAbandoned):
-                self.log.abandoned.append(ev)
-            elif isinstance(ev, QueryRetransmitted):
-                self.log.retransmitted.append(ev)
-            elif isinstance(ev, QueryTimedOut):
-                self.log.timed_out.append(ev)
+            self.log.add(ev)
         return events
 
     def poll(self) -> list[Event]:
@@ -359,7 +354,7 @@ def _part1(server: UdpServerThread, result: DnsDemoResult, cap: Capture, names: 
 def _part1_queries(server: UdpServerThread, result: DnsDemoResult, cap: Capture, names: list,
                    queries: int, out: Out, proxy: UdpFaultProxy | None) -> None:
     target = proxy.address if proxy else server.address
-    client = _ClientIO(DnsClient(target, retries=RETRIES, retry_after=RETRY_AFTER), result)
+    client = _ClientIO(DnsClient(target, retries=RETRIES, retry_after=RETRY_AFTER), result.log)
     cap.add_port(client.port)
     result.client_port = client.port
     via = (f" through the fault proxy {target[0]}:{target[1]} ({proxy.core.plan.describe()})"
@@ -375,9 +370,9 @@ def _part1_queries(server: UdpServerThread, result: DnsDemoResult, cap: Capture,
                      ("id", "question", "server", "state", "order sent", "attempts",
                       "retry timer"))))
     client.collect(lambda: not client.core.pending())
-    by_qid = {m.qid: m for m in result.matched}
+    by_qid = {m.qid: m for m in result.log.matched}
     rows = []
-    for s in result.sent:
+    for s in result.log.sent:
         m = by_qid.get(s.qid)
         entry = client.core.entry(s.qid)
         rows.append((f"{s.qid:#06x}", f"{s.name} {s.rdtype}", s.order,
@@ -401,7 +396,7 @@ def _answered(server: UdpServerThread, port: int) -> int:
 
 
 def _part2(server: UdpServerThread, result: DnsDemoResult, cap: Capture, out: Out) -> None:
-    client = _ClientIO(DnsClient(server.address), result)
+    client = _ClientIO(DnsClient(server.address), result.log)
     cap.add_port(client.port)
     result.bank_port = client.port
     qid = client.query("bank.lab.", "A")
@@ -448,7 +443,7 @@ def _udp_bindings(port: int) -> int:
 
 
 def _part3(server: UdpServerThread, result: DnsDemoResult, cap: Capture, out: Out) -> None:
-    client = _ClientIO(DnsClient(server.address), result)
+    client = _ClientIO(DnsClient(server.address), result.log)
     cap.add_port(client.port)
     qid = client.query("late.lab.", "A")
     result.late_qid = qid
@@ -507,6 +502,11 @@ def _part4(result: DnsDemoResult, cap: Capture, out: Out, hook: OnPart) -> None:
     finally:
         for proc in procs:
             proc.kill()
+        # The processes are gone: nothing more can reach the client. An answer that came after
+        # the client gave its query up (a server slower than GIVE_UP, as on a loaded machine)
+        # waits unread in the socket; read it into the client's record before the close
+        # discards it, or the capture would hold an answer the record never counted.
+        client.poll()
         client.close()
     _show_part4(result, run, out)
 
@@ -644,7 +644,7 @@ def _live_packets(result: DnsDemoResult) -> _Packets:
     return _Packets(
         part1=_numbers(rows, Action.ENDS, dns_response=True, dport=result.client_port),
         copies={r.qid: _numbers(rows, dns_response=False, dns_id=r.qid,
-                                sport=result.client_port) for r in result.retransmitted},
+                                sport=result.client_port) for r in result.log.retransmitted},
         forged=_numbers(rows, dns_id=result.forged_qid, **bank),
         wrong_source=tuple(n for n in _numbers(rows, dns_id=result.bank_qid, **bank)
                            if n not in _numbers(rows, sport=server)),
@@ -698,12 +698,13 @@ def _hex(qids: Sequence[int]) -> str:
 def _matched(result: DnsDemoResult, p: _Packets) -> Observation:
     key = "dns.matched-out-of-order"
     claim = "each answer is matched to its query by ID, in whatever order the answers come"
-    part1 = result.sent[:result.queries]
+    part1 = result.log.sent[:result.queries]
     if len(part1) < 2:
         return explain(key, claim, "one query cannot be answered out of order "
                                    "(--queries 1)")
     ids = {s.qid for s in part1}
-    matched = sorted((m for m in result.matched if m.qid in ids), key=lambda m: m.order_answered)
+    matched = sorted((m for m in result.log.matched if m.qid in ids),
+                     key=lambda m: m.order_answered)
     order = [m.order_sent for m in matched]
     order_text = ", ".join(map(str, order)) or "none"
     if len(matched) < len(part1):
@@ -722,9 +723,9 @@ def _matched(result: DnsDemoResult, p: _Packets) -> Observation:
 
 
 def _retries(result: DnsDemoResult, p: _Packets) -> Observation:
-    part1 = {s.qid for s in result.sent[:result.queries]}
-    if not result.retransmitted:
-        first = [m for m in result.matched if m.qid in part1 and m.attempts == 1]
+    part1 = {s.qid for s in result.log.sent[:result.queries]}
+    if not result.log.retransmitted:
+        first = [m for m in result.log.matched if m.qid in part1 and m.attempts == 1]
         return observe(
             "dns.no-retry", "no retry was needed: every answer came before the client's retry "
             "timer", len(first) == len(part1) > 0,
@@ -735,16 +736,16 @@ def _retries(result: DnsDemoResult, p: _Packets) -> Observation:
             why_not=f"only {len(first)} of {len(part1)} answers came, and no retry was sent")
     ev = [Evidence(f"retry of {r.qid:#06x} ({r.name})",
                    after=f"copy {r.attempt} at +{r.after * 1000:.0f} ms",
-                   packets=p.copies.get(r.qid, ())) for r in result.retransmitted]
+                   packets=p.copies.get(r.qid, ())) for r in result.log.retransmitted]
     return observe(
         "dns.retries", "the client's retry timer re-sends a query whose answer has not come; "
         "the count and the timer are the client's state", True,
         seen=f"client retry timer fired {len(ev)} time(s), for "
-             f"{_hex(sorted({r.qid for r in result.retransmitted}))}", evidence=ev)
+             f"{_hex(sorted({r.qid for r in result.log.retransmitted}))}", evidence=ev)
 
 
 def _rejection(result: DnsDemoResult, reason: RejectReason, qid: int) -> AnswerRejected | None:
-    return next((r for r in result.rejected if r.reason is reason and r.qid == qid), None)
+    return next((r for r in result.log.rejected if r.reason is reason and r.qid == qid), None)
 
 
 def _dropped(key: str, claim: str, rejected: AnswerRejected | None,
@@ -777,7 +778,7 @@ def _real_answer(result: DnsDemoResult, p: _Packets) -> Observation:
 
 
 def _abandoned(result: DnsDemoResult) -> Observation:
-    gone = next((a for a in result.abandoned if a.qid == result.late_qid), None)
+    gone = next((a for a in result.log.abandoned if a.qid == result.late_qid), None)
     return observe(
         "dns.abandoned", "closing the socket ends a pending query in client app memory: "
         "PENDING → ABANDONED", gone is not None,
@@ -856,7 +857,7 @@ DELAYED = ("a delayed answer (this lab's server only)", "server app memory, for 
 
 def _row_pending(result: DnsDemoResult, p: _Packets) -> StateRow:
     qid, port = result.late_qid, result.late_port
-    gone = any(a.qid == qid for a in result.abandoned)
+    gone = any(a.qid == qid for a in result.log.abandoned)
     at_close, later = result.late_sent
     ok = gone and at_close == 0 and later >= 1
     why = ("the client recorded no abandoned entry" if not gone
@@ -893,7 +894,7 @@ def _row_binding(result: DnsDemoResult, p: _Packets) -> StateRow:
 
 def _row_query_id(result: DnsDemoResult, forged: AnswerRejected | None,
                   p: _Packets) -> StateRow:
-    real = any(m.qid == result.bank_qid for m in result.matched)
+    real = any(m.qid == result.bank_qid for m in result.log.matched)
     return StateRow(*QUERY_ID, f"sent an answer with a wrong ID ({result.forged_qid:#06x}) from "
                                f"the server's own address", observe(
         "dns.where.query-id", "an answer's ID must match a pending query, whatever its source",
@@ -909,7 +910,7 @@ def _row_query_id(result: DnsDemoResult, forged: AnswerRejected | None,
 
 def _row_source(result: DnsDemoResult, spoofed: AnswerRejected | None,
                 p: _Packets) -> StateRow:
-    real = any(m.qid == result.bank_qid for m in result.matched)
+    real = any(m.qid == result.bank_qid for m in result.log.matched)
     port = spoofed.source[1] if spoofed else "?"
     return StateRow(*SOURCE, f"sent the right ID ({result.bank_qid:#06x}) from another port "
                              f"({port})", observe(

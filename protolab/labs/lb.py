@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from protolab.analysis.facts import Row
-from protolab.labs.litmus import Cluster, Reply, demo_workflow, own_keys_removed, variants
+from protolab.labs.cluster import Cluster, Reply, demo_workflow, own_keys_removed, variants
 from protolab.labs.output import capture_off_line, show_capture
 from protolab.net.lb import Policy
 from protolab.wire.capture import Capture, CaptureSummary

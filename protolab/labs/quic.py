@@ -1000,7 +1000,7 @@ def _where_rows(r: QuicDemoResult, o: dict[str, Observation]) -> list[StateRow]:
 
 def where_from_capture(rows: Sequence[Row]) -> list[StateRow]:
     """The same rows, from a capture's packets (a replay): what only a live run shows, marked."""
-    from protolab.analysis.story import check
+    from protolab.analysis.story_checks import check
 
     found = {f.step.key: f.packets for f in check(LAB, rows)}
 

@@ -43,11 +43,12 @@ from protolab.labs.output import (
     table,
 )
 from protolab.labs.tcpmove import connection_state, raw_send
-from protolab.net.proc import ServerProcess
-from protolab.net.tcpnet import EchoServer, StatelessHttpServer, http_get
+from protolab.net.echo_server import EchoServer
+from protolab.net.processes import ServerProcess
+from protolab.net.stateless_http import StatelessHttpServer, http_get
 from protolab.protocols.tcp import ACK, FIN, RST, SYN, TcpObserver, Transition
 from protolab.wire.capture import Capture, CaptureSummary, capture_denied_reason
-from protolab.wire.kstate import (
+from protolab.wire.kernel_view import (
     KernelTransition,
     SocketEntry,
     TcpStateTrace,
@@ -476,7 +477,7 @@ class _Kill:
 
 def _kill_server(result: TcpDemoResult, cap: Capture) -> list[Observation]:
     k = _Kill()
-    with ServerProcess("protolab.net.tcpnet") as server:
+    with ServerProcess("protolab.net.echo_server") as server:
         port = server.port
         cap.add_port(port)
         c = socket.create_connection(("127.0.0.1", port))
@@ -811,9 +812,9 @@ def where_rows_of_run(result: TcpDemoResult) -> list[StateRow]:
 
 def where_from_capture(rows: Sequence[Row]) -> list[StateRow]:
     """The same rows, filled from a capture: packet numbers where the packets show it (via
-    `protolab.analysis.story`), "live run only" where only the kernel or the processes can show
-    it."""
-    from protolab.analysis.story import check
+    `protolab.analysis.story_checks`), "live run only" where only the kernel or the processes can
+    show it."""
+    from protolab.analysis.story_checks import check
 
     found = {f.step.key: f.packets for f in check(LAB, rows)}
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
-from protolab.net.tcpnet import EchoServer
+from protolab.net.echo_server import EchoServer
 from protolab.protocols.tcp import RST, TcpObserver
 from protolab.protocols.tcp import Flow as TcpFlow
 from protolab.wire.capture import Capture, capture_denied_reason

@@ -40,7 +40,7 @@ from protolab.labs.output import (
     table,
 )
 from protolab.net.fault_proxy import UdpFaultProxy
-from protolab.net.proc import ServerProcess, restartable_port
+from protolab.net.processes import ServerProcess, restartable_port
 from protolab.protocols.counter import CounterClient, Reply, parse_reply
 from protolab.protocols.faults import (
     Decision,
@@ -50,7 +50,7 @@ from protolab.protocols.faults import (
     fault_line,
 )
 from protolab.wire.capture import Capture, CaptureSummary
-from protolab.wire.kstate import socket_table
+from protolab.wire.kernel_view import socket_table
 from protolab.wire.packets import PROTO_ICMP, PROTO_UDP, Decoded
 from protolab.wire.paths import default_capture_path
 
@@ -776,7 +776,7 @@ def where_from_run(result: UdpDemoResult, faults: FaultPlan | None = None) -> li
 def where_from_capture(rows: Sequence[Row]) -> list[StateRow]:
     """The same rows, filled from the packets where the capture shows them (replies' pid=,
     seen=, total=; ICMP errors); "live run only" where only a live run can show it."""
-    from protolab.analysis.story import check, counter_replies
+    from protolab.analysis.story_checks import check, counter_replies
 
     found = {f.step.key: f.packets for f in check(LAB, rows)}
     replies = counter_replies(rows)

@@ -1,9 +1,9 @@
 """The "ready PORT" handshake between a lab server process and the command that started it.
 
 Where state lives: the child's port is its own word. A server process (`python -m MODULE [PORT]`,
-started by `protolab.net.proc`) binds its socket, then prints `ready PORT` as its first line; the
-parent reads that line (`ready_port`) and only then talks to it. Both sides of the handshake are
-here, so they cannot drift apart.
+started by `protolab.net.processes`) binds its socket, then prints `ready PORT` as its first line;
+the parent reads that line (`ready_port`) and only then talks to it. Both sides of the handshake
+are here, so they cannot drift apart.
 """
 
 from __future__ import annotations

@@ -11,12 +11,15 @@ import socket
 import threading
 import time
 
+from protolab.net.server_thread import ServerThread
 from protolab.protocols.faults import Address, Direction, FaultCore, FaultPlan
 
 
-class UdpFaultProxy:
+class UdpFaultProxy(ServerThread):
     """The thread and sockets around a `FaultCore`: clients send to `address`; each client gets
-    its own upstream socket towards `upstream`, so the server sees one source per client."""
+    its own upstream socket towards `upstream`, so the server sees one source per client.
+    `start()`/`stop()` (or `with`) are `ServerThread`'s; at its end the loop sends what the core
+    still holds back (a reordered datagram), then `stop()` closes the sockets."""
 
     def __init__(self, upstream: Address, plan: FaultPlan, host: str = "127.0.0.1") -> None:
         self.upstream = upstream
@@ -29,24 +32,15 @@ class UdpFaultProxy:
         self._sel = selectors.DefaultSelector()
         self._sel.register(self._listen, selectors.EVENT_READ)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="fault-proxy", daemon=True)
+        super().__init__(self._run, name="fault-proxy")
 
-    def start(self) -> UdpFaultProxy:
-        self._thread.start()
-        return self
+    def _interrupt(self) -> None:
+        self._stop.set()  # the loop looks at least every 50 ms
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
+    def _close(self) -> None:
         for s in [self._listen, *self._by_upstream]:
             s.close()
         self._sel.close()
-
-    def __enter__(self) -> UdpFaultProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @property
     def upstream_ports(self) -> tuple[int, ...]:

@@ -8,8 +8,8 @@ cleanup short; `shielded()` holds a signal back until a short cleanup step has f
 child process registers itself (`track`), and `stop_children()` kills whatever is still
 registered when the command ends, whatever way it ends.
 
-The children (`python -m protolab.net.backend`, `.dns_server`, `.counter_server`, `.tcpnet`):
-`child_init()` first. A child started by `protolab.net.proc` asks the kernel for a parent-death
+The children (`python -m protolab.net.backend`, `.dns_server`, `.counter_server`, `.echo_server`):
+`child_init()` first. A child started by `protolab.net.processes` asks the kernel for a parent-death
 signal (prctl(2) PR_SET_PDEATHSIG): when the parent dies, even by SIGKILL, which nothing can
 catch, the kernel kills the child. `wait_for_stop()` serves until SIGINT, SIGTERM or SIGHUP and
 returns quietly: a child never prints a KeyboardInterrupt traceback. The children run in their
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import subprocess
 
-#: the environment variable carrying the parent's PID to a child started by `protolab.net.proc`
+#: the environment variable carrying the parent's PID to a child started by `protolab.net.processes`
 PARENT_ENV = "PROTOLAB_PARENT_PID"
 PR_SET_PDEATHSIG = 1  #: <linux/prctl.h>
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -170,7 +170,7 @@ def set_parent_death_signal(signum: int = signal.SIGKILL) -> None:
 
 def child_init() -> None:
     """First thing in a child's entry point: die with the parent (when started by
-    `protolab.net.proc`); SIGINT, SIGTERM, SIGHUP end `wait_for_stop()` instead of raising."""
+    `protolab.net.processes`); SIGINT, SIGTERM, SIGHUP end `wait_for_stop()` instead of raising."""
     parent = os.environ.pop(PARENT_ENV, None)
     if parent:
         # SIGKILL: nobody reads this child's output any more, and it keeps nothing unwritten.

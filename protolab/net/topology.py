@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, TypeVar
 from protolab.net import lifecycle, netns, nft
 
 if TYPE_CHECKING:
-    from protolab.net.proc import ServerProcess
+    from protolab.net.processes import ServerProcess
 
 PREFIX = "protolab"  #: every namespace (and lock) protolab makes starts with this
 RUN_DIR = Path("/run/protolab")  #: one lock file per live run
@@ -230,7 +230,7 @@ class Topology:
     def spawn(self, host: Host, module: str, args: Sequence[str] = ()) -> ServerProcess:
         """`python -m MODULE ARGS` as a process inside `host`, once it said `ready PORT`; it is
         killed at the end of the run at the latest."""
-        from protolab.net.proc import ServerProcess
+        from protolab.net.processes import ServerProcess
 
         proc = ServerProcess("protolab.net.netns", args=[host.netns, module, *args])
         self._made.processes.append(proc)

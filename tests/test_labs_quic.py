@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 
 import pytest
 
@@ -16,7 +15,7 @@ from protolab.labs.quic import run_quic_demo, where_from_capture
 from protolab.protocols.quic import decode_header
 from protolab.protocols.tcp import RST
 
-from conftest import ROOT, live_run, require, require_tool, run_cli
+from conftest import ROOT, live_run, require, require_tool, run_cli, run_demo_timed
 
 REFERENCE = ROOT / "captures" / "quic-demo.ref.pcap"
 FINDINGS = ("quic.handshake", "quic.client-key", "quic.server-table", "quic.dcid-is-key",
@@ -29,11 +28,7 @@ RUN_DATA_ONLY = {"quic.restart-table", "quic.restart-ended", "quic.half-open-cap
                  "quic.flood-real-client", "where.half-open"}
 WHERE = ("where.table", "where.dcid", "where.path", "where.tcp", "where.tls", "where.loss",
          "where.token", "where.half-open")
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    return live_run(tmp_path_factory, "quic-demo", run_quic_demo)
+LIVE = ("quic-demo", run_quic_demo)  #: the run the `live` fixture makes once for this module
 
 
 @pytest.fixture
@@ -77,9 +72,6 @@ def _dcids_agree(path, keylog) -> int:
     assert theirs and set(ours) == set(theirs)
     assert ours == theirs
     return len(theirs)
-
-
-LIMIT = 8  #: a demo's run, in Python start-ups (one is ~0.7 s idle: under 6 s)
 
 
 def test_every_dcid_equals_tsharks(demo) -> None:
@@ -230,7 +222,7 @@ def test_keylog_and_qlog_are_written(demo) -> None:
 
 def test_the_live_capture_tells_the_story_a_replay_finds(demo) -> None:
     """The checks a replay of the reference passes are the checks this live run passes."""
-    from protolab.analysis.story import missing
+    from protolab.analysis.story_checks import missing
 
     result, path, _ = demo
     assert result.rows and missing("quic-demo", result.rows) == []
@@ -338,14 +330,7 @@ def test_loss_findings_come_from_the_clients_qlog(tmp_path) -> None:
 
 
 def test_quic_demo_finishes_in_a_few_startups(capture_rights, tmp_path, startup_unit) -> None:
-    """A demo takes a few seconds: at most 8 Python start-ups with the demo's imports,
-    measured on this machine now."""
-    start = time.monotonic()
-    out = run_cli("quic-demo", "--pcap", str(tmp_path / "q.pcap"))
-    elapsed = time.monotonic() - start
-    assert out.returncode == 0, out.stderr
-    assert elapsed < LIMIT * startup_unit, \
-        f"quic-demo took {elapsed:.2f} s; a start-up takes {startup_unit:.2f} s"
+    run_demo_timed("quic-demo", tmp_path / "q.pcap", startup_unit)
 
 
 def test_quic_demo_without_any_capability(tmp_path) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import subprocess
-import time
+from collections.abc import Callable
+from contextlib import ExitStack
 from functools import partial
 
 import pytest
@@ -19,10 +20,11 @@ from protolab.labs.dns import (
 )
 from protolab.protocols.dns import RejectReason
 from protolab.protocols.faults import FaultPlan
+from protolab.wire.packets import Decoded
 from protolab.wire.paths import reference_file
 from protolab.wire.pcap import read_pcap
 
-from conftest import live_run, require_tool, run_cli, without_net_raw
+from conftest import live_run, require_tool, run_cli, run_demo_timed, without_net_raw
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +51,6 @@ def decode_as_dns(port: int) -> tuple[str, ...]:
     return ("-d", f"udp.port=={port},dns")
 
 
-LIMIT = 8  #: a demo's run, in Python start-ups (one is ~0.7 s idle: under 6 s)
-
-
 def test_tshark_dns_ids_equal_the_ids_the_client_sent(captured) -> None:
     result, path, _ = captured
     tshark = require_tool("tshark")
@@ -59,7 +58,7 @@ def test_tshark_dns_ids_equal_the_ids_the_client_sent(captured) -> None:
                           "dns.flags.response == 0", "-T", "fields", "-e", "dns.id"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
-    sent = [*result.sent, *result.restart.log.sent]  # parts 1-3, then part 4's client
+    sent = [*result.log.sent, *result.restart.log.sent]  # parts 1-3, then part 4's client
     assert [int(x, 16) for x in out.stdout.split()] == [s.qid for s in sent]
 
 
@@ -69,22 +68,22 @@ def test_capture_holds_each_packet_once_and_the_first_query(captured) -> None:
     assert len(records) == len({r.data for r in records}) == result.capture.packets
     assert len(tshark_fields(path, "frame.number")) == len(records)
     first = result.rows[0]
-    assert first.proto == "DNS" and first.summary.startswith(f"query {result.sent[0].qid:#06x}")
+    assert first.proto == "DNS" and first.summary.startswith(f"query {result.log.sent[0].qid:#06x}")
     assert result.complete is True and result.capture.kernel_drops == 0
 
 
 def test_answers_arrive_out_of_order_and_all_match(captured) -> None:
     result, _, _ = captured
-    part1 = [m for m in result.matched if m.name not in ("bank.lab.", "late.lab.")]
+    part1 = [m for m in result.log.matched if m.name not in ("bank.lab.", "late.lab.")]
     assert len(part1) == 6
     assert [m.order_sent for m in part1] != sorted(m.order_sent for m in part1)
 
 
 def test_forged_answers_are_dropped_for_the_right_reason(captured) -> None:
     result, _, text = captured
-    assert [(r.reason, r.qid) for r in result.rejected] == [
+    assert [(r.reason, r.qid) for r in result.log.rejected] == [
         (RejectReason.UNKNOWN_ID, result.forged_qid), (RejectReason.WRONG_SOURCE, result.bank_qid)]
-    bank = [m for m in result.matched if m.qid == result.bank_qid]
+    bank = [m for m in result.log.matched if m.qid == result.bank_qid]
     assert [m.answers for m in bank] == [("10.0.0.10",)]
     obs = observations(result)
     assert obs["dns.forged-id-dropped"].observed and obs["dns.wrong-source-dropped"].observed
@@ -113,20 +112,13 @@ def test_icmp_port_unreachable_quotes_the_late_answer(captured) -> None:
     itype, code, ports = rows[0]
     assert (itype, code) == ("3", "3")
     assert ports == str(result.late_port)
-    assert result.abandoned[-1].qid == result.late_qid
+    assert result.log.abandoned[-1].qid == result.late_qid
 
 
 def test_demo_finishes_in_a_few_startups_with_capture(capture_rights, tmp_path,
                                                        startup_unit) -> None:
-    """A demo takes a few seconds: at most 8 Python start-ups with the demo's imports,
-    measured on this machine now."""
-    start = time.monotonic()
-    out = run_cli("dns-demo", "--pcap", str(tmp_path / "d.pcap"))
-    elapsed = time.monotonic() - start
-    assert out.returncode == 0, out.stderr
+    out = run_demo_timed("dns-demo", tmp_path / "d.pcap", startup_unit)
     assert "capture complete" in out.stdout
-    assert elapsed < LIMIT * startup_unit, \
-        f"dns-demo took {elapsed:.2f} s; a start-up takes {startup_unit:.2f} s"
 
 
 def test_no_capture_rights_still_runs_and_says_how_to_fix(tmp_path) -> None:
@@ -152,7 +144,7 @@ def test_no_capture_flag(tmp_path) -> None:
 
 def test_the_live_capture_tells_the_story_a_replay_finds(captured) -> None:
     """The checks a replay of the reference passes are the checks this live run passes."""
-    from protolab.analysis.story import missing
+    from protolab.analysis.story_checks import missing
 
     result, path, _ = captured
     assert result.rows and missing("dns-demo", result.rows) == []
@@ -200,7 +192,7 @@ def test_the_packets_named_as_evidence_are_the_ones_the_run_used(captured) -> No
     assert [by_number[n].fields["dns_id"] for n in forged.packets] == [result.forged_qid]
     order = next(e for e in obs["dns.matched-out-of-order"].evidence if e.packets)
     ids = [by_number[n].fields["dns_id"] for n in order.packets]
-    sent = {s.order: s.qid for s in result.sent[:result.queries]}
+    sent = {s.order: s.qid for s in result.log.sent[:result.queries]}
     assert ids == [sent[int(k)] for k in order.after.split(", ")]  # as the client recorded
     late, icmp = next(e for e in obs["dns.icmp"].evidence).packets
     assert by_number[late].fields["dns_id"] == result.late_qid
@@ -419,3 +411,58 @@ def test_other_traffic_without_a_capture_comes_from_the_servers_own_record() -> 
                 if o.key == "dns.other-traffic").line()
     assert line.startswith("observed: 9 other datagrams reached the server port from "
                            "127.0.0.1:9999 (7), 127.0.0.2:4001 (2) (capture off")
+
+
+# -- part 4's record against the capture: an answer after the client gave up ----------------------
+
+
+def test_an_answer_after_part_4s_client_gave_up_is_in_its_record(tmp_path, capture_rights,
+                                                                 monkeypatch) -> None:
+    """The cause of the fault run's rare `complete False`: part 4's last answer, held 0.16 s by
+    the new server process, came after the client had given the query up (a loaded machine). The
+    capture had it; the client had stopped reading and its close dropped it unread; its record
+    was one answer short. Here the client gives up sooner than the server answers, and the
+    process is killed only once the capture has seen that answer leave it: the client's record
+    must hold it (a late answer: unknown id), and the capture is complete."""
+    import protolab.labs.dns as lab
+    from protolab.wire.capture import Capture
+
+    monkeypatch.setattr(lab, "GIVE_UP", 0.05)  # < the 0.16 s the server holds HELD's answer
+    stack = ExitStack()
+    seen: list[Capture] = []
+
+    def hook(part: int, server: tuple[str, int]) -> None:
+        if part == 4:  # the test's own capture of the server port, from part 4 on
+            seen.append(stack.enter_context(Capture([server[1]], None)))
+
+    def third_answered(port: int) -> Callable[[Decoded], bool]:
+        """A frame is the answer to part 4's third query (FIRST, HELD, HELD again)."""
+        queries: list[bytes] = []
+
+        def check(d: Decoded) -> bool:
+            if len(d.payload) < 3 or port not in (d.sport, d.dport):
+                return False
+            if not d.payload[2] & 0x80:  # QR clear: a query to the server
+                queries.append(d.payload[:2])
+                return False
+            return len(queries) >= 3 and d.payload[:2] == queries[2]
+        return check
+
+    real_kill, killed = lab.ServerProcess.kill, []
+
+    def kill_once_answered(proc) -> int | None:
+        if proc.proc.poll() is None and killed:  # the second process, still alive
+            assert seen[0].wait_for(third_answered(proc.port), timeout=5), "it never answered"
+        killed.append(proc.pid)
+        return real_kill(proc)
+
+    monkeypatch.setattr(lab.ServerProcess, "kill", kill_once_answered)
+    with stack:
+        result = run_dns_demo(pcap=tmp_path / "dns.pcap", out=lambda _: None, on_part=hook)
+    run = result.restart
+    late = [r for r in run.log.rejected if r.qid == run.qids[2]]
+    assert [r.reason for r in late] == [RejectReason.UNKNOWN_ID]
+    assert any(t.qid == run.qids[2] for t in run.log.timed_out)
+    leg = next(c for c in result.own if c.leg.startswith("server → part 4's client"))
+    assert leg.counted == leg.captured == 2
+    assert result.complete is True, result.own

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import time
 
 import pytest
 
@@ -17,16 +16,13 @@ from protolab.analysis.observe import Status
 from protolab.labs import tcp as tcpdemo
 from protolab.labs.tcp import Match, compare, run_tcp_demo, where_from_capture
 from protolab.protocols.tcp import ACK, FIN, RST, SYN, Role, Seg, TcpState, Transition
-from protolab.wire.kstate import _NAME, KernelTransition, SocketEntry, tracing_denied_reason
+from protolab.wire.kernel_view import _NAME, KernelTransition, SocketEntry, tracing_denied_reason
 from protolab.wire.packets import decode
 from protolab.wire.pcap import read_pcap
 
-from conftest import live_run, require, require_tool, run_cli
+from conftest import require, require_tool, run_cli, run_demo_timed
 
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    return live_run(tmp_path_factory, "tcp-demo", run_tcp_demo, needs_tracing=True)
+LIVE = ("tcp-demo", run_tcp_demo, True)  #: the `live` fixture's run: captured, kernel tracing
 
 
 @pytest.fixture
@@ -62,9 +58,6 @@ EXPECTED = {
     "server": ["LISTEN→SYN_RECV", "SYN_RECV→ESTABLISHED", "ESTABLISHED→CLOSE_WAIT",
                "CLOSE_WAIT→LAST_ACK", "LAST_ACK→CLOSED"],
 }
-
-
-LIMIT = 8  #: a demo's run, in Python start-ups (one is ~0.7 s idle: under 6 s)
 
 
 def test_the_kernel_records_the_expected_transitions_in_order(demo) -> None:
@@ -293,14 +286,7 @@ def test_without_the_kernels_record_nothing_is_claimed_about_it(tmp_path, monkey
 
 
 def test_tcp_demo_finishes_in_a_few_startups(capture_rights, tmp_path, startup_unit) -> None:
-    """A demo takes a few seconds: at most 8 Python start-ups with the demo's imports,
-    measured on this machine now."""
-    start = time.monotonic()
-    out = run_cli("tcp-demo", "--pcap", str(tmp_path / "t.pcap"))
-    elapsed = time.monotonic() - start
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert elapsed < LIMIT * startup_unit, \
-        f"tcp-demo took {elapsed:.2f} s; a start-up takes {startup_unit:.2f} s"
+    run_demo_timed("tcp-demo", tmp_path / "t.pcap", startup_unit)
 
 
 NO_CAPS = ("--inh-caps=-all", "--bounding-set=-all")
@@ -328,7 +314,7 @@ def test_tcp_demo_no_capture_flag() -> None:
 
 def test_the_live_capture_tells_the_story_a_replay_finds(demo) -> None:
     """The checks a replay of the reference passes are the checks this live run passes."""
-    from protolab.analysis.story import missing
+    from protolab.analysis.story_checks import missing
 
     result, path, _ = demo
     assert result.rows and missing("tcp-demo", result.rows) == []

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 
 import pytest
 
@@ -18,15 +17,11 @@ from protolab.labs import udp as udpdemo
 from protolab.labs.udp import ADDS, FAULT_DATAGRAMS, FaultRun, account, fault_findings, run_udp_demo
 from protolab.protocols.faults import Decision, Direction, Fate, FaultPlan
 
-from conftest import live_run, require, require_tool, run_cli
+from conftest import require, require_tool, run_cli, run_demo_timed
 
 LIVE_KEYS = {"udp.one-entry", "udp.restart", "udp.workflow-continued", "udp.count-restarted",
              "udp.port-unbound", "udp.icmp", "udp.connected-refused", "udp.unconnected-silent"}
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    return live_run(tmp_path_factory, "udp-demo", run_udp_demo)
+LIVE = ("udp-demo", run_udp_demo)  #: the run the `live` fixture makes once for this module
 
 
 @pytest.fixture
@@ -40,9 +35,6 @@ def _by_key(result) -> dict:
 
 def _ev(obs, what: str):
     return next(e for e in obs.evidence if e.what.startswith(what))
-
-
-LIMIT = 8  #: a demo's run, in Python start-ups (one is ~0.7 s idle: under 6 s)
 
 
 def test_every_finding_is_observed_with_evidence(demo) -> None:
@@ -142,14 +134,7 @@ def test_capture_off_leaves_the_icmp_not_tried_and_claims_nothing() -> None:
 
 
 def test_udp_demo_finishes_in_a_few_startups(capture_rights, tmp_path, startup_unit) -> None:
-    """A demo takes a few seconds: at most 8 Python start-ups with the demo's imports,
-    measured on this machine now."""
-    start = time.monotonic()
-    out = run_cli("udp-demo", "--pcap", str(tmp_path / "u.pcap"))
-    elapsed = time.monotonic() - start
-    assert out.returncode == 0, out.stderr
-    assert elapsed < LIMIT * startup_unit, \
-        f"udp-demo took {elapsed:.2f} s; a start-up takes {startup_unit:.2f} s"
+    run_demo_timed("udp-demo", tmp_path / "u.pcap", startup_unit)
 
 
 def test_udp_demo_without_any_capability() -> None:
@@ -189,7 +174,7 @@ def test_tshark_ports_and_payload_agree_with_the_annotation(demo) -> None:
 
 def test_the_live_capture_tells_the_story_a_replay_finds(demo) -> None:
     """The checks a replay of the reference passes are the checks this live run passes."""
-    from protolab.analysis.story import missing
+    from protolab.analysis.story_checks import missing
 
     result, path, _ = demo
     assert result.rows and missing("udp-demo", result.rows) == []
@@ -268,7 +253,7 @@ def test_a_send_error_is_not_reported_as_sent() -> None:
 
 def test_where_from_the_reference_capture() -> None:
     from protolab.analysis.annotate import annotate_file
-    from protolab.analysis.story import counter_replies
+    from protolab.analysis.story_checks import counter_replies
     from protolab.wire.paths import reference_file
 
     rows = list(annotate_file(reference_file("udp-demo")))

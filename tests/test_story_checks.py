@@ -1,4 +1,4 @@
-"""protolab.analysis.story: each demo's story is found in its own capture and in no other."""
+"""protolab.analysis.story_checks: each demo's story is found in its own capture and in no other."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from protolab.analysis.annotate import annotate_file
-from protolab.analysis.story import STORIES, check, missing
+from protolab.analysis.story_checks import STORIES, check, missing
 from protolab.wire.pcap import read_pcap, write_pcap
 
 from conftest import ROOT

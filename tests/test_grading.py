@@ -157,8 +157,8 @@ def _dns(path: Path) -> dict[str, str]:
     icmp = _fields(path, "icmp", "frame.number")
     wrong = _fields(path, f"dns.flags.response == 1 && udp.srcport != {port} && !icmp",
                     "udp.srcport", decode=(f"udp.port=={port},dns",))
-    first = min(r.matched, key=lambda m: m.order_answered)
-    in_order = [m.order_sent for m in sorted(r.matched[:5], key=lambda m: m.order_answered)]
+    first = min(r.log.matched, key=lambda m: m.order_answered)
+    in_order = [m.order_sent for m in sorted(r.log.matched[:5], key=lambda m: m.order_answered)]
     return {"q1": f"{first.qid:#06x}", "q2": str(r.client_port),
             "q3": "yes" if in_order == sorted(in_order) else "no",
             "q4": f"{r.forged_qid:#06x}", "q5": wrong[0], "q6": icmp[0]}
@@ -179,8 +179,8 @@ def _quic(path: Path) -> dict[str, str]:
 
 
 def _lb(path: Path) -> dict[str, str]:
+    from protolab.labs.cluster import Cluster, Variant
     from protolab.labs.lb import captured_workflow
-    from protolab.labs.litmus import Cluster, Variant
     from protolab.net.lb import Policy
     from protolab.protocols.webapp import Design
 
