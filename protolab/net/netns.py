@@ -6,9 +6,9 @@ socket is made: by the namespace of the *thread* that made it (setns(2) moves th
 only). So a socket in a host is made by a short-lived thread that first enters the host
 (`within`), and then serves from any thread; a process is started by `python -m
 protolab.net.netns NETNS MODULE ARGS...`, which enters the namespace while it is still one thread
-and then runs the module as `python -m MODULE ARGS...` would (`protolab.net.processes` starts it, so it
-keeps the "ready PORT" handshake and dies with its parent). A namespace is named by its file under
-/run/netns, as `ip netns` makes them.
+and then runs the module as `python -m MODULE ARGS...` would (`protolab.net.processes` starts
+it, so it keeps the "ready PORT" handshake and dies with its parent). A namespace is named by its
+file under /run/netns, as `ip netns` makes them.
 """
 
 from __future__ import annotations
