@@ -63,7 +63,7 @@ _probability = _ranged(float, "a probability", 0.0, 1.0, "a probability")
 
 
 def _demo(text: str) -> str:
-    demos = ("dns-demo", "tcp-demo", "udp-demo", "quic-demo", "lb")
+    demos = ("dns-demo", "tcp-demo", "udp-demo", "quic-demo", "lb", "tls-demo")
     if text not in demos:
         raise argparse.ArgumentTypeError(f"no demo {text!r}: choose from {', '.join(demos)}")
     return text
@@ -178,7 +178,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.command == "dns-demo":
         kwargs.update(queries=args.queries, port=args.port)
         prefix = f"cannot run 127.0.0.1:{args.port}" if args.port else prefix
-    if args.command != "tcp-demo":  # tcp-demo takes no faults
+    if args.command not in ("tcp-demo", "tls-demo"):  # these take no faults
         kwargs["faults"] = _faults(args)
     result = _run_demo(args, demo_module(args.command).run, prefix, **kwargs)
     return EXIT_FAILED if result.problem() else 0
@@ -233,6 +233,17 @@ def _quic_demo_arguments(sub: Subparsers) -> None:
                     "qlog next to the capture.")
     _capture_options(p, "quic-demo", faults=True)
     _fault_options(p, "part 7: loss recovery and ACK ranges")
+    p.set_defaults(func=cmd_demo)
+
+
+def _tls_demo_arguments(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "tls-demo", help="TLS 1.3 session tickets: the server's state, held by the client",
+        description="Python ssl (TLS 1.3) on loopback: a full handshake and its ticket, a "
+                    "resumption, a restarted server (a new ticket key: full handshake), and two "
+                    "backends behind a TCP relay sharing one ticket key or each its own. Writes "
+                    "the client's TLS key log next to the capture.")
+    _capture_options(p, "tls-demo")
     p.set_defaults(func=cmd_demo)
 
 
@@ -654,7 +665,8 @@ def _capture_options(p: argparse.ArgumentParser, lab: str, replay: bool = True,
                    help=f"where to write the capture (default captures/{lab}.pcap{fault_run})")
     p.add_argument("--pcapng", metavar="PATH",
                    help="also save the capture as pcapng with each packet's note as its comment"
-                        + (" and the TLS secrets inside" if lab == "quic-demo" else ""))
+                        + (" and the TLS secrets inside" if lab in ("quic-demo", "tls-demo")
+                           else ""))
     p.add_argument("--html", metavar="PATH",
                    help="also write the ladder diagram of this run's capture as one HTML page, "
                         "what the demo printed beside it" + (" (with --replay: of the replayed "
@@ -708,6 +720,7 @@ SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     _tcp_demo_arguments,
     _udp_demo_arguments,
     _quic_demo_arguments,
+    _tls_demo_arguments,
     _backend_arguments,
     _lb_arguments,
     _litmus_arguments,

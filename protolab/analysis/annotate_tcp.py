@@ -9,6 +9,7 @@ from collections import OrderedDict, deque
 from dataclasses import replace
 
 from protolab.analysis.annotate_dns import parse_dns
+from protolab.analysis.annotate_tls import TlsAnnotator
 from protolab.analysis.facts import MAX_PENDING, Action, Fact, Holder, Kind, Row
 from protolab.protocols.tcp import SegmentView, TcpObserver
 from protolab.wire.packets import Decoded
@@ -25,6 +26,7 @@ class TcpAnnotator:
         self._window = window
         self.observer = TcpObserver(max_flows)
         self._last: OrderedDict[int, int] = OrderedDict()  # flow -> its last packet
+        self._tls = TlsAnnotator()
 
     def row(self, d: Decoded, base: dict) -> Row:
         tcp = d.tcp
@@ -54,6 +56,12 @@ class TcpAnnotator:
         # Unknown states: no kernel is known to hold this connection, so nothing it "expects".
         values["expects"] = f"{receiver} kernel expects seq {view.expects} next" \
             if view.states_known else "no kernel state known for it"
+        tls = self._tls.describe(d.payload, base["number"], view.flow, base) if not http \
+            else None
+        if tls is not None:
+            action, tls_holders, fact = tls
+            return Row(**base, action=action, holders=tls_holders, fact=replace(
+                fact, moves=moves, values={**values, **fact.values}))
         if http:
             kind, action, http_holders = _http_state(d.payload)
             return Row(**base, action=action, holders=(*http_holders, *holders),

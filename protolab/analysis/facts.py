@@ -78,6 +78,13 @@ class Kind(Enum):
     HTTP_SELF_CONTAINED = "http self-contained"  #: the message carries its own state
     ICMP_PORT_UNREACHABLE = "icmp port unreachable"  #: no socket bound at the target
     ICMP_OTHER = "icmp other"  #: another control message
+    TLS_CLIENT_HELLO = "tls client hello"  #: a ClientHello with no ticket: a new session
+    TLS_TICKET_OFFERED = "tls ticket offered"  #: ClientHello with pre_shared_key (41): a ticket
+    TLS_RESUMED = "tls resumed"  #: ServerHello with pre_shared_key: the ticket was opened
+    TLS_TICKET_REFUSED = "tls ticket refused"  #: ServerHello without it, a ticket was offered
+    TLS_FULL_HANDSHAKE = "tls full handshake"  #: ServerHello without it, no ticket offered
+    TLS_ENCRYPTED = "tls encrypted"  #: encrypted records (NewSessionTicket travels so in 1.3)
+    TLS_RELAYED = "tls relayed"  #: (also) the same ClientHello again: a relay's own connection
 
 
 @dataclass(frozen=True)
@@ -207,6 +214,27 @@ TEMPLATES: dict[Kind, str] = {
                                 "datagram{about} with this error; nobody holds the state it was "
                                 "for",
     Kind.ICMP_OTHER: "control message",
+    Kind.TLS_CLIENT_HELLO: "TLS ClientHello with no ticket: a new session, nothing for any "
+                           "server to find; the key exchange makes it (full handshake, RFC 8446 "
+                           "section 2); " + _CONNECTION,
+    Kind.TLS_TICKET_OFFERED: "the client presents ticket {key}… ({size} B) in pre_shared_key "
+                             "(extension 41): server state, encrypted under the server's ticket "
+                             "key, held by the client (token); only a server holding that key "
+                             "can open it (RFC 8446 section 4.2.11); " + _CONNECTION,
+    Kind.TLS_RESUMED: "pre_shared_key in the ServerHello (identity {selected}): the server "
+                      "opened the ticket of {ref} with its ticket key and resumed, looking "
+                      "nothing up (RFC 8446 section 2.2); " + _CONNECTION,
+    Kind.TLS_TICKET_REFUSED: "no pre_shared_key in the ServerHello: the ticket of {ref} was not "
+                             "taken — this server's ticket key cannot open it (a restart made a "
+                             "new key, or another server sealed it) → full handshake; "
+                             + _CONNECTION,
+    Kind.TLS_FULL_HANDSHAKE: "TLS ServerHello: full handshake, new keys from a fresh key "
+                             "exchange; " + _CONNECTION,
+    Kind.TLS_ENCRYPTED: "encrypted TLS records ({size} B): only the key log opens them; in "
+                        "TLS 1.3 the server's NewSessionTicket (the ticket the client will hold, "
+                        "RFC 8446 section 4.6.1) travels like this; " + _CONNECTION,
+    Kind.TLS_RELAYED: "the same ClientHello as {ref} (same random), forwarded by a relay on its "
+                      "own connection: the backend's handshake is the client's",
 }
 
 

@@ -14,6 +14,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from protolab.analysis.annotate import Action, Kind, Row
+from protolab.analysis.story_tls import (
+    tls_full,
+    tls_refused,
+    tls_resumed,
+    tls_shared_key,
+    tls_sticky,
+)
 from protolab.protocols.counter import Reply, parse_reply
 from protolab.protocols.tcp import ACK, FIN, RST, SYN, TcpState
 
@@ -336,6 +343,19 @@ STORIES: dict[str, tuple[Step, ...]] = {
         Step("new-connection", "after the server restart, a new connection with new CIDs",
              quic_new_connection),
         Step("retry", "a Retry, and the Initial that echoes its token", quic_retry_token),
+    ),
+    "tls-demo": (
+        Step("full", "a ClientHello with no ticket gets a full handshake", tls_full),
+        Step("resumed", "a ClientHello presenting a ticket (ext 41) is answered with ext 41: "
+                        "resumed", tls_resumed),
+        Step("refused", "a ticket the server's key cannot open: ServerHello without ext 41, a "
+                        "full handshake", tls_refused),
+        Step("relayed", "a relay forwards the client's ClientHello to a backend (same random)",
+             lambda rows: _with(rows, Kind.TLS_RELAYED)[:1]),
+        Step("shared-key", "one ticket resumed at two backend ports (one ticket key)",
+             tls_shared_key),
+        Step("sticky", "one ticket refused at one backend port, resumed at another (own keys)",
+             tls_sticky),
     ),
 }
 
