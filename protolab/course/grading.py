@@ -465,6 +465,64 @@ def lb_backends_that_served(p: Packets) -> int:
     return len({m.src for m in messages if m.is_response and m.src != balancer})
 
 
+# -- TLS session tickets (lab 08): ClientHello and ServerHello bytes (RFC 8446 section 4.1.2) -----
+
+
+@dataclass(frozen=True)
+class _TlsConnection:
+    hello: Row  #: the connection's first ClientHello
+    ticket: str  #: the first pre_shared_key identity it presented (hex), "" for none
+    relayed: bool  #: the same ClientHello (random) was seen before: a relay's copy
+    resumed: bool | None  #: the ServerHello answered with pre_shared_key; None: no ServerHello
+
+
+def _tls_connections(p: Packets) -> list[_TlsConnection]:
+    from protolab.protocols.tls import parse_hello
+
+    hellos: dict[frozenset, tuple[Row, object]] = {}
+    servers: dict[frozenset, object] = {}
+    randoms: set[bytes] = set()
+    relayed: dict[frozenset, bool] = {}
+    for r in p.rows:
+        hello = parse_hello(p.payload(r)) if r.proto == "TCP" else None
+        key = frozenset((r.src, r.dst))
+        if hello is not None and hello.client and key not in hellos:
+            hellos[key] = (r, hello)
+            relayed[key] = hello.random in randoms
+            randoms.add(hello.random)
+        elif hello is not None and not hello.client and key in hellos:
+            servers.setdefault(key, hello)
+    return [_TlsConnection(r, h.identities[0].hex() if h.identities else "", relayed[k],
+                           servers[k].resumed if k in servers else None)
+            for k, (r, h) in hellos.items()]
+
+
+def tls_first_resumed_server_hello(p: Packets) -> int:
+    from protolab.protocols.tls import parse_hello
+
+    return next(r.number for r in p.rows if r.proto == "TCP" and (h := parse_hello(
+        p.payload(r))) is not None and h.resumed)
+
+
+def tls_first_ticket(p: Packets) -> str:
+    return next(c.ticket for c in _tls_connections(p) if c.ticket)[:8]
+
+
+def tls_restarted_client_port(p: Packets) -> int:
+    """The client's own connection whose ticket was refused first: the restarted server's."""
+    return next(c.hello.fields["sport"] for c in _tls_connections(p)
+                if c.ticket and not c.relayed and c.resumed is False)
+
+
+def tls_refusing_backend_port(p: Packets) -> int:
+    return next(c.hello.fields["dport"] for c in _tls_connections(p)
+                if c.ticket and c.relayed and c.resumed is False)
+
+
+def tls_tickets_presented(p: Packets) -> int:
+    return sum(1 for c in _tls_connections(p) if c.ticket and not c.relayed)
+
+
 # -- the catalogue --------------------------------------------------------------------------------
 
 LABS: tuple[Lab, ...] = (
@@ -567,6 +625,28 @@ LABS: tuple[Lab, ...] = (
             Question("q5", "How many different backends answered your workflow's requests?",
                      lb_backends_that_served,
                      "count the distinct sources of HTTP responses that are not the balancer",
+                     Form.NUMBER),
+        )),
+    Lab("08", "tls-session-tickets", "TLS 1.3 session tickets: the server's state, held by the "
+        "client", "tls-demo", (
+            Question("q1", "Which packet is the first ServerHello that resumed a session "
+                           "(pre_shared_key in it)?", tls_first_resumed_server_hello,
+                     "the first `TLS ServerHello pre_shared_key=0 (resumed)` row", Form.PACKET),
+            Question("q2", "What are the first 8 hex digits of the first ticket the client "
+                           "presented (its pre_shared_key identity)?", tls_first_ticket,
+                     "the first `TLS ClientHello pre_shared_key ticket=...` row, or tshark's "
+                     "tls.handshake.extensions.psk.identity.identity", Form.HEX, varies=True),
+            Question("q3", "From which client port did the connection to the restarted server "
+                           "come (the ticket it presented was refused)?",
+                     tls_restarted_client_port, "part 3's line, or the first ClientHello with a "
+                     "ticket whose ServerHello says full handshake", Form.NUMBER, varies=True),
+            Question("q4", "To which backend port did the relay carry a ticket that was refused "
+                           "there?", tls_refusing_backend_port,
+                     "part 5: a relayed ClientHello (`same ClientHello as`) with a ticket, "
+                     "answered by a full handshake", Form.NUMBER, varies=True),
+            Question("q5", "How many of the client's own ClientHellos presented a ticket (not "
+                           "counting the relay's copies)?", tls_tickets_presented,
+                     "count `pre_shared_key ticket=` rows that are not relayed copies",
                      Form.NUMBER),
         )),
 )

@@ -54,6 +54,12 @@ LIVE_ONLY: dict[str, tuple[str, ...]] = {
         "the path validation result and the stream data as the applications received them",
         "the idle timeout that ends the client's connection to the restarted server",
     ),
+    "tls-demo": (
+        "the client's session_reused and its SSLSession (the ticket, its lifetime hint)",
+        "which backend answered and its session cache (in the encrypted answers: decrypt with "
+        "the key log, or the pcapng alone)",
+        "the server restart's PIDs (a new process, a new ticket key)",
+    ),
 }
 
 
@@ -220,7 +226,20 @@ def quic_tables(rows: Sequence[Row], out: Out) -> None:
         ], ("protocol", "state keyed by", "after the move"))))
 
 
+def tls_tables(rows: Sequence[Row], out: Out) -> None:
+    from protolab.analysis.story_tls import handshakes
+
+    lines = [(f"#{h.hello.number}", h.hello.src, f"{'relay → ' if h.relayed else ''}"
+              f":{h.port}", f"{h.ticket[:8]}…" if h.ticket else "none",
+              "-" if h.resumed is None else "resumed (ext 41)" if h.resumed else "full")
+             for h in handshakes(rows)]
+    if lines:
+        out("\nEach TLS connection: the ticket its ClientHello presented (ext 41) and what the "
+            "ServerHello answered:")
+        out(indent(table(lines, ("ClientHello", "from", "to", "ticket", "handshake"))))
+
+
 TABLES: dict[str, Callable[[Sequence[Row], Out], None]] = {
     "dns-demo": dns_tables, "tcp-demo": tcp_tables, "udp-demo": udp_tables,
-    "quic-demo": quic_tables,
+    "quic-demo": quic_tables, "tls-demo": tls_tables,
 }

@@ -43,7 +43,6 @@ from protolab.net.processes import ServerProcess, restartable_port
 from protolab.net.tcp_relay import TcpRelay
 from protolab.net.tls_backend import parse_answer
 from protolab.protocols.quic import make_credentials
-from protolab.protocols.tls import pem_files
 from protolab.wire.capture import Capture, CaptureSummary
 from protolab.wire.files import write_text_atomic
 from protolab.wire.paths import default_capture_path
@@ -167,6 +166,19 @@ def run_tls_demo(capture: bool = True, pcap: str | Path | None = None, out: Out 
         shutil.rmtree(tmp, ignore_errors=True)
     _report(result, cap.active, path, out)
     return result
+
+
+def pem_files(creds: object, directory: Path) -> tuple[Path, Path]:
+    """The run's certificate (`protolab.protocols.quic.make_credentials`) as cert.pem and
+    key.pem in `directory`, for the backends' `SSLContext.load_cert_chain`."""
+    from cryptography.hazmat.primitives import serialization
+
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    cert.write_bytes(creds.pem)
+    key.write_bytes(creds.private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    return cert, key
 
 
 def _args(pem: tuple[str, str], *serve: str) -> list[str]:

@@ -9,7 +9,7 @@ so all of them hold the same ticket key and open each other's tickets. Backends 
 commands each make their own context, and key. A restart is a new process: a new key.
 
 Each connection: the handshake, one line from the client, one line back naming who answered and
-what the server holds: `backend=b1 pid=123 resumed=yes sessions_held=0`. It prints `ready PORT`
+what the server holds: `backend=b1 port=P pid=123 resumed=yes sessions_held=0`. It prints `ready PORT`
 (the first port) once every port is bound.
 """
 
@@ -33,9 +33,9 @@ def server_context(cert: str, key: str) -> ssl.SSLContext:
     return ctx
 
 
-def answer(backend: str, resumed: bool, held: int) -> bytes:
-    return (f"backend={backend} pid={os.getpid()} resumed={'yes' if resumed else 'no'} "
-            f"sessions_held={held}\n").encode()
+def answer(backend: str, port: int, resumed: bool, held: int) -> bytes:
+    return (f"backend={backend} port={port} pid={os.getpid()} resumed="
+            f"{'yes' if resumed else 'no'} sessions_held={held}\n").encode()
 
 
 def parse_answer(line: bytes) -> dict[str, str]:
@@ -62,7 +62,7 @@ class TlsBackend(TcpServerThread):
         with tls:
             tls.recv(1024)
             held = self.ctx.session_stats()["number"]
-            tls.sendall(answer(self.backend, tls.session_reused, held))
+            tls.sendall(answer(self.backend, self.address[1], tls.session_reused, held))
 
 
 def _listen(port: int) -> socket.socket:

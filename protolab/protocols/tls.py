@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 
 HANDSHAKE = 22  #: TLS record content type handshake (RFC 8446 section 5.1)
 APPLICATION_DATA = 23  #: encrypted records in TLS 1.3 carry this outer type
@@ -126,16 +125,3 @@ def _names_tls13(data: bytes, client: bool) -> bool:
         return data[:2] == TLS13.to_bytes(2, "big")
     versions = data[1:1 + data[0]]
     return any(versions[i:i + 2] == TLS13.to_bytes(2, "big") for i in range(0, len(versions), 2))
-
-
-def pem_files(creds: object, directory: Path) -> tuple[Path, Path]:
-    """Write a `protolab.protocols.quic.Credentials` as cert.pem and key.pem in `directory`,
-    for `ssl.SSLContext.load_cert_chain` (and nginx, HAProxy)."""
-    from cryptography.hazmat.primitives import serialization
-
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    cert.write_bytes(creds.pem)
-    key.write_bytes(creds.private_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
-    return cert, key
