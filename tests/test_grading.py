@@ -194,7 +194,20 @@ def _lb(path: Path) -> dict[str, str]:
             "q4": str(cart.status), "q5": str(len({r.backend for _, _, r in replies}))}
 
 
-INDEPENDENT = {"01": _tcp, "02": _udp, "03": _dns, "04": _quic, "05": _lb}
+def _tls(path: Path) -> dict[str, str]:
+    from protolab.labs.tls import run_tls_demo
+
+    r = run_tls_demo(pcap=path, out=lambda s: None)
+    resumed = _fields(path, "tls.handshake.type==2 && tls.handshake.extension.type==41",
+                      "frame.number")
+    ticket = _fields(path, "tls.handshake.type==1", "tls.handshake.extensions.psk.identity."
+                     "identity")
+    return {"q1": resumed[0], "q2": ticket[0][:8], "q3": str(r.get("restarted")[0].client_port),
+            "q4": r.get("separate")[1].answer["port"],
+            "q5": str(sum(a.offered for a in r.attempts))}
+
+
+INDEPENDENT = {"01": _tcp, "02": _udp, "03": _dns, "04": _quic, "05": _lb, "08": _tls}
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from conftest import require_tool, run_cli, without_net_raw
 FIELDS = ("frame.number", "frame.time_relative", "ip.src", "ip.dst", "tcp.srcport",
           "tcp.dstport", "udp.srcport", "udp.dstport", "tcp.seq", "tcp.ack", "tcp.len",
           "tcp.flags", "dns.id", "dns.flags.response", "dns.response_in", "dns.response_to",
-          "dns.time", "quic.dcid", "icmp.type")
+          "dns.time", "quic.dcid", "icmp.type", "tls.handshake.type")
 TCP_FLAGS = {"FIN": 0x01, "SYN": 0x02, "RST": 0x04, "PSH": 0x08, "ACK": 0x10, "URG": 0x20}
 
 Frame = dict[str, str]
@@ -133,6 +133,10 @@ STEP_FACTS: dict[str, dict[str, tuple[Callable, Callable[[Frame], bool]]]] = {
         "headers": (all, lambda f: bool(f["quic.dcid"])),
         "rotation": (all, lambda f: bool(f["quic.dcid"])),
         "tcp-moved": (any, lambda f: bool(_flags(f) & TCP_FLAGS["RST"])),
+    },
+    "tls-demo": {  # ClientHello (1) and ServerHello (2), as tshark reads them
+        step: (all, lambda f: f["tls.handshake.type"] in ("1", "2"))
+        for step in ("full", "resumed", "refused", "relayed", "shared-key", "sticky")
     },
 }
 

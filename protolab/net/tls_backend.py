@@ -9,8 +9,8 @@ so all of them hold the same ticket key and open each other's tickets. Backends 
 commands each make their own context, and key. A restart is a new process: a new key.
 
 Each connection: the handshake, one line from the client, one line back naming who answered and
-what the server holds: `backend=b1 port=P pid=123 resumed=yes sessions_held=0`. It prints `ready PORT`
-(the first port) once every port is bound.
+what the server holds: `backend=b1 port=P pid=123 resumed=yes sessions_held=0`. It prints
+`ready PORT` (the first port) once every port is bound.
 """
 
 from __future__ import annotations
