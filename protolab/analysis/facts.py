@@ -27,6 +27,7 @@ class Holder(Enum):
     TOKEN = "token"  #: state the client carries, signed or opaque
     PACKET = "the packet"  #: state carried in this packet alone
     NOBODY = "nobody"  #: state that was needed and is gone
+    ROUTER_KERNEL = "router kernel"  #: a middlebox's conntrack table: a NAT's mappings
 
 
 class Action(Enum):
@@ -78,6 +79,7 @@ class Kind(Enum):
     HTTP_SELF_CONTAINED = "http self-contained"  #: the message carries its own state
     ICMP_PORT_UNREACHABLE = "icmp port unreachable"  #: no socket bound at the target
     ICMP_OTHER = "icmp other"  #: another control message
+    SAME_PACKET = "same packet"  #: a packet already seen at another capture point, again
 
 
 @dataclass(frozen=True)
@@ -207,6 +209,8 @@ TEMPLATES: dict[Kind, str] = {
                                 "datagram{about} with this error; nobody holds the state it was "
                                 "for",
     Kind.ICMP_OTHER: "control message",
+    Kind.SAME_PACKET: "the same packet as {ref} ({first_point}), seen again at {point}"
+                      "{rewritten}",
 }
 
 

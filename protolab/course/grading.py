@@ -106,7 +106,8 @@ def read(capture: Path) -> Packets:
     annotator = Annotator()
     pairs: list[tuple[Row, Decoded]] = []
     for rec in read_pcap(capture):
-        pairs += annotator.feed_pairs(decode(rec.data, rec.linktype, rec.time, rec.orig_len))
+        pairs += annotator.feed_pairs(decode(rec.data, rec.linktype, rec.time, rec.orig_len,
+                                             rec.interface))
     pairs += annotator.finish_pairs()
     return Packets([row for row, _ in pairs], {row.number: d for row, d in pairs})
 
