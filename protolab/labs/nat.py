@@ -209,6 +209,8 @@ def _part1_2(result: NatDemoResult, topo: Topology, servers: _Servers, out: Out)
         f"({net.inside.address} inside, {net.outside.address} outside, masquerade) — server "
         f"{servers.address}:{result.port}. The router's conntrack table (its kernel, over "
         f"netlink) after one request and its reply:")
+    out(f"   (hosts: network namespaces {net.client.netns}, {net.router.netns}, "
+        f"{net.server.netns})")
     client = CounterClient()
     with net.client.socket() as sock:
         sock.bind(("0.0.0.0", 0))
