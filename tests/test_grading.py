@@ -27,7 +27,6 @@ from protolab.course.grading import (
     read,
     template,
 )
-
 from protolab.wire.paths import reference_file
 
 from conftest import ROOT, require, require_tool
