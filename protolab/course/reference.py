@@ -4,10 +4,10 @@ Where state lives: in the files under captures/. Each demo's reference is `<demo
 (classic pcap, for any tool), `<demo>.ref.pcapng` (the same packets with each note as a packet
 comment; for QUIC with the TLS secrets inside) and, for QUIC, `<demo>.ref.keys`; a lab captured
 at several points (`nat-demo`) has only `<demo>.ref.pcapng`, its points named, its notes inside.
-A reference is good when its packets still tell the demo's story (`protolab.analysis.story_checks`), not when its
-bytes match: ports, IDs and times change with every run. `refresh` runs each demo as root into a
-scratch directory, checks the new capture's story and completeness, and only then replaces the old
-files.
+A reference is good when its packets still tell the demo's story
+(`protolab.analysis.story_checks`), not when its bytes match: ports, IDs and times change with
+every run. `refresh` runs each demo as root into a scratch directory, checks the new capture's
+story and completeness, and only then replaces the old files.
 """
 
 from __future__ import annotations
