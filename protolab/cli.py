@@ -63,7 +63,7 @@ _probability = _ranged(float, "a probability", 0.0, 1.0, "a probability")
 
 
 def _demo(text: str) -> str:
-    demos = ("dns-demo", "tcp-demo", "udp-demo", "quic-demo", "lb", "tls-demo")
+    demos = ("dns-demo", "tcp-demo", "udp-demo", "quic-demo", "nat-demo", "lb", "tls-demo")
     if text not in demos:
         raise argparse.ArgumentTypeError(f"no demo {text!r}: choose from {', '.join(demos)}")
     return text
@@ -178,7 +178,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.command == "dns-demo":
         kwargs.update(queries=args.queries, port=args.port)
         prefix = f"cannot run 127.0.0.1:{args.port}" if args.port else prefix
-    if args.command not in ("tcp-demo", "tls-demo"):  # these take no faults
+    if hasattr(args, "drop"):  # the demos with fault options
         kwargs["faults"] = _faults(args)
     result = _run_demo(args, demo_module(args.command).run, prefix, **kwargs)
     return EXIT_FAILED if result.problem() else 0
@@ -244,6 +244,20 @@ def _tls_demo_arguments(sub: Subparsers) -> None:
                     "backends behind a TCP relay sharing one ticket key or each its own. Writes "
                     "the client's TLS key log next to the capture.")
     _capture_options(p, "tls-demo")
+    p.set_defaults(func=cmd_demo)
+
+
+def _nat_demo_arguments(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "nat-demo", help="a NAT router's conntrack entry: UDP breaks when it expires (root)",
+        description="Client, NAT router and server as hosts with their own kernels (network "
+                    "namespaces): the router's conntrack entry for a UDP flow, the same "
+                    "datagram before and after translation, a server restart that loses "
+                    "nothing, a mapping that expires and drops the server's next datagram, "
+                    "keepalives that hold it, TCP held three times and the router's table "
+                    "flushed. Captured at four points into one pcapng. Needs root; without it, "
+                    "replays the reference.")
+    _capture_options(p, "nat-demo")
     p.set_defaults(func=cmd_demo)
 
 
@@ -659,10 +673,13 @@ def _inspect_notes(args: argparse.Namespace, tally: Tally, complete: bool = True
 
 def _capture_options(p: argparse.ArgumentParser, lab: str, replay: bool = True,
                      faults: bool = False) -> None:
+    from protolab.wire.paths import capture_suffix
+
+    ext = capture_suffix(lab)
     p.add_argument("--no-capture", action="store_true", help="run without capturing")
     fault_run = f"; a run with faults: captures/{lab}-faults.pcap" if faults else ""
     p.add_argument("--pcap", metavar="PATH",
-                   help=f"where to write the capture (default captures/{lab}.pcap{fault_run})")
+                   help=f"where to write the capture (default captures/{lab}{ext}{fault_run})")
     p.add_argument("--pcapng", metavar="PATH",
                    help="also save the capture as pcapng with each packet's note as its comment"
                         + (" and the TLS secrets inside" if lab in ("quic-demo", "tls-demo")
@@ -674,7 +691,7 @@ def _capture_options(p: argparse.ArgumentParser, lab: str, replay: bool = True,
     if replay:
         p.add_argument("--replay", nargs="?", const="", metavar="CAPTURE",
                        help=f"run nothing: read the story back from a capture (default the "
-                            f"reference, captures/{lab}.ref.pcap); needs no root")
+                            f"reference, captures/{lab}.ref{ext}); needs no root")
 
 
 def _fault_options(p: argparse.ArgumentParser, used_for: str) -> None:
@@ -721,6 +738,7 @@ SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     _udp_demo_arguments,
     _quic_demo_arguments,
     _tls_demo_arguments,
+    _nat_demo_arguments,
     _backend_arguments,
     _lb_arguments,
     _litmus_arguments,

@@ -27,8 +27,9 @@ from protolab.course.grading import (
     read,
     template,
 )
+from protolab.wire.paths import reference_file
 
-from conftest import ROOT, require_tool
+from conftest import ROOT, require, require_tool
 
 SHEETS = sorted((ROOT / "labs").glob("[0-9][0-9]-*.md"))
 NUMBERS = [lab.number for lab in LABS]
@@ -207,7 +208,25 @@ def _tls(path: Path) -> dict[str, str]:
             "q5": str(sum(a.offered for a in r.attempts))}
 
 
-INDEPENDENT = {"01": _tcp, "02": _udp, "03": _dns, "04": _quic, "05": _lb, "08": _tls}
+
+def _nat(path: Path) -> dict[str, str]:
+    """Lab 06 from the demo's own result (the router's entry, the replies, the sockets) and
+    tshark's frame.interface_name: the capture point of each packet."""
+    from protolab.labs.nat import run_nat_demo
+
+    require(os.geteuid() == 0, "network namespaces need root")
+    r = run_nat_demo(pcap=path, out=lambda s: None)
+    assert not r.problem(), r.problem()
+    seen = _fields(path, 'udp contains "seq=1 total=0 "', "frame.interface_name")
+    dropped = _fields(path, f'udp contains "{r.lost.pushed.decode()}"', "frame.interface_name",
+                      "frame.number")
+    return {"q1": str(r.entries[0].reply.dport), "q2": str(len(set(seen))),
+            "q3": str(r.restart[1]), "q4": dropped[dropped.index("router:wan") + 1],
+            "q5": str(r.lost.outside[1]), "q6": r.tcp.seen_by_server.rsplit(":", 1)[1]}
+
+
+INDEPENDENT = {"01": _tcp, "02": _udp, "03": _dns, "04": _quic, "05": _lb, "06": _nat,
+               "08": _tls}
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +238,7 @@ def live(tmp_path_factory):
     def get(number: str, i: int = 0) -> tuple[dict[str, str], Path]:
         if (number, i) not in runs:
             lab = find(number)
-            path = tmp_path_factory.mktemp(f"lab{number}-run{i}") / f"{lab.demo}.pcap"
+            path = tmp_path_factory.mktemp(f"lab{number}-run{i}") / lab.capture.name
             runs[number, i] = INDEPENDENT[number](path), path
         return runs[number, i]
 
@@ -277,7 +296,7 @@ def test_a_copied_answers_file_never_gets_full_marks(number, tmp_path, capture_r
     lab = find(number)
     _, first = live(number, 0)
     _, second = live(number, 1)
-    reference = ROOT / "captures" / f"{lab.demo}.ref.pcap"
+    reference = reference_file(lab.demo)
     varies = [q.key for q in lab.questions if q.varies]
     for copied, graded in ((first, second), (reference, first), (first, reference)):
         right = facts(lab, copied)
@@ -324,7 +343,7 @@ def _forms(value: str, form: Form) -> tuple[list[object], list[object]]:
 def test_every_printed_form_of_a_right_answer_is_accepted_and_wrong_values_are_not(
         number, tmp_path) -> None:
     lab = find(number)
-    reference = ROOT / "captures" / f"{lab.demo}.ref.pcap"
+    reference = reference_file(lab.demo)
     right = facts(lab, reference)
     answers = tmp_path / "answers.toml"
     for q in lab.questions:
@@ -346,7 +365,7 @@ def test_the_template_names_each_answers_form_and_grades_as_unanswered(tmp_path)
             assert f'{q.key} = ""   # {q.form.value}\n' in text
         f = tmp_path / "t.toml"
         f.write_text(text)
-        marks = grade(lab, f, ROOT / "captures" / f"{lab.demo}.ref.pcap")
+        marks = grade(lab, f, reference_file(lab.demo))
         assert [(m.right, m.given) for m in marks] == [(False, "")] * len(lab.questions)
 
 
@@ -356,8 +375,7 @@ def test_the_template_names_each_answers_form_and_grades_as_unanswered(tmp_path)
 def test_no_fact_reads_the_annotators_sentences(monkeypatch) -> None:
     from protolab.analysis.annotate import Row
 
-    expected = {lab.number: facts(lab, ROOT / "captures" / f"{lab.demo}.ref.pcap")
-                for lab in LABS}
+    expected = {lab.number: facts(lab, reference_file(lab.demo)) for lab in LABS}
 
     def no_sentences(self):
         raise AssertionError("a lab fact read a row's sentence")
@@ -365,7 +383,7 @@ def test_no_fact_reads_the_annotators_sentences(monkeypatch) -> None:
     monkeypatch.setattr(Row, "state", property(no_sentences))
     monkeypatch.setattr(Row, "where", no_sentences)
     for lab in LABS:
-        assert facts(lab, ROOT / "captures" / f"{lab.demo}.ref.pcap") == expected[lab.number]
+        assert facts(lab, reference_file(lab.demo)) == expected[lab.number]
 
 
 def _handshake_pcap(path: Path, *, retransmit_syn: bool, complete: bool) -> Path:

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import replace
 
 from protolab.analysis.annotate_dns import DNS_PORTS, DnsAnnotator, parse_dns
+from protolab.analysis.annotate_points import PointCopies, copy_row
 from protolab.analysis.annotate_quic import QuicAnnotator
 from protolab.analysis.annotate_tcp import TcpAnnotator
 from protolab.analysis.annotate_udp import IcmpAnnotator, udp_row
@@ -58,6 +59,7 @@ class Annotator:
         self._quic = QuicAnnotator(self._window)
         self._tcp = TcpAnnotator(self._window, max_flows)
         self._icmp = IcmpAnnotator(self._window)
+        self._points = PointCopies()
         self.dns_ports = self._dns.dns_ports
 
     def feed(self, d: Decoded) -> list[Row]:
@@ -90,8 +92,14 @@ class Annotator:
         return self._tcp.observer
 
     def _annotate(self, d: Decoded, number: int, rel: float) -> Row:
-        """The protocol part's row, with the decoded fields every row has and its flow."""
-        row = self._annotate_protocol(d, number, rel)
+        """The protocol part's row, with the decoded fields every row has and its flow; a packet
+        already seen at another capture point is a copy's row (`annotate_points`)."""
+        first = self._points.first_of(d)
+        if first is not None:
+            row = copy_row(d, {"number": number, "time": rel, "src": d.endpoint("src"),
+                               "dst": d.endpoint("dst"), "proto": d.transport}, first)
+        else:
+            row = self._annotate_protocol(d, number, rel)
         fields: dict = {"length": d.length, "sport": d.sport, "dport": d.dport}
         if d.tcp is not None:
             fields.update(tcp_seq=d.tcp.seq, tcp_ack=d.tcp.ack, tcp_flags=d.tcp.flags)
@@ -104,8 +112,13 @@ class Annotator:
         if d.orig_len > d.length:
             fields["truncated"] = True
             summary += f" [cut: {d.length} of {d.orig_len} bytes captured]"
-        flow = row.flow or (f"{row.proto.lower()} " + "↔".join(sorted((row.src, row.dst))))
-        return replace(row, summary=summary, flow=flow, fields=fields)
+        named = self._points.canonical(d)  # across a NAT: the names inside
+        flow = row.flow or (f"{row.proto.lower()} " + "↔".join(
+            sorted((named.endpoint("src"), named.endpoint("dst")))))
+        row = replace(row, summary=summary, flow=flow, fields=fields)
+        if first is None:
+            self._points.remember(d, row)
+        return row
 
     def _annotate_protocol(self, d: Decoded, number: int, rel: float) -> Row:
         base = {"number": number, "time": rel, "src": d.endpoint("src"),
@@ -119,8 +132,8 @@ class Annotator:
             return self._quic.row(d, base, quic)
         if d.proto == PROTO_UDP:
             return udp_row(d, base)
-        if d.tcp is not None:
-            return self._tcp.row(d, base)
+        if d.tcp is not None:  # one connection, whichever side of a NAT it was seen on
+            return self._tcp.row(self._points.canonical(d), base)
         if d.icmp_type is not None:
             return self._icmp.row(d, base)
         return Row(**base, summary=d.error or "IP", action=Action.NONE, holders=(),

@@ -45,7 +45,8 @@ def export_annotated(path: str | os.PathLike[str], target: str, secrets_path: st
 
 def write_annotated(path: str | os.PathLike[str], target: str | os.PathLike[str],
                     secrets: bytes | None = None,
-                    dns_ports: frozenset[int] = DNS_PORTS, made_by: str = "") -> int:
+                    dns_ports: frozenset[int] = DNS_PORTS, made_by: str = "",
+                    where: str = "on loopback") -> int:
     """Copy a capture to pcapng with each packet's "where state lives" note as its comment.
 
     The section comment names the capture, what made it (`made_by`, e.g. a demo) and how the
@@ -72,7 +73,7 @@ def write_annotated(path: str | os.PathLike[str], target: str | os.PathLike[str]
             yield pending.popleft(), row.where()
 
     name = os.path.basename(os.fspath(path))
-    origin = f"captured by {made_by} on loopback" if made_by else "a capture"
+    origin = f"captured by {made_by} {where}" if made_by else "a capture"
     count = write_pcapng(target, commented(),
                          f"protolab {__version__}: {name}, {origin}, annotated by protolab "
                          f"(as `protolab inspect --write-annotated`); each packet's comment says "

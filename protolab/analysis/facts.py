@@ -27,6 +27,7 @@ class Holder(Enum):
     TOKEN = "token"  #: state the client carries, signed or opaque
     PACKET = "the packet"  #: state carried in this packet alone
     NOBODY = "nobody"  #: state that was needed and is gone
+    ROUTER_KERNEL = "router kernel"  #: a middlebox's conntrack table: a NAT's mappings
 
 
 class Action(Enum):
@@ -85,6 +86,7 @@ class Kind(Enum):
     TLS_FULL_HANDSHAKE = "tls full handshake"  #: ServerHello without it, no ticket offered
     TLS_ENCRYPTED = "tls encrypted"  #: encrypted records (NewSessionTicket travels so in 1.3)
     TLS_RELAYED = "tls relayed"  #: (also) the same ClientHello again: a relay's own connection
+    SAME_PACKET = "same packet"  #: a packet already seen at another capture point, again
 
 
 @dataclass(frozen=True)
@@ -235,6 +237,8 @@ TEMPLATES: dict[Kind, str] = {
                         "RFC 8446 section 4.6.1) travels like this; " + _CONNECTION,
     Kind.TLS_RELAYED: "the same ClientHello as {ref} (same random), forwarded by a relay on its "
                       "own connection: the backend's handshake is the client's",
+    Kind.SAME_PACKET: "the same packet as {ref} ({first_point}), seen again at {point}"
+                      "{rewritten}",
 }
 
 

@@ -129,6 +129,13 @@ class FlowTable:
                 flow.unmatched.append(f"{qid:#06x}")
 
     def describe(self, flow: Flow, annotator: Annotator) -> str:
+        text = self._describe(flow, annotator)
+        if flow.kind in ("tcp", "udp") and len(flow.paths) > 1:  # seen on both sides of a NAT
+            return (f"one flow across a translation, {len(flow.paths)} tuples: "
+                    + "; ".join(flow.paths) + (f"; {text}" if text else ""))
+        return text
+
+    def _describe(self, flow: Flow, annotator: Annotator) -> str:
         if flow.kind == "tcp" and flow.tcp_number is not None:
             if len(self._tcp_by_number) != len(annotator.tcp.flows):  # index once, not per flow
                 self._tcp_by_number = {f.number: f for f in annotator.tcp.flows.values()}

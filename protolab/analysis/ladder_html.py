@@ -44,6 +44,7 @@ COLOURS: dict[Holder, str] = {
     Holder.TOKEN: "#16a34a",
     Holder.PACKET: "#64748b",
     Holder.NOBODY: "#dc2626",
+    Holder.ROUTER_KERNEL: "#be185d",
 }
 #: How each mark is drawn, for the legend (the script draws the marks themselves).
 MARK_LEGEND: dict[Mark, str] = {

@@ -295,6 +295,66 @@ def quic_new_connection(rows: Sequence[Row]) -> list[int]:
     return starts[:2] if len(starts) >= 2 else []
 
 
+# -- NAT (hosts with their own kernels; a capture at four points) --------------------------------
+
+
+def _point(r: Row) -> str:
+    return str(r.fields.get("interface", ""))
+
+
+def _sightings(rows: Sequence[Row]) -> dict[int, list[Row]]:
+    """Each packet's sightings along its way: its first row, then its copies at other points."""
+    out: dict[int, list[Row]] = {}
+    for r in rows:
+        out.setdefault(r.fields.get("copy_of", r.number), []).append(r)
+    return out
+
+
+def nat_translated(rows: Sequence[Row]) -> list[int]:
+    """A datagram seen before (router:lan) and after (router:wan) the router rewrote its
+    source."""
+    for seen in _sightings(rows).values():
+        by = {_point(r): r for r in seen}
+        lan, wan = by.get("router:lan"), by.get("router:wan")
+        if seen[0].proto == "UDP" and lan and wan and lan.src != wan.src and \
+                lan.number < wan.number:
+            return [lan.number, wan.number]
+    return []
+
+
+def nat_kept(rows: Sequence[Row]) -> list[int]:
+    """The server's datagram to the flow kept open by keepalives, delivered to the client."""
+    for seen in _sightings(rows).values():
+        by = {_point(r): r for r in seen}
+        if str(seen[0].fields.get("udp_text", "")).startswith("push") and \
+                {"router:wan", "client:eth0"} <= by.keys():
+            return [by["router:wan"].number, by["client:eth0"].number]
+    return []
+
+
+def nat_dropped(rows: Sequence[Row]) -> list[int]:
+    """A datagram from the outside seen at the router's outside and never inside: the router
+    had no mapping for it (its conntrack entry had expired)."""
+    for seen in _sightings(rows).values():
+        points = {_point(r): r for r in seen}
+        if seen[0].proto == "UDP" and seen[0].src.split(":")[0] != seen[0].dst.split(":")[0] \
+                and "router:wan" in points and not {"router:lan", "client:eth0"} & \
+                points.keys() and _point(seen[0]) == "server:eth0":
+            return [r.number for r in seen]
+    return []
+
+
+def nat_tcp(rows: Sequence[Row]) -> list[int]:
+    """A TCP connection's SYN seen at the client and, translated, at the server."""
+    for seen in _sightings(rows).values():
+        by = {_point(r): r for r in seen}
+        client, server = by.get("client:eth0"), by.get("server:eth0")
+        if client and server and client.proto == "TCP" and _flags(client) & (SYN | ACK) == SYN \
+                and client.src != server.src:
+            return [client.number, server.number]
+    return []
+
+
 # -- the catalogue --------------------------------------------------------------------------------
 
 STORIES: dict[str, tuple[Step, ...]] = {
@@ -356,6 +416,17 @@ STORIES: dict[str, tuple[Step, ...]] = {
              tls_shared_key),
         Step("sticky", "one ticket refused at one backend port, resumed at another (own keys)",
              tls_sticky),
+    "nat-demo": (
+        Step("translated", "the same datagram before and after the router rewrote its source "
+                           "(router:lan, router:wan)", nat_translated),
+        Step("restart", "the client-carried total goes on across a server restart, through the "
+                        "NAT", udp_total_survives_restart),
+        Step("kept", "keepalives held the mapping: the server's datagram reached the client",
+             nat_kept),
+        Step("dropped", "after the timeout the server's datagram is seen at router:wan and never "
+                        "inside: dropped at the router", nat_dropped),
+        Step("tcp", "a TCP connection's SYN at the client and, translated, at the server",
+             nat_tcp),
     ),
 }
 

@@ -106,7 +106,8 @@ def read(capture: Path) -> Packets:
     annotator = Annotator()
     pairs: list[tuple[Row, Decoded]] = []
     for rec in read_pcap(capture):
-        pairs += annotator.feed_pairs(decode(rec.data, rec.linktype, rec.time, rec.orig_len))
+        pairs += annotator.feed_pairs(decode(rec.data, rec.linktype, rec.time, rec.orig_len,
+                                             rec.interface))
     pairs += annotator.finish_pairs()
     return Packets([row for row, _ in pairs], {row.number: d for row, d in pairs})
 
@@ -523,6 +524,59 @@ def tls_tickets_presented(p: Packets) -> int:
     return sum(1 for c in _tls_connections(p) if c.ticket and not c.relayed)
 
 
+# -- NAT (lab 06): one capture at four points; each row's point is its pcapng interface ----------
+
+
+def _at(row: Row) -> str:
+    return str(row.fields.get("interface", ""))
+
+
+def _first_request_rows(p: Packets) -> list[Row]:
+    """The workflow's first request (seq=1 total=0), every sighting of it."""
+    return [r for r in p.rows if r.proto == "UDP" and p.payload(r).startswith(b"seq=1 total=0 ")]
+
+
+def nat_outside_port(p: Packets) -> int:
+    """The source port the router gave the first request on its outside (RFC 3022 NAPT)."""
+    return next(r.fields["sport"] for r in _first_request_rows(p) if _at(r) == "router:wan")
+
+
+def nat_points_seen(p: Packets) -> int:
+    return len({_at(r) for r in _first_request_rows(p)})
+
+
+def nat_last_pid(p: Packets) -> int:
+    replies = [parse_reply(p.payload(r)) for r in p.rows if r.proto == "UDP"]
+    return [x for x in replies if x is not None][-1].pid
+
+
+def _dropped(p: Packets) -> Row:
+    """A datagram that came in at router:wan, from the server's side, and was never seen at
+    router:lan or client:eth0 (its copies carry the same IPv4 id and payload)."""
+    def same(a: Row, b: Row) -> bool:
+        da, db = p.decoded[a.number], p.decoded[b.number]
+        return (da.ip_id, da.payload) == (db.ip_id, db.payload) and abs(da.time - db.time) < 0.5
+
+    wan = [r for r in p.rows if r.proto == "UDP" and _at(r) == "router:wan"]
+    inside = [r for r in p.rows if r.proto == "UDP" and _at(r) in ("router:lan", "client:eth0")]
+    return next(r for r in wan if r.dst.startswith("203.0.113.1:")
+                and not any(same(r, i) for i in inside))
+
+
+def nat_dropped_packet(p: Packets) -> int:
+    return _dropped(p).number
+
+
+def nat_dropped_port(p: Packets) -> int:
+    return _dropped(p).fields["dport"]
+
+
+def nat_tcp_outside_port(p: Packets) -> int:
+    """The source port of the first SYN as the server's own capture point saw it."""
+    return next(r.fields["sport"] for r in p.rows if _at(r) == "server:eth0"
+                and _flags(r) & (SYN | ACK) == SYN)
+
+
 # -- the catalogue --------------------------------------------------------------------------------
 
 LABS: tuple[Lab, ...] = (
@@ -626,6 +680,29 @@ LABS: tuple[Lab, ...] = (
                      lb_backends_that_served,
                      "count the distinct sources of HTTP responses that are not the balancer",
                      Form.NUMBER),
+        )),
+    Lab("06", "nat-conntrack", "A NAT keeps state: conntrack, timeouts, keepalives",
+        "nat-demo", (
+            Question("q1", "From which source port did the router send the workflow's first "
+                           "request on its outside (at router:wan)?", nat_outside_port,
+                     "--filter 'udp and host 203.0.113.1': the row @router:wan of "
+                     "seq=1 total=0 add=5", Form.NUMBER, varies=True),
+            Question("q2", "At how many capture points was that first request seen?",
+                     nat_points_seen, "count the rows of seq=1 total=0 add=5 (each says @POINT)",
+                     Form.NUMBER),
+            Question("q3", "Which server process (PID) answered after the restart?",
+                     nat_last_pid, "pid= in the last seq=... total=... reply", Form.NUMBER,
+                     varies=True),
+            Question("q4", "Which packet is the server's datagram the router dropped (seen at "
+                           "router:wan, never at router:lan or client:eth0)?",
+                     nat_dropped_packet, "the push to the lost flow: which points saw it?",
+                     Form.PACKET),
+            Question("q5", "To which outside port was that dropped datagram sent?",
+                     nat_dropped_port, "its destination port @router:wan", Form.NUMBER,
+                     varies=True),
+            Question("q6", "From which source port did the TCP connection's SYN reach the "
+                           "server (at server:eth0)?", nat_tcp_outside_port,
+                     "--filter tcp: the SYN @server:eth0", Form.NUMBER, varies=True),
         )),
     Lab("08", "tls-session-tickets", "TLS 1.3 session tickets: the server's state, held by the "
         "client", "tls-demo", (

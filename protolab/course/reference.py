@@ -2,11 +2,12 @@
 
 Where state lives: in the files under captures/. Each demo's reference is `<demo>.ref.pcap`
 (classic pcap, for any tool), `<demo>.ref.pcapng` (the same packets with each note as a packet
-comment; for QUIC with the TLS secrets inside) and, for QUIC, `<demo>.ref.keys`. A reference is
-good when its packets still tell the demo's story (`protolab.analysis.story_checks`), not when its
-bytes match: ports, IDs and times change with every run. `refresh` runs each demo as root into a
-scratch directory, checks the new capture's story and completeness, and only then replaces the old
-files.
+comment; for QUIC with the TLS secrets inside) and, for QUIC, `<demo>.ref.keys`; a lab captured
+at several points (`nat-demo`) has only `<demo>.ref.pcapng`, its points named, its notes inside.
+A reference is good when its packets still tell the demo's story
+(`protolab.analysis.story_checks`), not when its bytes match: ports, IDs and times change with
+every run. `refresh` runs each demo as root into a scratch directory, checks the new capture's
+story and completeness, and only then replaces the old files.
 """
 
 from __future__ import annotations
@@ -120,8 +121,11 @@ def save_pcapng(demo: str, pcap: Path, target: Path | str, keylog: Path | None =
     secrets = keylog.read_bytes() if keylog is not None and keylog.exists() else None
     lab = next((f" (lab {x.number}, {x.title})" for x in LABS if x.demo == demo), "")
     ports = DNS_PORTS | ({dns_server_port} if dns_server_port else set())
+    from protolab.wire.paths import MULTI_POINT
+
+    where = "at four points in network namespaces" if demo in MULTI_POINT else "on loopback"
     count = write_annotated(pcap, target, secrets=secrets, dns_ports=frozenset(ports),
-                            made_by=f"`protolab {demo}`{lab}{purpose}")
+                            made_by=f"`protolab {demo}`{lab}{purpose}", where=where)
     return count, secrets is not None
 
 
@@ -146,7 +150,7 @@ def refresh(demos: Sequence[str] = DEMOS + LAB_ONLY, directory: Path = DEFAULT_D
     for demo in demos:
         scratch = Path(tempfile.mkdtemp(prefix=".refresh-", dir=directory))
         try:
-            pcap = scratch / f"{demo}.ref.pcap"
+            pcap = reference_file(demo, scratch)  # a multi-point lab's is the pcapng itself
             lines: list[str] = []
             result, problem = _run(demo, pcap, lines.append)
             _show_findings(demo, result, out)

@@ -48,6 +48,11 @@ LIVE_ONLY: dict[str, tuple[str, ...]] = {
         "the server's kernel table (/proc/net/udp): one entry, whoever sends",
         "which client socket was told ConnectionRefusedError (only the connected one)",
     ),
+    "nat-demo": (
+        "the router's conntrack entries, their timeouts counting down and their DESTROY events",
+        "ss -tn in the client and the server: each kernel's own copy of the TCP connection",
+        "what the router's table held after the flush (the connection picked up again)",
+    ),
     "quic-demo": (
         "the server's full connection table (the spare CIDs it issued travel encrypted in "
         "NEW_CONNECTION_ID frames; decrypt with the key log to see them)",
@@ -239,7 +244,23 @@ def tls_tables(rows: Sequence[Row], out: Out) -> None:
         out(indent(table(lines, ("ClientHello", "from", "to", "ticket", "handshake"))))
 
 
+def nat_tables(rows: Sequence[Row], out: Out) -> None:
+    """Each packet's sightings: where it was seen and with which source and destination."""
+    lines = []
+    for r in rows:
+        if r.proto == "UDP" and "copy_of" not in r.fields:
+            copies = [c for c in rows if c.fields.get("copy_of") == r.number]
+            points = " → ".join(f"{x.fields.get('interface', '?')} #{x.number}"
+                                for x in (r, *copies))
+            lines.append((str(r.fields.get("udp_text", ""))[:28], points,
+                          f"{copies[-1].src} → {copies[-1].dst}" if copies else "-"))
+    if lines:
+        out("\nEach datagram, the points it was seen at, and its addresses at the last point "
+            "(a point missing: it went no further):")
+        out(indent(table(lines, ("datagram", "seen at", "last seen as"))))
+
+
 TABLES: dict[str, Callable[[Sequence[Row], Out], None]] = {
     "dns-demo": dns_tables, "tcp-demo": tcp_tables, "udp-demo": udp_tables,
-    "quic-demo": quic_tables, "tls-demo": tls_tables,
+    "quic-demo": quic_tables, "tls-demo": tls_tables, "nat-demo": nat_tables,
 }

@@ -95,3 +95,100 @@ def flush(netns: str | None = None) -> None:
 def _where(netns: str | None) -> dict:
     # flags=0: never create the namespace (pyroute2 would, by default, for a name it lacks)
     return {} if netns is None else {"netns": netns, "flags": 0}
+
+
+NETLINK_NETFILTER = 12  #: <linux/netlink.h>
+SOL_NETLINK = 270
+NETLINK_ADD_MEMBERSHIP = 1
+NFNLGRP_CONNTRACK_DESTROY = 3  #: <linux/netfilter/nfnetlink.h>
+
+
+@dataclass(frozen=True)
+class Destroyed:
+    """A DESTROY event: the entry the kernel removed, and when (the entry's own stop time, when
+    the host's net.netfilter.nf_conntrack_timestamp is on; else when it was read)."""
+
+    entry: Entry
+    time: float  #: seconds since the epoch, as capture timestamps are
+    stamped: bool  #: True when `time` is the kernel's own stop timestamp
+
+
+class DestroyWatch:
+    """The DESTROY events of a host's conntrack table, as they happen (ctnetlink's multicast
+    group): subscribed when made, so no event after that is missed. The kernel removes an expired
+    entry lazily — its garbage collector, or the next packet whose lookup finds it — and reports
+    the removal then. A context manager; `read` takes what has arrived."""
+
+    def __init__(self, within) -> None:  # Host.within: the socket must be the host's
+        def subscribe() -> socket.socket:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+            sock.bind((0, 0))
+            sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NFNLGRP_CONNTRACK_DESTROY)
+            return sock
+
+        self._sock = within(subscribe)
+        self.events: list[Destroyed] = []
+
+    def __enter__(self) -> DestroyWatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._sock.close()
+
+    def read(self, timeout: float = 0.0) -> list[Destroyed]:
+        """Every event that arrived (waiting up to `timeout` s for the first); all kept in
+        `events`."""
+        import time
+
+        self._sock.settimeout(timeout or None)
+        if not timeout:
+            self._sock.setblocking(False)
+        while True:
+            try:
+                data = self._sock.recv(1 << 16)
+            except (BlockingIOError, TimeoutError):
+                return self.events
+            self.events += [_destroyed(m, time.time()) for m in _messages(data)]
+            self._sock.setblocking(False)
+
+
+def _messages(data: bytes) -> list:
+    from pyroute2.netlink.nfnetlink.nfctsocket import nfct_msg
+
+    out, offset = [], 0
+    while offset + 4 <= len(data):
+        length = int.from_bytes(data[offset:offset + 4], "little")
+        if length < 16:
+            break
+        msg = nfct_msg(data[offset:offset + length])
+        msg.decode()
+        out.append(msg)
+        offset += (length + 3) & ~3
+    return out
+
+
+def _destroyed(msg, read_at: float) -> Destroyed:
+    """A DESTROY message as an Entry (built from its attributes: a destroyed TCP entry's
+    protocol info may lack the flags pyroute2's ConntrackEntry insists on)."""
+    from pyroute2.conntrack import NFCTAttrTuple
+    from pyroute2.netlink.nfnetlink.nfctsocket import IPSBIT_TO_NAME
+
+    orig = NFCTAttrTuple.from_netlink(socket.AF_INET, msg.get_attr("CTA_TUPLE_ORIG"))
+    reply = NFCTAttrTuple.from_netlink(socket.AF_INET, msg.get_attr("CTA_TUPLE_REPLY"))
+    status = msg.get_attr("CTA_STATUS") or 0
+    info = msg.get_attr("CTA_PROTOINFO")
+    tcp = info.get_attr("CTA_PROTOINFO_TCP") if info is not None else None
+    state = tcp.get_attr("CTA_PROTOINFO_TCP_STATE") if tcp is not None else None
+    entry = Entry(PROTOCOLS.get(orig.proto, str(orig.proto)), _direction(orig), _direction(reply),
+                  int(msg.get_attr("CTA_TIMEOUT") or 0),
+                  tuple(name for bit, name in IPSBIT_TO_NAME.items() if status & bit),
+                  TCP_STATES.get(state, "") if state is not None else "",
+                  int(msg.get_attr("CTA_ID") or 0))
+    stamp = msg.get_attr("CTA_TIMESTAMP")
+    stop = stamp.get_attr("CTA_TIMESTAMP_STOP") if stamp is not None else None
+    return Destroyed(entry, stop / 1e9 if stop else read_at, bool(stop))
+
+
+#: <linux/netfilter/nf_conntrack_tcp.h> enum tcp_conntrack
+TCP_STATES = dict(enumerate(("NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT",
+                             "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT", "CLOSE", "SYN_SENT2")))

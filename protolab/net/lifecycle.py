@@ -68,11 +68,20 @@ _children: set[subprocess.Popen] = set()
 _children_lock = threading.Lock()
 
 
+#: Python functions run around fork() (os.register_at_fork): an exception raised in one is
+#: printed and dropped by the interpreter ("Exception ignored in"), so a stop raised there is lost
+_AT_FORK = {("logging", "_acquireLock"), ("logging", "_releaseLock")}
+
+
 def _on_signal(signum: int, frame: object) -> None:
     if _State.stopping:
         return
     if _State.shield:
         _State.pending = signum
+        return
+    code = getattr(frame, "f_code", None)
+    if code is not None and (frame.f_globals.get("__name__"), code.co_name) in _AT_FORK:
+        os.kill(os.getpid(), signum)  # again, to be handled once the fork callback returned
         return
     _State.stopping = True
     raise Stopped(signum)

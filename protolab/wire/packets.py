@@ -77,6 +77,7 @@ class Decoded:
     error: str | None = None
     orig_len: int = 0  #: the frame's length on the wire, when the capture says (0: unknown)
     interface: str = ""  #: the capture point it was seen at ("router:wan"), when the file says
+    ip_id: int | None = None  #: IPv4's identification field (a NAT leaves it as it is)
 
     @property
     def transport(self) -> str:
@@ -161,6 +162,7 @@ def _ip(data: bytes, off: int, base: dict, inside_error: bool = False) -> Decode
         frag = int.from_bytes(data[off + 6:off + 8], "big") & 0x1FFF
         end = min(len(data), off + total) if total >= ihl else len(data)
         l4 = off + ihl
+        base = {**base, "ip_id": int.from_bytes(data[off + 4:off + 6], "big")}
         if frag:
             return Decoded(**base, src=src, dst=dst, ip_version=4, proto=proto,
                            payload=data[l4:end], error="IP fragment (not reassembled)")
