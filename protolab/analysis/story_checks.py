@@ -416,6 +416,7 @@ STORIES: dict[str, tuple[Step, ...]] = {
              tls_shared_key),
         Step("sticky", "one ticket refused at one backend port, resumed at another (own keys)",
              tls_sticky),
+    ),
     "nat-demo": (
         Step("translated", "the same datagram before and after the router rewrote its source "
                            "(router:lan, router:wan)", nat_translated),
