@@ -121,8 +121,8 @@ class TcpAnnotator:
         fields["tcp_len"] = view.length
         if d.tcp.flags & 0x02:
             opts = d.tcp.parsed_options()
-            fields.update({f"tcp_{k}": v for k, v in (
-                ("mss", opts.mss), ("wscale", opts.wscale), ("tsval", opts.tsval)) if v is not None})
+            named = (("mss", opts.mss), ("wscale", opts.wscale), ("tsval", opts.tsval))
+            fields.update({f"tcp_{k}": v for k, v in named if v is not None})
             fields["tcp_sack_ok"] = opts.sack_ok
         if view.window is not None:
             fields["tcp_receiver_window"] = view.window

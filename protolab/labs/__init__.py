@@ -15,6 +15,7 @@ DEMOS: dict[str, str] = {
     "tcp-demo": "protolab.labs.tcp",
     "udp-demo": "protolab.labs.udp",
     "quic-demo": "protolab.labs.quic",
+    "tcp-attack-demo": "protolab.labs.tcp_attack",
 }
 
 
