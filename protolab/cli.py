@@ -63,7 +63,7 @@ _probability = _ranged(float, "a probability", 0.0, 1.0, "a probability")
 
 
 def _demo(text: str) -> str:
-    demos = ("dns-demo", "tcp-demo", "udp-demo", "quic-demo", "lb")
+    demos = ("dns-demo", "tcp-demo", "udp-demo", "quic-demo", "lb", "tcp-attack-demo")
     if text not in demos:
         raise argparse.ArgumentTypeError(f"no demo {text!r}: choose from {', '.join(demos)}")
     return text
@@ -178,7 +178,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.command == "dns-demo":
         kwargs.update(queries=args.queries, port=args.port)
         prefix = f"cannot run 127.0.0.1:{args.port}" if args.port else prefix
-    if args.command != "tcp-demo":  # tcp-demo takes no faults
+    if args.command not in ("tcp-demo", "tcp-attack-demo"):  # these take no faults
         kwargs["faults"] = _faults(args)
     result = _run_demo(args, demo_module(args.command).run, prefix, **kwargs)
     return EXIT_FAILED if result.problem() else 0
@@ -233,6 +233,19 @@ def _quic_demo_arguments(sub: Subparsers) -> None:
                     "qlog next to the capture.")
     _capture_options(p, "quic-demo", faults=True)
     _fault_options(p, "part 7: loss recovery and ACK ranges")
+    p.set_defaults(func=cmd_demo)
+
+
+def _tcp_attack_demo_arguments(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "tcp-attack-demo", help="TCP under attack: SYN queue, SYN cookies, RST injection, "
+                                "half-open connections (lab 07)",
+        description="A server, a client and an attacker, each a network namespace: a bounded, "
+                    "paced flood of spoofed SYNs fills the SYN queue (tcp_syncookies=0), then "
+                    "meets SYN cookies (=1, =2); forged RSTs exact, in the window and outside; "
+                    "a client that vanishes while the server's keepalive timer runs. Needs root "
+                    "(without it, says so and replays the reference capture).")
+    _capture_options(p, "tcp-attack-demo")
     p.set_defaults(func=cmd_demo)
 
 
@@ -411,9 +424,11 @@ def _captures_arguments(sub: Subparsers) -> None:
                     "story (the steps it must show, not its bytes). --refresh runs each demo "
                     "with capture (root or CAP_NET_RAW) and replaces a reference only when the "
                     "new capture is complete and tells the whole story; it writes "
-                    "DEMO.ref.pcap, DEMO.ref.pcapng (annotated) and, for QUIC, DEMO.ref.keys.")
+                    "DEMO.ref.pcap, DEMO.ref.pcapng (annotated) and, for QUIC, DEMO.ref.keys "
+                    "(tcp-attack-demo, captured at several points: DEMO.ref.pcapng only).")
     p.add_argument("demos", nargs="*", metavar="DEMO", type=_demo,
-                   help="only these: dns-demo, tcp-demo, udp-demo, quic-demo, lb (default: all)")
+                   help="only these: dns-demo, tcp-demo, udp-demo, quic-demo, lb, "
+                        "tcp-attack-demo (default: all)")
     p.add_argument("--refresh", action="store_true", help="regenerate them (needs capture)")
     p.add_argument("--dir", metavar="DIR", help="where the references are (default captures/ "
                                                 "in the source tree)")
@@ -650,8 +665,11 @@ def _capture_options(p: argparse.ArgumentParser, lab: str, replay: bool = True,
                      faults: bool = False) -> None:
     p.add_argument("--no-capture", action="store_true", help="run without capturing")
     fault_run = f"; a run with faults: captures/{lab}-faults.pcap" if faults else ""
+    from protolab.wire.paths import default_capture_path, reference_file
+
     p.add_argument("--pcap", metavar="PATH",
-                   help=f"where to write the capture (default captures/{lab}.pcap{fault_run})")
+                   help=f"where to write the capture (default {default_capture_path(lab)}"
+                        f"{fault_run})")
     p.add_argument("--pcapng", metavar="PATH",
                    help="also save the capture as pcapng with each packet's note as its comment"
                         + (" and the TLS secrets inside" if lab == "quic-demo" else ""))
@@ -662,7 +680,7 @@ def _capture_options(p: argparse.ArgumentParser, lab: str, replay: bool = True,
     if replay:
         p.add_argument("--replay", nargs="?", const="", metavar="CAPTURE",
                        help=f"run nothing: read the story back from a capture (default the "
-                            f"reference, captures/{lab}.ref.pcap); needs no root")
+                            f"reference, captures/{reference_file(lab).name}); needs no root")
 
 
 def _fault_options(p: argparse.ArgumentParser, used_for: str) -> None:
@@ -708,6 +726,7 @@ SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     _tcp_demo_arguments,
     _udp_demo_arguments,
     _quic_demo_arguments,
+    _tcp_attack_demo_arguments,
     _backend_arguments,
     _lb_arguments,
     _litmus_arguments,

@@ -27,6 +27,7 @@ from protolab.course.grading import (
     read,
     template,
 )
+from protolab.wire.paths import default_capture_path, reference_file
 
 from conftest import ROOT, require_tool
 
@@ -54,7 +55,7 @@ def _bullet(text: str, key: str) -> str:
 
 
 def test_every_lab_has_a_worksheet_and_every_worksheet_a_lab() -> None:
-    assert [s.name for s in SHEETS] == [lab.worksheet.name for lab in LABS]
+    assert [s.name for s in SHEETS] == sorted(lab.worksheet.name for lab in LABS)
     for lab in LABS:
         text = lab.worksheet.read_text()
         for heading in ("**Goal:**", "**You need:**", "**Time:**", "## Background", "## Steps",
@@ -194,7 +195,26 @@ def _lb(path: Path) -> dict[str, str]:
             "q4": str(cart.status), "q5": str(len({r.backend for _, _, r in replies}))}
 
 
-INDEPENDENT = {"01": _tcp, "02": _udp, "03": _dns, "04": _quic, "05": _lb}
+def _attack(path: Path) -> dict[str, str]:
+    from protolab.labs.tcp_attack import PORTS, run_tcp_attack_demo
+
+    r = run_tcp_attack_demo(pcap=path, out=lambda s: None)
+    resent = _fields(path, "tcp.flags == 0x012 && tcp.analysis.retransmission", "ip.dst",
+                     "tcp.dstport")
+    cookie = _fields(path, f"tcp.flags == 0x012 && tcp.dstport == "
+                           f"{r.samples['cookie-ack'].ports[0]}", "tcp.options.timestamp.tsval")
+    rsts = _fields(path, f"tcp.flags.reset == 1 && tcp.dstport == {PORTS['rst']}",
+                   "frame.number", "tcp.seq_raw")
+    after = _fields(path, f"tcp.srcport == {PORTS['rst']} && tcp.flags == 0x010 && "
+                          f"frame.number > {rsts[0]}", "frame.number")
+    probes = _fields(path, f"tcp.srcport == {PORTS['keepalive']} && tcp.analysis.keep_alive",
+                     "frame.number")
+    return {"q1": f"{resent[0]}:{resent[1]}", "q2": str(r.samples["queue"].ports[0]),
+            "q3": cookie[0], "q4": f"{int(cookie[0]) % 64:#04x}", "q5": after[0],
+            "q6": rsts[5], "q7": str(r.samples["keepalive"].ports[0]), "q8": str(len(probes))}
+
+
+INDEPENDENT = {"01": _tcp, "02": _udp, "03": _dns, "04": _quic, "05": _lb, "07": _attack}
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +226,8 @@ def live(tmp_path_factory):
     def get(number: str, i: int = 0) -> tuple[dict[str, str], Path]:
         if (number, i) not in runs:
             lab = find(number)
-            path = tmp_path_factory.mktemp(f"lab{number}-run{i}") / f"{lab.demo}.pcap"
+            name = default_capture_path(lab.demo).name
+            path = tmp_path_factory.mktemp(f"lab{number}-run{i}") / name
             runs[number, i] = INDEPENDENT[number](path), path
         return runs[number, i]
 
@@ -264,7 +285,7 @@ def test_a_copied_answers_file_never_gets_full_marks(number, tmp_path, capture_r
     lab = find(number)
     _, first = live(number, 0)
     _, second = live(number, 1)
-    reference = ROOT / "captures" / f"{lab.demo}.ref.pcap"
+    reference = reference_file(lab.demo)
     varies = [q.key for q in lab.questions if q.varies]
     for copied, graded in ((first, second), (reference, first), (first, reference)):
         right = facts(lab, copied)
@@ -311,7 +332,7 @@ def _forms(value: str, form: Form) -> tuple[list[object], list[object]]:
 def test_every_printed_form_of_a_right_answer_is_accepted_and_wrong_values_are_not(
         number, tmp_path) -> None:
     lab = find(number)
-    reference = ROOT / "captures" / f"{lab.demo}.ref.pcap"
+    reference = reference_file(lab.demo)
     right = facts(lab, reference)
     answers = tmp_path / "answers.toml"
     for q in lab.questions:
@@ -333,7 +354,7 @@ def test_the_template_names_each_answers_form_and_grades_as_unanswered(tmp_path)
             assert f'{q.key} = ""   # {q.form.value}\n' in text
         f = tmp_path / "t.toml"
         f.write_text(text)
-        marks = grade(lab, f, ROOT / "captures" / f"{lab.demo}.ref.pcap")
+        marks = grade(lab, f, reference_file(lab.demo))
         assert [(m.right, m.given) for m in marks] == [(False, "")] * len(lab.questions)
 
 
@@ -343,7 +364,7 @@ def test_the_template_names_each_answers_form_and_grades_as_unanswered(tmp_path)
 def test_no_fact_reads_the_annotators_sentences(monkeypatch) -> None:
     from protolab.analysis.annotate import Row
 
-    expected = {lab.number: facts(lab, ROOT / "captures" / f"{lab.demo}.ref.pcap")
+    expected = {lab.number: facts(lab, reference_file(lab.demo))
                 for lab in LABS}
 
     def no_sentences(self):
@@ -352,7 +373,7 @@ def test_no_fact_reads_the_annotators_sentences(monkeypatch) -> None:
     monkeypatch.setattr(Row, "state", property(no_sentences))
     monkeypatch.setattr(Row, "where", no_sentences)
     for lab in LABS:
-        assert facts(lab, ROOT / "captures" / f"{lab.demo}.ref.pcap") == expected[lab.number]
+        assert facts(lab, reference_file(lab.demo)) == expected[lab.number]
 
 
 def _handshake_pcap(path: Path, *, retransmit_syn: bool, complete: bool) -> Path:

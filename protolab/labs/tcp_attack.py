@@ -80,11 +80,15 @@ def run_tcp_attack_demo(capture: bool = True, pcap: str | Path | None = None, ou
                         capture_off_reason: str = "--no-capture") -> AttackResult:
     from protolab.labs import tcp_attack_findings as found
     from protolab.labs import tcp_attack_parts as parts
+    from protolab.wire.capture import capture_denied_reason
 
     result = AttackResult()
-    if os.geteuid() != 0:
-        out(f"{LAB}: {NEEDS_ROOT}. Replaying the reference capture instead.")
-        result.capture = MultiSummary(None, off_reason=NEEDS_ROOT)
+    denied = capture_denied_reason()
+    if os.geteuid() != 0 or denied:
+        why = NEEDS_ROOT if os.geteuid() != 0 else f"raw sockets and capture {denied}: run " \
+            f"`sudo protolab {LAB}`"
+        out(f"{LAB}: {why}; replaying the reference capture instead.")
+        result.capture = MultiSummary(None, off_reason=why)
         result.findings.where = found.where_rows_of_run(result)
         return result
     path = Path(pcap) if pcap else default_capture_path(LAB)

@@ -18,7 +18,6 @@ from protolab.analysis.observe import (
     Status,
     explain,
     observe,
-    packet_list,
 )
 from protolab.labs.tcp_attack import BACKLOG, FLOOD, KEEPALIVE, AttackResult, Sample
 
@@ -298,7 +297,7 @@ def where_from_capture(rows: Sequence[Row]) -> list[StateRow]:
     def shown(key: str, steps: tuple[str, ...], claim: str) -> Observation:
         p = [n for s in steps for n in found.get(s, ())]
         missing = [s for s in steps if not found.get(s)]
-        return observe(key, claim, not missing, seen=f"packets {packet_list(p)}",
+        return observe(key, claim, not missing, seen=claim,
                        evidence=[Evidence("packets", packets=tuple(p))],
                        why_not=f"the capture does not show {', '.join(missing)}")
 

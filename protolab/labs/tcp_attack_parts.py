@@ -56,8 +56,9 @@ def run_parts(result: AttackResult, path: Path, capture: bool, off_reason: str, 
         result.port_range = int(high) - int(low) + 1
         points = [CapturePoint(net.server.point(i), i, net.server.within)
                   for i in ("eth0", "att", net.sink)]
-        out(f"Hosts: client {net.client_if.address}, server {net.server_if.address}, attacker "
-            f"{net.attacker_if.address}; spoofed sources {net.spoofed} are routed to "
+        out(f"Run {topo.run}. Hosts: client {net.client_if.address}, server "
+            f"{net.server_if.address}, attacker {net.attacker_if.address}; spoofed sources "
+            f"{net.spoofed} are routed to "
             f"{net.server.point(net.sink)}, a sink inside the server (no answer leaves).")
         with MultiCapture(points, path, enabled=capture, off_reason=off_reason) as cap:
             if not cap.active:

@@ -11,17 +11,24 @@ from pathlib import Path
 
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 REFERENCE_DIR = SOURCE_ROOT / "captures"
+#: Labs captured at several points of hosts with their own kernels: their capture is pcapng
+#: (each packet names its interface), and so is their reference.
+PCAPNG_LABS = frozenset({"tcp-attack-demo"})
+
+
+def _suffix(lab: str) -> str:
+    return ".pcapng" if lab in PCAPNG_LABS else ".pcap"
 
 
 def default_capture_path(lab: str, faults: bool = False) -> Path:
     """Where a run writes its capture unless told: a fault run beside, not over, the plain one
     (`protolab check` grades captures/<lab>.pcap)."""
-    return Path("captures") / f"{lab}{'-faults' if faults else ''}.pcap"
+    return Path("captures") / f"{lab}{'-faults' if faults else ''}{_suffix(lab)}"
 
 
 def reference_file(lab: str, directory: Path = REFERENCE_DIR) -> Path:
     """The committed reference capture (absolute, or in `directory`)."""
-    return directory / f"{lab}.ref.pcap"
+    return directory / f"{lab}.ref{_suffix(lab)}"
 
 
 def reference_capture(lab: str) -> Path:
