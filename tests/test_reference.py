@@ -9,6 +9,7 @@ import pytest
 
 from protolab.analysis.annotate import annotate_file
 from protolab.course.reference import DEMOS, LAB_ONLY
+from protolab.wire.paths import PCAPNG_LABS, reference_file
 
 from conftest import ROOT, require_tool, run_cli, without_net_raw
 
@@ -22,7 +23,7 @@ def test_the_committed_references_all_tell_their_story() -> None:
 
 def test_a_reference_that_no_longer_tells_its_story_fails(tmp_path) -> None:
     for demo in DEMOS:
-        shutil.copy(ROOT / "captures" / f"{demo}.ref.pcap", tmp_path)
+        shutil.copy(reference_file(demo), tmp_path)
     # the DNS reference replaced by the UDP one: same file name, wrong story
     shutil.copy(ROOT / "captures" / "udp-demo.ref.pcap", tmp_path / "dns-demo.ref.pcap")
     (tmp_path / "tcp-demo.ref.pcap").write_bytes(b"garbage")
@@ -50,11 +51,11 @@ def test_refresh_writes_every_reference_and_checks_it(refreshed, capture_rights)
     assert out.returncode == 0, out.stdout + out.stderr
     for demo in DEMOS + LAB_ONLY:
         assert f"{demo}: refreshed" in out.stdout
-        assert (where / f"{demo}.ref.pcap").exists() and (where / f"{demo}.ref.pcapng").exists()
+        assert reference_file(demo, where).exists() and (where / f"{demo}.ref.pcapng").exists()
     assert (where / "quic-demo.ref.keys").exists()
     assert sorted(p.name for p in where.iterdir()) == sorted(
-        [f"{d}.ref.{ext}" for d in DEMOS + LAB_ONLY for ext in ("pcap", "pcapng")]
-        + ["quic-demo.ref.keys"])
+        [f"{d}.ref.{ext}" for d in DEMOS + LAB_ONLY for ext in ("pcap", "pcapng")
+         if ext == "pcapng" or d not in PCAPNG_LABS] + ["quic-demo.ref.keys"])
     assert out.stdout.count("ok: every step of the story is in the packets") == len(DEMOS)
     assert "ok: lab 05's questions are answered from it" in out.stdout
     for demo in DEMOS:  # each run's where-state-lives table, every row with its evidence
@@ -85,7 +86,7 @@ def test_refreshed_pcapng_carries_the_notes_the_lab_and_for_quic_the_secrets(
         comments = subprocess.run([tshark, "-r", str(where / f"{demo}.ref.pcapng"), "-T",
                                    "fields", "-e", "frame.comment"], capture_output=True,
                                   text=True, timeout=60).stdout.splitlines()
-        assert comments == [r.where() for r in annotate_file(where / f"{demo}.ref.pcap")]
+        assert comments == [r.where() for r in annotate_file(reference_file(demo, where))]
         info = subprocess.run([capinfos, "-k", str(where / f"{demo}.ref.pcapng")],
                               capture_output=True, text=True, timeout=30).stdout
         assert f"`protolab {demo}` (lab " in info

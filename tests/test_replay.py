@@ -90,7 +90,7 @@ def assert_rows_agree_with_tshark(text: str, path: Path) -> None:
         if f["tcp.srcport"]:
             assert proto == "TCP", n
             flags = int(f["tcp.flags"], 16)
-            shown = re.match(r"\[([A-Z/]+)\]", summary).group(1).split("/")
+            shown = re.search(r"\[([A-Z/]+)\]", summary).group(1).split("/")  # after @point
             assert set(shown) == {k for k, bit in TCP_FLAGS.items() if flags & bit}, n
             numbers = dict(x.split("=") for x in re.findall(r"\b(?:seq|ack|len)=\d+", summary))
             assert numbers["seq"] == f["tcp.seq"] and numbers["len"] == f["tcp.len"], n
@@ -125,6 +125,14 @@ STEP_FACTS: dict[str, dict[str, tuple[Callable, Callable[[Frame], bool]]]] = {
         "killed": (any, lambda f: bool(_flags(f) & TCP_FLAGS["RST"])),
         "reconnect": (any, lambda f: _flags(f) == TCP_FLAGS["SYN"]),
     },
+    "tcp-attack-demo": {
+        "syn-queue": (all, lambda f: _flags(f) == TCP_FLAGS["SYN"] | TCP_FLAGS["ACK"]),
+        "refused": (all, lambda f: _flags(f) == TCP_FLAGS["SYN"]),
+        "challenge": (any, lambda f: bool(_flags(f) & TCP_FLAGS["RST"])),
+        "outside": (all, lambda f: bool(_flags(f) & TCP_FLAGS["RST"])),
+        "exact": (all, lambda f: bool(_flags(f) & TCP_FLAGS["RST"])),
+        "keepalive": (any, lambda f: bool(_flags(f) & TCP_FLAGS["RST"])),
+    },
     "udp-demo": {
         "clients": (all, lambda f: bool(f["udp.srcport"]) and not f["icmp.type"]),
         "icmp": (all, lambda f: f["icmp.type"] == "3"),
@@ -142,7 +150,7 @@ def test_replay_prints_the_reference_as_tshark_reads_it(demo) -> None:
     out = run_cli(demo, "--replay")
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("REPLAY: nothing runs")
-    assert f"captures/{demo}.ref.pcap" in out.stdout.splitlines()[0]
+    assert f"captures/{reference_file(demo).name}" in out.stdout.splitlines()[0]
     assert_rows_agree_with_tshark(out.stdout, reference_file(demo))
     for item in LIVE_ONLY[demo]:
         assert item in out.stdout

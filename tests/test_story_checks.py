@@ -8,15 +8,14 @@ import pytest
 
 from protolab.analysis.annotate import annotate_file
 from protolab.analysis.story_checks import STORIES, check, missing
+from protolab.wire.paths import reference_file
 from protolab.wire.pcap import read_pcap, write_pcap
-
-from conftest import ROOT
 
 DEMOS = list(STORIES)
 
 
 def reference(demo: str):
-    return ROOT / "captures" / f"{demo}.ref.pcap"
+    return reference_file(demo)
 
 
 @pytest.mark.parametrize("demo", DEMOS)
