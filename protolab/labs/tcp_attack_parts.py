@@ -215,6 +215,16 @@ def _until(read: Callable[[], Sample], done: Callable[[Sample], bool],
         time.sleep(0.005)
 
 
+def _connection(net: AttackNet, port: int) -> tuple[socket.socket, socket.socket] | str:
+    """A connection client → server on `port`: (client, server) sockets, or why not."""
+    with _listener(net, port, backlog=8) as listener:
+        client, error = _connect(net, port, timeout=2)
+        if error:
+            client.close()
+            return f"connect() failed: {error}"
+        return client, listener.accept()[0]
+
+
 # -- 3. RST injection --------------------------------------------------------------------------
 
 
@@ -227,28 +237,27 @@ def rst_injection(net: AttackNet, result: AttackResult, cap: MultiCapture, out: 
                                             "capture, which is off")
         return
     port = PORTS["rst"]
-    with _listener(net, port, backlog=8) as listener:
-        client, error = _connect(net, port, timeout=2)
-        if error:
-            result.samples["rst"] = Sample(note=f"connect() failed: {error}")
-            return
-        conn, _ = listener.accept()
-        with client, conn:
-            client.sendall(b"hello")
+    pair = _connection(net, port)
+    if isinstance(pair, str):
+        result.samples["rst"] = Sample(note=pair)
+        return
+    client, conn = pair
+    with client, conn:
+        client.sendall(b"hello")
+        conn.recv(16)
+        conn.sendall(b"HI")
+        client.recv(16)
+        cport = client.getsockname()[1]
+        nxt, window = _observed(cap, net, cport, port)
+        result.window = window
+        samples = [_rst(net, conn, cport, port, seq)
+                   for seq in (nxt + window // 2, nxt + (1 << 31), nxt)]
+        conn.settimeout(1)
+        try:
             conn.recv(16)
-            conn.sendall(b"HI")
-            client.recv(16)
-            cport = client.getsockname()[1]
-            nxt, window = _observed(cap, net, cport, port)
-            result.window = window
-            samples = [_rst(net, conn, cport, port, seq)
-                       for seq in (nxt + window // 2, nxt + (1 << 31), nxt)]
-            conn.settimeout(1)
-            try:
-                conn.recv(16)
-                samples[-1].note = "server recv(): no error"
-            except OSError as exc:
-                samples[-1].note = f"server recv(): {errno.errorcode.get(exc.errno, exc)}"
+            samples[-1].note = "server recv(): no error"
+        except OSError as exc:
+            samples[-1].note = f"server recv(): {errno.errorcode.get(exc.errno, exc)}"
     for key, sample in zip(("rst-in", "rst-out", "rst-exact"), samples, strict=True):
         sample.ports = (cport,)
         result.samples[key] = sample
@@ -303,32 +312,31 @@ def half_open(topo: Topology, net: AttackNet, result: AttackResult, out: Out) ->
         f"interval {interval} s, {count} probes); then the client host goes silent (nftables "
         f"drops everything in and out of it).")
     port = PORTS["keepalive"]
-    with _listener(net, port, backlog=8) as listener:
-        client, error = _connect(net, port, timeout=2)
-        if error:
-            result.samples["keepalive"] = Sample(note=f"connect() failed: {error}")
-            return
-        conn, _ = listener.accept()
-        with client, conn:
-            cport = client.getsockname()[1]
-            for opt, value in ((socket.TCP_KEEPIDLE, idle), (socket.TCP_KEEPINTVL, interval),
-                               (socket.TCP_KEEPCNT, count)):
-                conn.setsockopt(socket.IPPROTO_TCP, opt, value)
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            topo.nft(net.client, SILENCE)
-            sample = Sample(ss=_established(net, port, cport), ports=(cport,))
-            start = time.monotonic()
-            conn.settimeout(idle + interval * count + 3)
-            try:
-                conn.recv(16)
-                sample.note = "server recv(): returned"
-            except OSError as exc:
-                sample.note = f"server recv() after {time.monotonic() - start:.1f} s: " \
-                              f"{errno.errorcode.get(exc.errno, exc)}"
-            sample.after_ss = _established(net, port, cport)
-            client_side = net.client.run("ss", "-Htn", "state", "established", "dport", "=",
-                                         f":{port}").stdout.split()
-            sample.counters = {"client kernel entries": (0, 1 if client_side else 0)}
+    pair = _connection(net, port)
+    if isinstance(pair, str):
+        result.samples["keepalive"] = Sample(note=pair)
+        return
+    client, conn = pair
+    with client, conn:
+        cport = client.getsockname()[1]
+        for opt, value in ((socket.TCP_KEEPIDLE, idle), (socket.TCP_KEEPINTVL, interval),
+                           (socket.TCP_KEEPCNT, count)):
+            conn.setsockopt(socket.IPPROTO_TCP, opt, value)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        topo.nft(net.client, SILENCE)
+        sample = Sample(ss=_established(net, port, cport), ports=(cport,))
+        start = time.monotonic()
+        conn.settimeout(idle + interval * count + 3)
+        try:
+            conn.recv(16)
+            sample.note = "server recv(): returned"
+        except OSError as exc:
+            sample.note = f"server recv() after {time.monotonic() - start:.1f} s: " \
+                          f"{errno.errorcode.get(exc.errno, exc)}"
+        sample.after_ss = _established(net, port, cport)
+        client_side = net.client.run("ss", "-Htn", "state", "established", "dport", "=",
+                                     f":{port}").stdout.split()
+        sample.counters = {"client kernel entries": (0, 1 if client_side else 0)}
     result.samples["keepalive"] = sample
     out(f"   server entry while silent: {sample.ss[0] if sample.ss else 'none'}; "
         f"{sample.note}")
