@@ -46,6 +46,9 @@ def _with_packets(key: str, claim: str, result: AttackResult, find: Finder, ok: 
     counters alone, and says the capture is off."""
     packets = _packets(result, find)
     off = result.capture is None or bool(result.capture.off_reason)
+    if off and not evidence:  # only the packets could show it
+        reason = result.capture.off_reason if result.capture else "no capture"
+        return explain(key, claim, f"it needs the capture, which is off ({reason})")
     if not off:
         ok = ok and bool(packets)
         evidence = [*evidence, Evidence("packets", packets=packets)] if packets else evidence
