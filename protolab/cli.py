@@ -63,7 +63,8 @@ _probability = _ranged(float, "a probability", 0.0, 1.0, "a probability")
 
 
 def _demo(text: str) -> str:
-    demos = ("dns-demo", "tcp-demo", "udp-demo", "quic-demo", "nat-demo", "lb", "tls-demo")
+    demos = ("dns-demo", "tcp-demo", "udp-demo", "quic-demo", "nat-demo", "lb", "tls-demo",
+             "tcp-attack-demo")
     if text not in demos:
         raise argparse.ArgumentTypeError(f"no demo {text!r}: choose from {', '.join(demos)}")
     return text
@@ -261,6 +262,19 @@ def _nat_demo_arguments(sub: Subparsers) -> None:
     p.set_defaults(func=cmd_demo)
 
 
+def _tcp_attack_demo_arguments(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "tcp-attack-demo", help="TCP under attack: SYN queue, SYN cookies, RST injection, "
+                                "half-open connections (lab 07)",
+        description="A server, a client and an attacker, each a network namespace: a bounded, "
+                    "paced flood of spoofed SYNs fills the SYN queue (tcp_syncookies=0), then "
+                    "meets SYN cookies (=1, =2); forged RSTs exact, in the window and outside; "
+                    "a client that vanishes while the server's keepalive timer runs. Needs root "
+                    "(without it, says so and replays the reference capture).")
+    _capture_options(p, "tcp-attack-demo")
+    p.set_defaults(func=cmd_demo)
+
+
 def _check_redis(names: list[str], url: str, shared: bool = False) -> None:
     if "store-redis" not in names:
         return
@@ -436,9 +450,11 @@ def _captures_arguments(sub: Subparsers) -> None:
                     "story (the steps it must show, not its bytes). --refresh runs each demo "
                     "with capture (root or CAP_NET_RAW) and replaces a reference only when the "
                     "new capture is complete and tells the whole story; it writes "
-                    "DEMO.ref.pcap, DEMO.ref.pcapng (annotated) and, for QUIC, DEMO.ref.keys.")
+                    "DEMO.ref.pcap, DEMO.ref.pcapng (annotated) and, for QUIC, DEMO.ref.keys "
+                    "(tcp-attack-demo, captured at several points: DEMO.ref.pcapng only).")
     p.add_argument("demos", nargs="*", metavar="DEMO", type=_demo,
-                   help="only these: dns-demo, tcp-demo, udp-demo, quic-demo, lb (default: all)")
+                   help="only these: dns-demo, tcp-demo, udp-demo, quic-demo, lb, "
+                        "tcp-attack-demo (default: all)")
     p.add_argument("--refresh", action="store_true", help="regenerate them (needs capture)")
     p.add_argument("--dir", metavar="DIR", help="where the references are (default captures/ "
                                                 "in the source tree)")
@@ -673,13 +689,13 @@ def _inspect_notes(args: argparse.Namespace, tally: Tally, complete: bool = True
 
 def _capture_options(p: argparse.ArgumentParser, lab: str, replay: bool = True,
                      faults: bool = False) -> None:
-    from protolab.wire.paths import capture_suffix
+    from protolab.wire.paths import default_capture_path, reference_file
 
-    ext = capture_suffix(lab)
     p.add_argument("--no-capture", action="store_true", help="run without capturing")
     fault_run = f"; a run with faults: captures/{lab}-faults.pcap" if faults else ""
     p.add_argument("--pcap", metavar="PATH",
-                   help=f"where to write the capture (default captures/{lab}{ext}{fault_run})")
+                   help=f"where to write the capture (default {default_capture_path(lab)}"
+                        f"{fault_run})")
     p.add_argument("--pcapng", metavar="PATH",
                    help="also save the capture as pcapng with each packet's note as its comment"
                         + (" and the TLS secrets inside" if lab in ("quic-demo", "tls-demo")
@@ -691,7 +707,7 @@ def _capture_options(p: argparse.ArgumentParser, lab: str, replay: bool = True,
     if replay:
         p.add_argument("--replay", nargs="?", const="", metavar="CAPTURE",
                        help=f"run nothing: read the story back from a capture (default the "
-                            f"reference, captures/{lab}.ref{ext}); needs no root")
+                            f"reference, captures/{reference_file(lab).name}); needs no root")
 
 
 def _fault_options(p: argparse.ArgumentParser, used_for: str) -> None:
@@ -737,8 +753,9 @@ SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     _tcp_demo_arguments,
     _udp_demo_arguments,
     _quic_demo_arguments,
-    _tls_demo_arguments,
     _nat_demo_arguments,
+    _tcp_attack_demo_arguments,
+    _tls_demo_arguments,
     _backend_arguments,
     _lb_arguments,
     _litmus_arguments,

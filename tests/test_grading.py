@@ -27,7 +27,7 @@ from protolab.course.grading import (
     read,
     template,
 )
-from protolab.wire.paths import reference_file
+from protolab.wire.paths import default_capture_path, reference_file
 
 from conftest import ROOT, require, require_tool
 
@@ -55,7 +55,7 @@ def _bullet(text: str, key: str) -> str:
 
 
 def test_every_lab_has_a_worksheet_and_every_worksheet_a_lab() -> None:
-    assert [s.name for s in SHEETS] == [lab.worksheet.name for lab in LABS]
+    assert [s.name for s in SHEETS] == sorted(lab.worksheet.name for lab in LABS)
     for lab in LABS:
         text = lab.worksheet.read_text()
         for heading in ("**Goal:**", "**You need:**", "**Time:**", "## Background", "## Steps",
@@ -195,6 +195,25 @@ def _lb(path: Path) -> dict[str, str]:
             "q4": str(cart.status), "q5": str(len({r.backend for _, _, r in replies}))}
 
 
+def _attack(path: Path) -> dict[str, str]:
+    from protolab.labs.tcp_attack import PORTS, run_tcp_attack_demo
+
+    r = run_tcp_attack_demo(pcap=path, out=lambda s: None)
+    resent = _fields(path, "tcp.flags == 0x012 && tcp.analysis.retransmission", "ip.dst",
+                     "tcp.dstport")
+    cookie = _fields(path, f"tcp.flags == 0x012 && tcp.dstport == "
+                           f"{r.samples['cookie-ack'].ports[0]}", "tcp.options.timestamp.tsval")
+    rsts = _fields(path, f"tcp.flags.reset == 1 && tcp.dstport == {PORTS['rst']}",
+                   "frame.number", "tcp.seq_raw")
+    after = _fields(path, f"tcp.srcport == {PORTS['rst']} && tcp.flags == 0x010 && "
+                          f"frame.number > {rsts[0]}", "frame.number")
+    probes = _fields(path, f"tcp.srcport == {PORTS['keepalive']} && tcp.analysis.keep_alive",
+                     "frame.number")
+    return {"q1": f"{resent[0]}:{resent[1]}", "q2": str(r.samples["queue"].ports[0]),
+            "q3": cookie[0], "q4": f"{int(cookie[0]) % 64:#04x}", "q5": after[0],
+            "q6": rsts[5], "q7": str(r.samples["keepalive"].ports[0]), "q8": str(len(probes))}
+
+
 def _tls(path: Path) -> dict[str, str]:
     from protolab.labs.tls import run_tls_demo
 
@@ -226,7 +245,7 @@ def _nat(path: Path) -> dict[str, str]:
 
 
 INDEPENDENT = {"01": _tcp, "02": _udp, "03": _dns, "04": _quic, "05": _lb, "06": _nat,
-               "08": _tls}
+               "07": _attack, "08": _tls}
 
 
 @pytest.fixture(scope="module")
@@ -238,7 +257,8 @@ def live(tmp_path_factory):
     def get(number: str, i: int = 0) -> tuple[dict[str, str], Path]:
         if (number, i) not in runs:
             lab = find(number)
-            path = tmp_path_factory.mktemp(f"lab{number}-run{i}") / lab.capture.name
+            name = default_capture_path(lab.demo).name
+            path = tmp_path_factory.mktemp(f"lab{number}-run{i}") / name
             runs[number, i] = INDEPENDENT[number](path), path
         return runs[number, i]
 

@@ -91,7 +91,7 @@ def assert_rows_agree_with_tshark(text: str, path: Path) -> None:
         if f["tcp.srcport"]:
             assert proto == "TCP", n
             flags = int(f["tcp.flags"], 16)
-            shown = re.match(r"\[([A-Z/]+)\]", summary).group(1).split("/")
+            shown = re.search(r"\[([A-Z/]+)\]", summary).group(1).split("/")  # after @point
             assert set(shown) == {k for k, bit in TCP_FLAGS.items() if flags & bit}, n
             numbers = dict(x.split("=") for x in re.findall(r"\b(?:seq|ack|len)=\d+", summary))
             assert numbers["seq"] == f["tcp.seq"] and numbers["len"] == f["tcp.len"], n
@@ -125,6 +125,14 @@ STEP_FACTS: dict[str, dict[str, tuple[Callable, Callable[[Frame], bool]]]] = {
         "no-socket": (any, lambda f: bool(_flags(f) & TCP_FLAGS["RST"])),
         "killed": (any, lambda f: bool(_flags(f) & TCP_FLAGS["RST"])),
         "reconnect": (any, lambda f: _flags(f) == TCP_FLAGS["SYN"]),
+    },
+    "tcp-attack-demo": {
+        "syn-queue": (all, lambda f: _flags(f) == TCP_FLAGS["SYN"] | TCP_FLAGS["ACK"]),
+        "refused": (all, lambda f: _flags(f) == TCP_FLAGS["SYN"]),
+        "challenge": (any, lambda f: bool(_flags(f) & TCP_FLAGS["RST"])),
+        "outside": (all, lambda f: bool(_flags(f) & TCP_FLAGS["RST"])),
+        "exact": (all, lambda f: bool(_flags(f) & TCP_FLAGS["RST"])),
+        "keepalive": (any, lambda f: bool(_flags(f) & TCP_FLAGS["RST"])),
     },
     "udp-demo": {
         "clients": (all, lambda f: bool(f["udp.srcport"]) and not f["icmp.type"]),

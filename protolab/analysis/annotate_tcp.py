@@ -11,7 +11,7 @@ from dataclasses import replace
 from protolab.analysis.annotate_dns import parse_dns
 from protolab.analysis.annotate_tls import TlsAnnotator
 from protolab.analysis.facts import MAX_PENDING, Action, Fact, Holder, Kind, Row
-from protolab.protocols.tcp import SegmentView, TcpObserver
+from protolab.protocols.tcp import Fit, SegmentView, TcpObserver
 from protolab.wire.packets import Decoded
 
 _HTTP_STARTS = (b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"PATCH ", b"OPTIONS ",
@@ -27,6 +27,7 @@ class TcpAnnotator:
         self.observer = TcpObserver(max_flows)
         self._last: OrderedDict[int, int] = OrderedDict()  # flow -> its last packet
         self._tls = TlsAnnotator()
+        self._synack: OrderedDict[int, int] = OrderedDict()  # flow -> its first SYN-ACK
 
     def row(self, d: Decoded, base: dict) -> Row:
         tcp = d.tcp
@@ -41,12 +42,22 @@ class TcpAnnotator:
         if not view.in_window:
             return Row(**base, action=Action.MISSING, holders=(Holder.NOBODY,),
                        fact=Fact(Kind.TCP_OUT_OF_WINDOW, values=values))
+        if view.rst_fit is Fit.IN_WINDOW:
+            return Row(**base, action=Action.USES, holders=(Holder.SERVER_KERNEL
+                       if receiver == "server" else Holder.CLIENT_KERNEL,),
+                       fact=Fact(Kind.TCP_RST_CHALLENGED, values=values))
         if tcp.flags & 0x04:
             return self._rst(view, base, moves, values)
         self._last[view.flow] = base["number"]
         while len(self._last) > MAX_PENDING:
             self._last.popitem(last=False)
         holders = (Holder.CLIENT_KERNEL, Holder.SERVER_KERNEL)
+        if tcp.flags & 0x12 == 0x12:
+            self._synack.setdefault(view.flow, base["number"])
+            while len(self._synack) > MAX_PENDING:
+                self._synack.popitem(last=False)
+        if (special := self._special(view, base, moves, values)) is not None:
+            return special
         if tcp.flags & 0x02:
             who = "client kernel creates" if not tcp.flags & 0x10 else "server kernel holds"
             return Row(**base, action=Action.CREATES, holders=holders,
@@ -71,6 +82,31 @@ class TcpAnnotator:
                    fact=Fact(Kind.TCP_CLOSE if ends else Kind.TCP_SEGMENT, moves=moves,
                              values=values))
 
+    def _special(self, view: SegmentView, base: dict, moves: tuple, values: dict) -> Row | None:
+        """A resent or cookie SYN-ACK, a challenge ACK, a keepalive probe; None otherwise."""
+        kernel = Holder.SERVER_KERNEL if view.sender_role.value == "server" \
+            else Holder.CLIENT_KERNEL
+        if view.synack_again:
+            first = self._synack.get(view.flow, 0)
+            return Row(**base, action=Action.USES, holders=(Holder.SERVER_KERNEL,),
+                       fact=Fact(Kind.TCP_SYN_QUEUED, (first,) if first else (), moves=moves,
+                                 values=values))
+        if view.cookie_ts:
+            low = self._tsval(base) % 64
+            return Row(**base, action=Action.NONE, holders=(Holder.PACKET,),
+                       fact=Fact(Kind.TCP_SYN_COOKIE, moves=moves, values={**values, "low": low}))
+        if view.challenges is not None:
+            return Row(**base, action=Action.USES, holders=(kernel,),
+                       fact=Fact(Kind.TCP_CHALLENGE_ACK, (view.challenges,), values={
+                           **values, "rcv_nxt": view.rel_ack}))
+        if view.keepalive:
+            return Row(**base, action=Action.USES, holders=(kernel,),
+                       fact=Fact(Kind.TCP_KEEPALIVE, values=values))
+        return None
+
+    def _tsval(self, base: dict) -> int:
+        return base["fields"].get("tcp_tsval", 0)
+
     @staticmethod
     def _describe(d: Decoded, view: SegmentView, base: dict) -> str | None:
         """Put the segment's summary, flow and fields in `base` (an HTTP line, or a DNS message
@@ -91,6 +127,15 @@ class TcpAnnotator:
             base["summary"] += f" DNS {'answer' if is_response else 'query'} {qid:#06x} {question}"
             fields = {"dns_id": qid, "dns_response": is_response, "dns_question": question}
         fields["tcp_len"] = view.length
+        if d.tcp.flags & 0x02:
+            opts = d.tcp.parsed_options()
+            named = (("mss", opts.mss), ("wscale", opts.wscale), ("tsval", opts.tsval))
+            fields.update({f"tcp_{k}": v for k, v in named if v is not None})
+            fields["tcp_sack_ok"] = opts.sack_ok
+        if view.window is not None:
+            fields["tcp_receiver_window"] = view.window
+        if view.rst_fit is not None:
+            fields["tcp_rst_fit"] = view.rst_fit.value
         base["fields"] = fields
         return http
 

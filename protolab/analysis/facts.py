@@ -73,6 +73,11 @@ class Kind(Enum):
     TCP_OUT_OF_WINDOW = "tcp out of window"  #: far outside what the receiver expects
     TCP_RST = "tcp rst"  #: a reset of a connection
     TCP_RST_NO_CONNECTION = "tcp rst no connection"  #: RST answering a segment: no socket
+    TCP_SYN_QUEUED = "tcp syn queued"  #: a SYN-ACK sent again: a half-open entry's timer
+    TCP_SYN_COOKIE = "tcp syn cookie"  #: a SYN-ACK whose TSval encodes the SYN: a SYN cookie
+    TCP_RST_CHALLENGED = "tcp rst challenged"  #: RST in the window, not exact: no reset
+    TCP_CHALLENGE_ACK = "tcp challenge ack"  #: the ACK that answers an in-window RST
+    TCP_KEEPALIVE = "tcp keepalive"  #: a probe one below SND.NXT: is the peer still there?
     HTTP_TOKEN = "http token"  #: the state came with the request: a bearer token
     HTTP_SESSION_CREATED = "http session created"  #: Set-Cookie sessionId: a session is made
     HTTP_SESSION_LOOKUP = "http session lookup"  #: cookie sessionId: the state is looked up
@@ -202,6 +207,22 @@ TEMPLATES: dict[Kind, str] = {
     Kind.TCP_RST_NO_CONNECTION: "RST answering {ref}: no connection existed — no socket at "
                                 "{sender} for this 4-tuple, so its kernel resets (RFC 9293 "
                                 "section 3.10.7.1){moves}",
+    Kind.TCP_SYN_QUEUED: "half-open entry in the server's SYN queue (server kernel): SYN-ACK "
+                         "{ref} sent again by the entry's retransmission timer; it waits for an "
+                         "ACK the client may never send{moves}",
+    Kind.TCP_SYN_COOKIE: "no state kept: it is in the ISN (the packet) — a SYN cookie: TSval's "
+                         "low 6 bits ({low:#04x}) encode the SYN's window scale, SACK and ECN "
+                         "(a match by chance: 1 in 64); the ISN is a keyed hash only the server "
+                         "can check when the ACK brings it back{moves}",
+    Kind.TCP_RST_CHALLENGED: "RST in the {receiver}'s window but not at RCV.NXT ({expects}): "
+                             "RFC 5961 section 3.2 — the {receiver} kernel keeps the connection "
+                             "and answers with a challenge ACK",
+    Kind.TCP_CHALLENGE_ACK: "challenge ACK (RFC 5961 section 3.2) for the in-window RST {ref}: "
+                            "the {sender} kernel says which sequence number it expects "
+                            "({rcv_nxt}); only a RST with exactly that one resets it",
+    Kind.TCP_KEEPALIVE: "keepalive probe: seq one below what the {receiver} expects "
+                        "(RFC 1122 4.2.3.6) — the {sender} kernel's keepalive timer asks "
+                        "whether the {receiver} still holds the connection",
     Kind.HTTP_TOKEN: "state came WITH the request: a signed token (who you are, until when); no "
                      "lookup needed to know the user; " + _CONNECTION,
     Kind.HTTP_SESSION_CREATED: "a new session: the client gets only its key (cookie "

@@ -352,6 +352,102 @@ def nat_tcp(rows: Sequence[Row]) -> list[int]:
         if client and server and client.proto == "TCP" and _flags(client) & (SYN | ACK) == SYN \
                 and client.src != server.src:
             return [client.number, server.number]
+
+
+# -- TCP under attack (lab 07) -------------------------------------------------------------------
+
+
+def _by_flow(rows: Sequence[Row]) -> dict[str, list[Row]]:
+    flows: dict[str, list[Row]] = {}
+    for r in rows:
+        if r.proto == "TCP":
+            flows.setdefault(r.flow, []).append(r)
+    return flows
+
+
+def attack_syn_queue(rows: Sequence[Row]) -> list[int]:
+    """SYN-ACKs a server sent again on its own: half-open entries with a timer (the SYN queue)."""
+    return [r.number for r in rows if r.shows(Kind.TCP_SYN_QUEUED)]
+
+
+def attack_legit_refused(rows: Sequence[Row]) -> list[int]:
+    """A SYN sent again (same 4-tuple and seq) that no SYN-ACK ever answered: its connection
+    could not be made while the queue was full."""
+    for flow in _by_flow(rows).values():
+        syns = [r for r in flow if _flags(r) & (SYN | ACK) == SYN]
+        answered = any(_flags(r) & (SYN | ACK) == SYN | ACK for r in flow)
+        if len(syns) >= 2 and not answered and syns[0].fields.get("tcp_seq") == \
+                syns[1].fields.get("tcp_seq"):
+            return [r.number for r in syns]
+    return []
+
+
+def attack_cookie_handshake(rows: Sequence[Row]) -> list[int]:
+    """SYN, a SYN-ACK whose TSval encodes the SYN (a SYN cookie), and the ACK that completes
+    the handshake from the cookie alone."""
+    for flow in _by_flow(rows).values():
+        cookie = next((r for r in flow if r.shows(Kind.TCP_SYN_COOKIE)), None)
+        if cookie is None:
+            continue
+        syn = next((r for r in flow if _flags(r) & (SYN | ACK) == SYN), None)
+        ack = next((r for r in flow if r.src == cookie.dst and _flags(r) & (SYN | ACK) == ACK
+                    and r.fields.get("tcp_ack") == (cookie.fields["tcp_seq"] + 1) % 2**32),
+                   None)
+        if syn and ack:
+            return [syn.number, cookie.number, ack.number]
+    return []
+
+
+def attack_forged_ack(rows: Sequence[Row]) -> list[int]:
+    """An ACK no handshake led to (a forged cookie), answered by RST from the listener."""
+    by_number = {r.number: r for r in rows}
+    for rst in rows:
+        seg = by_number.get(rst.fact.refs[0]) if rst.shows(Kind.TCP_RST_NO_CONNECTION) \
+            and rst.fact.refs else None
+        if seg is not None and _flags(seg) & (SYN | ACK | FIN | RST) == ACK \
+                and not seg.fields.get("tcp_len"):
+            return [seg.number, rst.number]
+    return []
+
+
+def attack_no_timestamps(rows: Sequence[Row]) -> list[int]:
+    """A SYN without timestamps that asked for window scaling, answered by a SYN-ACK without
+    it: the state a cookie cannot carry is lost."""
+    for flow in _by_flow(rows).values():
+        syn = next((r for r in flow if _flags(r) & (SYN | ACK) == SYN), None)
+        synack = next((r for r in flow if _flags(r) & (SYN | ACK) == SYN | ACK), None)
+        if syn and synack and "tcp_tsval" not in syn.fields and "tcp_wscale" in syn.fields \
+                and "tcp_wscale" not in synack.fields:
+            return [syn.number, synack.number]
+    return []
+
+
+def attack_rst_challenge(rows: Sequence[Row]) -> list[int]:
+    for ack in rows:
+        if ack.shows(Kind.TCP_CHALLENGE_ACK):
+            return [ack.fact.refs[0], ack.number]
+    return []
+
+
+def _rst_fit(rows: Sequence[Row], fit: str) -> list[int]:
+    return [r.number for r in rows if r.fields.get("tcp_rst_fit") == fit][:1]
+
+
+def attack_rst_exact(rows: Sequence[Row]) -> list[int]:
+    """An RST at exactly RCV.NXT on a connection that was sent an in-window RST before."""
+    challenged = {r.flow for r in rows if r.shows(Kind.TCP_RST_CHALLENGED)}
+    return [r.number for r in rows if r.fields.get("tcp_rst_fit") == "exact"
+            and r.flow in challenged][:1]
+
+
+def attack_keepalive(rows: Sequence[Row]) -> list[int]:
+    """Keepalive probes to a silent peer, then the RST the prober's kernel ends with."""
+    for flow in _by_flow(rows).values():
+        probes = [r for r in flow if r.shows(Kind.TCP_KEEPALIVE)]
+        rst = next((r for r in flow if probes and r.number > probes[-1].number
+                    and r.src == probes[0].src and _flags(r) & RST), None)
+        if probes and rst:
+            return [*(r.number for r in probes), rst.number]
     return []
 
 
@@ -428,6 +524,25 @@ STORIES: dict[str, tuple[Step, ...]] = {
                         "inside: dropped at the router", nat_dropped),
         Step("tcp", "a TCP connection's SYN at the client and, translated, at the server",
              nat_tcp),
+    ),
+    "tcp-attack-demo": (
+        Step("syn-queue", "the server resends SYN-ACKs to spoofed sources: half-open entries "
+                          "in its SYN queue, each with a timer", attack_syn_queue),
+        Step("refused", "a legitimate client's SYN, sent again, never answered while the queue "
+                        "is full", attack_legit_refused),
+        Step("cookie", "a SYN cookie (TSval encodes the SYN) and the ACK that completes the "
+                       "handshake from it alone", attack_cookie_handshake),
+        Step("forged-ack", "an ACK with a forged cookie is answered with RST",
+             attack_forged_ack),
+        Step("no-timestamps", "without timestamps, the cookie SYN-ACK drops window scaling",
+             attack_no_timestamps),
+        Step("challenge", "an RST in the window but not exact gets a challenge ACK (RFC 5961)",
+             attack_rst_challenge),
+        Step("outside", "an RST outside the window is ignored",
+             lambda rows: _rst_fit(rows, "outside")),
+        Step("exact", "an RST at exactly RCV.NXT resets the connection", attack_rst_exact),
+        Step("keepalive", "keepalive probes to a vanished peer, then the server's RST",
+             attack_keepalive),
     ),
 }
 

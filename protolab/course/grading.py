@@ -579,6 +579,63 @@ def nat_tcp_outside_port(p: Packets) -> int:
 
 # -- the catalogue --------------------------------------------------------------------------------
 
+# -- TCP under attack (lab 07): from flags, sequence numbers and options --------------------------
+
+
+def _story(p: Packets, find: Callable[[list[Row]], list[int]]) -> list[Row]:
+    numbers = find(p.rows)
+    if not numbers:
+        raise LookupError("not in this capture")
+    by_number = {r.number: r for r in p.rows}
+    return [by_number[n] for n in numbers]
+
+
+def attack_first_resent_to(p: Packets) -> str:
+    from protolab.analysis.story_checks import attack_syn_queue
+
+    return _story(p, attack_syn_queue)[0].dst
+
+
+def attack_legit_port(p: Packets) -> int:
+    from protolab.analysis.story_checks import attack_legit_refused
+
+    return _port(_story(p, attack_legit_refused)[0].src)
+
+
+def attack_cookie_tsval(p: Packets) -> int:
+    from protolab.analysis.story_checks import attack_cookie_handshake
+
+    return p.decoded[_story(p, attack_cookie_handshake)[1].number].tcp.parsed_options().tsval
+
+
+def attack_cookie_low_bits(p: Packets) -> str:
+    return f"{attack_cookie_tsval(p) % 64:#04x}"
+
+
+def attack_exact_rst_seq(p: Packets) -> int:
+    from protolab.analysis.story_checks import attack_rst_exact
+
+    return _story(p, attack_rst_exact)[0].fields["tcp_seq"]
+
+
+def attack_challenge_ack_packet(p: Packets) -> int:
+    from protolab.analysis.story_checks import attack_rst_challenge
+
+    return _story(p, attack_rst_challenge)[1].number
+
+
+def attack_keepalive_port(p: Packets) -> int:
+    from protolab.analysis.story_checks import attack_keepalive
+
+    return _port(_story(p, attack_keepalive)[0].dst)
+
+
+def attack_keepalive_probes(p: Packets) -> int:
+    from protolab.analysis.story_checks import attack_keepalive
+
+    return len(_story(p, attack_keepalive)) - 1
+
+
 LABS: tuple[Lab, ...] = (
     Lab("01", "tcp-connection-state", "TCP connection state lives in two kernels", "tcp-demo", (
         Question("q1", "From which client port did the first connection come?", tcp_client_port,
@@ -704,6 +761,36 @@ LABS: tuple[Lab, ...] = (
                            "server (at server:eth0)?", nat_tcp_outside_port,
                      "--filter tcp: the SYN @server:eth0", Form.NUMBER, varies=True),
         )),
+    Lab("07", "tcp-under-attack", "TCP's state under attack", "tcp-attack-demo", (
+        Question("q1", "To which spoofed source (address:port) did the server resend a SYN-ACK "
+                       "first?", attack_first_resent_to,
+                 "the first row that says \"half-open entry in the server's SYN queue\" "
+                 "(@server:sink); its destination", Form.ENDPOINT, varies=True),
+        Question("q2", "From which client port did the legitimate client try to connect while "
+                       "the queue was full?", attack_legit_port,
+                 "the SYN from 192.0.2.2 that appears twice with no SYN-ACK", Form.NUMBER,
+                 varies=True),
+        Question("q3", "What TSval did the SYN cookie SYN-ACK to the legitimate client carry?",
+                 attack_cookie_tsval, "`protolab inspect CAPTURE --detail N` on the row that "
+                 "says \"no state kept: it is in the ISN\" to 192.0.2.2", Form.NUMBER,
+                 varies=True),
+        Question("q4", "What are that TSval's low 6 bits, in hex (window scale | SACK<<4 | "
+                       "ECN<<5)?", attack_cookie_low_bits,
+                 "TSval modulo 64, written as hex; compare with the SYN's options", Form.HEX),
+        Question("q5", "Which packet is the server's challenge ACK?",
+                 attack_challenge_ack_packet, "the row that says \"challenge ACK (RFC 5961\"",
+                 Form.PACKET),
+        Question("q6", "What sequence number (absolute) did the RST that reset the connection "
+                       "carry?", attack_exact_rst_seq,
+                 "`inspect --json` gives fields.tcp_seq; the RST at exactly RCV.NXT",
+                 Form.NUMBER, varies=True),
+        Question("q7", "To which client port did the server send its keepalive probes?",
+                 attack_keepalive_port, "the rows that say \"keepalive probe\"", Form.NUMBER,
+                 varies=True),
+        Question("q8", "How many keepalive probes went unanswered before the server's RST?",
+                 attack_keepalive_probes, "count the keepalive probe rows of that connection",
+                 Form.NUMBER),
+    )),
     Lab("08", "tls-session-tickets", "TLS 1.3 session tickets: the server's state, held by the "
         "client", "tls-demo", (
             Question("q1", "Which packet is the first ServerHello that resumed a session "

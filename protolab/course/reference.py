@@ -22,7 +22,7 @@ from pathlib import Path
 from protolab.analysis.annotate import annotate_file
 from protolab.analysis.story_checks import missing
 from protolab.labs import DEMOS as REGISTRY
-from protolab.wire.paths import REFERENCE_DIR, reference_file
+from protolab.wire.paths import MULTI_POINT, REFERENCE_DIR, reference_file
 from protolab.wire.pcap import PcapError
 
 DEMOS = tuple(REGISTRY)  #: the captured demos, from the one registry
@@ -150,19 +150,25 @@ def refresh(demos: Sequence[str] = DEMOS + LAB_ONLY, directory: Path = DEFAULT_D
     for demo in demos:
         scratch = Path(tempfile.mkdtemp(prefix=".refresh-", dir=directory))
         try:
-            pcap = reference_file(demo, scratch)  # a multi-point lab's is the pcapng itself
+            native = demo in MULTI_POINT  # captured at several points: its pcapng is all
+            pcap = scratch / (f"{demo}.run.pcapng" if native else f"{demo}.ref.pcap")
             lines: list[str] = []
             result, problem = _run(demo, pcap, lines.append)
             _show_findings(demo, result, out)
+            if native and not problem:
+                save_pcapng(demo, pcap, reference_file(demo, scratch),
+                            purpose=" for `protolab captures --refresh`")
             new = None if problem else status(demo, scratch)
             if problem or not new.ok:
                 problem = problem or f"not good enough: {new.verdict}"
                 done.append(Refreshed(demo, (), problem))
                 out(f"{demo}: KEPT the old reference — {problem}")
                 continue
-            save_pcapng(demo, pcap, scratch / f"{demo}.ref.pcapng", pcap.with_suffix(".keys"),
-                        result.server[1] if demo == "dns-demo" else None,
-                        " for `protolab captures --refresh`")
+            if not native:
+                save_pcapng(demo, pcap, scratch / f"{demo}.ref.pcapng",
+                            pcap.with_suffix(".keys"),
+                            result.server[1] if demo == "dns-demo" else None,
+                            " for `protolab captures --refresh`")
             written = []
             for name in (f"{demo}.ref.pcap", f"{demo}.ref.pcapng", f"{demo}.ref.keys"):
                 if (scratch / name).exists():

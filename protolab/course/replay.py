@@ -65,6 +65,14 @@ LIVE_ONLY: dict[str, tuple[str, ...]] = {
         "the key log, or the pcapng alone)",
         "the server restart's PIDs (a new process, a new ticket key)",
     ),
+    "tcp-attack-demo": (
+        "the server's SYN queue as `ss -n state syn-recv` lists it, for each tcp_syncookies "
+        "setting",
+        "the server namespace's counters (ListenDrops, TCPReqQFullDrop, SyncookiesSent/Recv/"
+        "Failed, TCPChallengeACK) before → after",
+        "what each socket said: the client's SYN_SENT, ECONNRESET after the exact RST, "
+        "ETIMEDOUT when keepalive gives up; the options TCP_INFO shows negotiated",
+    ),
 }
 
 
@@ -260,7 +268,29 @@ def nat_tables(rows: Sequence[Row], out: Out) -> None:
         out(indent(table(lines, ("datagram", "seen at", "last seen as"))))
 
 
+def attack_tables(rows: Sequence[Row], out: Out) -> None:
+    """Per capture point and listener port: SYNs in, SYN-ACKs out (first and resent), RSTs."""
+    counts: dict[tuple[str, str], list[int]] = {}
+    for r in rows:
+        if r.proto != "TCP":
+            continue
+        flags = r.fields.get("tcp_flags", 0)
+        server = r.dst if flags & 0x12 == 0x02 else r.src if flags & 0x12 == 0x12 else ""
+        if not server:
+            continue
+        c = counts.setdefault((server, r.fields.get("interface", "")), [0, 0, 0, 0])
+        c[0 if flags & 0x12 == 0x02 else 1] += 1
+        c[2] += r.shows(Kind.TCP_SYN_QUEUED)
+        c[3] += r.shows(Kind.TCP_SYN_COOKIE)
+    if counts:
+        out("\n1./2. Handshakes per listener, as the packets show them (resent SYN-ACKs: a "
+            "half-open entry's timer; cookie SYN-ACKs: no entry):")
+        out(indent(table([(k[0], k[1], *v) for k, v in counts.items()],
+                         ("listener", "seen at", "SYNs", "SYN-ACKs", "resent", "cookies"))))
+
+
 TABLES: dict[str, Callable[[Sequence[Row], Out], None]] = {
     "dns-demo": dns_tables, "tcp-demo": tcp_tables, "udp-demo": udp_tables,
     "quic-demo": quic_tables, "tls-demo": tls_tables, "nat-demo": nat_tables,
+    "tcp-attack-demo": attack_tables,
 }

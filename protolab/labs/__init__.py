@@ -15,8 +15,9 @@ DEMOS: dict[str, str] = {
     "tcp-demo": "protolab.labs.tcp",
     "udp-demo": "protolab.labs.udp",
     "quic-demo": "protolab.labs.quic",
-    "tls-demo": "protolab.labs.tls",
     "nat-demo": "protolab.labs.nat",
+    "tcp-attack-demo": "protolab.labs.tcp_attack",
+    "tls-demo": "protolab.labs.tls",
 }
 
 

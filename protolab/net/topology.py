@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 PREFIX = "protolab"  #: every namespace (and lock) protolab makes starts with this
 RUN_DIR = Path("/run/protolab")  #: one lock file per live run
 IFNAMSIZ = 16  #: <linux/if.h>: an interface name is at most 15 bytes
+IFF_NOARP = 0x80  #: <linux/if.h>: the interface resolves no addresses (no ARP)
 T = TypeVar("T")
 
 
@@ -346,3 +347,51 @@ def client_router_server(topo: Topology) -> NatNet:
     topo.route(client, inside.address)
     topo.nft(router, nft.masquerade(outside.name))
     return NatNet(client, router, server, client_if, inside, outside, server_if)
+
+
+@dataclass(frozen=True)
+class AttackNet:
+    """client — server — attacker, the server in the middle; spoofed sources (RFC 5737
+    TEST-NET-2) are routed to a sink inside the server's own namespace, so its answers to them
+    are sent (and captured there) but never leave the server."""
+
+    client: Host
+    server: Host
+    attacker: Host
+    client_if: Interface  #: client:eth0, 192.0.2.2 (TEST-NET-1)
+    server_if: Interface  #: server:eth0, 192.0.2.1: the address the lab's listeners use
+    attacker_if: Interface  #: attacker:eth0, 203.0.113.2 (TEST-NET-3)
+    sink: str  #: the server's interface the spoofed sources are routed to
+    spoofed: str  #: the prefix the attacker's spoofed SYNs come from
+
+
+def blackhole(topo: Topology, host: Host, prefix: str, ifname: str = "sink") -> None:
+    """Route `prefix` in `host` to a veth whose other end is in the same host, with no address
+    and no ARP: what goes there is sent (a capture point sees it) and then dropped, as it is
+    for no address of the host and forwarding is off. (A `blackhole` route would refuse the
+    packet before it is sent, and a SYN whose answer cannot be routed is not queued at all.)"""
+    with _ipr(host) as ipr:
+        if not ipr.link_lookup(ifname=ifname):
+            ipr.link("add", ifname=ifname, kind="veth", peer={"ifname": f"{ifname}-end"})
+        for name in (ifname, f"{ifname}-end"):
+            ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
+        index = ipr.link_lookup(ifname=ifname)[0]
+        ipr.link("set", index=index, flags=IFF_NOARP, change=IFF_NOARP)
+        _exists_ok(lambda: ipr.route("add", dst=prefix, oif=index))
+
+
+def server_client_attacker(topo: Topology) -> AttackNet:
+    """Build lab 07's network in `topo`: the server's source-address check is off (the
+    attacker's packets carry other hosts' addresses; rp_filter is per namespace)."""
+    client, server, attacker = topo.host("client"), topo.host("server"), topo.host("attacker")
+    server_if, client_if = topo.link(server, "eth0", "192.0.2.1/24", client, "eth0",
+                                     "192.0.2.2/24")
+    att, attacker_if = topo.link(server, "att", "203.0.113.1/24", attacker, "eth0",
+                                 "203.0.113.2/24")
+    topo.route(attacker, att.address)
+    spoofed = "198.51.100.0/24"
+    blackhole(topo, server, spoofed)
+    for conf in ("all", "default", "eth0", "att", "sink"):
+        topo.sysctl(server, f"net/ipv4/conf/{conf}/rp_filter", 0)
+    return AttackNet(client, server, attacker, client_if, server_if, attacker_if, "sink",
+                     spoofed)

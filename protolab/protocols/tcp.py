@@ -112,6 +112,8 @@ class Endpoint:
     snd_una: int | None = None  #: SND.UNA: oldest of its bytes the peer has not acknowledged
     rcv_nxt: int | None = None  #: RCV.NXT: next sequence number it expects from the peer
     sent: int = 0  #: segments seen from it
+    wscale: int | None = None  #: the window scale shift its SYN asked for (RFC 7323 2.2)
+    window: int | None = None  #: the receive window it last advertised, in bytes (scaled)
 
 
 @dataclass
@@ -121,6 +123,9 @@ class Flow:
     number: int  #: flow number, in order of first packet
     transitions: list[Transition] = field(default_factory=list)
     handshake_seen: bool = True  #: False: joined mid-stream: states unknown, roles guessed
+    syn_options: int | None = None  #: what a SYN cookie's TSval would encode for the SYN
+    synack_seqs: set[int] = field(default_factory=set)  #: the SYN-ACK sequence numbers seen
+    challenged: tuple[str, int] | None = None  #: (receiver, packet) of an in-window RST
 
     def side(self, addr: str) -> tuple[Endpoint, Endpoint]:
         return (self.client, self.server) if addr == self.client.addr else \
@@ -142,6 +147,25 @@ class SegmentView:
     transitions: tuple[Transition, ...]
     states_known: bool = True  #: False: no handshake in the capture: states unknown, roles guessed
     first_from_sender: bool = False  #: the first segment this endpoint sent in this flow
+    rst_fit: Fit | None = None  #: a RST's sequence number against the receiver's RCV.NXT
+    window: int | None = None  #: the receiver's last advertised receive window, in bytes
+    synack_again: bool = False  #: a SYN-ACK sent before on this flow: a timer resent it
+    cookie_ts: bool = False  #: a SYN-ACK whose TSval's low 6 bits encode the SYN's options
+    keepalive: bool = False  #: an empty ACK one below SND.NXT: a keepalive probe
+    challenges: int | None = None  #: the in-window RST this empty ACK answers (challenge ACK)
+
+
+class Fit(Enum):
+    """Where a RST's sequence number falls for its receiver (RFC 5961 section 3.2)."""
+
+    EXACT = "exact"  #: SEG.SEQ = RCV.NXT: the receiver resets the connection
+    IN_WINDOW = "in window"  #: in the window but not exact: a challenge ACK, no reset
+    OUTSIDE = "outside"  #: outside the window: silently dropped
+
+
+#: Linux's SYN cookie with timestamps: TSval's low 6 bits carry the SYN's window scale (0xf:
+#: none), SACK permitted (bit 4) and ECN (bit 5) (net/ipv4/syncookies.c, cookie_init_timestamp)
+COOKIE_TS_BITS = 6
 
 
 class TcpObserver:
@@ -202,8 +226,12 @@ class TcpObserver:
             receiver.isn = (tcp.ack - 1) & 0xFFFFFFFF
         length = len(d.payload) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
         end = (tcp.seq + length) & 0xFFFFFFFF
-        in_window = receiver.rcv_nxt is None or flags & RST or \
+        marks = self._marks(flow, sender, receiver, d, first, number)
+        fit = marks.get("rst_fit")
+        in_window = receiver.rcv_nxt is None or (flags & RST and fit is not Fit.OUTSIDE) or \
             _distance(tcp.seq, receiver.rcv_nxt) < self.WINDOW
+        if fit is Fit.IN_WINDOW:
+            flags &= ~RST  # RFC 5961 3.2: no reset; the receiver answers with a challenge ACK
         done: list[Transition] = []
         if in_window:
             for ep, seg in self._events(sender, receiver, flags, tcp.ack):
@@ -215,9 +243,9 @@ class TcpObserver:
                 ep.state = new
                 flow.transitions.append(t)
                 done.append(t)
-            if receiver.rcv_nxt is None or _seq_ge(end, receiver.rcv_nxt):
+            if fit is None and (receiver.rcv_nxt is None or _seq_ge(end, receiver.rcv_nxt)):
                 receiver.rcv_nxt = end
-            if sender.snd_nxt is None or _seq_ge(end, sender.snd_nxt):
+            if fit is None and (sender.snd_nxt is None or _seq_ge(end, sender.snd_nxt)):
                 sender.snd_nxt = end
             if flags & ACK and (receiver.snd_una is None or _seq_ge(tcp.ack, receiver.snd_una)):
                 receiver.snd_una = tcp.ack
@@ -232,7 +260,43 @@ class TcpObserver:
             length=len(d.payload), in_flight=in_flight if in_flight < self.WINDOW else 0,
             expects=(expects - sender.isn) & 0xFFFFFFFF, in_window=bool(in_window),
             transitions=tuple(done), states_known=flow.handshake_seen,
-            first_from_sender=first)
+            first_from_sender=first, window=receiver.window, **marks)
+
+    def _marks(self, flow: Flow, sender: Endpoint, receiver: Endpoint, d: Decoded, first: bool,
+               number: int) -> dict:
+        """What this segment is beyond its state moves: a RST's fit, a resent or cookie
+        SYN-ACK, a keepalive probe, a challenge ACK. Updates the windows it advertises."""
+        tcp, marks = d.tcp, {}
+        opts = tcp.parsed_options() if tcp.flags & SYN else None
+        if opts is not None:
+            sender.wscale = opts.wscale
+            if not tcp.flags & ACK:
+                ecn = tcp.flags & 0xC0 == 0xC0  # ECE and CWR: an ECN-setup SYN (RFC 3168 6.1.1)
+                flow.syn_options = (0xF if opts.wscale is None else opts.wscale) | \
+                    (0x10 if opts.sack_ok else 0) | (0x20 if ecn else 0)
+            else:
+                marks["synack_again"] = tcp.seq in flow.synack_seqs
+                flow.synack_seqs.add(tcp.seq)
+                marks["cookie_ts"] = opts.tsval is not None and flow.syn_options is not None \
+                    and opts.tsval % (1 << COOKIE_TS_BITS) == flow.syn_options
+        scaled = sender.wscale is not None and receiver.wscale is not None
+        sender.window = tcp.window << (sender.wscale if scaled and not tcp.flags & SYN else 0)
+        empty = not d.payload and tcp.flags & (SYN | FIN | RST | ACK) == ACK
+        if tcp.flags & RST and receiver.rcv_nxt is not None and flow.handshake_seen \
+                and not first:
+            gap = (tcp.seq - receiver.rcv_nxt) & 0xFFFFFFFF
+            window = receiver.window if receiver.window is not None else self.WINDOW
+            marks["rst_fit"] = Fit.EXACT if gap == 0 else Fit.IN_WINDOW if gap < window \
+                else Fit.OUTSIDE
+            if marks["rst_fit"] is Fit.IN_WINDOW:
+                flow.challenged = (receiver.addr, number)
+        elif empty and flow.challenged and flow.challenged[0] == sender.addr:
+            marks["challenges"] = flow.challenged[1]
+            flow.challenged = None
+        elif empty and sender.snd_nxt is not None and flow.handshake_seen \
+                and tcp.seq == (sender.snd_nxt - 1) & 0xFFFFFFFF:
+            marks["keepalive"] = True  # RFC 1122 4.2.3.6: SEG.SEQ = SND.NXT-1
+        return marks
 
     @staticmethod
     def _events(sender: Endpoint, receiver: Endpoint, flags: int,

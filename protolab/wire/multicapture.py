@@ -69,6 +69,11 @@ class MultiSummary:
     def kernel_drops(self) -> int:
         return sum(p.kernel_drops for p in self.points)
 
+    @property
+    def packets(self) -> int:
+        """Frames written, all points together (as `CaptureSummary.packets`)."""
+        return len(self.records)
+
 
 def _here(work: Callable[[], Any]) -> Any:
     return work()

@@ -41,9 +41,52 @@ class TcpHeader:
     ack: int
     flags: int
     window: int
+    options: bytes = b""  #: the raw option bytes after the fixed header (RFC 9293 3.2)
 
     def flag_names(self) -> list[str]:
         return [name for name, bit in TCP_FLAG_NAMES if self.flags & bit]
+
+    def parsed_options(self) -> TcpOptions:
+        return tcp_options(self.options)
+
+
+@dataclass(frozen=True, slots=True)
+class TcpOptions:
+    """The options a SYN negotiates: MSS (RFC 9293 3.7.1), window scale and timestamps
+    (RFC 7323 2.2, 3.2), SACK permitted (RFC 2018 2)."""
+
+    mss: int | None = None
+    wscale: int | None = None  #: the shift count this sender asks for its receive window
+    sack_ok: bool = False
+    tsval: int | None = None
+    tsecr: int | None = None
+
+
+def tcp_options(raw: bytes) -> TcpOptions:
+    """Read the kinds that matter here (2 MSS, 3 window scale, 4 SACK permitted, 8
+    timestamps); anything cut short ends the list, as a receiver would stop reading."""
+    found: dict = {}
+    i = 0
+    while i < len(raw):
+        kind = raw[i]
+        if kind == 0:
+            break
+        if kind == 1:
+            i += 1
+            continue
+        if i + 1 >= len(raw) or raw[i + 1] < 2 or i + raw[i + 1] > len(raw):
+            break
+        body = raw[i + 2:i + raw[i + 1]]
+        if kind == 2 and len(body) == 2:
+            found["mss"] = struct.unpack("!H", body)[0]
+        elif kind == 3 and len(body) == 1:
+            found["wscale"] = body[0]
+        elif kind == 4:
+            found["sack_ok"] = True
+        elif kind == 8 and len(body) == 8:
+            found["tsval"], found["tsecr"] = struct.unpack("!II", body)
+        i += raw[i + 1]
+    return TcpOptions(**found)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +244,8 @@ def _l4(data: bytes, l4: int, end: int, base: dict, src: str, dst: str, version:
             return Decoded(**common, error="frame ends inside the TCP header")
         sport, dport, seq, ack, offflags, window = struct.unpack_from("!HHIIHH", seg)
         hlen = (offflags >> 12) * 4
-        tcp = TcpHeader(seq=seq, ack=ack, flags=offflags & 0xFF, window=window)
+        tcp = TcpHeader(seq=seq, ack=ack, flags=offflags & 0xFF, window=window,
+                        options=bytes(seg[20:hlen]))
         return Decoded(**common, sport=sport, dport=dport, tcp=tcp, payload=seg[hlen:])
     if proto in (PROTO_ICMP, PROTO_ICMPV6):
         if len(seg) < 4:

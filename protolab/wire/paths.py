@@ -13,8 +13,9 @@ from pathlib import Path
 
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 REFERENCE_DIR = SOURCE_ROOT / "captures"
-#: labs captured at several points (hosts with their own kernels): their captures are pcapng
-MULTI_POINT = frozenset({"nat-demo"})
+#: Labs captured at several points of hosts with their own kernels: their capture is pcapng
+#: (each packet names its interface), and so is their reference.
+MULTI_POINT = frozenset({"nat-demo", "tcp-attack-demo"})
 
 
 def capture_suffix(lab: str) -> str:
