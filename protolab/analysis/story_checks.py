@@ -352,6 +352,7 @@ def nat_tcp(rows: Sequence[Row]) -> list[int]:
         if client and server and client.proto == "TCP" and _flags(client) & (SYN | ACK) == SYN \
                 and client.src != server.src:
             return [client.number, server.number]
+    return []
 
 
 # -- TCP under attack (lab 07) -------------------------------------------------------------------

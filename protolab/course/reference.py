@@ -121,12 +121,20 @@ def save_pcapng(demo: str, pcap: Path, target: Path | str, keylog: Path | None =
     secrets = keylog.read_bytes() if keylog is not None and keylog.exists() else None
     lab = next((f" (lab {x.number}, {x.title})" for x in LABS if x.demo == demo), "")
     ports = DNS_PORTS | ({dns_server_port} if dns_server_port else set())
-    from protolab.wire.paths import MULTI_POINT
-
-    where = "at four points in network namespaces" if demo in MULTI_POINT else "on loopback"
     count = write_annotated(pcap, target, secrets=secrets, dns_ports=frozenset(ports),
-                            made_by=f"`protolab {demo}`{lab}{purpose}", where=where)
+                            made_by=f"`protolab {demo}`{lab}{purpose}", where=_where(pcap))
     return count, secrets is not None
+
+
+def _where(pcap: Path) -> str:
+    """Where the capture was taken, as its file says: the named capture points of a capture in
+    network namespaces, else loopback."""
+    from protolab.wire.pcap import read_pcap
+
+    points = list(dict.fromkeys(r.interface for r in read_pcap(pcap) if r.interface))
+    if not points:
+        return "on loopback"
+    return f"at {len(points)} points in network namespaces ({', '.join(points)})"
 
 
 @dataclass(frozen=True)
