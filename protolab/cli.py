@@ -562,6 +562,10 @@ def _inspect_arguments(sub: Subparsers) -> None:
                       help="scapy's full dissection of packet N")
     view.add_argument("--write-annotated", metavar="OUT.pcapng",
                       help="write the capture as pcapng with each note as a packet comment")
+    view.add_argument("--exposed", action="store_true",
+                      help="list the credentials and session material the capture exposes in "
+                           "cleartext HTTP (Set-Cookie, Cookie, bearer tokens, login passwords), "
+                           "each with its packet number (--filter narrows the packets)")
     p.add_argument("--secrets", metavar="KEYLOG",
                    help="with --write-annotated: embed this TLS key log (QUIC decrypts alone)")
     p.add_argument("--width", type=_count(40, 10 ** 4), metavar="N",
@@ -597,6 +601,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     if args.secrets and not args.write_annotated:
         raise CliError("--secrets goes with --write-annotated (it embeds the key log there)")
+    if args.exposed:
+        return _inspect_exposed(args)
     opts = Options(filter=args.filter, limit=args.limit, json=args.json, flows=args.flows,
                    flow=args.flow, detail=args.detail, write_annotated=args.write_annotated,
                    secrets=args.secrets, wide=args.wide, width=args.width,
@@ -613,6 +619,28 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"protolab: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     return _inspect_notes(args, tally) if packet_view else 0
+
+
+def _inspect_exposed(args: argparse.Namespace) -> int:
+    """`inspect --exposed`: the secrets in the capture's cleartext HTTP; exit 0 whether or not
+    there are any (nothing exposed is an answer), 1 for a file that cannot be read."""
+    from protolab.analysis.exposed import report, scan_file
+    from protolab.analysis.filter import FilterError, compile_filter
+    from protolab.wire.pcap import PcapError
+
+    if args.json or args.limit or args.wide or args.ladder or args.mermaid or args.html:
+        raise CliError("--exposed prints its own list: not with --json, --limit, --wide or "
+                       "the pictures")
+    try:
+        pred = compile_filter(args.filter) if args.filter else None
+        found = scan_file(args.file, pred)
+    except FilterError as exc:
+        raise CliError(str(exc)) from None
+    except PcapError as exc:
+        print(f"protolab: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    report(found, args.file + (f" (--filter {args.filter!r})" if args.filter else ""), out)
+    return 0
 
 
 def _pictures(args: argparse.Namespace) -> dict:
