@@ -63,7 +63,7 @@ _probability = _ranged(float, "a probability", 0.0, 1.0, "a probability")
 
 
 def _demo(text: str) -> str:
-    demos = ("dns-demo", "tcp-demo", "udp-demo", "quic-demo", "lb", "tls-demo")
+    demos = ("dns-demo", "tcp-demo", "udp-demo", "quic-demo", "lb", "tls-demo", "hijack-demo")
     if text not in demos:
         raise argparse.ArgumentTypeError(f"no demo {text!r}: choose from {', '.join(demos)}")
     return text
@@ -178,9 +178,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.command == "dns-demo":
         kwargs.update(queries=args.queries, port=args.port)
         prefix = f"cannot run 127.0.0.1:{args.port}" if args.port else prefix
-    if args.command not in ("tcp-demo", "tls-demo"):  # these take no faults
+    if args.command == "hijack-demo":
+        kwargs["lb"] = args.lb
+    if args.command not in ("tcp-demo", "tls-demo", "hijack-demo"):  # these take no faults
         kwargs["faults"] = _faults(args)
-    result = _run_demo(args, demo_module(args.command).run, prefix, **kwargs)
+    with _balancer_errors():
+        result = _run_demo(args, demo_module(args.command).run, prefix, **kwargs)
     return EXIT_FAILED if result.problem() else 0
 
 
@@ -244,6 +247,21 @@ def _tls_demo_arguments(sub: Subparsers) -> None:
                     "backends behind a TCP relay sharing one ticket key or each its own. Writes "
                     "the client's TLS key log next to the capture.")
     _capture_options(p, "tls-demo")
+    p.set_defaults(func=cmd_demo)
+
+
+def _hijack_demo_arguments(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "hijack-demo", help="a stolen session: replay a captured cookie or JWT; logout; TLS",
+        description="The victim logs in through protolab's balancer over plain HTTP (memory, "
+                    "store, jwt, jwt with a deny-list); the attacker reads the cookie or token "
+                    "off the capture and replays it from 127.0.0.2, before and after the "
+                    "victim's logout; session fixation; the deny-list's cost; then the same "
+                    "behind a TLS-terminating nginx or HAProxy, without and with the victim's "
+                    "key log (written next to the capture).")
+    p.add_argument("--lb", choices=("nginx", "haproxy"), default="nginx",
+                   help="the balancer that terminates TLS in part 6 (default nginx)")
+    _capture_options(p, "hijack-demo")
     p.set_defaults(func=cmd_demo)
 
 
@@ -693,7 +711,8 @@ def _capture_options(p: argparse.ArgumentParser, lab: str, replay: bool = True,
                    help=f"where to write the capture (default captures/{lab}.pcap{fault_run})")
     p.add_argument("--pcapng", metavar="PATH",
                    help="also save the capture as pcapng with each packet's note as its comment"
-                        + (" and the TLS secrets inside" if lab in ("quic-demo", "tls-demo")
+                        + (" and the TLS secrets inside" if lab in ("quic-demo", "tls-demo",
+                                                                    "hijack-demo")
                            else ""))
     p.add_argument("--html", metavar="PATH",
                    help="also write the ladder diagram of this run's capture as one HTML page, "
@@ -749,6 +768,7 @@ SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     _udp_demo_arguments,
     _quic_demo_arguments,
     _tls_demo_arguments,
+    _hijack_demo_arguments,
     _backend_arguments,
     _lb_arguments,
     _litmus_arguments,

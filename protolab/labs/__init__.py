@@ -16,6 +16,7 @@ DEMOS: dict[str, str] = {
     "udp-demo": "protolab.labs.udp",
     "quic-demo": "protolab.labs.quic",
     "tls-demo": "protolab.labs.tls",
+    "hijack-demo": "protolab.labs.hijack",
 }
 
 
