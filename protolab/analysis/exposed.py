@@ -40,7 +40,7 @@ class Material(Enum):
 class Exposed:
     """One secret in the clear: where it is and what it is."""
 
-    number: int  #: the packet that carries the message's first byte
+    number: int  #: the packet that carries it: the message's first byte, or its body's
     src: str
     dst: str
     material: Material
@@ -114,8 +114,9 @@ def _body_fields(m: HttpMessage) -> dict[str, str]:
 
 
 def _of_message(m: HttpMessage) -> list[Exposed]:
-    def item(material: Material, name: str, value: str, note: str = "") -> Exposed:
-        return Exposed(m.number, m.src, m.dst, material, name, value, note)
+    def item(material: Material, name: str, value: str, note: str = "",
+             number: int = 0) -> Exposed:
+        return Exposed(number or m.number, m.src, m.dst, material, name, value, note)
 
     found = []
     for value in m.all("set-cookie"):
@@ -133,10 +134,11 @@ def _of_message(m: HttpMessage) -> list[Exposed]:
     fields = _body_fields(m) if m.body else {}
     if not m.is_response and "password" in fields:
         found.append(item(Material.PASSWORD, "password", fields["password"],
-                          f"user={fields.get('user', fields.get('username', '?'))}"))
+                          f"user={fields.get('user', fields.get('username', '?'))}",
+                          m.body_number))
     if m.is_response and "token" in fields:
         found.append(item(Material.TOKEN_ISSUED, "token", fields["token"],
-                          _claims_text(fields["token"])))
+                          _claims_text(fields["token"]), m.body_number))
     return found
 
 

@@ -128,6 +128,7 @@ class HttpMessage:
     start: str  #: the request or status line
     headers: tuple[tuple[str, str], ...]  #: (name lower-cased, value), in order, repeats kept
     body: bytes = b""
+    body_number: int = 0  #: the packet that carries the body's first byte (0: no body)
 
     @property
     def is_response(self) -> bool:
@@ -198,7 +199,9 @@ def _read_messages(half: _Direction) -> list[HttpMessage]:
         stop = end + 4 + (length if length is not None else 0 if not lines[0].startswith(
             "HTTP/") else len(stream))
         number = next(n for o, n in reversed(owners) if o <= pos)
-        out.append(HttpMessage(number, half.src, half.dst, lines[0], headers,
-                               stream[end + 4:stop]))
+        body = stream[end + 4:stop]
+        body_number = next(n for o, n in reversed(owners) if o <= end + 4) if body else 0
+        out.append(HttpMessage(number, half.src, half.dst, lines[0], headers, body,
+                               body_number))
         pos = stop
     return out
