@@ -138,6 +138,12 @@ STEP_FACTS: dict[str, dict[str, tuple[Callable, Callable[[Frame], bool]]]] = {
         step: (all, lambda f: f["tls.handshake.type"] in ("1", "2"))
         for step in ("full", "resumed", "refused", "relayed", "shared-key", "sticky")
     },
+    "hijack-demo": {  # HTTP requests and responses carry data; the TLS step its handshake
+        **{step: (all, lambda f: int(f["tcp.len"] or 0) > 0)
+           for step in ("exposed", "cookie-replayed", "cookie-revoked", "token-replayed",
+                        "token-survives", "token-denied", "fixation")},
+        "tls": (any, lambda f: f["tls.handshake.type"] == "1"),
+    },
 }
 
 
