@@ -25,8 +25,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from protolab.analysis.exposed import Exposed, Material, Scan, scan
@@ -119,7 +119,8 @@ class TlsPart:
     session: str = ""  #: the victim's session id over TLS (its client's cookie jar)
     scan: Scan | None = None  #: what the capture exposes on the TLS port (no key log)
     id_in_bytes: bool = False  #: the victim's session id appears in the TLS port's raw bytes
-    decrypted: list[tuple[int, str, str]] = field(default_factory=list)  #: tshark: #, Cookie, Set-Cookie
+    #: tshark's reading with the key log: (frame, Cookie, Set-Cookie)
+    decrypted: list[tuple[int, str, str]] = field(default_factory=list)
     tshark: str = ""  #: why tshark did not decrypt ("" when it ran)
     replay: Exchange | None = None
 

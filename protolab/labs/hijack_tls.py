@@ -43,8 +43,8 @@ def decrypt(path: Path, keylog: Path, port: int) -> tuple[list[tuple[int, str, s
         return [], "tshark is not installed"
     cmd = [exe, "-r", str(path), "-o", f"tls.keylog_file:{keylog}", "-d",
            f"tcp.port=={port},tls", "-d", f"tls.port=={port},http", "-Y",
-           f"tcp.port == {port} && (http.cookie || http.set_cookie)", "-T", "fields", "-E", "separator=|", "-e",
-           "frame.number", "-e", "http.cookie", "-e", "http.set_cookie"]
+           f"tcp.port == {port} && (http.cookie || http.set_cookie)", "-T", "fields", "-E",
+           "separator=|", "-e", "frame.number", "-e", "http.cookie", "-e", "http.set_cookie"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
         return [], f"tshark failed: {done.stderr.strip().splitlines()[-1:]}"
