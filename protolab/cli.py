@@ -62,9 +62,15 @@ _port = _ranged(int, "a port number", 0, 65535, "port")
 _probability = _ranged(float, "a probability", 0.0, 1.0, "a probability")
 
 
+def _reference_demos() -> tuple[str, ...]:
+    """Every demo with a reference capture: the captured demos of the registry, and lb."""
+    from protolab.labs import DEMOS
+
+    return (*DEMOS, "lb")
+
+
 def _demo(text: str) -> str:
-    demos = ("dns-demo", "tcp-demo", "udp-demo", "quic-demo", "nat-demo", "lb", "tls-demo",
-             "tcp-attack-demo")
+    demos = _reference_demos()
     if text not in demos:
         raise argparse.ArgumentTypeError(f"no demo {text!r}: choose from {', '.join(demos)}")
     return text
@@ -179,9 +185,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.command == "dns-demo":
         kwargs.update(queries=args.queries, port=args.port)
         prefix = f"cannot run 127.0.0.1:{args.port}" if args.port else prefix
+    if args.command == "hijack-demo":
+        kwargs["lb"] = args.lb
     if hasattr(args, "drop"):  # the demos with fault options
         kwargs["faults"] = _faults(args)
-    result = _run_demo(args, demo_module(args.command).run, prefix, **kwargs)
+    with _balancer_errors():
+        result = _run_demo(args, demo_module(args.command).run, prefix, **kwargs)
     return EXIT_FAILED if result.problem() else 0
 
 
@@ -272,6 +281,21 @@ def _tcp_attack_demo_arguments(sub: Subparsers) -> None:
                     "a client that vanishes while the server's keepalive timer runs. Needs root "
                     "(without it, says so and replays the reference capture).")
     _capture_options(p, "tcp-attack-demo")
+    p.set_defaults(func=cmd_demo)
+
+
+def _hijack_demo_arguments(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "hijack-demo", help="a stolen session: replay a captured cookie or JWT; logout; TLS",
+        description="The victim logs in through protolab's balancer over plain HTTP (memory, "
+                    "store, jwt, jwt with a deny-list); the attacker reads the cookie or token "
+                    "off the capture and replays it from 127.0.0.2, before and after the "
+                    "victim's logout; session fixation; the deny-list's cost; then the same "
+                    "behind a TLS-terminating nginx or HAProxy, without and with the victim's "
+                    "key log (written next to the capture).")
+    p.add_argument("--lb", choices=("nginx", "haproxy"), default="nginx",
+                   help="the balancer that terminates TLS in part 6 (default nginx)")
+    _capture_options(p, "hijack-demo")
     p.set_defaults(func=cmd_demo)
 
 
@@ -450,11 +474,10 @@ def _captures_arguments(sub: Subparsers) -> None:
                     "story (the steps it must show, not its bytes). --refresh runs each demo "
                     "with capture (root or CAP_NET_RAW) and replaces a reference only when the "
                     "new capture is complete and tells the whole story; it writes "
-                    "DEMO.ref.pcap, DEMO.ref.pcapng (annotated) and, for QUIC, DEMO.ref.keys "
-                    "(tcp-attack-demo, captured at several points: DEMO.ref.pcapng only).")
+                    "DEMO.ref.pcap, DEMO.ref.pcapng (annotated) and, for the demos with TLS, "
+                    "DEMO.ref.keys (a demo captured at several points: DEMO.ref.pcapng only).")
     p.add_argument("demos", nargs="*", metavar="DEMO", type=_demo,
-                   help="only these: dns-demo, tcp-demo, udp-demo, quic-demo, lb, "
-                        "tcp-attack-demo (default: all)")
+                   help=f"only these: {', '.join(_reference_demos())} (default: all)")
     p.add_argument("--refresh", action="store_true", help="regenerate them (needs capture)")
     p.add_argument("--dir", metavar="DIR", help="where the references are (default captures/ "
                                                 "in the source tree)")
@@ -592,6 +615,10 @@ def _inspect_arguments(sub: Subparsers) -> None:
                       help="scapy's full dissection of packet N")
     view.add_argument("--write-annotated", metavar="OUT.pcapng",
                       help="write the capture as pcapng with each note as a packet comment")
+    view.add_argument("--exposed", action="store_true",
+                      help="list the credentials and session material the capture exposes in "
+                           "cleartext HTTP (Set-Cookie, Cookie, bearer tokens, login passwords), "
+                           "each with its packet number (--filter narrows the packets)")
     p.add_argument("--secrets", metavar="KEYLOG",
                    help="with --write-annotated: embed this TLS key log (QUIC decrypts alone)")
     p.add_argument("--width", type=_count(40, 10 ** 4), metavar="N",
@@ -627,6 +654,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     if args.secrets and not args.write_annotated:
         raise CliError("--secrets goes with --write-annotated (it embeds the key log there)")
+    if args.exposed:
+        return _inspect_exposed(args)
     opts = Options(filter=args.filter, limit=args.limit, json=args.json, flows=args.flows,
                    flow=args.flow, detail=args.detail, write_annotated=args.write_annotated,
                    secrets=args.secrets, wide=args.wide, width=args.width,
@@ -643,6 +672,28 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"protolab: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     return _inspect_notes(args, tally) if packet_view else 0
+
+
+def _inspect_exposed(args: argparse.Namespace) -> int:
+    """`inspect --exposed`: the secrets in the capture's cleartext HTTP; exit 0 whether or not
+    there are any (nothing exposed is an answer), 1 for a file that cannot be read."""
+    from protolab.analysis.exposed import report, scan_file
+    from protolab.analysis.filter import FilterError, compile_filter
+    from protolab.wire.pcap import PcapError
+
+    if args.json or args.limit or args.wide or args.ladder or args.mermaid or args.html:
+        raise CliError("--exposed prints its own list: not with --json, --limit, --wide or "
+                       "the pictures")
+    try:
+        pred = compile_filter(args.filter) if args.filter else None
+        found = scan_file(args.file, pred)
+    except FilterError as exc:
+        raise CliError(str(exc)) from None
+    except PcapError as exc:
+        print(f"protolab: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    report(found, args.file + (f" (--filter {args.filter!r})" if args.filter else ""), out)
+    return 0
 
 
 def _pictures(args: argparse.Namespace) -> dict:
@@ -698,7 +749,8 @@ def _capture_options(p: argparse.ArgumentParser, lab: str, replay: bool = True,
                         f"{fault_run})")
     p.add_argument("--pcapng", metavar="PATH",
                    help="also save the capture as pcapng with each packet's note as its comment"
-                        + (" and the TLS secrets inside" if lab in ("quic-demo", "tls-demo")
+                        + (" and the TLS secrets inside" if lab in ("quic-demo", "tls-demo",
+                                                                    "hijack-demo")
                            else ""))
     p.add_argument("--html", metavar="PATH",
                    help="also write the ladder diagram of this run's capture as one HTML page, "
@@ -756,6 +808,7 @@ SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     _nat_demo_arguments,
     _tcp_attack_demo_arguments,
     _tls_demo_arguments,
+    _hijack_demo_arguments,
     _backend_arguments,
     _lb_arguments,
     _litmus_arguments,

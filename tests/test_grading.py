@@ -244,8 +244,20 @@ def _nat(path: Path) -> dict[str, str]:
             "q5": str(r.lost.outside[1]), "q6": r.tcp.seen_by_server.rsplit(":", 1)[1]}
 
 
+def _hijack(path: Path) -> dict[str, str]:
+    from protolab.labs.hijack import run_hijack_demo
+
+    r = run_hijack_demo(pcap=path, out=lambda s: None)
+    password = _fields(path, 'tcp contains "wonderland"', "frame.number")
+    attacker = [e for e in r.exchanges if e.who == "attacker" and e.design != "tls"]
+    return {"q1": r.thefts["memory"].value[:8], "q2": str(r.get("memory", "replay").port),
+            "q3": password[0], "q4": str(r.get("memory", "replay after logout").status),
+            "q5": str(sum(e.status == 200 for e in attacker)),
+            "q6": str(r.get("jwt", "replay after logout").port), "q7": r.fixed["memory"][:8]}
+
+
 INDEPENDENT = {"01": _tcp, "02": _udp, "03": _dns, "04": _quic, "05": _lb, "06": _nat,
-               "07": _attack, "08": _tls}
+               "07": _attack, "08": _tls, "09": _hijack}
 
 
 @pytest.fixture(scope="module")

@@ -55,7 +55,8 @@ def test_refresh_writes_every_reference_and_checks_it(refreshed, capture_rights)
     assert (where / "quic-demo.ref.keys").exists() and (where / "tls-demo.ref.keys").exists()
     assert sorted(p.name for p in where.iterdir()) == sorted(
         {f"{d}.ref.{ext}" for d in DEMOS + LAB_ONLY for ext in ("pcap", "pcapng")
-         if d not in MULTI_POINT or ext == "pcapng"} | {"quic-demo.ref.keys", "tls-demo.ref.keys"})
+         if d not in MULTI_POINT or ext == "pcapng"}
+        | {"quic-demo.ref.keys", "tls-demo.ref.keys", "hijack-demo.ref.keys"})
     assert out.stdout.count("ok: every step of the story is in the packets") == len(DEMOS)
     assert "ok: lab 05's questions are answered from it" in out.stdout
     for demo in DEMOS:  # each run's where-state-lives table, every row with its evidence

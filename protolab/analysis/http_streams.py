@@ -113,3 +113,95 @@ def _content_length(head: bytes) -> int | None:
         if name.strip().lower() == b"content-length" and value.strip().isdigit():
             return int(value.strip())
     return None
+
+
+# -- the messages themselves, for what they expose (`protolab.analysis.exposed`) -------------------
+
+
+@dataclass(frozen=True)
+class HttpMessage:
+    """One HTTP/1.x message, read from its direction's reassembled byte stream."""
+
+    number: int  #: the packet that carries its first byte
+    src: str  #: "address:port" of the sender
+    dst: str
+    start: str  #: the request or status line
+    headers: tuple[tuple[str, str], ...]  #: (name lower-cased, value), in order, repeats kept
+    body: bytes = b""
+    body_number: int = 0  #: the packet that carries the body's first byte (0: no body)
+
+    @property
+    def is_response(self) -> bool:
+        return self.start.startswith("HTTP/")
+
+    @property
+    def status(self) -> int:
+        """A response's status code (0 for a request)."""
+        parts = self.start.split()
+        return int(parts[1]) if self.is_response and len(parts) > 1 and parts[1].isdigit() \
+            else 0
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k == name), None)
+
+    def all(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k == name]
+
+
+@dataclass
+class _Direction:
+    """One direction of one TCP connection: (offset, packet number, bytes) of its segments."""
+
+    src: str
+    dst: str
+    base: int | None = None
+    segments: list[tuple[int, int, bytes]] = field(default_factory=list)
+
+
+def http_messages(packets: Iterable[tuple[int, Decoded]]) -> list[HttpMessage]:
+    """Every HTTP/1.x message in (packet number, decoded frame) pairs, each read from its
+    direction's reassembled stream (RFC 9293 section 3.10.7.4: a retransmission counted once, a
+    head split over segments read whole), in the order of their first packets."""
+    live: dict[tuple, _Direction] = {}
+    done: list[_Direction] = []
+    for number, d in packets:
+        if d.tcp is None:
+            continue
+        key = (d.src, d.sport, d.dst, d.dport)
+        base = (d.tcp.seq + 1) & 0xFFFFFFFF
+        half = live.get(key)
+        if d.tcp.flags & 0x02 and (half is None or half.base != base):
+            if half is not None:
+                done.append(half)
+            half = live[key] = _Direction(d.endpoint("src"), d.endpoint("dst"), base)
+        if half is None:  # the capture began after the SYN
+            half = live[key] = _Direction(d.endpoint("src"), d.endpoint("dst"))
+        if d.payload:
+            if half.base is None:
+                half.base = d.tcp.seq
+            half.segments.append(((d.tcp.seq - half.base) & 0xFFFFFFFF, number, d.payload))
+    found = [m for half in (*done, *live.values()) for m in _read_messages(half)]
+    return sorted(found, key=lambda m: m.number)
+
+
+def _read_messages(half: _Direction) -> list[HttpMessage]:
+    stream, _, _ = _reassemble([(o, data) for o, _, data in half.segments])
+    owners = sorted((o, n) for o, n, _ in half.segments)
+    out, pos = [], 0
+    while stream.startswith((*METHODS, b"PATCH ", b"OPTIONS ", b"HTTP/1."), pos):
+        end = stream.find(b"\r\n\r\n", pos)
+        if end < 0:
+            break
+        lines = stream[pos:end].decode("latin-1").split("\r\n")
+        headers = tuple((k.strip().lower(), v.strip())
+                        for k, _, v in (ln.partition(":") for ln in lines[1:]))
+        length = _content_length(stream[pos:end])
+        stop = end + 4 + (length if length is not None else 0 if not lines[0].startswith(
+            "HTTP/") else len(stream))
+        number = next(n for o, n in reversed(owners) if o <= pos)
+        body = stream[end + 4:stop]
+        body_number = next(n for o, n in reversed(owners) if o <= end + 4) if body else 0
+        out.append(HttpMessage(number, half.src, half.dst, lines[0], headers, body,
+                               body_number))
+        pos = stop
+    return out

@@ -14,6 +14,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from protolab.analysis.annotate import Action, Kind, Row
+from protolab.analysis.story_hijack import (
+    hijack_cookie_replayed,
+    hijack_cookie_revoked,
+    hijack_exposed,
+    hijack_fixation,
+    hijack_tls_encrypted,
+    hijack_token_denied,
+    hijack_token_replayed,
+    hijack_token_survives,
+)
 from protolab.analysis.story_tls import (
     tls_full,
     tls_refused,
@@ -544,6 +554,24 @@ STORIES: dict[str, tuple[Step, ...]] = {
         Step("exact", "an RST at exactly RCV.NXT resets the connection", attack_rst_exact),
         Step("keepalive", "keepalive probes to a vanished peer, then the server's RST",
              attack_keepalive),
+    ),
+    "hijack-demo": (
+        Step("exposed", "a login in cleartext and the Set-Cookie that gives the victim its "
+                        "session", hijack_exposed),
+        Step("cookie-replayed", "the victim's cookie, sent from another address, is answered "
+                                "200", hijack_cookie_replayed),
+        Step("cookie-revoked", "after the victim's POST /logout the same cookie gets 401",
+             hijack_cookie_revoked),
+        Step("token-replayed", "the victim's bearer token, sent from another address, is "
+                               "answered 200", hijack_token_replayed),
+        Step("token-survives", "after the victim's POST /logout a JWT replayed still gets 200",
+             hijack_token_survives),
+        Step("token-denied", "with a deny-list, a JWT replayed after logout gets 401",
+             hijack_token_denied),
+        Step("fixation", "a login that arrives with a session cookie is answered with a "
+                         "Set-Cookie of the server's own", hijack_fixation),
+        Step("tls", "behind TLS: a ClientHello and encrypted records, no HTTP to read",
+             hijack_tls_encrypted),
     ),
 }
 

@@ -577,7 +577,85 @@ def nat_tcp_outside_port(p: Packets) -> int:
                 and _flags(r) & (SYN | ACK) == SYN)
 
 
-# -- the catalogue --------------------------------------------------------------------------------
+# -- a stolen session (lab 09): the HTTP messages, reassembled, and who sent them -----------------
+
+
+def _http(p: Packets) -> list:
+    from protolab.analysis.http_streams import http_messages
+
+    return http_messages(sorted(p.decoded.items()))
+
+
+def _host(endpoint: str) -> str:
+    return endpoint.rsplit(":", 1)[0]
+
+
+def _attacker_requests(p: Packets) -> list:
+    """Requests from another address than the victim's (the sender of the first request)."""
+    messages = _http(p)
+    victim = _host(next(m.src for m in messages if not m.is_response))
+    return [m for m in messages if not m.is_response and _host(m.src) != victim]
+
+
+def _answer(p: Packets, request) -> object:
+    return next(m for m in _http(p) if m.is_response and m.number > request.number
+                and (m.src, m.dst) == (request.dst, request.src))
+
+
+def _cookie(value: str | None, name: str = "sessionId") -> str:
+    for part in (value or "").split(";"):
+        k, _, v = part.strip().partition("=")
+        if k == name:
+            return v
+    raise LookupError(f"no {name} cookie")
+
+
+def _first_cookie_replay(p: Packets) -> object:
+    return next(m for m in _attacker_requests(p) if m.header("cookie"))
+
+
+def hijack_replayed_id(p: Packets) -> str:
+    return _cookie(_first_cookie_replay(p).header("cookie"))[:8]
+
+
+def hijack_attacker_port(p: Packets) -> int:
+    return _port(_first_cookie_replay(p).src)
+
+
+def hijack_password_packet(p: Packets) -> int:
+    login = next(m for m in _http(p) if m.start.startswith("POST /login") and b"password"
+                 in m.body)
+    return login.body_number
+
+
+def _after_logout(p: Packets) -> list:
+    """The attacker's requests sent after a POST /logout to the same balancer."""
+    logouts = {}
+    for m in _http(p):
+        if m.start.startswith("POST /logout"):
+            logouts.setdefault(m.dst, m.number)
+    return [m for m in _attacker_requests(p) if m.dst in logouts
+            and m.number > logouts[m.dst] and m.start.startswith("GET ")]
+
+
+def hijack_status_after_logout(p: Packets) -> int:
+    return _answer(p, _after_logout(p)[0]).status
+
+
+def hijack_accepted(p: Packets) -> int:
+    return sum(1 for m in _attacker_requests(p) if _answer(p, m).status == 200)
+
+
+def hijack_token_after_logout_port(p: Packets) -> int:
+    return _port(next(m.src for m in _after_logout(p) if m.header("authorization")
+                      and _answer(p, m).status == 200))
+
+
+def hijack_fixed_id(p: Packets) -> str:
+    login = next(m for m in _http(p) if m.start.startswith("POST /login")
+                 and m.header("cookie"))
+    return _cookie(_answer(p, login).header("set-cookie"))[:8]
+
 
 # -- TCP under attack (lab 07): from flags, sequence numbers and options --------------------------
 
@@ -635,6 +713,8 @@ def attack_keepalive_probes(p: Packets) -> int:
 
     return len(_story(p, attack_keepalive)) - 1
 
+
+# -- the catalogue --------------------------------------------------------------------------------
 
 LABS: tuple[Lab, ...] = (
     Lab("01", "tcp-connection-state", "TCP connection state lives in two kernels", "tcp-demo", (
@@ -813,6 +893,33 @@ LABS: tuple[Lab, ...] = (
                      "count `pre_shared_key ticket=` rows that are not relayed copies",
                      Form.NUMBER),
         )),
+    Lab("09", "stolen-session", "A stolen session: replayed from the capture", "hijack-demo", (
+        Question("q1", "What are the first 8 characters of the session ID the attacker replayed "
+                       "first (its sessionId cookie)?", hijack_replayed_id,
+                 "the first request from 127.0.0.2: its Cookie header (`inspect FILE --exposed`)",
+                 Form.TEXT, varies=True),
+        Question("q2", "From which port did the attacker send that first replay?",
+                 hijack_attacker_port, "the source port of that request (127.0.0.2:PORT)",
+                 Form.NUMBER, varies=True),
+        Question("q3", "Which packet carried the victim's password in the clear (the body of "
+                       "the first POST /login)?", hijack_password_packet,
+                 "`inspect FILE --exposed`: the `password` line", Form.PACKET),
+        Question("q4", "Which HTTP status did the attacker's first replay after the victim's "
+                       "logout get?", hijack_status_after_logout,
+                 "the answer to the first request from 127.0.0.2 after a POST /logout to the "
+                 "same balancer port", Form.NUMBER),
+        Question("q5", "How many of the attacker's requests were answered 200?",
+                 hijack_accepted, "count the 200s answering requests from 127.0.0.2",
+                 Form.NUMBER),
+        Question("q6", "From which port did the attacker replay the JWT that still got 200 after "
+                       "the victim's logout?", hijack_token_after_logout_port,
+                 "a request from 127.0.0.2 with an Authorization header, after POST /logout, "
+                 "answered 200", Form.NUMBER, varies=True),
+        Question("q7", "What are the first 8 characters of the session ID set by the login that "
+                       "carried the attacker's planted cookie?", hijack_fixed_id,
+                 "the POST /login with a Cookie header: the Set-Cookie of its answer",
+                 Form.TEXT, varies=True),
+    )),
 )
 
 

@@ -73,6 +73,13 @@ LIVE_ONLY: dict[str, tuple[str, ...]] = {
         "what each socket said: the client's SYN_SENT, ECONNRESET after the exact RST, "
         "ETIMEDOUT when keepalive gives up; the options TCP_INFO shows negotiated",
     ),
+    "hijack-demo": (
+        "the deny-list's cost (measured straight to the backends, not captured)",
+        "the HTTP inside TLS and the attacker's replay over TLS (decrypt with the key log: "
+        "the pcapng alone, or PCAP.keys)",
+        "which backend process held each session (the X-Backend-Pid headers are in the "
+        "capture; its memory is not)",
+    ),
 }
 
 
@@ -289,8 +296,30 @@ def attack_tables(rows: Sequence[Row], out: Out) -> None:
                          ("listener", "seen at", "SYNs", "SYN-ACKs", "resent", "cookies"))))
 
 
+def hijack_tables(rows: Sequence[Row], out: Out) -> None:
+    from protolab.analysis.facts import Kind
+    from protolab.analysis.story_hijack import response_to, status, victim
+
+    carried = {Kind.HTTP_SESSION_LOOKUP: "session cookie", Kind.HTTP_TOKEN: "bearer token"}
+    who = victim(rows)
+    lines = []
+    for r in rows:
+        line = r.fields.get("http", "")
+        if line and not line.startswith("HTTP/"):
+            resp = response_to(rows, r)
+            lines.append((f"#{r.number}", "victim" if r.src.startswith(who + ":") else
+                          "attacker", r.src, r.dst, line.rsplit(" ", 1)[0],
+                          carried.get(r.fact.kind, "-"),
+                          f"#{resp.number} {status(resp)}" if resp else "-"))
+    if lines:
+        out("\nEvery request in the clear: who sent it (the victim's address, or another), what "
+            "it carried, and its answer:")
+        out(indent(table(lines, ("packet", "who", "from", "to", "request", "carries",
+                                 "answer"))))
+
+
 TABLES: dict[str, Callable[[Sequence[Row], Out], None]] = {
     "dns-demo": dns_tables, "tcp-demo": tcp_tables, "udp-demo": udp_tables,
     "quic-demo": quic_tables, "tls-demo": tls_tables, "nat-demo": nat_tables,
-    "tcp-attack-demo": attack_tables,
+    "tcp-attack-demo": attack_tables, "hijack-demo": hijack_tables,
 }

@@ -16,6 +16,7 @@ import http.client
 import json
 import secrets
 import shutil
+import ssl
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -25,7 +26,7 @@ from pathlib import Path
 from protolab.analysis.observe import Evidence
 from protolab.labs.output import Out
 from protolab.net import lifecycle
-from protolab.net.lb import Policy, Upstream, start_balancer
+from protolab.net.lb import Policy, TlsFront, Upstream, start_balancer
 from protolab.net.processes import ServerProcess, restartable_port
 from protolab.net.stores import REDIS_PREFIX, open_store, redis_refusal
 from protolab.protocols.webapp import Design
@@ -55,7 +56,8 @@ class Cluster:
     """N backend processes of one design behind a load balancer (protolab's or nginx)."""
 
     def __init__(self, variant: Variant, policy: Policy, n: int = 3, lb: str = "protolab",
-                 denylist: bool = False, log: Out | None = None, lab_endpoints: bool = False):
+                 denylist: bool = False, log: Out | None = None, lab_endpoints: bool = False,
+                 tls: TlsFront | None = None):
         self.variant = variant
         self._flags = (["--denylist"] if denylist else []) + \
             (["--lab-endpoints"] if lab_endpoints else [])
@@ -69,7 +71,7 @@ class Cluster:
                 proc = self._spawn(f"b{i}", restartable_port())
                 self.procs[f"b{i}"] = proc
                 self.upstreams.append(Upstream(f"b{i}", "127.0.0.1", proc.port))
-            self.lb = start_balancer(lb, self.upstreams, policy, log=log)
+            self.lb = start_balancer(lb, self.upstreams, policy, log=log, tls=tls)
         except BaseException:
             self.stop()
             raise
@@ -129,21 +131,28 @@ class Reply:
 class Client:
     """Keeps cookies (or the bearer token) between requests, like a browser or an app."""
 
-    def __init__(self, address: tuple[str, int], source_ip: str = "127.0.0.1") -> None:
+    def __init__(self, address: tuple[str, int], source_ip: str = "127.0.0.1",
+                 tls: ssl.SSLContext | None = None) -> None:
         self.address = address
         self.source_ip = source_ip
+        self.tls = tls  #: HTTPS with this context (a TLS-terminating balancer), else HTTP
         self.cookies: dict[str, str] = {}
         self.token: str | None = None
+        self.last_port = 0  #: the source port of the last request's connection
 
     def request(self, method: str, path: str, fields: dict | None = None) -> Reply:
-        conn = http.client.HTTPConnection(*self.address, timeout=10,
-                                          source_address=(self.source_ip, 0))
+        conn = http.client.HTTPSConnection(*self.address, timeout=10, context=self.tls,
+                                           source_address=(self.source_ip, 0)) \
+            if self.tls is not None else http.client.HTTPConnection(
+                *self.address, timeout=10, source_address=(self.source_ip, 0))
         headers = {"Content-Type": "application/json"}
         if self.cookies:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         try:
+            conn.connect()
+            self.last_port = conn.sock.getsockname()[1]
             conn.request(method, path, body=json.dumps(fields or {}), headers=headers)
             resp = conn.getresponse()
             raw = resp.read()

@@ -58,6 +58,16 @@ class Policy(Enum):
     COOKIE_HASH = "cookie-hash"  #: the lesson: a hash of the session cookie, not of who made it
 
 
+@dataclass(frozen=True)
+class TlsFront:
+    """TLS terminated at the balancer: its certificate and key (PEM files). The backends behind
+    it still speak plain HTTP; the balancer marks the session cookie `Secure` on its way out
+    (RFC 6265 section 4.1.2.5: the browser then sends it over TLS only)."""
+
+    cert: str
+    key: str
+
+
 @dataclass
 class Upstream:
     id: str
@@ -285,14 +295,21 @@ NGINX_POLICY = {
 }
 
 
-def nginx_config(upstreams: list[Upstream], policy: Policy, port: int, prefix: Path) -> str:
-    """An nginx.conf that balances `upstreams` with `policy` on 127.0.0.1:port."""
+def nginx_config(upstreams: list[Upstream], policy: Policy, port: int, prefix: Path,
+                 tls: TlsFront | None = None) -> str:
+    """An nginx.conf that balances `upstreams` with `policy` on 127.0.0.1:port (over TLS 1.3
+    with `tls`)."""
     servers = "\n".join(f"        server {u.host}:{u.port};  # {u.id}" for u in upstreams)
     user = "user root;\n" if os.geteuid() == 0 else ""
     sticky = policy is Policy.STICKY_COOKIE
     extra = _nginx_sticky(upstreams) if sticky else ""
     target = "$route_upstream" if sticky else "protolab"
     cookie = "\n            add_header Set-Cookie $route_set_cookie always;" if sticky else ""
+    ssl = ""
+    if tls is not None:
+        ssl = (f" ssl;\n        ssl_certificate {tls.cert};\n        ssl_certificate_key "
+               f"{tls.key};\n        ssl_protocols TLSv1.3")
+        cookie += f"\n            proxy_cookie_flags {SESSION_COOKIE} secure;"
     # One process, no master/worker pair: when protolab dies, the kernel's parent-death
     # signal stops all of nginx (a worker outlives a killed master otherwise).
     return f"""{user}master_process off;
@@ -312,7 +329,7 @@ http {{
 {servers}
     }}
 {extra}    server {{
-        listen 127.0.0.1:{port} backlog={BACKLOG};
+        listen 127.0.0.1:{port} backlog={BACKLOG}{ssl};
         location / {{
             proxy_pass http://{target};
             proxy_next_upstream error timeout;{cookie}
@@ -333,12 +350,17 @@ HAPROXY_POLICY = {
 }
 
 
-def haproxy_config(upstreams: list[Upstream], policy: Policy, port: int, prefix: Path) -> str:
-    """A haproxy.cfg that balances `upstreams` with `policy` on 127.0.0.1:port."""
+def haproxy_config(upstreams: list[Upstream], policy: Policy, port: int, prefix: Path,
+                   tls_pem: Path | None = None) -> str:
+    """A haproxy.cfg that balances `upstreams` with `policy` on 127.0.0.1:port (over TLS 1.3
+    with `tls_pem`, certificate and key in one file, as HAProxy's `crt` takes them)."""
     sticky = policy is Policy.STICKY_COOKIE
     servers = "\n".join(f"    server {u.id} {u.host}:{u.port}" + (f" cookie {u.id}" if sticky
                                                                     else "")
                         for u in upstreams)
+    ssl = f" ssl crt {tls_pem} ssl-min-ver TLSv1.3" if tls_pem is not None else ""
+    secure = (f"\n    http-response replace-header Set-Cookie '^({SESSION_COOKIE}=.*)$' "
+              "'\\1; Secure'" if tls_pem is not None else "")
     return f"""global
     maxconn 256
     pidfile {prefix}/haproxy.pid
@@ -351,12 +373,12 @@ defaults
     option http-server-close  # one request per backend connection: none idle, none reset
     option redispatch  # a sticky backend that is down: another one, and a new cookie
 frontend lab
-    bind 127.0.0.1:{port}
+    bind 127.0.0.1:{port}{ssl}
     backlog {BACKLOG}
     default_backend protolab
 backend protolab
     {HAPROXY_POLICY[policy]}
-    http-response set-header X-Served-By %s
+    http-response set-header X-Served-By %s{secure}
 {servers}
 """
 
@@ -399,7 +421,9 @@ class _Child:
     name = ""
     package = ""
 
-    def __init__(self, upstreams: list[Upstream], policy: Policy) -> None:
+    def __init__(self, upstreams: list[Upstream], policy: Policy,
+                 tls: TlsFront | None = None) -> None:
+        self.tls = tls
         exe = shutil.which(self.name) or f"/usr/sbin/{self.name}"
         if not os.path.exists(exe):
             raise BalancerError(f"{self.name} is not installed "
@@ -489,7 +513,7 @@ class Nginx(_Child):
 
     def make_config(self, upstreams: list[Upstream], policy: Policy, port: int,
                     prefix: Path) -> str:
-        return nginx_config(upstreams, policy, port, prefix)
+        return nginx_config(upstreams, policy, port, prefix, self.tls)
 
     def argv(self, exe: str, conf: Path) -> list[str]:
         return [exe, "-p", str(self.prefix), "-c", str(conf)]
@@ -502,7 +526,11 @@ class HAProxy(_Child):
 
     def make_config(self, upstreams: list[Upstream], policy: Policy, port: int,
                     prefix: Path) -> str:
-        return haproxy_config(upstreams, policy, port, prefix)
+        pem = None
+        if self.tls is not None:  # HAProxy's `crt`: the certificate and its key in one file
+            pem = prefix / "front.pem"
+            pem.write_text(Path(self.tls.cert).read_text() + Path(self.tls.key).read_text())
+        return haproxy_config(upstreams, policy, port, prefix, pem)
 
     def argv(self, exe: str, conf: Path) -> list[str]:
         return [exe, "-db", "-f", str(conf)]
@@ -512,12 +540,17 @@ Balancer = LoadBalancer | Nginx | HAProxy
 
 
 def start_balancer(kind: str, upstreams: list[Upstream], policy: Policy,
-                   log: Callable[[str], None] | None = None) -> Balancer:
-    """A running balancer of `kind` (one of `BALANCERS`) in front of `upstreams`."""
+                   log: Callable[[str], None] | None = None,
+                   tls: TlsFront | None = None) -> Balancer:
+    """A running balancer of `kind` (one of `BALANCERS`) in front of `upstreams`; with `tls`,
+    terminating TLS (nginx and HAProxy only)."""
     if kind == "nginx":
-        return Nginx(upstreams, policy)
+        return Nginx(upstreams, policy, tls)
     if kind == "haproxy":
-        return HAProxy(upstreams, policy)
+        return HAProxy(upstreams, policy, tls)
     if kind != "protolab":
         raise ValueError(f"unknown balancer {kind!r} (one of {', '.join(BALANCERS)})")
+    if tls is not None:
+        raise ValueError("protolab's balancer speaks plain HTTP: TLS in front is nginx or "
+                         "haproxy")
     return LoadBalancer(upstreams, policy, log=log).start()
