@@ -8,6 +8,7 @@ the evidence they claim. Without root the demo must say so in one line and repla
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ import time
 import pytest
 
 from protolab.analysis.facts import Kind
+from protolab.labs import nat_findings
 from protolab.labs.nat import QUIET, UDP_TIMEOUT, run_nat_demo
 from protolab.net import nft
 
@@ -159,6 +161,32 @@ def test_copies_at_several_points_are_not_retransmissions_and_flows_cross_the_na
                                                   "--json").stdout.splitlines()]
     tcp_flow = next(f for f in flows if f["kind"] == "tcp")
     assert len(tcp_flow["paths"]) == 2 and "one flow across a translation" in tcp_flow["state"]
+
+
+def test_the_countdown_and_the_flush_say_what_the_reads_showed(live) -> None:
+    """The countdown's interval and keepalives are the run's own; a kept flow whose timeout fell
+    like the silent one's, or no keepalive between the reads, is NOT OBSERVED; after the flush
+    the entry's id and outside port are compared, not assumed."""
+    _root()
+    result, _, _ = live
+    count = nat_findings.countdown(result)
+    apart = result.read_at[-1] - result.read_at[0]
+    assert count.observed and f"{apart:.1f} s apart" in count.done and apart >= 1.0
+    kept = result.kept
+    fell = dataclasses.replace(kept, timeouts=list(result.lost.timeouts))
+    assert nat_findings.countdown(dataclasses.replace(result, kept=fell)).failed
+    idle = dataclasses.replace(kept, keepalives_at_reads=[1, 1])
+    assert nat_findings.countdown(dataclasses.replace(result, kept=idle)).failed
+    run = result.tcp
+    if not run.echo:
+        pytest.skip("the router did not pick the connection up: nothing to compare")
+    flush = nat_findings.tcp_flush(result)
+    assert f"id {run.entry.id} → {run.picked_up.id}" in flush.seen
+    moved = dataclasses.replace(run.picked_up, reply=dataclasses.replace(
+        run.picked_up.reply, dport=run.entry.reply.dport + 1))
+    other = nat_findings.tcp_flush(dataclasses.replace(
+        result, tcp=dataclasses.replace(run, picked_up=moved)))
+    assert "another outside port" in other.seen and "the same outside port" not in other.seen
 
 
 def test_the_reference_replays_without_root() -> None:

@@ -20,7 +20,7 @@ from protolab.analysis.annotate import Kind, annotate_file
 from protolab.analysis.story_checks import check
 from protolab.labs.tcp_attack import BACKLOG, FLOOD, KEEPALIVE, run_tcp_attack_demo
 
-from conftest import ROOT, require, run_cli, without_net_raw
+from conftest import ROOT, require, require_tool, run_cli, without_net_raw
 
 LIVE = ("tcp-attack-demo", run_tcp_attack_demo)
 pytestmark = pytest.mark.timeout(120)
@@ -144,3 +144,21 @@ def test_without_raw_sockets_it_says_so_in_one_line_and_replays() -> None:
     first = done.stdout.splitlines()[0]
     assert "tcp-attack-demo:" in first and "sudo protolab tcp-attack-demo" in first
     assert done.stdout.count("REPLAY") == 1 and "Traceback" not in done.stderr
+
+
+def test_printed_numbers_are_the_runs_own(live) -> None:
+    """The cookie's TSval bits are printed as tshark reads them from the SYN-ACK; the legitimate
+    client's wait is measured; the RST lines keep the socket's word apart from the counter."""
+    result, path, text = live
+    tshark = require_tool("tshark")
+    ack = result.samples["cookie-ack"]
+    out = subprocess.run([tshark, "-r", str(path), "-Y", f"tcp.flags == 0x012 && tcp.dstport == "
+                          f"{ack.ports[0]}", "-T", "fields", "-e", "tcp.options.timestamp.tsval"],
+                         capture_output=True, text=True, timeout=60, check=True)
+    tsval = int(out.stdout.split()[0])
+    bits = next(o for o in result.findings.observations if o.key == "attack.cookies.tsval-bits")
+    assert f"TSval {tsval}, low 6 bits {tsval % 64:#04x}" in bits.seen
+    waited = float(result.samples["queue"].note.split("after ")[1].split(" s")[0])
+    assert 1.2 <= waited < 2.5
+    exact = next(line for line in text.splitlines() if line.lstrip().startswith("rst-exact:"))
+    assert exact.endswith("; server recv(): ECONNRESET") and "  " not in exact.strip()

@@ -107,6 +107,20 @@ def test_a_claim_the_run_did_not_show_is_not_observed(demo) -> None:
     assert not any(e.packets for o in off.observations for e in o.evidence)
 
 
+def test_back_at_the_issuer_is_checked_and_the_sticky_row_shows_the_refusal(demo) -> None:
+    """"Back at the issuer" holds only when the third connection reached the first one's
+    backend; the own-keys row of the table carries the refusal at b2 as well as the return."""
+    result, _, _ = demo
+    shared = result.get("shared")
+    elsewhere = dataclasses.replace(shared[2], answer={**shared[2].answer,
+                                                       "backend": shared[1].backend})
+    bad = dataclasses.replace(result, attempts=[elsewhere if a is shared[2] else a
+                                                for a in result.attempts])
+    assert "tls.shared-key-back" in {o.key for o in build_findings(bad, True).not_observed()}
+    own = [r.outcome.key for r in result.findings.where if r.state == "a ticket key per backend"]
+    assert own == ["tls.separate-keys-refused", "tls.separate-keys-sticky"]
+
+
 def test_tls_demo_runs_within_its_budget(tmp_path, capture_rights, startup_unit) -> None:
     run_demo_timed("tls-demo", tmp_path / "t.pcap", startup_unit)
 

@@ -59,6 +59,7 @@ class UdpFlow:
     timeouts: list[int] = field(default_factory=list)  #: its entry's timeout, each time read
     entry_ids: list[int] = field(default_factory=list)
     keepalives: int = 0
+    keepalives_at_reads: list[int] = field(default_factory=list)  #: keepalives sent, per read
     pushed: bytes = b""  #: what the server sent it after the wait
     received: bytes | None = None  #: what the client socket got back (None: nothing)
 
@@ -91,6 +92,8 @@ class NatDemoResult:
     entries: list[Entry | None] = field(default_factory=list)  #: the workflow's entry, per read
     replies: list[Reply] = field(default_factory=list)
     restart: tuple[int, int] = (0, 0)  #: counter server pid before → after
+    udp_timeout: str = ""  #: the router's nf_conntrack_udp_timeout, read back after setting it
+    read_at: list[float] = field(default_factory=list)  #: monotonic s of each timeout read
     kept: UdpFlow = field(default_factory=lambda: UdpFlow("kept"))
     lost: UdpFlow = field(default_factory=lambda: UdpFlow("lost"))
     destroyed: Destroyed | None = None  #: the lost flow's DESTROY event
@@ -133,6 +136,8 @@ def run_nat_demo(capture: bool = True, pcap: str | Path | None = None, out: Out 
                            ("net/netfilter/nf_conntrack_timestamp", 1)):
             topo.sysctl(net.router, key, value)
         result.tcp.loose = topo.read_sysctl(net.router, "net/netfilter/nf_conntrack_tcp_loose")
+        result.udp_timeout = topo.read_sysctl(net.router,
+                                              "net/netfilter/nf_conntrack_udp_timeout")
         with _Servers(topo, net) as servers, DestroyWatch(net.router.within) as watch, \
                 MultiCapture(points(net), path, ports=servers.ports, enabled=capture,
                              off_reason=capture_off_reason) as cap:
@@ -233,8 +238,8 @@ def _part1_2(result: NatDemoResult, topo: Topology, servers: _Servers, out: Out)
 
 def _part3(result: NatDemoResult, servers: _Servers, watch: DestroyWatch, out: Out) -> None:
     net = result.net
-    out(f"\n3. The router's UDP timeout is {UDP_TIMEOUT} s (net.netfilter.nf_conntrack_udp_"
-        f"timeout in its namespace). Two client sockets say hello to the server at "
+    out(f"\n3. The router's UDP timeout is {result.udp_timeout} s (net.netfilter.nf_conntrack_"
+        f"udp_timeout, read in its namespace). Two client sockets say hello to the server at "
         f"{servers.address}:{result.push_port}; one sends a keepalive every {KEEPALIVE_EVERY} s, "
         f"the other stays silent for {QUIET:.1f} s; then the server sends each a datagram:")
     flows = (result.kept, result.lost)
@@ -272,11 +277,13 @@ def _part3(result: NatDemoResult, servers: _Servers, watch: DestroyWatch, out: O
 
 
 def _read_timeouts(result: NatDemoResult, flows: Sequence[UdpFlow]) -> None:
+    result.read_at.append(time.monotonic())
     for flow in flows:
         entry = _entry(result.net.router.netns, "udp", result.push_port, flow.inside[1])
         if entry is not None:
             flow.timeouts.append(entry.timeout)
             flow.entry_ids.append(entry.id)
+            flow.keepalives_at_reads.append(flow.keepalives)
 
 
 def _keep_alive(result: NatDemoResult, sock: socket.socket, servers: _Servers,

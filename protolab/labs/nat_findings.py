@@ -16,6 +16,7 @@ from protolab.analysis.observe import Evidence, Observation, StateRow, Status, e
 
 if TYPE_CHECKING:
     from protolab.labs.nat import NatDemoResult
+    from protolab.net.conntrack import Entry
 
 CLIENT, LAN, WAN, SERVER = "client:eth0", "router:lan", "router:wan", "server:eth0"
 MAPPING = "the NAT mapping (inside address:port ↔ outside port)"
@@ -77,23 +78,32 @@ def restart(result: NatDemoResult) -> Observation:
         seen=f"total= {' → '.join(map(str, totals))}, carried by the client; the router's "
              f"entry is the same one (id {ids[0] if ids else '?'}): it does not know processes",
         evidence=[Evidence("pid= in the replies", *(pids + [None, None])[:2]),
-                  Evidence("total= in the replies", after=", ".join(map(str, totals)),
+                  Evidence("total= in the replies", after=", ".join(map(str, totals))),
+                  Evidence("requests (carrying total=) and replies at client:eth0",
                            packets=_packets(result, "seq=", CLIENT)),
                   Evidence("router entry id", *(ids + [None, None])[:2])],
         why_not=f"totals {totals}, pids {pids} (restart {old} → {new}), entry ids {ids}")
 
 
 def countdown(result: NatDemoResult) -> Observation:
+    """Part 3: both flows' timeouts read twice: the silent one fell, the kept one (keepalives
+    in between) did not fall as far."""
     lost, kept = result.lost, result.kept
-    ok = len(lost.timeouts) == 2 and lost.timeouts[1] < lost.timeouts[0]
+    sent = (kept.keepalives_at_reads + [0, 0])[:2]
+    ok = len(lost.timeouts) == 2 and lost.timeouts[1] < lost.timeouts[0] and \
+        len(kept.timeouts) == 2 and kept.timeouts[1] > lost.timeouts[1] and sent[1] > sent[0]
+    apart = result.read_at[-1] - result.read_at[0] if len(result.read_at) > 1 else 0.0
     return observe(
         "nat.countdown", "the entry's timeout counts down, and every packet restarts it", ok,
-        done="read the router's table twice, about 1 s apart",
+        done=f"read the router's table twice, {apart:.1f} s apart",
         seen=f"the silent flow's timeout {' → '.join(map(str, lost.timeouts))} s, the kept "
-             f"flow's {' → '.join(map(str, kept.timeouts))} s (a keepalive in between)",
+             f"flow's {' → '.join(map(str, kept.timeouts))} s ({sent[1] - sent[0]} keepalive(s) "
+             f"in between)",
         evidence=[Evidence("silent flow's timeout", *(lost.timeouts + [None, None])[:2]),
-                  Evidence("kept flow's timeout", *(kept.timeouts + [None, None])[:2])],
-        why_not=f"timeouts read: silent {lost.timeouts}, kept {kept.timeouts}")
+                  Evidence("kept flow's timeout", *(kept.timeouts + [None, None])[:2]),
+                  Evidence("kept flow's keepalives sent, at each read", *sent)],
+        why_not=f"timeouts read: silent {lost.timeouts}, kept {kept.timeouts}; keepalives "
+                f"sent at the reads {kept.keepalives_at_reads}")
 
 
 def kept(result: NatDemoResult) -> Observation:
@@ -138,8 +148,8 @@ def dropped(result: NatDemoResult) -> Observation:
                Evidence("the router's ICMP port unreachable", packets=icmp[:2])]
         if d is not None and d.stamped and wan:
             at = _epoch(result) + next(r.time for r in result.rows if r.number == wan[0])
-            ev.append(Evidence("the entry's timer ran out (the kernel's stamp), s before the "
-                               "datagram reached router:wan", after=f"{at - d.time:.3f}"))
+            ev.append(Evidence("s from the entry's expiry (the kernel's stamp) to the "
+                               "datagram at router:wan", after=f"{at - d.time:.3f}"))
     return observe("nat.expired-dropped", claim, ok, done=f"left one flow silent {QUIET:.1f} s",
                    seen="the entry's timer ran out, the kernel destroyed it (DESTROY), and the "
                         "server's datagram went no further than the router",
@@ -173,11 +183,11 @@ def tcp_copies(result: NatDemoResult) -> Observation:
 
 def tcp_flush(result: NatDemoResult) -> Observation:
     run = result.tcp
-    e = run.picked_up
+    e, old = run.picked_up, run.entry
     if run.echo:
         seen = (f"the router had no entry, but nf_conntrack_tcp_loose={run.loose} let it pick "
-                f"the connection up from the next segment: a new entry (id {e.id if e else '?'}, "
-                f"{e.state if e else '?'}), the same outside port, and the echo came back")
+                f"the connection up from the next segment: {_picked_up(old, e)}, and the echo "
+                f"came back")
     else:
         seen = f"the next segment met no entry: {run.error or 'no answer'}"
     ok = run.after_flush == 0 and (bool(run.echo) or bool(run.error))
@@ -186,11 +196,27 @@ def tcp_flush(result: NatDemoResult) -> Observation:
         done="flushed the router's conntrack table mid-connection", seen=seen,
         evidence=[Evidence("TCP entries after the flush", after=run.after_flush),
                   Evidence("DESTROY events of the flush", after=len(run.flushed)),
+                  Evidence("router entry id, outside port", before=_id_port(old),
+                           after=_id_port(e)),
                   Evidence("router entry after the next segment",
                            after=f"{e.line()} id {e.id}" if e else "none"),
                   Evidence("echo", after=repr(run.echo))],
         why_not=f"{run.after_flush} TCP entries after the flush; echo {run.echo!r}, error "
                 f"{run.error!r}")
+
+
+def _id_port(e: Entry | None) -> str:
+    return f"{e.id}, {e.reply.dport}" if e else "none"
+
+
+def _picked_up(old: Entry | None, new: Entry | None) -> str:
+    """The entry after the flush against the one before it, as the two reads show them."""
+    if new is None or old is None:
+        return f"entry before {_id_port(old)}, after {_id_port(new)}"
+    which = "a new entry" if new.id != old.id else "the same entry"
+    port = (f"the same outside port {new.reply.dport}" if new.reply.dport == old.reply.dport
+            else f"another outside port ({old.reply.dport} → {new.reply.dport})")
+    return f"{which} (id {old.id} → {new.id}, {new.state}), {port}"
 
 
 def findings(result: NatDemoResult) -> list[Observation]:

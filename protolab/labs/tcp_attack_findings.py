@@ -136,8 +136,7 @@ def _cookie_contents(result: AttackResult, ack: Sample, forged: Sample,
     bits = _with_packets(
         "attack.cookies.tsval-bits", "with timestamps, the SYN-ACK's TSval low 6 bits carry "
         "the SYN's window scale, SACK and ECN choices (the client echoes them in TSecr)",
-        result, story.attack_cookie_handshake, True,
-        "TSval low bits = the SYN's wscale | SACK<<4 | ECN<<5", [],
+        result, story.attack_cookie_handshake, True, _tsval_seen(result.rows), [],
         "no SYN-ACK's TSval encodes its SYN")
     failed = _with_packets(
         "attack.cookies.forged-fails", "an ACK whose acknowledgment number is no cookie of the "
@@ -159,6 +158,19 @@ def _cookie_contents(result: AttackResult, ack: Sample, forged: Sample,
         "attack.cookies.quic-retry", "the same idea in QUIC: a Retry token (lab 04) carries "
         "what the server did not keep, sealed with its key, and comes back with the client")
     return [isn, bits, failed, lost, retry]
+
+
+def _tsval_seen(rows: Sequence[Row]) -> str:
+    """The cookie SYN-ACK's TSval low 6 bits, read from the packet, split into what they say
+    (the annotation marks a SYN-ACK a cookie only when they match its SYN's options)."""
+    found = story.attack_cookie_handshake(rows) if rows else []
+    if not found:
+        return "no cookie SYN-ACK in the capture"
+    synack = next(r for r in rows if r.number == found[1])
+    low = synack.fact.values.get("low", 0)
+    return (f"SYN-ACK #{synack.number}: TSval {synack.fields.get('tcp_tsval')}, low 6 bits "
+            f"{low:#04x} = wscale {low & 0xF} | SACK {low >> 4 & 1}<<4 | ECN {low >> 5 & 1}<<5, "
+            f"as its SYN #{found[0]} asked")
 
 
 def rst_findings(result: AttackResult) -> list[Observation]:

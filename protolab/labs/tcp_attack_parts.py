@@ -117,12 +117,14 @@ def syn_queue(topo: Topology, net: AttackNet, result: AttackResult, out: Out) ->
         sample = Sample(counters=counters(net.server.within, QUEUE, before),
                         ss=_syn_recv(net, port))
         # A real client now: its SYN meets a full queue; its kernel resends it after 1 s.
+        start = time.monotonic()
         legit, error = _connect(net, port, timeout=1.3)
+        waited = time.monotonic() - start
         with legit:
             state = tcp_state(legit)
             sample.ports = (legit.getsockname()[1],)
-        sample.note = f"connect() after 1.3 s: {error or 'connected'}; TCP_INFO state " \
-                      f"{'SYN_SENT' if state == TCP_SYN_SENT else state}"
+        sample.note = f"connect() after {waited:.1f} s: {error or 'connected'}; TCP_INFO " \
+                      f"state {'SYN_SENT' if state == TCP_SYN_SENT else state}"
         sample.after_ss = _syn_recv(net, port)
         legit_counts = counters(net.server.within, ("TCPReqQFullDrop",), before)
     sample.counters["TCPReqQFullDrop after the client"] = legit_counts["TCPReqQFullDrop"]
@@ -261,8 +263,9 @@ def rst_injection(net: AttackNet, result: AttackResult, cap: MultiCapture, out: 
     for key, sample in zip(("rst-in", "rst-out", "rst-exact"), samples, strict=True):
         sample.ports = (cport,)
         result.samples[key] = sample
+        note = f"; {sample.note}" if sample.note else ""
         out(f"   {key}: server's entry {'kept' if sample.after_ss else 'gone'}; "
-            f"TCPChallengeACK {_moved(sample, 'TCPChallengeACK')} {sample.note}")
+            f"TCPChallengeACK {_moved(sample, 'TCPChallengeACK')}{note}")
 
 
 def _observed(cap: MultiCapture, net: AttackNet, cport: int, port: int) -> tuple[int, int]:

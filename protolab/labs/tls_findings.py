@@ -120,12 +120,14 @@ def _relay_findings(f: Findings, shared: list[Attempt], separate: list[Attempt],
     issuer = _at(shared, 0)
     other, back = _at(shared, 1), _at(shared, 2)
     moved = bool(issuer and other and other.backend != issuer.backend)
+    home = bool(issuer and back and back.backend == issuer.backend)
     f.add(_connection("tls.shared-key-resumes", "backends forked from one context resume each "
                       "other's tickets", other, captured, True,
                       f"{issuer.backend if issuer else '?'}'s ticket resumed at "
                       f"{other.backend if other else '?'}", extra_ok=moved))
     f.add(_connection("tls.shared-key-back", "the same ticket still resumes at its issuer",
-                      back, captured, True, "and back at the issuer, resumed again"))
+                      back, captured, True, f"and back at the issuer "
+                      f"({back.backend if back else '?'}), resumed again", extra_ok=home))
     issuer = _at(separate, 0)
     other, back = _at(separate, 1), _at(separate, 2)
     moved = bool(issuer and other and other.backend != issuer.backend)
@@ -155,7 +157,9 @@ def _with_where(f: Findings, result: TlsDemoResult) -> Findings:
         StateRow("one ticket key in two backends", "each backend's memory, copied by fork",
                  "sent b1's ticket to b2 through the relay", by["tls.shared-key-resumes"]),
         StateRow("a ticket key per backend", "each backend's own memory",
-                 "sent b1's ticket to b2, then back to b1", by["tls.separate-keys-sticky"]),
+                 "sent b1's ticket to b2", by["tls.separate-keys-refused"]),
+        StateRow("a ticket key per backend", "each backend's own memory",
+                 "then the same ticket back to b1", by["tls.separate-keys-sticky"]),
         StateRow("the resumption secret", "client app memory (SSLSession)", "-",
                  explain("tls.resumption-secret", RESUMPTION_SECRET)),
         StateRow("0-RTT early data", "the client; any server with the ticket key", "-",
