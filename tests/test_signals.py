@@ -282,3 +282,31 @@ def test_a_child_entry_point_stops_quietly(argv, signum, tmp_path, child_start):
         proc.wait()
         proc.stdout.close()
     assert err.read_text() == ""
+
+
+#: A stop signal that arrives while the main thread runs a fork callback (here a function named
+#: and placed like logging's `_releaseLock`, which os.register_at_fork runs around every
+#: subprocess start): raising there would be printed and dropped by the interpreter. The callback
+#: must return normally, and the stop must still end the command.
+FORK_CALLBACK_SCRIPT = """
+import signal, time
+from protolab.net import lifecycle
+lifecycle.handle_signals()
+ns = {"__name__": "logging", "signal": signal}
+exec("def _releaseLock():\\n    signal.raise_signal(signal.SIGTERM)\\n    return 'returned'\\n", ns)
+print(ns["_releaseLock"](), flush=True)
+try:
+    while True:
+        time.sleep(0.001)
+except lifecycle.Stopped as exc:
+    print("stopped", exc.signum, flush=True)
+"""
+
+
+def test_a_stop_inside_a_fork_callback_is_delivered_after_it(child_start) -> None:
+    done = subprocess.run([sys.executable, "-c", FORK_CALLBACK_SCRIPT], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          timeout=20 * child_start)
+    assert done.stdout.split("\n")[:2] == ["returned", f"stopped {int(signal.SIGTERM)}"], \
+        done.stdout + done.stderr
+    assert "Exception ignored" not in done.stderr

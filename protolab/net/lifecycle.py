@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -79,12 +81,37 @@ def _on_signal(signum: int, frame: object) -> None:
     if _State.shield:
         _State.pending = signum
         return
-    code = getattr(frame, "f_code", None)
-    if code is not None and (frame.f_globals.get("__name__"), code.co_name) in _AT_FORK:
-        os.kill(os.getpid(), signum)  # again, to be handled once the fork callback returned
+    if _in_fork_callback(frame):
+        # Sent again from a thread once the main thread has left the fork callback: raised
+        # now, the stop would be printed and dropped; sent again at once, it would land here.
+        threading.Thread(target=_redeliver, args=(signum,), daemon=True).start()
         return
     _State.stopping = True
     raise Stopped(signum)
+
+
+def _in_fork_callback(frame: object) -> bool:
+    code = getattr(frame, "f_code", None)
+    return code is not None and (frame.f_globals.get("__name__"), code.co_name) in _AT_FORK
+
+
+def _redeliver(signum: int) -> None:
+    """Send `signum` to this process again as soon as the main thread is out of the fork
+    callback it arrived in (a callback holds a lock for microseconds: this polls at 1 ms)."""
+    main = threading.main_thread().ident
+    while _within_fork_callback(sys._current_frames().get(main)):
+        time.sleep(0.001)
+    os.kill(os.getpid(), signum)
+
+
+def _within_fork_callback(frame: object) -> bool:
+    """Whether a fork callback is anywhere on this stack (the handler that started us runs
+    inside one until it returns)."""
+    while frame is not None:
+        if _in_fork_callback(frame):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def handle_signals() -> None:
