@@ -24,7 +24,7 @@ from protolab.labs import nat_findings
 from protolab.labs.nat import QUIET, UDP_TIMEOUT, run_nat_demo
 from protolab.net import nft
 
-from conftest import ROOT, require, require_tool, run_cli
+from conftest import DEMO_STARTUPS, ROOT, require, require_tool, run_cli
 
 pytestmark = pytest.mark.timeout(120)
 LIVE_BUDGET = 5.0  #: seconds: the issue's "under 5 s", with the interpreter's start-up
@@ -208,13 +208,16 @@ def test_without_root_one_line_then_the_reference(tmp_path) -> None:
     assert "Traceback" not in out.stderr
 
 
-def test_a_normal_run_is_under_budget_and_leaves_nothing(tmp_path) -> None:
+def test_a_normal_run_is_under_budget_and_leaves_nothing(tmp_path, startup_unit) -> None:
+    """Under 5 s on a quiet machine; a busy one stretches the limit with its measured start-up
+    (as for every demo: DEMO_STARTUPS start-ups)."""
     _root()
     start = time.monotonic()
     out = run_cli("nat-demo", "--pcap", str(tmp_path / "n.pcapng"))
     elapsed = time.monotonic() - start
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr
-    assert elapsed < LIVE_BUDGET, f"nat-demo took {elapsed:.2f} s"
+    limit = max(LIVE_BUDGET, DEMO_STARTUPS * startup_unit)
+    assert elapsed < limit, f"nat-demo took {elapsed:.2f} s (limit {limit:.2f} s)"
     hosts = _hosts(out.stdout)
     assert len(hosts) == 3 and not _left(hosts)
 
