@@ -390,7 +390,8 @@ def _flush(result: NatDemoResult, client: socket.socket, accepted: socket.socket
 
 def _print_flush(result: NatDemoResult, out: Out) -> None:
     run = result.tcp
-    out(f"   the router's table flushed (a router restart): {len(run.flushed)} DESTROY "
+    out(f"   the router's table flushed (as a router's restart would lose it): "
+        f"{len(run.flushed)} DESTROY "
         f"event(s), {run.after_flush} TCP entries left. The client then sends 'after the "
         f"flush':")
     met = (f"the server read {run.server_got!r}, the echo came back: {run.echo!r}"

@@ -214,7 +214,7 @@ def _blind(result: AttackResult) -> Observation:
         "window-sized slice of the 32-bit space; since, the exact number", w > 0,
         seen=f"window {w} B → {before:,} RSTs to cover the space before RFC 5961; 2^32 = "
              f"{1 << 32:,} candidates now, times {result.port_range:,} client ports if the "
-             f"port is unknown (challenge ACKs are rate-limited)",
+             f"port is unknown",
         evidence=[Evidence("server receive window (from the capture)", after=f"{w} B"),
                   Evidence("client ip_local_port_range size", after=result.port_range)],
         why_not="the window was not read from the traffic")
