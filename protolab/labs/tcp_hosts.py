@@ -28,12 +28,22 @@ from pathlib import Path
 from protolab.analysis.annotate import Row
 from protolab.analysis.observe import Findings, Observation
 from protolab.labs import tcp
-from protolab.labs.output import indent, print_findings, print_state_table, print_summary, table
-from protolab.labs.output import show_capture
+from protolab.labs.output import (
+    indent,
+    print_state_table,
+    print_summary,
+    show_capture,
+    table,
+)
 from protolab.net.topology import Host, Interface, Topology
 from protolab.protocols.tcp import RST, Transition
-from protolab.wire.kernel_view import KernelTransition, SocketEntry, TcpStateTrace, socket_table
-from protolab.wire.kernel_view import tcp_info_state
+from protolab.wire.kernel_view import (
+    KernelTransition,
+    SocketEntry,
+    TcpStateTrace,
+    socket_table,
+    tcp_info_state,
+)
 from protolab.wire.multicapture import CapturePoint, MultiCapture, MultiSummary
 from protolab.wire.paths import hosts_capture_path
 
@@ -96,6 +106,7 @@ class HostsResult:
     trace_reason: str = ""
     model: list[Transition] = field(default_factory=list)
     comparison: list[tcp.Compared] = field(default_factory=list)
+    timeline: list = field(default_factory=list)  #: `tcp_hosts_findings.Event`s, in time order
     client_info_closed: str = ""
     time_wait: SocketEntry | None = None  #: the client's TIME_WAIT entry, in its own table
     killed: Killed = field(default_factory=Killed)

@@ -91,7 +91,7 @@ def timeline(result: HostsResult, decoded: list[Decoded]) -> list[Event]:
 
 def report(result: HostsResult, captured: bool, out: Out) -> None:
     decoded = packets(result)
-    events = timeline(result, decoded)
+    events = result.timeline = timeline(result, decoded)
     out("\n2. Timeline of connection 1: each packet at each end (client:eth0, server:eth0), the "
         "model's transitions from it, the kernel's record, and each host's table as read inside "
         "it")
