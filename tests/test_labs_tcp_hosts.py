@@ -19,7 +19,7 @@ import pytest
 from protolab.analysis.observe import Status
 from protolab.labs.tcp_hosts import STEPS, run_tcp_hosts_demo
 
-from conftest import ROOT, require, require_tool, run_cli
+from conftest import ROOT, require, require_tool, run_cli, tshark_fields
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -36,14 +36,6 @@ def live(tmp_path_factory):
     path = tmp_path_factory.mktemp("hosts") / "tcp-demo-hosts.pcapng"
     lines: list[str] = []
     return run_tcp_hosts_demo(pcap=path, out=lines.append), path, "\n".join(lines)
-
-
-def _tshark(path, display: str, *fields: str) -> list[list[str]]:
-    exe = require_tool("tshark")
-    args = [a for f in fields for a in ("-e", f)]
-    out = subprocess.run([exe, "-r", str(path), "-Y", display, "-T", "fields", *args],
-                         capture_output=True, text=True, timeout=60, check=True)
-    return [line.split("\t") for line in out.stdout.splitlines()]
 
 
 def _namespaces() -> set[str]:
@@ -86,10 +78,10 @@ def test_each_host_holds_its_own_end_in_its_own_state(live) -> None:
 def test_the_pcapng_names_both_points_and_each_packet_is_seen_at_both(live) -> None:
     _root()
     result, path, _ = live
-    points = {r[0] for r in _tshark(path, "tcp", "frame.interface_name")}
+    points = {r[0] for r in tshark_fields(path, "tcp", "frame.interface_name")}
     assert points == {"client:eth0", "server:eth0"}
     port = str(result.client[1])
-    syn = _tshark(path, f"tcp.flags == 0x002 && tcp.srcport == {port}",
+    syn = tshark_fields(path, f"tcp.flags == 0x002 && tcp.srcport == {port}",
                   "frame.interface_name", "ip.src")
     assert [r[0] for r in syn] == ["client:eth0", "server:eth0"]  # sent, then received
     assert {r[1] for r in syn} == {result.client[0]}
@@ -111,7 +103,8 @@ def test_the_killed_servers_entry_stays_in_the_server_host_and_rst_crosses_the_l
     assert orphan.local == k.server and orphan.inode == 0
     assert _states(result, "after the next data") == {"client": [], "server": [], "root": []}
     port = k.server.rsplit(":", 1)[1]
-    rst = _tshark(path, f"tcp.flags.reset == 1 && tcp.srcport == {port}", "frame.interface_name")
+    rst = tshark_fields(path, f"tcp.flags.reset == 1 && tcp.srcport == {port}",
+                        "frame.interface_name")
     assert [r[0] for r in rst][:2] == ["server:eth0", "client:eth0"]
 
 
@@ -120,7 +113,7 @@ def test_an_ack_to_no_socket_is_reset_by_the_server_hosts_kernel(live) -> None:
     result, path, _ = live
     o = result.finding("tcp.no-socket.rst")
     assert o.status is Status.OBSERVED and result.read("the ACK to no socket", "server").rows == ()
-    rst = _tshark(path, f"tcp.flags.reset == 1 && tcp.srcport == {result.noport} && "
+    rst = tshark_fields(path, f"tcp.flags.reset == 1 && tcp.srcport == {result.noport} && "
                         f"tcp.dstport == 40404", "frame.interface_name", "ip.src")
     assert [r[0] for r in rst] == ["server:eth0", "client:eth0"]
     assert {r[1] for r in rst} == {result.server[0]}
