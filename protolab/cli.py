@@ -176,6 +176,8 @@ def _replay(args: argparse.Namespace) -> int | None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Any captured demo (`protolab.labs.DEMOS`): replayed, under netem, or run live."""
+    if getattr(args, "hosts", False):
+        return _tcp_hosts(args)
     if (code := _replay(args)) is not None or (code := _netem(args)) is not None:
         return code
     from protolab.labs import demo_module
@@ -191,6 +193,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         kwargs["faults"] = _faults(args)
     with _balancer_errors():
         result = _run_demo(args, demo_module(args.command).run, prefix, **kwargs)
+    return EXIT_FAILED if result.problem() else 0
+
+
+def _tcp_hosts(args: argparse.Namespace) -> int:
+    """`tcp-demo --hosts`: the TCP lab between two network namespaces (root only)."""
+    if args.replay is not None:
+        raise CliError("tcp-demo: --hosts runs live and --replay reads a capture: choose one")
+    from protolab.labs import tcp_hosts
+
+    if (denied := tcp_hosts.denied_reason()) is not None:
+        raise CliError(denied)
+    result = _run_demo(args, tcp_hosts.run, "tcp-demo --hosts")
     return EXIT_FAILED if result.problem() else 0
 
 
@@ -218,6 +232,10 @@ def _tcp_demo_arguments(sub: Subparsers) -> None:
                     "socket, a reconnect; and HTTP carrying its state over new connections. "
                     "Capture, forging and the kernel's record need root; the rest runs without.")
     _capture_options(p, "tcp-demo")
+    p.add_argument("--hosts", action="store_true",
+                   help="client and server as two hosts with their own kernels (network "
+                        "namespaces over a veth link): each host's socket table read inside it, "
+                        "captured at both ends into captures/tcp-demo-hosts.pcapng (root)")
     p.set_defaults(func=cmd_demo)
 
 

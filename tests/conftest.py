@@ -34,6 +34,15 @@ def require_tool(name: str) -> str:
     return path
 
 
+def tshark_fields(path, display: str, *fields: str) -> list[list[str]]:
+    """tshark's reading of a capture: the `fields` of each packet `display` selects."""
+    exe = require_tool("tshark")
+    args = [a for f in fields for a in ("-e", f)]
+    out = subprocess.run([exe, "-r", str(path), "-Y", display, "-T", "fields", *args],
+                         capture_output=True, text=True, timeout=60, check=True)
+    return [line.split("\t") for line in out.stdout.splitlines()]
+
+
 def without_net_raw() -> tuple[str, ...]:
     """A command prefix that runs a program without CAP_NET_RAW (as a learner without root)."""
     setpriv = require_tool("setpriv")

@@ -24,7 +24,7 @@ from protolab.labs import nat_findings
 from protolab.labs.nat import QUIET, UDP_TIMEOUT, run_nat_demo
 from protolab.net import nft
 
-from conftest import DEMO_STARTUPS, ROOT, require, require_tool, run_cli
+from conftest import DEMO_STARTUPS, ROOT, require, require_tool, run_cli, tshark_fields
 
 pytestmark = pytest.mark.timeout(120)
 LIVE_BUDGET = 5.0  #: seconds: the issue's "under 5 s", with the interpreter's start-up
@@ -67,14 +67,6 @@ def live(tmp_path_factory):
     return run_nat_demo(pcap=path, out=lines.append), path, "\n".join(lines)
 
 
-def _tshark(path, display: str, *fields: str) -> list[list[str]]:
-    exe = require_tool("tshark")
-    args = [a for f in fields for a in ("-e", f)]
-    out = subprocess.run([exe, "-r", str(path), "-Y", display, "-T", "fields", *args],
-                         capture_output=True, text=True, timeout=60, check=True)
-    return [line.split("\t") for line in out.stdout.splitlines()]
-
-
 def test_every_claim_is_observed_with_its_evidence(live) -> None:
     _root()
     result, _, text = live
@@ -92,7 +84,7 @@ LAB_LINE = "nat-demo: "
 def test_the_same_datagram_is_seen_before_and_after_translation(live) -> None:
     _root()
     result, path, _ = live
-    rows = _tshark(path, 'udp contains "seq=1 total=0 "', "frame.interface_name", "ip.src",
+    rows = tshark_fields(path, 'udp contains "seq=1 total=0 "', "frame.interface_name", "ip.src",
                    "udp.srcport")
     by_point = {r[0]: r[1:] for r in rows}
     assert list(by_point) == ["client:eth0", "router:lan", "router:wan", "server:eth0"]
@@ -109,17 +101,17 @@ def test_the_expired_flows_datagram_is_dropped_at_the_router(live) -> None:
     result, path, _ = live
     lost, kept = result.lost, result.kept
     assert lost.received is None and kept.received == kept.pushed
-    points = [r[0] for r in _tshark(path, f'udp contains "{lost.pushed.decode()}" && !icmp',
+    points = [r[0] for r in tshark_fields(path, f'udp contains "{lost.pushed.decode()}" && !icmp',
                                     "frame.interface_name")]
     assert points == ["server:eth0", "router:wan"]  # never router:lan, never client:eth0
-    kept_points = [r[0] for r in _tshark(path, f'udp contains "{kept.pushed.decode()}"',
+    kept_points = [r[0] for r in tshark_fields(path, f'udp contains "{kept.pushed.decode()}"',
                                          "frame.interface_name")]
     assert kept_points[-1] == "client:eth0"
     # the kernel's record: the silent flow's entry destroyed, its timer run out before the
     # datagram came (the kernel stamps when it expired), and the timeout seen counting down
     d = result.destroyed
     assert d is not None and d.entry.original.sport == lost.inside[1] and d.stamped
-    wan_time = float(_tshark(path, f'udp contains "{lost.pushed.decode()}" && !icmp',
+    wan_time = float(tshark_fields(path, f'udp contains "{lost.pushed.decode()}" && !icmp',
                              "frame.time_epoch")[1][0])
     assert 0 < wan_time - d.time < QUIET - UDP_TIMEOUT + 0.5
     assert lost.timeouts[1] < lost.timeouts[0] and len(set(kept.entry_ids)) == 1
@@ -132,13 +124,13 @@ def test_tcp_is_held_three_times_and_the_flush_is_what_was_seen(live) -> None:
     assert run.entry.state == "ESTABLISHED" and "ASSURED" in run.entry.flags
     assert run.ss_client[0].startswith("ESTAB") and run.client in run.ss_client[0]
     assert run.seen_by_server in run.ss_server[0]
-    syn = _tshark(path, "tcp.flags.syn == 1 && tcp.flags.ack == 0", "frame.interface_name",
+    syn = tshark_fields(path, "tcp.flags.syn == 1 && tcp.flags.ack == 0", "frame.interface_name",
                   "ip.src", "tcp.srcport")
     server_side = next(r for r in syn if r[0] == "server:eth0")
     assert f"{server_side[1]}:{server_side[2]}" == run.seen_by_server
     assert run.after_flush == 0
     flush = next(o for o in result.findings.observations if o.key == "nat.tcp-flush")
-    after = _tshark(path, 'tcp contains "after the flush"', "frame.interface_name")
+    after = tshark_fields(path, 'tcp contains "after the flush"', "frame.interface_name")
     if run.echo:  # picked up again (nf_conntrack_tcp_loose=1): the segment crossed the router
         assert run.loose == "1" and "server:eth0" in [r[0] for r in after]
         assert "pick the connection up" in flush.seen

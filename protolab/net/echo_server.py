@@ -4,7 +4,8 @@ Where state lives: each accepted connection is an entry in this host's kernel
 (protolab.protocols.tcp); the echo server's application keeps only what it received (so a test can
 ask whether a forged segment ever reached it).
 
-`python -m protolab.net.echo_server [PORT]` runs it as its own process and prints `ready PORT`
+`python -m protolab.net.echo_server [PORT [HOST]]` runs it as its own process (on 127.0.0.1
+unless HOST is given: a host's address when it runs inside a namespace) and prints `ready PORT`
 once it listens, so a demo can kill the process and watch the connection die.
 """
 
@@ -44,7 +45,8 @@ class EchoServer(TcpServerThread):
 
 def main(argv: list[str]) -> int:
     """The echo server as its own process, until killed or SIGTERM/SIGINT (`child.serve`)."""
-    return child.serve(lambda port: EchoServer(port=port).start(), argv)
+    host = argv[1] if len(argv) > 1 else "127.0.0.1"
+    return child.serve(lambda port: EchoServer(host, port).start(), argv)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,14 @@ import re
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 TRACEFS = Path("/sys/kernel/tracing")
+#: runs a function inside a host (a thread in its network namespace) and returns its result
+Within = Callable[[Callable[[], Any]], Any]
 EVENT = "events/sock/inet_sock_set_state"
 
 #: Kernel state numbers (include/net/tcp_states.h) to RFC names as protolab.protocols.tcp uses them.
@@ -146,13 +150,28 @@ class SocketEntry:
                 f"inode {self.inode}{timer}")
 
 
-def socket_table(proto: str = "tcp") -> list[SocketEntry]:
-    """The IPv4 socket table the kernel keeps (/proc/net/tcp or /proc/net/udp)."""
+def socket_table(proto: str = "tcp", within: Within | None = None,
+                 address: str | None = None) -> list[SocketEntry]:
+    """The IPv4 socket table the kernel keeps (/proc/net/tcp or /proc/net/udp); with `within`,
+    the table of the host (network namespace) `within` runs its work in: /proc/net is the
+    *process's* namespace, so a thread inside a host reads /proc/thread-self/net. With
+    `address`, only the rows with that IPv4 address at either end (a busy machine's table has
+    tens of thousands)."""
+    if within is None:
+        return parse_socket_table(Path(f"/proc/net/{proto}").read_text(), proto, address)
+    text = within(lambda: Path(f"/proc/thread-self/net/{proto}").read_text())
+    return parse_socket_table(text, proto, address)
+
+
+def parse_socket_table(text: str, proto: str = "tcp",
+                       address: str | None = None) -> list[SocketEntry]:
+    """The rows of a /proc/net/tcp or /proc/net/udp text (with `address` at either end)."""
     rows = []
     tick = os.sysconf("SC_CLK_TCK")
-    with open(f"/proc/net/{proto}") as f:
-        next(f)
-        for line in f:
+    # the table writes an address as the hex of its 32 bits in host order, then ":PORT"
+    key = f"{int.from_bytes(socket.inet_aton(address), 'little'):08X}:" if address else ""
+    for line in text.splitlines()[1:]:
+        if line.strip() and key in line:
             parts = line.split()
             state = int(parts[3], 16)
             timer, _, left = parts[5].partition(":")

@@ -29,6 +29,13 @@ def default_capture_path(lab: str, faults: bool = False) -> Path:
     return Path("captures") / f"{lab}{'-faults' if faults else ''}{capture_suffix(lab)}"
 
 
+def hosts_capture_path(lab: str) -> Path:
+    """Where a loopback lab run between hosts with their own kernels (`tcp-demo --hosts`) writes
+    its capture: pcapng, as it is captured at several points, and beside the plain run's capture
+    that `protolab check` grades, never over it."""
+    return Path("captures") / f"{lab}-hosts.pcapng"
+
+
 def reference_file(lab: str, directory: Path = REFERENCE_DIR) -> Path:
     """The committed reference capture (absolute, or in `directory`)."""
     return directory / f"{lab}.ref{capture_suffix(lab)}"
