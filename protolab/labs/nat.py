@@ -293,7 +293,8 @@ def _keep_alive(result: NatDemoResult, sock: socket.socket, servers: _Servers,
     kept, read_again = result.kept, False
     servers.push.setblocking(False)
     while (now := time.monotonic() - start) < QUIET:
-        time.sleep(min(KEEPALIVE_EVERY * (kept.keepalives + 1), QUIET) - now)
+        # the next keepalive's time; when a busy machine made us late, send it at once
+        time.sleep(max(0.0, min(KEEPALIVE_EVERY * (kept.keepalives + 1), QUIET) - now))
         if time.monotonic() - start >= QUIET:
             break
         kept.keepalives += 1
