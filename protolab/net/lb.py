@@ -95,7 +95,8 @@ class LoadBalancer(ServerThread):
 
         self._server = _Server(("127.0.0.1", port), Handler)
         self.address: tuple[str, int] = self._server.server_address
-        super().__init__(self._server.serve_forever)
+        # A short poll: `stop()` waits one poll interval for the loop (the default is 0.5 s).
+        super().__init__(lambda: self._server.serve_forever(poll_interval=0.05))
 
     def _interrupt(self) -> None:
         self._server.shutdown()  # returns once serve_forever has

@@ -48,10 +48,12 @@ class Drop:
     at: float  #: monotonic time it ended
     back_at: float | None = None  #: the next welcome
     attempts: int = 0  #: connects tried before that welcome
+    away: float = 0.0  #: seconds the user chose to stay offline first (`ChatUser.hold`)
 
     @property
     def reconnect_s(self) -> float | None:
-        return None if self.back_at is None else self.back_at - self.at
+        """From the drop (or the end of the time away) to the next welcome."""
+        return None if self.back_at is None else self.back_at - self.at - self.away
 
 
 @dataclass
@@ -74,6 +76,8 @@ class ChatUser:
         self._lock = threading.Lock()
         self._conn: tuple[socket.socket, ClientSide] | None = None
         self._stop = threading.Event()
+        self._gate = threading.Event()  #: set: reconnect when dropped; clear: wait (offline)
+        self._gate.set()
         self._rng = random.Random(self.seed)
         self._thread = threading.Thread(target=self._run, name=f"chat-{self.name}", daemon=True)
 
@@ -104,9 +108,21 @@ class ChatUser:
     def ping(self, payload: bytes = b"alive?") -> bool:
         return self._send("ping", payload)
 
+    def hold(self) -> None:
+        """Stay offline after the next drop, until `release` (a user away for a while)."""
+        self._gate.clear()
+
+    def release(self) -> None:
+        """Back online: a drop's reconnect time counts from now, not from the drop."""
+        with self.changed:
+            if self.drops and self.drops[-1].back_at is None:
+                self.drops[-1].away = time.monotonic() - self.drops[-1].at
+        self._gate.set()
+
     def close(self) -> None:
         """Stop reconnecting; close the connection with 1000 and wait for the thread."""
         self._stop.set()
+        self._gate.set()
         self._send("close")
         with self._lock:
             if self._conn is not None:
@@ -125,6 +141,7 @@ class ChatUser:
             attempt = 0 if welcomed else attempt + 1
             if self._stop.is_set():
                 return
+            self._gate.wait()
             cap = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt)
             self._stop.wait(self._rng.uniform(0, cap))  # the backoff itself, not a sync
 
