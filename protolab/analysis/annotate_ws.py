@@ -70,9 +70,11 @@ class WsAnnotator:
         known.open = True
         rest = payload[upgrade.length:]
         fact = _accepted(known, upgrade.key, base)
-        if rest:  # frames in the same segment as the 101 (a welcome)
+        if rest:  # frames in the same segment as the 101 (a welcome): their fields too
             frames = self._split(known, base["src"], rest)
-            _frame_fields(frames, base, known.client == base["src"])
+            if frames:
+                _frame_fields(frames, base, known.client == base["src"])
+                _data(frames, False, base)
         return fact
 
     def ended(self, flow: int) -> bool:
