@@ -76,7 +76,7 @@ def test_an_unknown_place_replays_nothing_and_a_new_epoch_starts_the_count_again
     assert "since=0" in inbox.target() and "epoch=b1-99" in inbox.target()
 
 
-# -- the demo ---------------------------------------------------------------------------------------
+# -- the demo -------------------------------------------------------------------------------
 
 
 def test_every_finding_is_observed_with_evidence(demo) -> None:
@@ -161,7 +161,7 @@ def test_bad_options_are_one_line() -> None:
         assert len(errors) == 1 and errors[0].startswith("protolab"), out.stderr
 
 
-# -- real balancers, and the rolling restart under load ----------------------------------------
+# -- real balancers, and the rolling restart under load ----------------------------------
 
 
 @pytest.mark.parametrize("kind", ["nginx", "haproxy"])

@@ -62,10 +62,23 @@ def ws_dropped(rows: Sequence[Row]) -> list[int]:
     return [r.number] if r else []
 
 
+def _client_legs(rows: Sequence[Row]) -> list[Row]:
+    """Resume requests on the client's own connection: a balancer forwards the same request
+    (the same Sec-WebSocket-Key) on its own connection to a backend, later."""
+    seen: set[str] = set()
+    legs = []
+    for r in rows:
+        if r.shows(Kind.WS_RESUME) and r.fields.get("ws_key") not in seen:
+            legs.append(r)
+        if r.fields.get("ws_upgrade") == "request":
+            seen.add(r.fields.get("ws_key"))
+    return legs
+
+
 def ws_resumed(rows: Sequence[Row]) -> list[int]:
     """A reconnect carrying since=N whose welcome replays messages, and the first replayed id
-    above N on that connection."""
-    for req in (r for r in rows if r.shows(Kind.WS_RESUME)):
+    above N, on the client's own connection."""
+    for req in _client_legs(rows):
         since = req.fields.get("ws_since", 0)
         welcome = _first(rows, Kind.WS_WELCOME, req.number, req.flow)
         if welcome is None or not welcome.fields["ws_welcome"].get("replay"):
@@ -78,8 +91,9 @@ def ws_resumed(rows: Sequence[Row]) -> list[int]:
 
 
 def ws_place_gone(rows: Sequence[Row]) -> list[int]:
-    """A reconnect carrying since=N answered by a welcome whose server does not know the place."""
-    for req in (r for r in rows if r.shows(Kind.WS_RESUME)):
+    """A reconnect carrying since=N answered by a welcome whose server does not know the place
+    (on the client's own connection)."""
+    for req in _client_legs(rows):
         welcome = _first(rows, Kind.WS_WELCOME, req.number, req.flow)
         if welcome is not None and not welcome.fields["ws_welcome"].get("known"):
             return [req.number, welcome.number]
