@@ -18,6 +18,13 @@ def _first(rows: Sequence[Row], kind: Kind, after: int = 0, flow: str = "") -> R
                  and (not flow or r.flow == flow)), None)
 
 
+def _welcome(rows: Sequence[Row], req: Row) -> Row | None:
+    """The welcome on the request's connection: its own frame, or in the 101's segment (a
+    balancer may pass the 101 and the first frame on together)."""
+    return next((r for r in rows if r.number > req.number and r.flow == req.flow
+                 and "ws_welcome" in r.fields), None)
+
+
 def ws_upgrade(rows: Sequence[Row]) -> list[int]:
     """An upgrade request and the 101 whose Sec-WebSocket-Accept answers its key."""
     for r in rows:
@@ -80,7 +87,7 @@ def ws_resumed(rows: Sequence[Row]) -> list[int]:
     above N, on the client's own connection."""
     for req in _client_legs(rows):
         since = req.fields.get("ws_since", 0)
-        welcome = _first(rows, Kind.WS_WELCOME, req.number, req.flow)
+        welcome = _welcome(rows, req)
         if welcome is None or not welcome.fields["ws_welcome"].get("replay"):
             continue
         replayed = next((r for r in rows if r.number >= welcome.number and r.flow == req.flow
@@ -94,7 +101,7 @@ def ws_place_gone(rows: Sequence[Row]) -> list[int]:
     """A reconnect carrying since=N answered by a welcome whose server does not know the place
     (on the client's own connection)."""
     for req in _client_legs(rows):
-        welcome = _first(rows, Kind.WS_WELCOME, req.number, req.flow)
+        welcome = _welcome(rows, req)
         if welcome is not None and not welcome.fields["ws_welcome"].get("known"):
             return [req.number, welcome.number]
     return []
