@@ -191,6 +191,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         kwargs["lb"] = args.lb
     if hasattr(args, "drop"):  # the demos with fault options
         kwargs["faults"] = _faults(args)
+    if args.command == "ws-demo":
+        kwargs.update(_ws_demo_options(args))
     with _balancer_errors():
         result = _run_demo(args, demo_module(args.command).run, prefix, **kwargs)
     return EXIT_FAILED if result.problem() else 0
@@ -273,6 +275,44 @@ def _tls_demo_arguments(sub: Subparsers) -> None:
                     "the client's TLS key log next to the capture.")
     _capture_options(p, "tls-demo")
     p.set_defaults(func=cmd_demo)
+
+
+def _ws_demo_arguments(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "ws-demo", help="a WebSocket chat: restart and resume behind the balancer (lab 10)",
+        description="A chat on WebSocket (wsproto) with backends as processes behind "
+                    "protolab's balancer, which tunnels the upgrade, and a real nginx: three "
+                    "designs (memory; Redis pub/sub; pub/sub and a history to resume from), a "
+                    "backend restarted under a client (PIDs before and after), its reconnect with "
+                    "backoff and what it lost. Uses a private redis-server unless --redis.")
+    p.add_argument("--redis", metavar="URL", help="a Redis to share the chat through (default: "
+                                                  "a private redis-server for the run)")
+    p.add_argument("--under-load", action="store_true",
+                   help="instead: N clients per design, a rolling restart of every backend; "
+                        "reconnect p50/p99, messages lost, memory per connection (not captured)")
+    p.add_argument("--clients", type=_count(1, 2000), default=200, metavar="N",
+                   help="--under-load: clients per design (default 200)")
+    p.add_argument("--backends", type=_count(2, 8), default=3, metavar="N",
+                   help="--under-load: backend processes (default 3)")
+    p.add_argument("--lb", choices=BALANCERS, default="protolab",
+                   help="--under-load: the balancer in front (default protolab)")
+    _capture_options(p, "ws-demo")
+    p.set_defaults(func=cmd_demo)
+
+
+def _ws_demo_options(args: argparse.Namespace) -> dict[str, object]:
+    """ws-demo's own options as the run's keyword arguments; the load ones only with
+    --under-load, which is measured, not captured."""
+    load = args.under_load
+    if not load and (args.clients != 200 or args.backends != 3 or args.lb != "protolab"):
+        raise CliError("--clients, --backends and --lb go with --under-load")
+    if load and (args.html or args.pcapng or args.pcap):
+        raise CliError("--under-load is measured, not captured: no --pcap, --pcapng or --html")
+    options: dict[str, object] = {"redis": args.redis}
+    if load:
+        options.update(under_load=True, clients=args.clients, backends=args.backends,
+                       lb=args.lb)
+    return options
 
 
 def _nat_demo_arguments(sub: Subparsers) -> None:
@@ -827,6 +867,7 @@ SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     _tcp_attack_demo_arguments,
     _tls_demo_arguments,
     _hijack_demo_arguments,
+    _ws_demo_arguments,
     _backend_arguments,
     _lb_arguments,
     _litmus_arguments,

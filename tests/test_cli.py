@@ -11,7 +11,7 @@ from protolab.cli import build_parser
 
 from conftest import ROOT, run_cli
 
-HEAVY = ("scapy", "aioquic", "dns", "tabulate", "pyroute2")
+HEAVY = ("scapy", "aioquic", "dns", "tabulate", "pyroute2", "wsproto", "redis")
 
 
 @pytest.mark.parametrize("args", [["--help"], ["dns-demo", "--help"], ["inspect", "--help"],

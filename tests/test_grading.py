@@ -256,8 +256,33 @@ def _hijack(path: Path) -> dict[str, str]:
             "q6": str(r.get("jwt", "replay after logout").port), "q7": r.fixed["memory"][:8]}
 
 
+def _ws(path: Path) -> dict[str, str]:
+    """Lab 10 from tshark (its HTTP and WebSocket dissectors, told which ports carry HTTP) and
+    the demo's own result (the clients' welcomes and ports)."""
+    import re
+
+    from protolab.labs.ws import run_ws_demo
+
+    r = run_ws_demo(pcap=path, out=lambda s: None)
+    assert not r.problem(), r.problem()
+    ports = sorted(set(_fields(path, 'frame contains "Upgrade: websocket"', "tcp.dstport")))
+    decode = tuple(f"tcp.port=={p},http" for p in ports if p)
+    switched = _fields(path, "http.response.code == 101", "frame.number", decode=decode)
+    heads = _fields(path, 'frame contains "Sec-WebSocket-Key"', "tcp.payload")
+    key = re.search(r"Sec-WebSocket-Key: (\S+)", bytes.fromhex(heads[0].replace(":", ""))
+                    .decode("latin-1"))[1]
+    masks = _fields(path, "websocket.mask == 1", "websocket.masking_key", decode=decode)
+    codes = _fields(path, "websocket.mask == 0 && websocket.opcode == 8",
+                    "websocket.payload.close.status_code", decode=decode)
+    memory, resume = r.scenarios["memory"], r.scenarios["resume"]
+    return {"q1": switched[0], "q2": key, "q3": masks[0].split(",")[0].replace(":", ""),
+            "q4": next(c for c in codes if c and c != "1000"),
+            "q5": str(memory.alice[-1].pid), "q6": str(resume.alice[-1].port),
+            "q7": str(memory.alice[-1].since)}
+
+
 INDEPENDENT = {"01": _tcp, "02": _udp, "03": _dns, "04": _quic, "05": _lb, "06": _nat,
-               "07": _attack, "08": _tls, "09": _hijack}
+               "07": _attack, "08": _tls, "09": _hijack, "10": _ws}
 
 
 @pytest.fixture(scope="module")

@@ -197,6 +197,7 @@ COMMANDS = {
     "tcp-demo": (["tcp-demo"], 1, "protolab.net.echo_server"),
     "udp-demo": (["udp-demo"], 2, "protolab.net.counter_server"),
     "quic-demo": (["quic-demo"], None, None),
+    "ws-demo": (["ws-demo"], 2, "protolab.net.ws_backend"),
 }
 READY = {"lb --serve": r"^serving until Ctrl-C", "lb --serve --lb nginx": r"^serving until Ctrl-C",
          "lb --serve --lb haproxy": r"^serving until Ctrl-C", "quic-demo": r"^\S.*\n"}

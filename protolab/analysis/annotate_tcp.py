@@ -10,6 +10,7 @@ from dataclasses import replace
 
 from protolab.analysis.annotate_dns import parse_dns
 from protolab.analysis.annotate_tls import TlsAnnotator
+from protolab.analysis.annotate_ws import WsAnnotator
 from protolab.analysis.facts import MAX_PENDING, Action, Fact, Holder, Kind, Row
 from protolab.protocols.tcp import Fit, SegmentView, TcpObserver
 from protolab.wire.packets import Decoded
@@ -27,6 +28,7 @@ class TcpAnnotator:
         self.observer = TcpObserver(max_flows)
         self._last: OrderedDict[int, int] = OrderedDict()  # flow -> its last packet
         self._tls = TlsAnnotator()
+        self._ws = WsAnnotator()
         self._synack: OrderedDict[int, int] = OrderedDict()  # flow -> its first SYN-ACK
 
     def row(self, d: Decoded, base: dict) -> Row:
@@ -67,6 +69,12 @@ class TcpAnnotator:
         # Unknown states: no kernel is known to hold this connection, so nothing it "expects".
         values["expects"] = f"{receiver} kernel expects seq {view.expects} next" \
             if view.states_known else "no kernel state known for it"
+        ws = self._ws.describe(d.payload, base["number"], view.flow, base) if d.payload \
+            else None
+        if ws is not None:
+            action, ws_holders, fact = ws
+            return Row(**base, action=action, holders=ws_holders, fact=replace(
+                fact, moves=moves, values={**values, **fact.values}))
         tls = self._tls.describe(d.payload, base["number"], view.flow, base) if not http \
             else None
         if tls is not None:
@@ -78,9 +86,10 @@ class TcpAnnotator:
             return Row(**base, action=action, holders=(*http_holders, *holders),
                        fact=Fact(kind, moves=moves, values=values))
         ends = tcp.flags & 0x01 or any(t.new.value in ("CLOSED", "TIME_WAIT") for t in moves)
+        also = (Kind.WS_DROPPED,) if tcp.flags & 0x01 and self._ws.ended(view.flow) else ()
         return Row(**base, action=Action.ENDS if ends else Action.USES, holders=holders,
                    fact=Fact(Kind.TCP_CLOSE if ends else Kind.TCP_SEGMENT, moves=moves,
-                             values=values))
+                             values=values, also=also))
 
     def _special(self, view: SegmentView, base: dict, moves: tuple, values: dict) -> Row | None:
         """A resent or cookie SYN-ACK, a challenge ACK, a keepalive probe; None otherwise."""
@@ -148,8 +157,9 @@ class TcpAnnotator:
                        fact=Fact(Kind.TCP_RST_NO_CONNECTION,
                                  (answered,) if answered else (), moves=moves, values={
                                      **values, "sender": base["src"]}))
+        also = (Kind.WS_DROPPED,) if self._ws.ended(view.flow) else ()
         return Row(**base, action=Action.MISSING, holders=(Holder.NOBODY,),
-                   fact=Fact(Kind.TCP_RST, moves=moves, values=values))
+                   fact=Fact(Kind.TCP_RST, moves=moves, values=values, also=also))
 
     def _forget_moves_of(self, endpoint: str, number: int) -> None:
         """A port that answers with RST never had a connection: the moves the model gave it at

@@ -92,6 +92,15 @@ class Kind(Enum):
     TLS_ENCRYPTED = "tls encrypted"  #: encrypted records (NewSessionTicket travels so in 1.3)
     TLS_RELAYED = "tls relayed"  #: (also) the same ClientHello again: a relay's own connection
     SAME_PACKET = "same packet"  #: a packet already seen at another capture point, again
+    WS_UPGRADE = "ws upgrade"  #: GET with Upgrade: websocket, a first connection (no place)
+    WS_RESUME = "ws resume"  #: an upgrade that carries the client's place (since=N)
+    WS_ACCEPTED = "ws accepted"  #: 101 Switching Protocols, Sec-WebSocket-Accept checked
+    WS_WELCOME = "ws welcome"  #: the chat server's first frame: who holds the connection
+    WS_FRAME = "ws frame"  #: data frames on a WebSocket (client's unmasked for reading)
+    WS_PING = "ws ping"  #: a ping: is the peer still there? (a pong must answer)
+    WS_PONG = "ws pong"  #: the answer to a ping
+    WS_CLOSE = "ws close"  #: a close frame with its code: the WebSocket ends
+    WS_DROPPED = "ws dropped"  #: (also) FIN/RST with no close frame: the client's code is 1006
 
 
 @dataclass(frozen=True)
@@ -260,6 +269,33 @@ TEMPLATES: dict[Kind, str] = {
                       "own connection: the backend's handshake is the client's",
     Kind.SAME_PACKET: "the same packet as {ref} ({first_point}), seen again at {point}"
                       "{rewritten}",
+    Kind.WS_UPGRADE: "asks to turn this HTTP connection into a WebSocket (RFC 6455 section "
+                     "4.1) for {user}, a first connection: the client carries no place yet; "
+                     "its Sec-WebSocket-Key is client app memory until the 101 answers it; "
+                     + _CONNECTION,
+    Kind.WS_RESUME: "an upgrade that carries the client's place: since={since} (its last-seen "
+                    "message id, kept in client app memory) of epoch {epoch}, in the request "
+                    "target; a server replays what came after it only if its store still "
+                    "holds that epoch's history; " + _CONNECTION,
+    Kind.WS_ACCEPTED: "101 Switching Protocols: Sec-WebSocket-Accept {check} base64(SHA-1(key "
+                      "of {ref} + GUID)) (RFC 6455 section 4.2.2): this TCP connection is a "
+                      "WebSocket now, and what the server keeps for it (the subscription, the "
+                      "last message id sent) is in the memory of the one process holding the "
+                      "socket; " + _CONNECTION,
+    Kind.WS_WELCOME: "welcome from {backend} pid {pid}: this process holds the connection's "
+                     "state from now on (server app memory); the client's place {place} "
+                     "({replay} messages replayed from the shared store); " + _CONNECTION,
+    Kind.WS_FRAME: "WebSocket data{masked}: {what}; " + _CONNECTION,
+    Kind.WS_PING: "ping from the {sender}: is the peer still there? The other end must answer "
+                  "with a pong (RFC 6455 section 5.5.2); " + _CONNECTION,
+    Kind.WS_PONG: "pong from the {sender}: the peer's WebSocket is alive; " + _CONNECTION,
+    Kind.WS_CLOSE: "close frame from the {sender}, code {code} ({name}): the WebSocket ends "
+                   "(RFC 6455 section 5.5.1), and the server process's state for it (the "
+                   "subscription, the last id sent) goes with it; the client keeps its place; "
+                   + _CONNECTION,
+    Kind.WS_DROPPED: "the WebSocket ended with no close frame: the client reports 1006 "
+                     "(abnormal closure, RFC 6455 section 7.1.5; never on the wire) — the "
+                     "server process that held the connection's state is gone",
 }
 
 

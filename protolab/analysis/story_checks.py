@@ -31,6 +31,15 @@ from protolab.analysis.story_tls import (
     tls_shared_key,
     tls_sticky,
 )
+from protolab.analysis.story_ws import (
+    ws_dropped,
+    ws_graceful,
+    ws_masked,
+    ws_ping,
+    ws_place_gone,
+    ws_resumed,
+    ws_upgrade,
+)
 from protolab.protocols.counter import Reply, parse_reply
 from protolab.protocols.tcp import ACK, FIN, RST, SYN, TcpState
 
@@ -572,6 +581,21 @@ STORIES: dict[str, tuple[Step, ...]] = {
                          "Set-Cookie of the server's own", hijack_fixation),
         Step("tls", "behind TLS: a ClientHello and encrypted records, no HTTP to read",
              hijack_tls_encrypted),
+    ),
+    "ws-demo": (
+        Step("upgrade", "an upgrade request and the 101 whose Sec-WebSocket-Accept answers its "
+                        "key", ws_upgrade),
+        Step("masked", "a client frame, masked (the annotation unmasks it), and a server frame, "
+                       "not masked", ws_masked),
+        Step("ping", "a ping answered by a pong on the same connection", ws_ping),
+        Step("dropped", "a WebSocket that ends with no close frame (a killed backend: the "
+                        "client's 1006)", ws_dropped),
+        Step("place-gone", "a reconnect with since=N whose welcome does not know the place "
+                           "(memory design)", ws_place_gone),
+        Step("going-away", "a close frame 1001 from a backend stopping gracefully, and the "
+                           "client's reply", ws_graceful),
+        Step("resumed", "a reconnect with since=N, a welcome with a replay, and the replayed "
+                        "ids after N", ws_resumed),
     ),
 }
 

@@ -524,6 +524,98 @@ def tls_tickets_presented(p: Packets) -> int:
     return sum(1 for c in _tls_connections(p) if c.ticket and not c.relayed)
 
 
+# -- WebSocket (lab 10): the upgrade's HTTP head and the frames' bytes (RFC 6455 sections 4, 5.2) --
+
+
+@dataclass(frozen=True)
+class _WsUpgrade:
+    row: Row  #: the upgrade request
+    key: str  #: its Sec-WebSocket-Key
+    since: int | None  #: the resume point in its target; None on a first connection
+    welcome: dict  #: the first frame's JSON on that connection ({} when none)
+
+
+def _ws_upgrades(p: Packets) -> list[_WsUpgrade]:
+    """Each upgrade request in capture order, with the welcome that came back on its
+    connection (the first text frame after the 101)."""
+    from protolab.protocols.chat import decode, parse_target
+    from protolab.protocols.websocket import parse_upgrade, split_frames
+
+    found: dict[frozenset, tuple[Row, str, int | None]] = {}
+    welcomes: dict[frozenset, dict] = {}
+    for r in p.rows:
+        if r.proto != "TCP" or not (payload := p.payload(r)):
+            continue
+        pair = frozenset((r.src, r.dst))
+        up = parse_upgrade(payload)
+        if up is not None and up.request:
+            found[pair] = (r, up.key, parse_target(up.target)[1])
+            welcomes.pop(pair, None)
+        elif pair in found and pair not in welcomes and r.src != found[pair][0].src:
+            rest = payload[up.length:] if up is not None else payload
+            frames, _ = split_frames(rest)
+            if frames:
+                welcomes[pair] = decode(frames[0].text)
+    return [_WsUpgrade(r, key, since, welcomes.get(pair, {}))
+            for pair, (r, key, since) in sorted(found.items(), key=lambda i: i[1][0].number)]
+
+
+def _ws_frames(p: Packets):
+    """(row, frame) for every whole frame that starts a segment after an upgrade."""
+    from protolab.protocols.websocket import parse_upgrade, split_frames
+
+    opened: set[frozenset] = set()
+    for r in p.rows:
+        if r.proto != "TCP" or not (payload := p.payload(r)):
+            continue
+        pair = frozenset((r.src, r.dst))
+        up = parse_upgrade(payload)
+        if up is not None:
+            if not up.request:
+                opened.add(pair)
+            continue
+        if pair in opened:
+            for frame in split_frames(payload)[0]:
+                yield r, frame
+
+
+def ws_first_101(p: Packets) -> int:
+    from protolab.protocols.websocket import parse_upgrade
+
+    return next(r.number for r in p.rows if r.proto == "TCP" and (u := parse_upgrade(
+        p.payload(r))) is not None and u.status == 101)
+
+
+def ws_first_key(p: Packets) -> str:
+    return _ws_upgrades(p)[0].key
+
+
+def ws_first_mask(p: Packets) -> str:
+    return next(f.mask.hex() for _, f in _ws_frames(p) if f.masked)
+
+
+def ws_going_away_code(p: Packets) -> int:
+    """The code of the first close frame a server sent that was not a reply (not 1000)."""
+    return next(f.close_code for _, f in _ws_frames(p)
+                if not f.masked and f.close_code not in (None, 1000))
+
+
+def ws_first_since(p: Packets) -> int:
+    return next(u.since for u in _ws_upgrades(p) if u.since is not None)
+
+
+def ws_resumed_client_port(p: Packets) -> int:
+    """The client's port of the first reconnect whose welcome replayed messages."""
+    return next(u.row.fields["sport"] for u in _ws_upgrades(p)
+                if u.since is not None and u.welcome.get("replay"))
+
+
+def ws_restarted_pid(p: Packets) -> int:
+    """The PID that welcomed the first reconnect whose welcome did not know the place."""
+    return next(int(u.welcome["pid"]) for u in _ws_upgrades(p)
+                if u.since is not None and u.welcome and not u.welcome.get("known"))
+
+
 # -- NAT (lab 06): one capture at four points; each row's point is its pcapng interface ----------
 
 
@@ -920,6 +1012,29 @@ LABS: tuple[Lab, ...] = (
                  "the POST /login with a Cookie header: the Set-Cookie of its answer",
                  Form.TEXT, varies=True),
     )),
+    Lab("10", "websocket-state", "A WebSocket chat: restart and resume behind the balancer",
+        "ws-demo", (
+            Question("q1", "Which packet is the first 101 Switching Protocols?", ws_first_101,
+                     "the first `WS 101 accept ok` row", Form.PACKET),
+            Question("q2", "What Sec-WebSocket-Key did the first upgrade request carry?",
+                     ws_first_key, "the first `WS upgrade key=...` row", Form.TEXT,
+                     varies=True),
+            Question("q3", "What masking key did the first masked frame carry (hex)?",
+                     ws_first_mask, "the first row with `mask=`", Form.HEX, varies=True),
+            Question("q4", "What close code did the backend stopped gracefully send?",
+                     ws_going_away_code, "a server's close frame that is not a reply",
+                     Form.NUMBER),
+            Question("q5", "Which process (PID) welcomed the first reconnect that did not know "
+                           "the client's place?", ws_restarted_pid,
+                     "the welcome after the first `since=` upgrade: `known: false`",
+                     Form.NUMBER, varies=True),
+            Question("q6", "From which client port did the reconnect that got a replay come?",
+                     ws_resumed_client_port, "part 3's `Alice reconnects from :PORT`, or the "
+                     "`since=` upgrade whose welcome says it replayed", Form.NUMBER,
+                     varies=True),
+            Question("q7", "What last-seen id (since=) did the first reconnect send?",
+                     ws_first_since, "the first `WS upgrade ... since=N` row", Form.NUMBER),
+        )),
 )
 
 

@@ -65,6 +65,11 @@ LIVE_ONLY: dict[str, tuple[str, ...]] = {
         "the key log, or the pcapng alone)",
         "the server restart's PIDs (a new process, a new ticket key)",
     ),
+    "ws-demo": (
+        "the clients' own counts: messages sent and received per client, the gap or its absence",
+        "the backends' PIDs before and after each restart, and the reconnect times",
+        "what the balancer and the Redis held (a tunnel's pair of sockets, the history)",
+    ),
     "tcp-attack-demo": (
         "the server's SYN queue as `ss -n state syn-recv` lists it, for each tcp_syncookies "
         "setting",
@@ -318,8 +323,27 @@ def hijack_tables(rows: Sequence[Row], out: Out) -> None:
                                  "answer"))))
 
 
+def ws_tables(rows: Sequence[Row], out: Out) -> None:
+    """Each upgrade request seen on the wire: first connection or resume point, and its welcome."""
+    lines = []
+    for r in rows:
+        if r.fields.get("ws_upgrade") != "request":
+            continue
+        welcome = next((w for w in rows if w.number > r.number and w.flow == r.flow
+                        and "ws_welcome" in w.fields), None)
+        said = welcome.fields["ws_welcome"] if welcome else {}
+        lines.append((f"#{r.number}", r.src, r.dst, r.fields.get("ws_since", "-"),
+                      f"#{welcome.number} {said.get('backend')} pid {said.get('pid')}, place "
+                      f"{'known' if said.get('known') else 'not known'}, {said.get('replay')} "
+                      f"replayed" if welcome else "-"))
+    if lines:
+        out("\nEach WebSocket upgrade (both legs of the balancer): the resume point it carried "
+            "and the welcome that answered:")
+        out(indent(table(lines, ("upgrade", "from", "to", "since", "welcome"))))
+
+
 TABLES: dict[str, Callable[[Sequence[Row], Out], None]] = {
     "dns-demo": dns_tables, "tcp-demo": tcp_tables, "udp-demo": udp_tables,
     "quic-demo": quic_tables, "tls-demo": tls_tables, "nat-demo": nat_tables,
-    "tcp-attack-demo": attack_tables, "hijack-demo": hijack_tables,
+    "tcp-attack-demo": attack_tables, "hijack-demo": hijack_tables, "ws-demo": ws_tables,
 }

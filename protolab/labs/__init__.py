@@ -19,6 +19,7 @@ DEMOS: dict[str, str] = {
     "tcp-attack-demo": "protolab.labs.tcp_attack",
     "tls-demo": "protolab.labs.tls",
     "hijack-demo": "protolab.labs.hijack",
+    "ws-demo": "protolab.labs.ws",
 }
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from protolab.net import lifecycle
 from protolab.net.server_thread import ServerThread
+from protolab.net.tcp_relay import splice
 
 ROUTE_COOKIE = "lbroute"  #: protolab's sticky cookie: the backend's name
 NGINX_ROUTE_COOKIE = "route"  #: nginx's sticky cookie, added by the balancer
@@ -104,7 +105,8 @@ class LoadBalancer(ServerThread):
 
         self._server = _Server(("127.0.0.1", port), Handler)
         self.address: tuple[str, int] = self._server.server_address
-        super().__init__(self._server.serve_forever)
+        # A short poll: `stop()` waits one poll interval for the loop (the default is 0.5 s).
+        super().__init__(lambda: self._server.serve_forever(poll_interval=0.05))
 
     def _interrupt(self) -> None:
         self._server.shutdown()  # returns once serve_forever has
@@ -161,6 +163,9 @@ class LoadBalancer(ServerThread):
             return
         if not head:
             return
+        if _is_upgrade(head):
+            self._tunnel(client, head, body, peer)
+            return
         for up in self.candidates(head, peer[0]):
             with self._lock:
                 if up.draining:
@@ -187,6 +192,60 @@ class LoadBalancer(ServerThread):
                 self.log(f"{_request_line(head)} → {up.id}")
             return
         client.sendall(_status(502, "Bad Gateway"))
+
+
+    def _tunnel(self, client: socket.socket, head: bytes, body: bytes,
+                peer: tuple[str, int]) -> None:
+        """An upgrade (RFC 9110 section 7.8; a WebSocket, RFC 6455 section 4.1): the request goes
+        to a backend as it came (its Connection: Upgrade kept); a 101 makes the connection a
+        byte tunnel between client and backend until either ends it. The balancer keeps only the
+        pair of sockets: what the tunnel carries is the backend's state."""
+        for up in self.candidates(head, peer[0]):
+            try:
+                upstream = socket.create_connection((up.host, up.port), timeout=10)
+            except ConnectionRefusedError:
+                continue  # nothing was sent: safe to try the next backend
+            except OSError:
+                break
+            with upstream:
+                upstream.sendall(head + b"\r\n\r\n" + body)
+                try:
+                    answer, rest = _read_head(upstream)
+                except OSError:
+                    break
+                if not _STATUS_LINE.match(answer):
+                    break
+                status_end = answer.index(b"\r\n") + 2
+                client.sendall(answer[:status_end] + f"X-Served-By: {up.id}\r\n".encode()
+                               + answer[status_end:] + rest)
+                if self.log:
+                    self.log(f"{_request_line(head)} → {up.id} (upgrade)")
+                if answer[9:12] == b"101":
+                    client.settimeout(None)
+                    upstream.settimeout(None)
+                    splice(client, upstream, wait=None)
+                return
+        client.sendall(_status(502, "Bad Gateway"))
+
+
+def _is_upgrade(head: bytes) -> bool:
+    """The request asks to switch protocols: an Upgrade header and `upgrade` among its
+    Connection options (RFC 9110 section 7.8)."""
+    headers = {k.strip().lower(): v.strip().lower() for k, _, v in
+               (ln.partition(b":") for ln in head.split(b"\r\n")[1:])}
+    return bool(headers.get(b"upgrade")) and b"upgrade" in headers.get(b"connection", b"")
+
+
+def _read_head(sock: socket.socket) -> tuple[bytes, bytes]:
+    """A response head (through its blank line) and the bytes that came after it."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk or len(data) > 65536:
+            return data, b""
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head + b"\r\n\r\n", rest
 
 
 #: a response that can be relayed: an HTTP/1.x status line ending in CRLF (RFC 9112 section 4)
@@ -296,9 +355,11 @@ NGINX_POLICY = {
 
 
 def nginx_config(upstreams: list[Upstream], policy: Policy, port: int, prefix: Path,
-                 tls: TlsFront | None = None) -> str:
+                 tls: TlsFront | None = None, websocket: bool = False) -> str:
     """An nginx.conf that balances `upstreams` with `policy` on 127.0.0.1:port (over TLS 1.3
-    with `tls`)."""
+    with `tls`); `websocket`: it also passes upgrades on (nginx proxies HTTP/1.0 and drops
+    hop-by-hop headers unless told: HTTP/1.1, Upgrade and Connection set again) and holds idle
+    tunnels for an hour."""
     servers = "\n".join(f"        server {u.host}:{u.port};  # {u.id}" for u in upstreams)
     user = "user root;\n" if os.geteuid() == 0 else ""
     sticky = policy is Policy.STICKY_COOKIE
@@ -310,13 +371,19 @@ def nginx_config(upstreams: list[Upstream], policy: Policy, port: int, prefix: P
         ssl = (f" ssl;\n        ssl_certificate {tls.cert};\n        ssl_certificate_key "
                f"{tls.key};\n        ssl_protocols TLSv1.3")
         cookie += f"\n            proxy_cookie_flags {SESSION_COOKIE} secure;"
+    upgrade = ("\n            proxy_http_version 1.1;\n            proxy_set_header Upgrade "
+               "$http_upgrade;\n            proxy_set_header Connection $connection_upgrade;"
+               "\n            proxy_read_timeout 1h;" if websocket else "")
+    upgrade_map = ("    map $http_upgrade $connection_upgrade { default upgrade; '' close; }\n"
+                   if websocket else "")
+    workers = 4096 if websocket else 256  # a tunnel holds two connections as long as it lives
     # One process, no master/worker pair: when protolab dies, the kernel's parent-death
     # signal stops all of nginx (a worker outlives a killed master otherwise).
     return f"""{user}master_process off;
 daemon off;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
-events {{ worker_connections 256; }}
+events {{ worker_connections {workers}; }}
 http {{
     access_log off;
     client_body_temp_path {prefix}/tmp_body;
@@ -324,7 +391,7 @@ http {{
     fastcgi_temp_path {prefix}/tmp_fcgi;
     uwsgi_temp_path {prefix}/tmp_uwsgi;
     scgi_temp_path {prefix}/tmp_scgi;
-    upstream protolab {{
+{upgrade_map}    upstream protolab {{
         {NGINX_POLICY[policy]}
 {servers}
     }}
@@ -332,7 +399,7 @@ http {{
         listen 127.0.0.1:{port} backlog={BACKLOG}{ssl};
         location / {{
             proxy_pass http://{target};
-            proxy_next_upstream error timeout;{cookie}
+            proxy_next_upstream error timeout;{cookie}{upgrade}
             add_header X-Served-By $upstream_addr always;
         }}
     }}
@@ -351,9 +418,11 @@ HAPROXY_POLICY = {
 
 
 def haproxy_config(upstreams: list[Upstream], policy: Policy, port: int, prefix: Path,
-                   tls_pem: Path | None = None) -> str:
+                   tls_pem: Path | None = None, websocket: bool = False) -> str:
     """A haproxy.cfg that balances `upstreams` with `policy` on 127.0.0.1:port (over TLS 1.3
-    with `tls_pem`, certificate and key in one file, as HAProxy's `crt` takes them)."""
+    with `tls_pem`, certificate and key in one file, as HAProxy's `crt` takes them);
+    `websocket`: room for long-lived tunnels (HAProxy's http mode passes a 101 on by itself,
+    then applies `timeout tunnel`)."""
     sticky = policy is Policy.STICKY_COOKIE
     servers = "\n".join(f"    server {u.id} {u.host}:{u.port}" + (f" cookie {u.id}" if sticky
                                                                     else "")
@@ -361,14 +430,15 @@ def haproxy_config(upstreams: list[Upstream], policy: Policy, port: int, prefix:
     ssl = f" ssl crt {tls_pem} ssl-min-ver TLSv1.3" if tls_pem is not None else ""
     secure = (f"\n    http-response replace-header Set-Cookie '^({SESSION_COOKIE}=.*)$' "
               "'\\1; Secure'" if tls_pem is not None else "")
+    tunnel = "\n    timeout tunnel 1h" if websocket else ""
     return f"""global
-    maxconn 256
+    maxconn {4096 if websocket else 256}
     pidfile {prefix}/haproxy.pid
 defaults
     mode http
     timeout connect 5s
     timeout client 30s
-    timeout server 30s
+    timeout server 30s{tunnel}
     retries 2
     option http-server-close  # one request per backend connection: none idle, none reset
     option redispatch  # a sticky backend that is down: another one, and a new cookie
@@ -422,8 +492,9 @@ class _Child:
     package = ""
 
     def __init__(self, upstreams: list[Upstream], policy: Policy,
-                 tls: TlsFront | None = None) -> None:
+                 tls: TlsFront | None = None, websocket: bool = False) -> None:
         self.tls = tls
+        self.websocket = websocket
         exe = shutil.which(self.name) or f"/usr/sbin/{self.name}"
         if not os.path.exists(exe):
             raise BalancerError(f"{self.name} is not installed "
@@ -513,7 +584,7 @@ class Nginx(_Child):
 
     def make_config(self, upstreams: list[Upstream], policy: Policy, port: int,
                     prefix: Path) -> str:
-        return nginx_config(upstreams, policy, port, prefix, self.tls)
+        return nginx_config(upstreams, policy, port, prefix, self.tls, self.websocket)
 
     def argv(self, exe: str, conf: Path) -> list[str]:
         return [exe, "-p", str(self.prefix), "-c", str(conf)]
@@ -530,7 +601,7 @@ class HAProxy(_Child):
         if self.tls is not None:  # HAProxy's `crt`: the certificate and its key in one file
             pem = prefix / "front.pem"
             pem.write_text(Path(self.tls.cert).read_text() + Path(self.tls.key).read_text())
-        return haproxy_config(upstreams, policy, port, prefix, pem)
+        return haproxy_config(upstreams, policy, port, prefix, pem, self.websocket)
 
     def argv(self, exe: str, conf: Path) -> list[str]:
         return [exe, "-db", "-f", str(conf)]
@@ -541,13 +612,14 @@ Balancer = LoadBalancer | Nginx | HAProxy
 
 def start_balancer(kind: str, upstreams: list[Upstream], policy: Policy,
                    log: Callable[[str], None] | None = None,
-                   tls: TlsFront | None = None) -> Balancer:
+                   tls: TlsFront | None = None, websocket: bool = False) -> Balancer:
     """A running balancer of `kind` (one of `BALANCERS`) in front of `upstreams`; with `tls`,
-    terminating TLS (nginx and HAProxy only)."""
+    terminating TLS (nginx and HAProxy only); `websocket`: configured to pass upgrades on and
+    hold long-lived tunnels (protolab's always does)."""
     if kind == "nginx":
-        return Nginx(upstreams, policy, tls)
+        return Nginx(upstreams, policy, tls, websocket)
     if kind == "haproxy":
-        return HAProxy(upstreams, policy, tls)
+        return HAProxy(upstreams, policy, tls, websocket)
     if kind != "protolab":
         raise ValueError(f"unknown balancer {kind!r} (one of {', '.join(BALANCERS)})")
     if tls is not None:

@@ -31,13 +31,38 @@ class ServerProcess:
     """`python -m MODULE [PORT]` (or `python -m MODULE ARGS...`) as a child process; `port` is
     what it reported when ready."""
 
-    def __init__(self, module: str, port: int = 0, args: Sequence[str] | None = None) -> None:
+    def __init__(self, module: str, port: int = 0, args: Sequence[str] | None = None,
+                 wait: bool = True) -> None:
         argv = list(args) if args is not None else [str(port)]
+        self.module = module
         self.proc = subprocess.Popen([sys.executable, "-m", module, *argv],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
                                      env=lifecycle.child_env(), process_group=0)
         lifecycle.track(self.proc)
         self.pid = self.proc.pid
+        self.port = 0
+        if wait:
+            self.wait_ready()
+
+    @classmethod
+    def many(cls, module: str, arg_lists: Sequence[Sequence[str]]) -> list[ServerProcess]:
+        """Several children started at once (their start-ups overlap), each ready on return;
+        when one fails, all of them are killed."""
+        procs: list[ServerProcess] = []
+        try:
+            for args in arg_lists:
+                procs.append(cls(module, args=args, wait=False))
+            for proc in procs:
+                proc.wait_ready()
+        except BaseException:
+            for proc in procs:
+                proc.kill()
+            raise
+        return procs
+
+    def wait_ready(self) -> None:
+        """Read the child's `ready PORT` line (its own word that it listens)."""
+        module = self.module
         try:
             line = self.proc.stdout.readline()
             port = child.ready_port(line)

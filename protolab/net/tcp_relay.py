@@ -32,17 +32,28 @@ class TcpRelay(TcpServerThread):
             target = next(self._next)
             self.chosen.append(target)
         with socket.create_connection(target, timeout=10) as up:
-            back = threading.Thread(target=_copy, args=(up, conn), daemon=True)
-            back.start()
-            _copy(conn, up)
-            back.join(10)
+            splice(conn, up)
+
+
+def splice(a: socket.socket, b: socket.socket, wait: float | None = 10) -> None:
+    """Copy both ways between two connected sockets until both directions have ended (a thread
+    for b → a, this one for a → b); `wait` bounds how long the second direction may take after
+    the first ended (None: no bound, for a long-lived tunnel)."""
+    back = threading.Thread(target=_copy, args=(b, a), daemon=True)
+    back.start()
+    _copy(a, b)
+    back.join(wait)
 
 
 def _copy(src: socket.socket, dst: socket.socket) -> None:
-    """Copy until `src` ends, then end `dst`'s sending side (a half close, as TCP allows)."""
+    """Copy until `src` ends (or is reset), then end `dst`'s sending side (a half close, as TCP
+    allows)."""
     try:
         while data := src.recv(65536):
             dst.sendall(data)
+    except OSError:
+        pass
+    try:
         dst.shutdown(socket.SHUT_WR)
     except OSError:
         pass
