@@ -1,0 +1,145 @@
+"""`python -m protolab.net.dns_resolver PORT --upstream HOST:PORT [--route SUFFIX=HOST:PORT]
+[--weak]`: protolab's caching resolver (`protolab.protocols.dns_cache`) as its own process.
+
+Where state lives: the cache and the pending-upstream table are this process's memory, so a
+restart (a new PID) starts with both empty. The sockets are its kernel's: the listening socket for
+clients on 127.0.0.1:PORT, and the upstream side — one fixed socket (`--weak`), or a socket bound
+to the random port the core picked for each query, closed once nothing waits on it.
+
+It prints `ready PORT` (`protolab.net.child`), then one JSON line per thing it did (hit, miss,
+upstream, stored, rejected, expired, timeout): the demo reads its record from the process itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import select
+import socket
+import sys
+import time
+from collections import deque
+from dataclasses import asdict
+
+from protolab.net import child, lifecycle
+from protolab.net.server_thread import ServerThread
+from protolab.protocols.dns_cache import STRONG, WEAK, Resolver
+
+Address = tuple[str, int]
+
+
+class ResolverThread(ServerThread):
+    """The resolver core on real sockets, in a thread; every event printed as a JSON line."""
+
+    def __init__(self, port: int, upstream: Address, routes: dict[str, Address],
+                 weak: bool) -> None:
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.listener.bind(("127.0.0.1", port))
+        self.address: Address = self.listener.getsockname()
+        self.sockets: dict[int, socket.socket] = {}
+        fixed = 0
+        if weak:  # one upstream socket for the process's life: its port never changes
+            fixed = self._bind(0).getsockname()[1]
+        self.core = Resolver(upstream, WEAK if weak else STRONG, random.SystemRandom(),
+                             fixed_port=fixed, routes=routes)
+        self._weak = weak
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._running = True
+        super().__init__(self._run, name=f"resolver-{self.address[1]}")
+
+    def _bind(self, port: int) -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            s.close()
+            raise
+        self.sockets[s.getsockname()[1]] = s
+        return s
+
+    def _run(self) -> None:
+        while self._running:
+            due = self.core.next_timer()
+            timeout = None if due is None else max(0.0, due - time.monotonic())
+            ready, _, _ = select.select([self.listener, self._wake_r, *self.sockets.values()],
+                                        [], [], timeout)
+            now = time.monotonic()
+            for s in ready:
+                if s is self._wake_r:
+                    continue
+                try:
+                    data, addr = s.recvfrom(65535)
+                except OSError:
+                    continue
+                if s is self.listener:
+                    self.core.receive_client(data, addr, now)
+                else:
+                    self.core.receive_upstream(data, addr, s.getsockname()[1], now)
+            self.core.handle_timer(now)
+            self._send()
+            self._report()
+
+    def _send(self) -> None:
+        outs = deque(self.core.datagrams_to_send())
+        while outs:
+            out = outs.popleft()
+            sock = self.listener if out.port is None else self._socket(out.port)
+            if sock is None:  # the random port is taken here: the core picks another
+                self.core.port_busy(out.port)
+                outs.extend(self.core.datagrams_to_send())
+                continue
+            try:
+                sock.sendto(out.wire, out.dest)
+            except OSError:
+                pass
+        if not self._weak:  # a random port lives as long as a query waits on it
+            for port in set(self.sockets) - self.core.ports_in_use():
+                self.sockets.pop(port).close()
+
+    def _socket(self, port: int) -> socket.socket | None:
+        if port in self.sockets:
+            return self.sockets[port]
+        try:
+            return self._bind(port)
+        except OSError:
+            return None
+
+    def _report(self) -> None:
+        while (ev := self.core.next_event()) is not None:
+            print(json.dumps({k: v for k, v in asdict(ev).items() if v not in ("", None, (), 0)}),
+                  flush=True)
+
+    def _interrupt(self) -> None:
+        self._running = False
+        self._wake_w.send(b"x")
+
+    def _close(self) -> None:
+        for s in (self.listener, self._wake_r, self._wake_w, *self.sockets.values()):
+            s.close()
+
+
+def _address(text: str) -> Address:
+    host, _, port = text.rpartition(":")
+    return host, int(port)
+
+
+def main(argv: list[str]) -> int:
+    """Serve on 127.0.0.1:PORT (0: a free one) until stopped; says `ready PORT` first."""
+    p = argparse.ArgumentParser(prog="protolab.net.dns_resolver")
+    p.add_argument("port", type=int)
+    p.add_argument("--upstream", type=_address, required=True)
+    p.add_argument("--route", action="append", default=[], metavar="SUFFIX=HOST:PORT")
+    p.add_argument("--weak", action="store_true", help="fixed source port, sequential IDs")
+    args = p.parse_args(argv)
+    routes = {s: _address(a) for s, _, a in (r.partition("=") for r in args.route)}
+    lifecycle.child_init()
+    server = ResolverThread(args.port, args.upstream, routes, args.weak).start()
+    child.announce_ready(server.address[1])
+    lifecycle.wait_for_stop()
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
