@@ -64,7 +64,7 @@ _probability = _ranged(float, "a probability", 0.0, 1.0, "a probability")
 
 def _demo(text: str) -> str:
     demos = ("dns-demo", "tcp-demo", "udp-demo", "quic-demo", "nat-demo", "lb", "tls-demo",
-             "tcp-attack-demo")
+             "tcp-attack-demo", "cache-demo")
     if text not in demos:
         raise argparse.ArgumentTypeError(f"no demo {text!r}: choose from {', '.join(demos)}")
     return text
@@ -245,6 +245,18 @@ def _tls_demo_arguments(sub: Subparsers) -> None:
                     "backends behind a TCP relay sharing one ticket key or each its own. Writes "
                     "the client's TLS key log next to the capture.")
     _capture_options(p, "tls-demo")
+    p.set_defaults(func=cmd_demo)
+
+
+def _cache_demo_arguments(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "cache-demo", help="a resolver's cache: TTLs, restarts, negative answers, poisoning",
+        description="protolab's own caching resolver and dnsmasq (Debian dnsmasq-base, its own "
+                    "config on a free loopback port) answer the same clients: the upstream sees "
+                    "only the misses, TTLs count down, NXDOMAIN is cached for the SOA minimum, "
+                    "a restart (new PID) empties the cache; then a bounded poisoning attempt on "
+                    "loopback: a fixed port and sequential IDs are poisoned, random ones are not.")
+    _capture_options(p, "cache-demo")
     p.set_defaults(func=cmd_demo)
 
 
@@ -756,6 +768,7 @@ SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     _nat_demo_arguments,
     _tcp_attack_demo_arguments,
     _tls_demo_arguments,
+    _cache_demo_arguments,
     _backend_arguments,
     _lb_arguments,
     _litmus_arguments,

@@ -18,6 +18,7 @@ DEMOS: dict[str, str] = {
     "nat-demo": "protolab.labs.nat",
     "tcp-attack-demo": "protolab.labs.tcp_attack",
     "tls-demo": "protolab.labs.tls",
+    "cache-demo": "protolab.labs.dns_cache",
 }
 
 

@@ -18,8 +18,10 @@ import random
 import select
 import socket
 import sys
+import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict
 
 from protolab.net import child, lifecycle
@@ -139,6 +141,80 @@ def main(argv: list[str]) -> int:
     lifecycle.wait_for_stop()
     server.stop()
     return 0
+
+
+
+class ResolverProcess:
+    """The resolver as a child process (`protolab.net.processes.ServerProcess`), with its log
+    read on a thread as it comes: `events` (dicts), `wait_for` one. A restart is a new process
+    on the same port: a new PID, a new, empty memory."""
+
+    def __init__(self, upstream: Address, routes: dict[str, Address] | None = None,
+                 weak: bool = False, port: int = 0) -> None:
+        from protolab.net.processes import restartable_port
+
+        self._args = ["--upstream", f"{upstream[0]}:{upstream[1]}", *(["--weak"] if weak else []),
+                      *(f"--route={s}={a[0]}:{a[1]}" for s, a in (routes or {}).items())]
+        self.port = port or restartable_port(udp=True)
+        self.address: Address = ("127.0.0.1", self.port)
+        self.pids: list[int] = []
+        self.events: list[dict] = []  #: every process's events, in order, each with its "pid"
+        self._cond = threading.Condition()
+        self._start()
+
+    def _start(self) -> None:
+        from protolab.net.processes import ServerProcess
+
+        self.proc = ServerProcess(MODULE, args=[str(self.port), *self._args])
+        self.pids.append(self.proc.pid)
+        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _read(self, proc: object) -> None:
+        stream = proc.proc.stdout  # type: ignore[attr-defined]
+        try:
+            for line in stream:
+                try:
+                    ev = json.loads(line)
+                except ValueError:
+                    continue
+                with self._cond:
+                    self.events.append({**ev, "pid": proc.pid})  # type: ignore[attr-defined]
+                    self._cond.notify_all()
+        except (OSError, ValueError):  # the pipe closed under us: the process is gone
+            return
+
+    def wait_for(self, predicate: Callable[[dict], bool], timeout: float = 2.0) -> dict | None:
+        """The first event (of any process so far) for which `predicate` holds, once it is
+        logged; None after `timeout`."""
+        def found() -> dict | None:
+            return next((e for e in self.events if predicate(e)), None)
+
+        with self._cond:
+            self._cond.wait_for(lambda: found() is not None, timeout)
+            return found()
+
+    def restart(self) -> tuple[int, int]:
+        """Kill the process, start a new one on the same port: (old pid, new pid)."""
+        old = self.proc.pid
+        self.proc.kill()
+        self._start()
+        return old, self.proc.pid
+
+    def stop(self) -> None:
+        self.proc.kill()
+
+    def __enter__(self) -> ResolverProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+MODULE = "protolab.net.dns_resolver"
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ import dns.rdataclass
 from protolab.net import lifecycle
 from protolab.net.lb import _sockets_of
 from protolab.net.processes import restartable_port
-from protolab.wire.kernel_view import socket_table
 
 Address = tuple[str, int]
 PACKAGE = "dnsmasq-base"  #: the Debian package with the binary alone
@@ -101,10 +100,8 @@ class Dnsmasq:
     def _wait_ready(self, timeout: float = 5.0) -> None:
         """Until the kernel lists a UDP socket on our port held by this PID (or it exited)."""
         deadline = time.monotonic() + timeout
-        local = f"127.0.0.1:{self.port}"
         while True:
-            bound = {str(e.inode) for e in socket_table("udp") if e.local == local}
-            if bound & _sockets_of(self.proc.pid):
+            if _udp_bound(self.port) & _sockets_of(self.proc.pid):
                 return
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 lines = self.log().strip().splitlines()
@@ -173,6 +170,14 @@ def parse_dump(text: str) -> list[CacheLine]:
         if cells[0] and re.match(r"\w{3} \w{3} ", cells[3]):
             out.append(CacheLine(*cells[:4]))
     return out
+
+
+def _udp_bound(port: int) -> set[str]:
+    """Inodes of the UDP sockets bound to 127.0.0.1:port (the kernel's /proc/net/udp)."""
+    local = f"0100007F:{port:04X}"
+    with open("/proc/net/udp") as f:
+        rows = [line.split() for line in f.readlines()[1:]]
+    return {r[9] for r in rows if r[1] == local}
 
 
 def log_lines(text: str, name: str) -> list[str]:
