@@ -14,6 +14,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from protolab.analysis.annotate import Action, Kind, Row
+from protolab.analysis.story_cache import (
+    cache_expiry,
+    cache_flood_dropped,
+    cache_forged,
+    cache_hit,
+    cache_miss,
+    cache_negative,
+    cache_ttl_down,
+)
 from protolab.analysis.story_tls import (
     tls_full,
     tls_refused,
@@ -544,6 +553,20 @@ STORIES: dict[str, tuple[Step, ...]] = {
         Step("exact", "an RST at exactly RCV.NXT resets the connection", attack_rst_exact),
         Step("keepalive", "keepalive probes to a vanished peer, then the server's RST",
              attack_keepalive),
+    ),
+    "cache-demo": (
+        Step("miss", "a miss: the resolver asks upstream for a client's question, then answers",
+             cache_miss),
+        Step("hit", "hits: answers with no upstream query since the question", cache_hit),
+        Step("ttl", "the same answer from the same resolver, its TTL lower on a later hit",
+             cache_ttl_down),
+        Step("negative", "NXDOMAIN answered from the cache (RFC 2308)", cache_negative),
+        Step("expiry", "the resolver asks upstream again for the same question, a new ID",
+             cache_expiry),
+        Step("flood", "forged answers to a resolver's upstream socket dropped: no pending ID",
+             cache_flood_dropped),
+        Step("forged", "a forged answer taken into a cache, then clients told it from the cache",
+             cache_forged),
     ),
 }
 

@@ -63,7 +63,7 @@ WWW, NOPE, BANK = "www.lab.", "nope.lab.", "bank.lab."
 PROBE = "probe.attacker.lab."  #: the attacker's own name: its server sees the resolver's query
 FORGED = "6.6.6.6"  #: what the attacker wants bank.lab to be
 FORGED_TTL = 60
-BUDGET = 1000  #: forged answers per attack (three attacks: 3,000 datagrams at most)
+BUDGET = 300  #: forged answers per attack (three attacks: 900 datagrams)
 BANK_DELAY = 0.2  #: the upstream holds bank.lab's answer this long: the attacker's window
 CACHE_ZONE = (ZoneEntry(WWW, "A", ("10.0.0.20",), 0.0),
               ZoneEntry(BANK, "A", ("10.0.0.10",), BANK_DELAY))
