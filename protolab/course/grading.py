@@ -639,7 +639,7 @@ def attack_keepalive_probes(p: Packets) -> int:
 # -- DNS cache (lab 11): from the questions, IDs, ports and answers in the DNS messages ------------
 
 
-def _messages(p: Packets, response: bool) -> list[Row]:
+def _cache_dns(p: Packets, response: bool) -> list[Row]:
     return [r for r in p.rows if r.proto == "DNS" and r.fields.get("dns_response") is response]
 
 
@@ -650,8 +650,8 @@ def _host(endpoint: str) -> str:
 def _first_miss(p: Packets) -> tuple[Row, Row]:
     """The first client query, and the query its resolver sent upstream for it: the same
     question, from another port of the host the client asked, to another server."""
-    q1 = _messages(p, False)[0]
-    up = next(r for r in _messages(p, False) if r.number > q1.number
+    q1 = _cache_dns(p, False)[0]
+    up = next(r for r in _cache_dns(p, False) if r.number > q1.number
               and r.fields["dns_question"] == q1.fields["dns_question"] and r.src != q1.src
               and _host(r.src) == _host(q1.dst) and r.dst != q1.dst and r.src != q1.dst)
     return q1, up
@@ -680,22 +680,22 @@ def cache_upstream_port(p: Packets) -> int:
 def cache_lower_ttl(p: Packets) -> int:
     """The first TTL the first resolver told a client for that question lower than its first."""
     q1, _ = _first_miss(p)
-    ttls = [_answer_ttl(p, r) for r in _messages(p, True) if r.src == q1.dst
+    ttls = [_answer_ttl(p, r) for r in _cache_dns(p, True) if r.src == q1.dst
             and r.fields["dns_question"] == q1.fields["dns_question"]]
     return next(t for t in ttls if t < ttls[0])
 
 
 def cache_upstream_count(p: Packets) -> int:
     q1, up = _first_miss(p)
-    return sum(1 for r in _messages(p, False) if r.dst == up.dst
+    return sum(1 for r in _cache_dns(p, False) if r.dst == up.dst
                and r.fields["dns_question"] == q1.fields["dns_question"])
 
 
 def _forged_taken(p: Packets) -> Row:
     """The answer a resolver took whose content (ids aside) a flood of other answers to the
     same port repeated: the forged answer that guessed the pending query's ID and port."""
-    asked = {(r.src, r.dst, r.fields["dns_id"]) for r in _messages(p, False)}
-    answers = _messages(p, True)
+    asked = {(r.src, r.dst, r.fields["dns_id"]) for r in _cache_dns(p, False)}
+    answers = _cache_dns(p, True)
     copies: dict[tuple[str, tuple[str, str]], int] = {}
     for a in answers:
         key = (a.dst, _content(p, a))
@@ -715,7 +715,7 @@ def cache_weak_port(p: Packets) -> int:
 def cache_forged_count(p: Packets) -> int:
     taken = _forged_taken(p)
     content = _content(p, taken)
-    return sum(1 for a in _messages(p, True) if a.dst == taken.dst and a.src == taken.src
+    return sum(1 for a in _cache_dns(p, True) if a.dst == taken.dst and a.src == taken.src
                and _content(p, a) == content)
 
 
