@@ -908,7 +908,7 @@ LABS: tuple[Lab, ...] = (
                      " shows each TTL", Form.NUMBER),
             Question("q3", "How many queries for www.lab. did that resolver's upstream receive "
                            "in the whole run?", cache_upstream_count,
-                     "--filter 'www.lab' and count the queries to the upstream's port",
+                     "--filter 'port N' with the upstream's port, and count the www.lab. queries",
                      Form.NUMBER),
             Question("q4", "What ID did the forged answer the weak resolver took carry?",
                      cache_poisoned_id, "the row that says \"a guessed id matched the pending "
