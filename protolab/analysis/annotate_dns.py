@@ -107,7 +107,7 @@ class DnsAnnotator:
                        action=Action.USES, holders=(Holder.CLIENT_APP,),
                        fact=Fact(Kind.DNS_RETRANSMIT, (first.number,), f"{qid:#06x}",
                                  values={"copies": first.copies}))
-        asked = self._asked_by_clients(src, question)
+        asked = self._asked_by_clients(src, dst, question)
         self._pending[key] = _Query(base["number"], d.time, question, leg=bool(asked))
         self._bound(self._pending)
         if asked:
@@ -167,14 +167,15 @@ class DnsAnnotator:
         return Row(**common, action=Action.USES, holders=(Holder.CLIENT_APP,),
                    fact=Fact(Kind.DNS_QUERY_UNSEEN, (), hexid, values={"source": src}))
 
-    def _asked_by_clients(self, src: str, question: str) -> list[tuple[str, _Query]]:
+    def _asked_by_clients(self, src: str, dst: str, question: str) -> list[tuple[str, _Query]]:
         """Recent client queries, still unanswered, for `question` to a server on `src`'s host
-        but another port: `src` is that server's own upstream socket — a resolver's miss."""
+        but another port, from another socket, while this query goes to yet another server:
+        `src` is that server's own upstream socket — a resolver's miss."""
         host = src.rpartition(":")[0]
         found = []
-        for (_, server, _), q in islice(reversed(self._pending.items()), 64):
+        for (client, server, _), q in islice(reversed(self._pending.items()), 64):
             if q.question == question and not q.leg and not q.upstream and server != src \
-                    and server.rpartition(":")[0] == host:
+                    and client != src and server != dst and server.rpartition(":")[0] == host:
                 found.append((server, q))
         return found
 

@@ -247,14 +247,16 @@ def run_cache_demo(capture: bool = True, pcap: str | Path | None = None, out: Ou
         resolvers.append(ours)
         real = Dnsmasq(servers[1].address, routes)
         resolvers.append(real)
+        weak = ResolverProcess(servers[2].address, routes, weak=True)
+        resolvers.append(weak)
         result.sides = [Side("protolab", ours.address, servers[0].address),
                         Side("dnsmasq", real.address, servers[1].address)]
-        ports = [s.address[1] for s in servers] + [ours.port, real.port]
+        ports = [s.address[1] for s in servers] + [ours.port, real.port, weak.port]
         with Capture(ports, path, enabled=capture, off_reason=capture_off_reason) as cap:
             if not cap.active:
                 result.capture_off = cap.summary.off_reason or capture_off_reason
                 out(capture_off_line(cap.summary, LAB, capture_off_reason))
-            _parts(result, ours, real, servers, clients, cap, out)
+            _parts(result, (ours, real, weak), servers, clients, out)
         result.capture = cap.summary
     finally:
         for r in resolvers:
@@ -263,33 +265,42 @@ def run_cache_demo(capture: bool = True, pcap: str | Path | None = None, out: Ou
             c.close()
         for s in servers:
             s.stop()
+    result.weak_events = list(weak.events)
     _collect(result, ours, real, servers)
     result.elapsed = time.monotonic() - started
     _report(result, cap.active, out)
     return result
 
 
-def _parts(result: CacheDemoResult, ours: ResolverProcess, real: Dnsmasq,
-           servers: list[UdpServerThread], clients: list[Client], cap: Capture, out: Out) -> None:
-    from protolab.labs.dns_cache_attack import attack_all
+def _parts(result: CacheDemoResult, procs: tuple[ResolverProcess, Dnsmasq, ResolverProcess],
+           servers: list[UdpServerThread], clients: list[Client], out: Out) -> None:
+    from protolab.labs.dns_cache_attack import attack_all, targets
 
+    ours, real, weak = procs
+    attacks = targets(weak, ours, real, servers)
     sides = [("protolab", ours.address), ("dnsmasq", real.address)]
     out(f"Two caching resolvers, each forwarding to its own lab zone server (TTL {TTL} s; "
         f"NXDOMAIN with the SOA, minimum {TTL} s):\n   protolab's own on {_fmt(ours.address)} "
         f"(pid {ours.pid}, random source port and ID per upstream query), upstream "
         f"{_fmt(servers[0].address)}\n   dnsmasq on {_fmt(real.address)} (pid {real.pid}), "
-        f"upstream {_fmt(servers[1].address)}")
+        f"upstream {_fmt(servers[1].address)}\n   and, for part 5 only, a weak protolab "
+        f"resolver on {_fmt(weak.address)} (pid {weak.pid}, one fixed source port, sequential "
+        f"IDs), upstream {_fmt(servers[2].address)}")
     t0 = time.monotonic()
     out(f"\n1. Clients A, B and C ask {WWW} one after another, then A and B ask {NOPE} "
         f"(a name that does not exist):")
     _ask_all(result, sides, "1", [(c, WWW) for c in clients[:3]] + [(c, NOPE)
                                                                      for c in clients[:2]], out)
-    real_dump = real.cache_dump()
-    result.side("dnsmasq").dump = real_dump
-    attack_all(result, ours, real, servers, clients, cap, out)
+    result.side("dnsmasq").dump = real.cache_dump()
+    out(f"\n5. While those answers count down, the attacker tries to poison {BANK} at each "
+        f"resolver ({BUDGET} forged answers each, from the upstream's own address), first the "
+        f"weak one:")
+    attack_all(result, attacks[:1], servers[3], clients, out)
     _wait_until(t0 + 1.1)
     out(f"\n2. {time.monotonic() - t0:.1f} s after part 1, B asks both names again:")
     _ask_all(result, sides, "2", [(clients[1], WWW), (clients[1], NOPE)], out)
+    out("\n5 (continued). The same attack on protolab's strong resolver and on dnsmasq:")
+    attack_all(result, attacks[1:], servers[3], clients, out)
     _wait_until(t0 + TTL + 0.1)
     out(f"\n3. {time.monotonic() - t0:.1f} s after part 1 (past the {TTL} s TTL), C asks both "
         f"names again:")

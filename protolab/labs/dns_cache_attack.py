@@ -45,35 +45,30 @@ Out = Callable[[str], None]
 DNSMASQ = Config(random_ports=True, random_ids=True, name="dnsmasq")  #: its defaults
 
 
-def attack_all(result: CacheDemoResult, ours: ResolverProcess, real: Dnsmasq,
-               servers: list[UdpServerThread], clients: list[Client], cap: object,
-               out: Out) -> None:
-    """The same attack, with the same budget, on a weak protolab resolver (started for it),
-    protolab's strong one and dnsmasq."""
-    ns = servers[3]
-    weak = ResolverProcess(servers[2].address, {"attacker.lab.": ns.address}, weak=True)
-    try:
-        cap.add_port(weak.port)  # type: ignore[attr-defined]
-        out(f"\n5. While those answers count down: the attacker's poisoning attempts on {BANK} "
-            f"({BUDGET} forged answers each, from the upstream's own address; a weak protolab "
-            f"resolver on {weak.address[0]}:{weak.port}, pid {weak.pid}, fixed port and "
-            f"sequential IDs, joins in)")
-        for target, proc, upstream, config in (
-                ("protolab weak", weak, servers[2], WEAK),
-                ("protolab strong", ours, servers[0], STRONG),
-                ("dnsmasq", real, servers[1], DNSMASQ)):
-            a = _attack(Attack(target, config), proc.address, upstream, ns, clients)
-            a.entry = _entry(proc, a)
-            result.attacks.append(a)
-            told = "; ".join(f"{x.client}: {' '.join(x.values) or x.rcode}" for x in a.answers)
-            out(f"   {target}: saw id {a.seen_id:#06x} port {a.seen_port}; its {BANK} query "
-                f"went out as id {a.real.qid if a.real else 0:#06x} port "
-                f"{a.real.port if a.real else 0}; sent {a.sent} forged (ids "
-                f"{a.guesses[0]:#06x}..{a.guesses[1]:#06x} to port {a.seen_port}); answers: "
-                f"{told}")
-    finally:
-        weak.stop()
-        result.weak_events = list(weak.events)
+Target = tuple[str, "ResolverProcess | Dnsmasq", UdpServerThread, Config]  #: name, it, upstream
+
+
+def targets(weak: ResolverProcess, ours: ResolverProcess, real: Dnsmasq,
+            servers: list[UdpServerThread]) -> list[Target]:
+    """The three resolvers attacked, each with its own upstream: the same attack on each."""
+    return [("protolab weak", weak, servers[2], WEAK),
+            ("protolab strong", ours, servers[0], STRONG),
+            ("dnsmasq", real, servers[1], DNSMASQ)]
+
+
+def attack_all(result: CacheDemoResult, chosen: list[Target], ns: UdpServerThread,
+               clients: list[Client], out: Out) -> None:
+    """The same attack, with the same budget (`BUDGET` forged answers), on each chosen target."""
+    for target, proc, upstream, config in chosen:
+        a = _attack(Attack(target, config), proc.address, upstream, ns, clients)
+        a.entry = _entry(proc, a)
+        result.attacks.append(a)
+        told = "; ".join(f"{x.client}: {' '.join(x.values) or x.rcode}" for x in a.answers)
+        out(f"   {target}: saw id {a.seen_id:#06x} port {a.seen_port}; its {BANK} query "
+            f"went out as id {a.real.qid if a.real else 0:#06x} port "
+            f"{a.real.port if a.real else 0}; sent {a.sent} forged (ids "
+            f"{a.guesses[0]:#06x}..{a.guesses[1]:#06x} to port {a.seen_port}); answers: "
+            f"{told}")
 
 
 def _attack(a: Attack, resolver: Address, upstream: UdpServerThread, ns: UdpServerThread,

@@ -4,9 +4,12 @@ caching resolver beside protolab's own, with a config of its own on a free loopb
 Where state lives: dnsmasq's cache and its table of forwarded queries are its process's memory;
 `restart` makes a new process (a new PID) on the same port, with both empty. It reads no
 /etc/dnsmasq.conf (`--conf-file=/dev/null`), no /etc/resolv.conf (`--no-resolv`) and no /etc/hosts
-(`--no-hosts`): its only upstreams are the ones given (`--server`). Its log (`--log-queries`, to
-stderr: `--log-facility=-`) says for each query whether it was `cached` or `forwarded`, and
-SIGUSR1 makes it write its statistics and its whole cache there (`cache_dump`).
+(`--no-hosts`): its only upstreams are the ones given (`--server`). It runs with `--no-daemon`
+(dnsmasq's debug mode): in the foreground, and as root it keeps its credentials — dropping them
+would clear the parent-death signal (prctl(2)), and a SIGKILLed protolab would leave it
+running. Its log (`--log-queries`, to stderr: `--log-facility=-`) says for each query whether
+it was `cached` or `forwarded`, and SIGUSR1 makes it write its statistics and its whole cache
+there (`cache_dump`).
 
 Readiness is the kernel's record: a UDP socket bound to our port held by the child's PID.
 """
@@ -70,9 +73,9 @@ class Dnsmasq:
         servers = [f"--server=127.0.0.1#{upstream[1]}"] + [
             f"--server=/{s.strip('.')}/127.0.0.1#{a[1]}" for s, a in (routes or {}).items()]
         self.argv = [exe, "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
-                     "--keep-in-foreground", "--bind-interfaces", "--listen-address=127.0.0.1",
+                     "--no-daemon", "--bind-interfaces", "--listen-address=127.0.0.1",
                      f"--port={self.port}", f"--cache-size={cache_size}", "--log-queries",
-                     "--log-facility=-", "--user=" + _user(), *servers]
+                     "--log-facility=-", *servers]
         self.dir = Path(tempfile.mkdtemp(prefix="protolab-dnsmasq-"))
         self.pids: list[int] = []
         self.logs: list[str] = []  #: each process's whole log, once it has stopped
@@ -114,14 +117,19 @@ class Dnsmasq:
         return self._log.read_text(errors="replace")
 
     def cache_dump(self) -> list[CacheLine]:
-        """SIGUSR1: dnsmasq writes its cache to the log; a CHAOS question it answers itself
-        after the signal puts a line after the dump, so the dump is complete when that is."""
+        """SIGUSR1: dnsmasq writes its cache to the log. A CHAOS question it answers itself is
+        logged after the dump once the dump is complete; asked until it is (the readiness check
+        of the log: no waiting on a clock)."""
         before = len(self.log())
         self.proc.send_signal(signal.SIGUSR1)
         marker = dns.message.make_query(MARKER, "TXT", rdclass=dns.rdataclass.CH)
-        dns.query.udp(marker, "127.0.0.1", port=self.port, timeout=2)
-        text = self.log()[before:]
-        return parse_dump(text.split(MARKER.rstrip("."))[0])
+        for _ in range(50):
+            dns.query.udp(marker, "127.0.0.1", port=self.port, timeout=2)
+            text = self.log()[before:]
+            head = re.search(r"\]: Host\s+Address", text)
+            if head and MARKER.rstrip(".") in text[head.end():]:
+                return parse_dump(text[:text.index(MARKER.rstrip("."), head.end())])
+        return []
 
     def restart(self) -> tuple[int, int]:
         """Stop this process, start a new one on the same port: (old pid, new pid)."""
@@ -185,11 +193,3 @@ def log_lines(text: str, name: str) -> list[str]:
     bare = name.rstrip(".")
     return [ln.split(": ", 1)[1] for ln in text.splitlines()
             if ": " in ln and re.search(rf"\b{re.escape(bare)}\b", ln.split(": ", 1)[1])]
-
-
-def _user() -> str:
-    """dnsmasq drops root for `nobody` by default; the lab keeps the caller's user (it needs no
-    privilege on a port above 1024)."""
-    import pwd
-
-    return pwd.getpwuid(os.getuid()).pw_name
