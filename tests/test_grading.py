@@ -256,7 +256,7 @@ def _cache(path: Path) -> dict[str, str]:
     ours = r.side("protolab")
     weak = next(a for a in r.attacks if a.target == "protolab weak")
     flood = _fields(path, f"!icmp && dns.flags.response == 1 && udp.dstport == {weak.real.port} "
-                          f"&& dns.a == {FORGED_A}", "frame.number")
+                          f"&& dns.a == {FORGED_A} && dns.qry.name == \"bank.lab\"", "frame.number")
     return {"q1": str(ours.heard[0].port), "q2": str(r.asked("protolab", "2", WWW)[0].ttl),
             "q3": str(len(ours.upstream_queries(WWW))), "q4": f"{weak.real.qid:#06x}",
             "q5": str(weak.real.port), "q6": str(len(flood))}

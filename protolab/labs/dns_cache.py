@@ -286,23 +286,25 @@ def _parts(result: CacheDemoResult, procs: tuple[ResolverProcess, Dnsmasq, Resol
         f"upstream {_fmt(servers[1].address)}\n   and, for part 5 only, a weak protolab "
         f"resolver on {_fmt(weak.address)} (pid {weak.pid}, one fixed source port, sequential "
         f"IDs), upstream {_fmt(servers[2].address)}")
-    t0 = time.monotonic()
     out(f"\n1. Clients A, B and C ask {WWW} one after another, then A and B ask {NOPE} "
         f"(a name that does not exist):")
     _ask_all(result, sides, "1", [(c, WWW) for c in clients[:3]] + [(c, NOPE)
                                                                      for c in clients[:2]], out)
+    t0 = result.marks["1"][1]  # every answer of part 1 is in: each entry was stored before
     result.side("dnsmasq").dump = real.cache_dump()
     out(f"\n5. While those answers count down, the attacker tries to poison {BANK} at each "
         f"resolver ({BUDGET} forged answers each, from the upstream's own address), first the "
         f"weak one:")
     attack_all(result, attacks[:1], servers[3], clients, out)
     _wait_until(t0 + 1.1)
-    out(f"\n2. {time.monotonic() - t0:.1f} s after part 1, B asks both names again:")
+    out(f"\n2. {time.monotonic() - t0:.1f} s after part 1's last answer, B asks both names "
+        f"again:")
     _ask_all(result, sides, "2", [(clients[1], WWW), (clients[1], NOPE)], out)
     out("\n5 (continued). The same attack on protolab's strong resolver and on dnsmasq:")
     attack_all(result, attacks[1:], servers[3], clients, out)
     _wait_until(t0 + TTL + 0.1)
-    out(f"\n3. {time.monotonic() - t0:.1f} s after part 1 (past the {TTL} s TTL), C asks both "
+    out(f"\n3. {time.monotonic() - t0:.1f} s after part 1's last answer (past the {TTL} s TTL), C "
+        f"asks both "
         f"names again:")
     _ask_all(result, sides, "3", [(clients[2], WWW), (clients[2], NOPE)], out)
     old_ours, new_ours = ours.restart()
