@@ -34,13 +34,19 @@ def _tshark(path, display_filter: str, *fields: str) -> list[list[str]]:
     return [line.split("\t") for line in done.stdout.splitlines() if line]
 
 
-def test_every_finding_is_observed_with_evidence(demo) -> None:
+IDLE_STARTUP = 0.7  #: seconds a Python start-up with the demo's imports takes on an idle machine
+
+
+def test_every_finding_is_observed_with_evidence(demo, startup_unit) -> None:
     result, _, text = demo
     assert result.problem() == ""
     for o in result.findings.observations:
         assert o.status is Status.OBSERVED and o.evidence, o
     assert "(not tried here) explanation:" in text
-    assert result.elapsed < 5.0, f"the run took {result.elapsed:.2f} s"
+    # Under 5 s (the budget) on an idle machine; a busy one stretches it with its
+    # measured start-up time.
+    limit = 5.0 * max(1.0, startup_unit / IDLE_STARTUP)
+    assert result.elapsed < limit, f"the run took {result.elapsed:.2f} s (limit {limit:.1f})"
 
 
 def test_the_upstream_gets_exactly_the_misses(demo) -> None:

@@ -30,7 +30,6 @@ from pathlib import Path
 
 import dns.exception
 import dns.message
-import dns.query
 import dns.rcode
 
 from protolab.analysis.facts import Action, Row
@@ -45,7 +44,7 @@ from protolab.labs.output import (
     print_summary,
     table,
 )
-from protolab.net.dns_resolver import ResolverProcess
+from protolab.net.dns_resolver import ResolverProcess, ask
 from protolab.net.dnsmasq import Dnsmasq, log_lines
 from protolab.net.udpnet import UdpServerThread
 from protolab.protocols.dns import DnsServer, ZoneEntry
@@ -132,7 +131,7 @@ class Client:
     def ask(self, side: str, part: str, where: Address, name: str) -> Ask:
         q = dns.message.make_query(name, "A", use_edns=False)
         try:
-            r = dns.query.udp(q, where[0], port=where[1], sock=self.sock, timeout=2)
+            r = ask(self.sock, q, where)
         except (dns.exception.DNSException, OSError) as exc:
             return Ask(side, part, self.label, self.port, name, qid=q.id,
                        error=type(exc).__name__)
@@ -243,12 +242,14 @@ def run_cache_demo(capture: bool = True, pcap: str | Path | None = None, out: Ou
     try:
         ns = servers[3].address
         routes = {"attacker.lab.": ns}
-        ours = ResolverProcess(servers[0].address, routes)
+        ours = ResolverProcess(servers[0].address, routes, wait=False)  # both start at once
         resolvers.append(ours)
+        weak = ResolverProcess(servers[2].address, routes, weak=True, wait=False)
+        resolvers.append(weak)
         real = Dnsmasq(servers[1].address, routes)
         resolvers.append(real)
-        weak = ResolverProcess(servers[2].address, routes, weak=True)
-        resolvers.append(weak)
+        ours.ready()
+        weak.ready()
         result.sides = [Side("protolab", ours.address, servers[0].address),
                         Side("dnsmasq", real.address, servers[1].address)]
         ports = [s.address[1] for s in servers] + [ours.port, real.port, weak.port]
@@ -286,6 +287,7 @@ def _parts(result: CacheDemoResult, procs: tuple[ResolverProcess, Dnsmasq, Resol
         f"upstream {_fmt(servers[1].address)}\n   and, for part 5 only, a weak protolab "
         f"resolver on {_fmt(weak.address)} (pid {weak.pid}, one fixed source port, sequential "
         f"IDs), upstream {_fmt(servers[2].address)}")
+    _top_of_second()
     out(f"\n1. Clients A, B and C ask {WWW} one after another, then A and B ask {NOPE} "
         f"(a name that does not exist):")
     _ask_all(result, sides, "1", [(c, WWW) for c in clients[:3]] + [(c, NOPE)
@@ -296,13 +298,13 @@ def _parts(result: CacheDemoResult, procs: tuple[ResolverProcess, Dnsmasq, Resol
         f"resolver ({BUDGET} forged answers each, from the upstream's own address), first the "
         f"weak one:")
     attack_all(result, attacks[:1], servers[3], clients, out)
-    _wait_until(t0 + 1.1)
+    _wait_until(t0 + 1.02)
     out(f"\n2. {time.monotonic() - t0:.1f} s after part 1's last answer, B asks both names "
         f"again:")
     _ask_all(result, sides, "2", [(clients[1], WWW), (clients[1], NOPE)], out)
     out("\n5 (continued). The same attack on protolab's strong resolver and on dnsmasq:")
     attack_all(result, attacks[1:], servers[3], clients, out)
-    _wait_until(t0 + TTL + 0.1)
+    _wait_until(t0 + TTL + 0.02)
     out(f"\n3. {time.monotonic() - t0:.1f} s after part 1's last answer (past the {TTL} s TTL), C "
         f"asks both "
         f"names again:")
@@ -329,6 +331,16 @@ def _ask_all(result: CacheDemoResult, sides: list[tuple[str, Address]], part: st
                 + (f"no answer ({a.error})" if a.error else
                    f"{a.rcode} {' '.join(a.values)} TTL {a.ttl}"))
     result.marks[part] = (start, time.monotonic())
+
+
+def _top_of_second(late: float = 0.6) -> None:
+    """Part 1 within one wall-clock second: dnsmasq keeps time in whole seconds (time(2)), so a
+    2 s TTL stored in second S is 1 in second S+1 and gone in S+2. With all of part 1's answers
+    stored in S, asking 1.02 s after its last answer is in S+1 (fresh, counted down) and
+    2.02 s after, in S+2 or later (expired); protolab's own clock agrees."""
+    frac = time.time() % 1.0
+    if frac > late:
+        time.sleep(1.0 - frac)
 
 
 def _wait_until(deadline: float) -> None:

@@ -144,13 +144,40 @@ def main(argv: list[str]) -> int:
 
 
 
+def ask(sock: socket.socket, query: object, where: Address, timeout: float = 2.0) -> object:
+    """Send `query` (a dns.message.Message) from `sock` to `where` and return the first answer
+    that matches it the way a stub does (from `where`, same ID and question: RFC 5452 section
+    9.1); anything else that arrives meanwhile is dropped. TimeoutError after `timeout`.
+    (dnspython's dns.query does the same, but importing it costs half a second.)"""
+    import dns.exception
+    import dns.message
+
+    sock.sendto(query.to_wire(), where)  # type: ignore[attr-defined]
+    deadline = time.monotonic() + timeout
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            data, addr = sock.recvfrom(65535)
+            if (addr[0], addr[1]) != (where[0], where[1]):
+                continue
+            try:
+                answer = dns.message.from_wire(data)
+            except (dns.exception.DNSException, ValueError, UnicodeError, IndexError):
+                continue
+            if query.is_response(answer):  # type: ignore[attr-defined]
+                return answer
+    finally:
+        sock.settimeout(None)
+    raise TimeoutError(f"no answer from {where[0]}:{where[1]} in {timeout} s")
+
+
 class ResolverProcess:
     """The resolver as a child process (`protolab.net.processes.ServerProcess`), with its log
     read on a thread as it comes: `events` (dicts), `wait_for` one. A restart is a new process
     on the same port: a new PID, a new, empty memory."""
 
     def __init__(self, upstream: Address, routes: dict[str, Address] | None = None,
-                 weak: bool = False, port: int = 0) -> None:
+                 weak: bool = False, port: int = 0, wait: bool = True) -> None:
         from protolab.net.processes import restartable_port
 
         self._args = ["--upstream", f"{upstream[0]}:{upstream[1]}", *(["--weak"] if weak else []),
@@ -160,14 +187,21 @@ class ResolverProcess:
         self.pids: list[int] = []
         self.events: list[dict] = []  #: every process's events, in order, each with its "pid"
         self._cond = threading.Condition()
-        self._start()
+        self._start(wait)
 
-    def _start(self) -> None:
+    def _start(self, wait: bool = True) -> None:
         from protolab.net.processes import ServerProcess
 
-        self.proc = ServerProcess(MODULE, args=[str(self.port), *self._args])
+        self.proc = ServerProcess(MODULE, args=[str(self.port), *self._args], wait=False)
         self.pids.append(self.proc.pid)
+        if wait:
+            self.ready()
+
+    def ready(self) -> ResolverProcess:
+        """Wait for its `ready PORT`, then read its log on a thread."""
+        self.proc.ready()
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
+        return self
 
     @property
     def pid(self) -> int:

@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -27,10 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dns.message
-import dns.query
 import dns.rdataclass
 
 from protolab.net import lifecycle
+from protolab.net.dns_resolver import ask
 from protolab.net.lb import _sockets_of
 from protolab.net.processes import restartable_port
 
@@ -123,12 +124,13 @@ class Dnsmasq:
         before = len(self.log())
         self.proc.send_signal(signal.SIGUSR1)
         marker = dns.message.make_query(MARKER, "TXT", rdclass=dns.rdataclass.CH)
-        for _ in range(50):
-            dns.query.udp(marker, "127.0.0.1", port=self.port, timeout=2)
-            text = self.log()[before:]
-            head = re.search(r"\]: Host\s+Address", text)
-            if head and MARKER.rstrip(".") in text[head.end():]:
-                return parse_dump(text[:text.index(MARKER.rstrip("."), head.end())])
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for _ in range(50):
+                ask(sock, marker, self.address)
+                text = self.log()[before:]
+                head = re.search(r"\]: Host\s+Address", text)
+                if head and MARKER.rstrip(".") in text[head.end():]:
+                    return parse_dump(text[:text.index(MARKER.rstrip("."), head.end())])
         return []
 
     def restart(self) -> tuple[int, int]:

@@ -31,23 +31,34 @@ class ServerProcess:
     """`python -m MODULE [PORT]` (or `python -m MODULE ARGS...`) as a child process; `port` is
     what it reported when ready."""
 
-    def __init__(self, module: str, port: int = 0, args: Sequence[str] | None = None) -> None:
+    def __init__(self, module: str, port: int = 0, args: Sequence[str] | None = None,
+                 wait: bool = True) -> None:
         argv = list(args) if args is not None else [str(port)]
+        self.module = module
         self.proc = subprocess.Popen([sys.executable, "-m", module, *argv],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
                                      env=lifecycle.child_env(), process_group=0)
         lifecycle.track(self.proc)
         self.pid = self.proc.pid
+        self.port = 0
+        if wait:
+            self.ready()
+
+    def ready(self) -> ServerProcess:
+        """Wait for the child's `ready PORT` (with `wait=False`, several children start at
+        once and are waited for in turn)."""
         try:
             line = self.proc.stdout.readline()
             port = child.ready_port(line)
             if port is None:
-                raise RuntimeError(f"{module} did not start (said {' '.join(line.split())!r})")
+                raise RuntimeError(f"{self.module} did not start (said "
+                                   f"{' '.join(line.split())!r})")
             self.port = port
             _hold(self.pid)
         except BaseException:  # a stop signal while starting, too: this child goes with us
             self.kill()
             raise
+        return self
 
     def __enter__(self) -> ServerProcess:
         return self
