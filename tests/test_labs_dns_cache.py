@@ -129,3 +129,15 @@ def test_the_replay_of_the_reference_tells_the_whole_story() -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("REPLAY")
     assert "NOT in this capture" not in out.stdout and "forged taken" in out.stdout
+
+
+def test_without_dnsmasq_the_demo_says_so_in_one_line() -> None:
+    import sys
+
+    code = ("import sys, protolab.net.dnsmasq as d; d.dnsmasq_path = lambda: None; "
+            "from protolab.cli import main; sys.exit(main(['cache-demo', '--no-capture']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("protolab: error: cache-demo: dnsmasq is not installed "
+                                   "(Debian: apt-get install dnsmasq-base)")

@@ -40,7 +40,7 @@ PACKAGE = "dnsmasq-base"  #: the Debian package with the binary alone
 MARKER = "version.bind."  #: a CHAOS TXT question dnsmasq answers itself: a line in its log
 
 
-class DnsmasqError(RuntimeError):
+class DnsmasqError(OSError):
     """dnsmasq is missing or did not start: one line for the user."""
 
 
