@@ -315,6 +315,18 @@ def _ws_demo_options(args: argparse.Namespace) -> dict[str, object]:
     return options
 
 
+def _cache_demo_arguments(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "cache-demo", help="a resolver's cache: TTLs, restarts, negative answers, poisoning",
+        description="protolab's own caching resolver and dnsmasq (Debian dnsmasq-base, its own "
+                    "config on a free loopback port) answer the same clients: the upstream sees "
+                    "only the misses, TTLs count down, NXDOMAIN is cached for the SOA minimum, "
+                    "a restart (new PID) empties the cache; then a bounded poisoning attempt on "
+                    "loopback: a fixed port and sequential IDs are poisoned, random ones are not.")
+    _capture_options(p, "cache-demo")
+    p.set_defaults(func=cmd_demo)
+
+
 def _nat_demo_arguments(sub: Subparsers) -> None:
     p = sub.add_parser(
         "nat-demo", help="a NAT router's conntrack entry: UDP breaks when it expires (root)",
@@ -868,6 +880,7 @@ SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     _tls_demo_arguments,
     _hijack_demo_arguments,
     _ws_demo_arguments,
+    _cache_demo_arguments,
     _backend_arguments,
     _lb_arguments,
     _litmus_arguments,

@@ -281,8 +281,27 @@ def _ws(path: Path) -> dict[str, str]:
             "q7": str(memory.alice[-1].since)}
 
 
+def _cache(path: Path) -> dict[str, str]:
+    """Lab 11 from the demo's own result (the upstream's record, the clients' answers, the
+    attack) and tshark: the forged answers to the weak resolver's port, counted."""
+    from protolab.labs.dns_cache import WWW, run_cache_demo
+    from protolab.net.dnsmasq import dnsmasq_path
+
+    require(dnsmasq_path() is not None, "dnsmasq is not installed")
+    r = run_cache_demo(pcap=path, out=lambda s: None)
+    assert not r.problem(), r.problem()
+    ours = r.side("protolab")
+    weak = next(a for a in r.attacks if a.target == "protolab weak")
+    flood = _fields(path, f"!icmp && dns.flags.response == 1 && udp.dstport == {weak.real.port} "
+                          f"&& dns.a == {FORGED_A} && dns.qry.name == \"bank.lab\"", "frame.number")
+    return {"q1": str(ours.heard[0].port), "q2": str(r.asked("protolab", "2", WWW)[0].ttl),
+            "q3": str(len(ours.upstream_queries(WWW))), "q4": f"{weak.real.qid:#06x}",
+            "q5": str(weak.real.port), "q6": str(len(flood))}
+
+
+FORGED_A = "6.6.6.6"  #: the attacker's address for bank.lab in lab 11
 INDEPENDENT = {"01": _tcp, "02": _udp, "03": _dns, "04": _quic, "05": _lb, "06": _nat,
-               "07": _attack, "08": _tls, "09": _hijack, "10": _ws}
+               "07": _attack, "08": _tls, "09": _hijack, "10": _ws, "11": _cache}
 
 
 @pytest.fixture(scope="module")

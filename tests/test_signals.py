@@ -198,6 +198,7 @@ COMMANDS = {
     "udp-demo": (["udp-demo"], 2, "protolab.net.counter_server"),
     "quic-demo": (["quic-demo"], None, None),
     "ws-demo": (["ws-demo"], 2, "protolab.net.ws_backend"),
+    "cache-demo": (["cache-demo"], 2, "dnsmasq"),
 }
 READY = {"lb --serve": r"^serving until Ctrl-C", "lb --serve --lb nginx": r"^serving until Ctrl-C",
          "lb --serve --lb haproxy": r"^serving until Ctrl-C", "quic-demo": r"^\S.*\n"}
@@ -265,7 +266,8 @@ def test_children_die_with_a_killed_parent(launch, name, tmp_path):
 
 @pytest.mark.parametrize("argv", [
     ["protolab.net.backend", "--design", "memory"], ["protolab", "backend", "--design", "memory"],
-    ["protolab.net.dns_server"], ["protolab.net.counter_server"], ["protolab.net.echo_server"]],
+    ["protolab.net.dns_server"], ["protolab.net.counter_server"], ["protolab.net.echo_server"],
+    ["protolab.net.dns_resolver", "0", "--upstream", "127.0.0.1:53"]],
     ids=" ".join)
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_child_entry_point_stops_quietly(argv, signum, tmp_path, child_start):

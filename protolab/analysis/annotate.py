@@ -55,7 +55,7 @@ class Annotator:
         self._t0: float | None = None
         self._window: deque[tuple[Row, Decoded]] = deque()
         self._count = 0
-        self._dns = DnsAnnotator(dns_ports)
+        self._dns = DnsAnnotator(dns_ports, self._window)
         self._quic = QuicAnnotator(self._window)
         self._tcp = TcpAnnotator(self._window, max_flows)
         self._icmp = IcmpAnnotator(self._window)

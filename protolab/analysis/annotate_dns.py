@@ -5,9 +5,10 @@ legs of a middlebox, and answers that find nothing pending.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from itertools import islice
 
 from protolab.analysis.facts import MAX_PENDING, WINDOW, Action, Fact, Holder, Kind, Row
 from protolab.wire.packets import Decoded
@@ -21,13 +22,21 @@ class _Query:
     time: float
     question: str
     copies: int = 1  #: retransmissions seen (same source, destination, id and question)
+    leg: bool = False  #: a resolver's own query upstream, for a client's question
+    upstream: int = 0  #: a client's query: the resolver's upstream query for it (a miss)
 
 
 class DnsAnnotator:
     """Rows for DNS over UDP: on `dns_ports`, or any payload that parses as one DNS question."""
 
-    def __init__(self, dns_ports: Iterable[int] = DNS_PORTS) -> None:
+    def __init__(self, dns_ports: Iterable[int] = DNS_PORTS,
+                 window: deque[tuple[Row, Decoded]] | None = None) -> None:
         self.dns_ports = frozenset(dns_ports)
+        self._window = window if window is not None else deque()
+        self._resolvers: set[str] = set()  #: endpoints seen asking upstream for their clients
+        self._leg_sockets: set[str] = set()  #: the resolvers' upstream-side sockets
+        self._taken: dict[str, tuple[int, tuple[str, str]]] = {}  #: leg socket → last answer
+        self._flood: Counter[tuple[str, tuple[str, str]]] = Counter()  #: dropped, by content
         self._pending: OrderedDict[tuple[str, str, int], _Query] = OrderedDict()
         self._answered: OrderedDict[tuple[str, str, int], int] = OrderedDict()
         self._recent: OrderedDict[bytes, dict[tuple[str, str], int]] = OrderedDict()
@@ -67,7 +76,8 @@ class DnsAnnotator:
             return Row(**base, summary=summary, action=Action.NONE, holders=(Holder.PACKET,),
                        fact=Fact(Kind.DNS_RELAY_ANSWER, (leg,), f"{qid:#06x}",
                                  values={"target": dst}))
-        return self._answer(d, {**base, "summary": summary}, qid, question)
+        return self._cached(d, self._answer(d, {**base, "summary": summary}, qid, question),
+                            (question, answers))
 
     def _relay(self, payload: bytes, path: tuple[str, str], number: int) -> int | None:
         """None for a query the client sent itself; else the packet it relays (0: unseen). A
@@ -97,8 +107,20 @@ class DnsAnnotator:
                        action=Action.USES, holders=(Holder.CLIENT_APP,),
                        fact=Fact(Kind.DNS_RETRANSMIT, (first.number,), f"{qid:#06x}",
                                  values={"copies": first.copies}))
-        self._pending[key] = _Query(base["number"], d.time, question)
+        asked = self._asked_by_clients(src, dst, question)
+        self._pending[key] = _Query(base["number"], d.time, question, leg=bool(asked))
         self._bound(self._pending)
+        if asked:
+            resolver = asked[0][0]
+            for _, q in asked:
+                q.upstream = base["number"]
+            self._resolvers.add(resolver)
+            self._leg_sockets.add(src)
+            return Row(**base, summary=f"query {qid:#06x} {question} (upstream)",
+                       action=Action.CREATES, holders=(Holder.SERVER_APP,),
+                       fact=Fact(Kind.DNS_UPSTREAM, (asked[0][1].number,), f"{qid:#06x}",
+                                 values={"resolver": resolver, "server": dst,
+                                         "question": question}))
         return Row(**base, summary=f"query {qid:#06x} {question}", action=Action.CREATES,
                    holders=(Holder.CLIENT_APP, Holder.CLIENT_KERNEL),
                    fact=Fact(Kind.DNS_QUERY, (), f"{qid:#06x}",
@@ -117,7 +139,8 @@ class DnsAnnotator:
             return Row(**common, action=Action.ENDS, holders=(Holder.CLIENT_APP,),
                        fact=Fact(Kind.DNS_MATCHED, (q.number,), hexid,
                                  values={"server": src, "rtt_ms": (d.time - q.time) * 1000,
-                                         "copies": q.copies, "copies_note": copies}))
+                                         "copies": q.copies, "copies_note": copies,
+                                         "upstream": q.upstream}))
         if q is not None:
             return Row(**common, action=Action.MISSING, holders=(Holder.CLIENT_APP,),
                        fact=Fact(Kind.DNS_QUESTION_MISMATCH, (q.number,), hexid,
@@ -137,13 +160,77 @@ class DnsAnnotator:
             return Row(**common, action=Action.MISSING, holders=(Holder.CLIENT_APP,),
                        fact=Fact(Kind.DNS_UNKNOWN_ID, (), hexid,
                                  values={"source": src, "pending": ids}))
+        if dst in self._leg_sockets:  # a resolver's upstream socket, nothing pending on it
+            return Row(**common, action=Action.MISSING, holders=(Holder.SERVER_APP,),
+                       fact=Fact(Kind.DNS_UNKNOWN_ID, (), hexid,
+                                 values={"source": src, "pending": "none"}))
         return Row(**common, action=Action.USES, holders=(Holder.CLIENT_APP,),
                    fact=Fact(Kind.DNS_QUERY_UNSEEN, (), hexid, values={"source": src}))
+
+    def _asked_by_clients(self, src: str, dst: str, question: str) -> list[tuple[str, _Query]]:
+        """Recent client queries, still unanswered, for `question` to a server on `src`'s host
+        but another port, from another socket, while this query goes to yet another server:
+        `src` is that server's own upstream socket — a resolver's miss."""
+        host = src.rpartition(":")[0]
+        found = []
+        for (client, server, _), q in islice(reversed(self._pending.items()), 64):
+            if q.question == question and not q.leg and not q.upstream and server != src \
+                    and client != src and server != dst and server.rpartition(":")[0] == host:
+                found.append((server, q))
+        return found
+
+    def _cached(self, d: Decoded, row: Row, content: tuple[str, str]) -> Row:
+        """An answer, seen as a cache's: a resolver's answer to its client is a hit or a miss;
+        an upstream answer it took is a forgery when a flood of the same answer went to that
+        socket (before it, or after it while its row is in the window)."""
+        src, dst, fact = row.src, row.dst, row.fact
+        if fact.kind is Kind.DNS_MATCHED and src in self._resolvers:
+            q_up = fact.values.get("upstream", 0)
+            kind = Kind.DNS_CACHE_MISS if q_up else Kind.DNS_CACHE_HIT
+            values = {**fact.values, "ttl": answer_ttl(d.payload),
+                      "upstream_ref": f"#{q_up}" if q_up else ""}
+            return replace(row, holders=(Holder.CLIENT_APP, Holder.SERVER_APP),
+                           fact=replace(fact, also=(kind,), values=values))
+        if dst not in self._leg_sockets:
+            return row
+        if fact.kind is Kind.DNS_MATCHED:
+            self._taken[dst] = (row.number, content)
+            if self._flood[(dst, content)]:
+                return _forged(row, self._flood[(dst, content)])
+            return row
+        self._flood[(dst, content)] += 1
+        taken = self._taken.get(dst)
+        if taken is not None and taken[1] == content:
+            for i, (old, od) in enumerate(self._window):
+                if old.number == taken[0] and not old.shows(Kind.DNS_FORGED_ACCEPTED):
+                    self._window[i] = (_forged(old, self._flood[(dst, content)]), od)
+        return row
 
     @staticmethod
     def _bound(table: OrderedDict) -> None:
         while len(table) > MAX_PENDING:
             table.popitem(last=False)
+
+
+def _forged(row: Row, count: int) -> Row:
+    fact = row.fact
+    return replace(row, holders=(Holder.SERVER_APP,), fact=replace(
+        fact, also=(*fact.also, Kind.DNS_FORGED_ACCEPTED),
+        values={**fact.values, "forged": count}))
+
+
+def answer_ttl(payload: bytes) -> int | None:
+    """The TTL of a DNS answer's first record (answer section, else authority: a negative
+    answer's SOA), or None."""
+    import dns.exception
+    import dns.message
+
+    try:
+        msg = dns.message.from_wire(payload)
+    except (dns.exception.DNSException, ValueError, UnicodeError, IndexError):
+        return None
+    rrsets = msg.answer or msg.authority
+    return rrsets[0].ttl if rrsets else None
 
 
 def parse_dns(payload: bytes) -> tuple[int, bool, str, str, str] | None:

@@ -57,6 +57,10 @@ class Kind(Enum):
     DNS_TO_CLOSED_SOCKET = "dns to closed socket"  #: would match, but the socket is gone (ICMP)
     DNS_RELAYED = "dns relayed"  #: the same query again on another path: a middlebox's leg
     DNS_RELAY_ANSWER = "dns relay answer"  #: an answer to a relayed query, at the middlebox
+    DNS_UPSTREAM = "dns upstream"  #: a resolver asks upstream for a client's question: a miss
+    DNS_CACHE_MISS = "dns cache miss"  #: (also) a resolver's answer that waited for upstream
+    DNS_CACHE_HIT = "dns cache hit"  #: (also) a resolver's answer with no upstream query
+    DNS_FORGED_ACCEPTED = "dns forged accepted"  #: (also) a flood's answer matched: cached
     QUIC_VERSION_NEGOTIATION = "quic version negotiation"  #: the server lists its versions
     QUIC_RETRY = "quic retry"  #: the server keeps nothing; the token carries the state
     QUIC_TOKEN_ECHO = "quic token echo"  #: an Initial that brings the Retry token back
@@ -182,6 +186,19 @@ TEMPLATES: dict[Kind, str] = {
     Kind.DNS_RELAY_ANSWER: "answers the relayed query {ref}: it reaches the middlebox at {target}, "
                            "not the client; the client's entry waits until the middlebox "
                            "forwards it",
+    Kind.DNS_UPSTREAM: "cache miss at resolver {resolver}: it asks {server} for client query "
+                       "{ref}'s question ({question}) from its own socket; its pending-upstream "
+                       "entry (upstream, port, id {key}, question) → resolver app memory",
+    Kind.DNS_CACHE_MISS: "a cache miss: the resolver answered after its upstream query "
+                         "{upstream_ref}; the answer is now in its cache (resolver app memory, "
+                         "shared by every client) for TTL {ttl}",
+    Kind.DNS_CACHE_HIT: "a cache hit: no upstream query since the client asked; the answer "
+                        "came from the resolver's cache (resolver app memory, shared by every "
+                        "client), TTL {ttl} left",
+    Kind.DNS_FORGED_ACCEPTED: "the same answer, ids aside, as a flood of forged copies sent "
+                              "to this port: a guessed id matched the pending upstream query "
+                              "and the resolver took it — the forgery is in its cache "
+                              "(resolver app memory), for every client",
     Kind.QUIC_VERSION_NEGOTIATION: "the server keeps nothing: it lists the versions it speaks",
     Kind.QUIC_RETRY: "the server keeps NOTHING for this client: the token holds its address and "
                      "original DCID, and comes back in the next Initial (like a JWT)",

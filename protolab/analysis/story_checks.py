@@ -14,6 +14,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from protolab.analysis.annotate import Action, Kind, Row
+from protolab.analysis.story_cache import (
+    cache_expiry,
+    cache_flood_dropped,
+    cache_forged,
+    cache_hit,
+    cache_miss,
+    cache_negative,
+    cache_ttl_down,
+)
 from protolab.analysis.story_hijack import (
     hijack_cookie_replayed,
     hijack_cookie_revoked,
@@ -596,6 +605,20 @@ STORIES: dict[str, tuple[Step, ...]] = {
                            "client's reply", ws_graceful),
         Step("resumed", "a reconnect with since=N, a welcome with a replay, and the replayed "
                         "ids after N", ws_resumed),
+    ),
+    "cache-demo": (
+        Step("miss", "a miss: the resolver asks upstream for a client's question, then answers",
+             cache_miss),
+        Step("hit", "hits: answers with no upstream query since the question", cache_hit),
+        Step("ttl", "the same answer from the same resolver, its TTL lower on a later hit",
+             cache_ttl_down),
+        Step("negative", "NXDOMAIN answered from the cache (RFC 2308)", cache_negative),
+        Step("expiry", "the resolver asks upstream again for the same question, a new ID",
+             cache_expiry),
+        Step("flood", "forged answers to a resolver's upstream socket dropped: no pending ID",
+             cache_flood_dropped),
+        Step("forged", "a forged answer taken into a cache, then clients told it from the cache",
+             cache_forged),
     ),
 }
 

@@ -806,6 +806,88 @@ def attack_keepalive_probes(p: Packets) -> int:
     return len(_story(p, attack_keepalive)) - 1
 
 
+# -- DNS cache (lab 11): from the questions, IDs, ports and answers in the DNS messages ------------
+
+
+def _cache_dns(p: Packets, response: bool) -> list[Row]:
+    return [r for r in p.rows if r.proto == "DNS" and r.fields.get("dns_response") is response]
+
+
+def _host(endpoint: str) -> str:
+    return endpoint.rsplit(":", 1)[0]
+
+
+def _first_miss(p: Packets) -> tuple[Row, Row]:
+    """The first client query, and the query its resolver sent upstream for it: the same
+    question, from another port of the host the client asked, to another server."""
+    q1 = _cache_dns(p, False)[0]
+    up = next(r for r in _cache_dns(p, False) if r.number > q1.number
+              and r.fields["dns_question"] == q1.fields["dns_question"] and r.src != q1.src
+              and _host(r.src) == _host(q1.dst) and r.dst != q1.dst and r.src != q1.dst)
+    return q1, up
+
+
+def _content(p: Packets, row: Row) -> tuple[str, str]:
+    from protolab.analysis.annotate import parse_dns
+
+    parsed = parse_dns(p.payload(row))
+    return (parsed[2], parsed[4]) if parsed else ("", "")
+
+
+def _answer_ttl(p: Packets, row: Row) -> int:
+    from protolab.analysis.annotate_dns import answer_ttl
+
+    ttl = answer_ttl(p.payload(row))
+    if ttl is None:
+        raise ValueError("no TTL")
+    return ttl
+
+
+def cache_upstream_port(p: Packets) -> int:
+    return _first_miss(p)[1].fields["sport"]
+
+
+def cache_lower_ttl(p: Packets) -> int:
+    """The first TTL the first resolver told a client for that question lower than its first."""
+    q1, _ = _first_miss(p)
+    ttls = [_answer_ttl(p, r) for r in _cache_dns(p, True) if r.src == q1.dst
+            and r.fields["dns_question"] == q1.fields["dns_question"]]
+    return next(t for t in ttls if t < ttls[0])
+
+
+def cache_upstream_count(p: Packets) -> int:
+    q1, up = _first_miss(p)
+    return sum(1 for r in _cache_dns(p, False) if r.dst == up.dst
+               and r.fields["dns_question"] == q1.fields["dns_question"])
+
+
+def _forged_taken(p: Packets) -> Row:
+    """The answer a resolver took whose content (ids aside) a flood of other answers to the
+    same port repeated: the forged answer that guessed the pending query's ID and port."""
+    asked = {(r.src, r.dst, r.fields["dns_id"]) for r in _cache_dns(p, False)}
+    answers = _cache_dns(p, True)
+    copies: dict[tuple[str, tuple[str, str]], int] = {}
+    for a in answers:
+        key = (a.dst, _content(p, a))
+        copies[key] = copies.get(key, 0) + 1
+    return next(a for a in answers if (a.dst, a.src, a.fields["dns_id"]) in asked
+                and copies[(a.dst, _content(p, a))] >= 10)
+
+
+def cache_poisoned_id(p: Packets) -> str:
+    return _hex16(_forged_taken(p).fields["dns_id"])
+
+
+def cache_weak_port(p: Packets) -> int:
+    return _forged_taken(p).fields["dport"]
+
+
+def cache_forged_count(p: Packets) -> int:
+    taken = _forged_taken(p)
+    content = _content(p, taken)
+    return sum(1 for a in _cache_dns(p, True) if a.dst == taken.dst and a.src == taken.src
+               and _content(p, a) == content)
+
 # -- the catalogue --------------------------------------------------------------------------------
 
 LABS: tuple[Lab, ...] = (
@@ -1034,6 +1116,30 @@ LABS: tuple[Lab, ...] = (
                      varies=True),
             Question("q7", "What last-seen id (since=) did the first reconnect send?",
                      ws_first_since, "the first `WS upgrade ... since=N` row", Form.NUMBER),
+        )),
+    Lab("11", "dns-cache", "A resolver's cache: TTLs, restarts, negative answers, poisoning",
+        "cache-demo", (
+            Question("q1", "From which port did the first resolver send its upstream query for "
+                           "the first client's question?", cache_upstream_port,
+                     "the row after packet #1 that says \"cache miss at resolver\"",
+                     Form.NUMBER, varies=True),
+            Question("q2", "What TTL did that resolver tell a client on its first answer with a "
+                           "lower TTL than its first one (part 2)?", cache_lower_ttl,
+                     "the answers from that resolver for www.lab.: `inspect CAPTURE --detail N`"
+                     " shows each TTL", Form.NUMBER),
+            Question("q3", "How many queries for www.lab. did that resolver's upstream receive "
+                           "in the whole run?", cache_upstream_count,
+                     "--filter 'port N' with the upstream's port, and count the www.lab. queries",
+                     Form.NUMBER),
+            Question("q4", "What ID did the forged answer the weak resolver took carry?",
+                     cache_poisoned_id, "the row that says \"a guessed id matched the pending "
+                     "upstream query\"", Form.HEX, varies=True),
+            Question("q5", "On which port did the weak resolver wait for its upstream answers "
+                           "(its fixed source port)?", cache_weak_port,
+                     "the destination port of that forged answer", Form.NUMBER, varies=True),
+            Question("q6", "How many answers with that forged content went to that port?",
+                     cache_forged_count, "count the flood: the folded line of the demo's "
+                     "output, or --filter on the port", Form.NUMBER),
         )),
 )
 

@@ -85,6 +85,11 @@ LIVE_ONLY: dict[str, tuple[str, ...]] = {
         "which backend process held each session (the X-Backend-Pid headers are in the "
         "capture; its memory is not)",
     ),
+    "cache-demo": (
+        "each resolver's cache as it holds it (protolab's log, dnsmasq's SIGUSR1 dump)",
+        "the restart's PIDs: a new process, an empty cache",
+        "the ID and port the attacker learned from its own name server's record",
+    ),
 }
 
 
@@ -342,8 +347,29 @@ def ws_tables(rows: Sequence[Row], out: Out) -> None:
         out(indent(table(lines, ("upgrade", "from", "to", "since", "welcome"))))
 
 
+def cache_tables(rows: Sequence[Row], out: Out) -> None:
+    """Per resolver: its clients' answers as hits and misses, its upstream queries, forgeries."""
+    counts: dict[str, list[int]] = {}
+    for r in rows:
+        if r.shows(Kind.DNS_UPSTREAM):
+            counts.setdefault(r.fact.values.get("resolver", "?"), [0, 0, 0, 0])[2] += 1
+        for i, kind in enumerate((Kind.DNS_CACHE_HIT, Kind.DNS_CACHE_MISS)):
+            if r.shows(kind):
+                counts.setdefault(r.src, [0, 0, 0, 0])[i] += 1
+        if r.shows(Kind.DNS_FORGED_ACCEPTED):
+            up = next((u for u in rows if u.shows(Kind.DNS_UPSTREAM) and u.src == r.dst), None)
+            if up is not None:
+                counts.setdefault(up.fact.values.get("resolver", "?"), [0, 0, 0, 0])[3] += 1
+    if counts:
+        out("\nEach resolver, as the packets show it: answers from its cache, answers after an "
+            "upstream query, its upstream queries, forged answers it took:")
+        out(indent(table([(k, *v) for k, v in counts.items()],
+                         ("resolver", "hits", "misses", "upstream queries", "forged taken"))))
+
+
 TABLES: dict[str, Callable[[Sequence[Row], Out], None]] = {
     "dns-demo": dns_tables, "tcp-demo": tcp_tables, "udp-demo": udp_tables,
     "quic-demo": quic_tables, "tls-demo": tls_tables, "nat-demo": nat_tables,
     "tcp-attack-demo": attack_tables, "hijack-demo": hijack_tables, "ws-demo": ws_tables,
+    "cache-demo": cache_tables,
 }

@@ -20,6 +20,7 @@ DEMOS: dict[str, str] = {
     "tls-demo": "protolab.labs.tls",
     "hijack-demo": "protolab.labs.hijack",
     "ws-demo": "protolab.labs.ws",
+    "cache-demo": "protolab.labs.dns_cache",
 }
 
 

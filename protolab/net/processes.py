@@ -42,7 +42,7 @@ class ServerProcess:
         self.pid = self.proc.pid
         self.port = 0
         if wait:
-            self.wait_ready()
+            self.ready()
 
     @classmethod
     def many(cls, module: str, arg_lists: Sequence[Sequence[str]]) -> list[ServerProcess]:
@@ -53,26 +53,28 @@ class ServerProcess:
             for args in arg_lists:
                 procs.append(cls(module, args=args, wait=False))
             for proc in procs:
-                proc.wait_ready()
+                proc.ready()
         except BaseException:
             for proc in procs:
                 proc.kill()
             raise
         return procs
 
-    def wait_ready(self) -> None:
-        """Read the child's `ready PORT` line (its own word that it listens)."""
-        module = self.module
+    def ready(self) -> ServerProcess:
+        """Wait for the child's `ready PORT` line, its own word that it listens (with
+        `wait=False`, several children start at once and are waited for in turn)."""
         try:
             line = self.proc.stdout.readline()
             port = child.ready_port(line)
             if port is None:
-                raise RuntimeError(f"{module} did not start (said {' '.join(line.split())!r})")
+                raise RuntimeError(f"{self.module} did not start (said "
+                                   f"{' '.join(line.split())!r})")
             self.port = port
             _hold(self.pid)
         except BaseException:  # a stop signal while starting, too: this child goes with us
             self.kill()
             raise
+        return self
 
     def __enter__(self) -> ServerProcess:
         return self

@@ -177,12 +177,13 @@ class DnsServer:
     """The lab zone's server. Keeps no state between queries; a delayed answer waits in `_due`."""
 
     def __init__(self, zone: tuple[ZoneEntry, ...] = LAB_ZONE, ttl: int = 60,
-                 delays: bool = True) -> None:
+                 delays: bool = True, negative_ttl: int | None = None) -> None:
         self._zone = {(dns.name.from_text(e.name), dns.rdatatype.from_text(e.rdtype)): e
                       for e in zone}
         self._names = {dns.name.from_text(e.name) for e in zone}
         self._ttl = ttl
         self._delays = delays
+        self._negative_ttl = negative_ttl  #: with it, NXDOMAIN carries the zone's SOA
         self._due: list[tuple[float, int, bytes, Address, QueryState]] = []
         self._seq = 0
         self.counters = ServerCounters()
@@ -209,6 +210,8 @@ class DnsServer:
                 q.name, self._ttl, dns.rdataclass.IN, q.rdtype, list(entry.values)))
         elif q.name not in self._names:
             response.set_rcode(dns.rcode.NXDOMAIN)
+            if self._negative_ttl is not None:
+                response.authority.append(_soa(q.name, self._negative_ttl))
         delay = entry.delay if (entry is not None and self._delays) else 0.0
         # The answer is held (PENDING) until it is due: the only state this server keeps.
         self._schedule(now + delay, response.to_wire(), addr,
@@ -234,6 +237,14 @@ class DnsServer:
     def snapshot(self) -> dict[str, object]:
         return {"role": Role.SERVER.value, "held_answers": len(self._due),
                 **vars(self.counters)}
+
+
+def _soa(name: dns.name.Name, ttl: int) -> dns.rrset.RRset:
+    """The lab zone's SOA for a negative answer: TTL and MINIMUM both `ttl`, so a resolver
+    caches the NXDOMAIN for `ttl` seconds (RFC 2308 sections 3 and 5)."""
+    zone = name.parent() if len(name) > 2 else name
+    return dns.rrset.from_text(zone, ttl, "IN", "SOA",
+                               f"ns.{zone} hostmaster.{zone} 1 60 30 600 {ttl}")
 
 
 def _formerr_for(data: bytes) -> bytes | None:
