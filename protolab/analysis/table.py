@@ -91,13 +91,28 @@ def format_row(row: Row, lay: Layout | None = None) -> str:
     """One row at fixed widths, long cells wrapped onto continuation lines (no look-ahead)."""
     lay = lay or layout()
     w = lay.widths
-    cut = None if lay.state is None else w  # --wide: no cell is wrapped
     point = row.fields.get("interface")  # a capture at several points: where it was seen
     summary = f"@{point} {row.summary}" if point else row.summary
-    cells = [[str(row.number)], [f"{row.time:.3f}"],
-             wrap(f"{row.src} → {row.dst}", cut and cut[2]) or [""], [row.proto],
-             wrap(summary, cut and cut[4]) or [""]]
+    route = f"{row.src} → {row.dst}"
     state = wrap(row.where(), lay.state)
+    if lay.state is not None and (len(route) > w[2] or len(summary) > w[4]
+                                  or (lay.beside and len(state) > 1)):
+        return _wrapped_row(row, lay, route, summary, state)
+    # Most rows: every cell fits on one line (and --wide wraps nothing).
+    line = "  ".join((str(row.number).ljust(w[0]), f"{row.time:.3f}".ljust(w[1]),
+                      route.ljust(w[2]), row.proto.ljust(w[3]), summary.ljust(w[4])))
+    if lay.beside:
+        return f"{line}  {state[0] if state else ''}".rstrip()
+    if not state:
+        return line.rstrip()
+    return "\n".join([line.rstrip(), *(" " * STATE_INDENT + text for text in state)])
+
+
+def _wrapped_row(row: Row, lay: Layout, route: str, summary: str, state: list[str]) -> str:
+    """A row with a cell on more than one line: each column's lines side by side."""
+    w = lay.widths
+    cells = [[str(row.number)], [f"{row.time:.3f}"], wrap(route, w[2]) or [""], [row.proto],
+             wrap(summary, w[4]) or [""]]
     if lay.beside:
         cells.append(state or [""])
     height = max(len(c) for c in cells)
