@@ -90,42 +90,19 @@ def run(path: str | os.PathLike[str], opts: Options, out: Out,
     lay = None if opts.json else layout(opts.width, opts.wide)
     annotator = Annotator(opts.dns_ports, max_flows=0 if opts.flows else MAX_TRACKED)
     table: FlowTable | FlowNumbers = FlowTable() if opts.flows else FlowNumbers()
-    lines = Batch(out)
     try:
         for row, chosen in select(path, opts, pred, annotator, table, tally):
             if not chosen:
                 continue
             if lay is not None and tally.shown == 1:
-                lines.add(header(lay))
-            lines.add(row_json(row) if lay is None else format_row(row, lay))
+                out(header(lay))
+            out(row_json(row) if lay is None else format_row(row, lay))
     finally:
-        lines.flush()  # what was read before an error is printed before it
         if opts.flows:
             print_flows(table, annotator, out, as_json=opts.json, width=opts.width,
                         wide=opts.wide)
     check_flow(opts, table.count)
     return tally
-
-
-class Batch:
-    """Lines handed to `out` SIZE at a time, as one string: one write for many rows."""
-
-    SIZE = 512  #: lines per write
-
-    def __init__(self, out: Out) -> None:
-        self._out = out
-        self._lines: list[str] = []
-
-    def add(self, line: str) -> None:
-        self._lines.append(line)
-        if len(self._lines) >= self.SIZE:
-            self.flush()
-
-    def flush(self) -> None:
-        if self._lines:
-            text = "\n".join(self._lines)
-            self._lines = []  # gone even when the reader has closed the pipe
-            self._out(text)
 
 
 def select(path: str | os.PathLike[str], opts: Options, pred: Pred | None,

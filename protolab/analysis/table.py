@@ -12,6 +12,7 @@ import shutil
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 
 from protolab.analysis.facts import Row
 
@@ -99,13 +100,19 @@ def format_row(row: Row, lay: Layout | None = None) -> str:
                                   or (lay.beside and len(state) > 1)):
         return _wrapped_row(row, lay, route, summary, state)
     # Most rows: every cell fits on one line (and --wide wraps nothing).
-    line = "  ".join((str(row.number).ljust(w[0]), f"{row.time:.3f}".ljust(w[1]),
-                      route.ljust(w[2]), row.proto.ljust(w[3]), summary.ljust(w[4])))
+    line = _line_format(w) % (row.number, row.time, route, row.proto, summary)
     if lay.beside:
         return f"{line}  {state[0] if state else ''}".rstrip()
     if not state:
         return line.rstrip()
     return "\n".join([line.rstrip(), *(" " * STATE_INDENT + text for text in state)])
+
+
+@cache
+def _line_format(widths: tuple[int, ...]) -> str:
+    """A row's cells on one line, each padded to its width (never cut), as one %-format."""
+    n, time, route, proto, summary = widths
+    return f"%-{n}s  %-{time}.3f  %-{route}s  %-{proto}s  %-{summary}s"
 
 
 def _wrapped_row(row: Row, lay: Layout, route: str, summary: str, state: list[str]) -> str:

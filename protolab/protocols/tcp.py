@@ -132,9 +132,10 @@ class Flow:
             (self.server, self.client)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SegmentView:
-    """What the annotation says about one TCP segment."""
+    """What the annotation says about one TCP segment (made per segment: slots, not frozen, as
+    a frozen dataclass's init costs a call per field)."""
 
     flow: int
     sender_role: Role
