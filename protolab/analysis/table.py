@@ -134,16 +134,19 @@ def _wrapped_row(row: Row, lay: Layout, route: str, summary: str, state: list[st
     return "\n".join(lines)
 
 
+#: json.dumps(..., ensure_ascii=False), without making an encoder per row
+_JSON = json.JSONEncoder(ensure_ascii=False)
+
+
 def row_json(row: Row) -> str:
     """The stable JSON form of a row (documented in the README)."""
-    return json.dumps({"number": row.number, "time": round(row.time, 6), "src": row.src,
-                       "dst": row.dst, "proto": row.proto, "summary": row.summary,
-                       "action": row.action.value, "holders": [h.value for h in row.holders],
-                       "state": row.state, "flow": row.fields.get("flow_number"),
-                       "fact": row.fact.kind.value, "refs": list(row.fact.refs),
-                       "also": [k.value for k in row.fact.also],
-                       "fields": {k: v for k, v in row.fields.items() if k != "flow_number"}},
-                      ensure_ascii=False)
+    return _JSON.encode({
+        "number": row.number, "time": round(row.time, 6), "src": row.src, "dst": row.dst,
+        "proto": row.proto, "summary": row.summary, "action": row.action.value,
+        "holders": [h.value for h in row.holders], "state": row.state,
+        "flow": row.fields.get("flow_number"), "fact": row.fact.kind.value,
+        "refs": list(row.fact.refs), "also": [k.value for k in row.fact.also],
+        "fields": {k: v for k, v in row.fields.items() if k != "flow_number"}})
 
 
 def format_rows(rows: Iterable[Row], lay: Layout | None = None) -> str:

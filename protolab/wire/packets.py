@@ -126,8 +126,7 @@ class Decoded:
 
     @property
     def transport(self) -> str:
-        return {PROTO_TCP: "TCP", PROTO_UDP: "UDP", PROTO_ICMP: "ICMP",
-                PROTO_ICMPV6: "ICMPv6"}.get(self.proto or -1, "IP" if self.src else "?")
+        return _TRANSPORTS.get(self.proto or -1, "IP" if self.src else "?")
 
     def endpoint(self, which: str) -> str:
         host = self.src if which == "src" else self.dst
@@ -136,6 +135,9 @@ class Decoded:
             return "?"
         shown = f"[{host}]" if ":" in host else host
         return f"{shown}:{port}" if port is not None else shown
+
+
+_TRANSPORTS = {PROTO_TCP: "TCP", PROTO_UDP: "UDP", PROTO_ICMP: "ICMP", PROTO_ICMPV6: "ICMPv6"}
 
 
 def decode(data: bytes, linktype: int, time: float = 0.0, orig_len: int = 0,
