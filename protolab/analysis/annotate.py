@@ -93,7 +93,7 @@ class Annotator:
     def _annotate(self, d: Decoded, number: int, rel: float) -> Row:
         """The protocol part's row, with the decoded fields every row has and its flow; a packet
         already seen at another capture point is a copy's row (`annotate_points`)."""
-        first = self._points.first_of(d)
+        first = self._points.first_of(d) if d.interface else None  # one capture point: no copy
         if first is not None:
             row = copy_row(d, {"number": number, "time": rel, "src": d.endpoint("src"),
                                "dst": d.endpoint("dst"), "proto": d.transport}, first)
@@ -115,7 +115,7 @@ class Annotator:
             row.flow = f"{row.proto.lower()} " + "↔".join(
                 sorted((named.endpoint("src"), named.endpoint("dst"))))
         row.fields = fields  # the row is this packet's own: finished in place
-        if first is None:
+        if first is None and d.interface:
             self._points.remember(d, row)
         return row
 

@@ -97,9 +97,11 @@ class Kind(Enum):
     SAME_PACKET = "same packet"  #: a packet already seen at another capture point, again
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Fact:
-    """What a packet does to state, as data; `render` turns it into the row's sentence."""
+    """What a packet does to state, as data; `render` turns it into the row's sentence. Made
+    once per packet, so not frozen (its init would cost a call per field); nothing changes a
+    fact once made: `dataclasses.replace` makes another."""
 
     kind: Kind
     refs: tuple[int, ...] = ()  #: the packets it refers to (the query, the ICMP error)

@@ -88,9 +88,10 @@ TCP_TRANSITIONS = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Transition:
-    """One endpoint's state change, and the packet that caused it."""
+    """One endpoint's state change, and the packet that caused it (nothing changes one once
+    made; not frozen only because a frozen init costs a call per field)."""
 
     endpoint: str  #: "ip:port" of the endpoint whose kernel changed state
     role: Role
