@@ -43,6 +43,31 @@ def out(line: str = "") -> None:
         raise OutputClosed from None
 
 
+class Lines:
+    """`out` for a long stream of lines (`inspect`'s rows): kept, and written SIZE at a time in
+    one write, not one print each; `flush` before anything else is printed."""
+
+    SIZE = 512  #: lines per write
+
+    def __init__(self) -> None:
+        self._lines: list[str] = []
+
+    def __call__(self, line: str = "") -> None:
+        self._lines.append(line)
+        if len(self._lines) >= self.SIZE:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._lines:
+            return
+        text = "\n".join(self._lines) + "\n"
+        self._lines = []  # gone even when the reader has closed the pipe
+        try:
+            sys.stdout.write(text)
+        except BrokenPipeError:
+            raise OutputClosed from None
+
+
 def _ranged(convert: Callable, what: str, low: float, high: float, name: str = ""):
     """An argparse type: `convert` the text, then check low <= value <= high."""
     def parse(text: str):
@@ -732,8 +757,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                    dns_ports=frozenset(args.dns_port or ()) | DNS_PORTS, **_pictures(args))
     tally = Tally()
     packet_view = not (args.flows or args.detail or args.write_annotated)
+    lines = Lines()
     try:
-        run(args.file, opts, out, tally)
+        try:
+            run(args.file, opts, lines, tally)
+        finally:
+            lines.flush()  # the rows read before an error come before it
     except (FilterError, FileError, TooWide) as exc:
         raise CliError(str(exc)) from None
     except PcapError as exc:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
 
 from protolab.analysis.annotate_dns import DNS_PORTS, DnsAnnotator, parse_dns
 from protolab.analysis.annotate_points import PointCopies, copy_row
@@ -94,7 +93,7 @@ class Annotator:
     def _annotate(self, d: Decoded, number: int, rel: float) -> Row:
         """The protocol part's row, with the decoded fields every row has and its flow; a packet
         already seen at another capture point is a copy's row (`annotate_points`)."""
-        first = self._points.first_of(d)
+        first = self._points.first_of(d) if d.interface else None  # one capture point: no copy
         if first is not None:
             row = copy_row(d, {"number": number, "time": rel, "src": d.endpoint("src"),
                                "dst": d.endpoint("dst"), "proto": d.transport}, first)
@@ -108,15 +107,15 @@ class Annotator:
         if d.interface:  # a capture at several points: where this copy was seen
             fields["interface"] = d.interface
         fields.update(row.fields)
-        summary = row.summary
         if d.orig_len > d.length:
             fields["truncated"] = True
-            summary += f" [cut: {d.length} of {d.orig_len} bytes captured]"
-        named = self._points.canonical(d)  # across a NAT: the names inside
-        flow = row.flow or (f"{row.proto.lower()} " + "↔".join(
-            sorted((named.endpoint("src"), named.endpoint("dst")))))
-        row = replace(row, summary=summary, flow=flow, fields=fields)
-        if first is None:
+            row.summary += f" [cut: {d.length} of {d.orig_len} bytes captured]"
+        if not row.flow:
+            named = self._points.canonical(d)  # across a NAT: the names inside
+            row.flow = f"{row.proto.lower()} " + "↔".join(
+                sorted((named.endpoint("src"), named.endpoint("dst"))))
+        row.fields = fields  # the row is this packet's own: finished in place
+        if first is None and d.interface:
             self._points.remember(d, row)
         return row
 

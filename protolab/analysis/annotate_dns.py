@@ -8,9 +8,11 @@ from __future__ import annotations
 from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from functools import cache
 from itertools import islice
 
 from protolab.analysis.facts import MAX_PENDING, WINDOW, Action, Fact, Holder, Kind, Row
+from protolab.wire.dns_wire import read_simple
 from protolab.wire.packets import Decoded
 
 DNS_PORTS = frozenset({53, 5353})
@@ -234,9 +236,19 @@ def answer_ttl(payload: bytes) -> int | None:
 
 
 def parse_dns(payload: bytes) -> tuple[int, bool, str, str, str] | None:
-    """(id, is_response, question, rcode, answers) or None when the payload is not DNS."""
+    """(id, is_response, question, rcode, answers) or None when the payload is not DNS. The
+    simple shape is read directly (`protolab.wire.dns_wire`), any other by dnspython."""
     if len(payload) < 12 or int.from_bytes(payload[4:6], "big") != 1:
         return None
+    simple = read_simple(payload)
+    if simple is None:
+        return parse_dns_message(payload)
+    qid, is_response, name, qtype, rcode, answers = simple
+    return qid, is_response, f"{name} {_type_text(qtype)}", _rcode_text(rcode), answers
+
+
+def parse_dns_message(payload: bytes) -> tuple[int, bool, str, str, str] | None:
+    """`parse_dns` by dnspython alone, for any message."""
     import dns.exception
     import dns.message
     import dns.rcode
@@ -248,8 +260,20 @@ def parse_dns(payload: bytes) -> tuple[int, bool, str, str, str] | None:
     if len(msg.question) != 1:
         return None
     q = msg.question[0]
-    import dns.rdatatype
-
-    question = f"{q.name} {dns.rdatatype.to_text(q.rdtype)}"
+    question = f"{q.name} {_type_text(q.rdtype)}"
     answers = " ".join(rd.to_text() for rrset in msg.answer for rd in rrset)
     return msg.id, bool(msg.flags & 0x8000), question, dns.rcode.to_text(msg.rcode()), answers
+
+
+@cache
+def _type_text(rdtype: int) -> str:
+    import dns.rdatatype
+
+    return dns.rdatatype.to_text(rdtype)
+
+
+@cache
+def _rcode_text(rcode: int) -> str:
+    import dns.rcode
+
+    return dns.rcode.to_text(rcode)

@@ -13,8 +13,10 @@ from protolab.analysis.annotate_tls import TlsAnnotator
 from protolab.analysis.annotate_ws import WsAnnotator
 from protolab.analysis.facts import MAX_PENDING, Action, Fact, Holder, Kind, Row
 from protolab.protocols.tcp import Fit, SegmentView, TcpObserver
-from protolab.wire.packets import Decoded
+from protolab.wire.packets import Decoded, TcpHeader
 
+#: "SYN/ACK" for each value of the flags byte, "none" for 0 (made once, not per segment)
+_FLAG_TEXT = tuple("/".join(TcpHeader(0, 0, f, 0).flag_names()) or "none" for f in range(256))
 _HTTP_STARTS = (b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"PATCH ", b"OPTIONS ",
                 b"HTTP/1.")
 
@@ -121,7 +123,7 @@ class TcpAnnotator:
         """Put the segment's summary, flow and fields in `base` (an HTTP line, or a DNS message
         over TCP, in the summary too); return the HTTP line, if the payload starts one."""
         base["flow"] = f"tcp {view.flow}"
-        flags = "/".join(d.tcp.flag_names()) or "none"
+        flags = _FLAG_TEXT[d.tcp.flags]
         ack = f" ack={view.rel_ack}" if view.rel_ack is not None else ""
         base["summary"] = f"[{flags}] seq={view.rel_seq}{ack} len={view.length}"
         fields: dict = {}

@@ -6,8 +6,11 @@ reads the sentence back, so rewording it changes no check, table or flow.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cache
+from string import Formatter
 
 from protolab.protocols.tcp import Transition
 
@@ -107,9 +110,11 @@ class Kind(Enum):
     WS_DROPPED = "ws dropped"  #: (also) FIN/RST with no close frame: the client's code is 1006
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Fact:
-    """What a packet does to state, as data; `render` turns it into the row's sentence."""
+    """What a packet does to state, as data; `render` turns it into the row's sentence. Made
+    once per packet, so not frozen (its init would cost a call per field); nothing changes a
+    fact once made: `dataclasses.replace` makes another."""
 
     kind: Kind
     refs: tuple[int, ...] = ()  #: the packets it refers to (the query, the ICMP error)
@@ -122,8 +127,11 @@ class Fact:
         return self.kind is kind or kind in self.also
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Row:
+    """One packet's annotation. Not frozen: the annotator finishes a row in place (its summary,
+    flow and fields) rather than copying it, the copy cost more than the rest of the row."""
+
     number: int
     time: float  #: seconds since the first packet
     src: str
@@ -318,13 +326,27 @@ TEMPLATES: dict[Kind, str] = {
 
 def render(fact: Fact) -> str:
     """The sentence for a fact, from `TEMPLATES` (and each `also` fact's sentence after it)."""
-    values = {"key": fact.key, "refs": ", ".join(f"#{n}" for n in fact.refs),
-              "ref": f"#{fact.refs[0]}" if fact.refs else "", "moves": _moves(fact),
-              **fact.values}
-    text = TEMPLATES[fact.kind].format(**values)
-    for kind in fact.also:
-        text += "; " + TEMPLATES[kind].format(**values)
-    return text
+    templates = [TEMPLATES[fact.kind], *(TEMPLATES[kind] for kind in fact.also)]
+    names = _names(templates[0]) if len(templates) == 1 else \
+        frozenset().union(*map(_names, templates))
+    values = {}  # what the templates name beyond the fact's own values (only those: per row)
+    if "key" in names:
+        values["key"] = fact.key
+    if "refs" in names:
+        values["refs"] = ", ".join(f"#{n}" for n in fact.refs)
+    if "ref" in names:
+        values["ref"] = f"#{fact.refs[0]}" if fact.refs else ""
+    if "moves" in names:
+        values["moves"] = _moves(fact)
+    values.update(fact.values)
+    return "; ".join(template.format_map(values) for template in templates)
+
+
+@cache
+def _names(template: str) -> frozenset[str]:
+    """The values a template names ("rtt_ms" for "{rtt_ms:.0f}")."""
+    return frozenset(re.match(r"\w*", name)[0] for _, name, _, _ in Formatter().parse(template)
+                     if name is not None)
 
 
 def _moves(fact: Fact) -> str:

@@ -12,6 +12,7 @@ import shutil
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 
 from protolab.analysis.facts import Row
 
@@ -91,13 +92,34 @@ def format_row(row: Row, lay: Layout | None = None) -> str:
     """One row at fixed widths, long cells wrapped onto continuation lines (no look-ahead)."""
     lay = lay or layout()
     w = lay.widths
-    cut = None if lay.state is None else w  # --wide: no cell is wrapped
     point = row.fields.get("interface")  # a capture at several points: where it was seen
     summary = f"@{point} {row.summary}" if point else row.summary
-    cells = [[str(row.number)], [f"{row.time:.3f}"],
-             wrap(f"{row.src} → {row.dst}", cut and cut[2]) or [""], [row.proto],
-             wrap(summary, cut and cut[4]) or [""]]
+    route = f"{row.src} → {row.dst}"
     state = wrap(row.where(), lay.state)
+    if lay.state is not None and (len(route) > w[2] or len(summary) > w[4]
+                                  or (lay.beside and len(state) > 1)):
+        return _wrapped_row(row, lay, route, summary, state)
+    # Most rows: every cell fits on one line (and --wide wraps nothing).
+    line = _line_format(w) % (row.number, row.time, route, row.proto, summary)
+    if lay.beside:
+        return f"{line}  {state[0] if state else ''}".rstrip()
+    if not state:
+        return line.rstrip()
+    return "\n".join([line.rstrip(), *(" " * STATE_INDENT + text for text in state)])
+
+
+@cache
+def _line_format(widths: tuple[int, ...]) -> str:
+    """A row's cells on one line, each padded to its width (never cut), as one %-format."""
+    n, time, route, proto, summary = widths
+    return f"%-{n}s  %-{time}.3f  %-{route}s  %-{proto}s  %-{summary}s"
+
+
+def _wrapped_row(row: Row, lay: Layout, route: str, summary: str, state: list[str]) -> str:
+    """A row with a cell on more than one line: each column's lines side by side."""
+    w = lay.widths
+    cells = [[str(row.number)], [f"{row.time:.3f}"], wrap(route, w[2]) or [""], [row.proto],
+             wrap(summary, w[4]) or [""]]
     if lay.beside:
         cells.append(state or [""])
     height = max(len(c) for c in cells)
@@ -112,16 +134,19 @@ def format_row(row: Row, lay: Layout | None = None) -> str:
     return "\n".join(lines)
 
 
+#: json.dumps(..., ensure_ascii=False), without making an encoder per row
+_JSON = json.JSONEncoder(ensure_ascii=False)
+
+
 def row_json(row: Row) -> str:
     """The stable JSON form of a row (documented in the README)."""
-    return json.dumps({"number": row.number, "time": round(row.time, 6), "src": row.src,
-                       "dst": row.dst, "proto": row.proto, "summary": row.summary,
-                       "action": row.action.value, "holders": [h.value for h in row.holders],
-                       "state": row.state, "flow": row.fields.get("flow_number"),
-                       "fact": row.fact.kind.value, "refs": list(row.fact.refs),
-                       "also": [k.value for k in row.fact.also],
-                       "fields": {k: v for k, v in row.fields.items() if k != "flow_number"}},
-                      ensure_ascii=False)
+    return _JSON.encode({
+        "number": row.number, "time": round(row.time, 6), "src": row.src, "dst": row.dst,
+        "proto": row.proto, "summary": row.summary, "action": row.action.value,
+        "holders": [h.value for h in row.holders], "state": row.state,
+        "flow": row.fields.get("flow_number"), "fact": row.fact.kind.value,
+        "refs": list(row.fact.refs), "also": [k.value for k in row.fact.also],
+        "fields": {k: v for k, v in row.fields.items() if k != "flow_number"}})
 
 
 def format_rows(rows: Iterable[Row], lay: Layout | None = None) -> str:

@@ -88,9 +88,10 @@ TCP_TRANSITIONS = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Transition:
-    """One endpoint's state change, and the packet that caused it."""
+    """One endpoint's state change, and the packet that caused it (nothing changes one once
+    made; not frozen only because a frozen init costs a call per field)."""
 
     endpoint: str  #: "ip:port" of the endpoint whose kernel changed state
     role: Role
@@ -132,9 +133,10 @@ class Flow:
             (self.server, self.client)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SegmentView:
-    """What the annotation says about one TCP segment."""
+    """What the annotation says about one TCP segment (made per segment: slots, not frozen, as
+    a frozen dataclass's init costs a call per field)."""
 
     flow: int
     sender_role: Role

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass
+from socket import inet_ntoa
 
 from protolab.wire.pcap import (
     LINKTYPE_ETHERNET,
@@ -35,7 +36,7 @@ TCP_FLAG_NAMES = (("FIN", 0x01), ("SYN", 0x02), ("RST", 0x04), ("PSH", 0x08), ("
                   ("URG", 0x20), ("ECE", 0x40), ("CWR", 0x80))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TcpHeader:
     seq: int
     ack: int
@@ -100,9 +101,10 @@ class Quoted:
     dport: int | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decoded:
-    """One frame's headers. Fields a frame does not have are None."""
+    """One frame's headers. Fields a frame does not have are None. (Not frozen, as nothing
+    changes one: a frozen dataclass's init costs a call per field, and one is made per frame.)"""
 
     time: float
     length: int
@@ -124,8 +126,7 @@ class Decoded:
 
     @property
     def transport(self) -> str:
-        return {PROTO_TCP: "TCP", PROTO_UDP: "UDP", PROTO_ICMP: "ICMP",
-                PROTO_ICMPV6: "ICMPv6"}.get(self.proto or -1, "IP" if self.src else "?")
+        return _TRANSPORTS.get(self.proto or -1, "IP" if self.src else "?")
 
     def endpoint(self, which: str) -> str:
         host = self.src if which == "src" else self.dst
@@ -134,6 +135,9 @@ class Decoded:
             return "?"
         shown = f"[{host}]" if ":" in host else host
         return f"{shown}:{port}" if port is not None else shown
+
+
+_TRANSPORTS = {PROTO_TCP: "TCP", PROTO_UDP: "UDP", PROTO_ICMP: "ICMP", PROTO_ICMPV6: "ICMPv6"}
 
 
 def decode(data: bytes, linktype: int, time: float = 0.0, orig_len: int = 0,
@@ -205,7 +209,7 @@ def _ip(data: bytes, off: int, base: dict, inside_error: bool = False) -> Decode
         frag = int.from_bytes(data[off + 6:off + 8], "big") & 0x1FFF
         end = min(len(data), off + total) if total >= ihl else len(data)
         l4 = off + ihl
-        base = {**base, "ip_id": int.from_bytes(data[off + 4:off + 6], "big")}
+        base["ip_id"] = int.from_bytes(data[off + 4:off + 6], "big")
         if frag:
             return Decoded(**base, src=src, dst=dst, ip_version=4, proto=proto,
                            payload=data[l4:end], error="IP fragment (not reassembled)")
@@ -227,12 +231,13 @@ def _ip(data: bytes, off: int, base: dict, inside_error: bool = False) -> Decode
 
 
 def _ip4(b: bytes) -> str:
-    return f"{b[0]}.{b[1]}.{b[2]}.{b[3]}"
+    return inet_ntoa(b)  # "192.0.2.1", as f"{b[0]}.{b[1]}.{b[2]}.{b[3]}" but in C
 
 
 def _l4(data: bytes, l4: int, end: int, base: dict, src: str, dst: str, version: int,
         proto: int, inside_error: bool = False) -> Decoded:
-    common = {**base, "src": src, "dst": dst, "ip_version": version, "proto": proto}
+    common = base  # this frame's own dict: filled in, not copied
+    common.update(src=src, dst=dst, ip_version=version, proto=proto)
     seg = data[l4:end]
     if proto == PROTO_UDP:
         if len(seg) < 8:
