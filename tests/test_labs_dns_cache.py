@@ -141,3 +141,22 @@ def test_without_dnsmasq_the_demo_says_so_in_one_line() -> None:
     assert done.returncode == 2
     assert done.stderr.strip() == ("protolab: error: cache-demo: dnsmasq is not installed "
                                    "(Debian: apt-get install dnsmasq-base)")
+
+
+def test_a_chaos_answer_is_never_called_a_cache_hit() -> None:
+    """dnsmasq's version.bind (class CH, asked to mark its cache dumps) is the server's own
+    word: the packets tshark reads as class CH carry no cache fact."""
+    from protolab.analysis.annotate import annotate_file
+    from protolab.analysis.facts import Kind
+    from protolab.wire.paths import reference_file
+
+    ref = reference_file("cache-demo")
+    out = subprocess.run([require_tool("tshark"), "-r", str(ref), "-Y", "dns.qry.class == 3",
+                          "-T", "fields", "-e", "frame.number"],
+                         capture_output=True, text=True, timeout=60)
+    chaos = {int(n) for n in out.stdout.split()}
+    assert chaos, "the reference has no CH question to check"
+    rows = [r for r in annotate_file(ref) if r.number in chaos]
+    assert len(rows) == len(chaos)
+    assert not [r.number for r in rows
+                if r.shows(Kind.DNS_CACHE_HIT) or r.shows(Kind.DNS_CACHE_MISS)]

@@ -12,7 +12,7 @@ from functools import cache
 from itertools import islice
 
 from protolab.analysis.facts import MAX_PENDING, WINDOW, Action, Fact, Holder, Kind, Row
-from protolab.wire.dns_wire import read_simple
+from protolab.wire.dns_wire import CLASS_IN, question_class, read_simple
 from protolab.wire.packets import Decoded
 
 DNS_PORTS = frozenset({53, 5353})
@@ -186,6 +186,8 @@ class DnsAnnotator:
         an upstream answer it took is a forgery when a flood of the same answer went to that
         socket (before it, or after it while its row is in the window)."""
         src, dst, fact = row.src, row.dst, row.fact
+        if question_class(d.payload) not in (CLASS_IN, None):
+            return row  # a CHAOS question (version.bind): the server's own word, no cache's
         if fact.kind is Kind.DNS_MATCHED and src in self._resolvers:
             q_up = fact.values.get("upstream", 0)
             kind = Kind.DNS_CACHE_MISS if q_up else Kind.DNS_CACHE_HIT

@@ -54,6 +54,17 @@ def read_simple(payload: bytes) -> Simple | None:
     return qid, bool(flags & 0x8000), name_text(qname), qtype, flags & 0x0F, answers
 
 
+def question_class(payload: bytes) -> int | None:
+    """The class of a message's first question (1 IN, 3 CH...), or None: no question, a name
+    that is not written out in labels, or cut short."""
+    if len(payload) < 12 or payload[4:6] == b"\0\0":
+        return None
+    end = _name_end(payload, 12)
+    if end < 0 or end + 4 > len(payload):
+        return None
+    return payload[end + 2] << 8 | payload[end + 3]
+
+
 def _name_end(data: bytes, off: int) -> int:
     """Where a name written out in labels ends (after its zero byte), or -1: cut short, a
     compression pointer or another label type, longer than 255 bytes."""
