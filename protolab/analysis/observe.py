@@ -92,6 +92,15 @@ def observe(key: str, claim: str, ok: bool, *, seen: str = "", done: str = "",
     return Observation(key, claim, Status.NOT_OBSERVED, done=done, evidence=ev, why=reason)
 
 
+def from_packets(key: str, claim: str, packets: Iterable[int], seen: str,
+                 what: str = "packets") -> Observation:
+    """A replay's observation: OBSERVED when the capture's rows showed `packets` (the numbers a
+    story step found), else NOT_OBSERVED because this capture does not show it."""
+    found = tuple(packets)
+    return observe(key, claim, bool(found), seen=seen, evidence=[Evidence(what, packets=found)],
+                   why_not="this capture does not show it")
+
+
 def explain(key: str, claim: str, why: str = "",
             status: Status = Status.NOT_TRIED) -> Observation:
     """An explanation, marked as one: not tried in this run (or, in a replay, live run only)."""

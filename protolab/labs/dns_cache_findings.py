@@ -19,6 +19,7 @@ from protolab.analysis.observe import (
     StateRow,
     Status,
     explain,
+    from_packets,
     observe,
 )
 from protolab.protocols.dns_cache import Config
@@ -212,9 +213,7 @@ def where_from_capture(rows: Sequence[Row]) -> list[StateRow]:
 
     def packets(key: str, claim: str, kind: Kind, seen: str) -> Observation:
         found = tuple(r.number for r in rows if r.shows(kind))
-        return observe(key, claim, bool(found), seen=f"{len(found)} {seen}",
-                       evidence=[Evidence(kind.value, packets=found[:8])],
-                       why_not="this capture does not show it")
+        return from_packets(key, claim, found[:8], f"{len(found)} {seen}", kind.value)
 
     return [
         StateRow("cached answers (name, type, class → answer, expiry)", HOLDER,

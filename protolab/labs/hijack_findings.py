@@ -22,6 +22,7 @@ from protolab.analysis.observe import (
     StateRow,
     Status,
     explain,
+    from_packets,
     observe,
 )
 from protolab.analysis.story_hijack import (
@@ -221,9 +222,7 @@ def _with_where(f: Findings) -> Findings:
 def where_from_capture(rows: Sequence[Row]) -> list[StateRow]:
     """The same table from the packets: the requests, who sent them, and their responses."""
     def packets(key: str, claim: str, found: list[int], seen: str) -> Observation:
-        return observe(key, claim, bool(found), seen=seen,
-                       evidence=[Evidence("request, response", packets=tuple(found))],
-                       why_not="this capture does not show it")
+        return from_packets(key, claim, found, seen, "request, response")
 
     live = Status.LIVE_ONLY
     return [

@@ -12,7 +12,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from protolab.analysis.annotate import Kind, Row
-from protolab.analysis.observe import Evidence, Observation, StateRow, Status, explain, observe
+from protolab.analysis.observe import (
+    Evidence,
+    Observation,
+    StateRow,
+    Status,
+    explain,
+    from_packets,
+    observe,
+)
 
 if TYPE_CHECKING:
     from protolab.labs.nat import NatDemoResult
@@ -259,10 +267,7 @@ def where_from_packets(rows: Sequence[Row]) -> list[StateRow]:
     live = Status.LIVE_ONLY
 
     def step(key: str, claim: str, seen: str) -> Observation:
-        packets = found.get(key, ())
-        return observe(f"where.nat.{key}", claim, bool(packets), seen=seen,
-                       evidence=[Evidence("packets", packets=packets)],
-                       why_not="this capture does not show it")
+        return from_packets(f"where.nat.{key}", claim, found.get(key, ()), seen)
 
     return [
         StateRow(MAPPING, ROUTER, "a datagram crossed the router", step(

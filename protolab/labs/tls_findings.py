@@ -20,6 +20,7 @@ from protolab.analysis.observe import (
     StateRow,
     Status,
     explain,
+    from_packets,
     observe,
 )
 from protolab.analysis.story_tls import (
@@ -177,9 +178,7 @@ def where_from_capture(rows: Sequence[Row]) -> list[StateRow]:
     n_full = sum(1 for h in handshakes(rows) if not h.ticket and h.resumed is False)
 
     def packets(key: str, claim: str, found: list[int], seen: str) -> Observation:
-        return observe(key, claim, bool(found), seen=seen,
-                       evidence=[Evidence("ClientHello, ServerHello", packets=tuple(found))],
-                       why_not="this capture does not show it")
+        return from_packets(key, claim, found, seen, "ClientHello, ServerHello")
 
     return [
         StateRow("the session ticket (the sealed session)", "the client (token)",

@@ -14,10 +14,10 @@ from protolab.analysis.facts import Row
 from protolab.analysis.observe import (
     Evidence,
     Findings,
-    Observation,
     StateRow,
     Status,
     explain,
+    from_packets,
     observe,
 )
 from protolab.analysis.story_ws import (
@@ -199,26 +199,24 @@ def _with_where(f: Findings, result: WsDemoResult) -> Findings:
 
 def where_from_capture(rows: Sequence[Row]) -> list[StateRow]:
     """The same table from the packets."""
-    def packets(key: str, claim: str, found: list[int], seen: str) -> Observation:
-        return observe(key, claim, bool(found), seen=seen,
-                       evidence=[Evidence("packets", packets=tuple(found))],
-                       why_not="this capture does not show it")
-
     live = Status.LIVE_ONLY
     return [
         StateRow("the WebSocket and its socket", "the backend holding it", "a connection "
-                 "ended with no close frame", packets("where.ws.dropped", "a WebSocket dropped "
-                                                      "(1006)", ws_dropped(rows), "FIN, no close")),
+                 "ended with no close frame",
+                 from_packets("where.ws.dropped", "a WebSocket dropped (1006)",
+                              ws_dropped(rows), "FIN, no close")),
         StateRow("the subscription, the last id sent", "server app memory", "a server said "
-                 "going away", packets("where.ws.graceful", "close 1001", ws_graceful(rows),
-                                       "close frame 1001")),
+                 "going away",
+                 from_packets("where.ws.graceful", "close 1001", ws_graceful(rows),
+                              "close frame 1001")),
         StateRow("ids and history (memory design)", "each backend's memory", "a resume point "
-                 "the new server did not know", packets("where.ws.place-gone", "place not "
-                                                        "known", ws_place_gone(rows),
-                                                        "welcome: not known")),
+                 "the new server did not know",
+                 from_packets("where.ws.place-gone", "place not known", ws_place_gone(rows),
+                              "welcome: not known")),
         StateRow("the history to resume from", "shared store", "a resume point and the "
-                 "replay", packets("where.ws.resumed", "replayed after since=N",
-                                   ws_resumed(rows), "welcome with a replay, then the ids")),
+                 "replay",
+                 from_packets("where.ws.resumed", "replayed after since=N", ws_resumed(rows),
+                              "welcome with a replay, then the ids")),
         StateRow("who got which message", "each client's memory", "-",
                  explain("where.ws.counts", "the clients' counts of sent and received",
                          "the frames show what each connection carried; the per-client totals "
