@@ -133,6 +133,10 @@ class Findings:
     def all(self) -> list[Observation]:
         return [*self.observations, *(r.outcome for r in self.where)]
 
+    def find(self, key: str) -> Observation | None:
+        """The finding or row outcome with `key`, None when the run made none."""
+        return next((o for o in self.all() if o.key == key), None)
+
     def not_observed(self) -> list[Observation]:
         return [o for o in self.all() if o.failed]
 

@@ -123,7 +123,7 @@ class TcpDemoResult:
     findings: Findings = field(default_factory=Findings)
 
     def finding(self, key: str) -> Observation | None:
-        return next((o for o in self.findings.all() if o.key == key), None)
+        return self.findings.find(key)
 
     def problem(self) -> str:
         """Why this run does not tell the demo's story, or "" when it does."""

@@ -116,7 +116,7 @@ class HostsResult:
     findings: Findings = field(default_factory=Findings)
 
     def finding(self, key: str) -> Observation | None:
-        return next((o for o in self.findings.all() if o.key == key), None)
+        return self.findings.find(key)
 
     def problem(self) -> str:
         return self.findings.problem()
