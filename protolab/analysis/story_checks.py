@@ -326,11 +326,12 @@ def quic_new_connection(rows: Sequence[Row]) -> list[int]:
 # -- NAT (hosts with their own kernels; a capture at four points) --------------------------------
 
 
-def _point(r: Row) -> str:
+def point(r: Row) -> str:
+    """Where a row's packet was seen (its pcapng interface, `router:wan`); "" when not named."""
     return str(r.fields.get("interface", ""))
 
 
-def _sightings(rows: Sequence[Row]) -> dict[int, list[Row]]:
+def sightings(rows: Sequence[Row]) -> dict[int, list[Row]]:
     """Each packet's sightings along its way: its first row, then its copies at other points."""
     out: dict[int, list[Row]] = {}
     for r in rows:
@@ -341,8 +342,8 @@ def _sightings(rows: Sequence[Row]) -> dict[int, list[Row]]:
 def nat_translated(rows: Sequence[Row]) -> list[int]:
     """A datagram seen before (router:lan) and after (router:wan) the router rewrote its
     source."""
-    for seen in _sightings(rows).values():
-        by = {_point(r): r for r in seen}
+    for seen in sightings(rows).values():
+        by = {point(r): r for r in seen}
         lan, wan = by.get("router:lan"), by.get("router:wan")
         if seen[0].proto == "UDP" and lan and wan and lan.src != wan.src and \
                 lan.number < wan.number:
@@ -352,8 +353,8 @@ def nat_translated(rows: Sequence[Row]) -> list[int]:
 
 def nat_kept(rows: Sequence[Row]) -> list[int]:
     """The server's datagram to the flow kept open by keepalives, delivered to the client."""
-    for seen in _sightings(rows).values():
-        by = {_point(r): r for r in seen}
+    for seen in sightings(rows).values():
+        by = {point(r): r for r in seen}
         if str(seen[0].fields.get("udp_text", "")).startswith("push") and \
                 {"router:wan", "client:eth0"} <= by.keys():
             return [by["router:wan"].number, by["client:eth0"].number]
@@ -363,19 +364,19 @@ def nat_kept(rows: Sequence[Row]) -> list[int]:
 def nat_dropped(rows: Sequence[Row]) -> list[int]:
     """A datagram from the outside seen at the router's outside and never inside: the router
     had no mapping for it (its conntrack entry had expired)."""
-    for seen in _sightings(rows).values():
-        points = {_point(r): r for r in seen}
+    for seen in sightings(rows).values():
+        points = {point(r): r for r in seen}
         if seen[0].proto == "UDP" and seen[0].src.split(":")[0] != seen[0].dst.split(":")[0] \
                 and "router:wan" in points and not {"router:lan", "client:eth0"} & \
-                points.keys() and _point(seen[0]) == "server:eth0":
+                points.keys() and point(seen[0]) == "server:eth0":
             return [r.number for r in seen]
     return []
 
 
 def nat_tcp(rows: Sequence[Row]) -> list[int]:
     """A TCP connection's SYN seen at the client and, translated, at the server."""
-    for seen in _sightings(rows).values():
-        by = {_point(r): r for r in seen}
+    for seen in sightings(rows).values():
+        by = {point(r): r for r in seen}
         client, server = by.get("client:eth0"), by.get("server:eth0")
         if client and server and client.proto == "TCP" and _flags(client) & (SYN | ACK) == SYN \
                 and client.src != server.src:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from protolab.analysis.annotate import Annotator, Kind, Row
 from protolab.analysis.observe import Evidence, Observation, observe
+from protolab.analysis.story_checks import point, sightings
 from protolab.protocols.counter import parse_reply
 from protolab.wire.packets import TCP_FLAG_NAMES, Decoded, decode
 from protolab.wire.paths import SOURCE_ROOT, default_capture_path, reference_capture, reference_file
@@ -619,10 +620,6 @@ def ws_restarted_pid(p: Packets) -> int:
 # -- NAT (lab 06): one capture at four points; each row's point is its pcapng interface ----------
 
 
-def _at(row: Row) -> str:
-    return str(row.fields.get("interface", ""))
-
-
 def _first_request_rows(p: Packets) -> list[Row]:
     """The workflow's first request (seq=1 total=0), every sighting of it."""
     return [r for r in p.rows if r.proto == "UDP" and p.payload(r).startswith(b"seq=1 total=0 ")]
@@ -630,11 +627,11 @@ def _first_request_rows(p: Packets) -> list[Row]:
 
 def nat_outside_port(p: Packets) -> int:
     """The source port the router gave the first request on its outside (RFC 3022 NAPT)."""
-    return next(r.fields["sport"] for r in _first_request_rows(p) if _at(r) == "router:wan")
+    return next(r.fields["sport"] for r in _first_request_rows(p) if point(r) == "router:wan")
 
 
 def nat_points_seen(p: Packets) -> int:
-    return len({_at(r) for r in _first_request_rows(p)})
+    return len({point(r) for r in _first_request_rows(p)})
 
 
 def nat_last_pid(p: Packets) -> int:
@@ -644,15 +641,12 @@ def nat_last_pid(p: Packets) -> int:
 
 def _dropped(p: Packets) -> Row:
     """A datagram that came in at router:wan, from the server's side, and was never seen at
-    router:lan or client:eth0 (its copies carry the same IPv4 id and payload)."""
-    def same(a: Row, b: Row) -> bool:
-        da, db = p.decoded[a.number], p.decoded[b.number]
-        return (da.ip_id, da.payload) == (db.ip_id, db.payload) and abs(da.time - db.time) < 0.5
-
-    wan = [r for r in p.rows if r.proto == "UDP" and _at(r) == "router:wan"]
-    inside = [r for r in p.rows if r.proto == "UDP" and _at(r) in ("router:lan", "client:eth0")]
-    return next(r for r in wan if r.dst.startswith("203.0.113.1:")
-                and not any(same(r, i) for i in inside))
+    router:lan or client:eth0 (its sightings: the annotator's copies of one packet)."""
+    at = ({point(r): r for r in seen} for seen in sightings(p.rows).values())
+    return next(by["router:wan"] for by in at if "router:wan" in by
+                and by["router:wan"].proto == "UDP"
+                and by["router:wan"].dst.startswith("203.0.113.1:")
+                and not {"router:lan", "client:eth0"} & by.keys())
 
 
 def nat_dropped_packet(p: Packets) -> int:
@@ -665,7 +659,7 @@ def nat_dropped_port(p: Packets) -> int:
 
 def nat_tcp_outside_port(p: Packets) -> int:
     """The source port of the first SYN as the server's own capture point saw it."""
-    return next(r.fields["sport"] for r in p.rows if _at(r) == "server:eth0"
+    return next(r.fields["sport"] for r in p.rows if point(r) == "server:eth0"
                 and _flags(r) & (SYN | ACK) == SYN)
 
 

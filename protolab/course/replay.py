@@ -22,6 +22,7 @@ from protolab.analysis.story_checks import (
     dns_answers,
     dns_queries,
     packets_text,
+    sightings,
 )
 from protolab.analysis.table import format_rows
 from protolab.labs import DEMOS as REGISTRY
@@ -272,9 +273,8 @@ def tls_tables(rows: Sequence[Row], out: Out) -> None:
 def nat_tables(rows: Sequence[Row], out: Out) -> None:
     """Each packet's sightings: where it was seen and with which source and destination."""
     lines = []
-    for r in rows:
+    for r, *copies in sightings(rows).values():
         if r.proto == "UDP" and "copy_of" not in r.fields:
-            copies = [c for c in rows if c.fields.get("copy_of") == r.number]
             points = " → ".join(f"{x.fields.get('interface', '?')} #{x.number}"
                                 for x in (r, *copies))
             lines.append((str(r.fields.get("udp_text", ""))[:28], points,
