@@ -113,6 +113,10 @@ def _one(c: WsCluster, n: int, out: Out) -> LoadRun:
         sender = threading.Thread(target=_post, args=(c, poster, stop), daemon=True)
         sender.start()
         for backend in list(c.procs):
+            # a message taken since the last restart, so messages flow through every restart
+            # (a busy machine could otherwise finish the rolling restart before the first post)
+            taken = len(poster.inbox.seqs)
+            c.wait(lambda n=taken: len(poster.inbox.seqs) > n, 10)
             old, new = c.restart(backend, graceful=True)
             run.restarts.append((backend, old, new))
             c.wait(lambda: all(u.connected for u in every), 10)
