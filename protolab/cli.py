@@ -757,6 +757,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                    dns_ports=frozenset(args.dns_port or ()) | DNS_PORTS, **_pictures(args))
     tally = Tally()
     packet_view = not (args.flows or args.detail or args.write_annotated)
+    if (fast := _inspect_compiled(args.file, opts)) is not None:
+        tally.read, tally.matched, tally.shown = fast.read, fast.matched, fast.shown
+        return _inspect_notes(args, tally) if packet_view else 0
     lines = Lines()
     try:
         try:
@@ -771,6 +774,29 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"protolab: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     return _inspect_notes(args, tally) if packet_view else 0
+
+
+def _inspect_compiled(path: str, opts: object):  # -> fast_inspect.Result | None
+    """The compiled fast path where it is built and covers the capture (it prints the same bytes
+    as the Python path, or nothing and None); see protolab.analysis.fast_inspect."""
+    from protolab.analysis import fast_inspect
+
+    sys.stdout.flush()
+
+    def write(chunk: bytes) -> None:
+        try:
+            sys.stdout.buffer.write(chunk)
+        except BrokenPipeError:
+            raise OutputClosed from None
+
+    try:
+        got = fast_inspect.run(path, opts, write, sys.stdout.encoding or "")
+        sys.stdout.flush()
+    except fast_inspect.FastPathUnavailable as exc:
+        raise CliError(str(exc)) from None
+    except BrokenPipeError:
+        raise OutputClosed from None
+    return got
 
 
 def _inspect_exposed(args: argparse.Namespace) -> int:

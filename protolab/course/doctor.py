@@ -73,6 +73,13 @@ def checks(env: Mapping[str, str] | None = None) -> list[Check]:
     libpcap = ctypes.util.find_library("pcap")
     out.append(Check("libpcap", True, libpcap or "not installed (not needed: protolab filters "
                      "without it)", needed=False))
+    from protolab.analysis.fast_inspect import status
+
+    compiled, which = status()
+    out.append(Check("inspect's compiled fast path", compiled, which,
+                     "pip install -e . on a machine with a C compiler and Python's headers "
+                     "(apt-get install gcc python3-dev); the Python path prints the same",
+                     needed=False))
     tracing = tracing_denied_reason()
     out.append(Check("kernel TCP state record (tracefs)", tracing is None,
                      "sock:inet_sock_set_state readable" if tracing is None else tracing,

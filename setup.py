@@ -1,0 +1,12 @@
+"""The optional compiled fast path of `protolab inspect` (protolab/analysis/_fastinspect.c).
+
+Everything else is in pyproject.toml. The extension is `optional`: where it cannot be built (no C
+compiler, no Python headers) `pip install` still succeeds and `inspect` runs its Python path;
+`protolab doctor` says which path is in use.
+"""
+
+from setuptools import Extension, setup
+
+setup(ext_modules=[Extension(
+    "protolab.analysis._fastinspect", ["protolab/analysis/_fastinspect.c"],
+    extra_compile_args=["-O2", "-std=c11", "-Wall"], optional=True)])
