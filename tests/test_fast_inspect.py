@@ -197,6 +197,43 @@ def test_the_harness_passes_the_same_bytes_and_sees_a_wrong_one(options, monkeyp
     assert len(found) == 2 and "auto: stdout line" in found[0] and "compiled: stdout" in found[1]
 
 
+class _PythonBehind:
+    """A stand-in for a perfect extension: it prints through the Python path, from the arguments
+    the extension is given (fast_inspect._arguments), and declines a file it cannot read whole,
+    as the C does. With it, what differs is the seam's doing (cli._inspect_compiled, the notes
+    the CLI prints from the counts returned), not the C's."""
+
+    __file__ = "python-behind"
+
+    def run(self, path: str, *, mode: str, limit: int, dns_ports: tuple[int, ...],
+            flows_width: int, write, **_arguments) -> tuple[int, int, int, int] | str:
+        from protolab.analysis.inspect import Options, run
+        from protolab.wire.pcap import PcapError
+
+        wide = flows_width == -1  # a piped run's width is 120: flows_width says it otherwise
+        opts = Options(json=mode.endswith("json"), flows=mode.startswith("flows"),
+                       limit=limit or None, dns_ports=frozenset(dns_ports), wide=wide,
+                       width=None if wide else flows_width)
+        lines: list[str] = []
+        try:
+            tally = run(path, opts, lines.append)
+        except PcapError as exc:
+            return f"a damaged file: {exc}"
+        write("".join(line + "\n" for line in lines).encode())
+        return tally.read, tally.matched, tally.shown, 0
+
+
+def test_a_compiled_path_printing_what_python_prints_passes(monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "COVERAGE", {})  # not the real extension's
+    monkeypatch.setattr(fast_inspect, "extension", lambda: _PythonBehind())
+    empty = tmp_path / "empty.pcap"
+    empty.write_bytes(DAMAGED["header-only"])  # a capture of no packets: exit 1, said why
+    names = ("udp-demo.ref.pcap", "dns-demo.ref.pcap", "tcp-demo.ref.pcapng")
+    for path in (*(ROOT / "captures" / name for name in names), empty):
+        assert not [d for options in OPTION_SETS for d in differences(path, options)]
+    assert COVERAGE and set(COVERAGE.values()) == {"accepted"}
+
+
 # -- the reference captures -----------------------------------------------------------------------
 
 REFERENCES = sorted([*(ROOT / "captures").glob("*.ref.pcap"),
