@@ -465,6 +465,7 @@ def _importable(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+@pytest.mark.timeout(300)  # pip may fetch setuptools and wheel to build in isolation
 def test_without_a_c_compiler_the_install_works_and_inspect_takes_the_python_path(
         tmp_path) -> None:
     wheel, log = _wheel_without_a_compiler(tmp_path)
