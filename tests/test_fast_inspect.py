@@ -33,6 +33,7 @@ from protolab.analysis.facts import Kind
 from protolab.cli import main
 
 from capture_builders import (
+    ADDRESSES,
     FORMATS,
     LINKS,
     Packet,
@@ -41,6 +42,7 @@ from capture_builders import (
     framed,
     reference_packets,
     story,
+    tcp_segment,
 )
 from conftest import ROOT, require, run_cli
 
@@ -62,6 +64,9 @@ GENERATED_OPTIONS = ((), ("--json",), ("--flows",), ("--flows", "--json"),
                      ("--wide", "--limit", "40"), ("--flows", "--wide"),
                      ("--dns-port", "5300", "--width", "60"))
 DAMAGED_OPTIONS = ((), ("--json",), ("--flows",), ("--limit", "3"))
+
+#: a longer hunt for differences than CI's: PROTOLAB_DIFFTEST_EXAMPLES=5000 (each property)
+EXAMPLES = int(os.environ.get("PROTOLAB_DIFFTEST_EXAMPLES") or 0)
 
 #: (input, options) -> "accepted" or the compiled path's reason to decline, for the report
 #: written to $PROTOLAB_DIFFTEST_REPORT (a JSON file) at the end of the module
@@ -212,7 +217,8 @@ class _PythonBehind:
 
         wide = flows_width == -1  # a piped run's width is 120: flows_width says it otherwise
         opts = Options(json=mode.endswith("json"), flows=mode.startswith("flows"),
-                       limit=limit or None, dns_ports=frozenset(dns_ports), wide=wide,
+                       limit=limit if limit > 0 else None,  # none: 0 or -1
+                       dns_ports=frozenset(dns_ports), wide=wide,
                        width=None if wide else flows_width)
         lines: list[str] = []
         try:
@@ -392,7 +398,7 @@ def fuzzed(draw: st.DrawFn) -> Packet:
     return Packet(p.version, bytes(b), draw(st.none() | st.integers(0, len(b))))
 
 
-@settings(max_examples=60, deadline=None,
+@settings(max_examples=EXAMPLES or 60, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(packets=st.lists(fuzzed(), max_size=40), link=st.sampled_from(list(LINKS)),
        fmt=st.sampled_from(FORMATS), cut=st.none() | st.integers(0, 3000),
@@ -405,6 +411,46 @@ def test_both_paths_print_the_same_for_any_stream_of_packets(packets, link, fmt,
         path = Path(tmp) / "fuzz.pcap"
         path.write_bytes(data if cut is None else data[:cut])
         assert not differences(path, options, f"{len(packets)} packets, {link}, {fmt}, cut {cut}")
+
+
+#: TCP flag bits (RFC 9293 section 3.1) and the combinations a conversation is made of
+FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+_FLAGS = st.sampled_from([SYN, SYN | ACK, ACK, ACK, ACK, PSH | ACK, FIN | ACK, RST, RST | ACK,
+                          FIN, SYN | FIN]) | st.integers(0, 255)
+#: a client, a server, and a stranger who knows the server's port; their initial sequence numbers
+_ENDS = ((40000, 1000), (80, 5000), (40001, 9000))
+
+
+@st.composite
+def tcp_segments(draw: st.DrawFn, version: int) -> Packet:
+    """A segment between two of _ENDS, its numbers near each side's initial ones (in the window
+    or just outside it) or anywhere, now and then with data."""
+    src, dst = draw(st.sampled_from([(0, 1), (1, 0), (1, 0), (2, 1), (1, 2)]))
+    near = st.integers(-2, 400)
+    seq = _ENDS[src][1] + draw(near) if draw(st.integers(0, 9)) else draw(_SEQS)
+    ack = _ENDS[dst][1] + draw(near) if draw(st.integers(0, 9)) else draw(_SEQS)
+    payload = draw(st.sampled_from([b""] * 6 + [b"x", b"y" * 100]))
+    window = draw(st.sampled_from([65535, 65535, 512, 1, 0]))
+    hosts = ADDRESSES[version]
+    return tcp_segment(version, hosts[min(src, 1)], hosts[min(dst, 1)], _ENDS[src][0],
+                       _ENDS[dst][0], seq, ack, draw(_FLAGS), window, payload)
+
+
+@settings(max_examples=EXAMPLES or 100, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), link=st.sampled_from(list(LINKS)), fmt=st.sampled_from(FORMATS),
+       options=st.sampled_from(OPTION_SETS))
+def test_both_paths_print_the_same_for_any_tcp_conversation(data, link, fmt, options) -> None:
+    """Only TCP, between few endpoints: the connection state machine fuzzed (handshakes, data,
+    keep-alives, resets in and out of the window, challenge ACKs, FINs), where the compiled path
+    is likeliest to take the capture."""
+    version = data.draw(st.sampled_from([4, 6]))
+    packets = data.draw(st.lists(tcp_segments(version), min_size=3, max_size=80))
+    linktype, frames = framed(packets, link)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "tcp.pcap"
+        path.write_bytes(capture_bytes(frames, linktype, fmt))
+        assert not differences(path, options, f"{len(packets)} TCP segments, {link}, {fmt}")
 
 
 # -- PROTOLAB_INSPECT itself -----------------------------------------------------------------------
