@@ -85,10 +85,12 @@ class Ran:
 _PARSER = cli.build_parser()  #: made once: building it is half the time of a small run
 
 
-def inspect(path: Path | str, options: tuple[str, ...], which: str) -> Ran:
-    """`protolab inspect PATH OPTIONS` with PROTOLAB_INSPECT=`which`, stdout a UTF-8 byte stream
-    that is not a terminal (as when piped), COLUMNS unset."""
-    out, err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8"), io.StringIO()
+def inspect(path: Path | str, options: tuple[str, ...], which: str,
+            encoding: str = "utf-8") -> Ran:
+    """`protolab inspect PATH OPTIONS` with PROTOLAB_INSPECT=`which`, stdout a byte stream in
+    `encoding` that is not a terminal (as when piped), COLUMNS unset."""
+    out = io.TextIOWrapper(io.BytesIO(), encoding=encoding, errors="replace")
+    err = io.StringIO()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(cli, "build_parser", lambda: _PARSER)
         mp.setenv(fast_inspect.ENV, which)
@@ -476,6 +478,17 @@ def test_compiled_without_the_extension_is_one_clear_line(monkeypatch) -> None:
                           "not built\n")
     assert inspect(ROOT / "captures/udp-demo.ref.pcap", (), "auto") == \
         inspect(ROOT / "captures/udp-demo.ref.pcap", (), "python")
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "ascii"])
+def test_a_stdout_that_is_not_utf8_gets_the_python_paths_text(encoding) -> None:
+    path = ROOT / "captures/tcp-demo.ref.pcap"  # its notes hold "→" and "↔"
+    python = inspect(path, (), "python", encoding)
+    assert b"?" in python.stdout and python.code == 0  # what that stdout makes of the arrows
+    assert inspect(path, (), "auto", encoding) == python
+    if built():  # the compiled path writes UTF-8 only: it must leave this stdout to Python
+        compiled = inspect(path, (), "compiled", encoding)
+        assert declined(compiled) and "encoding" in compiled.stderr, compiled.stderr
 
 
 # -- installing where there is no C compiler -------------------------------------------------------
