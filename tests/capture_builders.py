@@ -288,10 +288,15 @@ def tcp_segment(version: int, src: str, dst: str, sport: int, dport: int, seq: i
 
 def reference_packets(name: str, limit: int | None = None) -> list[Packet]:
     """The IP packets of captures/NAME (Ethernet), the first `limit` of them."""
+    return ip_packets(ROOT / "captures" / name, limit)
+
+
+def ip_packets(path: Path, limit: int | None = None) -> list[Packet]:
+    """The IP packets of an Ethernet capture, the first `limit` of them."""
     from protolab.wire.pcap import read_pcap
 
     out = []
-    for rec in read_pcap(ROOT / "captures" / name):
+    for rec in read_pcap(path):
         if limit is not None and len(out) >= limit:
             break
         ethertype = int.from_bytes(rec.data[12:14], "big")
