@@ -6,6 +6,7 @@ capability bits in /proc/self/status, an import, a bind, the tracepoint's file.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import socket
@@ -136,3 +137,33 @@ def test_without_cap_net_raw_capture_is_missing_and_the_cli_fails() -> None:
     assert out.returncode == 1
     line = next(x for x in out.stdout.splitlines() if "capture (root or CAP_NET_RAW)" in x)
     assert line.startswith("MISSING")
+
+
+FAST_PATH = "inspect's compiled fast path"
+
+
+def compiled_extension() -> str | None:
+    """The file of the compiled extension this interpreter imports, or None (found by importing
+    it, as `inspect` would)."""
+    try:
+        module = importlib.import_module("protolab.analysis._fastinspect")
+    except ImportError:
+        return None
+    return module.__file__
+
+
+@pytest.mark.parametrize("value", ["auto", "compiled", "python", "fast"])
+def test_doctor_says_which_path_inspect_takes(value) -> None:
+    out = run_cli("doctor", env={"PROTOLAB_INSPECT": value})
+    assert "Traceback" not in out.stderr, out.stderr
+    [line] = [x for x in out.stdout.splitlines() if f" {FAST_PATH}  " in x]
+    status, detail = line.split(None, 1)[0], line.split(FAST_PATH, 1)[1].strip()
+    built = compiled_extension()
+    if value == "python":
+        assert (status, detail.startswith("Python path (PROTOLAB_INSPECT=python)")) == ("-", True)
+    elif value == "fast":  # inspect refuses the value in one line: doctor shows the same line
+        assert status == "-" and "PROTOLAB_INSPECT='fast': use auto, python or compiled" in detail
+    elif built is not None:
+        assert status == "ok" and detail.startswith(f"compiled fast path ({built})"), line
+    else:
+        assert status == "-" and "the compiled extension is not built" in detail, line

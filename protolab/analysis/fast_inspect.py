@@ -63,7 +63,10 @@ def chosen(env: dict[str, str] | None = None) -> Path:
 
 def status() -> tuple[bool, str]:
     """(compiled path in use, one line saying which path `inspect` takes here and why)."""
-    path = chosen()
+    try:
+        path = chosen()
+    except FastPathUnavailable as exc:  # `inspect` stops with this line: doctor says it too
+        return False, str(exc)
     if path is Path.PYTHON:
         return False, f"Python path ({ENV}=python)"
     ext = extension()
