@@ -8,5 +8,8 @@ compiler, no Python headers) `pip install` still succeeds and `inspect` runs its
 from setuptools import Extension, setup
 
 setup(ext_modules=[Extension(
-    "protolab.analysis._fastinspect", ["protolab/analysis/_fastinspect.c"],
+    "protolab.analysis._fastinspect", [
+        "protolab/analysis/_fastinspect.c", "protolab/analysis/fi_row.c",
+        "protolab/analysis/fast_dns.c", "protolab/analysis/fast_quic.c"],
+    depends=["protolab/analysis/fastinspect.h", "protolab/analysis/fi_core.h"],
     extra_compile_args=["-O2", "-std=c11", "-Wall"], optional=True)])
