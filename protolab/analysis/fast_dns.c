@@ -1,14 +1,235 @@
-/* DNS over UDP for the compiled fast path: annotate_dns.DnsAnnotator (see fastinspect.h).
- * STUB (helper fastc): says which packets are DNS as far as that needs no parsing, and declines
- * every DNS row. Helper fastp replaces this file. */
-#include <stdlib.h>
+/* DNS over UDP for the compiled fast path: annotate_dns.DnsAnnotator (see fastinspect.h), the
+ * pending-query table a DNS client must hold, rebuilt from the packets (RFC 1035: an answer is
+ * matched by source, id and question), with retransmissions, a middlebox's relay legs, a
+ * resolver's upstream queries and cache, forged floods, and answers that find nothing pending.
+ *
+ * Messages are read by wire/dns_wire.read_simple's rules (RFC 1035 section 4.1); any message it
+ * leaves to dnspython is DECLINED (the Python path prints the capture), so what a message is said
+ * to be never depends on which path read it. The type and rcode names are dnspython's own,
+ * asked from it once per run (dns.rdatatype.to_text, dns.rcode.to_text).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
 
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fast_map.h"
 #include "fastinspect.h"
+
+#define RECENT_MAX FI_WINDOW  /* annotate_dns._recent: recent payloads, WINDOW of them */
+#define ASKED_LOOK 64         /* _asked_by_clients looks at the 64 newest pending queries */
+#define TYPE_A 1
+#define CLASS_IN 1
+#define KEY_MAX (2 * FI_ENDPOINT + 4)
+
+/* ---- the state: DnsAnnotator's tables ------------------------------------------------------- */
+
+typedef struct Query {          /* annotate_dns._Query; key: client, server, id */
+    int64_t number;
+    double time;
+    char *question;             /* malloc'd */
+    int64_t copies;
+    int leg;
+    int64_t upstream;
+} Query;
+
+typedef struct Taken {          /* _taken: a leg socket's last matched answer */
+    int64_t number;
+    char *content;              /* question "\0" answers, malloc'd */
+    size_t content_len;
+} Taken;
+
+typedef struct PathSeen {       /* one path that carried a payload, and its last packet */
+    char *path;                 /* src "\0" dst */
+    size_t len;
+    int64_t number;
+} PathSeen;
+
+typedef struct Recent {         /* _recent: payload -> {path: number} */
+    uint64_t hash;
+    uint8_t *payload;
+    size_t len;
+    PathSeen *paths;
+    int npaths, cap;
+} Recent;
+
+typedef struct Record {         /* one A answer, as read (dns_wire._answers) */
+    const uint8_t *owner;
+    size_t owner_len;
+    const uint8_t *rdata;
+    uint32_t ttl;
+    int group;                  /* its RRset: index of the first record with the same owner */
+} Record;
+
+typedef struct Msg {            /* parse_dns's facts, read by read_simple's rules */
+    unsigned qid, rcode, qtype, qclass;
+    int response;
+    const uint8_t *qname;
+    size_t qname_len;
+    int nrecords;
+} Msg;
+
+typedef struct Buf {
+    char *s;
+    size_t len, cap;
+} Buf;
 
 struct DnsState {
     int ports[64];
     int nports;
+    int names_ok;               /* the names below came from dnspython */
+    char *type_low[256];        /* dns.rdatatype.to_text for the types under 256 it names */
+    int high_n;
+    unsigned high_value[64];    /* ... and for the others it names */
+    char *high_name[64];
+    char *rcode[16];            /* dns.rcode.to_text(0..15) */
+    Map resolvers;              /* set: endpoints seen asking upstream for their clients */
+    Map leg_sockets;            /* set: the resolvers' upstream-side sockets */
+    Map taken;                  /* leg socket -> Taken */
+    Map flood;                  /* leg socket "\0" content -> int64 count */
+    Map pending;                /* client, server, id -> Query (OrderedDict, bounded) */
+    Map answered;               /* client, server, id -> int64 number (bounded) */
+    Map relay_paths;            /* src "\0" dst -> nothing (bounded) */
+    Map legs;                   /* src, dst, id -> int64 number (bounded) */
+    Recent *recent[RECENT_MAX + 1];
+    int nrecent;
+    Record *records;            /* scratch: the answers of the message being read */
+    int records_cap;
+    Buf question, answers, scratch;
 };
+
+static void query_drop(void *v) { free(((Query *)v)->question); }
+static void taken_drop(void *v) { free(((Taken *)v)->content); }
+
+/* ---- small helpers ---------------------------------------------------------------------------- */
+
+static int buf_reserve(Buf *b, size_t more) {
+    if (b->len + more + 1 <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + more + 1)
+        cap *= 2;
+    char *s = realloc(b->s, cap);
+    if (s == NULL)
+        return -1;
+    b->s = s;
+    b->cap = cap;
+    return 0;
+}
+
+static int buf_add(Buf *b, const char *s, size_t n) {
+    if (buf_reserve(b, n) < 0)
+        return -1;
+    memcpy(b->s + b->len, s, n);
+    b->len += n;
+    b->s[b->len] = 0;
+    return 0;
+}
+
+static int buf_str(Buf *b, const char *s) { return buf_add(b, s, strlen(s)); }
+
+/* client, server and id as one key (the Python tuple (client, server, id)). */
+static size_t key3(char *out, const char *a, const char *b, unsigned qid) {
+    size_t na = strlen(a), nb = strlen(b);
+    memcpy(out, a, na + 1);
+    memcpy(out + na + 1, b, nb + 1);
+    out[na + nb + 2] = (char)(qid >> 8);
+    out[na + nb + 3] = (char)(qid & 0xFF);
+    return na + nb + 4;
+}
+
+static size_t key2(char *out, const char *a, const char *b) {
+    size_t na = strlen(a), nb = strlen(b);
+    memcpy(out, a, na + 1);
+    memcpy(out + na + 1, b, nb);
+    return na + nb + 1;
+}
+
+static int set_has(const Map *m, const char *s) { return map_get(m, s, strlen(s)) != NULL; }
+
+static int set_add(Map *m, const char *s) {
+    return map_put(m, s, strlen(s), NULL) == NULL ? -1 : 0;
+}
+
+/* str.rpartition(":")[0]'s length: up to the last ':', or 0 when there is none. */
+static size_t host_len(const char *endpoint) {
+    const char *c = strrchr(endpoint, ':');
+    return c ? (size_t)(c - endpoint) : 0;
+}
+
+/* ---- dnspython's names ------------------------------------------------------------------------ */
+
+static char *py_text(PyObject *fn, long value) {
+    PyObject *r = PyObject_CallFunction(fn, "l", value);
+    if (r == NULL)
+        return NULL;
+    const char *s = PyUnicode_AsUTF8(r);
+    char *out = s ? strdup(s) : NULL;
+    Py_DECREF(r);
+    return out;
+}
+
+/* The names dnspython gives the types it knows (dns.rdatatype.RdataType) and the 16 rcodes a
+ * header holds; 0 when dnspython could not be asked (then DNS rows decline). */
+static int load_names(DnsState *st, PyObject *rdatatype, PyObject *rcode) {
+    PyObject *to_text = PyObject_GetAttrString(rdatatype, "to_text");
+    PyObject *members = PyObject_GetAttrString(rdatatype, "RdataType");
+    PyObject *it = members ? PyObject_GetIter(members) : NULL;
+    PyObject *rc_text = PyObject_GetAttrString(rcode, "to_text");
+    int ok = to_text && it && rc_text;
+    for (PyObject *m; ok && (m = PyIter_Next(it)) != NULL; Py_DECREF(m)) {
+        long v = PyLong_AsLong(m);
+        char *name = (v >= 0 && v <= 0xFFFF) ? py_text(to_text, v) : NULL;
+        if (name == NULL || (v >= 256 && st->high_n >= 64)) {
+            free(name);
+            ok = 0;
+        } else if (v < 256) {
+            free(st->type_low[v]);
+            st->type_low[v] = name;
+        } else {
+            st->high_value[st->high_n] = (unsigned)v;
+            st->high_name[st->high_n++] = name;
+        }
+    }
+    for (int i = 0; ok && i < 16; i++)
+        ok = (st->rcode[i] = py_text(rc_text, i)) != NULL;
+    Py_XDECREF(to_text);
+    Py_XDECREF(members);
+    Py_XDECREF(it);
+    Py_XDECREF(rc_text);
+    return ok && !PyErr_Occurred();
+}
+
+static void ask_dnspython(DnsState *st) {
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyObject *rdatatype = PyImport_ImportModule("dns.rdatatype");
+    PyObject *rcode = PyImport_ImportModule("dns.rcode");
+    st->names_ok = rdatatype && rcode && load_names(st, rdatatype, rcode);
+    Py_XDECREF(rdatatype);
+    Py_XDECREF(rcode);
+    PyErr_Clear();
+    PyGILState_Release(gil);
+}
+
+/* annotate_dns._type_text: dnspython's mnemonic, else its generic syntax "TYPE<n>" (RFC 3597
+ * section 5; dns.enum.IntEnum.to_text, checked for all 65536 values by a test). */
+static void type_text(const DnsState *st, unsigned t, Buf *out) {
+    const char *name = t < 256 ? st->type_low[t] : NULL;
+    for (int i = 0; name == NULL && i < st->high_n; i++)
+        if (st->high_value[i] == t)
+            name = st->high_name[i];
+    if (name != NULL) {
+        buf_str(out, name);
+        return;
+    }
+    char tmp[16];
+    snprintf(tmp, sizeof tmp, "TYPE%u", t);
+    buf_str(out, tmp);
+}
+
+/* ---- the state's life ------------------------------------------------------------------------- */
 
 DnsState *dns_new(const int *ports, int nports) {
     DnsState *st = calloc(1, sizeof *st);
@@ -16,24 +237,734 @@ DnsState *dns_new(const int *ports, int nports) {
         return NULL;
     for (int i = 0; i < nports && i < 64; i++)
         st->ports[st->nports++] = ports[i];
+    map_init(&st->resolvers, 0, NULL);
+    map_init(&st->leg_sockets, 0, NULL);
+    map_init(&st->taken, sizeof(Taken), taken_drop);
+    map_init(&st->flood, sizeof(int64_t), NULL);
+    map_init(&st->pending, sizeof(Query), query_drop);
+    map_init(&st->answered, sizeof(int64_t), NULL);
+    map_init(&st->relay_paths, 0, NULL);
+    map_init(&st->legs, sizeof(int64_t), NULL);
+    ask_dnspython(st);
     return st;
 }
 
-void dns_free(DnsState *st) { free(st); }
+static void recent_free(Recent *r) {
+    for (int i = 0; i < r->npaths; i++)
+        free(r->paths[i].path);
+    free(r->paths);
+    free(r->payload);
+    free(r);
+}
 
-/* DnsAnnotator.is_dns: on a DNS port, or a payload parse_dns reads (declined here when it
- * might be one: 12 bytes or more with QDCOUNT 1). */
-int dns_is_dns(DnsState *st, const Pkt *p, Ctx *ctx) {
+void dns_free(DnsState *st) {
+    if (st == NULL)
+        return;
+    Map *maps[] = {&st->resolvers, &st->leg_sockets, &st->taken, &st->flood, &st->pending,
+                   &st->answered, &st->relay_paths, &st->legs};
+    for (size_t i = 0; i < sizeof maps / sizeof *maps; i++)
+        map_clear(maps[i]);
+    for (int i = 0; i < st->nrecent; i++)
+        recent_free(st->recent[i]);
+    for (int i = 0; i < 256; i++)
+        free(st->type_low[i]);
+    for (int i = 0; i < st->high_n; i++)
+        free(st->high_name[i]);
+    for (int i = 0; i < 16; i++)
+        free(st->rcode[i]);
+    free(st->records);
+    free(st->question.s);
+    free(st->answers.s);
+    free(st->scratch.s);
+    free(st);
+}
+
+/* ---- reading a message: wire/dns_wire.py ------------------------------------------------------ */
+
+static unsigned be16(const uint8_t *p) { return (unsigned)p[0] << 8 | p[1]; }
+
+/* dns_wire._name_end: where a name written out in labels ends, or -1 (cut short, a compression
+ * pointer or another label type, longer than 255 bytes). */
+static long name_end(const uint8_t *data, size_t size, size_t off) {
+    size_t start = off;
+    while (off < size) {
+        unsigned n = data[off];
+        if (n == 0)
+            return off + 1 - start <= 255 ? (long)(off + 1) : -1;
+        if (n > 63)
+            return -1;
+        off += n + 1;
+    }
+    return -1;
+}
+
+/* Names compare without case (RFC 4343), as bytes.lower() and dnspython compare them. */
+static int same_name(const uint8_t *a, size_t na, const uint8_t *b, size_t nb) {
+    if (na != nb)
+        return 0;
+    for (size_t i = 0; i < na; i++) {
+        uint8_t x = a[i], y = b[i];
+        x = (x >= 'A' && x <= 'Z') ? x + 32 : x;
+        y = (y >= 'A' && y <= 'Z') ? y + 32 : y;
+        if (x != y)
+            return 0;
+    }
+    return 1;
+}
+
+static int add_record(DnsState *st, Msg *m, const uint8_t *owner, size_t owner_len,
+                      const uint8_t *rr) {
+    if (m->nrecords >= st->records_cap) {
+        int cap = st->records_cap ? st->records_cap * 2 : 16;
+        Record *r = realloc(st->records, (size_t)cap * sizeof *r);
+        if (r == NULL)
+            return -1;
+        st->records = r;
+        st->records_cap = cap;
+    }
+    Record *r = &st->records[m->nrecords];
+    r->owner = owner;
+    r->owner_len = owner_len;
+    r->ttl = (uint32_t)rr[4] << 24 | (uint32_t)rr[5] << 16 | (uint32_t)rr[6] << 8 | rr[7];
+    r->rdata = rr + 10;
+    r->group = m->nrecords;
+    for (int i = 0; i < m->nrecords; i++)
+        if (same_name(st->records[i].owner, st->records[i].owner_len, owner, owner_len)) {
+            r->group = st->records[i].group;
+            break;
+        }
+    m->nrecords++;
+    return 0;
+}
+
+/* dns_wire._answers: 1 = all `count` answers are A in IN (kept in st->records), ending at *off;
+ * 0 = anything else (dnspython's to read). */
+static int read_answers(DnsState *st, Msg *m, const uint8_t *data, size_t size, size_t *off,
+                        unsigned count) {
+    size_t at = *off;
+    for (unsigned i = 0; i < count; i++) {
+        const uint8_t *owner;
+        size_t owner_len;
+        if (at + 2 <= size && data[at] == 0xC0 && data[at + 1] == 0x0C) {
+            owner = m->qname;
+            owner_len = m->qname_len;
+            at += 2;
+        } else {
+            long end = name_end(data, size, at);
+            if (end < 0)
+                return 0;
+            owner = data + at;
+            owner_len = (size_t)end - at;
+            at = (size_t)end;
+        }
+        if (at + 10 > size)
+            return 0;
+        const uint8_t *rr = data + at;
+        if (be16(rr) != TYPE_A || be16(rr + 2) != CLASS_IN || be16(rr + 8) != 4
+                || at + 14 > size)
+            return 0;
+        if (add_record(st, m, owner, owner_len, rr) < 0)
+            return 0;
+        at += 14;
+    }
+    *off = at;
+    return 1;
+}
+
+/* parse_dns as far as read_simple goes: 1 = read (m filled), 0 = not a DNS message (parse_dns's
+ * None, certain without dnspython), -1 = a shape only dnspython reads (decline). */
+static int dns_read(DnsState *st, const uint8_t *data, size_t size, Msg *m) {
+    memset(m, 0, sizeof *m);
+    if (size < 12 || be16(data + 4) != 1)
+        return 0;
+    unsigned flags = be16(data + 2), ancount = be16(data + 6);
+    if (be16(data + 8) || be16(data + 10) || (flags & 0x7800))
+        return -1;
+    long end = name_end(data, size, 12);
+    if (end < 0 || (size_t)end + 4 > size)
+        return -1;
+    m->qid = be16(data);
+    m->response = (flags & 0x8000) != 0;
+    m->rcode = flags & 0x0F;
+    m->qname = data + 12;
+    m->qname_len = (size_t)end - 12;
+    m->qtype = be16(data + end);
+    m->qclass = be16(data + end + 2);
+    size_t off = (size_t)end + 4;
+    if (ancount && !read_answers(st, m, data, size, &off, ancount))
+        return -1;
+    return off == size ? 1 : -1;  /* trailing bytes: dnspython's call */
+}
+
+/* dns_wire._label_text: dnspython writes these bytes of a label as they are, escapes the rest. */
+static int plain(uint8_t c) {
+    return c >= 0x21 && c < 0x7F && strchr("\"().;\\@$", c) == NULL;
+}
+
+/* dns_wire.name_text: absolute, "." for the root, special bytes escaped ("\.", "\032"). */
+static void name_text(const uint8_t *wire, Buf *out) {
+    size_t off = 0;
+    if (wire[0] == 0) {
+        buf_add(out, ".", 1);
+        return;
+    }
+    while (wire[off]) {
+        unsigned n = wire[off];
+        for (unsigned i = 1; i <= n; i++) {
+            uint8_t c = wire[off + i];
+            char tmp[8];
+            if (plain(c))
+                buf_add(out, (const char *)&c, 1);
+            else if (c > 0x20 && c < 0x7F) {
+                tmp[0] = '\\';
+                tmp[1] = (char)c;
+                buf_add(out, tmp, 2);
+            } else {
+                snprintf(tmp, sizeof tmp, "\\%03u", c);
+                buf_add(out, tmp, 4);
+            }
+        }
+        buf_add(out, ".", 1);
+        off += n + 1;
+    }
+}
+
+/* The question ("name TYPE") and the answers' addresses as dnspython lists them: one RRset per
+ * owner in order of first appearance, an address once per RRset. */
+static int msg_texts(DnsState *st, const Msg *m) {
+    st->question.len = st->answers.len = 0;
+    name_text(m->qname, &st->question);
+    buf_add(&st->question, " ", 1);
+    type_text(st, m->qtype, &st->question);
+    for (int g = 0; g < m->nrecords; g++) {
+        if (st->records[g].group != g)
+            continue;
+        for (int i = g; i < m->nrecords; i++) {
+            const Record *r = &st->records[i];
+            int dup = r->group != g;
+            for (int j = g; !dup && j < i; j++)
+                dup = st->records[j].group == g && memcmp(st->records[j].rdata, r->rdata, 4) == 0;
+            if (dup)
+                continue;
+            char tmp[20];
+            int n = snprintf(tmp, sizeof tmp, "%s%u.%u.%u.%u", st->answers.len ? " " : "",
+                             r->rdata[0], r->rdata[1], r->rdata[2], r->rdata[3]);
+            buf_add(&st->answers, tmp, (size_t)n);
+        }
+    }
+    if (st->answers.len == 0)
+        buf_add(&st->answers, "", 0);
+    return st->question.s && st->answers.s ? 0 : -1;
+}
+
+/* annotate_dns.answer_ttl for a message read_simple reads: the first RRset's TTL, which
+ * dnspython minimises over its records (a TTL above 2^31-1 counts as 0); -1 for None. */
+static int64_t answer_ttl(const DnsState *st, const Msg *m) {
+    int64_t ttl = -1;
+    for (int i = 0; i < m->nrecords; i++) {
+        if (st->records[i].group != 0)
+            continue;
+        int64_t t = st->records[i].ttl > 0x7FFFFFFFu ? 0 : st->records[i].ttl;
+        if (ttl < 0 || t < ttl)
+            ttl = t;
+    }
+    return ttl;
+}
+
+/* ---- DnsAnnotator.is_dns ---------------------------------------------------------------------- */
+
+static int on_dns_port(const DnsState *st, const Pkt *p) {
     for (int i = 0; i < st->nports; i++)
         if (p->sport == st->ports[i] || p->dport == st->ports[i])
             return 1;
-    if (p->payload_len < 12 || p->payload[4] != 0 || p->payload[5] != 1)
-        return 0;
-    return ctx_decline(ctx, "packet %lld: a payload that may be DNS (stub)",
-                       (long long)p->number);
+    return 0;
 }
 
+int dns_is_dns(DnsState *st, const Pkt *p, Ctx *ctx) {
+    if (on_dns_port(st, p))
+        return 1;
+    Msg m;
+    int r = dns_read(st, p->payload, p->payload_len, &m);
+    if (r < 0)
+        return ctx_decline(ctx, "packet %lld: a DNS message only dnspython reads",
+                           (long long)p->number);
+    return r;
+}
+
+
+/* ---- rows: DnsAnnotator.row and its helpers -------------------------------------------------- */
+
+typedef struct Cur {            /* the packet being annotated */
+    DnsState *st;
+    const Pkt *p;
+    Row *row;
+    Ctx *ctx;
+    const Msg *m;
+    const char *question;       /* in the row's arena */
+    const char *hexid;          /* f"{qid:#06x}", in the row's arena */
+    int oom;
+} Cur;
+
+static const char *keep(Cur *c, const char *s) {
+    const char *out = row_strdup(c->row, s);
+    if (out == NULL) {
+        c->oom = 1;
+        return "";
+    }
+    return out;
+}
+
+static void fact(Cur *c, Action a, Kind k, Holder h1, int nh) {
+    c->row->action = a;
+    c->row->kind = k;
+    c->row->key = c->hexid;
+    c->row->holders[0] = h1;
+    c->row->nholders = nh;
+}
+
+static void checked(Cur *c, int r) {
+    if (r < 0)
+        c->oom = 1;
+}
+
+/* DnsAnnotator._relay: -1 for a query the client sent itself; else the packet it relays (0:
+ * unseen). A path is a middlebox's leg once a query first appears on it after another path
+ * carried the same bytes; a client sending the same bytes again on its own path retransmits. */
+static int64_t relay(Cur *c) {
+    DnsState *st = c->st;
+    const Pkt *p = c->p;
+    char path[KEY_MAX];
+    size_t plen = key2(path, p->src, p->dst);
+    uint64_t h = map_hash(p->payload, p->payload_len);
+    Recent *r = NULL;
+    for (int i = 0; i < st->nrecent && r == NULL; i++) {
+        Recent *x = st->recent[i];
+        if (x->hash == h && x->len == p->payload_len
+                && memcmp(x->payload, p->payload, x->len) == 0) {
+            r = x;
+            memmove(&st->recent[i], &st->recent[i + 1],
+                    (size_t)(st->nrecent - i - 1) * sizeof r);
+            st->nrecent--;
+        }
+    }
+    if (r == NULL) {
+        r = calloc(1, sizeof *r);
+        if (r == NULL || (r->payload = malloc(p->payload_len + 1)) == NULL) {
+            free(r);
+            c->oom = 1;
+            return -1;
+        }
+        memcpy(r->payload, p->payload, p->payload_len);
+        r->len = p->payload_len;
+        r->hash = h;
+    }
+    int before_here = 0, others = 0, here = -1;
+    int64_t most = 0;
+    for (int i = 0; i < r->npaths; i++) {
+        if (r->paths[i].len == plen && memcmp(r->paths[i].path, path, plen) == 0) {
+            before_here = 1;
+            here = i;
+        } else {
+            others = 1;
+            most = r->paths[i].number > most ? r->paths[i].number : most;
+        }
+    }
+    if (here < 0) {
+        if (r->npaths == r->cap) {
+            int cap = r->cap ? r->cap * 2 : 2;
+            PathSeen *ps = realloc(r->paths, (size_t)cap * sizeof *ps);
+            if (ps == NULL) {
+                c->oom = 1;
+                recent_free(r);
+                return -1;
+            }
+            r->paths = ps;
+            r->cap = cap;
+        }
+        here = r->npaths++;
+        r->paths[here].path = malloc(plen);
+        r->paths[here].len = plen;
+        if (r->paths[here].path == NULL)
+            c->oom = 1;
+        else
+            memcpy(r->paths[here].path, path, plen);
+    }
+    r->paths[here].number = p->number;
+    st->recent[st->nrecent++] = r;
+    while (st->nrecent > RECENT_MAX) {
+        recent_free(st->recent[0]);
+        memmove(&st->recent[0], &st->recent[1], (size_t)(st->nrecent - 1) * sizeof r);
+        st->nrecent--;
+    }
+    if (map_get(&st->relay_paths, path, plen) == NULL) {
+        if (!others || before_here)
+            return -1;  /* the client's own query, or its retransmission */
+        checked(c, map_put(&st->relay_paths, path, plen, NULL) ? 0 : -1);
+        map_bound(&st->relay_paths, FI_MAX_PENDING);
+    }
+    return most;
+}
+
+/* DnsAnnotator._asked_by_clients: recent client queries, still unanswered, for this question to
+ * a server on src's host but another port, from another socket, while this query goes to yet
+ * another server: src is that server's own upstream socket (a resolver's miss). */
+static int asked_by_clients(Cur *c, Query **found, char (*servers)[FI_ENDPOINT]) {
+    const char *src = c->p->src, *dst = c->p->dst;
+    size_t hl = host_len(src);
+    int n = 0, looked = 0;
+    for (Query *q = map_last(&c->st->pending); q != NULL && looked < ASKED_LOOK;
+            q = map_prev(q), looked++) {
+        size_t klen;
+        const char *client = (const char *)map_key(q, &klen);
+        const char *server = client + strlen(client) + 1;
+        if (strcmp(q->question, c->question) == 0 && !q->leg && !q->upstream
+                && strcmp(server, src) != 0 && strcmp(client, src) != 0
+                && strcmp(server, dst) != 0 && host_len(server) == hl
+                && memcmp(server, src, hl) == 0) {
+            found[n] = q;
+            snprintf(servers[n], FI_ENDPOINT, "%s", server);
+            n++;
+        }
+    }
+    return n;
+}
+
+/* DnsAnnotator._query: a client's query (new, again, or a resolver's upstream query). */
+static void query_row(Cur *c) {
+    DnsState *st = c->st;
+    Row *row = c->row;
+    char key[KEY_MAX];
+    size_t klen = key3(key, c->p->src, c->p->dst, c->m->qid);
+    Query *first = map_get(&st->pending, key, klen);
+    if (first != NULL && strcmp(first->question, c->question) == 0) {
+        first->copies++;
+        row->summary = row_printf(row, "query %s %s (again)", c->hexid, c->question);
+        fact(c, A_USES, K_DNS_RETRANSMIT, H_CLIENT_APP, 1);
+        checked(c, row_ref(row, first->number));
+        checked(c, row_value_int(row, "copies", first->copies));
+        return;
+    }
+    Query *asked[ASKED_LOOK];
+    char servers[ASKED_LOOK][FI_ENDPOINT];
+    int nasked = asked_by_clients(c, asked, servers);
+    int64_t asked_number = nasked ? asked[0]->number : 0;
+    for (int i = 0; i < nasked; i++)
+        asked[i]->upstream = c->p->number;
+    int created;
+    Query *q = map_put(&st->pending, key, klen, &created);
+    char *question = strdup(c->question);
+    if (q == NULL || question == NULL) {
+        free(question);
+        c->oom = 1;
+        return;
+    }
+    if (!created)
+        free(q->question);  /* same key, another question: replaced in its place */
+    *q = (Query){c->p->number, c->p->time, question, 1, nasked > 0, 0};
+    map_bound(&st->pending, FI_MAX_PENDING);
+    if (nasked) {
+        checked(c, set_add(&st->resolvers, servers[0]));
+        checked(c, set_add(&st->leg_sockets, c->p->src));
+        row->summary = row_printf(row, "query %s %s (upstream)", c->hexid, c->question);
+        fact(c, A_CREATES, K_DNS_UPSTREAM, H_SERVER_APP, 1);
+        checked(c, row_ref(row, asked_number));
+        checked(c, row_value_str(row, "resolver", keep(c, servers[0])));
+        checked(c, row_value_str(row, "server", keep(c, c->p->dst)));
+        checked(c, row_value_str(row, "question", c->question));
+        return;
+    }
+    row->summary = row_printf(row, "query %s %s", c->hexid, c->question);
+    fact(c, A_CREATES, K_DNS_QUERY, H_CLIENT_APP, 2);
+    row->holders[1] = H_CLIENT_KERNEL;
+    checked(c, row_value_str(row, "question", c->question));
+    checked(c, row_value_str(row, "server", keep(c, c->p->dst)));
+    checked(c, row_value_str(row, "client", keep(c, c->p->src)));
+}
+
+/* The row of a query: a relay leg's, or DnsAnnotator._query's. */
+static void query_or_relayed(Cur *c) {
+    int64_t relayed = relay(c);
+    if (relayed < 0) {
+        query_row(c);
+        return;
+    }
+    char key[KEY_MAX];
+    size_t klen = key3(key, c->p->src, c->p->dst, c->m->qid);
+    int64_t *leg = map_put(&c->st->legs, key, klen, NULL);
+    if (leg == NULL) {
+        c->oom = 1;
+        return;
+    }
+    *leg = c->p->number;
+    map_bound(&c->st->legs, FI_MAX_PENDING);
+    c->row->summary = row_printf(c->row, "query %s %s (relayed)", c->hexid, c->question);
+    fact(c, A_NONE, K_DNS_RELAYED, H_PACKET, 1);
+    if (relayed)
+        checked(c, row_ref(c->row, relayed));
+    checked(c, row_value_str(c->row, "source", keep(c, c->p->src)));
+}
+
+/* DnsAnnotator._answer, an answer matched by source, id and question against what is pending:
+ * the first five cases of a mismatch, the match itself. */
+static void matched_row(Cur *c, Query *q, const char *key, size_t klen) {
+    DnsState *st = c->st;
+    Row *row = c->row;
+    int64_t number = q->number, copies = q->copies, upstream = q->upstream;
+    double rtt_ms = (c->p->time - q->time) * 1000;
+    map_del(&st->pending, q);
+    int64_t *answered = map_put(&st->answered, key, klen, NULL);
+    if (answered == NULL) {
+        c->oom = 1;
+        return;
+    }
+    *answered = c->p->number;
+    map_bound(&st->answered, FI_MAX_PENDING);
+    const char *note = copies > 1 ? row_printf(row, " after %lld copies (which one was answered, "
+                                               "no one can tell)", (long long)copies) : "";
+    fact(c, A_ENDS, K_DNS_MATCHED, H_CLIENT_APP, 1);
+    checked(c, row_ref(row, number));
+    checked(c, row_value_str(row, "server", keep(c, c->p->src)));
+    checked(c, row_value_float(row, "rtt_ms", rtt_ms));
+    checked(c, row_value_int(row, "copies", copies));
+    checked(c, row_value_str(row, "copies_note", note ? note : ""));
+    checked(c, row_value_int(row, "upstream", upstream));
+}
+
+/* The pending queries' ids for dst from src, the first four, ", "-joined; 0 when none. */
+static int waiting_ids(Cur *c, char *out, size_t size) {
+    int n = 0;
+    size_t used = 0;
+    out[0] = 0;
+    for (Query *q = map_first(&c->st->pending); q != NULL; q = map_next(q)) {
+        size_t klen;
+        const char *client = (const char *)map_key(q, &klen);
+        const char *server = client + strlen(client) + 1;
+        if (strcmp(client, c->p->dst) != 0 || strcmp(server, c->p->src) != 0)
+            continue;
+        if (n < 4) {
+            const unsigned char *id = (const unsigned char *)map_key(q, &klen) + klen - 2;
+            used += (size_t)snprintf(out + used, size - used, "%s0x%04x", n ? ", " : "",
+                                     (unsigned)id[0] << 8 | id[1]);
+        }
+        n++;
+    }
+    return n;
+}
+
+/* The first pending query of dst with this id, to another server (the Python's same_id). */
+static Query *same_id(Cur *c, const char **server) {
+    for (Query *q = map_first(&c->st->pending); q != NULL; q = map_next(q)) {
+        size_t klen;
+        const char *client = (const char *)map_key(q, &klen);
+        const unsigned char *id = (const unsigned char *)client + klen - 2;
+        if (((unsigned)id[0] << 8 | id[1]) == c->m->qid && strcmp(client, c->p->dst) == 0) {
+            *server = client + strlen(client) + 1;
+            return q;
+        }
+    }
+    return NULL;
+}
+
+static void answer_row(Cur *c) {
+    DnsState *st = c->st;
+    Row *row = c->row;
+    char key[KEY_MAX];
+    size_t klen = key3(key, c->p->dst, c->p->src, c->m->qid);
+    Query *q = map_get(&st->pending, key, klen);
+    if (q != NULL && strcmp(q->question, c->question) == 0) {
+        matched_row(c, q, key, klen);
+        return;
+    }
+    if (q != NULL) {
+        fact(c, A_MISSING, K_DNS_QUESTION_MISMATCH, H_CLIENT_APP, 1);
+        checked(c, row_ref(row, q->number));
+        checked(c, row_value_str(row, "question", c->question));
+        checked(c, row_value_str(row, "asked", keep(c, q->question)));
+        return;
+    }
+    int64_t *answered = map_get(&st->answered, key, klen);
+    if (answered != NULL) {
+        fact(c, A_MISSING, K_DNS_ALREADY_ANSWERED, H_NOBODY, 1);
+        checked(c, row_ref(row, *answered));
+        return;
+    }
+    const char *server;
+    Query *other = same_id(c, &server);
+    if (other != NULL) {
+        fact(c, A_MISSING, K_DNS_WRONG_SOURCE, H_CLIENT_APP, 1);
+        checked(c, row_ref(row, other->number));
+        checked(c, row_value_str(row, "server", keep(c, server)));
+        checked(c, row_value_str(row, "source", keep(c, c->p->src)));
+        return;
+    }
+    char ids[64];
+    if (waiting_ids(c, ids, sizeof ids) || set_has(&st->leg_sockets, c->p->dst)) {
+        /* a resolver's upstream socket with nothing pending on it says "none" */
+        fact(c, A_MISSING, K_DNS_UNKNOWN_ID, ids[0] ? H_CLIENT_APP : H_SERVER_APP, 1);
+        checked(c, row_value_str(row, "source", keep(c, c->p->src)));
+        checked(c, row_value_str(row, "pending", ids[0] ? keep(c, ids) : "none"));
+        return;
+    }
+    fact(c, A_USES, K_DNS_QUERY_UNSEEN, H_CLIENT_APP, 1);
+    checked(c, row_value_str(row, "source", keep(c, c->p->src)));
+}
+
+/* annotate_dns._forged: a row whose answer a flood of `count` forged copies matched. */
+static int forged(Row *row, int64_t count) {
+    row->holders[0] = H_SERVER_APP;
+    row->nholders = 1;
+    if (row_also(row, K_DNS_FORGED_ACCEPTED) < 0 || row_value_int(row, "forged", count) < 0)
+        return -1;
+    return 0;
+}
+
+/* The content a flood is counted by: (question, answers). */
+static char *content_of(Cur *c, size_t *len) {
+    DnsState *st = c->st;
+    st->scratch.len = 0;
+    buf_add(&st->scratch, st->question.s, st->question.len + 1);
+    buf_add(&st->scratch, st->answers.s, st->answers.len);
+    *len = st->scratch.len;
+    return st->scratch.s;
+}
+
+/* A forgery seen after the answer it matched: amend that row while it is in the window. */
+static void amend_taken(Cur *c, const Taken *t, int64_t count) {
+    for (int i = 0; i < ctx_window_len(c->ctx); i++) {
+        Row *old = ctx_window_at(c->ctx, i);
+        if (old->number == t->number && !row_shows(old, K_DNS_FORGED_ACCEPTED))
+            checked(c, forged(old, count));
+    }
+}
+
+/* DnsAnnotator._cached: an answer, seen as a cache's: a resolver's answer to its client is a hit
+ * or a miss; an upstream answer it took is a forgery when a flood of the same answer went to that
+ * socket (before it, or after it while its row is in the window). */
+static void cached(Cur *c) {
+    DnsState *st = c->st;
+    Row *row = c->row;
+    const char *src = c->p->src, *dst = c->p->dst;
+    if (c->m->qclass != CLASS_IN)
+        return;  /* a CHAOS question (version.bind): the server's own word, no cache's */
+    if (row->kind == K_DNS_MATCHED && set_has(&st->resolvers, src)) {
+        Val *up = row_value(row, "upstream");
+        int64_t q_up = up ? up->u.i : 0;
+        row->nalso = 0;
+        checked(c, row_also(row, q_up ? K_DNS_CACHE_MISS : K_DNS_CACHE_HIT));
+        int64_t ttl = answer_ttl(st, c->m);
+        checked(c, ttl < 0 ? row_value_none(row, "ttl") : row_value_int(row, "ttl", ttl));
+        checked(c, row_value_str(row, "upstream_ref",
+                                 q_up ? row_printf(row, "#%lld", (long long)q_up) : ""));
+        row->holders[0] = H_CLIENT_APP;
+        row->holders[1] = H_SERVER_APP;
+        row->nholders = 2;
+        return;
+    }
+    if (!set_has(&st->leg_sockets, dst))
+        return;
+    size_t clen;
+    char *content = content_of(c, &clen);
+    size_t dl = strlen(dst) + 1;
+    Buf key = {0};
+    buf_add(&key, dst, dl);
+    buf_add(&key, content, clen);
+    if (key.s == NULL) {
+        c->oom = 1;
+        return;
+    }
+    if (row->kind == K_DNS_MATCHED) {
+        int created;
+        Taken *t = map_put(&st->taken, dst, dl - 1, &created);
+        char *copy = malloc(clen);
+        if (t == NULL || copy == NULL) {
+            free(copy);
+            free(key.s);
+            c->oom = 1;
+            return;
+        }
+        if (!created)
+            free(t->content);
+        memcpy(copy, content, clen);
+        *t = (Taken){row->number, copy, clen};
+        int64_t *count = map_get(&st->flood, key.s, key.len);
+        if (count != NULL && *count)
+            checked(c, forged(row, *count));
+        free(key.s);
+        return;
+    }
+    int64_t *count = map_put(&st->flood, key.s, key.len, NULL);
+    free(key.s);
+    if (count == NULL) {
+        c->oom = 1;
+        return;
+    }
+    (*count)++;
+    Taken *t = map_get(&st->taken, dst, dl - 1);
+    if (t != NULL && t->content_len == clen && memcmp(t->content, content, clen) == 0)
+        amend_taken(c, t, *count);
+}
+
+/* DnsAnnotator.row for an answer: a relay leg's, else matched (or not), seen as a cache's. */
+static void answer_or_relayed(Cur *c) {
+    Row *row = c->row;
+    DnsState *st = c->st;
+    if (st->answers.len)
+        row->summary = row_printf(row, "answer %s %s %s %s", c->hexid, c->question,
+                                  st->rcode[c->m->rcode], st->answers.s);
+    else
+        row->summary = row_printf(row, "answer %s %s %s", c->hexid, c->question,
+                                  st->rcode[c->m->rcode]);
+    char key[KEY_MAX];
+    size_t klen = key3(key, c->p->dst, c->p->src, c->m->qid);
+    int64_t *leg = map_get(&st->legs, key, klen);
+    if (leg != NULL) {
+        int64_t number = *leg;
+        map_del(&st->legs, leg);
+        fact(c, A_NONE, K_DNS_RELAY_ANSWER, H_PACKET, 1);
+        checked(c, row_ref(row, number));
+        checked(c, row_value_str(row, "target", keep(c, c->p->dst)));
+        return;
+    }
+    answer_row(c);
+    cached(c);
+}
+
+/* DnsAnnotator.row: fills row (proto "DNS", flow, fields dns_id, dns_response, dns_question). */
 int dns_row(DnsState *st, const Pkt *p, Row *row, Ctx *ctx) {
-    (void)st; (void)row;
-    return ctx_decline(ctx, "packet %lld: DNS (stub)", (long long)p->number);
+    Msg m;
+    int r = dns_read(st, p->payload, p->payload_len, &m);
+    if (r < 0)
+        return ctx_decline(ctx, "packet %lld: a DNS message only dnspython reads",
+                           (long long)p->number);
+    if (!st->names_ok)
+        return ctx_decline(ctx, "packet %lld: dnspython's type names were not available",
+                           (long long)p->number);
+    row->proto = "DNS";
+    Cur c = {st, p, row, ctx, &m, NULL, NULL, 0};
+    if (r == 0) {
+        row->summary = row_printf(row, "DNS? %zu bytes, malformed", p->payload_len);
+        row->action = A_MISSING;
+        row->kind = K_DNS_MALFORMED;
+        row->holders[0] = H_NOBODY;
+        row->nholders = 1;
+        return row->summary ? 0 : ctx_decline(ctx, "packet %lld: no memory", (long long)p->number);
+    }
+    if (msg_texts(st, &m) < 0)
+        return ctx_decline(ctx, "packet %lld: no memory", (long long)p->number);
+    c.question = keep(&c, st->question.s);
+    c.hexid = row_printf(row, "0x%04x", m.qid);
+    row->flow = m.response ? row_printf(row, "dns %s↔%s", p->dst, p->src)
+                           : row_printf(row, "dns %s↔%s", p->src, p->dst);
+    checked(&c, row_field_int(row, "dns_id", m.qid));
+    checked(&c, row_field_bool(row, "dns_response", m.response));
+    checked(&c, row_field_str(row, "dns_question", c.question));
+    if (c.hexid == NULL || row->flow == NULL)
+        c.oom = 1;
+    else if (m.response)
+        answer_or_relayed(&c);
+    else
+        query_or_relayed(&c);
+    if (c.oom || row->summary == NULL)
+        return ctx_decline(ctx, "packet %lld: no memory (DNS)", (long long)p->number);
+    return 0;
 }
