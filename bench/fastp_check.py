@@ -34,7 +34,7 @@ COMMON = {"length", "sport", "dport", "tcp_seq", "tcp_ack", "tcp_flags", "icmp_t
 
 def build() -> ctypes.CDLL:
     a = ROOT / "protolab" / "analysis"
-    cmd = ["gcc", "-shared", "-fPIC", "-O1", "-g", "-std=c11", "-Wall",
+    cmd = ["gcc", "-shared", "-fPIC", "-O2", "-g", "-fno-omit-frame-pointer", "-std=c11", "-Wall",
            f"-I{sysconfig.get_paths()['include']}", str(ROOT / "bench" / "fastp_driver.c"),
            str(a / "fast_dns.c"), str(a / "fast_quic.c"), str(a / "fi_row.c"), "-o", str(LIB)]
     subprocess.run(cmd, check=True)

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "fast_map.h"
+#include "fast_text.h"
 #include "fastinspect.h"
 
 #define RECENT_MAX FI_WINDOW  /* annotate_dns._recent: recent payloads, WINDOW of them */
@@ -42,7 +43,7 @@ typedef struct Taken {          /* _taken: a leg socket's last matched answer */
 } Taken;
 
 typedef struct PathSeen {       /* one path that carried a payload, and its last packet */
-    char *path;                 /* src "\0" dst */
+    char path[KEY_MAX];         /* src "\0" dst */
     size_t len;
     int64_t number;
 } PathSeen;
@@ -95,9 +96,12 @@ struct DnsState {
     Map legs;                   /* src, dst, id -> int64 number (bounded) */
     Recent *recent[RECENT_MAX + 1];
     int nrecent;
+    Recent *spare;              /* the last one forgotten, for the next payload */
     Record *records;            /* scratch: the answers of the message being read */
     int records_cap;
     Buf question, answers, scratch;
+    Buf last_qname;             /* the wire name whose text `question` holds (with last_qtype) */
+    unsigned last_qtype;
 };
 
 static void query_drop(void *v) { free(((Query *)v)->question); }
@@ -250,8 +254,8 @@ DnsState *dns_new(const int *ports, int nports) {
 }
 
 static void recent_free(Recent *r) {
-    for (int i = 0; i < r->npaths; i++)
-        free(r->paths[i].path);
+    if (r == NULL)
+        return;
     free(r->paths);
     free(r->payload);
     free(r);
@@ -266,6 +270,7 @@ void dns_free(DnsState *st) {
         map_clear(maps[i]);
     for (int i = 0; i < st->nrecent; i++)
         recent_free(st->recent[i]);
+    recent_free(st->spare);
     for (int i = 0; i < 256; i++)
         free(st->type_low[i]);
     for (int i = 0; i < st->high_n; i++)
@@ -276,6 +281,7 @@ void dns_free(DnsState *st) {
     free(st->question.s);
     free(st->answers.s);
     free(st->scratch.s);
+    free(st->last_qname.s);
     free(st);
 }
 
@@ -401,6 +407,31 @@ static int plain(uint8_t c) {
     return c >= 0x21 && c < 0x7F && strchr("\"().;\\@$", c) == NULL;
 }
 
+/* dns_wire._label_text for one label: as it is when every byte is plain, else escaped. */
+static void label_text(const uint8_t *label, unsigned n, Buf *out) {
+    unsigned i = 0;
+    while (i < n && plain(label[i]))
+        i++;
+    if (i == n) {
+        buf_add(out, (const char *)label, n);
+        return;
+    }
+    for (i = 0; i < n; i++) {
+        uint8_t c = label[i];
+        char tmp[8];
+        if (plain(c))
+            buf_add(out, (const char *)&c, 1);
+        else if (c > 0x20 && c < 0x7F) {
+            tmp[0] = '\\';
+            tmp[1] = (char)c;
+            buf_add(out, tmp, 2);
+        } else {
+            snprintf(tmp, sizeof tmp, "\\%03u", c);
+            buf_add(out, tmp, 4);
+        }
+    }
+}
+
 /* dns_wire.name_text: absolute, "." for the root, special bytes escaped ("\.", "\032"). */
 static void name_text(const uint8_t *wire, Buf *out) {
     size_t off = 0;
@@ -409,33 +440,26 @@ static void name_text(const uint8_t *wire, Buf *out) {
         return;
     }
     while (wire[off]) {
-        unsigned n = wire[off];
-        for (unsigned i = 1; i <= n; i++) {
-            uint8_t c = wire[off + i];
-            char tmp[8];
-            if (plain(c))
-                buf_add(out, (const char *)&c, 1);
-            else if (c > 0x20 && c < 0x7F) {
-                tmp[0] = '\\';
-                tmp[1] = (char)c;
-                buf_add(out, tmp, 2);
-            } else {
-                snprintf(tmp, sizeof tmp, "\\%03u", c);
-                buf_add(out, tmp, 4);
-            }
-        }
+        label_text(wire + off + 1, wire[off], out);
         buf_add(out, ".", 1);
-        off += n + 1;
+        off += wire[off] + 1u;
     }
 }
 
 /* The question ("name TYPE") and the answers' addresses as dnspython lists them: one RRset per
  * owner in order of first appearance, an address once per RRset. */
 static int msg_texts(DnsState *st, const Msg *m) {
-    st->question.len = st->answers.len = 0;
-    name_text(m->qname, &st->question);
-    buf_add(&st->question, " ", 1);
-    type_text(st, m->qtype, &st->question);
+    st->answers.len = 0;
+    if (m->qname_len != st->last_qname.len || m->qtype != st->last_qtype || st->question.len == 0
+            || memcmp(m->qname, st->last_qname.s, m->qname_len) != 0) {
+        /* a capture asks the same few names again: the last question's text is kept */
+        st->question.len = st->last_qname.len = 0;
+        name_text(m->qname, &st->question);
+        buf_add(&st->question, " ", 1);
+        type_text(st, m->qtype, &st->question);
+        buf_add(&st->last_qname, (const char *)m->qname, m->qname_len);
+        st->last_qtype = m->qtype;
+    }
     for (int g = 0; g < m->nrecords; g++) {
         if (st->records[g].group != g)
             continue;
@@ -446,10 +470,14 @@ static int msg_texts(DnsState *st, const Msg *m) {
                 dup = st->records[j].group == g && memcmp(st->records[j].rdata, r->rdata, 4) == 0;
             if (dup)
                 continue;
-            char tmp[20];
-            int n = snprintf(tmp, sizeof tmp, "%s%u.%u.%u.%u", st->answers.len ? " " : "",
-                             r->rdata[0], r->rdata[1], r->rdata[2], r->rdata[3]);
-            buf_add(&st->answers, tmp, (size_t)n);
+            char tmp[20], *o = tmp;
+            if (st->answers.len)
+                *o++ = ' ';
+            for (int k = 0; k < 4; k++) {
+                o = put_u64(o, r->rdata[k]);
+                *o++ = k < 3 ? '.' : 0;
+            }
+            buf_add(&st->answers, tmp, (size_t)(o - 1 - tmp));
         }
     }
     if (st->answers.len == 0)
@@ -535,7 +563,7 @@ static int64_t relay(Cur *c) {
     const Pkt *p = c->p;
     char path[KEY_MAX];
     size_t plen = key2(path, p->src, p->dst);
-    uint64_t h = map_hash(p->payload, p->payload_len);
+    uint64_t h = payload_hash(p->payload, p->payload_len);
     Recent *r = NULL;
     for (int i = 0; i < st->nrecent && r == NULL; i++) {
         Recent *x = st->recent[i];
@@ -548,15 +576,19 @@ static int64_t relay(Cur *c) {
         }
     }
     if (r == NULL) {
-        r = calloc(1, sizeof *r);
-        if (r == NULL || (r->payload = malloc(p->payload_len + 1)) == NULL) {
-            free(r);
+        r = st->spare ? st->spare : calloc(1, sizeof *r);
+        st->spare = NULL;
+        uint8_t *copy = r ? realloc(r->payload, p->payload_len + 1) : NULL;
+        if (copy == NULL) {
+            recent_free(r);
             c->oom = 1;
             return -1;
         }
-        memcpy(r->payload, p->payload, p->payload_len);
+        memcpy(copy, p->payload, p->payload_len);
+        r->payload = copy;
         r->len = p->payload_len;
         r->hash = h;
+        r->npaths = 0;
     }
     int before_here = 0, others = 0, here = -1;
     int64_t most = 0;
@@ -582,17 +614,14 @@ static int64_t relay(Cur *c) {
             r->cap = cap;
         }
         here = r->npaths++;
-        r->paths[here].path = malloc(plen);
         r->paths[here].len = plen;
-        if (r->paths[here].path == NULL)
-            c->oom = 1;
-        else
-            memcpy(r->paths[here].path, path, plen);
+        memcpy(r->paths[here].path, path, plen);
     }
     r->paths[here].number = p->number;
     st->recent[st->nrecent++] = r;
     while (st->nrecent > RECENT_MAX) {
-        recent_free(st->recent[0]);
+        recent_free(st->spare);
+        st->spare = st->recent[0];
         memmove(&st->recent[0], &st->recent[1], (size_t)(st->nrecent - 1) * sizeof r);
         st->nrecent--;
     }
@@ -638,10 +667,10 @@ static void query_row(Cur *c) {
     Query *first = map_get(&st->pending, key, klen);
     if (first != NULL && strcmp(first->question, c->question) == 0) {
         first->copies++;
-        row->summary = row_printf(row, "query %s %s (again)", c->hexid, c->question);
+        row->summary = row_cat(row, "query ", c->hexid, " ", c->question, " (again)", NULL);
         fact(c, A_USES, K_DNS_RETRANSMIT, H_CLIENT_APP, 1);
         checked(c, row_ref(row, first->number));
-        checked(c, row_value_int(row, "copies", first->copies));
+        checked(c, val_int(row, "copies", first->copies));
         return;
     }
     Query *asked[ASKED_LOOK];
@@ -665,20 +694,20 @@ static void query_row(Cur *c) {
     if (nasked) {
         checked(c, set_add(&st->resolvers, servers[0]));
         checked(c, set_add(&st->leg_sockets, c->p->src));
-        row->summary = row_printf(row, "query %s %s (upstream)", c->hexid, c->question);
+        row->summary = row_cat(row, "query ", c->hexid, " ", c->question, " (upstream)", NULL);
         fact(c, A_CREATES, K_DNS_UPSTREAM, H_SERVER_APP, 1);
         checked(c, row_ref(row, asked_number));
-        checked(c, row_value_str(row, "resolver", keep(c, servers[0])));
-        checked(c, row_value_str(row, "server", keep(c, c->p->dst)));
-        checked(c, row_value_str(row, "question", c->question));
+        checked(c, val_str(row, "resolver", keep(c, servers[0])));
+        checked(c, val_str(row, "server", keep(c, c->p->dst)));
+        checked(c, val_str(row, "question", c->question));
         return;
     }
-    row->summary = row_printf(row, "query %s %s", c->hexid, c->question);
+    row->summary = row_cat(row, "query ", c->hexid, " ", c->question, NULL);
     fact(c, A_CREATES, K_DNS_QUERY, H_CLIENT_APP, 2);
     row->holders[1] = H_CLIENT_KERNEL;
-    checked(c, row_value_str(row, "question", c->question));
-    checked(c, row_value_str(row, "server", keep(c, c->p->dst)));
-    checked(c, row_value_str(row, "client", keep(c, c->p->src)));
+    checked(c, val_str(row, "question", c->question));
+    checked(c, val_str(row, "server", keep(c, c->p->dst)));
+    checked(c, val_str(row, "client", keep(c, c->p->src)));
 }
 
 /* The row of a query: a relay leg's, or DnsAnnotator._query's. */
@@ -697,11 +726,11 @@ static void query_or_relayed(Cur *c) {
     }
     *leg = c->p->number;
     map_bound(&c->st->legs, FI_MAX_PENDING);
-    c->row->summary = row_printf(c->row, "query %s %s (relayed)", c->hexid, c->question);
+    c->row->summary = row_cat(c->row, "query ", c->hexid, " ", c->question, " (relayed)", NULL);
     fact(c, A_NONE, K_DNS_RELAYED, H_PACKET, 1);
     if (relayed)
         checked(c, row_ref(c->row, relayed));
-    checked(c, row_value_str(c->row, "source", keep(c, c->p->src)));
+    checked(c, val_str(c->row, "source", keep(c, c->p->src)));
 }
 
 /* DnsAnnotator._answer, an answer matched by source, id and question against what is pending:
@@ -723,11 +752,11 @@ static void matched_row(Cur *c, Query *q, const char *key, size_t klen) {
                                                "no one can tell)", (long long)copies) : "";
     fact(c, A_ENDS, K_DNS_MATCHED, H_CLIENT_APP, 1);
     checked(c, row_ref(row, number));
-    checked(c, row_value_str(row, "server", keep(c, c->p->src)));
-    checked(c, row_value_float(row, "rtt_ms", rtt_ms));
-    checked(c, row_value_int(row, "copies", copies));
-    checked(c, row_value_str(row, "copies_note", note ? note : ""));
-    checked(c, row_value_int(row, "upstream", upstream));
+    checked(c, val_str(row, "server", keep(c, c->p->src)));
+    checked(c, val_float(row, "rtt_ms", rtt_ms));
+    checked(c, val_int(row, "copies", copies));
+    checked(c, val_str(row, "copies_note", note ? note : ""));
+    checked(c, val_int(row, "upstream", upstream));
 }
 
 /* The pending queries' ids for dst from src, the first four, ", "-joined; 0 when none. */
@@ -778,8 +807,8 @@ static void answer_row(Cur *c) {
     if (q != NULL) {
         fact(c, A_MISSING, K_DNS_QUESTION_MISMATCH, H_CLIENT_APP, 1);
         checked(c, row_ref(row, q->number));
-        checked(c, row_value_str(row, "question", c->question));
-        checked(c, row_value_str(row, "asked", keep(c, q->question)));
+        checked(c, val_str(row, "question", c->question));
+        checked(c, val_str(row, "asked", keep(c, q->question)));
         return;
     }
     int64_t *answered = map_get(&st->answered, key, klen);
@@ -793,20 +822,20 @@ static void answer_row(Cur *c) {
     if (other != NULL) {
         fact(c, A_MISSING, K_DNS_WRONG_SOURCE, H_CLIENT_APP, 1);
         checked(c, row_ref(row, other->number));
-        checked(c, row_value_str(row, "server", keep(c, server)));
-        checked(c, row_value_str(row, "source", keep(c, c->p->src)));
+        checked(c, val_str(row, "server", keep(c, server)));
+        checked(c, val_str(row, "source", keep(c, c->p->src)));
         return;
     }
     char ids[64];
     if (waiting_ids(c, ids, sizeof ids) || set_has(&st->leg_sockets, c->p->dst)) {
         /* a resolver's upstream socket with nothing pending on it says "none" */
         fact(c, A_MISSING, K_DNS_UNKNOWN_ID, ids[0] ? H_CLIENT_APP : H_SERVER_APP, 1);
-        checked(c, row_value_str(row, "source", keep(c, c->p->src)));
-        checked(c, row_value_str(row, "pending", ids[0] ? keep(c, ids) : "none"));
+        checked(c, val_str(row, "source", keep(c, c->p->src)));
+        checked(c, val_str(row, "pending", ids[0] ? keep(c, ids) : "none"));
         return;
     }
     fact(c, A_USES, K_DNS_QUERY_UNSEEN, H_CLIENT_APP, 1);
-    checked(c, row_value_str(row, "source", keep(c, c->p->src)));
+    checked(c, val_str(row, "source", keep(c, c->p->src)));
 }
 
 /* annotate_dns._forged: a row whose answer a flood of `count` forged copies matched. */
@@ -852,8 +881,8 @@ static void cached(Cur *c) {
         row->nalso = 0;
         checked(c, row_also(row, q_up ? K_DNS_CACHE_MISS : K_DNS_CACHE_HIT));
         int64_t ttl = answer_ttl(st, c->m);
-        checked(c, ttl < 0 ? row_value_none(row, "ttl") : row_value_int(row, "ttl", ttl));
-        checked(c, row_value_str(row, "upstream_ref",
+        checked(c, ttl < 0 ? val_none(row, "ttl") : val_int(row, "ttl", ttl));
+        checked(c, val_str(row, "upstream_ref",
                                  q_up ? row_printf(row, "#%lld", (long long)q_up) : ""));
         row->holders[0] = H_CLIENT_APP;
         row->holders[1] = H_SERVER_APP;
@@ -909,11 +938,11 @@ static void answer_or_relayed(Cur *c) {
     Row *row = c->row;
     DnsState *st = c->st;
     if (st->answers.len)
-        row->summary = row_printf(row, "answer %s %s %s %s", c->hexid, c->question,
-                                  st->rcode[c->m->rcode], st->answers.s);
+        row->summary = row_cat(row, "answer ", c->hexid, " ", c->question, " ",
+                               st->rcode[c->m->rcode], " ", st->answers.s, NULL);
     else
-        row->summary = row_printf(row, "answer %s %s %s", c->hexid, c->question,
-                                  st->rcode[c->m->rcode]);
+        row->summary = row_cat(row, "answer ", c->hexid, " ", c->question, " ",
+                               st->rcode[c->m->rcode], NULL);
     char key[KEY_MAX];
     size_t klen = key3(key, c->p->dst, c->p->src, c->m->qid);
     int64_t *leg = map_get(&st->legs, key, klen);
@@ -922,7 +951,7 @@ static void answer_or_relayed(Cur *c) {
         map_del(&st->legs, leg);
         fact(c, A_NONE, K_DNS_RELAY_ANSWER, H_PACKET, 1);
         checked(c, row_ref(row, number));
-        checked(c, row_value_str(row, "target", keep(c, c->p->dst)));
+        checked(c, val_str(row, "target", keep(c, c->p->dst)));
         return;
     }
     answer_row(c);
@@ -952,12 +981,14 @@ int dns_row(DnsState *st, const Pkt *p, Row *row, Ctx *ctx) {
     if (msg_texts(st, &m) < 0)
         return ctx_decline(ctx, "packet %lld: no memory", (long long)p->number);
     c.question = keep(&c, st->question.s);
-    c.hexid = row_printf(row, "0x%04x", m.qid);
-    row->flow = m.response ? row_printf(row, "dns %s↔%s", p->dst, p->src)
-                           : row_printf(row, "dns %s↔%s", p->src, p->dst);
-    checked(&c, row_field_int(row, "dns_id", m.qid));
-    checked(&c, row_field_bool(row, "dns_response", m.response));
-    checked(&c, row_field_str(row, "dns_question", c.question));
+    char hexid[7];
+    put_hexid(hexid, m.qid);
+    c.hexid = keep(&c, hexid);
+    row->flow = m.response ? row_cat(row, "dns ", p->dst, "↔", p->src, NULL)
+                           : row_cat(row, "dns ", p->src, "↔", p->dst, NULL);
+    checked(&c, fld_int(row, "dns_id", m.qid));
+    checked(&c, fld_bool(row, "dns_response", m.response));
+    checked(&c, fld_str(row, "dns_question", c.question));
     if (c.hexid == NULL || row->flow == NULL)
         c.oom = 1;
     else if (m.response)

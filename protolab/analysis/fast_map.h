@@ -47,6 +47,20 @@ static inline uint64_t map_hash(const void *data, size_t n) {
     return h ^ (h >> 32);
 }
 
+/* A datagram's hash for the recent-payload tables (a relay's copies): its length and its first
+ * and last 32 bytes, which is where datagrams differ (ids, connection IDs, packet numbers);
+ * equal payloads are then compared whole. */
+static inline uint64_t payload_hash(const void *data, size_t n) {
+    if (n <= 64)
+        return map_hash(data, n);
+    unsigned char ends[72];
+    memcpy(ends, data, 32);
+    memcpy(ends + 32, (const unsigned char *)data + n - 32, 32);
+    uint64_t len = n;
+    memcpy(ends + 64, &len, 8);
+    return map_hash(ends, sizeof ends);
+}
+
 static inline void map_init(Map *m, size_t vsize, void (*drop)(void *)) {
     memset(m, 0, sizeof *m);
     m->vsize = (vsize + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
@@ -72,10 +86,14 @@ static inline MapNode *map_find(const Map *m, const void *key, size_t klen, uint
     return NULL;
 }
 
-/* The value stored under key, or NULL. */
-static inline void *map_get(const Map *m, const void *key, size_t klen) {
-    MapNode *n = map_find(m, key, klen, map_hash(key, klen));
+/* The value stored under key (whose map_hash is h), or NULL. */
+static inline void *map_get_h(const Map *m, const void *key, size_t klen, uint64_t h) {
+    MapNode *n = map_find(m, key, klen, h);
     return n ? n->value : NULL;
+}
+
+static inline void *map_get(const Map *m, const void *key, size_t klen) {
+    return map_get_h(m, key, klen, map_hash(key, klen));
 }
 
 static inline int map_grow(Map *m) {
@@ -94,8 +112,7 @@ static inline int map_grow(Map *m) {
 }
 
 /* The value under key; a new zeroed one at the end when absent (*created = 1). NULL: no memory. */
-static inline void *map_put(Map *m, const void *key, size_t klen, int *created) {
-    uint64_t h = map_hash(key, klen);
+static inline void *map_put_h(Map *m, const void *key, size_t klen, uint64_t h, int *created) {
     MapNode *n = map_find(m, key, klen, h);
     if (created)
         *created = n == NULL;
@@ -120,6 +137,10 @@ static inline void *map_put(Map *m, const void *key, size_t klen, int *created) 
     m->last = n;
     m->len++;
     return n->value;
+}
+
+static inline void *map_put(Map *m, const void *key, size_t klen, int *created) {
+    return map_put_h(m, key, klen, map_hash(key, klen), created);
 }
 
 static inline void map_unlink_order(Map *m, MapNode *n) {

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "fast_map.h"
+#include "fast_text.h"
 #include "fastinspect.h"
 
 #define PATH_MAX_KEY (2 * FI_ENDPOINT)
@@ -52,7 +53,8 @@ struct QuicState {
     int64_t nconns;
     int64_t *waiting;           /* the connections with an _unanswered entry, in no order */
     int64_t nwaiting;
-    Seen recent[FI_WINDOW + 1];
+    Seen recent[FI_WINDOW + 1];  /* slots, payloads malloc'd (reused when a slot is) */
+    int order[FI_WINDOW + 1];   /* the slots in use, oldest first */
     int nrecent;
     int oom;
 };
@@ -80,7 +82,7 @@ void quic_free(QuicState *st) {
         free(st->conns[i].ends);
     free(st->conns);
     free(st->waiting);
-    for (int i = 0; i < st->nrecent; i++)
+    for (int i = 0; i < FI_WINDOW + 1; i++)
         free(st->recent[i].payload);
     free(st);
 }
@@ -174,7 +176,7 @@ static const char *hex(QuicState *st, Row *row, const uint8_t *b, size_t n) {
         tmp[2 * i + 1] = digits[b[i] & 15];
     }
     tmp[2 * n] = 0;
-    char *out = row_strdup(row, tmp);
+    char *out = row_strndup(row, tmp, 2 * n);
     if (out == NULL)
         st->oom = 1;
     return out ? out : "";
@@ -216,40 +218,50 @@ static Conn *conn_at(QuicState *st, int64_t conn) {
 }
 
 /* QuicAnnotator._relayed_copy: the packet number of the same datagram seen just before on
- * another path (a relay forwards the bytes unchanged), or 0. */
+ * another path (a relay forwards the bytes unchanged), or 0. The last FI_WINDOW datagrams are
+ * kept in slots; `order` lists the slots oldest first (the OrderedDict's order). */
 static int64_t relayed_copy(QuicState *st, const Pkt *p, const char *path, size_t plen) {
-    uint64_t h = map_hash(p->payload, p->payload_len);
-    Seen seen = {0};
-    int found = 0;
-    for (int i = 0; i < st->nrecent && !found; i++) {
-        Seen *s = &st->recent[i];
+    uint64_t h = payload_hash(p->payload, p->payload_len);
+    int slot = -1;
+    for (int i = 0; i < st->nrecent; i++) {
+        Seen *s = &st->recent[st->order[i]];
         if (s->hash == h && s->len == p->payload_len
                 && memcmp(s->payload, p->payload, s->len) == 0) {
-            seen = *s;
-            found = 1;
-            memmove(s, s + 1, (size_t)(st->nrecent - i - 1) * sizeof *s);
+            slot = st->order[i];
+            memmove(&st->order[i], &st->order[i + 1], (size_t)(st->nrecent - i - 1) * sizeof(int));
             st->nrecent--;
+            break;
         }
     }
-    int64_t out = found && (seen.path_len != plen || memcmp(seen.path, path, plen) != 0)
-                  ? seen.number : 0;
-    Seen *s = &st->recent[st->nrecent++];
-    *s = seen;
-    if (!found) {
-        s->payload = malloc(p->payload_len + 1);
-        if (s->payload == NULL)
+    Seen *s;
+    int64_t out = 0;
+    if (slot >= 0) {
+        s = &st->recent[slot];
+        if (s->path_len != plen || memcmp(s->path, path, plen) != 0)
+            out = s->number;
+    } else {
+        int used[FI_WINDOW + 1] = {0};
+        for (int i = 0; i < st->nrecent; i++)
+            used[st->order[i]] = 1;
+        for (slot = 0; used[slot]; slot++)
+            continue;
+        s = &st->recent[slot];
+        uint8_t *copy = realloc(s->payload, p->payload_len + 1);
+        if (copy == NULL) {
             st->oom = 1;
-        else
-            memcpy(s->payload, p->payload, p->payload_len);
+            return 0;
+        }
+        memcpy(copy, p->payload, p->payload_len);
+        s->payload = copy;
         s->len = p->payload_len;
         s->hash = h;
     }
     memcpy(s->path, path, plen);
     s->path_len = plen;
     s->number = p->number;
-    if (st->nrecent > FI_WINDOW) {
-        free(st->recent[0].payload);
-        memmove(&st->recent[0], &st->recent[1], (size_t)(st->nrecent - 1) * sizeof *s);
+    st->order[st->nrecent++] = slot;
+    if (st->nrecent > FI_WINDOW) {  /* the oldest is forgotten; its slot is reused */
+        memmove(&st->order[0], &st->order[1], (size_t)(st->nrecent - 1) * sizeof(int));
         st->nrecent--;
     }
     return out;
@@ -282,9 +294,9 @@ typedef struct Lookup {         /* the QUIC_LOOKUP fact row() makes before _row 
 static void put_values(QuicState *st, Row *row, const Lookup *l, const Pkt *p) {
     const char *address = row_strdup(row, l->to_server ? p->src : p->dst);
     if (address == NULL
-            || row_value_int(row, "conn", l->conn) < 0 || row_value_str(row, "dcid", l->dcid) < 0
-            || row_value_str(row, "address", address) < 0
-            || row_value_str(row, "receiver", l->to_server ? "server" : "client") < 0)
+            || val_int(row, "conn", l->conn) < 0 || val_str(row, "dcid", l->dcid) < 0
+            || val_str(row, "address", address) < 0
+            || val_str(row, "receiver", l->to_server ? "server" : "client") < 0)
         st->oom = 1;
 }
 
@@ -428,16 +440,17 @@ static const char *summary(QuicState *st, Row *row, const char *dcid) {
     char token[32] = "";
     if (h->token_len)
         snprintf(token, sizeof token, " token=%zuB", h->token_len);
-    return row_printf(row, "%s DCID=%s%s%s%s", h->type, dcid, scid ? " SCID=" : "",
-                      scid ? scid : "", token);
+    return row_cat(row, h->type, " DCID=", dcid, scid ? " SCID=" : "", scid ? scid : "", token,
+                   NULL);
 }
 
 /* Which connection the packet belongs to, and what else it shows (relay, rotation, migration). */
 static void lookup(QuicState *st, const Pkt *p, const char *path, size_t plen, Lookup *l) {
     const Header *h = &st->h;
     l->relay = relayed_copy(st, p, path, plen);
-    int64_t *by_cid = cid_get(st, h->dcid, h->dcid_len);
-    int64_t *by_path = map_get(&st->paths, path, plen);
+    uint64_t cid_hash = map_hash(h->dcid, h->dcid_len), path_hash = map_hash(path, plen);
+    int64_t *by_cid = map_get_h(&st->cids, h->dcid, h->dcid_len, cid_hash);
+    int64_t *by_path = map_get_h(&st->paths, path, plen, path_hash);
     l->conn = by_cid ? *by_cid : by_path ? *by_path : 0;
     if (l->relay)
         l->also[l->nalso++] = K_QUIC_RELAYED;
@@ -447,12 +460,13 @@ static void lookup(QuicState *st, const Pkt *p, const char *path, size_t plen, L
         l->also[l->nalso++] = K_QUIC_ROTATION;
     if (by_path == NULL && st->paths.len && !h->is_long && by_cid != NULL && !l->relay)
         l->also[l->nalso++] = K_QUIC_MIGRATION;
-    int64_t *v = map_put(&st->paths, path, plen, NULL);
+    int64_t *v = by_path ? by_path : map_put_h(&st->paths, path, plen, path_hash, NULL);
     if (v == NULL)
         st->oom = 1;
     else
         *v = l->conn;
-    cid_set(st, h->dcid, h->dcid_len, l->conn, 1);
+    if (by_cid == NULL)  /* setdefault */
+        cid_set(st, h->dcid, h->dcid_len, l->conn, 1);
 }
 
 int quic_row(QuicState *st, const Pkt *p, Row *row, Ctx *ctx) {
@@ -467,21 +481,27 @@ int quic_row(QuicState *st, const Pkt *p, Row *row, Ctx *ctx) {
     }
     if (h->scid_len)
         st->cid_len = (int)h->scid_len;
-    if (row_field_str(row, "quic_type", h->type) < 0 || row_field_str(row, "quic_dcid", dcid) < 0
-            || (h->scid ? row_field_str(row, "quic_scid", hex(st, row, h->scid, h->scid_len))
-                        : row_field_none(row, "quic_scid")) < 0)
+    Lookup l = {0};
+    if (fld_str(row, "quic_type", h->type) < 0 || fld_str(row, "quic_dcid", dcid) < 0
+            || (h->scid ? fld_str(row, "quic_scid", hex(st, row, h->scid, h->scid_len))
+                        : fld_none(row, "quic_scid")) < 0)
         st->oom = 1;
-    if (h->type == LONG_TYPES[0] && !map_get(&st->servers, p->dst, strlen(p->dst))
-            && !map_get(&st->servers, p->src, strlen(p->src)) 
-            && map_put(&st->servers, p->dst, strlen(p->dst), NULL) == NULL)
-        st->oom = 1;
+    size_t dlen = strlen(p->dst);
+    uint64_t dhash = map_hash(p->dst, dlen);
+    l.to_server = map_get_h(&st->servers, p->dst, dlen, dhash) != NULL;
+    if (h->type == LONG_TYPES[0] && !l.to_server
+            && !map_get(&st->servers, p->src, strlen(p->src))) {
+        l.to_server = 1;
+        if (map_put_h(&st->servers, p->dst, dlen, dhash, NULL) == NULL)
+            st->oom = 1;
+    }
     char path[PATH_MAX_KEY];
     size_t plen = path_key(p, path);
-    Lookup l = {0};
-    l.to_server = map_get(&st->servers, p->dst, strlen(p->dst)) != NULL;
     l.dcid = dcid;
     lookup(st, p, path, plen, &l);
-    row->flow = row_printf(row, "quic %lld", (long long)l.conn);
+    char flow[32] = "quic ";
+    put_u64(flow + 5, (uint64_t)l.conn);
+    row->flow = row_strdup(row, flow);
     pick(st, row, p, &l);
     track_replies(st, row, l.conn, l.to_server, p, ctx);
     if (st->oom || row->summary == NULL || row->flow == NULL)
