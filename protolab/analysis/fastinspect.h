@@ -141,7 +141,8 @@ typedef struct Row {
     int nfields;
     const char *flow;             /* Row.flow: "dns a↔b", "quic 3"; NULL or "": the core makes it */
     /* core only */
-    const char *moves;            /* TCP: the rendered {moves}; NULL otherwise */
+    int nmoves;                   /* TCP: Fact.moves (Transition: role, old, new state) */
+    struct { uint8_t role, old, new_, of_src; } moves[6];
     int64_t flow_number;
     int length, orig_len, sport, dport;
     int has_tcp;
