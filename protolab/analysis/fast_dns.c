@@ -56,12 +56,14 @@ typedef struct Recent {         /* _recent: payload -> {path: number} */
     int npaths, cap;
 } Recent;
 
-typedef struct Record {         /* one A answer, as read (dns_wire._answers) */
-    const uint8_t *owner;
+typedef struct Record {         /* one record of the answer or authority section, as read */
+    const uint8_t *owner;       /* its name written out in labels (in the payload, or own) */
     size_t owner_len;
     const uint8_t *rdata;
+    unsigned rtype, rclass, rdlen;
     uint32_t ttl;
-    int group;                  /* its RRset: index of the first record with the same owner */
+    int group;                  /* its RRset: the first record with the same owner, class, type */
+    uint8_t own[256];           /* a compressed owner, written out (read_more) */
 } Record;
 
 typedef struct Msg {            /* parse_dns's facts, read by read_simple's rules */
@@ -69,7 +71,8 @@ typedef struct Msg {            /* parse_dns's facts, read by read_simple's rule
     int response;
     const uint8_t *qname;
     size_t qname_len;
-    int nrecords;
+    int nrecords;               /* in st->records: the answers, then the authority records */
+    int nanswers;
 } Msg;
 
 typedef struct Buf {
@@ -333,6 +336,9 @@ static int add_record(DnsState *st, Msg *m, const uint8_t *owner, size_t owner_l
     r->owner_len = owner_len;
     r->ttl = (uint32_t)rr[4] << 24 | (uint32_t)rr[5] << 16 | (uint32_t)rr[6] << 8 | rr[7];
     r->rdata = rr + 10;
+    r->rtype = TYPE_A;
+    r->rclass = CLASS_IN;
+    r->rdlen = 4;
     r->group = m->nrecords;
     for (int i = 0; i < m->nrecords; i++)
         if (same_name(st->records[i].owner, st->records[i].owner_len, owner, owner_len)) {
@@ -377,6 +383,190 @@ static int read_answers(DnsState *st, Msg *m, const uint8_t *data, size_t size, 
     return 1;
 }
 
+/* ---- the shapes read_simple leaves to dnspython, read as dnspython reads them ----------------- */
+
+/* dns.name.from_wire_parser, as dnspython decompresses (RFC 1035 section 4.1.4): pointers only
+ * backwards, at most 16 in a chain, a target never overlapping the name's own bytes, at most
+ * 255 bytes in all. Writes the name out in labels into out[256]; returns where the name ends
+ * in the message, or -1 where dnspython raises (then the caller declines). */
+static long read_name(const uint8_t *data, size_t end, size_t off, uint8_t *out, size_t *len) {
+    size_t cur = off, start = off, biggest = off, furthest = off, n = 0;
+    int hops = 0;
+    for (;;) {
+        if (cur + 1 > end)
+            return -1;
+        unsigned count = data[cur++];
+        furthest = cur > furthest ? cur : furthest;
+        if (count == 0)
+            break;
+        if (count < 64) {
+            if (cur + count > end || n + count + 1 > 255)
+                return -1;
+            out[n++] = (uint8_t)count;
+            memcpy(out + n, data + cur, count);
+            n += count;
+            cur += count;
+            furthest = cur > furthest ? cur : furthest;
+        } else if (count >= 192) {
+            if (cur + 1 > end)
+                return -1;
+            size_t target = (count & 0x3F) * 256u + data[cur++];
+            furthest = cur > furthest ? cur : furthest;
+            if (target >= biggest || ++hops > 16 || start > end)
+                return -1;
+            biggest = target;
+            end = start;  /* the target must end before this part of the name */
+            cur = target;
+            start = target;
+        } else {
+            return -1;
+        }
+    }
+    if (n + 1 > 255)  /* the root label too: dns.name.NameTooLong */
+        return -1;
+    out[n++] = 0;
+    *len = n;
+    return (long)furthest;
+}
+
+/* TXT rdata (RFC 1035 section 3.3.14): one or more character-strings filling it exactly. */
+static int txt_ok(const uint8_t *rd, size_t n) {
+    size_t off = 0;
+    while (off < n)
+        off += 1u + rd[off];
+    return n > 0 && off == n;
+}
+
+/* SOA rdata (RFC 1035 section 3.3.13): two names, then five 32-bit numbers, filling it. */
+static int soa_ok(const uint8_t *data, size_t off, size_t rdlen) {
+    uint8_t name[256];
+    size_t len, end = off + rdlen;
+    long at = read_name(data, end, off, name, &len);
+    if (at < 0)
+        return 0;
+    at = read_name(data, end, (size_t)at, name, &len);
+    return at >= 0 && (size_t)at + 20 == end;
+}
+
+/* A record's rdata as dnspython's to_text writes it: A (RFC 1035 3.4.1) dotted, TXT quoted with
+ * '"' and '\' escaped and bytes outside 0x20-0x7e as \ddd (dns.rdata._escapify). */
+static void rdata_text(const Record *r, Buf *out) {
+    char tmp[20], *o = tmp;
+    if (r->rtype == TYPE_A) {
+        for (int k = 0; k < 4; k++) {
+            o = put_u64(o, r->rdata[k]);
+            *o++ = k < 3 ? '.' : 0;
+        }
+        buf_add(out, tmp, (size_t)(o - 1 - tmp));
+        return;
+    }
+    for (size_t off = 0; off < r->rdlen; off += 1u + r->rdata[off]) {
+        buf_add(out, off ? " \"" : "\"", off ? 2 : 1);
+        for (unsigned i = 1; i <= r->rdata[off]; i++) {
+            uint8_t c = r->rdata[off + i];
+            if (c == '"' || c == '\\') {
+                tmp[0] = '\\';
+                tmp[1] = (char)c;
+                buf_add(out, tmp, 2);
+            } else if (c >= 0x20 && c < 0x7F) {
+                buf_add(out, (const char *)&c, 1);
+            } else {
+                snprintf(tmp, sizeof tmp, "\\%03u", c);
+                buf_add(out, tmp, 4);
+            }
+        }
+        buf_add(out, "\"", 1);
+    }
+}
+
+/* One record of a section, kept when it is a shape read here exactly: answers A in IN or TXT in
+ * IN or CH, authority SOA in IN. 1 = kept (*off after it), 0 = anything else. */
+static int more_record(DnsState *st, Msg *m, const uint8_t *data, size_t size, size_t *off,
+                       int authority) {
+    if (m->nrecords >= st->records_cap) {
+        int cap = st->records_cap ? st->records_cap * 2 : 16;
+        Record *r = realloc(st->records, (size_t)cap * sizeof *r);
+        if (r == NULL)
+            return 0;
+        st->records = r;
+        st->records_cap = cap;
+    }
+    Record *r = &st->records[m->nrecords];
+    long at = read_name(data, size, *off, r->own, &r->owner_len);
+    if (at < 0 || (size_t)at + 10 > size)
+        return 0;
+    const uint8_t *rr = data + at;
+    r->rtype = be16(rr);
+    r->rclass = be16(rr + 2);
+    r->ttl = (uint32_t)rr[4] << 24 | (uint32_t)rr[5] << 16 | (uint32_t)rr[6] << 8 | rr[7];
+    r->rdlen = be16(rr + 8);
+    r->rdata = rr + 10;
+    size_t rd = (size_t)at + 10;
+    if (rd + r->rdlen > size)
+        return 0;
+    int ok = authority ? r->rtype == 6 && r->rclass == CLASS_IN && soa_ok(data, rd, r->rdlen)
+        : (r->rtype == TYPE_A && r->rclass == CLASS_IN && r->rdlen == 4)
+          || (r->rtype == 16 && (r->rclass == CLASS_IN || r->rclass == 3)
+              && txt_ok(r->rdata, r->rdlen));
+    if (!ok)
+        return 0;
+    *off = rd + r->rdlen;
+    m->nrecords++;
+    return 1;
+}
+
+/* Each record's RRset (dnspython's find_rrset: same owner without case, class and type, in its
+ * section), once the records are read. */
+static void group_records(DnsState *st, const Msg *m) {
+    for (int i = 0; i < m->nrecords; i++) {
+        Record *r = &st->records[i];
+        r->owner = r->own;
+        r->group = i;
+        int from = i < m->nanswers ? 0 : m->nanswers;
+        for (int j = from; j < i; j++) {
+            const Record *o = &st->records[j];
+            if (o->rtype == r->rtype && o->rclass == r->rclass
+                    && same_name(o->own, o->owner_len, r->own, r->owner_len)) {
+                r->group = o->group;
+                break;
+            }
+        }
+    }
+}
+
+/* parse_dns by dnspython, for the shapes read here exactly (the reference captures' NXDOMAIN
+ * with an SOA in the authority section, TXT answers, compressed owners): 1 = read, -1 =
+ * anything else (decline). A standard query, one question written out in labels, no additional
+ * section (EDNS's OPT would change the rcode), nothing after the last record. */
+static int read_more(DnsState *st, const uint8_t *data, size_t size, Msg *m) {
+    unsigned ancount = be16(data + 6), nscount = be16(data + 8);
+    if (be16(data + 10) || (be16(data + 2) & 0x7800))
+        return -1;
+    long end = name_end(data, size, 12);
+    if (end < 0 || (size_t)end + 4 > size)
+        return -1;
+    m->nrecords = 0;
+    size_t off = (size_t)end + 4;
+    for (unsigned i = 0; i < ancount; i++)
+        if (!more_record(st, m, data, size, &off, 0))
+            return -1;
+    m->nanswers = m->nrecords;
+    for (unsigned i = 0; i < nscount; i++)
+        if (!more_record(st, m, data, size, &off, 1))
+            return -1;
+    if (off != size)
+        return -1;
+    group_records(st, m);
+    m->qid = be16(data);
+    m->response = (be16(data + 2) & 0x8000) != 0;
+    m->rcode = be16(data + 2) & 0x0F;
+    m->qname = data + 12;
+    m->qname_len = (size_t)end - 12;
+    m->qtype = be16(data + end);
+    m->qclass = be16(data + end + 2);
+    return 1;
+}
+
 /* parse_dns as far as read_simple goes: 1 = read (m filled), 0 = not a DNS message (parse_dns's
  * None, certain without dnspython), -1 = a shape only dnspython reads (decline). */
 static int dns_read(DnsState *st, const uint8_t *data, size_t size, Msg *m) {
@@ -384,8 +574,10 @@ static int dns_read(DnsState *st, const uint8_t *data, size_t size, Msg *m) {
     if (size < 12 || be16(data + 4) != 1)
         return 0;
     unsigned flags = be16(data + 2), ancount = be16(data + 6);
-    if (be16(data + 8) || be16(data + 10) || (flags & 0x7800))
+    if (flags & 0x7800)
         return -1;
+    if (be16(data + 8) || be16(data + 10))
+        return read_more(st, data, size, m);
     long end = name_end(data, size, 12);
     if (end < 0 || (size_t)end + 4 > size)
         return -1;
@@ -398,7 +590,8 @@ static int dns_read(DnsState *st, const uint8_t *data, size_t size, Msg *m) {
     m->qclass = be16(data + end + 2);
     size_t off = (size_t)end + 4;
     if (ancount && !read_answers(st, m, data, size, &off, ancount))
-        return -1;
+        return read_more(st, data, size, m);
+    m->nanswers = m->nrecords;
     return off == size ? 1 : -1;  /* trailing bytes: dnspython's call */
 }
 
@@ -460,24 +653,20 @@ static int msg_texts(DnsState *st, const Msg *m) {
         buf_add(&st->last_qname, (const char *)m->qname, m->qname_len);
         st->last_qtype = m->qtype;
     }
-    for (int g = 0; g < m->nrecords; g++) {
+    for (int g = 0; g < m->nanswers; g++) {
         if (st->records[g].group != g)
             continue;
-        for (int i = g; i < m->nrecords; i++) {
+        for (int i = g; i < m->nanswers; i++) {
             const Record *r = &st->records[i];
             int dup = r->group != g;
             for (int j = g; !dup && j < i; j++)
-                dup = st->records[j].group == g && memcmp(st->records[j].rdata, r->rdata, 4) == 0;
+                dup = st->records[j].group == g && st->records[j].rdlen == r->rdlen
+                      && memcmp(st->records[j].rdata, r->rdata, r->rdlen) == 0;
             if (dup)
                 continue;
-            char tmp[20], *o = tmp;
             if (st->answers.len)
-                *o++ = ' ';
-            for (int k = 0; k < 4; k++) {
-                o = put_u64(o, r->rdata[k]);
-                *o++ = k < 3 ? '.' : 0;
-            }
-            buf_add(&st->answers, tmp, (size_t)(o - 1 - tmp));
+                buf_add(&st->answers, " ", 1);
+            rdata_text(r, &st->answers);
         }
     }
     if (st->answers.len == 0)
@@ -485,12 +674,14 @@ static int msg_texts(DnsState *st, const Msg *m) {
     return st->question.s && st->answers.s ? 0 : -1;
 }
 
-/* annotate_dns.answer_ttl for a message read_simple reads: the first RRset's TTL, which
+/* annotate_dns.answer_ttl: the first RRset's TTL (answer section, else authority), which
  * dnspython minimises over its records (a TTL above 2^31-1 counts as 0); -1 for None. */
 static int64_t answer_ttl(const DnsState *st, const Msg *m) {
     int64_t ttl = -1;
-    for (int i = 0; i < m->nrecords; i++) {
-        if (st->records[i].group != 0)
+    int first = m->nanswers ? 0 : m->nanswers;  /* msg.answer or msg.authority */
+    int end = m->nanswers ? m->nanswers : m->nrecords;
+    for (int i = first; i < end; i++) {
+        if (st->records[i].group != first)
             continue;
         int64_t t = st->records[i].ttl > 0x7FFFFFFFu ? 0 : st->records[i].ttl;
         if (ttl < 0 || t < ttl)

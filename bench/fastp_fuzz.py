@@ -1,0 +1,116 @@
+"""Generated DNS messages (compressed names, TXT, SOA, damaged bytes) through fast_dns.c: a
+message it reads must read as dnspython reads it (the row's summary from annotate_dns.parse_dns),
+one it calls malformed must be one parse_dns rejects; declining is always allowed.
+
+    python bench/fastp_fuzz.py [EXAMPLES]
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+import sys
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fastp_check  # noqa: E402
+
+from protolab.analysis.annotate_dns import parse_dns  # noqa: E402
+
+LIB = fastp_check.build()
+BUF = ctypes.create_string_buffer(1 << 16)
+PORTS = (ctypes.c_int * 1)(53)
+SEEN = {"read": 0, "malformed": 0, "declined": 0}
+
+_LABEL = st.sampled_from([b"a", b"lab", b"LAB", b"x y", b'"q"', b"\xff", b"b" * 63])
+
+
+@st.composite
+def names(draw: st.DrawFn, offsets: list[int]) -> bytes:
+    labels = b"".join(bytes([len(x)]) + x for x in draw(st.lists(_LABEL, max_size=4)))
+    end = draw(st.sampled_from([b"\x00", b"\x00", b"ptr"]))
+    if end == b"ptr":
+        target = draw(st.sampled_from([*offsets, 12, 13, 17, 200, 0x3FFF]))
+        end = struct.pack("!H", 0xC000 | target)
+    return labels + end
+
+
+@st.composite
+def records(draw: st.DrawFn, offsets: list[int], authority: bool) -> bytes:
+    owner = draw(names(offsets))
+    rtype = draw(st.sampled_from([6, 6, 6, 2] if authority else [1, 1, 16, 16, 16, 5]))
+    rclass = draw(st.sampled_from([1, 1, 1, 1, 3, 255]))
+    ttl = draw(st.sampled_from([0, 60, 5, 0x80000000]))
+    if rtype == 16:
+        rdata = b"".join(bytes([len(s)]) + s for s in draw(st.lists(
+            st.binary(max_size=6) | st.sampled_from([b'"\\', b"ok"]), max_size=3)))
+    elif rtype == 6:
+        rdata = draw(names(offsets)) + draw(names(offsets)) + bytes(draw(st.sampled_from([20, 20,
+                                                                                      19, 21])))
+    else:
+        rdata = draw(st.binary(min_size=4, max_size=4) | st.binary(max_size=6))
+    return owner + struct.pack("!HHIH", rtype, rclass, ttl, len(rdata)) + rdata
+
+
+@st.composite
+def messages(draw: st.DrawFn) -> bytes:
+    q = draw(names([]).filter(lambda n: not n.endswith(b"\x00") or True))
+    q = q if q.endswith(b"\x00") else b"\x03lab\x00"
+    wire = bytearray(struct.pack("!HHHHHH", draw(st.integers(0, 0xFFFF)),
+                                 0x8180 | draw(st.integers(0, 5)), 1, 0, 0, 0) + q
+                     + struct.pack("!HH", draw(st.sampled_from([1, 16, 28, 255])),
+                                   draw(st.sampled_from([1, 3]))))
+    offsets = [12 + i for i in range(len(q))]
+    an = draw(st.lists(records(offsets, False), max_size=3))
+    ns = draw(st.lists(records(offsets, True), max_size=2))
+    wire += b"".join(an) + b"".join(ns)
+    struct.pack_into("!HH", wire, 6, len(an), len(ns))
+    if draw(st.integers(0, 5)) == 0:
+        wire[draw(st.integers(0, len(wire) - 1))] = draw(st.integers(0, 255))
+    if draw(st.integers(0, 9)) == 0:
+        wire = wire[:draw(st.integers(12, len(wire)))]
+    return bytes(wire)
+
+
+def c_summary(wire: bytes) -> str | None:
+    LIB.drv_start(PORTS, 1)
+    rc = LIB.drv_feed(1, 1, 1.0, 0.0, 53, 4000, b"10.0.0.1:53", b"10.0.0.2:4000", wire,
+                      len(wire), BUF, len(BUF))
+    if rc < 0:
+        return None
+    LIB.drv_finish(BUF, len(BUF))
+    return fastp_check.c_rows(BUF.value.decode())[0][2]
+
+
+@given(messages())
+def check(wire: bytes) -> None:
+    got = c_summary(wire)
+    if got is None:
+        SEEN["declined"] += 1
+        return
+    want = parse_dns(wire)
+    if got.startswith("DNS? "):
+        SEEN["malformed"] += 1
+        assert want is None, (wire, got, want)
+        return
+    SEEN["read"] += 1
+    SEEN["read, compressed"] = SEEN.get("read, compressed", 0) + (b"\xc0" in wire[12:])
+    SEEN["read, TXT or SOA"] = SEEN.get("read, TXT or SOA", 0) + ('"' in got or "NOERROR" not in got)
+    assert want is not None, (wire, got)
+    qid, response, question, rcode, answers = want
+    expected = f"answer {qid:#06x} {question} {rcode}" + (f" {answers}" if answers else "") \
+        if response else f"query {qid:#06x} {question}"
+    assert got == expected, (wire, got, want)
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    settings(max_examples=n, deadline=None, suppress_health_check=list(HealthCheck))(check)()
+    print(f"{n} messages: {SEEN}")
+
+
+if __name__ == "__main__":
+    main()
