@@ -39,7 +39,7 @@ def main() -> None:
             else:
                 verdict = "DIFFERENT"
                 al, bl = a[1].splitlines(), b[1].splitlines()
-                for n, (x, y) in enumerate(zip(al, bl)):
+                for n, (x, y) in enumerate(zip(al, bl, strict=False)):
                     if x != y:
                         verdict += f" at line {n + 1}:\n    py {x[:300]!r}\n    c  {y[:300]!r}"
                         break

@@ -26,8 +26,9 @@ typedef struct Conn {           /* what the annotator keeps per QUIC connection 
     int keyed;                  /* _keyed: the server created it */
     int waiting;                /* a key of _unanswered */
     int at;                     /* its place in QuicState.waiting */
-    int64_t last[FI_WINDOW];    /* the _unanswered list's newest FI_WINDOW numbers: older ones
-                                   are out of the window, which is all the amendment touches */
+    int64_t *last;              /* the _unanswered list's newest FI_WINDOW numbers (malloc'd
+                                   while waiting): older ones are out of the window, which is all
+                                   the amendment touches */
     int64_t nlast;
     char *ends;                 /* _ends: client host "\0" server, malloc'd; NULL: none */
     size_t ends_len;
@@ -78,8 +79,10 @@ void quic_free(QuicState *st) {
     map_clear(&st->cids);
     map_clear(&st->paths);
     map_clear(&st->servers);
-    for (int64_t i = 0; i < st->nconns; i++)
+    for (int64_t i = 0; i < st->nconns; i++) {
         free(st->conns[i].ends);
+        free(st->conns[i].last);
+    }
     free(st->conns);
     free(st->waiting);
     for (int i = 0; i < FI_WINDOW + 1; i++)
@@ -363,6 +366,8 @@ static void unwait(QuicState *st, int64_t conn) {
     st->conns[moved].at = c->at;
     c->waiting = 0;
     c->nlast = 0;
+    free(c->last);
+    c->last = NULL;
 }
 
 /* QuicAnnotator._amend_unanswered: those of a connection's unanswered packets still in the
@@ -399,6 +404,10 @@ static void track_replies(QuicState *st, const Row *row, int64_t conn, int to_se
     }
     if (row->kind == K_QUIC_LOOKUP && !row_shows(row, K_QUIC_RELAYED)) {
         if (!c->waiting) {
+            if ((c->last = malloc(FI_WINDOW * sizeof *c->last)) == NULL) {
+                st->oom = 1;
+                return;
+            }
             c->waiting = 1;
             c->at = (int)st->nwaiting;
             st->waiting[st->nwaiting++] = conn;
