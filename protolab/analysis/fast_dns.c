@@ -221,7 +221,7 @@ static void ask_dnspython(DnsState *st) {
 }
 
 /* annotate_dns._type_text: dnspython's mnemonic, else its generic syntax "TYPE<n>" (RFC 3597
- * section 5; dns.enum.IntEnum.to_text, checked for all 65536 values by a test). */
+ * section 5; dns.enum.IntEnum.to_text: tests/test_fast_dns_names.py checks all 65536). */
 static void type_text(const DnsState *st, unsigned t, Buf *out) {
     const char *name = t < 256 ? st->type_low[t] : NULL;
     for (int i = 0; name == NULL && i < st->high_n; i++)
