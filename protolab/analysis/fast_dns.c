@@ -98,6 +98,7 @@ struct DnsState {
     Map relay_paths;            /* src "\0" dst -> nothing (bounded) */
     Map legs;                   /* src, dst, id -> int64 number (bounded) */
     Recent *recent[RECENT_MAX + 1];
+    uint64_t recent_hash[RECENT_MAX + 1];  /* their hashes, in the same order */
     int nrecent;
     Recent *spare;              /* the last one forgotten, for the next payload */
     Record *records;            /* scratch: the answers of the message being read */
@@ -757,12 +758,15 @@ static int64_t relay(Cur *c) {
     uint64_t h = payload_hash(p->payload, p->payload_len);
     Recent *r = NULL;
     for (int i = 0; i < st->nrecent && r == NULL; i++) {
+        if (st->recent_hash[i] != h)  /* side by side: no pointer followed for a miss */
+            continue;
         Recent *x = st->recent[i];
-        if (x->hash == h && x->len == p->payload_len
-                && memcmp(x->payload, p->payload, x->len) == 0) {
+        if (x->len == p->payload_len && memcmp(x->payload, p->payload, x->len) == 0) {
             r = x;
             memmove(&st->recent[i], &st->recent[i + 1],
                     (size_t)(st->nrecent - i - 1) * sizeof r);
+            memmove(&st->recent_hash[i], &st->recent_hash[i + 1],
+                    (size_t)(st->nrecent - i - 1) * sizeof h);
             st->nrecent--;
         }
     }
@@ -809,11 +813,13 @@ static int64_t relay(Cur *c) {
         memcpy(r->paths[here].path, path, plen);
     }
     r->paths[here].number = p->number;
+    st->recent_hash[st->nrecent] = h;
     st->recent[st->nrecent++] = r;
     while (st->nrecent > RECENT_MAX) {
         recent_free(st->spare);
         st->spare = st->recent[0];
         memmove(&st->recent[0], &st->recent[1], (size_t)(st->nrecent - 1) * sizeof r);
+        memmove(&st->recent_hash[0], &st->recent_hash[1], (size_t)(st->nrecent - 1) * sizeof h);
         st->nrecent--;
     }
     if (map_get(&st->relay_paths, path, plen) == NULL) {
