@@ -56,6 +56,12 @@ struct QuicState {
     int64_t nwaiting;
     Seen recent[FI_WINDOW + 1];  /* slots, payloads malloc'd (reused when a slot is) */
     int order[FI_WINDOW + 1];   /* the slots in use, oldest first */
+    uint64_t slot_hash[FI_WINDOW + 1];  /* each slot's payload hash */
+    char path[PATH_MAX_KEY];    /* this packet's {src, dst} key and its hash (quic_header) */
+    size_t path_len;
+    uint64_t path_hash;
+    char server[FI_ENDPOINT];   /* the last destination found among the servers (a set that */
+    size_t server_len;          /* only grows: it stays one) */
     int nrecent;
     int oom;
 };
@@ -227,8 +233,10 @@ static int64_t relayed_copy(QuicState *st, const Pkt *p, const char *path, size_
     uint64_t h = payload_hash(p->payload, p->payload_len);
     int slot = -1;
     for (int i = 0; i < st->nrecent; i++) {
+        if (st->slot_hash[st->order[i]] != h)  /* side by side: no slot read for a miss */
+            continue;
         Seen *s = &st->recent[st->order[i]];
-        if (s->hash == h && s->len == p->payload_len
+        if (s->len == p->payload_len
                 && memcmp(s->payload, p->payload, s->len) == 0) {
             slot = st->order[i];
             memmove(&st->order[i], &st->order[i + 1], (size_t)(st->nrecent - i - 1) * sizeof(int));
@@ -258,6 +266,7 @@ static int64_t relayed_copy(QuicState *st, const Pkt *p, const char *path, size_
         s->payload = copy;
         s->len = p->payload_len;
         s->hash = h;
+        st->slot_hash[slot] = h;
     }
     memcpy(s->path, path, plen);
     s->path_len = plen;
@@ -276,11 +285,11 @@ int quic_header(QuicState *st, const Pkt *p, Ctx *ctx) {
     (void)ctx;
     if (!decode_header(p->payload, p->payload_len, st->cid_len, &st->h))
         return 0;
+    st->path_len = path_key(p, st->path);
+    st->path_hash = map_hash(st->path, st->path_len);
     if (st->h.is_long)
         return 1;
-    char path[PATH_MAX_KEY];
-    size_t plen = path_key(p, path);
-    return map_get(&st->paths, path, plen) != NULL
+    return map_get_h(&st->paths, st->path, st->path_len, st->path_hash) != NULL
            || cid_get(st, st->h.dcid, st->h.dcid_len) != NULL;
 }
 
@@ -457,7 +466,7 @@ static const char *summary(QuicState *st, Row *row, const char *dcid) {
 static void lookup(QuicState *st, const Pkt *p, const char *path, size_t plen, Lookup *l) {
     const Header *h = &st->h;
     l->relay = relayed_copy(st, p, path, plen);
-    uint64_t cid_hash = map_hash(h->dcid, h->dcid_len), path_hash = map_hash(path, plen);
+    uint64_t cid_hash = map_hash(h->dcid, h->dcid_len), path_hash = st->path_hash;
     int64_t *by_cid = map_get_h(&st->cids, h->dcid, h->dcid_len, cid_hash);
     int64_t *by_path = map_get_h(&st->paths, path, plen, path_hash);
     l->conn = by_cid ? *by_cid : by_path ? *by_path : 0;
@@ -496,16 +505,23 @@ int quic_row(QuicState *st, const Pkt *p, Row *row, Ctx *ctx) {
                         : fld_none(row, "quic_scid")) < 0)
         st->oom = 1;
     size_t dlen = strlen(p->dst);
-    uint64_t dhash = map_hash(p->dst, dlen);
-    l.to_server = map_get_h(&st->servers, p->dst, dlen, dhash) != NULL;
-    if (h->type == LONG_TYPES[0] && !l.to_server
-            && !map_get(&st->servers, p->src, strlen(p->src))) {
-        l.to_server = 1;
-        if (map_put_h(&st->servers, p->dst, dlen, dhash, NULL) == NULL)
-            st->oom = 1;
+    l.to_server = dlen == st->server_len && memcmp(p->dst, st->server, dlen) == 0;
+    if (!l.to_server) {
+        uint64_t dhash = map_hash(p->dst, dlen);
+        l.to_server = map_get_h(&st->servers, p->dst, dlen, dhash) != NULL;
+        if (h->type == LONG_TYPES[0] && !l.to_server
+                && !map_get(&st->servers, p->src, strlen(p->src))) {
+            l.to_server = 1;
+            if (map_put_h(&st->servers, p->dst, dlen, dhash, NULL) == NULL)
+                st->oom = 1;
+        }
+        if (l.to_server) {
+            memcpy(st->server, p->dst, dlen + 1);
+            st->server_len = dlen;
+        }
     }
-    char path[PATH_MAX_KEY];
-    size_t plen = path_key(p, path);
+    const char *path = st->path;
+    size_t plen = st->path_len;
     l.dcid = dcid;
     lookup(st, p, path, plen, &l);
     char flow[32] = "quic ";
