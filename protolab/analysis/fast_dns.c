@@ -139,8 +139,8 @@ static int buf_add(Buf *b, const char *s, size_t n) {
 static int buf_str(Buf *b, const char *s) { return buf_add(b, s, strlen(s)); }
 
 /* client, server and id as one key (the Python tuple (client, server, id)). */
-static size_t key3(char *out, const char *a, const char *b, unsigned qid) {
-    size_t na = strlen(a), nb = strlen(b);
+static size_t key3(char *out, const char *a, size_t na, const char *b, size_t nb,
+                   unsigned qid) {
     memcpy(out, a, na + 1);
     memcpy(out + na + 1, b, nb + 1);
     out[na + nb + 2] = (char)(qid >> 8);
@@ -148,14 +148,11 @@ static size_t key3(char *out, const char *a, const char *b, unsigned qid) {
     return na + nb + 4;
 }
 
-static size_t key2(char *out, const char *a, const char *b) {
-    size_t na = strlen(a), nb = strlen(b);
+static size_t key2(char *out, const char *a, size_t na, const char *b, size_t nb) {
     memcpy(out, a, na + 1);
     memcpy(out + na + 1, b, nb);
     return na + nb + 1;
 }
-
-static int set_has(const Map *m, const char *s) { return map_get(m, s, strlen(s)) != NULL; }
 
 static int set_add(Map *m, const char *s) {
     return map_put(m, s, strlen(s), NULL) == NULL ? -1 : 0;
@@ -722,6 +719,11 @@ typedef struct Cur {            /* the packet being annotated */
     const Msg *m;
     const char *question;       /* in the row's arena */
     const char *hexid;          /* f"{qid:#06x}", in the row's arena */
+    const char *src, *dst;      /* the endpoints, in the row's arena */
+    size_t srclen, dstlen;
+    char key[KEY_MAX];          /* (client, server, id): the tables' key for this message */
+    size_t klen;
+    uint64_t khash;
     int oom;
 } Cur;
 
@@ -754,7 +756,7 @@ static int64_t relay(Cur *c) {
     DnsState *st = c->st;
     const Pkt *p = c->p;
     char path[KEY_MAX];
-    size_t plen = key2(path, p->src, p->dst);
+    size_t plen = key2(path, p->src, c->srclen, p->dst, c->dstlen);
     uint64_t h = payload_hash(p->payload, p->payload_len);
     Recent *r = NULL;
     for (int i = 0; i < st->nrecent && r == NULL; i++) {
@@ -859,9 +861,7 @@ static int asked_by_clients(Cur *c, Query **found, char (*servers)[FI_ENDPOINT])
 static void query_row(Cur *c) {
     DnsState *st = c->st;
     Row *row = c->row;
-    char key[KEY_MAX];
-    size_t klen = key3(key, c->p->src, c->p->dst, c->m->qid);
-    Query *first = map_get(&st->pending, key, klen);
+    Query *first = map_get_h(&st->pending, c->key, c->klen, c->khash);
     if (first != NULL && strcmp(first->question, c->question) == 0) {
         first->copies++;
         row->summary = row_cat(row, "query ", c->hexid, " ", c->question, " (again)", NULL);
@@ -877,7 +877,7 @@ static void query_row(Cur *c) {
     for (int i = 0; i < nasked; i++)
         asked[i]->upstream = c->p->number;
     int created;
-    Query *q = map_put(&st->pending, key, klen, &created);
+    Query *q = map_put_h(&st->pending, c->key, c->klen, c->khash, &created);
     char *question = strdup(c->question);
     if (q == NULL || question == NULL) {
         free(question);
@@ -890,12 +890,12 @@ static void query_row(Cur *c) {
     map_bound(&st->pending, FI_MAX_PENDING);
     if (nasked) {
         checked(c, set_add(&st->resolvers, servers[0]));
-        checked(c, set_add(&st->leg_sockets, c->p->src));
+        checked(c, map_put(&st->leg_sockets, c->src, c->srclen, NULL) ? 0 : -1);
         row->summary = row_cat(row, "query ", c->hexid, " ", c->question, " (upstream)", NULL);
         fact(c, A_CREATES, K_DNS_UPSTREAM, H_SERVER_APP, 1);
         checked(c, row_ref(row, asked_number));
         checked(c, val_str(row, "resolver", keep(c, servers[0])));
-        checked(c, val_str(row, "server", keep(c, c->p->dst)));
+        checked(c, val_str(row, "server", c->dst));
         checked(c, val_str(row, "question", c->question));
         return;
     }
@@ -903,8 +903,8 @@ static void query_row(Cur *c) {
     fact(c, A_CREATES, K_DNS_QUERY, H_CLIENT_APP, 2);
     row->holders[1] = H_CLIENT_KERNEL;
     checked(c, val_str(row, "question", c->question));
-    checked(c, val_str(row, "server", keep(c, c->p->dst)));
-    checked(c, val_str(row, "client", keep(c, c->p->src)));
+    checked(c, val_str(row, "server", c->dst));
+    checked(c, val_str(row, "client", c->src));
 }
 
 /* The row of a query: a relay leg's, or DnsAnnotator._query's. */
@@ -914,9 +914,7 @@ static void query_or_relayed(Cur *c) {
         query_row(c);
         return;
     }
-    char key[KEY_MAX];
-    size_t klen = key3(key, c->p->src, c->p->dst, c->m->qid);
-    int64_t *leg = map_put(&c->st->legs, key, klen, NULL);
+    int64_t *leg = map_put_h(&c->st->legs, c->key, c->klen, c->khash, NULL);
     if (leg == NULL) {
         c->oom = 1;
         return;
@@ -927,18 +925,18 @@ static void query_or_relayed(Cur *c) {
     fact(c, A_NONE, K_DNS_RELAYED, H_PACKET, 1);
     if (relayed)
         checked(c, row_ref(c->row, relayed));
-    checked(c, val_str(c->row, "source", keep(c, c->p->src)));
+    checked(c, val_str(c->row, "source", c->src));
 }
 
 /* DnsAnnotator._answer, an answer matched by source, id and question against what is pending:
  * the first five cases of a mismatch, the match itself. */
-static void matched_row(Cur *c, Query *q, const char *key, size_t klen) {
+static void matched_row(Cur *c, Query *q) {
     DnsState *st = c->st;
     Row *row = c->row;
     int64_t number = q->number, copies = q->copies, upstream = q->upstream;
     double rtt_ms = (c->p->time - q->time) * 1000;
     map_del(&st->pending, q);
-    int64_t *answered = map_put(&st->answered, key, klen, NULL);
+    int64_t *answered = map_put_h(&st->answered, c->key, c->klen, c->khash, NULL);
     if (answered == NULL) {
         c->oom = 1;
         return;
@@ -949,7 +947,7 @@ static void matched_row(Cur *c, Query *q, const char *key, size_t klen) {
                                                "no one can tell)", (long long)copies) : "";
     fact(c, A_ENDS, K_DNS_MATCHED, H_CLIENT_APP, 1);
     checked(c, row_ref(row, number));
-    checked(c, val_str(row, "server", keep(c, c->p->src)));
+    checked(c, val_str(row, "server", c->src));
     checked(c, val_float(row, "rtt_ms", rtt_ms));
     checked(c, val_int(row, "copies", copies));
     checked(c, val_str(row, "copies_note", note ? note : ""));
@@ -994,11 +992,9 @@ static Query *same_id(Cur *c, const char **server) {
 static void answer_row(Cur *c) {
     DnsState *st = c->st;
     Row *row = c->row;
-    char key[KEY_MAX];
-    size_t klen = key3(key, c->p->dst, c->p->src, c->m->qid);
-    Query *q = map_get(&st->pending, key, klen);
+    Query *q = map_get_h(&st->pending, c->key, c->klen, c->khash);
     if (q != NULL && strcmp(q->question, c->question) == 0) {
-        matched_row(c, q, key, klen);
+        matched_row(c, q);
         return;
     }
     if (q != NULL) {
@@ -1008,7 +1004,7 @@ static void answer_row(Cur *c) {
         checked(c, val_str(row, "asked", keep(c, q->question)));
         return;
     }
-    int64_t *answered = map_get(&st->answered, key, klen);
+    int64_t *answered = map_get_h(&st->answered, c->key, c->klen, c->khash);
     if (answered != NULL) {
         fact(c, A_MISSING, K_DNS_ALREADY_ANSWERED, H_NOBODY, 1);
         checked(c, row_ref(row, *answered));
@@ -1020,19 +1016,19 @@ static void answer_row(Cur *c) {
         fact(c, A_MISSING, K_DNS_WRONG_SOURCE, H_CLIENT_APP, 1);
         checked(c, row_ref(row, other->number));
         checked(c, val_str(row, "server", keep(c, server)));
-        checked(c, val_str(row, "source", keep(c, c->p->src)));
+        checked(c, val_str(row, "source", c->src));
         return;
     }
     char ids[64];
-    if (waiting_ids(c, ids, sizeof ids) || set_has(&st->leg_sockets, c->p->dst)) {
+    if (waiting_ids(c, ids, sizeof ids) || map_get(&st->leg_sockets, c->dst, c->dstlen)) {
         /* a resolver's upstream socket with nothing pending on it says "none" */
         fact(c, A_MISSING, K_DNS_UNKNOWN_ID, ids[0] ? H_CLIENT_APP : H_SERVER_APP, 1);
-        checked(c, val_str(row, "source", keep(c, c->p->src)));
+        checked(c, val_str(row, "source", c->src));
         checked(c, val_str(row, "pending", ids[0] ? keep(c, ids) : "none"));
         return;
     }
     fact(c, A_USES, K_DNS_QUERY_UNSEEN, H_CLIENT_APP, 1);
-    checked(c, val_str(row, "source", keep(c, c->p->src)));
+    checked(c, val_str(row, "source", c->src));
 }
 
 /* annotate_dns._forged: a row whose answer a flood of `count` forged copies matched. */
@@ -1072,7 +1068,7 @@ static void cached(Cur *c) {
     const char *src = c->p->src, *dst = c->p->dst;
     if (c->m->qclass != CLASS_IN)
         return;  /* a CHAOS question (version.bind): the server's own word, no cache's */
-    if (row->kind == K_DNS_MATCHED && set_has(&st->resolvers, src)) {
+    if (row->kind == K_DNS_MATCHED && map_get(&st->resolvers, src, c->srclen)) {
         Val *up = row_value(row, "upstream");
         int64_t q_up = up ? up->u.i : 0;
         row->nalso = 0;
@@ -1086,7 +1082,7 @@ static void cached(Cur *c) {
         row->nholders = 2;
         return;
     }
-    if (!set_has(&st->leg_sockets, dst))
+    if (!map_get(&st->leg_sockets, dst, c->dstlen))
         return;
     size_t clen;
     char *content = content_of(c, &clen);
@@ -1140,15 +1136,13 @@ static void answer_or_relayed(Cur *c) {
     else
         row->summary = row_cat(row, "answer ", c->hexid, " ", c->question, " ",
                                st->rcode[c->m->rcode], NULL);
-    char key[KEY_MAX];
-    size_t klen = key3(key, c->p->dst, c->p->src, c->m->qid);
-    int64_t *leg = map_get(&st->legs, key, klen);
+    int64_t *leg = map_get_h(&st->legs, c->key, c->klen, c->khash);
     if (leg != NULL) {
         int64_t number = *leg;
         map_del(&st->legs, leg);
         fact(c, A_NONE, K_DNS_RELAY_ANSWER, H_PACKET, 1);
         checked(c, row_ref(row, number));
-        checked(c, val_str(row, "target", keep(c, c->p->dst)));
+        checked(c, val_str(row, "target", c->dst));
         return;
     }
     answer_row(c);
@@ -1166,7 +1160,7 @@ int dns_row(DnsState *st, const Pkt *p, Row *row, Ctx *ctx) {
         return ctx_decline(ctx, "packet %lld: dnspython's type names were not available",
                            (long long)p->number);
     row->proto = "DNS";
-    Cur c = {st, p, row, ctx, &m, NULL, NULL, 0};
+    Cur c = {.st = st, .p = p, .row = row, .ctx = ctx, .m = &m};
     if (r == 0) {
         row->summary = row_printf(row, "DNS? %zu bytes, malformed", p->payload_len);
         row->action = A_MISSING;
@@ -1177,7 +1171,16 @@ int dns_row(DnsState *st, const Pkt *p, Row *row, Ctx *ctx) {
     }
     if (msg_texts(st, &m) < 0)
         return ctx_decline(ctx, "packet %lld: no memory", (long long)p->number);
-    c.question = keep(&c, st->question.s);
+    c.question = row_strndup(row, st->question.s, st->question.len);
+    c.srclen = strlen(p->src);
+    c.dstlen = strlen(p->dst);
+    c.src = row_strndup(row, p->src, c.srclen);
+    c.dst = row_strndup(row, p->dst, c.dstlen);
+    c.klen = m.response ? key3(c.key, p->dst, c.dstlen, p->src, c.srclen, m.qid)
+                        : key3(c.key, p->src, c.srclen, p->dst, c.dstlen, m.qid);
+    c.khash = map_hash(c.key, c.klen);
+    if (c.question == NULL || c.src == NULL || c.dst == NULL)
+        c.oom = 1;
     char hexid[7];
     put_hexid(hexid, m.qid);
     c.hexid = keep(&c, hexid);
