@@ -1,6 +1,7 @@
 """Generated DNS messages (compressed names, TXT, SOA, damaged bytes) through fast_dns.c: a
 message it reads must read as dnspython reads it (the row's summary from annotate_dns.parse_dns),
-one it calls malformed must be one parse_dns rejects; declining is always allowed.
+one it calls malformed must be one parse_dns rejects; declining is always allowed. OPT records
+(EDNS) in the additional section too.
 
     python bench/fastp_fuzz.py [EXAMPLES]
 """
@@ -56,6 +57,20 @@ def records(draw: st.DrawFn, offsets: list[int], authority: bool) -> bytes:
 
 
 @st.composite
+def opts(draw: st.DrawFn) -> bytes:
+    """An OPT record (EDNS), maybe with a COOKIE, PADDING or another option, maybe not the
+    root's, maybe with extended rcode bits."""
+    options = b"".join(struct.pack("!HH", code, len(data)) + data for code, data in draw(
+        st.lists(st.tuples(st.sampled_from([10, 10, 12, 8, 3, 15, 65001]),
+                           st.sampled_from([b"c" * 8, b"c" * 16, b"c" * 12, b"", b"x" * 41])),
+                 max_size=2)))
+    name = draw(st.sampled_from([b"\x00", b"\x00", b"\xc0\x0c", b"\x01a\x00"]))
+    ttl = draw(st.sampled_from([0, 0x8000, 0x01000000]))
+    return name + struct.pack("!HHIH", 41, draw(st.sampled_from([1232, 4096, 512])), ttl,
+                              len(options)) + options
+
+
+@st.composite
 def messages(draw: st.DrawFn) -> bytes:
     q = draw(names([]))
     q = q if q.endswith(b"\x00") else b"\x03lab\x00"  # the question's name is written out
@@ -66,8 +81,9 @@ def messages(draw: st.DrawFn) -> bytes:
     offsets = [12 + i for i in range(len(q))]
     an = draw(st.lists(records(offsets, False), max_size=3))
     ns = draw(st.lists(records(offsets, True), max_size=2))
-    wire += b"".join(an) + b"".join(ns)
-    struct.pack_into("!HH", wire, 6, len(an), len(ns))
+    ar = draw(st.lists(opts(), max_size=2))
+    wire += b"".join(an) + b"".join(ns) + b"".join(ar)
+    struct.pack_into("!HHH", wire, 6, len(an), len(ns), len(ar))
     if draw(st.integers(0, 5)) == 0:
         wire[draw(st.integers(0, len(wire) - 1))] = draw(st.integers(0, 255))
     if draw(st.integers(0, 9)) == 0:
@@ -98,6 +114,7 @@ def check(wire: bytes) -> None:
         return
     SEEN["read"] += 1
     SEEN["read, compressed"] = SEEN.get("read, compressed", 0) + (b"\xc0" in wire[12:])
+    SEEN["read, with OPT"] = SEEN.get("read, with OPT", 0) + (wire[10:12] != b"\0\0")
     rich = '"' in got or "NOERROR" not in got
     SEEN["read, TXT or SOA"] = SEEN.get("read, TXT or SOA", 0) + rich
     assert want is not None, (wire, got)

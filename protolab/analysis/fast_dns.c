@@ -513,6 +513,44 @@ static int more_record(DnsState *st, Msg *m, const uint8_t *data, size_t size, s
     return 1;
 }
 
+/* EDNS options (RFC 6891 section 6.1.2) dnspython reads without a doubt: a COOKIE (RFC 7873
+ * section 4: an 8-byte client cookie, a server cookie of 8 to 32 bytes or none, as
+ * dns.edns.CookieOption checks) and PADDING (RFC 7830, a generic option to dnspython). */
+static int options_ok(const uint8_t *rd, size_t n) {
+    size_t off = 0;
+    while (off < n) {
+        if (off + 4 > n)
+            return 0;
+        unsigned code = be16(rd + off), len = be16(rd + off + 2);
+        off += 4;
+        if (off + len > n)
+            return 0;
+        if (code == 10 && !(len == 8 || (len >= 16 && len <= 40)))
+            return 0;
+        if (code != 10 && code != 12)
+            return 0;
+        off += len;
+    }
+    return 1;
+}
+
+/* The additional section when it is one OPT record (RFC 6891 section 6.1.1) owned by the root,
+ * with no extended rcode bits (the rcode stays the header's): 1 = so (*off after it). */
+static int opt_ok(const uint8_t *data, size_t size, size_t *off) {
+    uint8_t name[256];
+    size_t len;
+    long at = read_name(data, size, *off, name, &len);
+    if (at < 0 || len != 1 || (size_t)at + 10 > size)
+        return 0;
+    const uint8_t *rr = data + at;
+    size_t rdlen = be16(rr + 8);
+    if (be16(rr) != 41 || rr[4] != 0 || (size_t)at + 10 + rdlen > size
+            || !options_ok(rr + 10, rdlen))
+        return 0;
+    *off = (size_t)at + 10 + rdlen;
+    return 1;
+}
+
 /* Each record's RRset (dnspython's find_rrset: same owner without case, class and type, in its
  * section), once the records are read. */
 static void group_records(DnsState *st, const Msg *m) {
@@ -534,11 +572,11 @@ static void group_records(DnsState *st, const Msg *m) {
 
 /* parse_dns by dnspython, for the shapes read here exactly (the reference captures' NXDOMAIN
  * with an SOA in the authority section, TXT answers, compressed owners): 1 = read, -1 =
- * anything else (decline). A standard query, one question written out in labels, no additional
- * section (EDNS's OPT would change the rcode), nothing after the last record. */
+ * anything else (decline). A standard query, one question written out in labels, in the
+ * additional section an OPT record at most (opt_ok), nothing after the last record. */
 static int read_more(DnsState *st, const uint8_t *data, size_t size, Msg *m) {
-    unsigned ancount = be16(data + 6), nscount = be16(data + 8);
-    if (be16(data + 10) || (be16(data + 2) & 0x7800))
+    unsigned ancount = be16(data + 6), nscount = be16(data + 8), arcount = be16(data + 10);
+    if (arcount > 1 || (be16(data + 2) & 0x7800))
         return -1;
     long end = name_end(data, size, 12);
     if (end < 0 || (size_t)end + 4 > size)
@@ -552,6 +590,8 @@ static int read_more(DnsState *st, const uint8_t *data, size_t size, Msg *m) {
     for (unsigned i = 0; i < nscount; i++)
         if (!more_record(st, m, data, size, &off, 1))
             return -1;
+    if (arcount && !opt_ok(data, size, &off))
+        return -1;
     if (off != size)
         return -1;
     group_records(st, m);
