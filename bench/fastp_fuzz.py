@@ -42,7 +42,7 @@ def names(draw: st.DrawFn, offsets: list[int]) -> bytes:
 @st.composite
 def records(draw: st.DrawFn, offsets: list[int], authority: bool) -> bytes:
     owner = draw(names(offsets))
-    rtype = draw(st.sampled_from([6, 6, 6, 2] if authority else [1, 1, 16, 16, 16, 5]))
+    rtype = draw(st.sampled_from([6, 6, 6, 2] if authority else [1, 1, 16, 16, 16, 28, 28, 5]))
     rclass = draw(st.sampled_from([1, 1, 1, 1, 3, 255]))
     ttl = draw(st.sampled_from([0, 60, 5, 0x80000000]))
     if rtype == 16:
@@ -51,6 +51,10 @@ def records(draw: st.DrawFn, offsets: list[int], authority: bool) -> bytes:
     elif rtype == 6:
         rdata = draw(names(offsets)) + draw(names(offsets)) + bytes(draw(st.sampled_from([20, 20,
                                                                                       19, 21])))
+    elif rtype == 28:
+        groups = st.sampled_from([0, 0, 0, 1, 0xFFFF, 0xABC]) | st.integers(0, 0xFFFF)
+        rdata = struct.pack("!8H", *draw(st.lists(groups, min_size=8, max_size=8))) \
+            if draw(st.integers(0, 5)) else draw(st.binary(max_size=18))
     else:
         rdata = draw(st.binary(min_size=4, max_size=4) | st.binary(max_size=6))
     return owner + struct.pack("!HHIH", rtype, rclass, ttl, len(rdata)) + rdata
@@ -115,6 +119,7 @@ def check(wire: bytes) -> None:
     SEEN["read"] += 1
     SEEN["read, compressed"] = SEEN.get("read, compressed", 0) + (b"\xc0" in wire[12:])
     SEEN["read, with OPT"] = SEEN.get("read, with OPT", 0) + (wire[10:12] != b"\0\0")
+    SEEN["read, AAAA"] = SEEN.get("read, AAAA", 0) + (":" in got)
     rich = '"' in got or "NOERROR" not in got
     SEEN["read, TXT or SOA"] = SEEN.get("read, TXT or SOA", 0) + rich
     assert want is not None, (wire, got)

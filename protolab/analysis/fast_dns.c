@@ -446,10 +446,62 @@ static int soa_ok(const uint8_t *data, size_t off, size_t rdlen) {
     return at >= 0 && (size_t)at + 20 == end;
 }
 
+/* dns.ipv6.inet_ntoa: groups in hex without leading zeros, the first longest run of two or more
+ * zero groups as "::", and an IPv4 address written dotted after "::" or "::ffff:" when the
+ * run starts the address and is 6 groups long (or 5, before ffff). */
+static void ipv6_text(const uint8_t *a, Buf *out) {
+    static const char digits[] = "0123456789abcdef";
+    char groups[8][5];
+    int best_start = 0, best_len = 0, start = -1;
+    for (int i = 0; i < 8; i++) {
+        unsigned v = (unsigned)a[2 * i] << 8 | a[2 * i + 1];
+        char *o = groups[i];
+        int shift = 12;
+        while (shift > 0 && ((v >> shift) & 15) == 0)
+            shift -= 4;
+        for (; shift >= 0; shift -= 4)
+            *o++ = digits[(v >> shift) & 15];
+        *o = 0;
+        if (v == 0 && start < 0)
+            start = i;
+        if ((v != 0 || i == 7) && start >= 0) {
+            int len = (v == 0 ? i + 1 : i) - start;
+            if (len > best_len) {
+                best_start = start;
+                best_len = len;
+            }
+            start = -1;
+        }
+    }
+    char tmp[64];
+    if (best_len > 1 && best_start == 0
+            && (best_len == 6 || (best_len == 5 && strcmp(groups[5], "ffff") == 0))) {
+        snprintf(tmp, sizeof tmp, "%s%u.%u.%u.%u", best_len == 6 ? "::" : "::ffff:", a[12], a[13],
+                 a[14], a[15]);
+        buf_str(out, tmp);
+        return;
+    }
+    for (int i = 0; i < 8; i++) {
+        if (best_len > 1 && i == best_start) {
+            buf_add(out, "::", 2);
+            i += best_len - 1;
+            continue;
+        }
+        if (i > 0 && !(best_len > 1 && i == best_start + best_len))
+            buf_add(out, ":", 1);
+        buf_str(out, groups[i]);
+    }
+}
+
 /* A record's rdata as dnspython's to_text writes it: A (RFC 1035 3.4.1) dotted, TXT quoted with
- * '"' and '\' escaped and bytes outside 0x20-0x7e as \ddd (dns.rdata._escapify). */
+ * '"' and '\' escaped and bytes outside 0x20-0x7e as \ddd (dns.rdata._escapify), AAAA by
+ * ipv6_text. */
 static void rdata_text(const Record *r, Buf *out) {
     char tmp[20], *o = tmp;
+    if (r->rtype == 28) {
+        ipv6_text(r->rdata, out);
+        return;
+    }
     if (r->rtype == TYPE_A) {
         for (int k = 0; k < 4; k++) {
             o = put_u64(o, r->rdata[k]);
@@ -477,8 +529,8 @@ static void rdata_text(const Record *r, Buf *out) {
     }
 }
 
-/* One record of a section, kept when it is a shape read here exactly: answers A in IN or TXT in
- * IN or CH, authority SOA in IN. 1 = kept (*off after it), 0 = anything else. */
+/* One record of a section, kept when it is a shape read here exactly: answers A or AAAA in IN,
+ * TXT in IN or CH, authority SOA in IN. 1 = kept (*off after it), 0 = anything else. */
 static int more_record(DnsState *st, Msg *m, const uint8_t *data, size_t size, size_t *off,
                        int authority) {
     if (m->nrecords >= st->records_cap) {
@@ -504,6 +556,7 @@ static int more_record(DnsState *st, Msg *m, const uint8_t *data, size_t size, s
         return 0;
     int ok = authority ? r->rtype == 6 && r->rclass == CLASS_IN && soa_ok(data, rd, r->rdlen)
         : (r->rtype == TYPE_A && r->rclass == CLASS_IN && r->rdlen == 4)
+          || (r->rtype == 28 && r->rclass == CLASS_IN && r->rdlen == 16)
           || (r->rtype == 16 && (r->rclass == CLASS_IN || r->rclass == 3)
               && txt_ok(r->rdata, r->rdlen));
     if (!ok)
