@@ -129,10 +129,28 @@ def check(wire: bytes) -> None:
     assert got == expected, (wire, got, want)
 
 
+_GROUP = st.sampled_from([0, 0, 0, 1, 0xFFFF, 0x10, 0xABC]) | st.integers(0, 0xFFFF)
+
+
+@given(st.lists(st.lists(_GROUP, min_size=8, max_size=8).map(lambda g: struct.pack("!8H", *g))
+                | st.binary(min_size=4, max_size=4).map(lambda v4: bytes(10) + b"\xff\xff" + v4)
+                | st.binary(min_size=4, max_size=4).map(lambda v4: bytes(12) + v4),
+                min_size=1, max_size=3))
+def check_aaaa(addresses: list[bytes]) -> None:
+    """AAAA answers: every address written as dnspython writes it."""
+    wire = struct.pack("!HHHHHH", 5, 0x8180, 1, len(addresses), 0, 0) + b"\x03lab\x00" \
+        + struct.pack("!HH", 28, 1) + b"".join(b"\xc0\x0c" + struct.pack("!HHIH", 28, 1, 60, 16)
+                                               + a for a in addresses)
+    qid, _, question, rcode, answers = parse_dns(wire)
+    assert c_summary(wire) == f"answer {qid:#06x} {question} {rcode} {answers}"
+
+
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     settings(max_examples=n, deadline=None, suppress_health_check=list(HealthCheck))(check)()
     print(f"{n} messages: {SEEN}")
+    settings(max_examples=n, deadline=None, suppress_health_check=list(HealthCheck))(check_aaaa)()
+    print(f"{n} AAAA answers: as dnspython writes them")
 
 
 if __name__ == "__main__":
