@@ -42,7 +42,8 @@ def names(draw: st.DrawFn, offsets: list[int]) -> bytes:
 @st.composite
 def records(draw: st.DrawFn, offsets: list[int], authority: bool) -> bytes:
     owner = draw(names(offsets))
-    rtype = draw(st.sampled_from([6, 6, 6, 2] if authority else [1, 1, 16, 16, 16, 28, 28, 5]))
+    kinds = [6, 6, 6, 2] if authority else [1, 1, 16, 16, 16, 28, 28, 5, 5, 5]
+    rtype = draw(st.sampled_from(kinds))
     rclass = draw(st.sampled_from([1, 1, 1, 1, 3, 255]))
     ttl = draw(st.sampled_from([0, 60, 5, 0x80000000]))
     if rtype == 16:
@@ -51,6 +52,8 @@ def records(draw: st.DrawFn, offsets: list[int], authority: bool) -> bytes:
     elif rtype == 6:
         rdata = draw(names(offsets)) + draw(names(offsets)) + bytes(draw(st.sampled_from([20, 20,
                                                                                       19, 21])))
+    elif rtype == 5:
+        rdata = draw(names(offsets))
     elif rtype == 28:
         groups = st.sampled_from([0, 0, 0, 1, 0xFFFF, 0xABC]) | st.integers(0, 0xFFFF)
         rdata = struct.pack("!8H", *draw(st.lists(groups, min_size=8, max_size=8))) \
@@ -120,6 +123,7 @@ def check(wire: bytes) -> None:
     SEEN["read, compressed"] = SEEN.get("read, compressed", 0) + (b"\xc0" in wire[12:])
     SEEN["read, with OPT"] = SEEN.get("read, with OPT", 0) + (wire[10:12] != b"\0\0")
     SEEN["read, AAAA"] = SEEN.get("read, AAAA", 0) + (":" in got)
+    SEEN["read, CNAME"] = SEEN.get("read, CNAME", 0) + (b"\x00\x05\x00\x01" in wire[12:])
     rich = '"' in got or "NOERROR" not in got
     SEEN["read, TXT or SOA"] = SEEN.get("read, TXT or SOA", 0) + rich
     assert want is not None, (wire, got)

@@ -22,6 +22,7 @@
 #define RECENT_MAX FI_WINDOW  /* annotate_dns._recent: recent payloads, WINDOW of them */
 #define ASKED_LOOK 64         /* _asked_by_clients looks at the 64 newest pending queries */
 #define TYPE_A 1
+#define TYPE_CNAME 5
 #define CLASS_IN 1
 #define KEY_MAX (2 * FI_ENDPOINT + 4)
 
@@ -64,6 +65,7 @@ typedef struct Record {         /* one record of the answer or authority section
     uint32_t ttl;
     int group;                  /* its RRset: the first record with the same owner, class, type */
     uint8_t own[256];           /* a compressed owner, written out (read_more) */
+    uint8_t target[256];        /* a CNAME's target, written out (read_more) */
 } Record;
 
 typedef struct Msg {            /* parse_dns's facts, read by read_simple's rules */
@@ -435,6 +437,13 @@ static int txt_ok(const uint8_t *rd, size_t n) {
     return n > 0 && off == n;
 }
 
+/* CNAME rdata (RFC 1035 section 3.3.1): one name, filling it; written out into target. */
+static int cname_ok(const uint8_t *data, size_t off, size_t rdlen, uint8_t *target) {
+    size_t len;
+    long at = read_name(data, off + rdlen, off, target, &len);
+    return at >= 0 && (size_t)at == off + rdlen;
+}
+
 /* SOA rdata (RFC 1035 section 3.3.13): two names, then five 32-bit numbers, filling it. */
 static int soa_ok(const uint8_t *data, size_t off, size_t rdlen) {
     uint8_t name[256];
@@ -493,11 +502,17 @@ static void ipv6_text(const uint8_t *a, Buf *out) {
     }
 }
 
+static void name_text(const uint8_t *wire, Buf *out);
+
 /* A record's rdata as dnspython's to_text writes it: A (RFC 1035 3.4.1) dotted, TXT quoted with
  * '"' and '\' escaped and bytes outside 0x20-0x7e as \ddd (dns.rdata._escapify), AAAA by
- * ipv6_text. */
+ * ipv6_text, CNAME its target's name as the question's is written. */
 static void rdata_text(const Record *r, Buf *out) {
     char tmp[20], *o = tmp;
+    if (r->rtype == TYPE_CNAME) {
+        name_text(r->target, out);
+        return;
+    }
     if (r->rtype == 28) {
         ipv6_text(r->rdata, out);
         return;
@@ -529,8 +544,8 @@ static void rdata_text(const Record *r, Buf *out) {
     }
 }
 
-/* One record of a section, kept when it is a shape read here exactly: answers A or AAAA in IN,
- * TXT in IN or CH, authority SOA in IN. 1 = kept (*off after it), 0 = anything else. */
+/* One record of a section, kept when it is a shape read here exactly: answers A, AAAA or CNAME
+ * in IN, TXT in IN or CH, authority SOA in IN. 1 = kept (*off after it), 0 = anything else. */
 static int more_record(DnsState *st, Msg *m, const uint8_t *data, size_t size, size_t *off,
                        int authority) {
     if (m->nrecords >= st->records_cap) {
@@ -555,6 +570,7 @@ static int more_record(DnsState *st, Msg *m, const uint8_t *data, size_t size, s
     if (rd + r->rdlen > size)
         return 0;
     int ok = authority ? r->rtype == 6 && r->rclass == CLASS_IN && soa_ok(data, rd, r->rdlen)
+        : r->rtype == TYPE_CNAME ? r->rclass == CLASS_IN && cname_ok(data, rd, r->rdlen, r->target)
         : (r->rtype == TYPE_A && r->rclass == CLASS_IN && r->rdlen == 4)
           || (r->rtype == 28 && r->rclass == CLASS_IN && r->rdlen == 16)
           || (r->rtype == 16 && (r->rclass == CLASS_IN || r->rclass == 3)
@@ -750,7 +766,10 @@ static int msg_texts(DnsState *st, const Msg *m) {
         for (int i = g; i < m->nanswers; i++) {
             const Record *r = &st->records[i];
             int dup = r->group != g;
-            for (int j = g; !dup && j < i; j++)
+            /* a CNAME RRset holds one record, the last (dns.rdatatype.is_singleton) */
+            for (int j = i + 1; !dup && r->rtype == TYPE_CNAME && j < m->nanswers; j++)
+                dup = st->records[j].group == g;
+            for (int j = g; !dup && r->rtype != TYPE_CNAME && j < i; j++)
                 dup = st->records[j].group == g && st->records[j].rdlen == r->rdlen
                       && memcmp(st->records[j].rdata, r->rdata, r->rdlen) == 0;
             if (dup)
