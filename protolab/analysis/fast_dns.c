@@ -86,6 +86,7 @@ struct DnsState {
     int ports[64];
     int nports;
     int names_ok;               /* the names below came from dnspython */
+    int ip_generic;             /* dnspython would read A/AAAA in IN as generic (ip_generic) */
     char *type_low[256];        /* dns.rdatatype.to_text for the types under 256 it names */
     int high_n;
     unsigned high_value[64];    /* ... and for the others it names */
@@ -209,13 +210,39 @@ static int load_names(DnsState *st, PyObject *rdatatype, PyObject *rcode) {
     return ok && !PyErr_Occurred();
 }
 
+/* Whether dnspython, in this process, would read an A or AAAA record of class IN as a generic
+ * one ("\# 4 ..."): dns.rdata.get_rdata_class looks up (IN, type), then (ANY, type), where an
+ * earlier record of class ANY leaves GenericRdata. Looked at, not changed; 1 when it cannot
+ * tell (then such records are declined). */
+static int ip_generic(PyObject *rdata) {
+    PyObject *classes = PyObject_GetAttrString(rdata, "_rdata_classes");
+    PyObject *generic = PyObject_GetAttrString(rdata, "GenericRdata");
+    int out = classes == NULL || generic == NULL || !PyDict_Check(classes);
+    for (int i = 0; !out && i < 2; i++) {
+        long type = i ? 28 : 1;
+        PyObject *in = Py_BuildValue("(ll)", 1L, type), *any = Py_BuildValue("(ll)", 255L, type);
+        PyObject *cls = in ? PyDict_GetItemWithError(classes, in) : NULL;  /* borrowed */
+        if (cls == NULL && any != NULL && !PyErr_Occurred())
+            cls = PyDict_GetItemWithError(classes, any);
+        out = in == NULL || any == NULL || PyErr_Occurred() || cls == generic;
+        Py_XDECREF(in);
+        Py_XDECREF(any);
+    }
+    Py_XDECREF(classes);
+    Py_XDECREF(generic);
+    return out;
+}
+
 static void ask_dnspython(DnsState *st) {
     PyGILState_STATE gil = PyGILState_Ensure();
     PyObject *rdatatype = PyImport_ImportModule("dns.rdatatype");
     PyObject *rcode = PyImport_ImportModule("dns.rcode");
+    PyObject *rdata = PyImport_ImportModule("dns.rdata");
     st->names_ok = rdatatype && rcode && load_names(st, rdatatype, rcode);
+    st->ip_generic = rdata == NULL || ip_generic(rdata);
     Py_XDECREF(rdatatype);
     Py_XDECREF(rcode);
+    Py_XDECREF(rdata);
     PyErr_Clear();
     PyGILState_Release(gil);
 }
@@ -575,7 +602,7 @@ static int more_record(DnsState *st, Msg *m, const uint8_t *data, size_t size, s
           || (r->rtype == 28 && r->rclass == CLASS_IN && r->rdlen == 16)
           || (r->rtype == 16 && (r->rclass == CLASS_IN || r->rclass == 3)
               && txt_ok(r->rdata, r->rdlen));
-    if (!ok)
+    if (!ok || (st->ip_generic && (r->rtype == TYPE_A || r->rtype == 28)))
         return 0;
     *off = rd + r->rdlen;
     m->nrecords++;
@@ -674,9 +701,9 @@ static int read_more(DnsState *st, const uint8_t *data, size_t size, Msg *m) {
     return 1;
 }
 
-/* parse_dns as far as read_simple goes: 1 = read (m filled), 0 = not a DNS message (parse_dns's
- * None, certain without dnspython), -1 = a shape only dnspython reads (decline). */
-static int dns_read(DnsState *st, const uint8_t *data, size_t size, Msg *m) {
+/* parse_dns as far as read_simple and read_more go: 1 = read (m filled), 0 = not a DNS message
+ * (parse_dns's None, certain without dnspython), -1 = a shape only dnspython reads. */
+static int read_exact(DnsState *st, const uint8_t *data, size_t size, Msg *m) {
     memset(m, 0, sizeof *m);
     if (size < 12 || be16(data + 4) != 1)
         return 0;
@@ -798,6 +825,31 @@ static int64_t answer_ttl(const DnsState *st, const Msg *m) {
             ttl = t;
     }
     return ttl;
+}
+
+/* Whether dnspython's reader certainly fails before it reads any record's data: on the question's
+ * name (dns.name's rules, read_name), on the 4 bytes after it, on bytes after a lone question
+ * (TrailingJunk), or on the first record's name, header or length. Only then is a message it
+ * was not read here known to be none: reading a record's data can leave state behind in
+ * dnspython (dns.rdata.get_rdata_class caches a generic class for an A or AAAA of class ANY,
+ * and later A answers print as "\# 4 ..."), which the compiled path does not follow. */
+static int fails_early(const uint8_t *data, size_t size) {
+    uint8_t name[256];
+    size_t len;
+    long at = read_name(data, size, 12, name, &len);
+    if (at < 0 || (size_t)at + 4 > size)
+        return 1;
+    size_t off = (size_t)at + 4;
+    if ((size_t)be16(data + 6) + be16(data + 8) + be16(data + 10) == 0)
+        return off < size;
+    at = read_name(data, size, off, name, &len);
+    return at < 0 || (size_t)at + 10 > size || (size_t)at + 10 + be16(data + at + 8) > size;
+}
+
+/* parse_dns: 1 = read (m filled), 0 = not a DNS message, -1 = only dnspython can tell (decline). */
+static int dns_read(DnsState *st, const uint8_t *data, size_t size, Msg *m) {
+    int r = read_exact(st, data, size, m);
+    return r < 0 && fails_early(data, size) ? 0 : r;
 }
 
 /* ---- DnsAnnotator.is_dns ---------------------------------------------------------------------- */
