@@ -77,11 +77,25 @@ static int link_layer(const Rec *rec, size_t *off, int *v6) {
     return 0;
 }
 
+/* Decoded.endpoint: "10.0.0.1:53", "[2001:db8::1]:53" */
 static void endpoint(char *out, const char *host, int v6, int port) {
+    Sb b = {.n = 0};
     if (v6)
-        snprintf(out, FI_ENDPOINT, "[%s]:%d", host, port);
-    else
-        snprintf(out, FI_ENDPOINT, "%s:%d", host, port);
+        sb_put(&b, "[", 1);
+    sb_s(&b, host);
+    sb_s(&b, v6 ? "]:" : ":");
+    sb_i(&b, port);
+    memcpy(out, b.p, b.n + 1);
+}
+
+/* socket.inet_ntoa */
+static void ip4_text(const uint8_t *a, char *out) {
+    size_t k = 0;
+    for (int i = 0; i < 4; i++) {
+        k += fmt_u64(out + k, a[i]);
+        out[k++] = '.';
+    }
+    out[k - 1] = 0;
 }
 
 /* str(ipaddress.IPv6Address): inet_ntop's RFC 5952 text, except the dotted forms it uses for
@@ -151,8 +165,8 @@ int decode(const Rec *rec, int64_t number, Pkt *p, char *why, size_t nw) {
             return no(why, nw, "packet %lld: cut IPv4 header", (long long)p->number);
         size_t ihl = (size_t)(d[off] & 0x0F) * 4, total = be16(d + off + 2);
         proto = d[off + 9];
-        inet_ntop(AF_INET, d + off + 12, src, sizeof src);
-        inet_ntop(AF_INET, d + off + 16, dst, sizeof dst);
+        ip4_text(d + off + 12, src);
+        ip4_text(d + off + 16, dst);
         if (be16(d + off + 6) & 0x1FFF)
             return no(why, nw, "packet %lld: IP fragment", (long long)p->number);
         end = total >= ihl ? (n < off + total ? n : off + total) : n;

@@ -79,7 +79,7 @@ static int format_val(Buf *b, const Val *v, const char *spec) {
         switch (v->type) {
         case V_NONE: return buf_puts(b, "None");
         case V_BOOL: return buf_puts(b, v->u.i ? "True" : "False");
-        case V_INT: return buf_printf(b, "%lld", (long long)v->u.i);
+        case V_INT: return buf_i64(b, v->u.i);
         case V_FLOAT: return buf_repr_float(b, v->u.f);
         case V_STR: return buf_puts(b, v->u.s);
         }
@@ -117,7 +117,7 @@ static int special_value(Buf *b, const Row *row, const char *name) {
         return buf_puts(b, row->key ? row->key : "");
     if (strcmp(name, "refs") == 0) {
         for (int i = 0; i < row->nrefs; i++)
-            buf_printf(b, "%s#%lld", i ? ", " : "", (long long)row->refs[i]);
+            buf_puts(b, i ? ", #" : "#"), buf_i64(b, row->refs[i]);
         return 0;
     }
     if (strcmp(name, "ref") == 0)
@@ -129,8 +129,14 @@ static int special_value(Buf *b, const Row *row, const char *name) {
                 return buf_puts(b, " [states unknown: the handshake is not in this capture; "
                                    "client and server are guessed from the ports]");
         for (int i = 0; i < row->nmoves; i++)
-            buf_printf(b, "%s%s %s→%s", i ? "; " : " [", tcp_role_name(row->moves[i].role),
-                       tcp_state_name(row->moves[i].old), tcp_state_name(row->moves[i].new_));
+        {
+            buf_puts(b, i ? "; " : " [");
+            buf_puts(b, tcp_role_name(row->moves[i].role));
+            buf_puts(b, " ");
+            buf_puts(b, tcp_state_name(row->moves[i].old));
+            buf_puts(b, "→");
+            buf_puts(b, tcp_state_name(row->moves[i].new_));
+        }
         return row->nmoves ? buf_puts(b, "]") : 0;
     }
     return -1;
@@ -152,7 +158,8 @@ int render(Buf *b, const Out *o, const Row *row) {
             }
             const Val *v = NULL;
             for (int i = 0; i < row->nvalues && v == NULL; i++)
-                if (strcmp(row->values[i].name, seg->name) == 0)
+                if (row->values[i].name[0] == seg->name[0] &&
+                    strcmp(row->values[i].name, seg->name) == 0)
                     v = &row->values[i];
             int r = v ? format_val(b, v, seg->spec)
                       : seg->spec[0] ? -1 : special_value(b, row, seg->name);
@@ -306,8 +313,8 @@ int format_row(Buf *out, Out *o, const Row *row) {
         return wrapped_row(out, o, row, route, summary, state, nstate);
     size_t start = out->len;
     char num[32];
-    int k = snprintf(num, sizeof num, "%lld", (long long)row->number);
-    put_ljust(out, num, (size_t)k, w[0]);
+    size_t k = fmt_i64(num, row->number);
+    put_ljust(out, num, k, w[0]);
     buf_printf(out, "  %-*.3f  ", w[1], row->time);
     put_ljust(out, route.p, route.n, w[2]);
     buf_put(out, "  ", 2);
@@ -367,7 +374,7 @@ static int json_val(Buf *b, const Val *v) {
     switch (v->type) {
     case V_NONE: return buf_puts(b, "null");
     case V_BOOL: return buf_puts(b, v->u.i ? "true" : "false");
-    case V_INT: return buf_printf(b, "%lld", (long long)v->u.i);
+    case V_INT: return buf_i64(b, v->u.i);
     case V_FLOAT: return buf_repr_float(b, v->u.f);
     case V_STR: return buf_json_str(b, v->u.s);
     }
@@ -431,7 +438,9 @@ int format_json(Buf *b, Out *o, const Row *row) {
     PyMem_Free(s);
     if (rounded == -1.0 && PyErr_Occurred())
         return -1;
-    buf_printf(b, "{\"number\": %lld, \"time\": ", (long long)row->number);
+    buf_puts(b, "{\"number\": ");
+    buf_i64(b, row->number);
+    buf_puts(b, ", \"time\": ");
     buf_repr_float(b, rounded);
     buf_puts(b, ", \"src\": ");
     buf_json_str(b, row->src);
@@ -451,11 +460,13 @@ int format_json(Buf *b, Out *o, const Row *row) {
     }
     buf_puts(b, "], \"state\": ");
     buf_json_str(b, t->p);
-    buf_printf(b, ", \"flow\": %lld, \"fact\": ", (long long)row->flow_number);
+    buf_puts(b, ", \"flow\": ");
+    buf_i64(b, row->flow_number);
+    buf_puts(b, ", \"fact\": ");
     buf_json_str(b, o->kinds[row->kind]);
     buf_puts(b, ", \"refs\": [");
     for (int i = 0; i < row->nrefs; i++)
-        buf_printf(b, "%s%lld", i ? ", " : "", (long long)row->refs[i]);
+        buf_puts(b, i ? ", " : ""), buf_i64(b, row->refs[i]);
     buf_puts(b, "], \"also\": [");
     for (int i = 0; i < row->nalso; i++) {
         if (i)

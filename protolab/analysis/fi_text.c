@@ -118,3 +118,8 @@ int buf_repr_float(Buf *b, double x) {
     PyMem_Free(s);
     return r;
 }
+
+int buf_i64(Buf *b, int64_t v) {
+    char d[24];
+    return buf_put(b, d, fmt_i64(d, v));
+}
