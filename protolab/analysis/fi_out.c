@@ -182,7 +182,8 @@ static int wrap(const char *text, size_t n, int width, Slice *out, int max) {
     int k = 0;
     if (width < 0)
         return n ? (out[0] = (Slice){text, n}, 1) : 0;
-    while (cp_len(text, n) > (size_t)width) {
+    size_t cps = cp_len(text, n);
+    while (cps > (size_t)width) {
         size_t end = cp_offset(text, n, (size_t)width + 1), cut = 0;
         for (size_t i = end; i-- > 0;)
             if (text[i] == ' ') {
@@ -194,11 +195,13 @@ static int wrap(const char *text, size_t n, int width, Slice *out, int max) {
         if (k >= max)
             return -1;
         out[k++] = (Slice){text, cut};
+        cps -= cp_len(text, cut);
         text += cut;
         n -= cut;
         while (n && *text == ' ') {
             text++;
             n--;
+            cps--;
         }
     }
     if (n) {
@@ -391,7 +394,7 @@ static void json_key(Buf *b, const char *k, int *first) {
 
 /* The common fields (annotate.Annotator._annotate), then the part's own (a dict's update) */
 static void json_fields(Buf *b, const Row *row) {
-    Val common[6];
+    Val common[8];
     int n = 0;
     common[n++] = (Val){"length", V_INT, {.i = row->length}};
     common[n++] = row->sport < 0 ? (Val){"sport", V_NONE, {0}}
@@ -402,6 +405,10 @@ static void json_fields(Buf *b, const Row *row) {
         common[n++] = (Val){"tcp_seq", V_INT, {.i = row->tcp_seq}};
         common[n++] = (Val){"tcp_ack", V_INT, {.i = row->tcp_ack}};
         common[n++] = (Val){"tcp_flags", V_INT, {.i = row->tcp_flags}};
+    }
+    if (row->icmp_type >= 0) {
+        common[n++] = (Val){"icmp_type", V_INT, {.i = row->icmp_type}};
+        common[n++] = (Val){"icmp_code", V_INT, {.i = row->icmp_code}};
     }
     int first = 1;
     buf_put(b, "{", 1);

@@ -58,9 +58,15 @@ int buf_pad(Buf *b, size_t n) {
 }
 
 size_t cp_len(const char *s, size_t n) {
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-        k += ((unsigned char)s[i] & 0xC0) != 0x80;
+    size_t k = n, i = 0;
+    for (; i + 8 <= n; i += 8) {  /* continuation bytes are 10xxxxxx */
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        uint64_t cont = (w & 0x8080808080808080ULL) & ~((w & 0x4040404040404040ULL) << 1);
+        k -= (size_t)__builtin_popcountll(cont);
+    }
+    for (; i < n; i++)
+        k -= ((unsigned char)s[i] & 0xC0) == 0x80;
     return k;
 }
 
