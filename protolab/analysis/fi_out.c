@@ -318,7 +318,12 @@ int format_row(Buf *out, Out *o, const Row *row) {
     char num[32];
     size_t k = fmt_i64(num, row->number);
     put_ljust(out, num, k, w[0]);
-    buf_printf(out, "  %-*.3f  ", w[1], row->time);
+    buf_put(out, "  ", 2);
+    size_t at = out->len;
+    buf_fixed3(out, row->time);
+    if (out->len - at < (size_t)w[1])
+        buf_pad(out, (size_t)w[1] - (out->len - at));
+    buf_put(out, "  ", 2);
     put_ljust(out, route.p, route.n, w[2]);
     buf_put(out, "  ", 2);
     put_ljust(out, row->proto, strlen(row->proto), w[3]);
