@@ -110,6 +110,62 @@ static int udp_row(const Pkt *p, Row *row) {
     return r | row_field_str(row, "udp_text", text);
 }
 
+/* annotate_udp.IcmpAnnotator._amend_cause: the datagram this error is about, still in the
+ * window, becomes a datagram to a closed port; its number, or 0 */
+static int64_t amend_cause(Ctx *ctx, const Pkt *p) {
+    for (int i = ctx->len - 1; i >= 0; i--) {
+        Row *row = ctx_window_at(ctx, i);
+        if (strcmp(row->src, p->quoted_origin) != 0 || strcmp(row->dst, p->quoted_target) != 0 ||
+            row->ip_proto != FI_PROTO_UDP)
+            continue;
+        row->kind = strcmp(row->proto, "DNS") == 0 && row->action == A_ENDS
+            ? K_DNS_TO_CLOSED_SOCKET : K_UDP_TO_CLOSED_PORT;
+        if (row->nrefs >= FI_MAX_REFS)
+            return -1;
+        memmove(row->refs + 1, row->refs, (size_t)row->nrefs * sizeof *row->refs);
+        row->refs[0] = p->number;
+        row->nrefs++;
+        row->nalso = 0;
+        row->nmoves = 0;
+        row->action = A_MISSING;
+        row->nholders = 0;
+        row_holder(row, H_NOBODY);
+        if (row_value_str(row, "target", row_strdup(row, p->quoted_target)) < 0)
+            return -1;
+        return row->number;
+    }
+    return 0;
+}
+
+/* annotate_udp.IcmpAnnotator.row */
+static int icmp_row(const Pkt *p, Row *row, Ctx *ctx) {
+    int v6 = p->proto != FI_PROTO_ICMP;
+    const char *name = v6 ? "ICMPv6" : "ICMP";
+    row->proto = name;
+    int unreachable = v6 ? p->icmp_type == 1 && p->icmp_code == 4
+                         : p->icmp_type == 3 && p->icmp_code == 3;
+    if (!p->has_quoted || !unreachable) {
+        row->summary = row_printf(row, "%s type %d code %d", name, p->icmp_type, p->icmp_code);
+        row->action = A_NONE;
+        row->kind = K_ICMP_OTHER;
+        return 0;
+    }
+    int64_t cause = amend_cause(ctx, p);
+    if (cause < 0)
+        return -1;
+    const char *target = row_strdup(row, p->quoted_target);
+    row->summary = row_printf(row, "%s port unreachable for %s → %s", name, p->quoted_origin,
+                              p->quoted_target);
+    row->action = A_MISSING;
+    row->kind = K_ICMP_PORT_UNREACHABLE;
+    row->key = target;
+    int r = row_holder(row, H_NOBODY) | row_value_str(row, "target", target);
+    if (cause)
+        r |= row_ref(row, cause);
+    return r | row_value_str(row, "about", cause ? row_printf(row, " (#%lld)", (long long)cause)
+                                                 : "");
+}
+
 /* annotate.Annotator._annotate (one capture point) and _annotate_protocol */
 static int annotate(Run *run, const Pkt *p, Row *row) {
     Ctx *ctx = run->ctx;
@@ -122,6 +178,8 @@ static int annotate(Run *run, const Pkt *p, Row *row) {
     row->tcp_seq = p->tcp_seq;
     row->tcp_ack = p->tcp_ack;
     row->tcp_flags = p->tcp_flags;
+    row->icmp_type = p->icmp_type;
+    row->icmp_code = p->icmp_code;
     int r;
     if (p->proto == FI_PROTO_UDP) {
         r = dns_is_dns(run->dns, p, ctx);
@@ -134,8 +192,10 @@ static int annotate(Run *run, const Pkt *p, Row *row) {
             else if (r == 0 && udp_row(p, row) < 0)
                 r = ctx_decline(ctx, "packet %lld: a UDP row", (long long)p->number);
         }
-    } else {
+    } else if (p->has_tcp) {
         r = tcp_row(run->tcp, p, row, ctx);
+    } else {
+        r = icmp_row(p, row, ctx);
     }
     if (r < 0)
         return ctx_decline(ctx, "packet %lld: declined", (long long)p->number);

@@ -120,13 +120,13 @@ def _arguments(opts: object) -> dict:
 
     flows, as_json = bool(getattr(opts, "flows")), bool(getattr(opts, "json"))
     lay = layout(getattr(opts, "width"), getattr(opts, "wide"))
-    width = getattr(opts, "width")
+    width, limit = getattr(opts, "width"), getattr(opts, "limit", None)
     return {
         "mode": ("flows_json" if as_json else "flows") if flows else ("json" if as_json
                                                                       else "table"),
         "widths": lay.widths, "state_width": -1 if lay.state is None else lay.state,
         "beside": lay.beside,
-        "limit": -1 if getattr(opts, "limit") is None else getattr(opts, "limit"),
+        "limit": -1 if limit is None else limit,  # None: no --limit
         "dns_ports": tuple(sorted(getattr(opts, "dns_ports"))),
         "flows_width": -1 if getattr(opts, "wide") else max(MIN_WIDTH, width or table_width()),
         "templates": {kind.value: text for kind, text in TEMPLATES.items()},

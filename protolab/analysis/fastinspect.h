@@ -82,6 +82,9 @@ typedef struct Pkt {
     int tcp_flags, tcp_window;
     const uint8_t *tcp_options;
     size_t tcp_options_len;
+    /* ICMP only (core): type, code (-1: none) and the quoted datagram's ends */
+    int icmp_type, icmp_code, has_quoted;
+    char quoted_origin[FI_ENDPOINT], quoted_target[FI_ENDPOINT];  /* "host:port" */
 } Pkt;
 
 /* ---- a row's strings: a chunked arena, so pointers stay valid until the row is printed ---- */
@@ -148,6 +151,7 @@ typedef struct Row {
     int has_tcp;
     uint32_t tcp_seq, tcp_ack;
     int tcp_flags;
+    int icmp_type, icmp_code;     /* -1: not ICMP */
     Arena arena;
 } Row;
 

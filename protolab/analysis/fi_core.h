@@ -4,6 +4,7 @@
 #define PROTOLAB_FI_CORE_H
 
 #include <stdio.h>
+#include <string.h>
 
 #include "fastinspect.h"
 #include "fi_map.h"
@@ -62,6 +63,56 @@ int buf_pad(Buf *b, size_t n);  /* n spaces */
 size_t cp_len(const char *s, size_t n);  /* code points of UTF-8 text */
 size_t cp_offset(const char *s, size_t n, size_t k);  /* byte offset of code point k */
 int buf_json_str(Buf *b, const char *s);
+int buf_i64(Buf *b, int64_t v);
+int buf_fixed3(Buf *b, double x);  /* "%.3f" */
 int buf_repr_float(Buf *b, double x);  /* Python's repr(float) */
+
+/* A string built on the stack without printf (the per-packet paths) */
+typedef struct Sb {
+    char p[512];
+    size_t n;
+} Sb;
+
+static inline void sb_put(Sb *b, const char *s, size_t k) {
+    if (b->n + k >= sizeof b->p)
+        k = sizeof b->p - 1 - b->n;
+    memcpy(b->p + b->n, s, k);
+    b->n += k;
+    b->p[b->n] = 0;
+}
+
+static inline void sb_s(Sb *b, const char *s) { sb_put(b, s, strlen(s)); }
+
+/* decimal digits of v into out (at least 21 bytes); returns the length */
+static inline size_t fmt_u64(char *out, uint64_t v) {
+    char tmp[24];
+    size_t k = 0;
+    do {
+        tmp[k++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < k; i++)
+        out[i] = tmp[k - 1 - i];
+    out[k] = 0;
+    return k;
+}
+
+static inline size_t fmt_i64(char *out, int64_t v) {
+    if (v < 0) {
+        out[0] = '-';
+        return 1 + fmt_u64(out + 1, (uint64_t)0 - (uint64_t)v);
+    }
+    return fmt_u64(out, (uint64_t)v);
+}
+
+static inline void sb_u(Sb *b, uint64_t v) {
+    char d[24];
+    sb_put(b, d, fmt_u64(d, v));
+}
+
+static inline void sb_i(Sb *b, int64_t v) {
+    char d[24];
+    sb_put(b, d, fmt_i64(d, v));
+}
 
 #endif

@@ -77,11 +77,29 @@ static int link_layer(const Rec *rec, size_t *off, int *v6) {
     return 0;
 }
 
+/* Decoded.endpoint: "10.0.0.1:53", "[2001:db8::1]:53" */
 static void endpoint(char *out, const char *host, int v6, int port) {
+    Sb b = {.n = 0};
     if (v6)
-        snprintf(out, FI_ENDPOINT, "[%s]:%d", host, port);
-    else
-        snprintf(out, FI_ENDPOINT, "%s:%d", host, port);
+        sb_put(&b, "[", 1);
+    sb_s(&b, host);
+    if (v6)
+        sb_put(&b, "]", 1);
+    if (port >= 0) {
+        sb_put(&b, ":", 1);
+        sb_i(&b, port);
+    }
+    memcpy(out, b.p, b.n + 1);
+}
+
+/* socket.inet_ntoa */
+static void ip4_text(const uint8_t *a, char *out) {
+    size_t k = 0;
+    for (int i = 0; i < 4; i++) {
+        k += fmt_u64(out + k, a[i]);
+        out[k++] = '.';
+    }
+    out[k - 1] = 0;
 }
 
 /* str(ipaddress.IPv6Address): inet_ntop's RFC 5952 text, except the dotted forms it uses for
@@ -89,6 +107,70 @@ static void endpoint(char *out, const char *host, int v6, int port) {
 static int ip6_text(const uint8_t *a, char *out) {
     if (inet_ntop(AF_INET6, a, out, INET6_ADDRSTRLEN) == NULL || strchr(out, '.'))
         return -1;
+    return 0;
+}
+
+/* "host:port" of a quoted datagram (Python's f"{q.src}:{q.sport}": no brackets, "None") */
+static void quoted_end(char *out, const char *host, int port) {
+    Sb b = {.n = 0};
+    sb_s(&b, host);
+    sb_put(&b, ":", 1);
+    if (port < 0)
+        sb_s(&b, "None");
+    else
+        sb_i(&b, port);
+    memcpy(out, b.p, b.n + 1);
+}
+
+/* packets._ip with inside_error: the datagram an ICMP error quotes (RFC 792, RFC 4443); 0 and
+ * has_quoted unset when its addresses cannot be read */
+static int quoted(const uint8_t *d, size_t n, Pkt *p) {
+    char src[INET6_ADDRSTRLEN], dst[INET6_ADDRSTRLEN];
+    int version = n ? d[0] >> 4 : 0, proto, sport = -1, dport = -1;
+    size_t l4off, end;
+    if (version == 4 && n >= 20) {
+        size_t ihl = (size_t)(d[0] & 0x0F) * 4, total = be16(d + 2);
+        proto = d[9];
+        ip4_text(d + 12, src);
+        ip4_text(d + 16, dst);
+        if (be16(d + 6) & 0x1FFF)
+            goto done;
+        end = total >= ihl ? (n < total ? n : total) : n;
+        l4off = ihl;
+    } else if (version == 6 && n >= 40) {
+        proto = d[6];
+        if (ip6_text(d + 8, src) < 0 || ip6_text(d + 24, dst) < 0 || proto == 0 || proto == 43 ||
+            proto == 60)
+            return -1;
+        l4off = 40;
+        size_t plen = be16(d + 4);
+        end = n < 40 + plen ? n : 40 + plen;
+    } else {
+        return 0;
+    }
+    size_t segn = end > l4off ? end - l4off : 0;
+    if ((proto == FI_PROTO_UDP && segn >= 8) || (proto == FI_PROTO_TCP && segn >= 20)) {
+        sport = (int)be16(d + l4off);
+        dport = (int)be16(d + l4off + 2);
+    }
+done:
+    p->has_quoted = 1;
+    quoted_end(p->quoted_origin, src, sport);
+    quoted_end(p->quoted_target, dst, dport);
+    return 0;
+}
+
+static int icmp(const uint8_t *seg, size_t n, int proto, Pkt *p, char *why, size_t nw) {
+    if (n < 4)
+        return no(why, nw, "packet %lld: cut inside the ICMP header", (long long)p->number);
+    p->icmp_type = seg[0];
+    p->icmp_code = seg[1];
+    int error = proto == FI_PROTO_ICMP ? (seg[0] == 3 || seg[0] == 4 || seg[0] == 5 ||
+                                          seg[0] == 11 || seg[0] == 12) : seg[0] < 128;
+    if (error && n > 8 && quoted(seg + 8, n - 8, p) < 0)
+        return no(why, nw, "packet %lld: an ICMP error's quote", (long long)p->number);
+    p->payload = seg + 4;
+    p->payload_len = n - 4;
     return 0;
 }
 
@@ -125,6 +207,8 @@ static int l4(const uint8_t *d, size_t l4off, size_t end, int proto, Pkt *p, cha
         p->payload_len = hlen < n ? n - hlen : 0;
         return 0;
     }
+    if (proto == FI_PROTO_ICMP || proto == FI_PROTO_ICMPV6)
+        return icmp(seg, n, proto, p, why, nw);
     return no(why, nw, "packet %lld: IP protocol %d", (long long)p->number, proto);
 }
 
@@ -138,6 +222,7 @@ int decode(const Rec *rec, int64_t number, Pkt *p, char *why, size_t nw) {
     p->length = (int)rec->caplen;
     p->orig_len = (int)rec->orig_len;
     p->sport = p->dport = -1;
+    p->icmp_type = p->icmp_code = -1;
     p->proto = -1;
     if ((size_t)rec->orig_len > rec->caplen)
         return no(why, nw, "packet %lld: truncated by the capture", (long long)p->number);
@@ -151,8 +236,8 @@ int decode(const Rec *rec, int64_t number, Pkt *p, char *why, size_t nw) {
             return no(why, nw, "packet %lld: cut IPv4 header", (long long)p->number);
         size_t ihl = (size_t)(d[off] & 0x0F) * 4, total = be16(d + off + 2);
         proto = d[off + 9];
-        inet_ntop(AF_INET, d + off + 12, src, sizeof src);
-        inet_ntop(AF_INET, d + off + 16, dst, sizeof dst);
+        ip4_text(d + off + 12, src);
+        ip4_text(d + off + 16, dst);
         if (be16(d + off + 6) & 0x1FFF)
             return no(why, nw, "packet %lld: IP fragment", (long long)p->number);
         end = total >= ihl ? (n < off + total ? n : off + total) : n;

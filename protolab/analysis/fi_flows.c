@@ -13,7 +13,7 @@ typedef struct FFlow {
     char *key, *first;
     char kind[16];
     int has_tcp;
-    struct { char *dir; int64_t bytes; } dirs[2];
+    struct { char *dir; int64_t bytes; } *dirs;
     int ndirs;
     char **paths, **cids;
     int npaths, ncids;
@@ -33,6 +33,7 @@ static void fflow_free(void *p) {
     free(f->first);
     for (int i = 0; i < f->ndirs; i++)
         free(f->dirs[i].dir);
+    free(f->dirs);
     for (int i = 0; i < f->npaths; i++)
         free(f->paths[i]);
     for (int i = 0; i < f->ncids; i++)
@@ -193,9 +194,12 @@ int flows_add(Flows *fl, const Row *row) {
     while (d < f->ndirs && strcmp(f->dirs[d].dir, dir) != 0)
         d++;
     if (d == f->ndirs) {
-        if (d == 2)
-            return -1;  /* a third direction: a NAT's flow, the Python path's */
+        void *more = realloc(f->dirs, (size_t)(d + 1) * sizeof *f->dirs);
+        if (more == NULL)
+            return -1;
+        f->dirs = more;
         f->dirs[d].dir = strdup(dir);
+        f->dirs[d].bytes = 0;
         f->ndirs++;
     }
     f->dirs[d].bytes += row->length;

@@ -79,7 +79,7 @@ static int format_val(Buf *b, const Val *v, const char *spec) {
         switch (v->type) {
         case V_NONE: return buf_puts(b, "None");
         case V_BOOL: return buf_puts(b, v->u.i ? "True" : "False");
-        case V_INT: return buf_printf(b, "%lld", (long long)v->u.i);
+        case V_INT: return buf_i64(b, v->u.i);
         case V_FLOAT: return buf_repr_float(b, v->u.f);
         case V_STR: return buf_puts(b, v->u.s);
         }
@@ -117,7 +117,7 @@ static int special_value(Buf *b, const Row *row, const char *name) {
         return buf_puts(b, row->key ? row->key : "");
     if (strcmp(name, "refs") == 0) {
         for (int i = 0; i < row->nrefs; i++)
-            buf_printf(b, "%s#%lld", i ? ", " : "", (long long)row->refs[i]);
+            buf_puts(b, i ? ", #" : "#"), buf_i64(b, row->refs[i]);
         return 0;
     }
     if (strcmp(name, "ref") == 0)
@@ -129,8 +129,14 @@ static int special_value(Buf *b, const Row *row, const char *name) {
                 return buf_puts(b, " [states unknown: the handshake is not in this capture; "
                                    "client and server are guessed from the ports]");
         for (int i = 0; i < row->nmoves; i++)
-            buf_printf(b, "%s%s %s→%s", i ? "; " : " [", tcp_role_name(row->moves[i].role),
-                       tcp_state_name(row->moves[i].old), tcp_state_name(row->moves[i].new_));
+        {
+            buf_puts(b, i ? "; " : " [");
+            buf_puts(b, tcp_role_name(row->moves[i].role));
+            buf_puts(b, " ");
+            buf_puts(b, tcp_state_name(row->moves[i].old));
+            buf_puts(b, "→");
+            buf_puts(b, tcp_state_name(row->moves[i].new_));
+        }
         return row->nmoves ? buf_puts(b, "]") : 0;
     }
     return -1;
@@ -152,7 +158,8 @@ int render(Buf *b, const Out *o, const Row *row) {
             }
             const Val *v = NULL;
             for (int i = 0; i < row->nvalues && v == NULL; i++)
-                if (strcmp(row->values[i].name, seg->name) == 0)
+                if (row->values[i].name[0] == seg->name[0] &&
+                    strcmp(row->values[i].name, seg->name) == 0)
                     v = &row->values[i];
             int r = v ? format_val(b, v, seg->spec)
                       : seg->spec[0] ? -1 : special_value(b, row, seg->name);
@@ -175,7 +182,8 @@ static int wrap(const char *text, size_t n, int width, Slice *out, int max) {
     int k = 0;
     if (width < 0)
         return n ? (out[0] = (Slice){text, n}, 1) : 0;
-    while (cp_len(text, n) > (size_t)width) {
+    size_t cps = cp_len(text, n);
+    while (cps > (size_t)width) {
         size_t end = cp_offset(text, n, (size_t)width + 1), cut = 0;
         for (size_t i = end; i-- > 0;)
             if (text[i] == ' ') {
@@ -187,11 +195,13 @@ static int wrap(const char *text, size_t n, int width, Slice *out, int max) {
         if (k >= max)
             return -1;
         out[k++] = (Slice){text, cut};
+        cps -= cp_len(text, cut);
         text += cut;
         n -= cut;
         while (n && *text == ' ') {
             text++;
             n--;
+            cps--;
         }
     }
     if (n) {
@@ -306,9 +316,14 @@ int format_row(Buf *out, Out *o, const Row *row) {
         return wrapped_row(out, o, row, route, summary, state, nstate);
     size_t start = out->len;
     char num[32];
-    int k = snprintf(num, sizeof num, "%lld", (long long)row->number);
-    put_ljust(out, num, (size_t)k, w[0]);
-    buf_printf(out, "  %-*.3f  ", w[1], row->time);
+    size_t k = fmt_i64(num, row->number);
+    put_ljust(out, num, k, w[0]);
+    buf_put(out, "  ", 2);
+    size_t at = out->len;
+    buf_fixed3(out, row->time);
+    if (out->len - at < (size_t)w[1])
+        buf_pad(out, (size_t)w[1] - (out->len - at));
+    buf_put(out, "  ", 2);
     put_ljust(out, route.p, route.n, w[2]);
     buf_put(out, "  ", 2);
     put_ljust(out, row->proto, strlen(row->proto), w[3]);
@@ -367,7 +382,7 @@ static int json_val(Buf *b, const Val *v) {
     switch (v->type) {
     case V_NONE: return buf_puts(b, "null");
     case V_BOOL: return buf_puts(b, v->u.i ? "true" : "false");
-    case V_INT: return buf_printf(b, "%lld", (long long)v->u.i);
+    case V_INT: return buf_i64(b, v->u.i);
     case V_FLOAT: return buf_repr_float(b, v->u.f);
     case V_STR: return buf_json_str(b, v->u.s);
     }
@@ -384,7 +399,7 @@ static void json_key(Buf *b, const char *k, int *first) {
 
 /* The common fields (annotate.Annotator._annotate), then the part's own (a dict's update) */
 static void json_fields(Buf *b, const Row *row) {
-    Val common[6];
+    Val common[8];
     int n = 0;
     common[n++] = (Val){"length", V_INT, {.i = row->length}};
     common[n++] = row->sport < 0 ? (Val){"sport", V_NONE, {0}}
@@ -395,6 +410,10 @@ static void json_fields(Buf *b, const Row *row) {
         common[n++] = (Val){"tcp_seq", V_INT, {.i = row->tcp_seq}};
         common[n++] = (Val){"tcp_ack", V_INT, {.i = row->tcp_ack}};
         common[n++] = (Val){"tcp_flags", V_INT, {.i = row->tcp_flags}};
+    }
+    if (row->icmp_type >= 0) {
+        common[n++] = (Val){"icmp_type", V_INT, {.i = row->icmp_type}};
+        common[n++] = (Val){"icmp_code", V_INT, {.i = row->icmp_code}};
     }
     int first = 1;
     buf_put(b, "{", 1);
@@ -431,7 +450,9 @@ int format_json(Buf *b, Out *o, const Row *row) {
     PyMem_Free(s);
     if (rounded == -1.0 && PyErr_Occurred())
         return -1;
-    buf_printf(b, "{\"number\": %lld, \"time\": ", (long long)row->number);
+    buf_puts(b, "{\"number\": ");
+    buf_i64(b, row->number);
+    buf_puts(b, ", \"time\": ");
     buf_repr_float(b, rounded);
     buf_puts(b, ", \"src\": ");
     buf_json_str(b, row->src);
@@ -451,11 +472,13 @@ int format_json(Buf *b, Out *o, const Row *row) {
     }
     buf_puts(b, "], \"state\": ");
     buf_json_str(b, t->p);
-    buf_printf(b, ", \"flow\": %lld, \"fact\": ", (long long)row->flow_number);
+    buf_puts(b, ", \"flow\": ");
+    buf_i64(b, row->flow_number);
+    buf_puts(b, ", \"fact\": ");
     buf_json_str(b, o->kinds[row->kind]);
     buf_puts(b, ", \"refs\": [");
     for (int i = 0; i < row->nrefs; i++)
-        buf_printf(b, "%s%lld", i ? ", " : "", (long long)row->refs[i]);
+        buf_puts(b, i ? ", " : ""), buf_i64(b, row->refs[i]);
     buf_puts(b, "], \"also\": [");
     for (int i = 0; i < row->nalso; i++) {
         if (i)

@@ -154,7 +154,7 @@ static void tcp_options(const uint8_t *raw, size_t n, Opts *o) {
 
 static void ep_init(Ep *e, const char *addr, int role, int state) {
     memset(e, 0, sizeof *e);
-    snprintf(e->addr, sizeof e->addr, "%s", addr);
+    memcpy(e->addr, addr, FI_ENDPOINT);
     e->role = role;
     e->state = state;
 }
@@ -167,9 +167,13 @@ static int port_of(const char *endpoint) {
 /* TcpObserver._flow: the connection of this 4-tuple, a new one for a first packet or a new SYN
  * on a closed one; LRU-bounded by max_flows */
 static TFlow *find_flow(TcpState *st, const Pkt *p) {
-    char key[2 * FI_ENDPOINT + 1];
+    Sb k = {.n = 0};
     int lt = strcmp(p->src, p->dst) < 0;
-    int n = snprintf(key, sizeof key, "%s|%s", lt ? p->src : p->dst, lt ? p->dst : p->src);
+    sb_s(&k, lt ? p->src : p->dst);
+    sb_put(&k, "|", 1);
+    sb_s(&k, lt ? p->dst : p->src);
+    const char *key = k.p;
+    size_t n = k.n;
     MapEntry *e = map_get(&st->flows, key, (size_t)n);
     if (e != NULL && st->max_flows)
         map_move_end(&st->flows, e);
@@ -425,27 +429,43 @@ static int needs_python(const Pkt *p) {
     return (p->sport == 53 || p->dport == 53) && n > 14;
 }
 
-static const char *flag_text(Row *row, int flags) {
+/* annotate_tcp._FLAG_TEXT: "SYN/ACK" for each value of the flags byte, "none" for 0 */
+static const char *flag_text(int flags, char out[64]) {
+    static const char *const common[256] = {[0x02] = "SYN", [0x12] = "SYN/ACK", [0x10] = "ACK",
+                                            [0x18] = "PSH/ACK", [0x11] = "FIN/ACK",
+                                            [0x04] = "RST", [0x14] = "RST/ACK"};
     static const char *const names[] = {"FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"};
-    char out[64] = "";
+    if (common[flags & 0xFF])
+        return common[flags & 0xFF];
+    out[0] = 0;
     for (int i = 0; i < 8; i++)
         if (flags & (1 << i)) {
             if (out[0])
                 strcat(out, "/");
             strcat(out, names[i]);
         }
-    return row_strdup(row, out[0] ? out : "none");
+    return out[0] ? out : "none";
 }
 
 /* TcpAnnotator._describe: summary, flow and fields */
 static int describe(Row *row, const Pkt *p, const View *v) {
-    row->flow = row_printf(row, "tcp %lld", (long long)v->flow->number);
-    const char *flags = flag_text(row, p->tcp_flags);
-    if (v->has_rel_ack)
-        row->summary = row_printf(row, "[%s] seq=%u ack=%u len=%zu", flags, v->rel_seq,
-                                  v->rel_ack, p->payload_len);
-    else
-        row->summary = row_printf(row, "[%s] seq=%u len=%zu", flags, v->rel_seq, p->payload_len);
+    Sb b = {.n = 0};
+    sb_s(&b, "tcp ");
+    sb_i(&b, v->flow->number);
+    row->flow = row_strndup(row, b.p, b.n);
+    b.n = 0;
+    sb_put(&b, "[", 1);
+    char flags[64];
+    sb_s(&b, flag_text(p->tcp_flags, flags));
+    sb_s(&b, "] seq=");
+    sb_u(&b, v->rel_seq);
+    if (v->has_rel_ack) {
+        sb_s(&b, " ack=");
+        sb_u(&b, v->rel_ack);
+    }
+    sb_s(&b, " len=");
+    sb_u(&b, p->payload_len);
+    row->summary = row_strndup(row, b.p, b.n);
     int r = row_field_int(row, "tcp_len", (int64_t)p->payload_len);
     if (p->tcp_flags & SYN) {
         if (v->opts.has_mss)
@@ -605,11 +625,23 @@ int tcp_row(TcpState *st, const Pkt *p, Row *row, Ctx *ctx) {
                 row, "who", p->tcp_flags & ACK ? "server kernel holds" : "client kernel creates");
         } else {
             set_moves(row, &v, known, NULL);
-            r |= row_value_str(row, "flight", v.in_flight ? row_printf(
-                row, "%lld B in flight %s→%s; ", (long long)v.in_flight, sender, receiver) : "");
-            r |= row_value_str(row, "expects", known ? row_printf(
-                row, "%s kernel expects seq %u next", receiver, v.expects)
-                : "no kernel state known for it");
+            Sb b = {.n = 0};
+            if (v.in_flight) {
+                sb_i(&b, v.in_flight);
+                sb_s(&b, " B in flight ");
+                sb_s(&b, sender);
+                sb_s(&b, "→");
+                sb_s(&b, receiver);
+                sb_s(&b, "; ");
+            }
+            r |= row_value_str(row, "flight", v.in_flight ? row_strndup(row, b.p, b.n) : "");
+            b.n = 0;
+            sb_s(&b, receiver);
+            sb_s(&b, " kernel expects seq ");
+            sb_u(&b, v.expects);
+            sb_s(&b, " next");
+            r |= row_value_str(row, "expects", known ? row_strndup(row, b.p, b.n)
+                                                     : "no kernel state known for it");
             int ends = (p->tcp_flags & FIN) != 0;
             for (int i = 0; i < row->nmoves; i++)
                 ends |= row->moves[i].new_ == CLOSED || row->moves[i].new_ == TIME_WAIT;

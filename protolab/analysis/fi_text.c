@@ -2,6 +2,7 @@
  * measures str in code points), json.dumps(ensure_ascii=False) strings, repr(float). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdarg.h>
 
 #include "fi_core.h"
@@ -58,9 +59,15 @@ int buf_pad(Buf *b, size_t n) {
 }
 
 size_t cp_len(const char *s, size_t n) {
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-        k += ((unsigned char)s[i] & 0xC0) != 0x80;
+    size_t k = n, i = 0;
+    for (; i + 8 <= n; i += 8) {  /* continuation bytes are 10xxxxxx */
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        uint64_t cont = (w & 0x8080808080808080ULL) & ~((w & 0x4040404040404040ULL) << 1);
+        k -= (size_t)(((cont >> 7) * 0x0101010101010101ULL) >> 56);
+    }
+    for (; i < n; i++)
+        k -= ((unsigned char)s[i] & 0xC0) == 0x80;
     return k;
 }
 
@@ -117,4 +124,28 @@ int buf_repr_float(Buf *b, double x) {
     int r = buf_puts(b, s);
     PyMem_Free(s);
     return r;
+}
+
+int buf_i64(Buf *b, int64_t v) {
+    char d[24];
+    return buf_put(b, d, fmt_i64(d, v));
+}
+
+/* "%.3f" % x (correctly rounded, ties to even, as printf and Python) without printf, for
+ * 0 <= x < 1e12; the residual of x * 1000 (fma) decides the cases its rounding hides */
+int buf_fixed3(Buf *b, double x) {
+    if (!(x >= 0 && x < 1e12))
+        return buf_printf(b, "%.3f", x);
+    double p = x * 1000, e = fma(x, 1000, -p), n = floor(p), frac = p - n;
+    int up = frac > 0.5 || (frac == 0.5 && (e > 0 || (e == 0 && fmod(n, 2) != 0)));
+    if (frac == 0 && e < 0)
+        up = 0;  /* just below an integer: that integer */
+    uint64_t v = (uint64_t)n + (uint64_t)up;
+    char d[32];
+    size_t k = fmt_u64(d, v / 1000);
+    d[k++] = '.';
+    d[k++] = (char)('0' + v / 100 % 10);
+    d[k++] = (char)('0' + v / 10 % 10);
+    d[k++] = (char)('0' + v % 10);
+    return buf_put(b, d, k);
 }
