@@ -1223,48 +1223,36 @@ static void amend_taken(Cur *c, const Taken *t, int64_t count) {
     }
 }
 
-/* DnsAnnotator._cached: an answer, seen as a cache's: a resolver's answer to its client is a hit
- * or a miss; an upstream answer it took is a forgery when a flood of the same answer went to that
- * socket (before it, or after it while its row is in the window). */
-static void cached(Cur *c) {
+/* A resolver's answer to its client (DnsAnnotator._cached's first case): a cache miss when it
+ * waited for an upstream query, else a hit; the TTL its cache holds the answer for. */
+static void cache_kind(Cur *c) {
+    Row *row = c->row;
+    Val *up = row_value(row, "upstream");
+    int64_t q_up = up ? up->u.i : 0;
+    row->nalso = 0;
+    checked(c, row_also(row, q_up ? K_DNS_CACHE_MISS : K_DNS_CACHE_HIT));
+    int64_t ttl = answer_ttl(c->st, c->m);
+    checked(c, ttl < 0 ? val_none(row, "ttl") : val_int(row, "ttl", ttl));
+    checked(c, val_str(row, "upstream_ref",
+                       q_up ? row_printf(row, "#%lld", (long long)q_up) : ""));
+    row->holders[0] = H_CLIENT_APP;
+    row->holders[1] = H_SERVER_APP;
+    row->nholders = 2;
+}
+
+/* An answer to a resolver's upstream socket (DnsAnnotator._cached's second case): the one it
+ * took is remembered, any other counts in the flood of its content; the taken one is a forgery
+ * when the flood sent the same answer, before it or after it (while its row is in the window). */
+static void upstream_answer(Cur *c, const char *content, size_t clen, const char *key,
+                            size_t klen) {
     DnsState *st = c->st;
     Row *row = c->row;
-    const char *src = c->p->src, *dst = c->p->dst;
-    if (c->m->qclass != CLASS_IN)
-        return;  /* a CHAOS question (version.bind): the server's own word, no cache's */
-    if (row->kind == K_DNS_MATCHED && map_get(&st->resolvers, src, c->srclen)) {
-        Val *up = row_value(row, "upstream");
-        int64_t q_up = up ? up->u.i : 0;
-        row->nalso = 0;
-        checked(c, row_also(row, q_up ? K_DNS_CACHE_MISS : K_DNS_CACHE_HIT));
-        int64_t ttl = answer_ttl(st, c->m);
-        checked(c, ttl < 0 ? val_none(row, "ttl") : val_int(row, "ttl", ttl));
-        checked(c, val_str(row, "upstream_ref",
-                                 q_up ? row_printf(row, "#%lld", (long long)q_up) : ""));
-        row->holders[0] = H_CLIENT_APP;
-        row->holders[1] = H_SERVER_APP;
-        row->nholders = 2;
-        return;
-    }
-    if (!map_get(&st->leg_sockets, dst, c->dstlen))
-        return;
-    size_t clen;
-    char *content = content_of(c, &clen);
-    size_t dl = strlen(dst) + 1;
-    Buf key = {0};
-    buf_add(&key, dst, dl);
-    buf_add(&key, content, clen);
-    if (key.s == NULL) {
-        c->oom = 1;
-        return;
-    }
     if (row->kind == K_DNS_MATCHED) {
         int created;
-        Taken *t = map_put(&st->taken, dst, dl - 1, &created);
+        Taken *t = map_put(&st->taken, c->dst, c->dstlen, &created);
         char *copy = malloc(clen);
         if (t == NULL || copy == NULL) {
             free(copy);
-            free(key.s);
             c->oom = 1;
             return;
         }
@@ -1272,22 +1260,44 @@ static void cached(Cur *c) {
             free(t->content);
         memcpy(copy, content, clen);
         *t = (Taken){row->number, copy, clen};
-        int64_t *count = map_get(&st->flood, key.s, key.len);
+        int64_t *count = map_get(&st->flood, key, klen);
         if (count != NULL && *count)
             checked(c, forged(row, *count));
-        free(key.s);
         return;
     }
-    int64_t *count = map_put(&st->flood, key.s, key.len, NULL);
-    free(key.s);
+    int64_t *count = map_put(&st->flood, key, klen, NULL);
     if (count == NULL) {
         c->oom = 1;
         return;
     }
     (*count)++;
-    Taken *t = map_get(&st->taken, dst, dl - 1);
+    Taken *t = map_get(&st->taken, c->dst, c->dstlen);
     if (t != NULL && t->content_len == clen && memcmp(t->content, content, clen) == 0)
         amend_taken(c, t, *count);
+}
+
+/* DnsAnnotator._cached: an answer, seen as a cache's (a resolver's answer to its client, or an
+ * answer to its upstream socket); a CHAOS question (version.bind) is the server's own word. */
+static void cached(Cur *c) {
+    if (c->m->qclass != CLASS_IN)
+        return;
+    if (c->row->kind == K_DNS_MATCHED && map_get(&c->st->resolvers, c->src, c->srclen)) {
+        cache_kind(c);
+        return;
+    }
+    if (!map_get(&c->st->leg_sockets, c->dst, c->dstlen))
+        return;
+    size_t clen;
+    const char *content = content_of(c, &clen);
+    Buf key = {0};  /* the flood's key: the socket, then the content */
+    buf_add(&key, c->dst, c->dstlen + 1);
+    buf_add(&key, content, clen);
+    if (key.s == NULL) {
+        c->oom = 1;
+        return;
+    }
+    upstream_answer(c, content, clen, key.s, key.len);
+    free(key.s);
 }
 
 /* DnsAnnotator.row for an answer: a relay leg's, else matched (or not), seen as a cache's. */
