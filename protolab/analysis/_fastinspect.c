@@ -216,12 +216,15 @@ static int annotate(Run *run, const Pkt *p, Row *row) {
 /* inspect.select and run's loop body: a row leaves the window, is numbered and printed */
 static int leave(Run *run, Row *row) {
     run->read++;
-    row->flow_number = flows_number_of(&run->flows, row);
-    if (row->flow_number < 0 || flows_add(&run->flows, row) < 0)
-        return ctx_decline(run->ctx, "packet %lld: a conversation beyond the compiled path",
-                           (long long)row->number);
+    int flows = run->mode == M_FLOWS || run->mode == M_FLOWS_JSON;
+    if (flows || run->printing) {  /* the packet views' numbers cannot decline: printed only */
+        row->flow_number = flows_number_of(&run->flows, row);
+        if (row->flow_number < 0 || flows_add(&run->flows, row) < 0)
+            return ctx_decline(run->ctx, "packet %lld: a conversation beyond the compiled path",
+                               (long long)row->number);
+    }
     Out *o = &run->out;
-    if (run->mode == M_FLOWS || run->mode == M_FLOWS_JSON)
+    if (flows)
         return 0;
     run->matched++;
     if (run->limit >= 0 && run->shown >= run->limit)

@@ -174,14 +174,16 @@ int row_shows(const Row *row, Kind k) {
 
 /* A fresh row for packet p: what annotate.Annotator._annotate_protocol's `base` holds. */
 void row_begin(Row *row, const Pkt *p) {
-    Arena keep = row->arena;
-    arena_reset(&keep);
-    memset(row, 0, sizeof *row);
-    row->arena = keep;
+    arena_reset(&row->arena);
+    /* every field a part or the core reads, without clearing the fixed arrays behind counts */
+    row->nholders = row->nalso = row->nrefs = row->nvalues = row->nfields = row->nmoves = 0;
+    row->kind = K_NOT_ANNOTATED;
+    row->flow = NULL;
+    row->flow_number = 0;
     row->number = p->number;
     row->time = p->rel;
-    memcpy(row->src, p->src, FI_ENDPOINT);
-    memcpy(row->dst, p->dst, FI_ENDPOINT);
+    strcpy(row->src, p->src);
+    strcpy(row->dst, p->dst);
     row->ip_proto = p->proto;
     row->proto = "UDP";
     row->summary = "";

@@ -191,7 +191,8 @@ static TFlow *find_flow(TcpState *st, const Pkt *p) {
     f->first_fin_role = -1;
     int open = (flags & SYN) != 0;
     const char *client = p->src, *server = p->dst;
-    if (open ? (flags & ACK) != 0 : port_of(p->src) < port_of(p->dst)) {
+    int status = p->payload_len >= 7 && memcmp(p->payload, "HTTP/1.", 7) == 0;
+    if (open ? (flags & ACK) != 0 : status || port_of(p->src) < port_of(p->dst)) {
         client = p->dst;
         server = p->src;
     }
@@ -413,20 +414,129 @@ static int feed(TcpState *st, const Pkt *p, View *v) {
     return 0;
 }
 
-/* A payload the Python path reads as more than bytes: HTTP, a WebSocket, TLS, DNS over TCP */
-static int needs_python(const Pkt *p) {
+/* annotate_tcp._HTTP_STARTS: the payload starts an HTTP/1.x message */
+static int is_http(const Pkt *p) {
     static const char *const starts[] = {"GET ", "POST ", "PUT ", "DELETE ", "HEAD ", "PATCH ",
-                                         "OPTIONS ", "HTTP"};
-    const uint8_t *d = p->payload;
-    size_t n = p->payload_len;
+                                         "OPTIONS ", "HTTP/1."};
     for (size_t i = 0; i < sizeof starts / sizeof *starts; i++) {
         size_t k = strlen(starts[i]);
-        if (n >= k && memcmp(d, starts[i], k) == 0)
+        if (p->payload_len >= k && memcmp(p->payload, starts[i], k) == 0)
             return 1;
     }
-    if (n >= 5 && d[0] >= 20 && d[0] <= 23 && d[1] == 3)
+    return 0;
+}
+
+static const uint8_t *find(const uint8_t *d, size_t n, const char *what) {
+    size_t k = strlen(what);
+    for (size_t i = 0; i + k <= n; i++)
+        if (memcmp(d + i, what, k) == 0)
+            return d + i;
+    return NULL;
+}
+
+static int ifind(const uint8_t *d, size_t n, const char *what) {  /* ASCII case-insensitive */
+    size_t k = strlen(what);
+    for (size_t i = 0; i + k <= n; i++) {
+        size_t j = 0;
+        while (j < k && (d[i + j] | (d[i + j] >= 'A' && d[i + j] <= 'Z' ? 0x20 : 0)) == what[j])
+            j++;
+        if (j == k)
+            return 1;
+    }
+    return 0;
+}
+
+/* A payload the Python path reads as more than this file does: a WebSocket upgrade request
+ * (annotate_ws, declined a little wider: any GET head naming websocket), TLS, DNS over TCP */
+static int needs_python(const Pkt *p) {
+    const uint8_t *d = p->payload;
+    size_t n = p->payload_len;
+    if (n >= 4 && memcmp(d, "GET ", 4) == 0) {
+        const uint8_t *end = find(d, n, "\r\n\r\n");
+        if (end != NULL && ifind(d, (size_t)(end - d), "websocket"))
+            return 1;
+    }
+    if (!is_http(p) && n >= 5 && d[0] >= 20 && d[0] <= 23 && d[1] == 3)
         return 1;
     return (p->sport == 53 || p->dport == 53) && n > 14;
+}
+
+static int is_space(uint8_t c) {  /* str.strip()'s whitespace, for latin-1 text */
+    return c == ' ' || (c >= 9 && c <= 13) || (c >= 0x1C && c <= 0x1F) || c == 0x85 || c == 0xA0;
+}
+
+/* The last header named `name` (lower case) in an HTTP head, its value stripped; NULL if none
+ * (annotate_tcp._http_state's dict of headers, lines after the first) */
+static const uint8_t *header(const uint8_t *head, size_t n, const char *name, size_t *vlen) {
+    const uint8_t *found = NULL, *line = find(head, n, "\r\n");
+    while (line != NULL) {
+        line += 2;
+        const uint8_t *next = find(line, (size_t)(head + n - line), "\r\n");
+        const uint8_t *end = next ? next : head + n, *colon = memchr(line, ':', (size_t)(end - line));
+        const uint8_t *k = line, *ke = colon ? colon : end;
+        while (k < ke && is_space(*k))
+            k++;
+        while (ke > k && is_space(ke[-1]))
+            ke--;
+        if ((size_t)(ke - k) == strlen(name) && ifind(k, (size_t)(ke - k), name)) {
+            const uint8_t *v = colon ? colon + 1 : end, *ve = end;
+            while (v < ve && is_space(*v))
+                v++;
+            while (ve > v && is_space(ve[-1]))
+                ve--;
+            found = v;
+            *vlen = (size_t)(ve - v);
+        }
+        line = next;
+    }
+    return found;
+}
+
+/* annotate_tcp._http_state: where an HTTP message's application state is */
+static int http_state(Row *row, const Pkt *p) {
+    const uint8_t *end = find(p->payload, p->payload_len, "\r\n\r\n");
+    size_t n = end ? (size_t)(end - p->payload) : p->payload_len, vlen = 0;
+    const uint8_t *auth = header(p->payload, n, "authorization", &vlen);
+    if (auth && vlen >= 7 && ifind(auth, 7, "bearer ")) {
+        row->kind = K_HTTP_TOKEN;
+        row->action = A_USES;
+        return row_holder(row, H_TOKEN);
+    }
+    const uint8_t *cookie;
+    if (ifind(p->payload, n, "set-cookie") && ifind(p->payload, n, "sessionid=")) {
+        row->kind = K_HTTP_SESSION_CREATED;
+        row->action = A_CREATES;
+    } else if ((cookie = header(p->payload, n, "cookie", &vlen)) && ifind(cookie, vlen,
+                                                                          "sessionid=")) {
+        row->kind = K_HTTP_SESSION_LOOKUP;
+        row->action = A_USES;
+    } else {
+        row->kind = K_HTTP_SELF_CONTAINED;
+        row->action = A_USES;
+        return row_holder(row, H_PACKET);
+    }
+    return row_holder(row, H_SERVER_APP) | row_holder(row, H_SHARED_STORE);
+}
+
+/* annotate_tcp._http_line, latin-1 decoded (as UTF-8 here) */
+static const char *http_line(Row *row, const Pkt *p) {
+    const uint8_t *end = find(p->payload, p->payload_len, "\r\n");
+    size_t n = end ? (size_t)(end - p->payload) : p->payload_len;
+    n = n < 120 ? n : 120;
+    char out[241];
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = p->payload[i];
+        if (c == 0)
+            return NULL;  /* a NUL in the line: not for C strings */
+        if (c < 0x80) {
+            out[k++] = (char)c;
+        } else {
+            out[k++] = (char)(0xC0 | c >> 6);
+            out[k++] = (char)(0x80 | (c & 0x3F));
+        }
+    }
+    return row_strndup(row, out, k);
 }
 
 /* annotate_tcp._FLAG_TEXT: "SYN/ACK" for each value of the flags byte, "none" for 0 */
@@ -465,8 +575,19 @@ static int describe(Row *row, const Pkt *p, const View *v) {
     }
     sb_s(&b, " len=");
     sb_u(&b, p->payload_len);
+    int r = 0;
+    if (is_http(p)) {
+        const char *line = http_line(row, p);
+        if (line == NULL)
+            return -1;
+        sb_put(&b, " ", 1);
+        sb_s(&b, line);
+        if (b.n >= sizeof b.p - 1)
+            return -1;
+        r |= row_field_str(row, "http", line);
+    }
     row->summary = row_strndup(row, b.p, b.n);
-    int r = row_field_int(row, "tcp_len", (int64_t)p->payload_len);
+    r |= row_field_int(row, "tcp_len", (int64_t)p->payload_len);
     if (p->tcp_flags & SYN) {
         if (v->opts.has_mss)
             r |= row_field_int(row, "tcp_mss", v->opts.mss);
@@ -589,7 +710,7 @@ static int special(TcpState *st, Row *row, const View *v, int states_known) {
 /* TcpAnnotator.row */
 int tcp_row(TcpState *st, const Pkt *p, Row *row, Ctx *ctx) {
     if (needs_python(p))
-        return ctx_decline(ctx, "packet %lld: a TCP payload that may be HTTP, TLS, a WebSocket "
+        return ctx_decline(ctx, "packet %lld: a TCP payload that may be TLS, a WebSocket upgrade "
                            "or DNS", (long long)p->number);
     View v;
     row->proto = "TCP";
@@ -642,12 +763,16 @@ int tcp_row(TcpState *st, const Pkt *p, Row *row, Ctx *ctx) {
             sb_s(&b, " next");
             r |= row_value_str(row, "expects", known ? row_strndup(row, b.p, b.n)
                                                      : "no kernel state known for it");
-            int ends = (p->tcp_flags & FIN) != 0;
-            for (int i = 0; i < row->nmoves; i++)
-                ends |= row->moves[i].new_ == CLOSED || row->moves[i].new_ == TIME_WAIT;
-            row->action = ends ? A_ENDS : A_USES;
-            row->kind = ends ? K_TCP_CLOSE : K_TCP_SEGMENT;
-            r |= holders2(row, H_CLIENT_KERNEL, H_SERVER_KERNEL);
+            if (is_http(p)) {
+                r |= http_state(row, p) | holders2(row, H_CLIENT_KERNEL, H_SERVER_KERNEL);
+            } else {
+                int ends = (p->tcp_flags & FIN) != 0;
+                for (int i = 0; i < row->nmoves; i++)
+                    ends |= row->moves[i].new_ == CLOSED || row->moves[i].new_ == TIME_WAIT;
+                row->action = ends ? A_ENDS : A_USES;
+                row->kind = ends ? K_TCP_CLOSE : K_TCP_SEGMENT;
+                r |= holders2(row, H_CLIENT_KERNEL, H_SERVER_KERNEL);
+            }
         }
     }
     if (r < 0)
