@@ -8,5 +8,14 @@ compiler, no Python headers) `pip install` still succeeds and `inspect` runs its
 from setuptools import Extension, setup
 
 setup(ext_modules=[Extension(
-    "protolab.analysis._fastinspect", ["protolab/analysis/_fastinspect.c"],
+    "protolab.analysis._fastinspect", [
+        "protolab/analysis/_fastinspect.c", "protolab/analysis/fi_row.c",
+        "protolab/analysis/fi_map.c", "protolab/analysis/fi_read.c",
+        "protolab/analysis/fi_decode.c", "protolab/analysis/fi_tcp.c",
+        "protolab/analysis/fi_text.c", "protolab/analysis/fi_out.c",
+        "protolab/analysis/fi_flows.c",
+        "protolab/analysis/fast_dns.c", "protolab/analysis/fast_quic.c"],
+    depends=["protolab/analysis/fastinspect.h", "protolab/analysis/fi_core.h",
+             "protolab/analysis/fi_map.h", "protolab/analysis/fi_out.h",
+             "protolab/analysis/fi_flows.h"],
     extra_compile_args=["-O2", "-std=c11", "-Wall"], optional=True)])

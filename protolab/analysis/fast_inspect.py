@@ -118,18 +118,22 @@ def _why_not(opts: object, encoding: str) -> str | None:
 def _arguments(opts: object) -> dict:
     """What the extension needs of the options and of the Python path's tables (the layout,
     the sentences), so both print from one source."""
-    from protolab.analysis.facts import TEMPLATES
+    from protolab.analysis.facts import TEMPLATES, Action, Holder, Kind
     from protolab.analysis.table import MIN_WIDTH, layout, table_width
 
     flows, as_json = bool(getattr(opts, "flows")), bool(getattr(opts, "json"))
     lay = layout(getattr(opts, "width"), getattr(opts, "wide"))
-    width = getattr(opts, "width")
+    width, limit = getattr(opts, "width"), getattr(opts, "limit", None)
     return {
         "mode": ("flows_json" if as_json else "flows") if flows else ("json" if as_json
                                                                       else "table"),
         "widths": lay.widths, "state_width": -1 if lay.state is None else lay.state,
-        "beside": lay.beside, "limit": getattr(opts, "limit") or 0,
+        "beside": lay.beside,
+        "limit": -1 if limit is None else limit,  # None: no --limit
         "dns_ports": tuple(sorted(getattr(opts, "dns_ports"))),
         "flows_width": -1 if getattr(opts, "wide") else max(MIN_WIDTH, width or table_width()),
         "templates": {kind.value: text for kind, text in TEMPLATES.items()},
+        # the enums' names (checked against the C ones) and values (printed), in order
+        "names": tuple((tuple(m.name for m in e), tuple(m.value for m in e))
+                       for e in (Kind, Holder, Action)),
     }

@@ -1,0 +1,118 @@
+/* The core's own declarations, shared by its files (not part of the contract with the protocol
+ * parts: that is fastinspect.h). */
+#ifndef PROTOLAB_FI_CORE_H
+#define PROTOLAB_FI_CORE_H
+
+#include <stdio.h>
+#include <string.h>
+
+#include "fastinspect.h"
+#include "fi_map.h"
+
+/* fi_row.c */
+void arena_reset(Arena *a);
+void arena_free(Arena *a);
+void row_begin(Row *row, const Pkt *p);
+
+/* fi_read.c: wire/pcap.py read_pcap */
+typedef struct Rec {
+    double time;
+    int linktype;
+    const uint8_t *data;
+    uint32_t caplen, orig_len;
+} Rec;
+
+typedef struct Reader {
+    FILE *f;
+    uint8_t *buf;
+    size_t cap;
+    int be, pcapng, linktype, nifaces, sections;
+    uint32_t snaplen;
+    double units;
+    uint8_t pending[24];
+    size_t npending;
+    char why[128];
+} Reader;
+
+int reader_open(Reader *r, const char *path);
+int reader_next(Reader *r, Rec *rec);  /* 1 record, 0 end, -1 declined (r->why) */
+void reader_close(Reader *r);
+
+/* fi_decode.c: wire/packets.py decode; 0 = decoded, -1 = declined (why) */
+int decode(const Rec *rec, int64_t number, Pkt *p, char *why, size_t nwhy);
+
+/* fi_tcp.c: protocols/tcp.py TcpObserver and annotate_tcp.TcpAnnotator */
+typedef struct TcpState TcpState;
+TcpState *tcp_new(int max_flows);
+void tcp_free(TcpState *st);
+int tcp_row(TcpState *st, const Pkt *p, Row *row, Ctx *ctx);
+/* flows.py _describe_tcp for TCP connection `number` ("" when it is no longer tracked) */
+const char *tcp_role_name(int role);
+const char *tcp_state_name(int state);
+void tcp_describe(TcpState *st, int64_t number, char *out, size_t n);
+
+/* text helpers (fi_text.c) */
+typedef struct Buf {
+    char *p;
+    size_t len, cap;
+} Buf;
+int buf_put(Buf *b, const char *s, size_t n);
+int buf_puts(Buf *b, const char *s);
+int buf_printf(Buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int buf_pad(Buf *b, size_t n);  /* n spaces */
+size_t cp_len(const char *s, size_t n);  /* code points of UTF-8 text */
+size_t cp_offset(const char *s, size_t n, size_t k);  /* byte offset of code point k */
+int buf_json_str(Buf *b, const char *s);
+int buf_i64(Buf *b, int64_t v);
+int buf_fixed3(Buf *b, double x);  /* "%.3f" */
+int buf_repr_float(Buf *b, double x);  /* Python's repr(float) */
+
+/* A string built on the stack without printf (the per-packet paths) */
+typedef struct Sb {
+    char p[512];
+    size_t n;
+} Sb;
+
+static inline void sb_put(Sb *b, const char *s, size_t k) {
+    if (b->n + k >= sizeof b->p)
+        k = sizeof b->p - 1 - b->n;
+    memcpy(b->p + b->n, s, k);
+    b->n += k;
+    b->p[b->n] = 0;
+}
+
+static inline void sb_s(Sb *b, const char *s) { sb_put(b, s, strlen(s)); }
+
+/* decimal digits of v into out (at least 21 bytes); returns the length */
+static inline size_t fmt_u64(char *out, uint64_t v) {
+    char tmp[24];
+    size_t k = 0;
+    do {
+        tmp[k++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < k; i++)
+        out[i] = tmp[k - 1 - i];
+    out[k] = 0;
+    return k;
+}
+
+static inline size_t fmt_i64(char *out, int64_t v) {
+    if (v < 0) {
+        out[0] = '-';
+        return 1 + fmt_u64(out + 1, (uint64_t)0 - (uint64_t)v);
+    }
+    return fmt_u64(out, (uint64_t)v);
+}
+
+static inline void sb_u(Sb *b, uint64_t v) {
+    char d[24];
+    sb_put(b, d, fmt_u64(d, v));
+}
+
+static inline void sb_i(Sb *b, int64_t v) {
+    char d[24];
+    sb_put(b, d, fmt_i64(d, v));
+}
+
+#endif

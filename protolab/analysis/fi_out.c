@@ -1,0 +1,491 @@
+/* What the compiled fast path prints for a row: facts.render (the sentence, from the templates
+ * Python hands in), table.format_row / header / wrap, and table.row_json. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fi_out.h"
+
+/* ---- templates: str.format_map's syntax, the subset facts.TEMPLATES uses ---------------- */
+
+static int parse_field(const char *f, size_t n, TSeg *seg) {
+    const char *colon = memchr(f, ':', n);
+    size_t namelen = colon ? (size_t)(colon - f) : n;
+    if (namelen == 0 || namelen >= sizeof seg->name)
+        return -1;
+    for (size_t i = 0; i < namelen; i++) {
+        char c = f[i];
+        if (!(c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9')))
+            return -1;  /* attribute, index or conversion: not here */
+    }
+    memcpy(seg->name, f, namelen);
+    seg->name[namelen] = 0;
+    size_t speclen = colon ? n - namelen - 1 : 0;
+    if (speclen >= sizeof seg->spec)
+        return -1;
+    memcpy(seg->spec, colon ? colon + 1 : "", speclen);
+    seg->spec[speclen] = 0;
+    seg->field = 1;
+    return 0;
+}
+
+/* Split a template into literal text and {name:spec} fields; -1 for syntax it does not read */
+int tmpl_compile(Tmpl *t, const char *text) {
+    memset(t, 0, sizeof *t);
+    size_t n = strlen(text);
+    t->text = malloc(n + 1);
+    t->segs = calloc(n + 1, sizeof *t->segs);
+    if (t->text == NULL || t->segs == NULL)
+        return -1;
+    size_t out = 0, i = 0;
+    while (i < n) {
+        TSeg *seg = &t->segs[t->nsegs];
+        if (text[i] == '{' && text[i + 1] != '{') {
+            const char *close = strchr(text + i, '}');
+            const char *nested = memchr(text + i + 1, '{', close ? (size_t)(close - text - i - 1)
+                                                                  : 0);
+            if (close == NULL || nested != NULL ||
+                parse_field(text + i + 1, (size_t)(close - text - i - 1), seg) < 0)
+                return -1;
+            t->nsegs++;
+            i = (size_t)(close - text) + 1;
+            continue;
+        }
+        seg->lit = t->text + out;
+        while (i < n && !(text[i] == '{' && text[i + 1] != '{')) {
+            if ((text[i] == '{' || text[i] == '}') && text[i + 1] == text[i])
+                i++;
+            else if (text[i] == '}')
+                return -1;
+            t->text[out++] = text[i++];
+        }
+        seg->litlen = (size_t)(t->text + out - seg->lit);
+        t->nsegs++;
+    }
+    t->ok = 1;
+    return 0;
+}
+
+void tmpl_free(Tmpl *t) {
+    free(t->text);
+    free(t->segs);
+    memset(t, 0, sizeof *t);
+}
+
+/* format(value, spec) for the specs the templates use: "", ".Nf", "#0Nx", "d" */
+static int format_val(Buf *b, const Val *v, const char *spec) {
+    if (spec[0] == 0) {
+        switch (v->type) {
+        case V_NONE: return buf_puts(b, "None");
+        case V_BOOL: return buf_puts(b, v->u.i ? "True" : "False");
+        case V_INT: return buf_i64(b, v->u.i);
+        case V_FLOAT: return buf_repr_float(b, v->u.f);
+        case V_STR: return buf_puts(b, v->u.s);
+        }
+        return -1;
+    }
+    size_t sl = strlen(spec);
+    if (spec[0] == '.' && spec[sl - 1] == 'f' && sl <= 4 && (v->type == V_FLOAT ||
+                                                              v->type == V_INT)) {
+        int prec = atoi(spec + 1);
+        double x = v->type == V_FLOAT ? v->u.f : (double)v->u.i;
+        if (x != x || x - x != 0)
+            return -1;  /* nan, inf */
+        return buf_printf(b, "%.*f", prec, x);
+    }
+    if (strcmp(spec, "d") == 0 && v->type == V_INT)
+        return buf_printf(b, "%lld", (long long)v->u.i);
+    if (spec[0] == '#' && spec[sl - 1] == 'x' && v->type == V_INT && v->u.i >= 0) {
+        int zero = spec[1] == '0';
+        int width = atoi(spec + 1 + zero);
+        char hex[32];
+        int k = snprintf(hex, sizeof hex, "%llx", (unsigned long long)v->u.i);
+        int pad = width - 2 - k;
+        if (pad > 0 && !zero)
+            buf_pad(b, (size_t)pad);
+        buf_puts(b, "0x");
+        for (; zero && pad > 0; pad--)
+            buf_put(b, "0", 1);
+        return buf_puts(b, hex);
+    }
+    return -1;
+}
+
+static int special_value(Buf *b, const Row *row, const char *name) {
+    if (strcmp(name, "key") == 0)
+        return buf_puts(b, row->key ? row->key : "");
+    if (strcmp(name, "refs") == 0) {
+        for (int i = 0; i < row->nrefs; i++)
+            buf_puts(b, i ? ", #" : "#"), buf_i64(b, row->refs[i]);
+        return 0;
+    }
+    if (strcmp(name, "ref") == 0)
+        return row->nrefs ? buf_printf(b, "#%lld", (long long)row->refs[0]) : 0;
+    if (strcmp(name, "moves") == 0) {  /* facts._moves */
+        for (int i = 0; i < row->nvalues; i++)
+            if (strcmp(row->values[i].name, "states_known") == 0 &&
+                row->values[i].type == V_BOOL && !row->values[i].u.i)
+                return buf_puts(b, " [states unknown: the handshake is not in this capture; "
+                                   "client and server are guessed from the ports]");
+        for (int i = 0; i < row->nmoves; i++)
+        {
+            buf_puts(b, i ? "; " : " [");
+            buf_puts(b, tcp_role_name(row->moves[i].role));
+            buf_puts(b, " ");
+            buf_puts(b, tcp_state_name(row->moves[i].old));
+            buf_puts(b, "→");
+            buf_puts(b, tcp_state_name(row->moves[i].new_));
+        }
+        return row->nmoves ? buf_puts(b, "]") : 0;
+    }
+    return -1;
+}
+
+/* facts.render: the row's sentence (and each `also` fact's after it), "; "-joined */
+int render(Buf *b, const Out *o, const Row *row) {
+    for (int t = 0; t <= row->nalso; t++) {
+        const Tmpl *tm = &o->tmpl[t == 0 ? row->kind : row->also[t - 1]];
+        if (!tm->ok)
+            return -1;
+        if (t > 0)
+            buf_put(b, "; ", 2);
+        for (int s = 0; s < tm->nsegs; s++) {
+            const TSeg *seg = &tm->segs[s];
+            if (!seg->field) {
+                buf_put(b, seg->lit, seg->litlen);
+                continue;
+            }
+            const Val *v = NULL;
+            for (int i = 0; i < row->nvalues && v == NULL; i++)
+                if (row->values[i].name[0] == seg->name[0] &&
+                    strcmp(row->values[i].name, seg->name) == 0)
+                    v = &row->values[i];
+            int r = v ? format_val(b, v, seg->spec)
+                      : seg->spec[0] ? -1 : special_value(b, row, seg->name);
+            if (r < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---- the table ------------------------------------------------------------------------- */
+
+typedef struct Slice {
+    const char *p;
+    size_t n;
+} Slice;
+
+/* table.wrap: greedy at spaces, widths in code points; width < 0: one line (None) */
+static int wrap(const char *text, size_t n, int width, Slice *out, int max) {
+    int k = 0;
+    if (width < 0)
+        return n ? (out[0] = (Slice){text, n}, 1) : 0;
+    size_t cps = cp_len(text, n);
+    while (cps > (size_t)width) {
+        size_t end = cp_offset(text, n, (size_t)width + 1), cut = 0;
+        for (size_t i = end; i-- > 0;)
+            if (text[i] == ' ') {
+                cut = i;
+                break;
+            }
+        if (cut == 0)
+            cut = cp_offset(text, n, (size_t)width);
+        if (k >= max)
+            return -1;
+        out[k++] = (Slice){text, cut};
+        cps -= cp_len(text, cut);
+        text += cut;
+        n -= cut;
+        while (n && *text == ' ') {
+            text++;
+            n--;
+            cps--;
+        }
+    }
+    if (n) {
+        if (k >= max)
+            return -1;
+        out[k++] = (Slice){text, n};
+    }
+    return k;
+}
+
+static int put_ljust(Buf *b, const char *s, size_t n, int width) {
+    buf_put(b, s, n);
+    size_t len = cp_len(s, n);
+    return len < (size_t)width ? buf_pad(b, (size_t)width - len) : 0;
+}
+
+/* str.rstrip() of the buffer from `from` (ASCII whitespace and U+0085, U+00A0) */
+static void rstrip(Buf *b, size_t from) {
+    while (b->len > from) {
+        unsigned char c = (unsigned char)b->p[b->len - 1];
+        if (c == ' ' || (c >= 9 && c <= 13) || (c >= 0x1C && c <= 0x1F)) {
+            b->len--;
+        } else if ((c == 0x85 || c == 0xA0) && b->len - from >= 2 &&
+                   (unsigned char)b->p[b->len - 2] == 0xC2) {
+            b->len -= 2;
+        } else {
+            break;
+        }
+    }
+    b->p[b->len] = 0;
+}
+
+#define MAXLINES 256
+
+static int wrapped_row(Buf *out, const Out *o, const Row *row, Slice route, Slice summary,
+                       Slice *state, int nstate) {
+    const int *w = o->widths;
+    char num[32], tm[64];
+    Slice cells[6][MAXLINES];
+    int h[6];
+    snprintf(num, sizeof num, "%lld", (long long)row->number);
+    snprintf(tm, sizeof tm, "%.3f", row->time);
+    cells[0][0] = (Slice){num, strlen(num)};
+    h[0] = 1;
+    cells[1][0] = (Slice){tm, strlen(tm)};
+    h[1] = 1;
+    h[2] = wrap(route.p, route.n, w[2], cells[2], MAXLINES);
+    h[3] = 1;
+    cells[3][0] = (Slice){row->proto, strlen(row->proto)};
+    h[4] = wrap(summary.p, summary.n, w[4], cells[4], MAXLINES);
+    if (h[2] < 0 || h[4] < 0)
+        return -1;
+    for (int c = 2; c <= 4; c += 2)
+        if (h[c] == 0)
+            cells[c][0] = (Slice){"", 0}, h[c] = 1;
+    int ncols = 5, height = 0;
+    if (o->beside) {
+        for (int i = 0; i < nstate; i++)
+            cells[5][i] = state[i];
+        h[5] = nstate ? nstate : 1;
+        if (!nstate)
+            cells[5][0] = (Slice){"", 0};
+        ncols = 6;
+    }
+    for (int c = 0; c < ncols; c++)
+        height = h[c] > height ? h[c] : height;
+    for (int i = 0; i < height; i++) {
+        size_t start = out->len;
+        for (int c = 0; c < ncols; c++) {
+            if (c)
+                buf_put(out, "  ", 2);
+            Slice s = i < h[c] ? cells[c][i] : (Slice){"", 0};
+            put_ljust(out, s.p, s.n, c < 5 ? w[c] : 0);
+        }
+        rstrip(out, start);
+        buf_put(out, "\n", 1);
+    }
+    if (!o->beside)
+        for (int i = 0; i < nstate; i++) {
+            buf_pad(out, 8);
+            buf_put(out, state[i].p, state[i].n);
+            buf_put(out, "\n", 1);
+        }
+    return 0;
+}
+
+/* table.format_row, with its newline */
+int format_row(Buf *out, Out *o, const Row *row) {
+    const int *w = o->widths;
+    Buf *t = &o->scratch;
+    t->len = 0;
+    if (row->action != A_NONE) {
+        buf_puts(t, o->actions[row->action]);
+        buf_put(t, ": ", 2);
+    }
+    if (render(t, o, row) < 0)
+        return -1;
+    size_t where_len = t->len;
+    size_t route_at = t->len;
+    buf_puts(t, row->src);
+    buf_puts(t, " → ");
+    buf_puts(t, row->dst);
+    Slice route = {t->p + route_at, t->len - route_at};
+    Slice summary = {row->summary, strlen(row->summary)};
+    Slice state[MAXLINES];
+    int nstate = wrap(t->p, where_len, o->state_width, state, MAXLINES);
+    if (nstate < 0)
+        return -1;
+    if (o->state_width >= 0 && (cp_len(route.p, route.n) > (size_t)w[2] ||
+                                cp_len(summary.p, summary.n) > (size_t)w[4] ||
+                                (o->beside && nstate > 1)))
+        return wrapped_row(out, o, row, route, summary, state, nstate);
+    size_t start = out->len;
+    char num[32];
+    size_t k = fmt_i64(num, row->number);
+    put_ljust(out, num, k, w[0]);
+    buf_put(out, "  ", 2);
+    size_t at = out->len;
+    buf_fixed3(out, row->time);
+    if (out->len - at < (size_t)w[1])
+        buf_pad(out, (size_t)w[1] - (out->len - at));
+    buf_put(out, "  ", 2);
+    put_ljust(out, route.p, route.n, w[2]);
+    buf_put(out, "  ", 2);
+    put_ljust(out, row->proto, strlen(row->proto), w[3]);
+    buf_put(out, "  ", 2);
+    put_ljust(out, summary.p, summary.n, w[4]);
+    if (o->beside) {
+        buf_put(out, "  ", 2);
+        if (nstate)
+            buf_put(out, state[0].p, state[0].n);
+        rstrip(out, start);
+        return buf_put(out, "\n", 1);
+    }
+    rstrip(out, start);
+    buf_put(out, "\n", 1);
+    for (int i = 0; i < nstate; i++) {
+        buf_pad(out, 8);
+        buf_put(out, state[i].p, state[i].n);
+        buf_put(out, "\n", 1);
+    }
+    return 0;
+}
+
+/* table.header, with its newline */
+int format_header(Buf *out, const Out *o) {
+    static const char *const cols[] = {"#", "time", "source → destination", "proto", "summary"};
+    size_t start = out->len;
+    for (int i = 0; i < 5; i++) {
+        if (i)
+            buf_put(out, "  ", 2);
+        put_ljust(out, cols[i], strlen(cols[i]), o->widths[i]);
+    }
+    if (o->beside) {
+        buf_puts(out, "  where state lives\n");
+    } else {
+        rstrip(out, start);
+        buf_puts(out, "\n        where state lives (under each packet)\n");
+    }
+    for (int i = 0; i < 5; i++) {
+        if (i)
+            buf_put(out, "  ", 2);
+        for (int k = 0; k < o->widths[i]; k++)
+            buf_put(out, "-", 1);
+    }
+    if (o->beside) {
+        int n = o->state_width > 0 ? o->state_width : (int)strlen("where state lives");
+        buf_put(out, "  ", 2);
+        for (int k = 0; k < n; k++)
+            buf_put(out, "-", 1);
+    }
+    return buf_put(out, "\n", 1);
+}
+
+/* ---- JSON ------------------------------------------------------------------------------ */
+
+static int json_val(Buf *b, const Val *v) {
+    switch (v->type) {
+    case V_NONE: return buf_puts(b, "null");
+    case V_BOOL: return buf_puts(b, v->u.i ? "true" : "false");
+    case V_INT: return buf_i64(b, v->u.i);
+    case V_FLOAT: return buf_repr_float(b, v->u.f);
+    case V_STR: return buf_json_str(b, v->u.s);
+    }
+    return -1;
+}
+
+static void json_key(Buf *b, const char *k, int *first) {
+    if (!*first)
+        buf_put(b, ", ", 2);
+    *first = 0;
+    buf_json_str(b, k);
+    buf_put(b, ": ", 2);
+}
+
+/* The common fields (annotate.Annotator._annotate), then the part's own (a dict's update) */
+static void json_fields(Buf *b, const Row *row) {
+    Val common[8];
+    int n = 0;
+    common[n++] = (Val){"length", V_INT, {.i = row->length}};
+    common[n++] = row->sport < 0 ? (Val){"sport", V_NONE, {0}}
+                                 : (Val){"sport", V_INT, {.i = row->sport}};
+    common[n++] = row->dport < 0 ? (Val){"dport", V_NONE, {0}}
+                                 : (Val){"dport", V_INT, {.i = row->dport}};
+    if (row->has_tcp) {
+        common[n++] = (Val){"tcp_seq", V_INT, {.i = row->tcp_seq}};
+        common[n++] = (Val){"tcp_ack", V_INT, {.i = row->tcp_ack}};
+        common[n++] = (Val){"tcp_flags", V_INT, {.i = row->tcp_flags}};
+    }
+    if (row->icmp_type >= 0) {
+        common[n++] = (Val){"icmp_type", V_INT, {.i = row->icmp_type}};
+        common[n++] = (Val){"icmp_code", V_INT, {.i = row->icmp_code}};
+    }
+    int first = 1;
+    buf_put(b, "{", 1);
+    for (int i = 0; i < n; i++) {
+        const Val *v = &common[i];
+        for (int j = 0; j < row->nfields; j++)
+            if (strcmp(row->fields[j].name, v->name) == 0)
+                v = &row->fields[j];
+        json_key(b, common[i].name, &first);
+        json_val(b, v);
+    }
+    for (int j = 0; j < row->nfields; j++) {
+        int dup = 0;
+        for (int i = 0; i < n; i++)
+            dup |= strcmp(row->fields[j].name, common[i].name) == 0;
+        if (dup)
+            continue;
+        json_key(b, row->fields[j].name, &first);
+        json_val(b, &row->fields[j]);
+    }
+    buf_put(b, "}", 1);
+}
+
+/* table.row_json, with its newline */
+int format_json(Buf *b, Out *o, const Row *row) {
+    Buf *t = &o->scratch;
+    t->len = 0;
+    if (render(t, o, row) < 0)
+        return -1;
+    char *s = PyOS_double_to_string(row->time, 'f', 6, 0, NULL);  /* round(t, 6) */
+    if (s == NULL)
+        return -1;
+    double rounded = PyOS_string_to_double(s, NULL, NULL);
+    PyMem_Free(s);
+    if (rounded == -1.0 && PyErr_Occurred())
+        return -1;
+    buf_puts(b, "{\"number\": ");
+    buf_i64(b, row->number);
+    buf_puts(b, ", \"time\": ");
+    buf_repr_float(b, rounded);
+    buf_puts(b, ", \"src\": ");
+    buf_json_str(b, row->src);
+    buf_puts(b, ", \"dst\": ");
+    buf_json_str(b, row->dst);
+    buf_puts(b, ", \"proto\": ");
+    buf_json_str(b, row->proto);
+    buf_puts(b, ", \"summary\": ");
+    buf_json_str(b, row->summary);
+    buf_puts(b, ", \"action\": ");
+    buf_json_str(b, o->actions[row->action]);
+    buf_puts(b, ", \"holders\": [");
+    for (int i = 0; i < row->nholders; i++) {
+        if (i)
+            buf_put(b, ", ", 2);
+        buf_json_str(b, o->holders[row->holders[i]]);
+    }
+    buf_puts(b, "], \"state\": ");
+    buf_json_str(b, t->p);
+    buf_puts(b, ", \"flow\": ");
+    buf_i64(b, row->flow_number);
+    buf_puts(b, ", \"fact\": ");
+    buf_json_str(b, o->kinds[row->kind]);
+    buf_puts(b, ", \"refs\": [");
+    for (int i = 0; i < row->nrefs; i++)
+        buf_puts(b, i ? ", " : ""), buf_i64(b, row->refs[i]);
+    buf_puts(b, "], \"also\": [");
+    for (int i = 0; i < row->nalso; i++) {
+        if (i)
+            buf_put(b, ", ", 2);
+        buf_json_str(b, o->kinds[row->also[i]]);
+    }
+    buf_puts(b, "], \"fields\": ");
+    json_fields(b, row);
+    return buf_puts(b, "}\n");
+}

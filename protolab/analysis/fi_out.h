@@ -1,0 +1,37 @@
+/* Rendering and printing rows (fi_out.c): facts.render, table.py, table.row_json */
+#ifndef PROTOLAB_FI_OUT_H
+#define PROTOLAB_FI_OUT_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "fi_core.h"
+
+typedef struct TSeg {
+    const char *lit;
+    size_t litlen;
+    int field;
+    char name[32], spec[16];
+} TSeg;
+
+typedef struct Tmpl {
+    char *text;
+    TSeg *segs;
+    int nsegs, ok;
+} Tmpl;
+
+typedef struct Out {
+    Tmpl tmpl[K__COUNT];
+    const char *kinds[K__COUNT], *holders[H__COUNT], *actions[A__COUNT];  /* .value strings */
+    int widths[5], state_width, beside;
+    Buf scratch;
+} Out;
+
+int tmpl_compile(Tmpl *t, const char *text);
+void tmpl_free(Tmpl *t);
+int render(Buf *b, const Out *o, const Row *row);
+int format_row(Buf *out, Out *o, const Row *row);
+int format_header(Buf *out, const Out *o);
+int format_json(Buf *b, Out *o, const Row *row);
+
+#endif

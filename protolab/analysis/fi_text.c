@@ -1,0 +1,151 @@
+/* Text helpers of the compiled fast path: a growing byte buffer, UTF-8 code point counts (Python
+ * measures str in code points), json.dumps(ensure_ascii=False) strings, repr(float). */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdarg.h>
+
+#include "fi_core.h"
+
+int buf_put(Buf *b, const char *s, size_t n) {
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (p == NULL)
+            return -1;
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = 0;
+    return 0;
+}
+
+int buf_puts(Buf *b, const char *s) { return buf_put(b, s, strlen(s)); }
+
+int buf_printf(Buf *b, const char *fmt, ...) {
+    char small[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return -1;
+    if ((size_t)n < sizeof small)
+        return buf_put(b, small, (size_t)n);
+    char *big = malloc((size_t)n + 1);
+    if (big == NULL)
+        return -1;
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    int r = buf_put(b, big, (size_t)n);
+    free(big);
+    return r;
+}
+
+int buf_pad(Buf *b, size_t n) {
+    static const char spaces[64] = "                                                               ";
+    while (n > 0) {
+        size_t k = n < 63 ? n : 63;
+        if (buf_put(b, spaces, k) < 0)
+            return -1;
+        n -= k;
+    }
+    return 0;
+}
+
+size_t cp_len(const char *s, size_t n) {
+    size_t k = n, i = 0;
+    for (; i + 8 <= n; i += 8) {  /* continuation bytes are 10xxxxxx */
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        uint64_t cont = (w & 0x8080808080808080ULL) & ~((w & 0x4040404040404040ULL) << 1);
+        k -= (size_t)(((cont >> 7) * 0x0101010101010101ULL) >> 56);
+    }
+    for (; i < n; i++)
+        k -= ((unsigned char)s[i] & 0xC0) == 0x80;
+    return k;
+}
+
+size_t cp_offset(const char *s, size_t n, size_t k) {
+    size_t i = 0;
+    while (i < n) {
+        if (((unsigned char)s[i] & 0xC0) != 0x80) {
+            if (k == 0)
+                return i;
+            k--;
+        }
+        i++;
+    }
+    return n;
+}
+
+/* json's ESCAPE: r'[\x00-\x1f\\"\b\f\n\r\t]', the rest as is (ensure_ascii=False) */
+int buf_json_str(Buf *b, const char *s) {
+    if (buf_put(b, "\"", 1) < 0)
+        return -1;
+    const char *run = s;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        if (buf_put(b, run, (size_t)(s - run)) < 0)
+            return -1;
+        char esc[8];
+        switch (c) {
+        case '"': strcpy(esc, "\\\""); break;
+        case '\\': strcpy(esc, "\\\\"); break;
+        case '\n': strcpy(esc, "\\n"); break;
+        case '\r': strcpy(esc, "\\r"); break;
+        case '\t': strcpy(esc, "\\t"); break;
+        case '\b': strcpy(esc, "\\b"); break;
+        case '\f': strcpy(esc, "\\f"); break;
+        default: snprintf(esc, sizeof esc, "\\u%04x", c);
+        }
+        if (buf_puts(b, esc) < 0)
+            return -1;
+        run = s + 1;
+    }
+    if (buf_put(b, run, (size_t)(s - run)) < 0)
+        return -1;
+    return buf_put(b, "\"", 1);
+}
+
+int buf_repr_float(Buf *b, double x) {
+    char *s = PyOS_double_to_string(x, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    if (s == NULL) {
+        PyErr_Clear();
+        return -1;
+    }
+    int r = buf_puts(b, s);
+    PyMem_Free(s);
+    return r;
+}
+
+int buf_i64(Buf *b, int64_t v) {
+    char d[24];
+    return buf_put(b, d, fmt_i64(d, v));
+}
+
+/* "%.3f" % x (correctly rounded, ties to even, as printf and Python) without printf, for
+ * 0 <= x < 1e12; the residual of x * 1000 (fma) decides the cases its rounding hides */
+int buf_fixed3(Buf *b, double x) {
+    if (!(x >= 0 && x < 1e12))
+        return buf_printf(b, "%.3f", x);
+    double p = x * 1000, e = fma(x, 1000, -p), n = floor(p), frac = p - n;
+    int up = frac > 0.5 || (frac == 0.5 && (e > 0 || (e == 0 && fmod(n, 2) != 0)));
+    if (frac == 0 && e < 0)
+        up = 0;  /* just below an integer: that integer */
+    uint64_t v = (uint64_t)n + (uint64_t)up;
+    char d[32];
+    size_t k = fmt_u64(d, v / 1000);
+    d[k++] = '.';
+    d[k++] = (char)('0' + v / 100 % 10);
+    d[k++] = (char)('0' + v / 10 % 10);
+    d[k++] = (char)('0' + v % 10);
+    return buf_put(b, d, k);
+}
