@@ -134,8 +134,9 @@ def _wrapped_row(row: Row, lay: Layout, route: str, summary: str, state: list[st
     return "\n".join(lines)
 
 
-#: json.dumps(..., ensure_ascii=False), without making an encoder per row
-_JSON = json.JSONEncoder(ensure_ascii=False)
+#: json.dumps(..., ensure_ascii=False), without making an encoder per row (nor checking for
+#: cycles: row_json builds a fresh tree of plain values)
+_JSON = json.JSONEncoder(ensure_ascii=False, check_circular=False)  # a fresh dict of plain values
 
 
 def row_json(row: Row) -> str:

@@ -25,11 +25,15 @@ FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 
 
 class Role(Enum):
+    __hash__ = object.__hash__  #: identity: Enum's own __hash__ is a Python call per lookup
+
     CLIENT = "client"  #: the active opener: sends the first SYN
     SERVER = "server"  #: the passive opener: a listening socket answers the SYN
 
 
 class TcpState(Enum):
+    __hash__ = object.__hash__  #: identity: Enum's own __hash__ is a Python call per lookup
+
     CLOSED = "CLOSED"  #: no connection entry
     LISTEN = "LISTEN"  #: a listening socket waits for SYNs
     SYN_SENT = "SYN_SENT"  #: client sent SYN, waits for SYN-ACK
@@ -44,6 +48,8 @@ class TcpState(Enum):
 
 
 class Seg(Enum):
+    __hash__ = object.__hash__  #: identity: Enum's own __hash__ is a Python call per lookup
+
     SEND_SYN = "send SYN"  #: connect()
     RECV_SYN = "recv SYN"  #: a SYN reached a listening socket
     RECV_SYN_ACK = "recv SYN-ACK"  #: the answer to our SYN
@@ -159,6 +165,8 @@ class SegmentView:
 
 class Fit(Enum):
     """Where a RST's sequence number falls for its receiver (RFC 5961 section 3.2)."""
+
+    __hash__ = object.__hash__  #: identity: Enum's own __hash__ is a Python call per lookup
 
     EXACT = "exact"  #: SEG.SEQ = RCV.NXT: the receiver resets the connection
     IN_WINDOW = "in window"  #: in the window but not exact: a challenge ACK, no reset

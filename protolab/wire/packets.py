@@ -129,12 +129,28 @@ class Decoded:
         return _TRANSPORTS.get(self.proto or -1, "IP" if self.src else "?")
 
     def endpoint(self, which: str) -> str:
-        host = self.src if which == "src" else self.dst
-        port = self.sport if which == "src" else self.dport
+        if which == "src":
+            return _endpoint(self.src, self.sport)
+        return _endpoint(self.dst, self.dport)
+
+
+#: "ip:port" texts already made (a capture names the same few endpoints again and again)
+_ENDPOINTS: dict[tuple[str | None, int | None], str] = {}
+_ENDPOINTS_KEPT = 1 << 16
+
+
+def _endpoint(host: str | None, port: int | None) -> str:
+    """"192.0.2.1:53", "[2001:db8::1]:53", "192.0.2.1" (no port), "?" (no address)."""
+    text = _ENDPOINTS.get((host, port))
+    if text is None:
         if host is None:
             return "?"
         shown = f"[{host}]" if ":" in host else host
-        return f"{shown}:{port}" if port is not None else shown
+        text = f"{shown}:{port}" if port is not None else shown
+        if len(_ENDPOINTS) >= _ENDPOINTS_KEPT:
+            _ENDPOINTS.clear()
+        _ENDPOINTS[(host, port)] = text
+    return text
 
 
 _TRANSPORTS = {PROTO_TCP: "TCP", PROTO_UDP: "UDP", PROTO_ICMP: "ICMP", PROTO_ICMPV6: "ICMPv6"}
@@ -163,7 +179,7 @@ def _link(data: bytes, linktype: int) -> tuple[int | None, int]:
     if linktype == LINKTYPE_ETHERNET:
         if len(data) < 14:
             raise _Short("frame shorter than an Ethernet header")
-        ethertype = int.from_bytes(data[12:14], "big")
+        ethertype = data[12] << 8 | data[13]
         off = 14
         while ethertype in ETH_VLAN:
             if len(data) < off + 4:
@@ -201,15 +217,12 @@ def _ip(data: bytes, off: int, base: dict, inside_error: bool = False) -> Decode
     if version == 4:
         if len(data) < off + 20:
             return Decoded(**base, ip_version=4, error="frame ends inside the IPv4 header")
-        ihl = (data[off] & 0x0F) * 4
-        total = int.from_bytes(data[off + 2:off + 4], "big")
-        proto = data[off + 9]
-        src = _ip4(data[off + 12:off + 16])
-        dst = _ip4(data[off + 16:off + 20])
-        frag = int.from_bytes(data[off + 6:off + 8], "big") & 0x1FFF
+        first, total, base["ip_id"], frag, proto, src, dst = _IPV4.unpack_from(data, off)
+        ihl = (first & 0x0F) * 4
+        src, dst = inet_ntoa(src), inet_ntoa(dst)  # "192.0.2.1", in C
+        frag &= 0x1FFF
         end = min(len(data), off + total) if total >= ihl else len(data)
         l4 = off + ihl
-        base["ip_id"] = int.from_bytes(data[off + 4:off + 6], "big")
         if frag:
             return Decoded(**base, src=src, dst=dst, ip_version=4, proto=proto,
                            payload=data[l4:end], error="IP fragment (not reassembled)")
@@ -230,8 +243,11 @@ def _ip(data: bytes, off: int, base: dict, inside_error: bool = False) -> Decode
     return _l4(data, l4, end, base, src, dst, version, proto, inside_error)
 
 
-def _ip4(b: bytes) -> str:
-    return inet_ntoa(b)  # "192.0.2.1", as f"{b[0]}.{b[1]}.{b[2]}.{b[3]}" but in C
+#: IPv4's fixed header (RFC 791 section 3.1): version and IHL, total length, identification,
+#: flags and fragment offset, protocol, source, destination (TOS, TTL and checksum skipped)
+_IPV4 = struct.Struct("!BxHHHxB2x4s4s")
+_PORTS = struct.Struct("!HH")  #: UDP's and TCP's first four bytes: source and destination port
+_TCP = struct.Struct("!HHIIHH")  #: TCP's ports, seq, ack, data offset and flags, window
 
 
 def _l4(data: bytes, l4: int, end: int, base: dict, src: str, dst: str, version: int,
@@ -242,15 +258,14 @@ def _l4(data: bytes, l4: int, end: int, base: dict, src: str, dst: str, version:
     if proto == PROTO_UDP:
         if len(seg) < 8:
             return Decoded(**common, error="frame ends inside the UDP header")
-        sport, dport = struct.unpack_from("!HH", seg)
+        sport, dport = _PORTS.unpack_from(seg)
         return Decoded(**common, sport=sport, dport=dport, payload=seg[8:])
     if proto == PROTO_TCP:
         if len(seg) < 20:
             return Decoded(**common, error="frame ends inside the TCP header")
-        sport, dport, seq, ack, offflags, window = struct.unpack_from("!HHIIHH", seg)
+        sport, dport, seq, ack, offflags, window = _TCP.unpack_from(seg)
         hlen = (offflags >> 12) * 4
-        tcp = TcpHeader(seq=seq, ack=ack, flags=offflags & 0xFF, window=window,
-                        options=bytes(seg[20:hlen]))
+        tcp = TcpHeader(seq, ack, offflags & 0xFF, window, bytes(seg[20:hlen]))
         return Decoded(**common, sport=sport, dport=dport, tcp=tcp, payload=seg[hlen:])
     if proto in (PROTO_ICMP, PROTO_ICMPV6):
         if len(seg) < 4:
