@@ -165,8 +165,8 @@ class Row:
         return self.fact.shows(kind)
 
     def where(self) -> str:
-        return f"{self.action.value}: {self.state}" if self.action is not Action.NONE \
-            else self.state
+        return f"{self.action.value}: {render(self.fact)}" if self.action is not Action.NONE \
+            else render(self.fact)
 
 
 #: One sentence per kind; `{...}` names a fact's values (and `refs`, `key`, `moves`, `ref`).

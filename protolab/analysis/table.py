@@ -105,7 +105,11 @@ def format_row(row: Row, lay: Layout | None = None) -> str:
         return f"{line}  {state[0] if state else ''}".rstrip()
     if not state:
         return line.rstrip()
-    return "\n".join([line.rstrip(), *(" " * STATE_INDENT + text for text in state)])
+    return f"{line.rstrip()}\n{_INDENT}{_NEXT_STATE_LINE.join(state)}"
+
+
+_INDENT = " " * STATE_INDENT
+_NEXT_STATE_LINE = "\n" + _INDENT  #: between the lines of a state under its row
 
 
 @cache

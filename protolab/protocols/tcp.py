@@ -319,10 +319,8 @@ class TcpObserver:
             events += [(sender, Seg.SEND_SYN), (receiver, Seg.RECV_SYN)]
         elif flags & SYN:
             events.append((receiver, Seg.RECV_SYN_ACK))
-        acks_ours = bool(flags & ACK) and receiver.snd_nxt is not None \
-            and _seq_ge(ack, receiver.snd_nxt) \
-            and receiver.state in (TcpState.SYN_RECV, TcpState.FIN_WAIT_1, TcpState.CLOSING,
-                                   TcpState.LAST_ACK)
+        acks_ours = bool(flags & ACK) and receiver.state in _AWAITING_ACK \
+            and receiver.snd_nxt is not None and _seq_ge(ack, receiver.snd_nxt)
         if flags & FIN:
             events.append((sender, Seg.SEND_FIN))
         if acks_ours:
@@ -330,6 +328,11 @@ class TcpObserver:
         if flags & FIN:
             events.append((receiver, Seg.RECV_FIN))
         return events
+
+
+#: the states in which an endpoint waits for the ACK of its SYN or FIN
+_AWAITING_ACK = frozenset({TcpState.SYN_RECV, TcpState.FIN_WAIT_1, TcpState.CLOSING,
+                           TcpState.LAST_ACK})
 
 
 def _guess_roles(src: str, dst: str, payload: bytes) -> tuple[str, str]:

@@ -63,9 +63,23 @@ class TcpOptions:
     tsecr: int | None = None
 
 
+#: the options already read, by their bytes (a stack sends the same SYN options again and again)
+_OPTIONS_READ: dict[bytes, TcpOptions] = {}
+_OPTIONS_KEPT = 4096
+
+
 def tcp_options(raw: bytes) -> TcpOptions:
     """Read the kinds that matter here (2 MSS, 3 window scale, 4 SACK permitted, 8
     timestamps); anything cut short ends the list, as a receiver would stop reading."""
+    options = _OPTIONS_READ.get(raw)
+    if options is None:
+        if len(_OPTIONS_READ) >= _OPTIONS_KEPT:
+            _OPTIONS_READ.clear()
+        options = _OPTIONS_READ[raw] = _read_options(raw)
+    return options
+
+
+def _read_options(raw: bytes) -> TcpOptions:
     found: dict = {}
     i = 0
     while i < len(raw):

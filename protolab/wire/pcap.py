@@ -56,6 +56,17 @@ def read_pcap(path: str | os.PathLike[str]) -> Iterator[Record]:
     Raises `PcapError` (after yielding every complete record before it) when the file is not a pcap
     file, or ends inside a record.
     """
+    for frame in read_frames(path):
+        yield Record(*frame)
+
+
+#: A record's fields as a plain tuple (time, linktype, data, orig_len, interface): what
+#: `read_frames` yields, for a reader of millions of frames (a frozen Record costs ~2 µs to make).
+Frame = tuple[float, int, bytes, int, str]
+
+
+def read_frames(path: str | os.PathLike[str]) -> Iterator[Frame]:
+    """`read_pcap`, each record as a `Frame` tuple."""
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed in the finally below, generator-safe
     except OSError as exc:
@@ -66,7 +77,7 @@ def read_pcap(path: str | os.PathLike[str]) -> Iterator[Record]:
         f.close()
 
 
-def _read_stream(f: BinaryIO, name: str) -> Iterator[Record]:
+def _read_stream(f: BinaryIO, name: str) -> Iterator[Frame]:
     head = f.read(24)
     if len(head) < 24:
         raise PcapError(f"{name}: not a pcap file (only {len(head)} bytes)")
@@ -77,7 +88,8 @@ def _read_stream(f: BinaryIO, name: str) -> Iterator[Record]:
     elif magic_be in (MAGIC_USEC, MAGIC_NSEC):
         order, magic = ">", magic_be
     elif head[:4] == b"\x0a\x0d\x0d\x0a":
-        yield from _read_pcapng(f, head, name)
+        for rec in _read_pcapng(f, head, name):
+            yield rec.time, rec.linktype, rec.data, rec.orig_len, rec.interface
         return
     else:
         raise PcapError(f"{name}: not a pcap file (magic {head[:4].hex()})")
@@ -100,7 +112,7 @@ def _read_stream(f: BinaryIO, name: str) -> Iterator[Record]:
             raise PcapError(f"{name}: file ends inside a record at byte {offset} "
                             f"({len(data)} of {caplen} bytes)")
         offset += _RECORD_HEADER_LEN + caplen
-        yield Record(sec + frac / divisor, linktype, data, orig_len)
+        yield sec + frac / divisor, linktype, data, orig_len, ""
 
 
 # -- pcapng (https://www.ietf.org/archive/id/draft-ietf-opsawg-pcapng-02.html) --------------------
