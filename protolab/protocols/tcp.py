@@ -242,17 +242,8 @@ class TcpObserver:
             _distance(tcp.seq, receiver.rcv_nxt) < self.WINDOW
         if fit is Fit.IN_WINDOW:
             flags &= ~RST  # RFC 5961 3.2: no reset; the receiver answers with a challenge ACK
-        done: list[Transition] = []
+        done = self._advance(flow, sender, receiver, flags, tcp.ack, number) if in_window else []
         if in_window:
-            for ep, seg in self._events(sender, receiver, flags, tcp.ack):
-                try:
-                    new = advance(TCP_TRANSITIONS, ep.role, ep.state, seg)
-                except IllegalTransition:
-                    continue  # e.g. a retransmitted SYN: no move in the table
-                t = Transition(ep.addr, ep.role, ep.state, new, seg, number)
-                ep.state = new
-                flow.transitions.append(t)
-                done.append(t)
             if fit is None and (receiver.rcv_nxt is None or _seq_ge(end, receiver.rcv_nxt)):
                 receiver.rcv_nxt = end
             if fit is None and (sender.snd_nxt is None or _seq_ge(end, sender.snd_nxt)):
@@ -307,6 +298,23 @@ class TcpObserver:
                 and tcp.seq == (sender.snd_nxt - 1) & 0xFFFFFFFF:
             marks["keepalive"] = True  # RFC 1122 4.2.3.6: SEG.SEQ = SND.NXT-1
         return marks
+
+    def _advance(self, flow: Flow, sender: Endpoint, receiver: Endpoint, flags: int, ack: int,
+                 number: int) -> list[Transition]:
+        """Apply the segment's state events (`_events`) to both endpoints; the moves made."""
+        if not flags & (SYN | FIN | RST) and receiver.state not in _AWAITING_ACK:
+            return []  # a data segment or a plain ACK: no event (spared the work, often)
+        done = []
+        for ep, seg in self._events(sender, receiver, flags, ack):
+            try:
+                new = advance(TCP_TRANSITIONS, ep.role, ep.state, seg)
+            except IllegalTransition:
+                continue  # e.g. a retransmitted SYN: no move in the table
+            t = Transition(ep.addr, ep.role, ep.state, new, seg, number)
+            ep.state = new
+            flow.transitions.append(t)
+            done.append(t)
+        return done
 
     @staticmethod
     def _events(sender: Endpoint, receiver: Endpoint, flags: int,

@@ -173,6 +173,10 @@ _TRANSPORTS = {PROTO_TCP: "TCP", PROTO_UDP: "UDP", PROTO_ICMP: "ICMP", PROTO_ICM
 def decode(data: bytes, linktype: int, time: float = 0.0, orig_len: int = 0,
            interface: str = "") -> Decoded:
     """Decode one frame of the given pcap link type (seen at capture point `interface`)."""
+    if linktype == LINKTYPE_ETHERNET and data[12:14] == b"\x08\x00":
+        common = _ipv4_common(data, 14, time, orig_len, interface)
+        if common is not None:
+            return common
     base = {"time": time, "length": len(data), "orig_len": orig_len, "interface": interface}
     try:
         ethertype, off = _link(data, linktype)
@@ -183,6 +187,35 @@ def decode(data: bytes, linktype: int, time: float = 0.0, orig_len: int = 0,
     if ethertype not in (ETH_IPV4, ETH_IPV6):
         return Decoded(**base, error=f"ethertype 0x{ethertype:04x} not decoded")
     return _ip(data, off, base)
+
+
+def _ipv4_common(data: bytes, off: int, time: float, orig_len: int,
+                 interface: str) -> Decoded | None:
+    """The frame nearly every capture is made of, an IPv4 datagram (not a fragment) with a whole
+    TCP or UDP header, decoded in one step, as `_ip` and `_l4` would; None for any other."""
+    if len(data) < off + 20:
+        return None
+    first, total, ip_id, frag, proto, src, dst = _IPV4.unpack_from(data, off)
+    if first >> 4 != 4 or frag & 0x1FFF or (proto != PROTO_TCP and proto != PROTO_UDP):
+        return None
+    ihl = (first & 0x0F) * 4
+    end = min(len(data), off + total) if total >= ihl else len(data)
+    l4 = off + ihl
+    if proto == PROTO_UDP:
+        if end - l4 < 8:
+            return None
+        sport, dport = _PORTS.unpack_from(data, l4)
+        tcp, payload = None, data[l4 + 8:end]
+    else:
+        if end - l4 < 20:
+            return None
+        sport, dport, seq, ack, offflags, window = _TCP.unpack_from(data, l4)
+        hlen = (offflags >> 12) * 4
+        tcp = TcpHeader(seq, ack, offflags & 0xFF, window, data[l4 + 20:min(l4 + hlen, end)])
+        payload = data[l4 + hlen:end]
+    return Decoded(time=time, length=len(data), src=inet_ntoa(src), dst=inet_ntoa(dst),
+                   ip_version=4, proto=proto, sport=sport, dport=dport, tcp=tcp,
+                   payload=payload, orig_len=orig_len, interface=interface, ip_id=ip_id)
 
 
 class _Short(Exception):
