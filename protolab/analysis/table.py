@@ -145,13 +145,15 @@ _JSON = json.JSONEncoder(ensure_ascii=False, check_circular=False)  # a fresh di
 
 def row_json(row: Row) -> str:
     """The stable JSON form of a row (documented in the README)."""
+    fields = row.fields.copy()
+    flow = fields.pop("flow_number", None)
     return _JSON.encode({
         "number": row.number, "time": round(row.time, 6), "src": row.src, "dst": row.dst,
         "proto": row.proto, "summary": row.summary, "action": row.action.value,
         "holders": [h.value for h in row.holders], "state": row.state,
-        "flow": row.fields.get("flow_number"), "fact": row.fact.kind.value,
+        "flow": flow, "fact": row.fact.kind.value,
         "refs": list(row.fact.refs), "also": [k.value for k in row.fact.also],
-        "fields": {k: v for k, v in row.fields.items() if k != "flow_number"}})
+        "fields": fields})
 
 
 def format_rows(rows: Iterable[Row], lay: Layout | None = None) -> str:

@@ -143,9 +143,9 @@ class Decoded:
         return _TRANSPORTS.get(self.proto or -1, "IP" if self.src else "?")
 
     def endpoint(self, which: str) -> str:
-        if which == "src":
-            return _endpoint(self.src, self.sport)
-        return _endpoint(self.dst, self.dport)
+        key = (self.src, self.sport) if which == "src" else (self.dst, self.dport)
+        text = _ENDPOINTS.get(key)
+        return text if text is not None else _endpoint(*key)
 
 
 #: "ip:port" texts already made (a capture names the same few endpoints again and again)
@@ -155,15 +155,13 @@ _ENDPOINTS_KEPT = 1 << 16
 
 def _endpoint(host: str | None, port: int | None) -> str:
     """"192.0.2.1:53", "[2001:db8::1]:53", "192.0.2.1" (no port), "?" (no address)."""
-    text = _ENDPOINTS.get((host, port))
-    if text is None:
-        if host is None:
-            return "?"
-        shown = f"[{host}]" if ":" in host else host
-        text = f"{shown}:{port}" if port is not None else shown
-        if len(_ENDPOINTS) >= _ENDPOINTS_KEPT:
-            _ENDPOINTS.clear()
-        _ENDPOINTS[(host, port)] = text
+    if host is None:
+        return "?"
+    shown = f"[{host}]" if ":" in host else host
+    text = f"{shown}:{port}" if port is not None else shown
+    if len(_ENDPOINTS) >= _ENDPOINTS_KEPT:
+        _ENDPOINTS.clear()
+    _ENDPOINTS[(host, port)] = text
     return text
 
 
