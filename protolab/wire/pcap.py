@@ -96,23 +96,36 @@ def _read_stream(f: BinaryIO, name: str) -> Iterator[Frame]:
     _, _, _, _, _, _, linktype = struct.unpack(order + "IHHiIII", head)
     linktype &= 0xFFFF
     divisor = 1e9 if magic == MAGIC_NSEC else 1e6
-    rec = struct.Struct(order + "IIII")
-    offset = 24
+    yield from _records(f, name, struct.Struct(order + "IIII"), linktype, divisor)
+
+
+_CHUNK = 1 << 20  #: bytes read at once: one read per thousands of records, not two per record
+
+
+def _records(f: BinaryIO, name: str, header: struct.Struct, linktype: int,
+             divisor: float) -> Iterator[Frame]:
+    """The records after a classic pcap file's global header, read a chunk at a time."""
+    buf, pos, offset = b"", 0, 24  # offset: where in the file the record at `pos` starts
     while True:
-        rh = f.read(_RECORD_HEADER_LEN)
-        if not rh:
-            return
-        if len(rh) < _RECORD_HEADER_LEN:
-            raise PcapError(f"{name}: file ends inside a record header at byte {offset}")
-        sec, frac, caplen, orig_len = rec.unpack(rh)
+        if pos + _RECORD_HEADER_LEN > len(buf):
+            buf, pos = buf[pos:] + f.read(_CHUNK), 0
+            if not buf:
+                return
+            if len(buf) < _RECORD_HEADER_LEN:
+                raise PcapError(f"{name}: file ends inside a record header at byte {offset}")
+        sec, frac, caplen, orig_len = header.unpack_from(buf, pos)
         if caplen > SNAPLEN * 4:
             raise PcapError(f"{name}: corrupt record at byte {offset} (length {caplen})")
-        data = f.read(caplen)
-        if len(data) < caplen:
-            raise PcapError(f"{name}: file ends inside a record at byte {offset} "
-                            f"({len(data)} of {caplen} bytes)")
+        start = pos + _RECORD_HEADER_LEN
+        if start + caplen > len(buf):
+            buf = buf[pos:] + f.read(max(_CHUNK, caplen))
+            pos, start = 0, _RECORD_HEADER_LEN
+            if start + caplen > len(buf):
+                raise PcapError(f"{name}: file ends inside a record at byte {offset} "
+                                f"({len(buf) - start} of {caplen} bytes)")
+        pos = start + caplen
         offset += _RECORD_HEADER_LEN + caplen
-        yield sec + frac / divisor, linktype, data, orig_len, ""
+        yield sec + frac / divisor, linktype, buf[start:pos], orig_len, ""
 
 
 # -- pcapng (https://www.ietf.org/archive/id/draft-ietf-opsawg-pcapng-02.html) --------------------
