@@ -38,8 +38,8 @@ class TcpAnnotator:
         tcp = d.tcp
         view = self.observer.feed(d, base["number"])
         http = self._describe(d, view, base)
-        sender = view.sender_role.value
-        receiver = "server" if sender == "client" else "client"
+        sender, receiver = ("client", "server") if view.sender_role is Role.CLIENT \
+            else ("server", "client")
         values = {"sender": sender, "receiver": receiver,
                   "states_known": view.states_known, "seq": view.rel_seq,
                   "expects": view.expects}
@@ -128,7 +128,7 @@ class TcpAnnotator:
         ack = f" ack={view.rel_ack}" if view.rel_ack is not None else ""
         base["summary"] = f"[{flags}] seq={view.rel_seq}{ack} len={view.length}"
         fields: dict = {}
-        http = _http_line(d.payload)
+        http = _http_line(d.payload) if d.payload else None
         if http:
             base["summary"] += f" {http}"
             fields["http"] = http

@@ -78,6 +78,8 @@ def read_frames(path: str | os.PathLike[str]) -> Iterator[Frame]:
 
 
 def _read_stream(f: BinaryIO, name: str) -> Iterator[Frame]:
+    """The frames after the file's first bytes, which say its format (read now, not lazily:
+    the caller is a generator already, and a generator less is a step less per frame)."""
     head = f.read(24)
     if len(head) < 24:
         raise PcapError(f"{name}: not a pcap file (only {len(head)} bytes)")
@@ -88,15 +90,14 @@ def _read_stream(f: BinaryIO, name: str) -> Iterator[Frame]:
     elif magic_be in (MAGIC_USEC, MAGIC_NSEC):
         order, magic = ">", magic_be
     elif head[:4] == b"\x0a\x0d\x0d\x0a":
-        for rec in _read_pcapng(f, head, name):
-            yield rec.time, rec.linktype, rec.data, rec.orig_len, rec.interface
-        return
+        return ((rec.time, rec.linktype, rec.data, rec.orig_len, rec.interface)
+                for rec in _read_pcapng(f, head, name))
     else:
         raise PcapError(f"{name}: not a pcap file (magic {head[:4].hex()})")
     _, _, _, _, _, _, linktype = struct.unpack(order + "IHHiIII", head)
     linktype &= 0xFFFF
     divisor = 1e9 if magic == MAGIC_NSEC else 1e6
-    yield from _records(f, name, struct.Struct(order + "IIII"), linktype, divisor)
+    return _records(f, name, struct.Struct(order + "IIII"), linktype, divisor)
 
 
 _CHUNK = 1 << 20  #: bytes read at once: one read per thousands of records, not two per record
