@@ -101,10 +101,9 @@ class Annotator:
                                "dst": d.endpoint("dst"), "proto": d.transport}, first)
         else:
             row = self._annotate_protocol(d, number, rel)
-        tcp = d.tcp
-        fields: dict = {"length": d.length, "sport": d.sport, "dport": d.dport} if tcp is None \
-            else {"length": d.length, "sport": d.sport, "dport": d.dport, "tcp_seq": tcp.seq,
-                  "tcp_ack": tcp.ack, "tcp_flags": tcp.flags}
+        fields: dict = {"length": d.length, "sport": d.sport, "dport": d.dport}
+        if (tcp := d.tcp) is not None:
+            fields["tcp_seq"], fields["tcp_ack"], fields["tcp_flags"] = tcp.seq, tcp.ack, tcp.flags
         if d.icmp_type is not None:
             fields.update(icmp_type=d.icmp_type, icmp_code=d.icmp_code)
         if d.interface:  # a capture at several points: where this copy was seen

@@ -338,15 +338,17 @@ TEMPLATES: dict[Kind, str] = {
 
 def render(fact: Fact) -> str:
     """The sentence for a fact, from `TEMPLATES` (and each `also` fact's sentence after it)."""
-    templates = [TEMPLATES[fact.kind], *(TEMPLATES[kind] for kind in fact.also)] if fact.also \
-        else [TEMPLATES[fact.kind]]
-    derived = _wanted(templates[0]) if len(templates) == 1 else \
-        frozenset().union(*map(_wanted, templates))
-    values = fact.values
-    if derived:  # what the templates name beyond the fact's own values (only those: per row)
-        values = {**_derived(fact, derived), **values}
-    return "; ".join(template.format_map(values) for template in templates) \
-        if len(templates) > 1 else templates[0].format_map(values)
+    if not fact.also:  # nearly every fact: one sentence
+        template = TEMPLATES[fact.kind]
+        return template.format_map(_values(fact, _wanted(template)))
+    templates = [TEMPLATES[fact.kind], *(TEMPLATES[kind] for kind in fact.also)]
+    values = _values(fact, frozenset().union(*map(_wanted, templates)))
+    return "; ".join(template.format_map(values) for template in templates)
+
+
+def _values(fact: Fact, derived: frozenset[str]) -> dict:
+    """The fact's values, and the `derived` ones its templates name (made only then: per row)."""
+    return {**_derived(fact, derived), **fact.values} if derived else fact.values
 
 
 #: the values `render` makes from a fact's other fields, when a template names them
