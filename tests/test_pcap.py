@@ -94,3 +94,25 @@ def test_a_short_second_section_header_is_one_error_after_the_first_section(tmp_
         for r in read_pcap(path):
             got.append(r)
     assert [r.data for r in got] == [r.data for r in RECORDS]
+
+
+def test_records_across_the_readers_chunks_come_back_whole(tmp_path) -> None:
+    """The reader takes the file a chunk (1 MiB) at a time: records that straddle a chunk's end,
+    and one as long as a whole chunk, come back as written."""
+    sizes = [(i * 7919) % 1500 for i in range(2000)] + [1 << 20] + [60] * 5
+    records = [Record(1700000000.0 + i, 1, bytes([i % 256]) * size, size)
+               for i, size in enumerate(sizes)]
+    path = tmp_path / "big.pcap"
+    write_pcap(path, records)
+    got = list(read_pcap(path))
+    assert [(r.data, r.orig_len) for r in got] == [(r.data, r.orig_len) for r in records]
+
+
+def test_a_cut_after_the_first_chunk_names_the_records_byte_and_what_is_missing(tmp_path) -> None:
+    sizes = [1000] * 1100  # 1.1 MB of records: the cut falls in the reader's second chunk
+    path = tmp_path / "cut.pcap"
+    write_pcap(path, [Record(1.0, 1, b"x" * size, size) for size in sizes])
+    last = 24 + (16 + 1000) * 1099  # where the last record starts: global header, 1099 records
+    path.write_bytes(path.read_bytes()[:last + 16 + 400])
+    with pytest.raises(PcapError, match=rf"ends inside a record at byte {last} \(400 of 1000"):
+        assert len(list(read_pcap(path))) == 1099

@@ -70,11 +70,13 @@ class Annotator:
         self._count += 1
         if self._t0 is None:
             self._t0 = d.time
-        row = self._annotate(d, self._count, d.time - self._t0)
-        self._window.append((row, d))
-        out = []
-        while len(self._window) > WINDOW:
-            out.append(self._window.popleft())
+        window = self._window
+        window.append((self._annotate(d, self._count, d.time - self._t0), d))
+        if len(window) <= WINDOW:
+            return []
+        out = [window.popleft()]
+        while len(window) > WINDOW:
+            out.append(window.popleft())
         return out
 
     def finish(self) -> list[Row]:
@@ -100,8 +102,8 @@ class Annotator:
         else:
             row = self._annotate_protocol(d, number, rel)
         fields: dict = {"length": d.length, "sport": d.sport, "dport": d.dport}
-        if d.tcp is not None:
-            fields.update(tcp_seq=d.tcp.seq, tcp_ack=d.tcp.ack, tcp_flags=d.tcp.flags)
+        if (tcp := d.tcp) is not None:
+            fields["tcp_seq"], fields["tcp_ack"], fields["tcp_flags"] = tcp.seq, tcp.ack, tcp.flags
         if d.icmp_type is not None:
             fields.update(icmp_type=d.icmp_type, icmp_code=d.icmp_code)
         if d.interface:  # a capture at several points: where this copy was seen

@@ -58,7 +58,7 @@ class DnsAnnotator:
                        action=Action.MISSING, holders=(Holder.NOBODY,),
                        fact=Fact(Kind.DNS_MALFORMED))
         qid, is_response, question, rcode, answers = msg
-        src, dst = d.endpoint("src"), d.endpoint("dst")
+        src, dst = base["src"], base["dst"]  # d's endpoints
         client, server = (dst, src) if is_response else (src, dst)
         base["flow"] = f"dns {client}↔{server}"
         base["fields"] = {"dns_id": qid, "dns_response": is_response, "dns_question": question}

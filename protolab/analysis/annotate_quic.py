@@ -40,18 +40,19 @@ class QuicAnnotator:
         return h if (path in self._paths or h.dcid in self._cids) else None
 
     def row(self, d: Decoded, base: dict, h: QuicHeader) -> Row:
-        src, dst = d.endpoint("src"), d.endpoint("dst")
+        src, dst = base["src"], base["dst"]  # d's endpoints
         path = frozenset((src, dst))
         base = {**base, "proto": "QUIC"}
+        dcid = h.dcid.hex()
         scid = f" SCID={h.scid.hex()}" if h.scid else ""
-        base["summary"] = f"{h.packet_type} DCID={h.dcid.hex()}{scid}" + (
+        base["summary"] = f"{h.packet_type} DCID={dcid}{scid}" + (
             f" token={len(h.token)}B" if h.token else "")
         if h.packet_type == "Version Negotiation":
             return Row(**base, action=Action.NONE, holders=(Holder.PACKET,),
                        fact=Fact(Kind.QUIC_VERSION_NEGOTIATION))
         if h.scid:
             self._cid_len = len(h.scid) or self._cid_len
-        fields = {"quic_type": h.packet_type, "quic_dcid": h.dcid.hex(),
+        fields = {"quic_type": h.packet_type, "quic_dcid": dcid,
                   "quic_scid": h.scid.hex() if h.scid is not None else None}
         if h.packet_type == "Initial" and dst not in self._servers and \
                 src not in self._servers:
@@ -71,10 +72,10 @@ class QuicAnnotator:
         self._paths[path] = conn
         self._cids.setdefault(h.dcid, conn)
         base.update(flow=f"quic {conn}", fields=fields)
-        values = {"conn": conn, "dcid": h.dcid.hex(), "address": src if to_server else dst,
+        values = {"conn": conn, "dcid": dcid, "address": src if to_server else dst,
                   "receiver": "server" if to_server else "client"}
         row = self._row(base, h, conn, to_server, Fact(
-            Kind.QUIC_LOOKUP, (relay,) if relay else (), h.dcid.hex(), also=tuple(also),
+            Kind.QUIC_LOOKUP, (relay,) if relay else (), dcid, also=tuple(also),
             values=values))
         self._track_replies(row, conn, to_server, src, dst)
         return row

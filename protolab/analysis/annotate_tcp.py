@@ -12,11 +12,12 @@ from protolab.analysis.annotate_dns import parse_dns
 from protolab.analysis.annotate_tls import TlsAnnotator
 from protolab.analysis.annotate_ws import WsAnnotator
 from protolab.analysis.facts import MAX_PENDING, Action, Fact, Holder, Kind, Row
-from protolab.protocols.tcp import Fit, SegmentView, TcpObserver
+from protolab.protocols.tcp import Fit, Role, SegmentView, TcpObserver, TcpState
 from protolab.wire.packets import Decoded, TcpHeader
 
 #: "SYN/ACK" for each value of the flags byte, "none" for 0 (made once, not per segment)
 _FLAG_TEXT = tuple("/".join(TcpHeader(0, 0, f, 0).flag_names()) or "none" for f in range(256))
+_ENDED = frozenset({TcpState.CLOSED, TcpState.TIME_WAIT})  #: a move into these ends an entry
 _HTTP_STARTS = (b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"PATCH ", b"OPTIONS ",
                 b"HTTP/1.")
 
@@ -37,8 +38,8 @@ class TcpAnnotator:
         tcp = d.tcp
         view = self.observer.feed(d, base["number"])
         http = self._describe(d, view, base)
-        sender = view.sender_role.value
-        receiver = "server" if sender == "client" else "client"
+        sender, receiver = ("client", "server") if view.sender_role is Role.CLIENT \
+            else ("server", "client")
         values = {"sender": sender, "receiver": receiver,
                   "states_known": view.states_known, "seq": view.rel_seq,
                   "expects": view.expects}
@@ -87,7 +88,7 @@ class TcpAnnotator:
             kind, action, http_holders = _http_state(d.payload)
             return Row(**base, action=action, holders=(*http_holders, *holders),
                        fact=Fact(kind, moves=moves, values=values))
-        ends = tcp.flags & 0x01 or any(t.new.value in ("CLOSED", "TIME_WAIT") for t in moves)
+        ends = tcp.flags & 0x01 or any(t.new in _ENDED for t in moves)
         also = (Kind.WS_DROPPED,) if tcp.flags & 0x01 and self._ws.ended(view.flow) else ()
         return Row(**base, action=Action.ENDS if ends else Action.USES, holders=holders,
                    fact=Fact(Kind.TCP_CLOSE if ends else Kind.TCP_SEGMENT, moves=moves,
@@ -95,8 +96,6 @@ class TcpAnnotator:
 
     def _special(self, view: SegmentView, base: dict, moves: tuple, values: dict) -> Row | None:
         """A resent or cookie SYN-ACK, a challenge ACK, a keepalive probe; None otherwise."""
-        kernel = Holder.SERVER_KERNEL if view.sender_role.value == "server" \
-            else Holder.CLIENT_KERNEL
         if view.synack_again:
             first = self._synack.get(view.flow, 0)
             return Row(**base, action=Action.USES, holders=(Holder.SERVER_KERNEL,),
@@ -106,14 +105,16 @@ class TcpAnnotator:
             low = self._tsval(base) % 64
             return Row(**base, action=Action.NONE, holders=(Holder.PACKET,),
                        fact=Fact(Kind.TCP_SYN_COOKIE, moves=moves, values={**values, "low": low}))
+        if view.challenges is None and not view.keepalive:
+            return None
+        kernel = Holder.SERVER_KERNEL if view.sender_role is Role.SERVER \
+            else Holder.CLIENT_KERNEL
         if view.challenges is not None:
             return Row(**base, action=Action.USES, holders=(kernel,),
                        fact=Fact(Kind.TCP_CHALLENGE_ACK, (view.challenges,), values={
                            **values, "rcv_nxt": view.rel_ack}))
-        if view.keepalive:
-            return Row(**base, action=Action.USES, holders=(kernel,),
-                       fact=Fact(Kind.TCP_KEEPALIVE, values=values))
-        return None
+        return Row(**base, action=Action.USES, holders=(kernel,),
+                   fact=Fact(Kind.TCP_KEEPALIVE, values=values))
 
     def _tsval(self, base: dict) -> int:
         return base["fields"].get("tcp_tsval", 0)
@@ -127,7 +128,7 @@ class TcpAnnotator:
         ack = f" ack={view.rel_ack}" if view.rel_ack is not None else ""
         base["summary"] = f"[{flags}] seq={view.rel_seq}{ack} len={view.length}"
         fields: dict = {}
-        http = _http_line(d.payload)
+        http = _http_line(d.payload) if d.payload else None
         if http:
             base["summary"] += f" {http}"
             fields["http"] = http

@@ -22,6 +22,10 @@ MAX_PENDING = 100_000
 
 
 class Holder(Enum):
+    #: members are singletons: identity is equality, so the identity hash serves; Enum's own
+    #: __hash__ is a Python call, paid on every dict lookup by a member (several a packet)
+    __hash__ = object.__hash__
+
     CLIENT_APP = "client app memory"  #: a client process's own variables
     CLIENT_KERNEL = "client kernel"  #: the client host's socket table
     SERVER_APP = "server app memory"  #: a server process's own variables
@@ -34,6 +38,10 @@ class Holder(Enum):
 
 
 class Action(Enum):
+    #: members are singletons: identity is equality, so the identity hash serves; Enum's own
+    #: __hash__ is a Python call, paid on every dict lookup by a member (several a packet)
+    __hash__ = object.__hash__
+
     CREATES = "creates"  #: this packet makes someone hold new state
     USES = "uses"  #: this packet is handled with state someone already holds
     ENDS = "ends"  #: this packet completes and frees state
@@ -43,6 +51,10 @@ class Action(Enum):
 
 class Kind(Enum):
     """What the annotator found a packet to do with state: the fact a row's sentence renders."""
+
+    #: members are singletons: identity is equality, so the identity hash serves; Enum's own
+    #: __hash__ is a Python call, paid on every dict lookup by a member (several a packet)
+    __hash__ = object.__hash__
 
     NOT_DECODED = "not decoded"  #: the headers could not be read
     NOT_ANNOTATED = "not annotated"  #: a protocol the annotator does not follow
@@ -153,8 +165,8 @@ class Row:
         return self.fact.shows(kind)
 
     def where(self) -> str:
-        return f"{self.action.value}: {self.state}" if self.action is not Action.NONE \
-            else self.state
+        return f"{self.action.value}: {render(self.fact)}" if self.action is not Action.NONE \
+            else render(self.fact)
 
 
 #: One sentence per kind; `{...}` names a fact's values (and `refs`, `key`, `moves`, `ref`).
@@ -326,10 +338,31 @@ TEMPLATES: dict[Kind, str] = {
 
 def render(fact: Fact) -> str:
     """The sentence for a fact, from `TEMPLATES` (and each `also` fact's sentence after it)."""
+    if not fact.also:  # nearly every fact: one sentence
+        template = TEMPLATES[fact.kind]
+        return template.format_map(_values(fact, _wanted(template)))
     templates = [TEMPLATES[fact.kind], *(TEMPLATES[kind] for kind in fact.also)]
-    names = _names(templates[0]) if len(templates) == 1 else \
-        frozenset().union(*map(_names, templates))
-    values = {}  # what the templates name beyond the fact's own values (only those: per row)
+    values = _values(fact, frozenset().union(*map(_wanted, templates)))
+    return "; ".join(template.format_map(values) for template in templates)
+
+
+def _values(fact: Fact, derived: frozenset[str]) -> dict:
+    """The fact's values, and the `derived` ones its templates name (made only then: per row)."""
+    return {**_derived(fact, derived), **fact.values} if derived else fact.values
+
+
+#: the values `render` makes from a fact's other fields, when a template names them
+_DERIVED = frozenset({"key", "refs", "ref", "moves"})
+
+
+@cache
+def _wanted(template: str) -> frozenset[str]:
+    """Which of `_DERIVED` a template names (worked out once per template)."""
+    return _names(template) & _DERIVED
+
+
+def _derived(fact: Fact, names: frozenset[str]) -> dict:
+    values = {}
     if "key" in names:
         values["key"] = fact.key
     if "refs" in names:
@@ -338,8 +371,7 @@ def render(fact: Fact) -> str:
         values["ref"] = f"#{fact.refs[0]}" if fact.refs else ""
     if "moves" in names:
         values["moves"] = _moves(fact)
-    values.update(fact.values)
-    return "; ".join(template.format_map(values) for template in templates)
+    return values
 
 
 @cache
@@ -353,5 +385,12 @@ def _moves(fact: Fact) -> str:
     if fact.values.get("states_known") is False:
         return (" [states unknown: the handshake is not in this capture; client and server are "
                 "guessed from the ports]")
-    moves = "; ".join(f"{t.role.value} {t.old.value}→{t.new.value}" for t in fact.moves)
-    return f" [{moves}]" if moves else ""
+    if not fact.moves:
+        return ""
+    return f" [{'; '.join(_move(t.role, t.old, t.new) for t in fact.moves)}]"
+
+
+@cache
+def _move(role: Enum, old: Enum, new: Enum) -> str:
+    """"client SYN_SENT→ESTABLISHED" (the few there are, made once each)."""
+    return f"{role.value} {old.value}→{new.value}"

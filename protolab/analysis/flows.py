@@ -72,6 +72,11 @@ class FlowNumbers:
         return self._next
 
 
+#: the kinds `FlowTable.add` counts a row for (as its fact's kind, or one of its `also`)
+_MARKING = frozenset({Kind.QUIC_MIGRATION, Kind.QUIC_RELAYED, Kind.DNS_RELAYED,
+                      Kind.DNS_RELAY_ANSWER})
+
+
 class FlowTable:
     """One summary per conversation, in order of first packet; numbers them for --flow N."""
 
@@ -101,20 +106,24 @@ class FlowTable:
         if row.fact.kind is Kind.NOT_DECODED:
             flow.undecoded += 1
             flow.undecoded_why = flow.undecoded_why or str(row.fact.values.get("error", ""))
-        direction = f"{row.src} → {row.dst}"
+        src, dst = row.src, row.dst
+        direction = f"{src} → {dst}"
         flow.bytes_each_way[direction] = flow.bytes_each_way.get(direction, 0) + \
             (row.fields.get("length") or 0)
-        path = " ↔ ".join(sorted((row.src, row.dst)))
+        path = f"{src} ↔ {dst}" if src <= dst else f"{dst} ↔ {src}"  # the two, sorted
         if path not in flow.paths:
             flow.paths.append(path)
         dcid = row.fields.get("quic_dcid")
         if dcid and dcid not in flow.cids:
             flow.cids.append(dcid)
-        if row.shows(Kind.QUIC_MIGRATION):
-            flow.migrations.append(row.number)
-        if row.shows(Kind.QUIC_RELAYED):
-            flow.relayed.append(row.number)
-        if row.shows(Kind.DNS_RELAYED) or row.shows(Kind.DNS_RELAY_ANSWER):
+        relayed_dns = False
+        if row.fact.also or row.fact.kind in _MARKING:  # no other fact shows any of these
+            if row.shows(Kind.QUIC_MIGRATION):
+                flow.migrations.append(row.number)
+            if row.shows(Kind.QUIC_RELAYED):
+                flow.relayed.append(row.number)
+            relayed_dns = row.shows(Kind.DNS_RELAYED) or row.shows(Kind.DNS_RELAY_ANSWER)
+        if relayed_dns:
             flow.relayed.append(row.number)
         elif "dns_id" in row.fields:
             qid = row.fields["dns_id"]

@@ -22,7 +22,7 @@ from protolab.analysis.flows import MAX_TRACKED, FlowNumbers, FlowTable, print_f
 from protolab.analysis.ladder import By
 from protolab.analysis.table import format_row, header, layout, row_json
 from protolab.wire.packets import decode
-from protolab.wire.pcap import PcapError, read_pcap
+from protolab.wire.pcap import PcapError, read_frames, read_pcap
 
 Out = Callable[[str], None]
 
@@ -60,9 +60,8 @@ def pairs(path: str | os.PathLike[str], annotator: Annotator) -> Iterator[tuple[
     """Annotated packets; on a bad file, every readable row first, then the PcapError."""
     error = None
     try:
-        for rec in read_pcap(path):
-            yield from annotator.feed_pairs(decode(rec.data, rec.linktype, rec.time,
-                                                   rec.orig_len, rec.interface))
+        for time, linktype, data, orig_len, interface in read_frames(path):
+            yield from annotator.feed_pairs(decode(data, linktype, time, orig_len, interface))
     except PcapError as exc:
         error = exc
     yield from annotator.finish_pairs()
@@ -110,15 +109,18 @@ def select(path: str | os.PathLike[str], opts: Options, pred: Pred | None,
            tally: Tally) -> Iterator[tuple[Row, bool]]:
     """Every annotated row, numbered by conversation (`flow_number`), and whether --flow,
     --filter and --limit choose it; counted in `tally` as they go (a chosen row is `shown`)."""
+    number_of, add, limit = table.number_of, table.add, opts.limit
+    every = not opts.flows and opts.flow is None and pred is None  # (most runs: no choosing)
     for row, _ in pairs(path, annotator):
         tally.read += 1
-        number = table.number_of(row)
+        number = number_of(row)
         row.fields["flow_number"] = number
-        table.add(row)
-        chosen = not opts.flows and opts.flow in (None, number) and (pred is None or pred(row))
+        add(row)
+        chosen = every or (not opts.flows and opts.flow in (None, number)
+                           and (pred is None or pred(row)))
         if chosen:
             tally.matched += 1
-            chosen = opts.limit is None or tally.shown < opts.limit
+            chosen = limit is None or tally.shown < limit
             tally.shown += chosen
         yield row, chosen
 

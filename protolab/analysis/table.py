@@ -105,7 +105,11 @@ def format_row(row: Row, lay: Layout | None = None) -> str:
         return f"{line}  {state[0] if state else ''}".rstrip()
     if not state:
         return line.rstrip()
-    return "\n".join([line.rstrip(), *(" " * STATE_INDENT + text for text in state)])
+    return f"{line.rstrip()}\n{_INDENT}{_NEXT_STATE_LINE.join(state)}"
+
+
+_INDENT = " " * STATE_INDENT
+_NEXT_STATE_LINE = "\n" + _INDENT  #: between the lines of a state under its row
 
 
 @cache
@@ -134,19 +138,22 @@ def _wrapped_row(row: Row, lay: Layout, route: str, summary: str, state: list[st
     return "\n".join(lines)
 
 
-#: json.dumps(..., ensure_ascii=False), without making an encoder per row
-_JSON = json.JSONEncoder(ensure_ascii=False)
+#: json.dumps(..., ensure_ascii=False), without making an encoder per row (nor checking for
+#: cycles: row_json builds a fresh tree of plain values)
+_JSON = json.JSONEncoder(ensure_ascii=False, check_circular=False)  # a fresh dict of plain values
 
 
 def row_json(row: Row) -> str:
     """The stable JSON form of a row (documented in the README)."""
+    fields = row.fields.copy()
+    flow = fields.pop("flow_number", None)
     return _JSON.encode({
         "number": row.number, "time": round(row.time, 6), "src": row.src, "dst": row.dst,
         "proto": row.proto, "summary": row.summary, "action": row.action.value,
         "holders": [h.value for h in row.holders], "state": row.state,
-        "flow": row.fields.get("flow_number"), "fact": row.fact.kind.value,
+        "flow": flow, "fact": row.fact.kind.value,
         "refs": list(row.fact.refs), "also": [k.value for k in row.fact.also],
-        "fields": {k: v for k, v in row.fields.items() if k != "flow_number"}})
+        "fields": fields})
 
 
 def format_rows(rows: Iterable[Row], lay: Layout | None = None) -> str:

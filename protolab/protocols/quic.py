@@ -31,8 +31,11 @@ LONG_TYPES = {0: "Initial", 1: "0-RTT", 2: "Handshake", 3: "Retry"}
 # -- header decoding (RFC 8999 invariants, RFC 9000 section 17): no aioquic, no keys --------------
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, unsafe_hash=True)
 class QuicHeader:
+    """(Made per datagram, and nothing changes one once made: not frozen only because a frozen
+    dataclass's init costs a call per field.)"""
+
     long: bool
     packet_type: str  #: Initial, 0-RTT, Handshake, Retry, Version Negotiation or 1-RTT
     version: int | None

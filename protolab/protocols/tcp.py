@@ -25,11 +25,15 @@ FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 
 
 class Role(Enum):
+    __hash__ = object.__hash__  #: identity: Enum's own __hash__ is a Python call per lookup
+
     CLIENT = "client"  #: the active opener: sends the first SYN
     SERVER = "server"  #: the passive opener: a listening socket answers the SYN
 
 
 class TcpState(Enum):
+    __hash__ = object.__hash__  #: identity: Enum's own __hash__ is a Python call per lookup
+
     CLOSED = "CLOSED"  #: no connection entry
     LISTEN = "LISTEN"  #: a listening socket waits for SYNs
     SYN_SENT = "SYN_SENT"  #: client sent SYN, waits for SYN-ACK
@@ -44,6 +48,8 @@ class TcpState(Enum):
 
 
 class Seg(Enum):
+    __hash__ = object.__hash__  #: identity: Enum's own __hash__ is a Python call per lookup
+
     SEND_SYN = "send SYN"  #: connect()
     RECV_SYN = "recv SYN"  #: a SYN reached a listening socket
     RECV_SYN_ACK = "recv SYN-ACK"  #: the answer to our SYN
@@ -160,6 +166,8 @@ class SegmentView:
 class Fit(Enum):
     """Where a RST's sequence number falls for its receiver (RFC 5961 section 3.2)."""
 
+    __hash__ = object.__hash__  #: identity: Enum's own __hash__ is a Python call per lookup
+
     EXACT = "exact"  #: SEG.SEQ = RCV.NXT: the receiver resets the connection
     IN_WINDOW = "in window"  #: in the window but not exact: a challenge ACK, no reset
     OUTSIDE = "outside"  #: outside the window: silently dropped
@@ -234,17 +242,8 @@ class TcpObserver:
             _distance(tcp.seq, receiver.rcv_nxt) < self.WINDOW
         if fit is Fit.IN_WINDOW:
             flags &= ~RST  # RFC 5961 3.2: no reset; the receiver answers with a challenge ACK
-        done: list[Transition] = []
+        done = self._advance(flow, sender, receiver, flags, tcp.ack, number) if in_window else []
         if in_window:
-            for ep, seg in self._events(sender, receiver, flags, tcp.ack):
-                try:
-                    new = advance(TCP_TRANSITIONS, ep.role, ep.state, seg)
-                except IllegalTransition:
-                    continue  # e.g. a retransmitted SYN: no move in the table
-                t = Transition(ep.addr, ep.role, ep.state, new, seg, number)
-                ep.state = new
-                flow.transitions.append(t)
-                done.append(t)
             if fit is None and (receiver.rcv_nxt is None or _seq_ge(end, receiver.rcv_nxt)):
                 receiver.rcv_nxt = end
             if fit is None and (sender.snd_nxt is None or _seq_ge(end, sender.snd_nxt)):
@@ -300,6 +299,23 @@ class TcpObserver:
             marks["keepalive"] = True  # RFC 1122 4.2.3.6: SEG.SEQ = SND.NXT-1
         return marks
 
+    def _advance(self, flow: Flow, sender: Endpoint, receiver: Endpoint, flags: int, ack: int,
+                 number: int) -> list[Transition]:
+        """Apply the segment's state events (`_events`) to both endpoints; the moves made."""
+        if not flags & (SYN | FIN | RST) and receiver.state not in _AWAITING_ACK:
+            return []  # a data segment or a plain ACK: no event (spared the work, often)
+        done = []
+        for ep, seg in self._events(sender, receiver, flags, ack):
+            try:
+                new = advance(TCP_TRANSITIONS, ep.role, ep.state, seg)
+            except IllegalTransition:
+                continue  # e.g. a retransmitted SYN: no move in the table
+            t = Transition(ep.addr, ep.role, ep.state, new, seg, number)
+            ep.state = new
+            flow.transitions.append(t)
+            done.append(t)
+        return done
+
     @staticmethod
     def _events(sender: Endpoint, receiver: Endpoint, flags: int,
                 ack: int) -> list[tuple[Endpoint, Seg]]:
@@ -311,10 +327,8 @@ class TcpObserver:
             events += [(sender, Seg.SEND_SYN), (receiver, Seg.RECV_SYN)]
         elif flags & SYN:
             events.append((receiver, Seg.RECV_SYN_ACK))
-        acks_ours = bool(flags & ACK) and receiver.snd_nxt is not None \
-            and _seq_ge(ack, receiver.snd_nxt) \
-            and receiver.state in (TcpState.SYN_RECV, TcpState.FIN_WAIT_1, TcpState.CLOSING,
-                                   TcpState.LAST_ACK)
+        acks_ours = bool(flags & ACK) and receiver.state in _AWAITING_ACK \
+            and receiver.snd_nxt is not None and _seq_ge(ack, receiver.snd_nxt)
         if flags & FIN:
             events.append((sender, Seg.SEND_FIN))
         if acks_ours:
@@ -322,6 +336,11 @@ class TcpObserver:
         if flags & FIN:
             events.append((receiver, Seg.RECV_FIN))
         return events
+
+
+#: the states in which an endpoint waits for the ACK of its SYN or FIN
+_AWAITING_ACK = frozenset({TcpState.SYN_RECV, TcpState.FIN_WAIT_1, TcpState.CLOSING,
+                           TcpState.LAST_ACK})
 
 
 def _guess_roles(src: str, dst: str, payload: bytes) -> tuple[str, str]:

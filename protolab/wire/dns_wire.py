@@ -65,9 +65,25 @@ def question_class(payload: bytes) -> int | None:
     return payload[end + 2] << 8 | payload[end + 3]
 
 
+#: names (their bytes up to the zero byte that ends them) already walked label by label
+_WALKED: set[bytes] = set()
+
+
 def _name_end(data: bytes, off: int) -> int:
     """Where a name written out in labels ends (after its zero byte), or -1: cut short, a
     compression pointer or another label type, longer than 255 bytes."""
+    zero = data.find(b"\0", off)
+    if zero >= 0 and data[off:zero + 1] in _WALKED:  # the same bytes walk the same way
+        return zero + 1
+    end = _walk_labels(data, off)
+    if end == zero + 1 > 0:
+        if len(_WALKED) >= _NAMES_KEPT:
+            _WALKED.clear()
+        _WALKED.add(data[off:end])
+    return end
+
+
+def _walk_labels(data: bytes, off: int) -> int:
     start, size = off, len(data)
     while off < size:
         n = data[off]

@@ -63,9 +63,23 @@ class TcpOptions:
     tsecr: int | None = None
 
 
+#: the options already read, by their bytes (a stack sends the same SYN options again and again)
+_OPTIONS_READ: dict[bytes, TcpOptions] = {}
+_OPTIONS_KEPT = 4096
+
+
 def tcp_options(raw: bytes) -> TcpOptions:
     """Read the kinds that matter here (2 MSS, 3 window scale, 4 SACK permitted, 8
     timestamps); anything cut short ends the list, as a receiver would stop reading."""
+    options = _OPTIONS_READ.get(raw)
+    if options is None:
+        if len(_OPTIONS_READ) >= _OPTIONS_KEPT:
+            _OPTIONS_READ.clear()
+        options = _OPTIONS_READ[raw] = _read_options(raw)
+    return options
+
+
+def _read_options(raw: bytes) -> TcpOptions:
     found: dict = {}
     i = 0
     while i < len(raw):
@@ -129,12 +143,26 @@ class Decoded:
         return _TRANSPORTS.get(self.proto or -1, "IP" if self.src else "?")
 
     def endpoint(self, which: str) -> str:
-        host = self.src if which == "src" else self.dst
-        port = self.sport if which == "src" else self.dport
-        if host is None:
-            return "?"
-        shown = f"[{host}]" if ":" in host else host
-        return f"{shown}:{port}" if port is not None else shown
+        key = (self.src, self.sport) if which == "src" else (self.dst, self.dport)
+        text = _ENDPOINTS.get(key)
+        return text if text is not None else _endpoint(*key)
+
+
+#: "ip:port" texts already made (a capture names the same few endpoints again and again)
+_ENDPOINTS: dict[tuple[str | None, int | None], str] = {}
+_ENDPOINTS_KEPT = 1 << 16
+
+
+def _endpoint(host: str | None, port: int | None) -> str:
+    """"192.0.2.1:53", "[2001:db8::1]:53", "192.0.2.1" (no port), "?" (no address)."""
+    if host is None:
+        return "?"
+    shown = f"[{host}]" if ":" in host else host
+    text = f"{shown}:{port}" if port is not None else shown
+    if len(_ENDPOINTS) >= _ENDPOINTS_KEPT:
+        _ENDPOINTS.clear()
+    _ENDPOINTS[(host, port)] = text
+    return text
 
 
 _TRANSPORTS = {PROTO_TCP: "TCP", PROTO_UDP: "UDP", PROTO_ICMP: "ICMP", PROTO_ICMPV6: "ICMPv6"}
@@ -143,6 +171,10 @@ _TRANSPORTS = {PROTO_TCP: "TCP", PROTO_UDP: "UDP", PROTO_ICMP: "ICMP", PROTO_ICM
 def decode(data: bytes, linktype: int, time: float = 0.0, orig_len: int = 0,
            interface: str = "") -> Decoded:
     """Decode one frame of the given pcap link type (seen at capture point `interface`)."""
+    if linktype == LINKTYPE_ETHERNET and data[12:14] == b"\x08\x00":
+        common = _ipv4_common(data, 14, time, orig_len, interface)
+        if common is not None:
+            return common
     base = {"time": time, "length": len(data), "orig_len": orig_len, "interface": interface}
     try:
         ethertype, off = _link(data, linktype)
@@ -155,6 +187,35 @@ def decode(data: bytes, linktype: int, time: float = 0.0, orig_len: int = 0,
     return _ip(data, off, base)
 
 
+def _ipv4_common(data: bytes, off: int, time: float, orig_len: int,
+                 interface: str) -> Decoded | None:
+    """The frame nearly every capture is made of, an IPv4 datagram (not a fragment) with a whole
+    TCP or UDP header, decoded in one step, as `_ip` and `_l4` would; None for any other."""
+    if len(data) < off + 20:
+        return None
+    first, total, ip_id, frag, proto, src, dst = _IPV4.unpack_from(data, off)
+    if first >> 4 != 4 or frag & 0x1FFF or (proto != PROTO_TCP and proto != PROTO_UDP):
+        return None
+    ihl = (first & 0x0F) * 4
+    end = min(len(data), off + total) if total >= ihl else len(data)
+    l4 = off + ihl
+    if proto == PROTO_UDP:
+        if end - l4 < 8:
+            return None
+        sport, dport = _PORTS.unpack_from(data, l4)
+        tcp, payload = None, data[l4 + 8:end]
+    else:
+        if end - l4 < 20:
+            return None
+        sport, dport, seq, ack, offflags, window = _TCP.unpack_from(data, l4)
+        hlen = (offflags >> 12) * 4
+        tcp = TcpHeader(seq, ack, offflags & 0xFF, window, data[l4 + 20:min(l4 + hlen, end)])
+        payload = data[l4 + hlen:end]
+    return Decoded(time=time, length=len(data), src=inet_ntoa(src), dst=inet_ntoa(dst),
+                   ip_version=4, proto=proto, sport=sport, dport=dport, tcp=tcp,
+                   payload=payload, orig_len=orig_len, interface=interface, ip_id=ip_id)
+
+
 class _Short(Exception):
     pass
 
@@ -163,7 +224,7 @@ def _link(data: bytes, linktype: int) -> tuple[int | None, int]:
     if linktype == LINKTYPE_ETHERNET:
         if len(data) < 14:
             raise _Short("frame shorter than an Ethernet header")
-        ethertype = int.from_bytes(data[12:14], "big")
+        ethertype = data[12] << 8 | data[13]
         off = 14
         while ethertype in ETH_VLAN:
             if len(data) < off + 4:
@@ -201,15 +262,12 @@ def _ip(data: bytes, off: int, base: dict, inside_error: bool = False) -> Decode
     if version == 4:
         if len(data) < off + 20:
             return Decoded(**base, ip_version=4, error="frame ends inside the IPv4 header")
-        ihl = (data[off] & 0x0F) * 4
-        total = int.from_bytes(data[off + 2:off + 4], "big")
-        proto = data[off + 9]
-        src = _ip4(data[off + 12:off + 16])
-        dst = _ip4(data[off + 16:off + 20])
-        frag = int.from_bytes(data[off + 6:off + 8], "big") & 0x1FFF
+        first, total, base["ip_id"], frag, proto, src, dst = _IPV4.unpack_from(data, off)
+        ihl = (first & 0x0F) * 4
+        src, dst = inet_ntoa(src), inet_ntoa(dst)  # "192.0.2.1", in C
+        frag &= 0x1FFF
         end = min(len(data), off + total) if total >= ihl else len(data)
         l4 = off + ihl
-        base["ip_id"] = int.from_bytes(data[off + 4:off + 6], "big")
         if frag:
             return Decoded(**base, src=src, dst=dst, ip_version=4, proto=proto,
                            payload=data[l4:end], error="IP fragment (not reassembled)")
@@ -230,8 +288,11 @@ def _ip(data: bytes, off: int, base: dict, inside_error: bool = False) -> Decode
     return _l4(data, l4, end, base, src, dst, version, proto, inside_error)
 
 
-def _ip4(b: bytes) -> str:
-    return inet_ntoa(b)  # "192.0.2.1", as f"{b[0]}.{b[1]}.{b[2]}.{b[3]}" but in C
+#: IPv4's fixed header (RFC 791 section 3.1): version and IHL, total length, identification,
+#: flags and fragment offset, protocol, source, destination (TOS, TTL and checksum skipped)
+_IPV4 = struct.Struct("!BxHHHxB2x4s4s")
+_PORTS = struct.Struct("!HH")  #: UDP's and TCP's first four bytes: source and destination port
+_TCP = struct.Struct("!HHIIHH")  #: TCP's ports, seq, ack, data offset and flags, window
 
 
 def _l4(data: bytes, l4: int, end: int, base: dict, src: str, dst: str, version: int,
@@ -242,15 +303,14 @@ def _l4(data: bytes, l4: int, end: int, base: dict, src: str, dst: str, version:
     if proto == PROTO_UDP:
         if len(seg) < 8:
             return Decoded(**common, error="frame ends inside the UDP header")
-        sport, dport = struct.unpack_from("!HH", seg)
+        sport, dport = _PORTS.unpack_from(seg)
         return Decoded(**common, sport=sport, dport=dport, payload=seg[8:])
     if proto == PROTO_TCP:
         if len(seg) < 20:
             return Decoded(**common, error="frame ends inside the TCP header")
-        sport, dport, seq, ack, offflags, window = struct.unpack_from("!HHIIHH", seg)
+        sport, dport, seq, ack, offflags, window = _TCP.unpack_from(seg)
         hlen = (offflags >> 12) * 4
-        tcp = TcpHeader(seq=seq, ack=ack, flags=offflags & 0xFF, window=window,
-                        options=bytes(seg[20:hlen]))
+        tcp = TcpHeader(seq, ack, offflags & 0xFF, window, bytes(seg[20:hlen]))
         return Decoded(**common, sport=sport, dport=dport, tcp=tcp, payload=seg[hlen:])
     if proto in (PROTO_ICMP, PROTO_ICMPV6):
         if len(seg) < 4:
