@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 from protolab import __version__
 
 if TYPE_CHECKING:
-    from protolab.analysis.inspect import Tally
+    from protolab.analysis.fast_inspect import Result
+    from protolab.analysis.inspect import Options, Tally
 
 Subparsers = argparse._SubParsersAction  #: what `add_subparsers` returns
 
@@ -776,7 +777,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return _inspect_notes(args, tally) if packet_view else 0
 
 
-def _inspect_compiled(path: str, opts: object):  # -> fast_inspect.Result | None
+def _inspect_compiled(path: str, opts: Options) -> Result | None:
     """The compiled fast path where it is built and covers the capture (it prints the same bytes
     as the Python path, or nothing and None); see protolab.analysis.fast_inspect."""
     from protolab.analysis import fast_inspect

@@ -21,6 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from protolab.analysis.inspect import Options
 
 
 class Path(Enum):
@@ -76,15 +80,15 @@ def status() -> tuple[bool, str]:
     return True, f"compiled fast path ({ext.__file__}); Python where a capture needs it"
 
 
-def covers(opts: object) -> bool:
+def covers(opts: Options) -> bool:
     """Whether the options ask for what the compiled path prints: the default table, --json or
     --flows, with --limit, --width, --wide and --dns-port (no --filter, --flow, pictures...)."""
-    return not (getattr(opts, "filter") or getattr(opts, "flow") is not None
-                or getattr(opts, "detail") is not None or getattr(opts, "write_annotated")
-                or getattr(opts, "ladder") or getattr(opts, "mermaid") or getattr(opts, "html"))
+    return not (opts.filter or opts.flow is not None
+                or opts.detail is not None or opts.write_annotated
+                or opts.ladder or opts.mermaid or opts.html)
 
 
-def run(path: str | os.PathLike[str], opts: object, write: Callable[[bytes], object],
+def run(path: str | os.PathLike[str], opts: Options, write: Callable[[bytes], object],
         encoding: str = "utf-8") -> Result | None:
     """Print the capture through the compiled path with `write` (bytes, UTF-8) and return what
     it read and printed; None when the Python path must print it (forced, not built, options or
@@ -107,7 +111,7 @@ def run(path: str | os.PathLike[str], opts: object, write: Callable[[bytes], obj
     return None
 
 
-def _why_not(opts: object, encoding: str) -> str | None:
+def _why_not(opts: Options, encoding: str) -> str | None:
     if not covers(opts):
         return "--filter, --flow, --detail, --write-annotated and the pictures are Python's"
     if encoding.replace("-", "").replace("_", "").lower() != "utf8":
@@ -115,23 +119,23 @@ def _why_not(opts: object, encoding: str) -> str | None:
     return None
 
 
-def _arguments(opts: object) -> dict:
+def _arguments(opts: Options) -> dict:
     """What the extension needs of the options and of the Python path's tables (the layout,
     the sentences), so both print from one source."""
     from protolab.analysis.facts import TEMPLATES, Action, Holder, Kind
     from protolab.analysis.table import MIN_WIDTH, layout, table_width
 
-    flows, as_json = bool(getattr(opts, "flows")), bool(getattr(opts, "json"))
-    lay = layout(getattr(opts, "width"), getattr(opts, "wide"))
-    width, limit = getattr(opts, "width"), getattr(opts, "limit", None)
+    flows, as_json = bool(opts.flows), bool(opts.json)
+    lay = layout(opts.width, opts.wide)
+    width, limit = opts.width, getattr(opts, "limit", None)
     return {
         "mode": ("flows_json" if as_json else "flows") if flows else ("json" if as_json
                                                                       else "table"),
         "widths": lay.widths, "state_width": -1 if lay.state is None else lay.state,
         "beside": lay.beside,
         "limit": -1 if limit is None else limit,  # None: no --limit
-        "dns_ports": tuple(sorted(getattr(opts, "dns_ports"))),
-        "flows_width": -1 if getattr(opts, "wide") else max(MIN_WIDTH, width or table_width()),
+        "dns_ports": tuple(sorted(opts.dns_ports)),
+        "flows_width": -1 if opts.wide else max(MIN_WIDTH, width or table_width()),
         "templates": {kind.value: text for kind, text in TEMPLATES.items()},
         # the enums' names (checked against the C ones) and values (printed), in order
         "names": tuple((tuple(m.name for m in e), tuple(m.value for m in e))
