@@ -51,10 +51,12 @@ from conftest import ROOT, require, run_cli
 #: bench/inspect_vs_tshark.py's make_capture). From then on, where the extension is built, the
 #: compiled path declining the benchmark-shaped capture under any of OPTION_SETS is a failure
 #: instead of a quiet fall back to the Python path.
-COMPILED_MUST_ACCEPT_BENCHMARK = False
+COMPILED_MUST_ACCEPT_BENCHMARK = True
 #: More inputs the compiled path must accept where it is built, as its coverage grows: a reference
 #: capture's file name ("udp-demo.ref.pcap"), a generated one's ("ethernet-ipv4.pcap-usec").
-COMPILED_MUST_ACCEPT: frozenset[str] = frozenset()
+COMPILED_MUST_ACCEPT: frozenset[str] = frozenset(
+    f"{lab}.ref.{ext}" for lab in ("udp-demo", "dns-demo", "cache-demo", "quic-demo", "tcp-demo",
+                                   "lb") for ext in ("pcap", "pcapng"))
 
 OPTION_SETS: tuple[tuple[str, ...], ...] = (
     (), ("--json",), ("--flows",), ("--flows", "--json"), ("--wide",), ("--width", "200"),
