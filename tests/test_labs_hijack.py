@@ -114,7 +114,11 @@ def test_exposed_agrees_with_tshark_and_tls_needs_the_key_log(demo, tmp_path) ->
     mine = sorted((e.number, f"{e.name}={e.value}") for e in scan_file(pcap).items
                   if e.material is Material.COOKIE)
     assert [c for _, c in mine] == [c for _, c in theirs] and mine
-    assert all(a <= b < a + 4 for (a, _), (b, _) in zip(mine, theirs, strict=True))
+    # each message ends (tshark's frame) after its head and before the next message's head; how
+    # many frames lie between depends on the machine's load (segments, other connections' ACKs)
+    heads = [n for n, _ in mine]
+    assert all(a <= b < nxt for a, (b, _), nxt in zip(heads, theirs, [*heads[1:], 1 << 62],
+                                                        strict=True))
     assert result.tls.scan is not None and not result.tls.scan.items and result.tls.scan.tls
     assert not _tshark(pcap, "-Y", f"tcp.port=={port} && http")  # no key log: nothing
     pcapng = tmp_path / "h.pcapng"
