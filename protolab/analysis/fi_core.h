@@ -25,7 +25,7 @@ typedef struct Rec {
 typedef struct Reader {
     FILE *f;
     uint8_t *buf;
-    size_t cap;
+    size_t cap, clen, cpos;       /* classic pcap: buf[cpos:clen] is read, not yet taken */
     int be, pcapng, linktype, nifaces, sections;
     uint32_t snaplen;
     double units;

@@ -169,9 +169,9 @@ static int port_of(const char *endpoint) {
 static TFlow *find_flow(TcpState *st, const Pkt *p) {
     Sb k = {.n = 0};
     int lt = strcmp(p->src, p->dst) < 0;
-    sb_s(&k, lt ? p->src : p->dst);
+    sb_put(&k, lt ? p->src : p->dst, lt ? p->src_len : p->dst_len);
     sb_put(&k, "|", 1);
-    sb_s(&k, lt ? p->dst : p->src);
+    sb_put(&k, lt ? p->dst : p->src, lt ? p->dst_len : p->src_len);
     const char *key = k.p;
     size_t n = k.n;
     MapEntry *e = map_get(&st->flows, key, (size_t)n);
@@ -416,13 +416,16 @@ static int feed(TcpState *st, const Pkt *p, View *v) {
 
 /* annotate_tcp._HTTP_STARTS: the payload starts an HTTP/1.x message */
 static int is_http(const Pkt *p) {
-    static const char *const starts[] = {"GET ", "POST ", "PUT ", "DELETE ", "HEAD ", "PATCH ",
-                                         "OPTIONS ", "HTTP/1."};
-    for (size_t i = 0; i < sizeof starts / sizeof *starts; i++) {
-        size_t k = strlen(starts[i]);
-        if (p->payload_len >= k && memcmp(p->payload, starts[i], k) == 0)
+#define START(s) {s, sizeof s - 1}
+    static const struct { const char *s; size_t n; } starts[] = {
+        START("GET "), START("POST "), START("PUT "), START("DELETE "), START("HEAD "),
+        START("PATCH "), START("OPTIONS "), START("HTTP/1.")};
+#undef START
+    if (p->payload_len < 4)
+        return 0;
+    for (size_t i = 0; i < sizeof starts / sizeof *starts; i++)
+        if (p->payload_len >= starts[i].n && memcmp(p->payload, starts[i].s, starts[i].n) == 0)
             return 1;
-    }
     return 0;
 }
 
