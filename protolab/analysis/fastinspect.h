@@ -153,6 +153,7 @@ typedef struct Row {
     uint32_t tcp_seq, tcp_ack;
     int tcp_flags;
     int icmp_type, icmp_code;     /* -1: not ICMP */
+    size_t src_len, dst_len;      /* strlen(src), strlen(dst) */
     Arena arena;
 } Row;
 

@@ -56,7 +56,17 @@ typedef struct Buf {
     char *p;
     size_t len, cap;
 } Buf;
-int buf_put(Buf *b, const char *s, size_t n);
+int buf_grow(Buf *b, size_t n);
+
+static inline int buf_put(Buf *b, const char *s, size_t n) {
+    if (b->len + n + 1 > b->cap && buf_grow(b, n) < 0)
+        return -1;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = 0;
+    return 0;
+}
+
 int buf_puts(Buf *b, const char *s);
 int buf_printf(Buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int buf_pad(Buf *b, size_t n);  /* n spaces */

@@ -301,9 +301,9 @@ int format_row(Buf *out, Out *o, const Row *row) {
         return -1;
     size_t where_len = t->len;
     size_t route_at = t->len;
-    buf_puts(t, row->src);
-    buf_puts(t, " → ");
-    buf_puts(t, row->dst);
+    buf_put(t, row->src, row->src_len);
+    buf_put(t, " → ", sizeof " → " - 1);
+    buf_put(t, row->dst, row->dst_len);
     Slice route = {t->p + route_at, t->len - route_at};
     Slice summary = {row->summary, strlen(row->summary)};
     Slice state[MAXLINES];

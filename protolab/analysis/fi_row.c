@@ -182,8 +182,10 @@ void row_begin(Row *row, const Pkt *p) {
     row->flow_number = 0;
     row->number = p->number;
     row->time = p->rel;
-    strcpy(row->src, p->src);
-    strcpy(row->dst, p->dst);
+    memcpy(row->src, p->src, p->src_len + 1);
+    memcpy(row->dst, p->dst, p->dst_len + 1);
+    row->src_len = p->src_len;
+    row->dst_len = p->dst_len;
     row->ip_proto = p->proto;
     row->proto = "UDP";
     row->summary = "";
