@@ -1,5 +1,6 @@
 /* What the compiled fast path prints for a row: facts.render (the sentence, from the templates
  * Python hands in), table.format_row / header / wrap, and table.row_json. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,6 +8,17 @@
 #include "fi_out.h"
 
 /* ---- templates: str.format_map's syntax, the subset facts.TEMPLATES uses ---------------- */
+
+enum { SPECIAL_NONE, SPECIAL_KEY, SPECIAL_REFS, SPECIAL_REF, SPECIAL_MOVES };
+
+/* The names facts.render fills from the Fact itself rather than its values */
+static int special_of(const char *name) {
+    static const char *const names[] = {"key", "refs", "ref", "moves"};
+    for (int i = 0; i < 4; i++)
+        if (strcmp(name, names[i]) == 0)
+            return SPECIAL_KEY + i;
+    return SPECIAL_NONE;
+}
 
 static int parse_field(const char *f, size_t n, TSeg *seg) {
     const char *colon = memchr(f, ':', n);
@@ -21,6 +33,7 @@ static int parse_field(const char *f, size_t n, TSeg *seg) {
     }
     memcpy(seg->name, f, namelen);
     seg->name[namelen] = 0;
+    seg->special = special_of(seg->name);
     size_t speclen = colon ? n - namelen - 1 : 0;
     if (speclen >= sizeof seg->spec)
         return -1;
@@ -73,6 +86,30 @@ void tmpl_free(Tmpl *t) {
     memset(t, 0, sizeof *t);
 }
 
+/* "%llx" of v; its length */
+static size_t fmt_hex(char *out, uint64_t v) {
+    static const char digits[] = "0123456789abcdef";
+    char tmp[16];
+    size_t k = 0;
+    do {
+        tmp[k++] = digits[v & 15];
+        v >>= 4;
+    } while (v);
+    for (size_t i = 0; i < k; i++)
+        out[i] = tmp[k - 1 - i];
+    return k;
+}
+
+/* format(x, ".Nf"): ".0f" of 0 <= x < 2**53 is x rounded half to even (nearbyint rounds the
+ * double's exact value, as printf does), ".3f" is buf_fixed3; the rest printf */
+static int fixed(Buf *b, double x, int prec) {
+    if (prec == 0 && !signbit(x) && x < 9007199254740992.0)
+        return buf_i64(b, (int64_t)nearbyint(x));
+    if (prec == 3)
+        return buf_fixed3(b, x);
+    return buf_printf(b, "%.*f", prec, x);
+}
+
 /* format(value, spec) for the specs the templates use: "", ".Nf", "#0Nx", "d" */
 static int format_val(Buf *b, const Val *v, const char *spec) {
     if (spec[0] == 0) {
@@ -92,52 +129,56 @@ static int format_val(Buf *b, const Val *v, const char *spec) {
         double x = v->type == V_FLOAT ? v->u.f : (double)v->u.i;
         if (x != x || x - x != 0)
             return -1;  /* nan, inf */
-        return buf_printf(b, "%.*f", prec, x);
+        return fixed(b, x, prec);
     }
     if (strcmp(spec, "d") == 0 && v->type == V_INT)
-        return buf_printf(b, "%lld", (long long)v->u.i);
+        return buf_i64(b, v->u.i);
     if (spec[0] == '#' && spec[sl - 1] == 'x' && v->type == V_INT && v->u.i >= 0) {
         int zero = spec[1] == '0';
         int width = atoi(spec + 1 + zero);
         char hex[32];
-        int k = snprintf(hex, sizeof hex, "%llx", (unsigned long long)v->u.i);
+        int k = (int)fmt_hex(hex, (uint64_t)v->u.i);
         int pad = width - 2 - k;
         if (pad > 0 && !zero)
             buf_pad(b, (size_t)pad);
-        buf_puts(b, "0x");
+        buf_put(b, "0x", 2);
         for (; zero && pad > 0; pad--)
             buf_put(b, "0", 1);
-        return buf_puts(b, hex);
+        return buf_put(b, hex, (size_t)k);
     }
     return -1;
 }
 
-static int special_value(Buf *b, const Row *row, const char *name) {
-    if (strcmp(name, "key") == 0)
+static int moves_value(Buf *b, const Row *row) {  /* facts._moves */
+    for (int i = 0; i < row->nvalues; i++)
+        if (strcmp(row->values[i].name, "states_known") == 0 &&
+            row->values[i].type == V_BOOL && !row->values[i].u.i)
+            return buf_puts(b, " [states unknown: the handshake is not in this capture; "
+                               "client and server are guessed from the ports]");
+    for (int i = 0; i < row->nmoves; i++)
+    {
+        buf_puts(b, i ? "; " : " [");
+        buf_puts(b, tcp_role_name(row->moves[i].role));
+        buf_puts(b, " ");
+        buf_puts(b, tcp_state_name(row->moves[i].old));
+        buf_puts(b, "→");
+        buf_puts(b, tcp_state_name(row->moves[i].new_));
+    }
+    return row->nmoves ? buf_puts(b, "]") : 0;
+}
+
+static int special_value(Buf *b, const Row *row, int special) {
+    switch (special) {
+    case SPECIAL_KEY:
         return buf_puts(b, row->key ? row->key : "");
-    if (strcmp(name, "refs") == 0) {
+    case SPECIAL_REFS:
         for (int i = 0; i < row->nrefs; i++)
             buf_puts(b, i ? ", #" : "#"), buf_i64(b, row->refs[i]);
         return 0;
-    }
-    if (strcmp(name, "ref") == 0)
-        return row->nrefs ? buf_printf(b, "#%lld", (long long)row->refs[0]) : 0;
-    if (strcmp(name, "moves") == 0) {  /* facts._moves */
-        for (int i = 0; i < row->nvalues; i++)
-            if (strcmp(row->values[i].name, "states_known") == 0 &&
-                row->values[i].type == V_BOOL && !row->values[i].u.i)
-                return buf_puts(b, " [states unknown: the handshake is not in this capture; "
-                                   "client and server are guessed from the ports]");
-        for (int i = 0; i < row->nmoves; i++)
-        {
-            buf_puts(b, i ? "; " : " [");
-            buf_puts(b, tcp_role_name(row->moves[i].role));
-            buf_puts(b, " ");
-            buf_puts(b, tcp_state_name(row->moves[i].old));
-            buf_puts(b, "→");
-            buf_puts(b, tcp_state_name(row->moves[i].new_));
-        }
-        return row->nmoves ? buf_puts(b, "]") : 0;
+    case SPECIAL_REF:
+        return row->nrefs ? (buf_put(b, "#", 1), buf_i64(b, row->refs[0])) : 0;
+    case SPECIAL_MOVES:
+        return moves_value(b, row);
     }
     return -1;
 }
@@ -162,7 +203,7 @@ int render(Buf *b, const Out *o, const Row *row) {
                     strcmp(row->values[i].name, seg->name) == 0)
                     v = &row->values[i];
             int r = v ? format_val(b, v, seg->spec)
-                      : seg->spec[0] ? -1 : special_value(b, row, seg->name);
+                      : seg->spec[0] ? -1 : special_value(b, row, seg->special);
             if (r < 0)
                 return -1;
         }

@@ -10,7 +10,7 @@
 typedef struct TSeg {
     const char *lit;
     size_t litlen;
-    int field;
+    int field, special;           /* special: a SPECIAL_* name special_value makes, or 0 */
     char name[32], spec[16];
 } TSeg;
 
