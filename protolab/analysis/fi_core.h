@@ -83,6 +83,12 @@ typedef struct Sb {
     size_t n;
 } Sb;
 
+/* An empty Sb (an initializer would clear all of p, at every packet) */
+static inline void sb_init(Sb *b) {
+    b->n = 0;
+    b->p[0] = 0;
+}
+
 static inline void sb_put(Sb *b, const char *s, size_t k) {
     if (b->n + k >= sizeof b->p)
         k = sizeof b->p - 1 - b->n;

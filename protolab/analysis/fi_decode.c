@@ -115,7 +115,8 @@ static int ip6_text(const uint8_t *a, char *out) {
 
 /* "host:port" of a quoted datagram (Python's f"{q.src}:{q.sport}": no brackets, "None") */
 static void quoted_end(char *out, const char *host, int port) {
-    Sb b = {.n = 0};
+    Sb b;
+    sb_init(&b);
     sb_s(&b, host);
     sb_put(&b, ":", 1);
     if (port < 0)

@@ -167,7 +167,8 @@ static int port_of(const char *endpoint) {
 /* TcpObserver._flow: the connection of this 4-tuple, a new one for a first packet or a new SYN
  * on a closed one; LRU-bounded by max_flows */
 static TFlow *find_flow(TcpState *st, const Pkt *p) {
-    Sb k = {.n = 0};
+    Sb k;
+    sb_init(&k);
     int lt = strcmp(p->src, p->dst) < 0;
     sb_put(&k, lt ? p->src : p->dst, lt ? p->src_len : p->dst_len);
     sb_put(&k, "|", 1);
@@ -562,7 +563,8 @@ static const char *flag_text(int flags, char out[64]) {
 
 /* TcpAnnotator._describe: summary, flow and fields */
 static int describe(Row *row, const Pkt *p, const View *v) {
-    Sb b = {.n = 0};
+    Sb b;
+    sb_init(&b);
     sb_s(&b, "tcp ");
     sb_i(&b, v->flow->number);
     row->flow = row_strndup(row, b.p, b.n);
@@ -749,7 +751,8 @@ int tcp_row(TcpState *st, const Pkt *p, Row *row, Ctx *ctx) {
                 row, "who", p->tcp_flags & ACK ? "server kernel holds" : "client kernel creates");
         } else {
             set_moves(row, &v, known, NULL);
-            Sb b = {.n = 0};
+            Sb b;
+            sb_init(&b);
             if (v.in_flight) {
                 sb_i(&b, v.in_flight);
                 sb_s(&b, " B in flight ");
