@@ -253,10 +253,14 @@ static int wrap(const char *text, size_t n, int width, Slice *out, int max) {
     return k;
 }
 
-static int put_ljust(Buf *b, const char *s, size_t n, int width) {
+/* s (len code points) left-justified to width */
+static int put_ljust_cp(Buf *b, const char *s, size_t n, size_t len, int width) {
     buf_put(b, s, n);
-    size_t len = cp_len(s, n);
     return len < (size_t)width ? buf_pad(b, (size_t)width - len) : 0;
+}
+
+static int put_ljust(Buf *b, const char *s, size_t n, int width) {
+    return put_ljust_cp(b, s, n, cp_len(s, n), width);
 }
 
 /* str.rstrip() of the buffer from `from` (ASCII whitespace and U+0085, U+00A0) */
@@ -351,8 +355,8 @@ int format_row(Buf *out, Out *o, const Row *row) {
     int nstate = wrap(t->p, where_len, o->state_width, state, MAXLINES);
     if (nstate < 0)
         return -1;
-    if (o->state_width >= 0 && (cp_len(route.p, route.n) > (size_t)w[2] ||
-                                cp_len(summary.p, summary.n) > (size_t)w[4] ||
+    size_t route_cp = cp_len(route.p, route.n), summary_cp = cp_len(summary.p, summary.n);
+    if (o->state_width >= 0 && (route_cp > (size_t)w[2] || summary_cp > (size_t)w[4] ||
                                 (o->beside && nstate > 1)))
         return wrapped_row(out, o, row, route, summary, state, nstate);
     size_t start = out->len;
@@ -365,11 +369,11 @@ int format_row(Buf *out, Out *o, const Row *row) {
     if (out->len - at < (size_t)w[1])
         buf_pad(out, (size_t)w[1] - (out->len - at));
     buf_put(out, "  ", 2);
-    put_ljust(out, route.p, route.n, w[2]);
+    put_ljust_cp(out, route.p, route.n, route_cp, w[2]);
     buf_put(out, "  ", 2);
     put_ljust(out, row->proto, strlen(row->proto), w[3]);
     buf_put(out, "  ", 2);
-    put_ljust(out, summary.p, summary.n, w[4]);
+    put_ljust_cp(out, summary.p, summary.n, summary_cp, w[4]);
     if (o->beside) {
         buf_put(out, "  ", 2);
         if (nstate)

@@ -69,6 +69,15 @@ size_t cp_len(const char *s, size_t n) {
 
 size_t cp_offset(const char *s, size_t n, size_t k) {
     size_t i = 0;
+    for (; i + 8 <= n; i += 8) {  /* whole words whose code point starts are all before k's */
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        uint64_t cont = (w & 0x8080808080808080ULL) & ~((w & 0x4040404040404040ULL) << 1);
+        size_t starts = 8 - (size_t)(((cont >> 7) * 0x0101010101010101ULL) >> 56);
+        if (starts > k)
+            break;
+        k -= starts;
+    }
     while (i < n) {
         if (((unsigned char)s[i] & 0xC0) != 0x80) {
             if (k == 0)
