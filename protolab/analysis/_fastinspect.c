@@ -233,12 +233,10 @@ static int leave(Run *run, Row *row) {
     if (run->limit >= 0 && run->shown >= run->limit)
         return 0;
     run->shown++;
-    if (!run->printing) {  /* the pre-scan renders too: a sentence it cannot make declines */
-        o->scratch.len = 0;
-        return render(&o->scratch, o, row) < 0
+    if (!run->printing)  /* the pre-scan checks the sentence: one it cannot make declines */
+        return render(NULL, o, row) < 0
             ? ctx_decline(run->ctx, "packet %lld: a sentence beyond the compiled path",
                           (long long)row->number) : 0;
-    }
     if (run->mode == M_TABLE && run->shown == 1)
         format_header(&run->buf, o);
     int r = run->mode == M_JSON ? format_json(&run->buf, o, row) : format_row(&run->buf, o, row);

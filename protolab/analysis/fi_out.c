@@ -110,9 +110,12 @@ static int fixed(Buf *b, double x, int prec) {
     return buf_printf(b, "%.*f", prec, x);
 }
 
-/* format(value, spec) for the specs the templates use: "", ".Nf", "#0Nx", "d" */
+/* format(value, spec) for the specs the templates use: "", ".Nf", "#0Nx", "d"; b NULL: only
+ * whether it can */
 static int format_val(Buf *b, const Val *v, const char *spec) {
     if (spec[0] == 0) {
+        if (b == NULL)
+            return v->type <= V_STR ? 0 : -1;
         switch (v->type) {
         case V_NONE: return buf_puts(b, "None");
         case V_BOOL: return buf_puts(b, v->u.i ? "True" : "False");
@@ -129,11 +132,13 @@ static int format_val(Buf *b, const Val *v, const char *spec) {
         double x = v->type == V_FLOAT ? v->u.f : (double)v->u.i;
         if (x != x || x - x != 0)
             return -1;  /* nan, inf */
-        return fixed(b, x, prec);
+        return b ? fixed(b, x, prec) : 0;
     }
     if (strcmp(spec, "d") == 0 && v->type == V_INT)
-        return buf_i64(b, v->u.i);
+        return b ? buf_i64(b, v->u.i) : 0;
     if (spec[0] == '#' && spec[sl - 1] == 'x' && v->type == V_INT && v->u.i >= 0) {
+        if (b == NULL)
+            return 0;
         int zero = spec[1] == '0';
         int width = atoi(spec + 1 + zero);
         char hex[32];
@@ -168,6 +173,8 @@ static int moves_value(Buf *b, const Row *row) {  /* facts._moves */
 }
 
 static int special_value(Buf *b, const Row *row, int special) {
+    if (b == NULL)
+        return special == SPECIAL_NONE ? -1 : 0;
     switch (special) {
     case SPECIAL_KEY:
         return buf_puts(b, row->key ? row->key : "");
@@ -183,18 +190,20 @@ static int special_value(Buf *b, const Row *row, int special) {
     return -1;
 }
 
-/* facts.render: the row's sentence (and each `also` fact's after it), "; "-joined */
+/* facts.render: the row's sentence (and each `also` fact's after it), "; "-joined; b NULL:
+ * only whether it can be made (the pre-scan) */
 int render(Buf *b, const Out *o, const Row *row) {
     for (int t = 0; t <= row->nalso; t++) {
         const Tmpl *tm = &o->tmpl[t == 0 ? row->kind : row->also[t - 1]];
         if (!tm->ok)
             return -1;
-        if (t > 0)
+        if (t > 0 && b)
             buf_put(b, "; ", 2);
         for (int s = 0; s < tm->nsegs; s++) {
             const TSeg *seg = &tm->segs[s];
             if (!seg->field) {
-                buf_put(b, seg->lit, seg->litlen);
+                if (b)
+                    buf_put(b, seg->lit, seg->litlen);
                 continue;
             }
             const Val *v = NULL;
