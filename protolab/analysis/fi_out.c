@@ -491,23 +491,39 @@ static void json_fields(Buf *b, const Row *row) {
     buf_put(b, "}", 1);
 }
 
+/* repr(round(t, 6)). round's text, "%.6f" correctly rounded, has at most 15 significant digits
+ * for 0 <= t < 1e9, so the double it reads as prints back as that text without its trailing
+ * zeros (repr is the shortest text that reads back); below 1e-4 repr turns to 1e-05 notation. */
+static int repr_round6(Buf *b, double t) {
+    char *s = PyOS_double_to_string(t, 'f', 6, 0, NULL);  /* round(t, 6) */
+    if (s == NULL)
+        return -1;
+    if ((t == 0 || t >= 1e-4) && t < 1e9 && !signbit(t)) {
+        size_t n = strlen(s);
+        while (s[n - 1] == '0')
+            n--;
+        int dot = s[n - 1] == '.', r = buf_put(b, s, n);
+        PyMem_Free(s);
+        return r < 0 ? r : dot ? buf_put(b, "0", 1) : 0;
+    }
+    double rounded = PyOS_string_to_double(s, NULL, NULL);
+    PyMem_Free(s);
+    if (rounded == -1.0 && PyErr_Occurred())
+        return -1;
+    return buf_repr_float(b, rounded);
+}
+
 /* table.row_json, with its newline */
 int format_json(Buf *b, Out *o, const Row *row) {
     Buf *t = &o->scratch;
     t->len = 0;
     if (render(t, o, row) < 0)
         return -1;
-    char *s = PyOS_double_to_string(row->time, 'f', 6, 0, NULL);  /* round(t, 6) */
-    if (s == NULL)
-        return -1;
-    double rounded = PyOS_string_to_double(s, NULL, NULL);
-    PyMem_Free(s);
-    if (rounded == -1.0 && PyErr_Occurred())
-        return -1;
     buf_puts(b, "{\"number\": ");
     buf_i64(b, row->number);
     buf_puts(b, ", \"time\": ");
-    buf_repr_float(b, rounded);
+    if (repr_round6(b, row->time) < 0)
+        return -1;
     buf_puts(b, ", \"src\": ");
     buf_json_str(b, row->src);
     buf_puts(b, ", \"dst\": ");

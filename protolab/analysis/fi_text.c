@@ -89,33 +89,51 @@ size_t cp_offset(const char *s, size_t n, size_t k) {
     return n;
 }
 
-/* json's ESCAPE: r'[\x00-\x1f\\"\b\f\n\r\t]', the rest as is (ensure_ascii=False) */
+/* Whether any of the 8 bytes of w is < 0x20, '"' or '\\' (exact: no false answers) */
+static int json_special8(uint64_t w) {
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    uint64_t quote = w ^ (ones * '"'), slash = w ^ (ones * '\\');
+    uint64_t low = (w - ones * 0x20) & ~w;
+    return (((quote - ones) & ~quote) | ((slash - ones) & ~slash) | low) & highs ? 1 : 0;
+}
+
+static int json_escape(Buf *b, unsigned char c) {
+    char esc[8];
+    switch (c) {
+    case '"': return buf_put(b, "\\\"", 2);
+    case '\\': return buf_put(b, "\\\\", 2);
+    case '\n': return buf_put(b, "\\n", 2);
+    case '\r': return buf_put(b, "\\r", 2);
+    case '\t': return buf_put(b, "\\t", 2);
+    case '\b': return buf_put(b, "\\b", 2);
+    case '\f': return buf_put(b, "\\f", 2);
+    }
+    snprintf(esc, sizeof esc, "\\u%04x", c);
+    return buf_put(b, esc, 6);
+}
+
+/* json's ESCAPE: r'[\x00-\x1f\\"\b\f\n\r\t]', the rest as is (ensure_ascii=False); plain
+ * runs are skipped 8 bytes at a time */
 int buf_json_str(Buf *b, const char *s) {
+    size_t n = strlen(s), run = 0, i = 0;
     if (buf_put(b, "\"", 1) < 0)
         return -1;
-    const char *run = s;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c >= 0x20 && c != '"' && c != '\\')
+    while (i < n) {
+        uint64_t w;
+        while (i + 8 <= n && (memcpy(&w, s + i, 8), !json_special8(w)))
+            i += 8;
+        if (i >= n)
+            break;
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            i++;
             continue;
-        if (buf_put(b, run, (size_t)(s - run)) < 0)
-            return -1;
-        char esc[8];
-        switch (c) {
-        case '"': strcpy(esc, "\\\""); break;
-        case '\\': strcpy(esc, "\\\\"); break;
-        case '\n': strcpy(esc, "\\n"); break;
-        case '\r': strcpy(esc, "\\r"); break;
-        case '\t': strcpy(esc, "\\t"); break;
-        case '\b': strcpy(esc, "\\b"); break;
-        case '\f': strcpy(esc, "\\f"); break;
-        default: snprintf(esc, sizeof esc, "\\u%04x", c);
         }
-        if (buf_puts(b, esc) < 0)
+        if (buf_put(b, s + run, i - run) < 0 || json_escape(b, c) < 0)
             return -1;
-        run = s + 1;
+        run = ++i;
     }
-    if (buf_put(b, run, (size_t)(s - run)) < 0)
+    if (buf_put(b, s + run, n - run) < 0)
         return -1;
     return buf_put(b, "\"", 1);
 }
