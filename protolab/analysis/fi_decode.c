@@ -94,11 +94,22 @@ static size_t endpoint(char *out, const char *host, size_t hlen, int v6, int por
     return k;
 }
 
+/* str(v) of a byte into out; its length */
+static size_t byte_text(char *out, unsigned v) {
+    size_t k = 0;
+    if (v >= 100)
+        out[k++] = (char)('0' + v / 100);
+    if (v >= 10)
+        out[k++] = (char)('0' + v / 10 % 10);
+    out[k++] = (char)('0' + v % 10);
+    return k;
+}
+
 /* socket.inet_ntoa; its length */
 static size_t ip4_text(const uint8_t *a, char *out) {
     size_t k = 0;
     for (int i = 0; i < 4; i++) {
-        k += fmt_u64(out + k, a[i]);
+        k += byte_text(out + k, a[i]);
         out[k++] = '.';
     }
     out[k - 1] = 0;
