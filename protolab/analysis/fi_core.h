@@ -83,6 +83,13 @@ typedef struct Sb {
     size_t n;
 } Sb;
 
+/* strcmp(a, b) == 0 inline, for the short names of values and fields (no call per name) */
+static inline int str_eq(const char *a, const char *b) {
+    while (*a && *a == *b)
+        a++, b++;
+    return *a == *b;
+}
+
 /* An empty Sb (an initializer would clear all of p, at every packet) */
 static inline void sb_init(Sb *b) {
     b->n = 0;

@@ -156,7 +156,7 @@ static int format_val(Buf *b, const Val *v, const char *spec) {
 
 static int moves_value(Buf *b, const Row *row) {  /* facts._moves */
     for (int i = 0; i < row->nvalues; i++)
-        if (strcmp(row->values[i].name, "states_known") == 0 &&
+        if (str_eq(row->values[i].name, "states_known") &&
             row->values[i].type == V_BOOL && !row->values[i].u.i)
             return buf_puts(b, " [states unknown: the handshake is not in this capture; "
                                "client and server are guessed from the ports]");
@@ -208,8 +208,7 @@ int render(Buf *b, const Out *o, const Row *row) {
             }
             const Val *v = NULL;
             for (int i = 0; i < row->nvalues && v == NULL; i++)
-                if (row->values[i].name[0] == seg->name[0] &&
-                    strcmp(row->values[i].name, seg->name) == 0)
+                if (str_eq(row->values[i].name, seg->name))
                     v = &row->values[i];
             int r = v ? format_val(b, v, seg->spec)
                       : seg->spec[0] ? -1 : special_value(b, row, seg->special);

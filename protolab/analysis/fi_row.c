@@ -113,8 +113,7 @@ int row_ref(Row *row, int64_t number) {
 /* A value set again keeps its place and takes the new content (a Python dict's update). */
 static Val *put(Val *vals, int *n, int max, const char *name) {
     for (int i = 0; i < *n; i++)
-        if (vals[i].name == name || (vals[i].name[0] == name[0] &&
-                                     strcmp(vals[i].name, name) == 0))
+        if (vals[i].name == name || str_eq(vals[i].name, name))
             return &vals[i];
     if (*n >= max)
         return NULL;
