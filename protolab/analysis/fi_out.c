@@ -7,6 +7,9 @@
 
 #include "fi_out.h"
 
+/* buf_puts of a string literal, its length known when compiling */
+#define BUF_LIT(b, lit) buf_put((b), (lit), sizeof(lit) - 1)
+
 /* ---- templates: str.format_map's syntax, the subset facts.TEMPLATES uses ---------------- */
 
 enum { SPECIAL_NONE, SPECIAL_KEY, SPECIAL_REFS, SPECIAL_REF, SPECIAL_MOVES };
@@ -433,7 +436,7 @@ int format_header(Buf *out, const Out *o) {
 
 static int json_val(Buf *b, const Val *v) {
     switch (v->type) {
-    case V_NONE: return buf_puts(b, "null");
+    case V_NONE: return BUF_LIT(b, "null");
     case V_BOOL: return buf_puts(b, v->u.i ? "true" : "false");
     case V_INT: return buf_i64(b, v->u.i);
     case V_FLOAT: return buf_repr_float(b, v->u.f);
@@ -473,7 +476,7 @@ static void json_fields(Buf *b, const Row *row) {
     for (int i = 0; i < n; i++) {
         const Val *v = &common[i];
         for (int j = 0; j < row->nfields; j++)
-            if (strcmp(row->fields[j].name, v->name) == 0)
+            if (str_eq(row->fields[j].name, v->name))
                 v = &row->fields[j];
         json_key(b, common[i].name, &first);
         json_val(b, v);
@@ -481,7 +484,7 @@ static void json_fields(Buf *b, const Row *row) {
     for (int j = 0; j < row->nfields; j++) {
         int dup = 0;
         for (int i = 0; i < n; i++)
-            dup |= strcmp(row->fields[j].name, common[i].name) == 0;
+            dup |= str_eq(row->fields[j].name, common[i].name);
         if (dup)
             continue;
         json_key(b, row->fields[j].name, &first);
@@ -518,43 +521,43 @@ int format_json(Buf *b, Out *o, const Row *row) {
     t->len = 0;
     if (render(t, o, row) < 0)
         return -1;
-    buf_puts(b, "{\"number\": ");
+    BUF_LIT(b, "{\"number\": ");
     buf_i64(b, row->number);
-    buf_puts(b, ", \"time\": ");
+    BUF_LIT(b, ", \"time\": ");
     if (repr_round6(b, row->time) < 0)
         return -1;
-    buf_puts(b, ", \"src\": ");
+    BUF_LIT(b, ", \"src\": ");
     buf_json_str(b, row->src);
-    buf_puts(b, ", \"dst\": ");
+    BUF_LIT(b, ", \"dst\": ");
     buf_json_str(b, row->dst);
-    buf_puts(b, ", \"proto\": ");
+    BUF_LIT(b, ", \"proto\": ");
     buf_json_str(b, row->proto);
-    buf_puts(b, ", \"summary\": ");
+    BUF_LIT(b, ", \"summary\": ");
     buf_json_str(b, row->summary);
-    buf_puts(b, ", \"action\": ");
+    BUF_LIT(b, ", \"action\": ");
     buf_json_str(b, o->actions[row->action]);
-    buf_puts(b, ", \"holders\": [");
+    BUF_LIT(b, ", \"holders\": [");
     for (int i = 0; i < row->nholders; i++) {
         if (i)
             buf_put(b, ", ", 2);
         buf_json_str(b, o->holders[row->holders[i]]);
     }
-    buf_puts(b, "], \"state\": ");
+    BUF_LIT(b, "], \"state\": ");
     buf_json_str(b, t->p);
-    buf_puts(b, ", \"flow\": ");
+    BUF_LIT(b, ", \"flow\": ");
     buf_i64(b, row->flow_number);
-    buf_puts(b, ", \"fact\": ");
+    BUF_LIT(b, ", \"fact\": ");
     buf_json_str(b, o->kinds[row->kind]);
-    buf_puts(b, ", \"refs\": [");
+    BUF_LIT(b, ", \"refs\": [");
     for (int i = 0; i < row->nrefs; i++)
         buf_puts(b, i ? ", " : ""), buf_i64(b, row->refs[i]);
-    buf_puts(b, "], \"also\": [");
+    BUF_LIT(b, "], \"also\": [");
     for (int i = 0; i < row->nalso; i++) {
         if (i)
             buf_put(b, ", ", 2);
         buf_json_str(b, o->kinds[row->also[i]]);
     }
-    buf_puts(b, "], \"fields\": ");
+    BUF_LIT(b, "], \"fields\": ");
     json_fields(b, row);
-    return buf_puts(b, "}\n");
+    return BUF_LIT(b, "}\n");
 }
