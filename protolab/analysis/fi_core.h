@@ -74,6 +74,7 @@ size_t cp_len(const char *s, size_t n);  /* code points of UTF-8 text */
 size_t cp_offset(const char *s, size_t n, size_t k);  /* byte offset of code point k */
 int buf_json_str(Buf *b, const char *s);
 int buf_i64(Buf *b, int64_t v);
+int buf_fixed(Buf *b, double x, int digits);  /* "%.*f" */
 int buf_fixed3(Buf *b, double x);  /* "%.3f" */
 int buf_repr_float(Buf *b, double x);  /* Python's repr(float) */
 

@@ -497,17 +497,18 @@ static void json_fields(Buf *b, const Row *row) {
  * for 0 <= t < 1e9, so the double it reads as prints back as that text without its trailing
  * zeros (repr is the shortest text that reads back); below 1e-4 repr turns to 1e-05 notation. */
 static int repr_round6(Buf *b, double t) {
+    if ((t == 0 || t >= 1e-4) && t < 1e9 && !signbit(t)) {
+        size_t at = b->len;
+        if (buf_fixed(b, t, 6) < 0)  /* round(t, 6)'s text */
+            return -1;
+        while (b->p[b->len - 1] == '0')
+            b->len--;
+        b->p[b->len] = 0;
+        return b->p[b->len - 1] == '.' && b->len > at ? buf_put(b, "0", 1) : 0;
+    }
     char *s = PyOS_double_to_string(t, 'f', 6, 0, NULL);  /* round(t, 6) */
     if (s == NULL)
         return -1;
-    if ((t == 0 || t >= 1e-4) && t < 1e9 && !signbit(t)) {
-        size_t n = strlen(s);
-        while (s[n - 1] == '0')
-            n--;
-        int dot = s[n - 1] == '.', r = buf_put(b, s, n);
-        PyMem_Free(s);
-        return r < 0 ? r : dot ? buf_put(b, "0", 1) : 0;
-    }
     double rounded = PyOS_string_to_double(s, NULL, NULL);
     PyMem_Free(s);
     if (rounded == -1.0 && PyErr_Occurred())

@@ -154,21 +154,25 @@ int buf_i64(Buf *b, int64_t v) {
     return buf_put(b, d, fmt_i64(d, v));
 }
 
-/* "%.3f" % x (correctly rounded, ties to even, as printf and Python) without printf, for
- * 0 <= x < 1e12; the residual of x * 1000 (fma) decides the cases its rounding hides */
-int buf_fixed3(Buf *b, double x) {
-    if (!(x >= 0 && x < 1e12))
-        return buf_printf(b, "%.3f", x);
-    double p = x * 1000, e = fma(x, 1000, -p), n = floor(p), frac = p - n;
+/* "%.*f" % (digits, x) (correctly rounded, ties to even, as printf and Python) without printf,
+ * for 0 <= x * 10**digits < 1e15; the residual of that product (fma) decides the cases its
+ * rounding hides */
+int buf_fixed(Buf *b, double x, int digits) {
+    static const double scales[] = {1, 10, 100, 1e3, 1e4, 1e5, 1e6};
+    if (digits < 1 || digits > 6 || !(x >= 0 && x * scales[digits] < 1e15))
+        return buf_printf(b, "%.*f", digits, x);
+    double scale = scales[digits], p = x * scale, e = fma(x, scale, -p), n = floor(p);
+    double frac = p - n;
     int up = frac > 0.5 || (frac == 0.5 && (e > 0 || (e == 0 && fmod(n, 2) != 0)));
     if (frac == 0 && e < 0)
         up = 0;  /* just below an integer: that integer */
-    uint64_t v = (uint64_t)n + (uint64_t)up;
-    char d[32];
-    size_t k = fmt_u64(d, v / 1000);
+    uint64_t v = (uint64_t)n + (uint64_t)up, unit = (uint64_t)scale;
+    char d[40];
+    size_t k = fmt_u64(d, v / unit);
     d[k++] = '.';
-    d[k++] = (char)('0' + v / 100 % 10);
-    d[k++] = (char)('0' + v / 10 % 10);
-    d[k++] = (char)('0' + v % 10);
-    return buf_put(b, d, k);
+    for (uint64_t r = v % unit, i = (uint64_t)digits; i-- > 0; r /= 10)
+        d[k + i] = (char)('0' + r % 10);
+    return buf_put(b, d, k + (size_t)digits);
 }
+
+int buf_fixed3(Buf *b, double x) { return buf_fixed(b, x, 3); }
