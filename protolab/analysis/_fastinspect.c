@@ -199,7 +199,8 @@ static int annotate(Run *run, const Pkt *p, Row *row) {
     }
     if (r < 0)
         return ctx_decline(ctx, "packet %lld: declined", (long long)p->number);
-    if (row->flow == NULL || row->flow[0] == 0) {
+    if (run->mode != M_TABLE && (row->flow == NULL || row->flow[0] == 0)) {
+        /* Row.flow: the table never prints its number (leave), the other views do */
         int lt = strcmp(row->src, row->dst) < 0;
         char lower[16];
         size_t i = 0;
@@ -217,7 +218,9 @@ static int annotate(Run *run, const Pkt *p, Row *row) {
 static int leave(Run *run, Row *row) {
     run->read++;
     int flows = run->mode == M_FLOWS || run->mode == M_FLOWS_JSON;
-    if (flows || run->printing) {  /* the packet views' numbers cannot decline: printed only */
+    if (flows || (run->printing && run->mode == M_JSON)) {
+        /* the packet views' numbers cannot decline: counted when printed, and only --json
+         * prints them */
         row->flow_number = flows_number_of(&run->flows, row);
         if (row->flow_number < 0 || flows_add(&run->flows, row) < 0)
             return ctx_decline(run->ctx, "packet %lld: a conversation beyond the compiled path",
@@ -230,12 +233,10 @@ static int leave(Run *run, Row *row) {
     if (run->limit >= 0 && run->shown >= run->limit)
         return 0;
     run->shown++;
-    if (!run->printing) {  /* the pre-scan renders too: a sentence it cannot make declines */
-        o->scratch.len = 0;
-        return render(&o->scratch, o, row) < 0
+    if (!run->printing)  /* the pre-scan checks the sentence: one it cannot make declines */
+        return render(NULL, o, row) < 0
             ? ctx_decline(run->ctx, "packet %lld: a sentence beyond the compiled path",
                           (long long)row->number) : 0;
-    }
     if (run->mode == M_TABLE && run->shown == 1)
         format_header(&run->buf, o);
     int r = run->mode == M_JSON ? format_json(&run->buf, o, row) : format_row(&run->buf, o, row);

@@ -1346,8 +1346,8 @@ int dns_row(DnsState *st, const Pkt *p, Row *row, Ctx *ctx) {
     if (msg_texts(st, &m) < 0)
         return ctx_decline(ctx, "packet %lld: no memory", (long long)p->number);
     c.question = row_strndup(row, st->question.s, st->question.len);
-    c.srclen = strlen(p->src);
-    c.dstlen = strlen(p->dst);
+    c.srclen = p->src_len;
+    c.dstlen = p->dst_len;
     c.src = row_strndup(row, p->src, c.srclen);
     c.dst = row_strndup(row, p->dst, c.dstlen);
     c.klen = m.response ? key3(c.key, p->dst, c.dstlen, p->src, c.srclen, m.qid)

@@ -504,13 +504,13 @@ int quic_row(QuicState *st, const Pkt *p, Row *row, Ctx *ctx) {
             || (h->scid ? fld_str(row, "quic_scid", hex(st, row, h->scid, h->scid_len))
                         : fld_none(row, "quic_scid")) < 0)
         st->oom = 1;
-    size_t dlen = strlen(p->dst);
+    size_t dlen = p->dst_len;
     l.to_server = dlen == st->server_len && memcmp(p->dst, st->server, dlen) == 0;
     if (!l.to_server) {
         uint64_t dhash = map_hash(p->dst, dlen);
         l.to_server = map_get_h(&st->servers, p->dst, dlen, dhash) != NULL;
         if (h->type == LONG_TYPES[0] && !l.to_server
-                && !map_get(&st->servers, p->src, strlen(p->src))) {
+                && !map_get(&st->servers, p->src, p->src_len)) {
             l.to_server = 1;
             if (map_put_h(&st->servers, p->dst, dlen, dhash, NULL) == NULL)
                 st->oom = 1;

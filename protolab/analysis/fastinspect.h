@@ -85,6 +85,7 @@ typedef struct Pkt {
     /* ICMP only (core): type, code (-1: none) and the quoted datagram's ends */
     int icmp_type, icmp_code, has_quoted;
     char quoted_origin[FI_ENDPOINT], quoted_target[FI_ENDPOINT];  /* "host:port" */
+    size_t src_len, dst_len;      /* strlen(src), strlen(dst) */
 } Pkt;
 
 /* ---- a row's strings: a chunked arena, so pointers stay valid until the row is printed ---- */
@@ -152,6 +153,7 @@ typedef struct Row {
     uint32_t tcp_seq, tcp_ack;
     int tcp_flags;
     int icmp_type, icmp_code;     /* -1: not ICMP */
+    size_t src_len, dst_len;      /* strlen(src), strlen(dst) */
     Arena arena;
 } Row;
 

@@ -25,7 +25,7 @@ typedef struct Rec {
 typedef struct Reader {
     FILE *f;
     uint8_t *buf;
-    size_t cap;
+    size_t cap, clen, cpos;       /* classic pcap: buf[cpos:clen] is read, not yet taken */
     int be, pcapng, linktype, nifaces, sections;
     uint32_t snaplen;
     double units;
@@ -56,7 +56,17 @@ typedef struct Buf {
     char *p;
     size_t len, cap;
 } Buf;
-int buf_put(Buf *b, const char *s, size_t n);
+int buf_grow(Buf *b, size_t n);
+
+static inline int buf_put(Buf *b, const char *s, size_t n) {
+    if (b->len + n + 1 > b->cap && buf_grow(b, n) < 0)
+        return -1;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = 0;
+    return 0;
+}
+
 int buf_puts(Buf *b, const char *s);
 int buf_printf(Buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int buf_pad(Buf *b, size_t n);  /* n spaces */
@@ -64,6 +74,7 @@ size_t cp_len(const char *s, size_t n);  /* code points of UTF-8 text */
 size_t cp_offset(const char *s, size_t n, size_t k);  /* byte offset of code point k */
 int buf_json_str(Buf *b, const char *s);
 int buf_i64(Buf *b, int64_t v);
+int buf_fixed(Buf *b, double x, int digits);  /* "%.*f" */
 int buf_fixed3(Buf *b, double x);  /* "%.3f" */
 int buf_repr_float(Buf *b, double x);  /* Python's repr(float) */
 
@@ -72,6 +83,19 @@ typedef struct Sb {
     char p[512];
     size_t n;
 } Sb;
+
+/* strcmp(a, b) == 0 inline, for the short names of values and fields (no call per name) */
+static inline int str_eq(const char *a, const char *b) {
+    while (*a && *a == *b)
+        a++, b++;
+    return *a == *b;
+}
+
+/* An empty Sb (an initializer would clear all of p, at every packet) */
+static inline void sb_init(Sb *b) {
+    b->n = 0;
+    b->p[0] = 0;
+}
 
 static inline void sb_put(Sb *b, const char *s, size_t k) {
     if (b->n + k >= sizeof b->p)

@@ -77,29 +77,43 @@ static int link_layer(const Rec *rec, size_t *off, int *v6) {
     return 0;
 }
 
-/* Decoded.endpoint: "10.0.0.1:53", "[2001:db8::1]:53" */
-static void endpoint(char *out, const char *host, int v6, int port) {
-    Sb b = {.n = 0};
+/* Decoded.endpoint: "10.0.0.1:53", "[2001:db8::1]:53" (host is hlen bytes); its length */
+static size_t endpoint(char *out, const char *host, size_t hlen, int v6, int port) {
+    size_t k = 0;
     if (v6)
-        sb_put(&b, "[", 1);
-    sb_s(&b, host);
+        out[k++] = '[';
+    memcpy(out + k, host, hlen);
+    k += hlen;
     if (v6)
-        sb_put(&b, "]", 1);
+        out[k++] = ']';
     if (port >= 0) {
-        sb_put(&b, ":", 1);
-        sb_i(&b, port);
+        out[k++] = ':';
+        k += fmt_u64(out + k, (uint64_t)port);
     }
-    memcpy(out, b.p, b.n + 1);
+    out[k] = 0;
+    return k;
 }
 
-/* socket.inet_ntoa */
-static void ip4_text(const uint8_t *a, char *out) {
+/* str(v) of a byte into out; its length */
+static size_t byte_text(char *out, unsigned v) {
+    size_t k = 0;
+    if (v >= 100)
+        out[k++] = (char)('0' + v / 100);
+    if (v >= 10)
+        out[k++] = (char)('0' + v / 10 % 10);
+    out[k++] = (char)('0' + v % 10);
+    return k;
+}
+
+/* socket.inet_ntoa; its length */
+static size_t ip4_text(const uint8_t *a, char *out) {
     size_t k = 0;
     for (int i = 0; i < 4; i++) {
-        k += fmt_u64(out + k, a[i]);
+        k += byte_text(out + k, a[i]);
         out[k++] = '.';
     }
     out[k - 1] = 0;
+    return k - 1;
 }
 
 /* str(ipaddress.IPv6Address): inet_ntop's RFC 5952 text, except the dotted forms it uses for
@@ -112,7 +126,8 @@ static int ip6_text(const uint8_t *a, char *out) {
 
 /* "host:port" of a quoted datagram (Python's f"{q.src}:{q.sport}": no brackets, "None") */
 static void quoted_end(char *out, const char *host, int port) {
-    Sb b = {.n = 0};
+    Sb b;
+    sb_init(&b);
     sb_s(&b, host);
     sb_put(&b, ":", 1);
     if (port < 0)
@@ -229,15 +244,15 @@ int decode(const Rec *rec, int64_t number, Pkt *p, char *why, size_t nw) {
     if (link_layer(rec, &off, &v6) < 0 || n < off + 1)
         return no(why, nw, "packet %lld: link layer not decoded", (long long)p->number);
     char src[INET6_ADDRSTRLEN], dst[INET6_ADDRSTRLEN];
-    size_t l4off, end;
+    size_t l4off, end, srclen, dstlen;
     int proto, version = d[off] >> 4;
     if (version == 4) {
         if (n < off + 20)
             return no(why, nw, "packet %lld: cut IPv4 header", (long long)p->number);
         size_t ihl = (size_t)(d[off] & 0x0F) * 4, total = be16(d + off + 2);
         proto = d[off + 9];
-        ip4_text(d + off + 12, src);
-        ip4_text(d + off + 16, dst);
+        srclen = ip4_text(d + off + 12, src);
+        dstlen = ip4_text(d + off + 16, dst);
         if (be16(d + off + 6) & 0x1FFF)
             return no(why, nw, "packet %lld: IP fragment", (long long)p->number);
         end = total >= ihl ? (n < off + total ? n : off + total) : n;
@@ -249,6 +264,8 @@ int decode(const Rec *rec, int64_t number, Pkt *p, char *why, size_t nw) {
         proto = d[off + 6];
         if (ip6_text(d + off + 8, src) < 0 || ip6_text(d + off + 24, dst) < 0)
             return no(why, nw, "packet %lld: an IPv4-mapped IPv6 address", (long long)p->number);
+        srclen = strlen(src);
+        dstlen = strlen(dst);
         l4off = off + 40;
         end = n < l4off + plen ? n : l4off + plen;
         if (proto == 0 || proto == 43 || proto == 60)
@@ -259,7 +276,7 @@ int decode(const Rec *rec, int64_t number, Pkt *p, char *why, size_t nw) {
     p->ip_version = version;
     if (l4(d, l4off, end, proto, p, why, nw) < 0)
         return -1;
-    endpoint(p->src, src, version == 6, p->sport);
-    endpoint(p->dst, dst, version == 6, p->dport);
+    p->src_len = endpoint(p->src, src, srclen, version == 6, p->sport);
+    p->dst_len = endpoint(p->dst, dst, dstlen, version == 6, p->dport);
     return 0;
 }

@@ -75,8 +75,10 @@ int64_t flows_number_of(Flows *fl, const Row *row) {
         e->val.i = number;
         return number;
     }
-    if (e != NULL)
+    if (e != NULL) {
+        fl->current = e->val.p;
         return ((FFlow *)e->val.p)->number;
+    }
     FFlow *f = calloc(1, sizeof *f);
     e = f ? map_add(&fl->map, row->flow, n) : NULL;
     if (e == NULL) {
@@ -84,6 +86,7 @@ int64_t flows_number_of(Flows *fl, const Row *row) {
         return -1;
     }
     e->val.p = f;
+    fl->current = f;
     f->number = (int64_t)fl->map.len;
     f->key = strdup(row->flow);
     size_t nf = strlen(row->src) + strlen(row->dst) + 8;
@@ -182,14 +185,23 @@ static int add_dns(FFlow *f, const Row *row, int64_t id) {
     return 0;
 }
 
+/* f"{a}{sep}{b}" into out (room for two endpoints and a separator) */
+static void join(char *out, const char *a, size_t na, const char *sep, const char *b, size_t nb) {
+    size_t ns = strlen(sep);
+    memcpy(out, a, na);
+    memcpy(out + na, sep, ns);
+    memcpy(out + na + ns, b, nb);
+    out[na + ns + nb] = 0;
+}
+
 /* FlowTable.add */
 int flows_add(Flows *fl, const Row *row) {
     if (!fl->table)
         return 0;
-    FFlow *f = map_get(&fl->map, row->flow, strlen(row->flow))->val.p;
+    FFlow *f = fl->current;
     f->packets++;
     char dir[2 * FI_ENDPOINT + 8];
-    snprintf(dir, sizeof dir, "%s → %s", row->src, row->dst);
+    join(dir, row->src, row->src_len, " → ", row->dst, row->dst_len);
     int d = 0;
     while (d < f->ndirs && strcmp(f->dirs[d].dir, dir) != 0)
         d++;
@@ -204,7 +216,10 @@ int flows_add(Flows *fl, const Row *row) {
     }
     f->dirs[d].bytes += row->length;
     int lt = strcmp(row->src, row->dst) < 0;
-    snprintf(dir, sizeof dir, "%s ↔ %s", lt ? row->src : row->dst, lt ? row->dst : row->src);
+    if (lt)
+        join(dir, row->src, row->src_len, " ↔ ", row->dst, row->dst_len);
+    else
+        join(dir, row->dst, row->dst_len, " ↔ ", row->src, row->src_len);
     if (add_str(&f->paths, &f->npaths, dir) < 0)
         return -1;
     const Val *dcid = field(row, "quic_dcid");

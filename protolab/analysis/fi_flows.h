@@ -13,13 +13,14 @@ typedef struct Flows {
     int limit;       /* FlowNumbers' MAX_TRACKED */
     int64_t next;
     Map map;
+    void *current;   /* FlowTable: the conversation flows_number_of last gave, for flows_add */
 } Flows;
 
 void flows_init(Flows *fl, int table, int limit);
 void flows_free(Flows *fl);
 int64_t flows_count(const Flows *fl);
 int64_t flows_number_of(Flows *fl, const Row *row);
-int flows_add(Flows *fl, const Row *row);
+int flows_add(Flows *fl, const Row *row);  /* after flows_number_of(fl, row) */
 int flows_print(Flows *fl, TcpState *tcp, int as_json, int flows_width, Buf *out, Emit emit,
                 void *emit_ctx);
 

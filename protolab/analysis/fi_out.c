@@ -1,12 +1,27 @@
 /* What the compiled fast path prints for a row: facts.render (the sentence, from the templates
  * Python hands in), table.format_row / header / wrap, and table.row_json. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fi_out.h"
 
+/* buf_puts of a string literal, its length known when compiling */
+#define BUF_LIT(b, lit) buf_put((b), (lit), sizeof(lit) - 1)
+
 /* ---- templates: str.format_map's syntax, the subset facts.TEMPLATES uses ---------------- */
+
+enum { SPECIAL_NONE, SPECIAL_KEY, SPECIAL_REFS, SPECIAL_REF, SPECIAL_MOVES };
+
+/* The names facts.render fills from the Fact itself rather than its values */
+static int special_of(const char *name) {
+    static const char *const names[] = {"key", "refs", "ref", "moves"};
+    for (int i = 0; i < 4; i++)
+        if (strcmp(name, names[i]) == 0)
+            return SPECIAL_KEY + i;
+    return SPECIAL_NONE;
+}
 
 static int parse_field(const char *f, size_t n, TSeg *seg) {
     const char *colon = memchr(f, ':', n);
@@ -21,6 +36,7 @@ static int parse_field(const char *f, size_t n, TSeg *seg) {
     }
     memcpy(seg->name, f, namelen);
     seg->name[namelen] = 0;
+    seg->special = special_of(seg->name);
     size_t speclen = colon ? n - namelen - 1 : 0;
     if (speclen >= sizeof seg->spec)
         return -1;
@@ -73,9 +89,36 @@ void tmpl_free(Tmpl *t) {
     memset(t, 0, sizeof *t);
 }
 
-/* format(value, spec) for the specs the templates use: "", ".Nf", "#0Nx", "d" */
+/* "%llx" of v; its length */
+static size_t fmt_hex(char *out, uint64_t v) {
+    static const char digits[] = "0123456789abcdef";
+    char tmp[16];
+    size_t k = 0;
+    do {
+        tmp[k++] = digits[v & 15];
+        v >>= 4;
+    } while (v);
+    for (size_t i = 0; i < k; i++)
+        out[i] = tmp[k - 1 - i];
+    return k;
+}
+
+/* format(x, ".Nf"): ".0f" of 0 <= x < 2**53 is x rounded half to even (nearbyint rounds the
+ * double's exact value, as printf does), ".3f" is buf_fixed3; the rest printf */
+static int fixed(Buf *b, double x, int prec) {
+    if (prec == 0 && !signbit(x) && x < 9007199254740992.0)
+        return buf_i64(b, (int64_t)nearbyint(x));
+    if (prec == 3)
+        return buf_fixed3(b, x);
+    return buf_printf(b, "%.*f", prec, x);
+}
+
+/* format(value, spec) for the specs the templates use: "", ".Nf", "#0Nx", "d"; b NULL: only
+ * whether it can */
 static int format_val(Buf *b, const Val *v, const char *spec) {
     if (spec[0] == 0) {
+        if (b == NULL)
+            return v->type <= V_STR ? 0 : -1;
         switch (v->type) {
         case V_NONE: return buf_puts(b, "None");
         case V_BOOL: return buf_puts(b, v->u.i ? "True" : "False");
@@ -92,77 +135,86 @@ static int format_val(Buf *b, const Val *v, const char *spec) {
         double x = v->type == V_FLOAT ? v->u.f : (double)v->u.i;
         if (x != x || x - x != 0)
             return -1;  /* nan, inf */
-        return buf_printf(b, "%.*f", prec, x);
+        return b ? fixed(b, x, prec) : 0;
     }
     if (strcmp(spec, "d") == 0 && v->type == V_INT)
-        return buf_printf(b, "%lld", (long long)v->u.i);
+        return b ? buf_i64(b, v->u.i) : 0;
     if (spec[0] == '#' && spec[sl - 1] == 'x' && v->type == V_INT && v->u.i >= 0) {
+        if (b == NULL)
+            return 0;
         int zero = spec[1] == '0';
         int width = atoi(spec + 1 + zero);
         char hex[32];
-        int k = snprintf(hex, sizeof hex, "%llx", (unsigned long long)v->u.i);
+        int k = (int)fmt_hex(hex, (uint64_t)v->u.i);
         int pad = width - 2 - k;
         if (pad > 0 && !zero)
             buf_pad(b, (size_t)pad);
-        buf_puts(b, "0x");
+        buf_put(b, "0x", 2);
         for (; zero && pad > 0; pad--)
             buf_put(b, "0", 1);
-        return buf_puts(b, hex);
+        return buf_put(b, hex, (size_t)k);
     }
     return -1;
 }
 
-static int special_value(Buf *b, const Row *row, const char *name) {
-    if (strcmp(name, "key") == 0)
+static int moves_value(Buf *b, const Row *row) {  /* facts._moves */
+    for (int i = 0; i < row->nvalues; i++)
+        if (str_eq(row->values[i].name, "states_known") &&
+            row->values[i].type == V_BOOL && !row->values[i].u.i)
+            return buf_puts(b, " [states unknown: the handshake is not in this capture; "
+                               "client and server are guessed from the ports]");
+    for (int i = 0; i < row->nmoves; i++)
+    {
+        buf_puts(b, i ? "; " : " [");
+        buf_puts(b, tcp_role_name(row->moves[i].role));
+        buf_puts(b, " ");
+        buf_puts(b, tcp_state_name(row->moves[i].old));
+        buf_puts(b, "→");
+        buf_puts(b, tcp_state_name(row->moves[i].new_));
+    }
+    return row->nmoves ? buf_puts(b, "]") : 0;
+}
+
+static int special_value(Buf *b, const Row *row, int special) {
+    if (b == NULL)
+        return special == SPECIAL_NONE ? -1 : 0;
+    switch (special) {
+    case SPECIAL_KEY:
         return buf_puts(b, row->key ? row->key : "");
-    if (strcmp(name, "refs") == 0) {
+    case SPECIAL_REFS:
         for (int i = 0; i < row->nrefs; i++)
             buf_puts(b, i ? ", #" : "#"), buf_i64(b, row->refs[i]);
         return 0;
-    }
-    if (strcmp(name, "ref") == 0)
-        return row->nrefs ? buf_printf(b, "#%lld", (long long)row->refs[0]) : 0;
-    if (strcmp(name, "moves") == 0) {  /* facts._moves */
-        for (int i = 0; i < row->nvalues; i++)
-            if (strcmp(row->values[i].name, "states_known") == 0 &&
-                row->values[i].type == V_BOOL && !row->values[i].u.i)
-                return buf_puts(b, " [states unknown: the handshake is not in this capture; "
-                                   "client and server are guessed from the ports]");
-        for (int i = 0; i < row->nmoves; i++)
-        {
-            buf_puts(b, i ? "; " : " [");
-            buf_puts(b, tcp_role_name(row->moves[i].role));
-            buf_puts(b, " ");
-            buf_puts(b, tcp_state_name(row->moves[i].old));
-            buf_puts(b, "→");
-            buf_puts(b, tcp_state_name(row->moves[i].new_));
-        }
-        return row->nmoves ? buf_puts(b, "]") : 0;
+    case SPECIAL_REF:
+        return row->nrefs ? (buf_put(b, "#", 1), buf_i64(b, row->refs[0])) : 0;
+    case SPECIAL_MOVES:
+        return moves_value(b, row);
     }
     return -1;
 }
 
-/* facts.render: the row's sentence (and each `also` fact's after it), "; "-joined */
+/* facts.render: the row's sentence (and each `also` fact's after it), "; "-joined; b NULL:
+ * only whether it can be made (the pre-scan) */
 int render(Buf *b, const Out *o, const Row *row) {
     for (int t = 0; t <= row->nalso; t++) {
         const Tmpl *tm = &o->tmpl[t == 0 ? row->kind : row->also[t - 1]];
         if (!tm->ok)
             return -1;
-        if (t > 0)
+        if (t > 0 && b)
             buf_put(b, "; ", 2);
         for (int s = 0; s < tm->nsegs; s++) {
             const TSeg *seg = &tm->segs[s];
             if (!seg->field) {
-                buf_put(b, seg->lit, seg->litlen);
+                if (b)
+                    buf_put(b, seg->lit, seg->litlen);
                 continue;
             }
             const Val *v = NULL;
             for (int i = 0; i < row->nvalues && v == NULL; i++)
-                if (row->values[i].name[0] == seg->name[0] &&
-                    strcmp(row->values[i].name, seg->name) == 0)
+                if (str_eq(row->values[i].name, seg->name))
                     v = &row->values[i];
             int r = v ? format_val(b, v, seg->spec)
-                      : seg->spec[0] ? -1 : special_value(b, row, seg->name);
+                      : seg->spec[0] ? -1 : special_value(b, row, seg->special);
             if (r < 0)
                 return -1;
         }
@@ -212,10 +264,14 @@ static int wrap(const char *text, size_t n, int width, Slice *out, int max) {
     return k;
 }
 
-static int put_ljust(Buf *b, const char *s, size_t n, int width) {
+/* s (len code points) left-justified to width */
+static int put_ljust_cp(Buf *b, const char *s, size_t n, size_t len, int width) {
     buf_put(b, s, n);
-    size_t len = cp_len(s, n);
     return len < (size_t)width ? buf_pad(b, (size_t)width - len) : 0;
+}
+
+static int put_ljust(Buf *b, const char *s, size_t n, int width) {
+    return put_ljust_cp(b, s, n, cp_len(s, n), width);
 }
 
 /* str.rstrip() of the buffer from `from` (ASCII whitespace and U+0085, U+00A0) */
@@ -301,17 +357,17 @@ int format_row(Buf *out, Out *o, const Row *row) {
         return -1;
     size_t where_len = t->len;
     size_t route_at = t->len;
-    buf_puts(t, row->src);
-    buf_puts(t, " → ");
-    buf_puts(t, row->dst);
+    buf_put(t, row->src, row->src_len);
+    buf_put(t, " → ", sizeof " → " - 1);
+    buf_put(t, row->dst, row->dst_len);
     Slice route = {t->p + route_at, t->len - route_at};
     Slice summary = {row->summary, strlen(row->summary)};
     Slice state[MAXLINES];
     int nstate = wrap(t->p, where_len, o->state_width, state, MAXLINES);
     if (nstate < 0)
         return -1;
-    if (o->state_width >= 0 && (cp_len(route.p, route.n) > (size_t)w[2] ||
-                                cp_len(summary.p, summary.n) > (size_t)w[4] ||
+    size_t route_cp = cp_len(route.p, route.n), summary_cp = cp_len(summary.p, summary.n);
+    if (o->state_width >= 0 && (route_cp > (size_t)w[2] || summary_cp > (size_t)w[4] ||
                                 (o->beside && nstate > 1)))
         return wrapped_row(out, o, row, route, summary, state, nstate);
     size_t start = out->len;
@@ -324,11 +380,11 @@ int format_row(Buf *out, Out *o, const Row *row) {
     if (out->len - at < (size_t)w[1])
         buf_pad(out, (size_t)w[1] - (out->len - at));
     buf_put(out, "  ", 2);
-    put_ljust(out, route.p, route.n, w[2]);
+    put_ljust_cp(out, route.p, route.n, route_cp, w[2]);
     buf_put(out, "  ", 2);
     put_ljust(out, row->proto, strlen(row->proto), w[3]);
     buf_put(out, "  ", 2);
-    put_ljust(out, summary.p, summary.n, w[4]);
+    put_ljust_cp(out, summary.p, summary.n, summary_cp, w[4]);
     if (o->beside) {
         buf_put(out, "  ", 2);
         if (nstate)
@@ -380,7 +436,7 @@ int format_header(Buf *out, const Out *o) {
 
 static int json_val(Buf *b, const Val *v) {
     switch (v->type) {
-    case V_NONE: return buf_puts(b, "null");
+    case V_NONE: return BUF_LIT(b, "null");
     case V_BOOL: return buf_puts(b, v->u.i ? "true" : "false");
     case V_INT: return buf_i64(b, v->u.i);
     case V_FLOAT: return buf_repr_float(b, v->u.f);
@@ -420,7 +476,7 @@ static void json_fields(Buf *b, const Row *row) {
     for (int i = 0; i < n; i++) {
         const Val *v = &common[i];
         for (int j = 0; j < row->nfields; j++)
-            if (strcmp(row->fields[j].name, v->name) == 0)
+            if (str_eq(row->fields[j].name, v->name))
                 v = &row->fields[j];
         json_key(b, common[i].name, &first);
         json_val(b, v);
@@ -428,7 +484,7 @@ static void json_fields(Buf *b, const Row *row) {
     for (int j = 0; j < row->nfields; j++) {
         int dup = 0;
         for (int i = 0; i < n; i++)
-            dup |= strcmp(row->fields[j].name, common[i].name) == 0;
+            dup |= str_eq(row->fields[j].name, common[i].name);
         if (dup)
             continue;
         json_key(b, row->fields[j].name, &first);
@@ -437,55 +493,72 @@ static void json_fields(Buf *b, const Row *row) {
     buf_put(b, "}", 1);
 }
 
-/* table.row_json, with its newline */
-int format_json(Buf *b, Out *o, const Row *row) {
-    Buf *t = &o->scratch;
-    t->len = 0;
-    if (render(t, o, row) < 0)
-        return -1;
-    char *s = PyOS_double_to_string(row->time, 'f', 6, 0, NULL);  /* round(t, 6) */
+/* repr(round(t, 6)). round's text, "%.6f" correctly rounded, has at most 15 significant digits
+ * for 0 <= t < 1e9, so the double it reads as prints back as that text without its trailing
+ * zeros (repr is the shortest text that reads back); below 1e-4 repr turns to 1e-05 notation. */
+static int repr_round6(Buf *b, double t) {
+    if ((t == 0 || t >= 1e-4) && t < 1e9 && !signbit(t)) {
+        size_t at = b->len;
+        if (buf_fixed(b, t, 6) < 0)  /* round(t, 6)'s text */
+            return -1;
+        while (b->p[b->len - 1] == '0')
+            b->len--;
+        b->p[b->len] = 0;
+        return b->p[b->len - 1] == '.' && b->len > at ? buf_put(b, "0", 1) : 0;
+    }
+    char *s = PyOS_double_to_string(t, 'f', 6, 0, NULL);  /* round(t, 6) */
     if (s == NULL)
         return -1;
     double rounded = PyOS_string_to_double(s, NULL, NULL);
     PyMem_Free(s);
     if (rounded == -1.0 && PyErr_Occurred())
         return -1;
-    buf_puts(b, "{\"number\": ");
+    return buf_repr_float(b, rounded);
+}
+
+/* table.row_json, with its newline */
+int format_json(Buf *b, Out *o, const Row *row) {
+    Buf *t = &o->scratch;
+    t->len = 0;
+    if (render(t, o, row) < 0)
+        return -1;
+    BUF_LIT(b, "{\"number\": ");
     buf_i64(b, row->number);
-    buf_puts(b, ", \"time\": ");
-    buf_repr_float(b, rounded);
-    buf_puts(b, ", \"src\": ");
+    BUF_LIT(b, ", \"time\": ");
+    if (repr_round6(b, row->time) < 0)
+        return -1;
+    BUF_LIT(b, ", \"src\": ");
     buf_json_str(b, row->src);
-    buf_puts(b, ", \"dst\": ");
+    BUF_LIT(b, ", \"dst\": ");
     buf_json_str(b, row->dst);
-    buf_puts(b, ", \"proto\": ");
+    BUF_LIT(b, ", \"proto\": ");
     buf_json_str(b, row->proto);
-    buf_puts(b, ", \"summary\": ");
+    BUF_LIT(b, ", \"summary\": ");
     buf_json_str(b, row->summary);
-    buf_puts(b, ", \"action\": ");
+    BUF_LIT(b, ", \"action\": ");
     buf_json_str(b, o->actions[row->action]);
-    buf_puts(b, ", \"holders\": [");
+    BUF_LIT(b, ", \"holders\": [");
     for (int i = 0; i < row->nholders; i++) {
         if (i)
             buf_put(b, ", ", 2);
         buf_json_str(b, o->holders[row->holders[i]]);
     }
-    buf_puts(b, "], \"state\": ");
+    BUF_LIT(b, "], \"state\": ");
     buf_json_str(b, t->p);
-    buf_puts(b, ", \"flow\": ");
+    BUF_LIT(b, ", \"flow\": ");
     buf_i64(b, row->flow_number);
-    buf_puts(b, ", \"fact\": ");
+    BUF_LIT(b, ", \"fact\": ");
     buf_json_str(b, o->kinds[row->kind]);
-    buf_puts(b, ", \"refs\": [");
+    BUF_LIT(b, ", \"refs\": [");
     for (int i = 0; i < row->nrefs; i++)
         buf_puts(b, i ? ", " : ""), buf_i64(b, row->refs[i]);
-    buf_puts(b, "], \"also\": [");
+    BUF_LIT(b, "], \"also\": [");
     for (int i = 0; i < row->nalso; i++) {
         if (i)
             buf_put(b, ", ", 2);
         buf_json_str(b, o->kinds[row->also[i]]);
     }
-    buf_puts(b, "], \"fields\": ");
+    BUF_LIT(b, "], \"fields\": ");
     json_fields(b, row);
-    return buf_puts(b, "}\n");
+    return BUF_LIT(b, "}\n");
 }

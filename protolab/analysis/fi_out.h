@@ -10,7 +10,7 @@
 typedef struct TSeg {
     const char *lit;
     size_t litlen;
-    int field;
+    int field, special;           /* special: a SPECIAL_* name special_value makes, or 0 */
     char name[32], spec[16];
 } TSeg;
 
@@ -29,7 +29,7 @@ typedef struct Out {
 
 int tmpl_compile(Tmpl *t, const char *text);
 void tmpl_free(Tmpl *t);
-int render(Buf *b, const Out *o, const Row *row);
+int render(Buf *b, const Out *o, const Row *row);  /* b NULL: only whether it can */
 int format_row(Buf *out, Out *o, const Row *row);
 int format_header(Buf *out, const Out *o);
 int format_json(Buf *b, Out *o, const Row *row);

@@ -113,8 +113,7 @@ int row_ref(Row *row, int64_t number) {
 /* A value set again keeps its place and takes the new content (a Python dict's update). */
 static Val *put(Val *vals, int *n, int max, const char *name) {
     for (int i = 0; i < *n; i++)
-        if (vals[i].name == name || (vals[i].name[0] == name[0] &&
-                                     strcmp(vals[i].name, name) == 0))
+        if (vals[i].name == name || str_eq(vals[i].name, name))
             return &vals[i];
     if (*n >= max)
         return NULL;
@@ -182,8 +181,10 @@ void row_begin(Row *row, const Pkt *p) {
     row->flow_number = 0;
     row->number = p->number;
     row->time = p->rel;
-    strcpy(row->src, p->src);
-    strcpy(row->dst, p->dst);
+    memcpy(row->src, p->src, p->src_len + 1);
+    memcpy(row->dst, p->dst, p->dst_len + 1);
+    row->src_len = p->src_len;
+    row->dst_len = p->dst_len;
     row->ip_proto = p->proto;
     row->proto = "UDP";
     row->summary = "";

@@ -167,11 +167,12 @@ static int port_of(const char *endpoint) {
 /* TcpObserver._flow: the connection of this 4-tuple, a new one for a first packet or a new SYN
  * on a closed one; LRU-bounded by max_flows */
 static TFlow *find_flow(TcpState *st, const Pkt *p) {
-    Sb k = {.n = 0};
+    Sb k;
+    sb_init(&k);
     int lt = strcmp(p->src, p->dst) < 0;
-    sb_s(&k, lt ? p->src : p->dst);
+    sb_put(&k, lt ? p->src : p->dst, lt ? p->src_len : p->dst_len);
     sb_put(&k, "|", 1);
-    sb_s(&k, lt ? p->dst : p->src);
+    sb_put(&k, lt ? p->dst : p->src, lt ? p->dst_len : p->src_len);
     const char *key = k.p;
     size_t n = k.n;
     MapEntry *e = map_get(&st->flows, key, (size_t)n);
@@ -416,13 +417,16 @@ static int feed(TcpState *st, const Pkt *p, View *v) {
 
 /* annotate_tcp._HTTP_STARTS: the payload starts an HTTP/1.x message */
 static int is_http(const Pkt *p) {
-    static const char *const starts[] = {"GET ", "POST ", "PUT ", "DELETE ", "HEAD ", "PATCH ",
-                                         "OPTIONS ", "HTTP/1."};
-    for (size_t i = 0; i < sizeof starts / sizeof *starts; i++) {
-        size_t k = strlen(starts[i]);
-        if (p->payload_len >= k && memcmp(p->payload, starts[i], k) == 0)
+#define START(s) {s, sizeof s - 1}
+    static const struct { const char *s; size_t n; } starts[] = {
+        START("GET "), START("POST "), START("PUT "), START("DELETE "), START("HEAD "),
+        START("PATCH "), START("OPTIONS "), START("HTTP/1.")};
+#undef START
+    if (p->payload_len < 4)
+        return 0;
+    for (size_t i = 0; i < sizeof starts / sizeof *starts; i++)
+        if (p->payload_len >= starts[i].n && memcmp(p->payload, starts[i].s, starts[i].n) == 0)
             return 1;
-    }
     return 0;
 }
 
@@ -559,7 +563,8 @@ static const char *flag_text(int flags, char out[64]) {
 
 /* TcpAnnotator._describe: summary, flow and fields */
 static int describe(Row *row, const Pkt *p, const View *v) {
-    Sb b = {.n = 0};
+    Sb b;
+    sb_init(&b);
     sb_s(&b, "tcp ");
     sb_i(&b, v->flow->number);
     row->flow = row_strndup(row, b.p, b.n);
@@ -746,7 +751,8 @@ int tcp_row(TcpState *st, const Pkt *p, Row *row, Ctx *ctx) {
                 row, "who", p->tcp_flags & ACK ? "server kernel holds" : "client kernel creates");
         } else {
             set_moves(row, &v, known, NULL);
-            Sb b = {.n = 0};
+            Sb b;
+            sb_init(&b);
             if (v.in_flight) {
                 sb_i(&b, v.in_flight);
                 sb_s(&b, " B in flight ");

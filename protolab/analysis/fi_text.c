@@ -7,20 +7,16 @@
 
 #include "fi_core.h"
 
-int buf_put(Buf *b, const char *s, size_t n) {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL)
-            return -1;
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = 0;
+/* buf_put's slow path: room for n more bytes and the NUL */
+int buf_grow(Buf *b, size_t n) {
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + n + 1)
+        cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (p == NULL)
+        return -1;
+    b->p = p;
+    b->cap = cap;
     return 0;
 }
 
@@ -73,6 +69,15 @@ size_t cp_len(const char *s, size_t n) {
 
 size_t cp_offset(const char *s, size_t n, size_t k) {
     size_t i = 0;
+    for (; i + 8 <= n; i += 8) {  /* whole words whose code point starts are all before k's */
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        uint64_t cont = (w & 0x8080808080808080ULL) & ~((w & 0x4040404040404040ULL) << 1);
+        size_t starts = 8 - (size_t)(((cont >> 7) * 0x0101010101010101ULL) >> 56);
+        if (starts > k)
+            break;
+        k -= starts;
+    }
     while (i < n) {
         if (((unsigned char)s[i] & 0xC0) != 0x80) {
             if (k == 0)
@@ -84,33 +89,51 @@ size_t cp_offset(const char *s, size_t n, size_t k) {
     return n;
 }
 
-/* json's ESCAPE: r'[\x00-\x1f\\"\b\f\n\r\t]', the rest as is (ensure_ascii=False) */
+/* Whether any of the 8 bytes of w is < 0x20, '"' or '\\' (exact: no false answers) */
+static int json_special8(uint64_t w) {
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    uint64_t quote = w ^ (ones * '"'), slash = w ^ (ones * '\\');
+    uint64_t low = (w - ones * 0x20) & ~w;
+    return (((quote - ones) & ~quote) | ((slash - ones) & ~slash) | low) & highs ? 1 : 0;
+}
+
+static int json_escape(Buf *b, unsigned char c) {
+    char esc[8];
+    switch (c) {
+    case '"': return buf_put(b, "\\\"", 2);
+    case '\\': return buf_put(b, "\\\\", 2);
+    case '\n': return buf_put(b, "\\n", 2);
+    case '\r': return buf_put(b, "\\r", 2);
+    case '\t': return buf_put(b, "\\t", 2);
+    case '\b': return buf_put(b, "\\b", 2);
+    case '\f': return buf_put(b, "\\f", 2);
+    }
+    snprintf(esc, sizeof esc, "\\u%04x", c);
+    return buf_put(b, esc, 6);
+}
+
+/* json's ESCAPE: r'[\x00-\x1f\\"\b\f\n\r\t]', the rest as is (ensure_ascii=False); plain
+ * runs are skipped 8 bytes at a time */
 int buf_json_str(Buf *b, const char *s) {
+    size_t n = strlen(s), run = 0, i = 0;
     if (buf_put(b, "\"", 1) < 0)
         return -1;
-    const char *run = s;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c >= 0x20 && c != '"' && c != '\\')
+    while (i < n) {
+        uint64_t w;
+        while (i + 8 <= n && (memcpy(&w, s + i, 8), !json_special8(w)))
+            i += 8;
+        if (i >= n)
+            break;
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            i++;
             continue;
-        if (buf_put(b, run, (size_t)(s - run)) < 0)
-            return -1;
-        char esc[8];
-        switch (c) {
-        case '"': strcpy(esc, "\\\""); break;
-        case '\\': strcpy(esc, "\\\\"); break;
-        case '\n': strcpy(esc, "\\n"); break;
-        case '\r': strcpy(esc, "\\r"); break;
-        case '\t': strcpy(esc, "\\t"); break;
-        case '\b': strcpy(esc, "\\b"); break;
-        case '\f': strcpy(esc, "\\f"); break;
-        default: snprintf(esc, sizeof esc, "\\u%04x", c);
         }
-        if (buf_puts(b, esc) < 0)
+        if (buf_put(b, s + run, i - run) < 0 || json_escape(b, c) < 0)
             return -1;
-        run = s + 1;
+        run = ++i;
     }
-    if (buf_put(b, run, (size_t)(s - run)) < 0)
+    if (buf_put(b, s + run, n - run) < 0)
         return -1;
     return buf_put(b, "\"", 1);
 }
@@ -131,21 +154,25 @@ int buf_i64(Buf *b, int64_t v) {
     return buf_put(b, d, fmt_i64(d, v));
 }
 
-/* "%.3f" % x (correctly rounded, ties to even, as printf and Python) without printf, for
- * 0 <= x < 1e12; the residual of x * 1000 (fma) decides the cases its rounding hides */
-int buf_fixed3(Buf *b, double x) {
-    if (!(x >= 0 && x < 1e12))
-        return buf_printf(b, "%.3f", x);
-    double p = x * 1000, e = fma(x, 1000, -p), n = floor(p), frac = p - n;
+/* "%.*f" % (digits, x) (correctly rounded, ties to even, as printf and Python) without printf,
+ * for 0 <= x * 10**digits < 1e15; the residual of that product (fma) decides the cases its
+ * rounding hides */
+int buf_fixed(Buf *b, double x, int digits) {
+    static const double scales[] = {1, 10, 100, 1e3, 1e4, 1e5, 1e6};
+    if (digits < 1 || digits > 6 || !(x >= 0 && x * scales[digits] < 1e15))
+        return buf_printf(b, "%.*f", digits, x);
+    double scale = scales[digits], p = x * scale, e = fma(x, scale, -p), n = floor(p);
+    double frac = p - n;
     int up = frac > 0.5 || (frac == 0.5 && (e > 0 || (e == 0 && fmod(n, 2) != 0)));
     if (frac == 0 && e < 0)
         up = 0;  /* just below an integer: that integer */
-    uint64_t v = (uint64_t)n + (uint64_t)up;
-    char d[32];
-    size_t k = fmt_u64(d, v / 1000);
+    uint64_t v = (uint64_t)n + (uint64_t)up, unit = (uint64_t)scale;
+    char d[40];
+    size_t k = fmt_u64(d, v / unit);
     d[k++] = '.';
-    d[k++] = (char)('0' + v / 100 % 10);
-    d[k++] = (char)('0' + v / 10 % 10);
-    d[k++] = (char)('0' + v % 10);
-    return buf_put(b, d, k);
+    for (uint64_t r = v % unit, i = (uint64_t)digits; i-- > 0; r /= 10)
+        d[k + i] = (char)('0' + r % 10);
+    return buf_put(b, d, k + (size_t)digits);
 }
+
+int buf_fixed3(Buf *b, double x) { return buf_fixed(b, x, 3); }
