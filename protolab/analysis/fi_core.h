@@ -72,6 +72,20 @@ int buf_printf(Buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)
 int buf_pad(Buf *b, size_t n);  /* n spaces */
 size_t cp_len(const char *s, size_t n);  /* code points of UTF-8 text */
 size_t cp_offset(const char *s, size_t n, size_t k);  /* byte offset of code point k */
+
+/* table.wrap, one line at a time, for the table (fi_out.c) and --flows (fi_flows.c): greedy at
+ * spaces, widths in code points, width < 0: the text on one line (None); no line for "" */
+typedef struct Slice {
+    const char *p;
+    size_t n;
+} Slice;
+typedef struct Wrapper {
+    const char *p;
+    size_t n, cps;  /* what is left of the text: bytes, code points */
+    int width;
+} Wrapper;
+void wrap_start(Wrapper *w, const char *text, size_t n, int width);
+int wrap_next(Wrapper *w, Slice *line);  /* 1 and the next line, or 0 at the end */
 int buf_json_str(Buf *b, const char *s);
 int buf_i64(Buf *b, int64_t v);
 int buf_fixed(Buf *b, double x, int digits);  /* "%.*f" */

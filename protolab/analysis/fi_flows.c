@@ -381,24 +381,11 @@ static int table(Buf *out, FFlow **fs, char **states, size_t n, int flows_width,
         w[c] = w[c] > strlen(heads[c]) + 2 ? w[c] : strlen(heads[c]) + 2;
     w[4] = strlen(heads[4]) + 2;
     for (size_t i = 0; i < n; i++) {  /* the state column's width: its longest wrapped line */
-        const char *s = states[i];
-        size_t len = strlen(s);
-        while (sw >= 0 && cp_len(s, len) > (size_t)sw) {
-            size_t end = cp_offset(s, len, (size_t)sw + 1), cut = 0;
-            for (size_t k = end; k-- > 0;)
-                if (s[k] == ' ') {
-                    cut = k;
-                    break;
-                }
-            if (cut == 0)
-                cut = cp_offset(s, len, (size_t)sw);
-            w[4] = cp_len(s, cut) > w[4] ? cp_len(s, cut) : w[4];
-            s += cut;
-            len -= cut;
-            while (len && *s == ' ')
-                s++, len--;
-        }
-        w[4] = cp_len(s, len) > w[4] ? cp_len(s, len) : w[4];
+        Wrapper wr;
+        Slice line;
+        wrap_start(&wr, states[i], strlen(states[i]), sw);
+        while (wrap_next(&wr, &line))
+            w[4] = cp_len(line.p, line.n) > w[4] ? cp_len(line.p, line.n) : w[4];
     }
     const int right[5] = {1, 0, 0, 1, 0};
     size_t start = out->len;
@@ -419,22 +406,12 @@ static int table(Buf *out, FFlow **fs, char **states, size_t n, int flows_width,
         char num[32], pk[32];
         snprintf(num, sizeof num, "%lld", (long long)fs[i]->number);
         snprintf(pk, sizeof pk, "%lld", (long long)fs[i]->packets);
-        const char *s = states[i];
-        size_t len = strlen(s);
+        Wrapper wr;
+        Slice state = {"", 0};  /* an empty state is still one line */
+        wrap_start(&wr, states[i], strlen(states[i]), sw);
+        wrap_next(&wr, &state);
         int line = 0;
         do {
-            size_t cut = len;
-            if (sw >= 0 && cp_len(s, len) > (size_t)sw) {
-                size_t end = cp_offset(s, len, (size_t)sw + 1);
-                cut = 0;
-                for (size_t k = end; k-- > 0;)
-                    if (s[k] == ' ') {
-                        cut = k;
-                        break;
-                    }
-                if (cut == 0)
-                    cut = cp_offset(s, len, (size_t)sw);
-            }
             start = out->len;
             cell(out, line ? "" : num, line ? 0 : strlen(num), w[0], 1);
             buf_put(out, "  ", 2);
@@ -444,14 +421,10 @@ static int table(Buf *out, FFlow **fs, char **states, size_t n, int flows_width,
             buf_put(out, "  ", 2);
             cell(out, line ? "" : pk, line ? 0 : strlen(pk), w[3], 1);
             buf_put(out, "  ", 2);
-            buf_put(out, s, cut);
+            buf_put(out, state.p, state.n);
             end_line(out, start);
-            s += cut;
-            len -= cut;
-            while (len && *s == ' ')
-                s++, len--;
             line++;
-        } while (len > 0);
+        } while (wrap_next(&wr, &state));
         if (out->len >= FI_CHUNK && emit(emit_ctx, out) < 0)
             return -1;
     }

@@ -224,42 +224,16 @@ int render(Buf *b, const Out *o, const Row *row) {
 
 /* ---- the table ------------------------------------------------------------------------- */
 
-typedef struct Slice {
-    const char *p;
-    size_t n;
-} Slice;
-
-/* table.wrap: greedy at spaces, widths in code points; width < 0: one line (None) */
+/* table.wrap into at most max lines (-1 when more) */
 static int wrap(const char *text, size_t n, int width, Slice *out, int max) {
+    Wrapper wr;
+    Slice line;
     int k = 0;
-    if (width < 0)
-        return n ? (out[0] = (Slice){text, n}, 1) : 0;
-    size_t cps = cp_len(text, n);
-    while (cps > (size_t)width) {
-        size_t end = cp_offset(text, n, (size_t)width + 1), cut = 0;
-        for (size_t i = end; i-- > 0;)
-            if (text[i] == ' ') {
-                cut = i;
-                break;
-            }
-        if (cut == 0)
-            cut = cp_offset(text, n, (size_t)width);
+    wrap_start(&wr, text, n, width);
+    while (wrap_next(&wr, &line)) {
         if (k >= max)
             return -1;
-        out[k++] = (Slice){text, cut};
-        cps -= cp_len(text, cut);
-        text += cut;
-        n -= cut;
-        while (n && *text == ' ') {
-            text++;
-            n--;
-            cps--;
-        }
-    }
-    if (n) {
-        if (k >= max)
-            return -1;
-        out[k++] = (Slice){text, n};
+        out[k++] = line;
     }
     return k;
 }

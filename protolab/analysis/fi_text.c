@@ -176,3 +176,37 @@ int buf_fixed(Buf *b, double x, int digits) {
 }
 
 int buf_fixed3(Buf *b, double x) { return buf_fixed(b, x, 3); }
+
+void wrap_start(Wrapper *w, const char *text, size_t n, int width) {
+    *w = (Wrapper){text, n, width < 0 ? 0 : cp_len(text, n), width};
+}
+
+/* One step of table.wrap's loop: the line up to the last space that lets it fit (else cut at
+ * the width), then the spaces after it dropped (lstrip) */
+int wrap_next(Wrapper *w, Slice *line) {
+    if (w->n == 0)
+        return 0;
+    if (w->width < 0 || w->cps <= (size_t)w->width) {
+        *line = (Slice){w->p, w->n};
+        w->n = 0;
+        return 1;
+    }
+    size_t end = cp_offset(w->p, w->n, (size_t)w->width + 1), cut = 0;
+    for (size_t i = end; i-- > 0;)
+        if (w->p[i] == ' ') {
+            cut = i;
+            break;
+        }
+    if (cut == 0)
+        cut = cp_offset(w->p, w->n, (size_t)w->width);
+    *line = (Slice){w->p, cut};
+    w->cps -= cp_len(w->p, cut);
+    w->p += cut;
+    w->n -= cut;
+    while (w->n && *w->p == ' ') {
+        w->p++;
+        w->n--;
+        w->cps--;
+    }
+    return 1;
+}
