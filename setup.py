@@ -13,10 +13,10 @@ setup(ext_modules=[Extension(
         "protolab/analysis/fi_map.c", "protolab/analysis/fi_read.c",
         "protolab/analysis/fi_decode.c", "protolab/analysis/fi_tcp.c",
         "protolab/analysis/fi_text.c", "protolab/analysis/fi_out.c",
-        "protolab/analysis/fi_flows.c",
+        "protolab/analysis/fi_flows.c", "protolab/analysis/fi_spool.c",
         "protolab/analysis/fast_dns.c", "protolab/analysis/fast_quic.c"],
     depends=["protolab/analysis/fastinspect.h", "protolab/analysis/fi_core.h",
              "protolab/analysis/fi_map.h", "protolab/analysis/fi_out.h",
              "protolab/analysis/fi_flows.h", "protolab/analysis/fast_map.h",
-             "protolab/analysis/fast_text.h"],
+             "protolab/analysis/fast_text.h", "protolab/analysis/fi_spool.h"],
     extra_compile_args=["-O2", "-std=c11", "-Wall"], optional=True)])

@@ -791,13 +791,22 @@ def _inspect_compiled(path: str, opts: Options) -> Result | None:
             raise OutputClosed from None
 
     try:
-        got = fast_inspect.run(path, opts, write, sys.stdout.encoding or "")
+        got = fast_inspect.run(path, opts, write, sys.stdout.encoding or "", _stdout_fd())
         sys.stdout.flush()
     except fast_inspect.FastPathUnavailable as exc:
         raise CliError(str(exc)) from None
     except BrokenPipeError:
         raise OutputClosed from None
     return got
+
+
+def _stdout_fd() -> int:
+    """stdout's file descriptor (its Python buffers flushed), or -1 where it has none (a test's
+    in-memory stream): the compiled path writes there itself."""
+    try:
+        return sys.stdout.buffer.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return -1
 
 
 def _inspect_exposed(args: argparse.Namespace) -> int:

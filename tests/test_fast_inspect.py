@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -534,6 +535,101 @@ def test_both_paths_print_the_same_for_any_dns_and_quic_exchange(data, link, fmt
         path = Path(tmp) / "udp.pcap"
         path.write_bytes(capture_bytes(frames, linktype, fmt))
         assert not differences(path, options, f"{len(packets)} datagrams, {link}, {fmt}")
+
+
+# -- the spool: one pass, and nothing printed before the whole capture is known covered ---------
+
+#: what the spool tests print: the table and --flows, 120 columns (the piped default)
+SPOOL_VIEWS = {"table": (), "flows": ("--flows",)}
+
+
+def _spooled(path: Path, view: str, *, fd: int = -1, spool_memory: int,
+             tmpdir: Path | None = None) -> tuple[fast_inspect.Result | None, bytes]:
+    """fast_inspect.run itself (PROTOLAB_INSPECT=auto): what it returned, and the bytes it
+    handed to `write` (those written to `fd` are the caller's to read)."""
+    from protolab.analysis.inspect import Options
+
+    require(built(), "the compiled extension is not built")
+    chunks: list[bytes] = []
+    opts = Options(flows=view == "flows", width=120)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(fast_inspect.ENV, "auto")
+        if tmpdir is not None:
+            mp.setenv("TMPDIR", str(tmpdir))
+        got = fast_inspect.run(path, opts, chunks.append, "utf-8", fd, spool_memory)
+    return got, b"".join(chunks)
+
+
+def _python_prints(path: Path, view: str) -> bytes:
+    ran = inspect(path, (*SPOOL_VIEWS[view], "--width", "120"), "python")
+    assert ran.code == 0
+    return ran.stdout
+
+
+@pytest.mark.parametrize("view", list(SPOOL_VIEWS))
+@pytest.mark.parametrize("spool_memory", [0, 1000, fast_inspect.SPOOL_MEMORY])
+def test_what_the_spool_keeps_in_memory_and_in_its_file_comes_out_whole(view, spool_memory,
+                                                                         tmp_path) -> None:
+    path = ROOT / "captures/tcp-demo.ref.pcap"
+    want = _python_prints(path, view)
+    assert len(want) > 1000  # so 1000 bytes in memory leaves the rest to the file
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    got, written = _spooled(path, view, spool_memory=spool_memory, tmpdir=spool)
+    assert got is not None and written == want
+    out = tmp_path / "out"  # and through a file descriptor (sendfile where the file is past
+    with out.open("wb") as f:  # the memory)
+        got, written = _spooled(path, view, fd=f.fileno(), spool_memory=spool_memory,
+                                tmpdir=spool)
+    assert (got is not None, written, out.read_bytes()) == (True, b"", want)
+    assert not list(spool.iterdir())  # the spool's file had no name, or lost it at once
+
+
+def test_an_append_mode_stdout_and_a_pipe_get_the_same_bytes(tmp_path) -> None:
+    path = ROOT / "captures/dns-demo.ref.pcap"
+    want = _python_prints(path, "table")
+    out = tmp_path / "out"  # sendfile(2) refuses an O_APPEND file: the spool is read and written
+    out.write_bytes(b"before\n")
+    fd = os.open(out, os.O_WRONLY | os.O_APPEND)
+    try:
+        assert _spooled(path, "table", fd=fd, spool_memory=0)[0] is not None
+    finally:
+        os.close(fd)
+    assert out.read_bytes() == b"before\n" + want
+    read, write = os.pipe()  # a pipe holds 64 KiB: a reader drains it as it fills
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(_read_all(read)))
+    reader.start()
+    try:
+        assert _spooled(path, "table", fd=write, spool_memory=0)[0] is not None
+    finally:
+        os.close(write)
+        reader.join()
+        os.close(read)
+    assert received == [want]
+
+
+def _read_all(fd: int) -> bytes:
+    parts = []
+    while chunk := os.read(fd, 1 << 16):
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+@pytest.mark.parametrize("view", list(SPOOL_VIEWS))
+def test_without_a_spool_file_a_second_pass_prints_the_same(view, tmp_path) -> None:
+    path = ROOT / "captures/tcp-demo.ref.pcap"
+    got, written = _spooled(path, view, spool_memory=100, tmpdir=tmp_path / "no-such-folder")
+    assert got is not None and written == _python_prints(path, view)
+
+
+def test_a_capture_declined_late_has_written_nothing_to_stdout(tmp_path) -> None:
+    path = ROOT / "captures/nat-demo.ref.pcapng"  # capture points: the Python path's
+    out = tmp_path / "out"
+    with out.open("wb") as f:
+        got, written = _spooled(path, "table", fd=f.fileno(), spool_memory=0, tmpdir=tmp_path)
+    assert (got, written, out.read_bytes()) == (None, b"", b"")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
 # -- PROTOLAB_INSPECT itself -----------------------------------------------------------------------

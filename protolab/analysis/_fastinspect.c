@@ -1,10 +1,12 @@
 /* The compiled fast path of `protolab inspect` (see protolab/analysis/fast_inspect.py): reads,
  * decodes, annotates and prints a capture in one loop, the very bytes the Python path prints.
  *
- * run() first makes a pre-scan: the same reading, decoding, annotating and rendering with
- * nothing printed; if any packet needs something this code does not reproduce exactly it
- * returns a str saying why, having written nothing. Then the printing pass writes through the
- * `write` callable, ~1 MB at a time. The contract with the DNS and QUIC parts is fastinspect.h;
+ * run() makes one pass that prints into a spool (fi_spool.c: memory, then an unnamed temporary
+ * file); if any packet needs something this code does not reproduce exactly it returns a str
+ * saying why, having written nothing. Else it hands the spool to stdout's file descriptor (or
+ * to the `write` callable where stdout has none). Where the spool cannot keep the output (no
+ * temporary file, disk full) the pass goes on without printing and a second pass prints. The
+ * contract with the DNS and QUIC parts is fastinspect.h;
  * the core's files: fi_read.c (pcap, pcapng), fi_decode.c (packets.decode), fi_tcp.c (TCP),
  * fi_out.c (render, table, JSON), fi_flows.c (flow numbers, --flows), fi_row.c (rows). */
 #define PY_SSIZE_T_CLEAN
@@ -15,6 +17,12 @@
 #include "fi_core.h"
 #include "fi_flows.h"
 #include "fi_out.h"
+#include "fi_spool.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <sys/sendfile.h>
+#include <unistd.h>
 
 #define RING (FI_WINDOW + 1)
 #define MAX_TRACKED 50000  /* flows.MAX_TRACKED */
@@ -49,7 +57,10 @@ typedef struct Run {
     int mode, flows_width;
     int64_t limit;      /* -1: none */
     int dns_ports[64], ndns;
-    PyObject *write;
+    PyObject *write;    /* where out_fd is -1 */
+    int out_fd;         /* stdout's file descriptor, or -1 */
+    Spool spool;
+    int spooling;       /* 1: what is printed goes to the spool */
     Out out;
     /* one pass */
     int printing;
@@ -63,19 +74,111 @@ typedef struct Run {
     Buf buf;
 } Run;
 
-/* Python's write(bytes) with what is in the buffer */
-static int emit(void *arg, Buf *out) {
-    Run *run = arg;
-    if (out->len == 0)
+/* an interrupted write: a pending signal's handler runs (Ctrl-C raises there); -2 when it
+ * raised, 0 to try again */
+static int interrupted(void) { return PyErr_CheckSignals() < 0 ? -2 : 0; }
+
+/* write(2) all of it to stdout's descriptor: 0, or -2 with OSError set (BrokenPipeError...) */
+static int fd_write(int fd, const char *p, size_t n) {
+    while (n > 0) {
+        ssize_t k = write(fd, p, n);
+        if (k > 0) {
+            p += k;
+            n -= (size_t)k;
+        } else if (k < 0 && errno == EINTR) {
+            if (interrupted() < 0)
+                return -2;
+        } else if (k < 0 && errno == EAGAIN) {  /* a non-blocking stdout: wait for room */
+            struct pollfd w = {.fd = fd, .events = POLLOUT};
+            if (poll(&w, 1, -1) < 0 && errno == EINTR && interrupted() < 0)
+                return -2;
+        } else {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -2;
+        }
+    }
+    return 0;
+}
+
+/* n bytes to stdout: its descriptor, or Python's write(bytes) */
+static int deliver(Run *run, const char *p, size_t n) {
+    if (n == 0)
         return 0;
-    PyObject *chunk = PyBytes_FromStringAndSize(out->p, (Py_ssize_t)out->len);
-    out->len = 0;
+    if (run->out_fd >= 0)
+        return fd_write(run->out_fd, p, n);
+    PyObject *chunk = PyBytes_FromStringAndSize(p, (Py_ssize_t)n);
     if (chunk == NULL)
-        return -1;
+        return -2;
     PyObject *got = PyObject_CallOneArg(run->write, chunk);
     Py_DECREF(chunk);
     Py_XDECREF(got);
     return got == NULL ? -2 : 0;
+}
+
+/* what is in the buffer, to the spool or to stdout; a spool that cannot keep it makes the rest
+ * of the pass a pre-scan (nothing formatted) and a second pass print */
+static int emit(void *arg, Buf *out) {
+    Run *run = arg;
+    size_t n = out->len;
+    out->len = 0;
+    if (!run->spooling)
+        return deliver(run, out->p, n);
+    if (spool_put(&run->spool, out->p, n) < 0)
+        run->printing = 0;
+    return 0;
+}
+
+/* the spool's file part by sendfile(2) where stdout takes it: 1 sent, 0 not taken, -2 error */
+static int send_file_part(Run *run) {
+    off_t at = 0;
+    while (at < run->spool.file_len) {
+        size_t want = (size_t)(run->spool.file_len - at);
+        ssize_t k = sendfile(run->out_fd, run->spool.fd, &at, want < (1u << 30) ? want : 1u << 30);
+        if (k < 0 && errno == EINTR) {
+            if (interrupted() < 0)
+                return -2;
+        } else if (k < 0 && at == 0 && (errno == EINVAL || errno == ENOSYS)) {
+            return 0;  /* e.g. an O_APPEND stdout */
+        } else if (k < 0 && errno == EAGAIN) {
+            struct pollfd w = {.fd = run->out_fd, .events = POLLOUT};
+            if (poll(&w, 1, -1) < 0 && errno == EINTR && interrupted() < 0)
+                return -2;
+        } else if (k <= 0) {
+            if (k == 0)
+                errno = EIO;  /* the file is shorter than what was written to it */
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -2;
+        }
+    }
+    return 1;
+}
+
+/* the whole spool to stdout, in order */
+static int deliver_spool(Run *run) {
+    Spool *s = &run->spool;
+    int r = deliver(run, s->mem.p, s->mem.len);
+    if (r < 0 || s->file_len == 0)
+        return r;
+    if (run->out_fd >= 0 && (r = send_file_part(run)) != 0)
+        return r < 0 ? r : 0;
+    char *chunk = malloc(FI_CHUNK);
+    if (chunk == NULL) {
+        PyErr_NoMemory();
+        return -2;
+    }
+    for (int64_t at = 0; r == 0 && at < s->file_len;) {
+        ssize_t k = spool_read(s, at, chunk, FI_CHUNK);
+        if (k <= 0) {
+            errno = k == 0 ? EIO : errno;
+            PyErr_SetFromErrno(PyExc_OSError);
+            r = -2;
+        } else {
+            r = deliver(run, chunk, (size_t)k);
+            at += k;
+        }
+    }
+    free(chunk);
+    return r;
 }
 
 /* annotate_udp._printable and udp_row */
@@ -277,6 +380,8 @@ static int pass_loop(Run *run, Reader *rd) {
     int64_t number = 0;
     int r;
     while ((r = reader_next(rd, &rec)) > 0) {
+        if ((number & 0xFFFF) == 0xFFFF && PyErr_CheckSignals() < 0)
+            return -2;  /* Ctrl-C */
         if (decode(&rec, ++number, &p, run->ctx->why, sizeof run->ctx->why) < 0)
             return -1;
         if (number == 1)
@@ -321,10 +426,10 @@ static int pass(Run *run, int printing) {
     if (r == 0)
         r = pass_loop(run, &rd);
     reader_close(&rd);
-    if (r == 0 && printing && flows)
+    if (r == 0 && run->printing && flows)
         r = flows_print(&run->flows, run->tcp, run->mode == M_FLOWS_JSON, run->flows_width,
                         &run->buf, emit, run);
-    if (r == 0 && printing)
+    if (r == 0 && run->printing)
         r = emit(run, &run->buf);
     pass_free(run);
     return r;
@@ -446,17 +551,23 @@ static PyObject *result(Run *run, int r, const char *why) {
 
 static PyObject *fast_run(PyObject *self, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"path", "mode", "widths", "state_width", "beside", "limit",
-                             "dns_ports", "flows_width", "templates", "names", "write", NULL};
-    const char *path, *mode;
+                             "dns_ports", "flows_width", "templates", "names", "write", "fd",
+                             "spool_dir", "spool_memory", NULL};
+    const char *path, *mode, *spool_dir;
     PyObject *widths, *ports, *templates, *names, *write;
-    int state_width, beside, flows_width;
+    int state_width, beside, flows_width, fd;
     long long limit;
+    Py_ssize_t spool_memory;
     (void)self;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s$sOipLOiOOO", kwlist, &path, &mode,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s$sOipLOiOOOisn", kwlist, &path, &mode,
                                      &widths, &state_width, &beside, &limit, &ports,
-                                     &flows_width, &templates, &names, &write))
+                                     &flows_width, &templates, &names, &write, &fd, &spool_dir,
+                                     &spool_memory))
         return NULL;
-    Run run = {.path = path, .limit = limit, .flows_width = flows_width, .write = write};
+    if (spool_memory < 0)
+        spool_memory = 0;
+    Run run = {.path = path, .limit = limit, .flows_width = flows_width, .write = write,
+               .out_fd = fd};
     run.ctx = calloc(1, sizeof *run.ctx);
     if (run.ctx == NULL)
         return PyErr_NoMemory();
@@ -477,9 +588,15 @@ static PyObject *fast_run(PyObject *self, PyObject *args, PyObject *kwargs) {
         why = take_ports(&run, ports);
     if (why != NULL)
         return result(&run, 0, why);
-    int r = pass(&run, 0);
-    if (r == 0)
-        r = pass(&run, 1);
+    spool_init(&run.spool, spool_memory, spool_dir);
+    run.spooling = 1;
+    int r = pass(&run, 1);
+    run.spooling = 0;
+    if (r == 0 && !run.spool.lost)
+        r = deliver_spool(&run);
+    else if (r == 0)
+        r = pass(&run, 1);  /* the spool could not keep the output: print it now */
+    spool_free(&run.spool);
     return result(&run, r, NULL);
 }
 
@@ -508,7 +625,8 @@ static PyObject *fast_names(PyObject *self, PyObject *unused) {
 static PyMethodDef methods[] = {
     {"run", (PyCFunction)(void (*)(void))fast_run, METH_VARARGS | METH_KEYWORDS,
      "run(path, *, mode, widths, state_width, beside, limit, dns_ports, flows_width, templates, "
-     "names, write) -> (read, matched, shown, flows), or a str saying why it declines"},
+     "names, write, fd, spool_dir, spool_memory) -> (read, matched, shown, flows), or a str "
+     "saying why it declines (nothing written then)"},
     {"names", fast_names, METH_NOARGS, "names() -> (kinds, holders, actions) in the C enums' order"},
     {NULL, NULL, 0, NULL},
 };

@@ -5,9 +5,12 @@ required) reads, decodes, annotates and lays out the capture in one loop. It pri
 bytes as the Python path (`protolab.analysis.inspect`, the readable reference and the fallback);
 the differential test (tests/test_fast_inspect.py) runs both on every capture and requires it.
 
-Before it prints anything, the extension reads the whole capture once without printing (the
-pre-scan): if any packet needs something it does not implement, it declines (returns None) and the
-Python path prints the capture instead, so a run never switches paths mid-output. Every sentence
+Before it prints anything, the extension reads the whole capture once, printing into a spool (the
+first SPOOL_MEMORY bytes in memory, the rest in an unnamed temporary file): if any packet needs
+something it does not implement, it declines (returns None) and the Python path prints the capture
+instead, so a run never switches paths mid-output; else it hands the spool to stdout. Where the
+spool cannot keep it all (no temporary file, disk full) it reads the capture a second time to
+print it. Every sentence
 comes from `facts.TEMPLATES`, handed to the extension at each run: rewording one changes both paths.
 
 PROTOLAB_INSPECT=python forces the Python path; =compiled makes a decline an error (for tests and
@@ -34,6 +37,7 @@ class Path(Enum):
 
 
 ENV = "PROTOLAB_INSPECT"
+SPOOL_MEMORY = 8 << 20  #: bytes of output kept in memory before the temporary file takes the rest
 
 
 class FastPathUnavailable(Exception):
@@ -89,10 +93,12 @@ def covers(opts: Options) -> bool:
 
 
 def run(path: str | os.PathLike[str], opts: Options, write: Callable[[bytes], object],
-        encoding: str = "utf-8") -> Result | None:
-    """Print the capture through the compiled path with `write` (bytes, UTF-8) and return what
-    it read and printed; None when the Python path must print it (forced, not built, options or
-    a capture it does not cover: nothing was written then). Raises FastPathUnavailable under
+        encoding: str = "utf-8", fd: int = -1,
+        spool_memory: int = SPOOL_MEMORY) -> Result | None:
+    """Print the capture through the compiled path and return what it read and printed; None
+    when the Python path must print it (forced, not built, options or a capture it does not
+    cover: nothing was written then). It writes UTF-8 bytes to the file descriptor `fd` (stdout's,
+    flushed) where one is given, else through `write`. Raises FastPathUnavailable under
     PROTOLAB_INSPECT=compiled instead of returning None."""
     path_choice = chosen()
     if path_choice is Path.PYTHON:
@@ -102,7 +108,8 @@ def run(path: str | os.PathLike[str], opts: Options, write: Callable[[bytes], ob
     if why is None and ext is None:
         why = "the compiled extension is not built"
     if why is None:
-        got = ext.run(os.fspath(path), **_arguments(opts), write=write)
+        got = ext.run(os.fspath(path), **_arguments(opts), write=write, fd=fd,
+                      spool_dir=os.environ.get("TMPDIR") or "/tmp", spool_memory=spool_memory)
         if isinstance(got, tuple):
             return Result(*got)
         why = f"the capture needs the Python path: {got}"
