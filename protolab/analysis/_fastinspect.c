@@ -269,6 +269,33 @@ static int icmp_row(const Pkt *p, Row *row, Ctx *ctx) {
                                                  : "");
 }
 
+/* Row.flow where the annotator left none: "proto lower↔higher" (the endpoints' text in order) */
+static const char *flow_text(Row *row) {
+    const char *lo = row->src, *hi = row->dst;
+    if (strcmp(lo, hi) >= 0) {
+        lo = row->dst;
+        hi = row->src;
+    }
+    char low[16];  /* str.lower of the ASCII name */
+    size_t np = 0;
+    for (; row->proto[np] && np < sizeof low - 1; np++)
+        low[np] = (char)(row->proto[np] >= 'A' && row->proto[np] <= 'Z' ? row->proto[np] + 32
+                                                                       : row->proto[np]);
+    low[np] = 0;
+    size_t nl = strlen(lo), nh = strlen(hi);
+    char text[256];
+    if (np + nl + nh + 5 > sizeof text)
+        return row_printf(row, "%s %s↔%s", low, lo, hi);
+    memcpy(text, low, np);
+    char *at = text + np;
+    *at++ = ' ';
+    memcpy(at, lo, nl);
+    at += nl;
+    memcpy(at, "↔", 3);  /* U+2194 in UTF-8 */
+    memcpy(at + 3, hi, nh);
+    return row_strndup(row, text, np + 1 + nl + 3 + nh);
+}
+
 /* annotate.Annotator._annotate (one capture point) and _annotate_protocol */
 static int annotate(Run *run, const Pkt *p, Row *row) {
     Ctx *ctx = run->ctx;
@@ -302,18 +329,8 @@ static int annotate(Run *run, const Pkt *p, Row *row) {
     }
     if (r < 0)
         return ctx_decline(ctx, "packet %lld: declined", (long long)p->number);
-    if (run->mode != M_TABLE && (row->flow == NULL || row->flow[0] == 0)) {
-        /* Row.flow: the table never prints its number (leave), the other views do */
-        int lt = strcmp(row->src, row->dst) < 0;
-        char lower[16];
-        size_t i = 0;
-        for (; row->proto[i] && i < sizeof lower - 1; i++)
-            lower[i] = (char)(row->proto[i] >= 'A' && row->proto[i] <= 'Z' ? row->proto[i] + 32
-                                                                          : row->proto[i]);
-        lower[i] = 0;
-        row->flow = row_printf(row, "%s %s↔%s", lower, lt ? row->src : row->dst,
-                               lt ? row->dst : row->src);
-    }
+    if (run->mode != M_TABLE && (row->flow == NULL || row->flow[0] == 0))
+        row->flow = flow_text(row);  /* Row.flow: the table never prints it, the others do */
     return 0;
 }
 
