@@ -4,8 +4,8 @@ Ethernet/IPv4 frames (the benchmark capture of bench/inspect_vs_tshark.py):
     python bench/fastp_time.py FILE
 
 bench/fastp_driver.c reads the file, and hands every UDP datagram to the parts (DNS, QUIC or
-both) or, for a baseline, to none; the parts' cost is the difference. One pass: the compiled path
-makes two (the pre-scan and the printing pass).
+both) or, for a baseline, to none; the parts' cost is the difference, in one pass over the file
+(as the compiled path makes).
 """
 
 from __future__ import annotations
