@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import Enum
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
-    from protolab.analysis.inspect import Options
+    from protolab.analysis.inspect_options import Options
 
 
 class Path(Enum):
@@ -40,8 +39,7 @@ class FastPathUnavailable(Exception):
     """PROTOLAB_INSPECT=compiled, and the compiled path cannot print this capture."""
 
 
-@dataclass(frozen=True)
-class Result:
+class Result(NamedTuple):
     read: int  #: packets read
     matched: int  #: packets chosen (the fast path has no --filter: all of them)
     shown: int  #: packets printed (--limit cuts the rest)
@@ -122,7 +120,7 @@ def _why_not(opts: Options, encoding: str) -> str | None:
 def _arguments(opts: Options) -> dict:
     """What the extension needs of the options and of the Python path's tables (the layout,
     the sentences), so both print from one source."""
-    from protolab.analysis.facts import TEMPLATES, Action, Holder, Kind
+    from protolab.analysis.fact_kinds import TEMPLATES, Action, Holder, Kind
     from protolab.analysis.table import MIN_WIDTH, layout, table_width
 
     flows, as_json = bool(opts.flows), bool(opts.json)

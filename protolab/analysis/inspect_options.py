@@ -1,14 +1,16 @@
 """What `protolab inspect` is asked (`Options`) and what its packet view counted (`Tally`).
 
 Light on purpose: the command reads these before anything that annotates, so a run the compiled
-fast path prints (protolab.analysis.fast_inspect) imports no annotator, dnspython or wsproto.
-The Python path that uses them is protolab.analysis.inspect.
+fast path prints (protolab.analysis.fast_inspect) imports no annotator, dnspython or wsproto; nor
+`dataclasses` (it imports `inspect`, `ast` and `dis`: ~10 ms of a 60 ms start-up), hence a
+NamedTuple and a class of three counters. The Python path that uses them is
+protolab.analysis.inspect.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from protolab.wire.dns_wire import DNS_PORTS
 
@@ -20,8 +22,7 @@ class By(Enum):
     HOST = "host"  #: one lifeline per address
 
 
-@dataclass
-class Options:
+class Options(NamedTuple):
     filter: str | None = None
     limit: int | None = None
     json: bool = False
@@ -40,10 +41,16 @@ class Options:
     ascii: bool = False  #: draw the terminal's ladder in ASCII only
 
 
-@dataclass
 class Tally:
-    """What the packet view read, selected and printed (for the lines said after the table)."""
+    """What the packet view read, selected and printed (for the lines said after the table),
+    counted as it goes."""
 
-    read: int = 0  #: packets read from the file
-    matched: int = 0  #: of those, selected by --filter / --flow
-    shown: int = 0  #: of those, printed (--limit cuts the rest)
+    __slots__ = ("read", "matched", "shown")
+
+    def __init__(self, read: int = 0, matched: int = 0, shown: int = 0) -> None:
+        self.read = read  #: packets read from the file
+        self.matched = matched  #: of those, selected by --filter / --flow
+        self.shown = shown  #: of those, printed (--limit cuts the rest)
+
+    def __repr__(self) -> str:
+        return f"Tally(read={self.read}, matched={self.matched}, shown={self.shown})"

@@ -11,10 +11,11 @@ import json
 import shutil
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING, NamedTuple
 
-from protolab.analysis.facts import Row
+if TYPE_CHECKING:
+    from protolab.analysis.facts import Row
 
 WIDTHS = (6, 8, 42, 6, 40)  #: #, time, source → destination, proto, summary; then the state
 GAP = 2  #: spaces between columns
@@ -28,8 +29,7 @@ STATE_INDENT = 8
 MIN_WIDTH = 60  #: narrower is laid out as if this wide
 
 
-@dataclass(frozen=True, slots=True)
-class Layout:
+class Layout(NamedTuple):
     """Where each cell of the annotated table goes, for one width."""
 
     widths: tuple[int, ...]  #: the row's columns: #, time, source → destination, proto, summary
