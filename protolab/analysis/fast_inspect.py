@@ -12,18 +12,18 @@ comes from `facts.TEMPLATES`, handed to the extension at each run: rewording one
 
 PROTOLAB_INSPECT=python forces the Python path; =compiled makes a decline an error (for tests and
 the benchmark); unset or =auto: compiled where it is built and accepts the capture, else Python.
-"""
 
-from __future__ import annotations
+No `from __future__ import annotations` here: NamedTuple would compile each field's annotation
+kept as a string to check it (typing.ForwardRef), at every start-up.
+"""
 
 import os
 from collections.abc import Callable
 from enum import Enum
 from types import ModuleType
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
-if TYPE_CHECKING:
-    from protolab.analysis.inspect_options import Options
+from protolab.analysis.inspect_options import Options
 
 
 class Path(Enum):
