@@ -94,6 +94,20 @@ def _on_the_python_path(module: str) -> bool:
             or top in NOT_ON_THE_COMPILED_PATH)
 
 
+def _inspect_modules(args: list[str], which: str) -> tuple[str, object, list[str]]:
+    """`protolab inspect ARGS` under PROTOLAB_INSPECT=`which`, in a fresh interpreter: what it
+    printed, its exit code, and every module it had imported at the end."""
+    argv = ["protolab", "inspect", str(ROOT / "captures" / args[0]), *args[1:]]
+    code = (f"import json, sys, runpy; sys.argv = {argv!r}\n"
+            "try:\n    runpy.run_module('protolab', run_name='__main__')\n"
+            "except SystemExit as exc:\n    code = exc.code\n"
+            "print(json.dumps([code, sorted(sys.modules)]), file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, env={**os.environ, fast_inspect.ENV: which})
+    exit_code, modules = json.loads(out.stderr.splitlines()[-1])
+    return out.stdout, exit_code, modules
+
+
 @pytest.mark.parametrize("args", [["dns-demo.ref.pcap"], ["quic-demo.ref.pcap", "--flows"],
                                   ["cache-demo.ref.pcap", "--json"]])
 def test_inspect_the_compiled_path_prints_imports_no_annotator(args) -> None:
@@ -101,15 +115,8 @@ def test_inspect_the_compiled_path_prints_imports_no_annotator(args) -> None:
     options from a light module and tries the compiled path before importing the Python path;
     the C has its DNS names built in (fast_dns_names.h)."""
     require(fast_inspect.extension() is not None, "the compiled extension is not built")
-    argv = ["protolab", "inspect", str(ROOT / "captures" / args[0]), *args[1:]]
-    code = (f"import json, sys, runpy; sys.argv = {argv!r}\n"
-            "try:\n    runpy.run_module('protolab', run_name='__main__')\n"
-            "except SystemExit as exc:\n    code = exc.code\n"
-            "print('EXIT', code, json.dumps(sorted(sys.modules)), file=sys.stderr)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60, env={**os.environ, fast_inspect.ENV: "compiled"})
-    assert out.stdout and out.stderr.startswith("EXIT 0 "), out.stderr  # printed: compiled
-    modules = json.loads(out.stderr.split(" ", 2)[2])
+    printed, exit_code, modules = _inspect_modules(args, "compiled")
+    assert printed and exit_code == 0  # the compiled path printed it (or it would exit 2)
     assert "protolab.analysis._fastinspect" in modules
     assert [m for m in modules if _on_the_python_path(m)] == []
 
@@ -117,14 +124,8 @@ def test_inspect_the_compiled_path_prints_imports_no_annotator(args) -> None:
 def test_the_python_path_imports_what_the_compiled_path_must_not() -> None:
     """The list above is not empty words: PROTOLAB_INSPECT=python imports them (the annotators,
     dnspython's parsers)."""
-    argv = ["protolab", "inspect", str(ROOT / "captures" / "dns-demo.ref.pcap")]
-    code = (f"import json, sys, runpy; sys.argv = {argv!r}\n"
-            "try:\n    runpy.run_module('protolab', run_name='__main__')\n"
-            "except SystemExit:\n    pass\n"
-            "print(json.dumps(sorted(sys.modules)), file=sys.stderr)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60, env={**os.environ, fast_inspect.ENV: "python"})
-    modules = json.loads(out.stderr)
+    printed, exit_code, modules = _inspect_modules(["dns-demo.ref.pcap"], "python")
+    assert printed and exit_code == 0
     assert {"protolab.analysis.annotate_dns", "protolab.analysis.inspect", "dns.rdata",
             "wsproto", "dataclasses"} <= {m for m in modules if _on_the_python_path(m)}
 
