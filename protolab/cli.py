@@ -17,7 +17,7 @@ from protolab import __version__
 
 if TYPE_CHECKING:
     from protolab.analysis.fast_inspect import Result
-    from protolab.analysis.inspect import Options, Tally
+    from protolab.analysis.inspect_options import Options, Tally
 
 Subparsers = argparse._SubParsersAction  #: what `add_subparsers` returns
 
@@ -740,13 +740,11 @@ def _inspect_arguments(sub: Subparsers) -> None:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Exit 0 when rows were printed; 1 when none matched (as grep) or the file is bad (after
-    printing what could be read); 2 for a bad option, filter or --secrets/--write-annotated."""
-    from protolab.analysis.annotate import DNS_PORTS
-    from protolab.analysis.export import FileError
-    from protolab.analysis.filter import FilterError
-    from protolab.analysis.inspect import Options, Tally, run
-    from protolab.analysis.ladder_text import TooWide
-    from protolab.wire.pcap import PcapError
+    printing what could be read); 2 for a bad option, filter or --secrets/--write-annotated.
+    The compiled path is tried first, with only the light modules it needs: the annotators are
+    imported when the Python path prints."""
+    from protolab.analysis.inspect_options import Options, Tally
+    from protolab.wire.dns_wire import DNS_PORTS
 
     if args.secrets and not args.write_annotated:
         raise CliError("--secrets goes with --write-annotated (it embeds the key log there)")
@@ -756,11 +754,23 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                    flow=args.flow, detail=args.detail, write_annotated=args.write_annotated,
                    secrets=args.secrets, wide=args.wide, width=args.width,
                    dns_ports=frozenset(args.dns_port or ()) | DNS_PORTS, **_pictures(args))
-    tally = Tally()
     packet_view = not (args.flows or args.detail or args.write_annotated)
     if (fast := _inspect_compiled(args.file, opts)) is not None:
-        tally.read, tally.matched, tally.shown = fast.read, fast.matched, fast.shown
+        tally = Tally(fast.read, fast.matched, fast.shown)
         return _inspect_notes(args, tally) if packet_view else 0
+    return _inspect_python(args, opts, packet_view)
+
+
+def _inspect_python(args: argparse.Namespace, opts: Options, packet_view: bool) -> int:
+    """`inspect` through the Python path (protolab.analysis.inspect): cmd_inspect's exits."""
+    from protolab.analysis.export import FileError
+    from protolab.analysis.filter import FilterError
+    from protolab.analysis.inspect import run
+    from protolab.analysis.inspect_options import Tally
+    from protolab.analysis.ladder_text import TooWide
+    from protolab.wire.pcap import PcapError
+
+    tally = Tally()
     lines = Lines()
     try:
         try:
@@ -833,7 +843,7 @@ def _inspect_exposed(args: argparse.Namespace) -> int:
 
 def _pictures(args: argparse.Namespace) -> dict:
     """inspect's --ladder, --mermaid, --html, --by and --ascii, checked, as Options fields."""
-    from protolab.analysis.ladder import By
+    from protolab.analysis.inspect_options import By
 
     drawn = args.ladder or args.mermaid or args.html
     if drawn and (args.flows or args.detail or args.write_annotated or args.json or args.wide):
@@ -934,38 +944,42 @@ def _faults(args: argparse.Namespace):
     return plan if plan.active else None
 
 
-#: the subcommands, in the order --help lists them: each declares its arguments and its function
-SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
-    _dns_demo_arguments,
-    _tcp_demo_arguments,
-    _udp_demo_arguments,
-    _quic_demo_arguments,
-    _nat_demo_arguments,
-    _tcp_attack_demo_arguments,
-    _tls_demo_arguments,
-    _hijack_demo_arguments,
-    _ws_demo_arguments,
-    _cache_demo_arguments,
-    _backend_arguments,
-    _lb_arguments,
-    _litmus_arguments,
-    _doctor_arguments,
-    _captures_arguments,
-    _labs_arguments,
-    _check_arguments,
-    _inspect_arguments,
-)
+#: the subcommands by name, in the order --help lists them: each declares its arguments and its
+#: function (and adds the parser of that name: tests/test_cli.py holds the two to each other)
+SUBCOMMANDS: dict[str, Callable[[Subparsers], None]] = {
+    "dns-demo": _dns_demo_arguments,
+    "tcp-demo": _tcp_demo_arguments,
+    "udp-demo": _udp_demo_arguments,
+    "quic-demo": _quic_demo_arguments,
+    "nat-demo": _nat_demo_arguments,
+    "tcp-attack-demo": _tcp_attack_demo_arguments,
+    "tls-demo": _tls_demo_arguments,
+    "hijack-demo": _hijack_demo_arguments,
+    "ws-demo": _ws_demo_arguments,
+    "cache-demo": _cache_demo_arguments,
+    "backend": _backend_arguments,
+    "lb": _lb_arguments,
+    "litmus": _litmus_arguments,
+    "doctor": _doctor_arguments,
+    "captures": _captures_arguments,
+    "labs": _labs_arguments,
+    "check": _check_arguments,
+    "inspect": _inspect_arguments,
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command's parser; `only`: with that subcommand alone (what `main` builds to run it:
+    the others' arguments cost most of a short run's start-up, and parse nothing of its line)."""
     parser = argparse.ArgumentParser(
         prog="protolab",
         description="See where state lives in network protocols: run a demo, capture it, read "
                     "the annotated capture.")
     parser.add_argument("--version", action="version", version=f"protolab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for arguments in SUBCOMMANDS:
-        arguments(sub)
+    for name, arguments in SUBCOMMANDS.items():
+        if only is None or name == only:
+            arguments(sub)
     return parser
 
 
@@ -973,7 +987,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand. Ctrl-C, SIGTERM and SIGHUP unwind it like an exception (its children
     killed, its temp files removed: see `protolab.net.lifecycle`) and end in one line, exit
     128+N."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # A line that starts with a subcommand's name is parsed by that subcommand alone; any other
+    # (--help, --version, a mistyped name) needs them all, to list them.
+    parser = build_parser(argv[0] if argv and argv[0] in SUBCOMMANDS else None)
     args = parser.parse_args(argv)
     from protolab.net import lifecycle
 

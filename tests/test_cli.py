@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+import os
 import subprocess
 import sys
 
 import pytest
 
-from protolab.cli import build_parser
+from protolab.analysis import fast_inspect
+from protolab.cli import SUBCOMMANDS, build_parser
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, require, run_cli
 
 HEAVY = ("scapy", "aioquic", "dns", "tabulate", "pyroute2", "wsproto", "redis")
 
@@ -35,6 +40,94 @@ def test_every_subcommand_has_help() -> None:
     for name, p in sub.choices.items():
         assert p.description, name
         assert p.format_help().startswith(f"usage: protolab {name}")
+
+
+def test_the_subcommands_are_their_parsers() -> None:
+    """SUBCOMMANDS' names are the parsers' names, in --help's order, and each alone builds the
+    very parser it is among all (what `main` builds to run one)."""
+    every = next(a for a in build_parser()._actions if a.dest == "command").choices
+    assert list(every) == list(SUBCOMMANDS)
+    for name in SUBCOMMANDS:
+        alone = next(a for a in build_parser(name)._actions if a.dest == "command").choices
+        assert list(alone) == [name]
+        assert alone[name].format_help() == every[name].format_help()
+
+
+def _parsed(parser_of, argv: list[str]) -> tuple[object, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            got = vars(parser_of(argv).parse_args(argv))
+        except SystemExit as exc:
+            got = exc.code
+    return got, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("argv", [
+    ["inspect"], ["inspect", "x.pcap", "--bogus"], ["inspect", "x.pcap", "--limit", "0"],
+    ["inspect", "x.pcap", "--flows", "--flow", "2"], ["inspect", "-h"], ["inspect", "x.pcap"],
+    ["inspect", "x.pcap", "--version"], ["dns-demo", "--queries", "0"], ["doctor", "extra"],
+    ["check", "--help"]])
+def test_a_line_parses_alike_by_its_subcommand_alone(argv) -> None:
+    """What `main` prints and returns for a line parsed by its subcommand's parser alone is what
+    the parser of every subcommand makes of it: the values, the usage errors, the help."""
+    alone = _parsed(lambda a: build_parser(a[0]), argv)
+    assert alone == _parsed(lambda a: build_parser(), argv)
+    assert alone[1] or alone[2] or isinstance(alone[0], dict)  # it did parse, or said why not
+
+
+#: what a run of `inspect` the compiled path prints must not import: the Python path's
+#: annotators (every protolab.analysis.annotate*), its rows and packet decoder, the libraries they
+#: decode with (dnspython: only `dns.version`, which says whether the compiled path's copy of
+#: its names is this dnspython's), and `dataclasses` (it imports inspect, ast and dis: ~10 ms)
+NOT_ON_THE_COMPILED_PATH = ("protolab.analysis.inspect", "protolab.analysis.flows",
+                            "protolab.analysis.facts", "protolab.wire.packets",
+                            "protolab.protocols.tcp", "dataclasses", "scapy", "aioquic",
+                            "wsproto", "h11", "tabulate")
+
+
+def _on_the_python_path(module: str) -> bool:
+    top = module.split(".")[0]
+    if top == "dns":
+        return module not in ("dns", "dns.version")
+    return (module.startswith("protolab.analysis.annotate") or module in NOT_ON_THE_COMPILED_PATH
+            or top in NOT_ON_THE_COMPILED_PATH)
+
+
+def _inspect_modules(args: list[str], which: str) -> tuple[str, object, list[str]]:
+    """`protolab inspect ARGS` under PROTOLAB_INSPECT=`which`, in a fresh interpreter: what it
+    printed, its exit code, and every module it had imported at the end."""
+    argv = ["protolab", "inspect", str(ROOT / "captures" / args[0]), *args[1:]]
+    code = (f"import json, sys, runpy; sys.argv = {argv!r}\n"
+            "try:\n    runpy.run_module('protolab', run_name='__main__')\n"
+            "except SystemExit as exc:\n    code = exc.code\n"
+            "print(json.dumps([code, sorted(sys.modules)]), file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, env={**os.environ, fast_inspect.ENV: which})
+    exit_code, modules = json.loads(out.stderr.splitlines()[-1])
+    return out.stdout, exit_code, modules
+
+
+@pytest.mark.parametrize("args", [["dns-demo.ref.pcap"], ["quic-demo.ref.pcap", "--flows"],
+                                  ["cache-demo.ref.pcap", "--json"]])
+def test_inspect_the_compiled_path_prints_imports_no_annotator(args) -> None:
+    """The start-up of a compiled run holds (counted in modules, not timed): the CLI reads its
+    options from a light module and tries the compiled path before importing the Python path;
+    the C has its DNS names built in (fast_dns_names.h)."""
+    require(fast_inspect.extension() is not None, "the compiled extension is not built")
+    printed, exit_code, modules = _inspect_modules(args, "compiled")
+    assert printed and exit_code == 0  # the compiled path printed it (or it would exit 2)
+    assert "protolab.analysis._fastinspect" in modules
+    assert [m for m in modules if _on_the_python_path(m)] == []
+
+
+def test_the_python_path_imports_what_the_compiled_path_must_not() -> None:
+    """The list above is not empty words: PROTOLAB_INSPECT=python imports them (the annotators,
+    dnspython's parsers)."""
+    printed, exit_code, modules = _inspect_modules(["dns-demo.ref.pcap"], "python")
+    assert printed and exit_code == 0
+    assert {"protolab.analysis.annotate_dns", "protolab.analysis.inspect", "dns.rdata",
+            "wsproto", "dataclasses"} <= {m for m in modules if _on_the_python_path(m)}
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -28,7 +28,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protolab import cli
 from protolab.analysis import fast_inspect
 from protolab.analysis.facts import Kind
 from protolab.cli import main
@@ -86,9 +85,6 @@ class Ran:
     code: int
 
 
-_PARSER = cli.build_parser()  #: made once: building it is half the time of a small run
-
-
 def inspect(path: Path | str, options: tuple[str, ...], which: str,
             encoding: str = "utf-8") -> Ran:
     """`protolab inspect PATH OPTIONS` with PROTOLAB_INSPECT=`which`, stdout a byte stream in
@@ -96,7 +92,6 @@ def inspect(path: Path | str, options: tuple[str, ...], which: str,
     out = io.TextIOWrapper(io.BytesIO(), encoding=encoding, errors="replace")
     err = io.StringIO()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cli, "build_parser", lambda: _PARSER)
         mp.setenv(fast_inspect.ENV, which)
         mp.delenv("COLUMNS", raising=False)
         mp.setattr(sys, "stdout", out)

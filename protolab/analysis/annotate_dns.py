@@ -12,10 +12,8 @@ from functools import cache
 from itertools import islice
 
 from protolab.analysis.facts import MAX_PENDING, WINDOW, Action, Fact, Holder, Kind, Row
-from protolab.wire.dns_wire import CLASS_IN, question_class, read_simple
+from protolab.wire.dns_wire import CLASS_IN, DNS_PORTS, question_class, read_simple
 from protolab.wire.packets import Decoded
-
-DNS_PORTS = frozenset({53, 5353})
 
 
 @dataclass

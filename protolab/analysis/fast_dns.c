@@ -5,8 +5,8 @@
  *
  * Messages are read by wire/dns_wire.read_simple's rules (RFC 1035 section 4.1); any message it
  * leaves to dnspython is DECLINED (the Python path prints the capture), so what a message is said
- * to be never depends on which path read it. The type and rcode names are dnspython's own,
- * asked from it once per run (dns.rdatatype.to_text, dns.rcode.to_text).
+ * to be never depends on which path read it. The type and rcode names are dnspython's own
+ * (dns.rdatatype.to_text, dns.rcode.to_text): fast_dns_names.h, written from it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -169,6 +169,43 @@ static size_t host_len(const char *endpoint) {
 
 /* ---- dnspython's names ------------------------------------------------------------------------ */
 
+#include "fast_dns_names.h"
+
+/* A type's name where type_text finds it: below 256 by value, else in the (at most 64) others;
+ * 0 when there is no room (then DNS rows decline). `name` is the state's from now on. */
+static int put_type(DnsState *st, long v, char *name) {
+    if (name == NULL || v < 0 || v > 0xFFFF || (v >= 256 && st->high_n >= 64)) {
+        free(name);
+        return 0;
+    }
+    if (v < 256) {
+        free(st->type_low[v]);
+        st->type_low[v] = name;
+    } else {
+        st->high_value[st->high_n] = (unsigned)v;
+        st->high_name[st->high_n++] = name;
+    }
+    return 1;
+}
+
+/* The names of fast_dns_names.h, where the dnspython installed is the one they were written from
+ * (dns.version, the only module of dnspython a run imports for it); 0 with another one. */
+static int table_names(DnsState *st) {
+    PyObject *module = PyImport_ImportModule("dns.version");
+    PyObject *version = module ? PyObject_GetAttrString(module, "version") : NULL;
+    const char *text = version && PyUnicode_Check(version) ? PyUnicode_AsUTF8(version) : NULL;
+    int ok = text != NULL && strcmp(text, FI_DNS_NAMES_DNSPYTHON) == 0;
+    Py_XDECREF(module);
+    Py_XDECREF(version);
+    size_t ntypes = sizeof fi_dns_type_names / sizeof *fi_dns_type_names;
+    for (size_t i = 0; ok && i < ntypes; i++)
+        ok = put_type(st, fi_dns_type_names[i].value, strdup(fi_dns_type_names[i].name));
+    for (int i = 0; ok && i < 16; i++)
+        ok = (st->rcode[i] = strdup(fi_dns_rcode_names[i])) != NULL;
+    PyErr_Clear();
+    return ok;
+}
+
 static char *py_text(PyObject *fn, long value) {
     PyObject *r = PyObject_CallFunction(fn, "l", value);
     if (r == NULL)
@@ -180,7 +217,8 @@ static char *py_text(PyObject *fn, long value) {
 }
 
 /* The names dnspython gives the types it knows (dns.rdatatype.RdataType) and the 16 rcodes a
- * header holds; 0 when dnspython could not be asked (then DNS rows decline). */
+ * header holds, asked from it (another dnspython than fast_dns_names.h's); 0 when dnspython could
+ * not be asked (then DNS rows decline). */
 static int load_names(DnsState *st, PyObject *rdatatype, PyObject *rcode) {
     PyObject *to_text = PyObject_GetAttrString(rdatatype, "to_text");
     PyObject *members = PyObject_GetAttrString(rdatatype, "RdataType");
@@ -189,20 +227,12 @@ static int load_names(DnsState *st, PyObject *rdatatype, PyObject *rcode) {
     int ok = to_text && it && rc_text;
     for (PyObject *m; ok && (m = PyIter_Next(it)) != NULL; Py_DECREF(m)) {
         long v = PyLong_AsLong(m);
-        char *name = (v >= 0 && v <= 0xFFFF) ? py_text(to_text, v) : NULL;
-        if (name == NULL || (v >= 256 && st->high_n >= 64)) {
-            free(name);
-            ok = 0;
-        } else if (v < 256) {
-            free(st->type_low[v]);
-            st->type_low[v] = name;
-        } else {
-            st->high_value[st->high_n] = (unsigned)v;
-            st->high_name[st->high_n++] = name;
-        }
+        ok = put_type(st, v, (v >= 0 && v <= 0xFFFF) ? py_text(to_text, v) : NULL);
     }
-    for (int i = 0; ok && i < 16; i++)
+    for (int i = 0; ok && i < 16; i++) {
+        free(st->rcode[i]);
         ok = (st->rcode[i] = py_text(rc_text, i)) != NULL;
+    }
     Py_XDECREF(to_text);
     Py_XDECREF(members);
     Py_XDECREF(it);
@@ -233,15 +263,24 @@ static int ip_generic(PyObject *rdata) {
     return out;
 }
 
+/* The names (fast_dns_names.h, or dnspython asked) and whether dnspython would read an A or AAAA
+ * in IN as generic: a dnspython not yet imported would not (its class cache starts empty), so it
+ * is looked at only where it is imported already. */
 static void ask_dnspython(DnsState *st) {
     PyGILState_STATE gil = PyGILState_Ensure();
-    PyObject *rdatatype = PyImport_ImportModule("dns.rdatatype");
-    PyObject *rcode = PyImport_ImportModule("dns.rcode");
-    PyObject *rdata = PyImport_ImportModule("dns.rdata");
-    st->names_ok = rdatatype && rcode && load_names(st, rdatatype, rcode);
-    st->ip_generic = rdata == NULL || ip_generic(rdata);
-    Py_XDECREF(rdatatype);
-    Py_XDECREF(rcode);
+    st->names_ok = table_names(st);
+    if (!st->names_ok) {
+        PyObject *rdatatype = PyImport_ImportModule("dns.rdatatype");
+        PyObject *rcode = PyImport_ImportModule("dns.rcode");
+        st->names_ok = rdatatype && rcode && load_names(st, rdatatype, rcode);
+        Py_XDECREF(rdatatype);
+        Py_XDECREF(rcode);
+        PyErr_Clear();
+    }
+    PyObject *name = PyUnicode_FromString("dns.rdata");
+    PyObject *rdata = name ? PyImport_GetModule(name) : NULL;
+    st->ip_generic = PyErr_Occurred() || (rdata != NULL && ip_generic(rdata));
+    Py_XDECREF(name);
     Py_XDECREF(rdata);
     PyErr_Clear();
     PyGILState_Release(gil);

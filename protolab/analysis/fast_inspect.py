@@ -15,19 +15,18 @@ comes from `facts.TEMPLATES`, handed to the extension at each run: rewording one
 
 PROTOLAB_INSPECT=python forces the Python path; =compiled makes a decline an error (for tests and
 the benchmark); unset or =auto: compiled where it is built and accepts the capture, else Python.
-"""
 
-from __future__ import annotations
+No `from __future__ import annotations` here: NamedTuple would compile each field's annotation
+kept as a string to check it (typing.ForwardRef), at every start-up.
+"""
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import Enum
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import NamedTuple
 
-if TYPE_CHECKING:
-    from protolab.analysis.inspect import Options
+from protolab.analysis.inspect_options import Options
 
 
 class Path(Enum):
@@ -44,8 +43,7 @@ class FastPathUnavailable(Exception):
     """PROTOLAB_INSPECT=compiled, and the compiled path cannot print this capture."""
 
 
-@dataclass(frozen=True)
-class Result:
+class Result(NamedTuple):
     read: int  #: packets read
     matched: int  #: packets chosen (the fast path has no --filter: all of them)
     shown: int  #: packets printed (--limit cuts the rest)
@@ -129,7 +127,7 @@ def _why_not(opts: Options, encoding: str) -> str | None:
 def _arguments(opts: Options) -> dict:
     """What the extension needs of the options and of the Python path's tables (the layout,
     the sentences), so both print from one source."""
-    from protolab.analysis.facts import TEMPLATES, Action, Holder, Kind
+    from protolab.analysis.fact_kinds import TEMPLATES, Action, Holder, Kind
     from protolab.analysis.table import MIN_WIDTH, layout, table_width
 
     flows, as_json = bool(opts.flows), bool(opts.json)

@@ -12,48 +12,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
-from protolab.analysis.annotate import DNS_PORTS, Annotator
+from protolab.analysis.annotate import Annotator
 from protolab.analysis.export import export_annotated
 from protolab.analysis.facts import Row
 from protolab.analysis.filter import FilterError, Pred, compile_filter, shorten
 from protolab.analysis.flows import MAX_TRACKED, FlowNumbers, FlowTable, print_flows
-from protolab.analysis.ladder import By
+from protolab.analysis.inspect_options import Options, Tally
 from protolab.analysis.table import format_row, header, layout, row_json
 from protolab.wire.packets import decode
 from protolab.wire.pcap import PcapError, read_frames, read_pcap
 
 Out = Callable[[str], None]
-
-
-@dataclass
-class Options:
-    filter: str | None = None
-    limit: int | None = None
-    json: bool = False
-    flows: bool = False
-    flow: int | None = None
-    detail: int | None = None
-    dns_ports: frozenset[int] = DNS_PORTS
-    write_annotated: str | None = None  #: pcapng to write, each packet's note as its comment
-    secrets: str | None = None  #: a TLS key log to embed in that pcapng
-    wide: bool = False  #: one line per packet, nothing wrapped
-    width: int | None = None  #: the table's width (default: see `table.table_width`)
-    ladder: bool = False  #: draw the packets as a ladder diagram in the terminal
-    mermaid: str | None = None  #: write the ladder as Mermaid in this Markdown file
-    html: str | None = None  #: write the ladder as this HTML page
-    by: By = By.SOCKET  #: the ladder's lifelines: one per socket, or one per host
-    ascii: bool = False  #: draw the terminal's ladder in ASCII only
-
-
-@dataclass
-class Tally:
-    """What the packet view read, selected and printed (for the lines said after the table)."""
-
-    read: int = 0  #: packets read from the file
-    matched: int = 0  #: of those, selected by --filter / --flow
-    shown: int = 0  #: of those, printed (--limit cuts the rest)
 
 
 def pairs(path: str | os.PathLike[str], annotator: Annotator) -> Iterator[tuple[Row, object]]:

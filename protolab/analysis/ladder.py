@@ -20,15 +20,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from protolab.analysis.facts import WINDOW, Action, Holder, Kind, Row
+from protolab.analysis.inspect_options import By
 
 #: How many recent rows' ends a Survey keeps to draw an ICMP error: the datagram it quotes left
 #: the annotator's window at most WINDOW rows before it.
 RECENT = 4 * WINDOW
-
-
-class By(Enum):
-    SOCKET = "socket"  #: one lifeline per address:port
-    HOST = "host"  #: one lifeline per address
 
 
 class Mark(Enum):

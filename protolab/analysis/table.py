@@ -3,18 +3,20 @@
 From BESIDE_FROM (160) columns the note is a last column beside the row, below that it goes on
 lines of its own under the row; not on a terminal the width is always PIPED_WIDTH (120); `--wide`
 prints one line per packet, nothing wrapped. `row_json` is the stable JSON form of a row.
-"""
 
-from __future__ import annotations
+No `from __future__ import annotations` here: NamedTuple would compile each field's annotation
+kept as a string to check it (typing.ForwardRef), at every start-up of `inspect`.
+"""
 
 import json
 import shutil
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING, NamedTuple
 
-from protolab.analysis.facts import Row
+if TYPE_CHECKING:
+    from protolab.analysis.facts import Row
 
 WIDTHS = (6, 8, 42, 6, 40)  #: #, time, source → destination, proto, summary; then the state
 GAP = 2  #: spaces between columns
@@ -28,8 +30,7 @@ STATE_INDENT = 8
 MIN_WIDTH = 60  #: narrower is laid out as if this wide
 
 
-@dataclass(frozen=True, slots=True)
-class Layout:
+class Layout(NamedTuple):
     """Where each cell of the annotated table goes, for one width."""
 
     widths: tuple[int, ...]  #: the row's columns: #, time, source → destination, proto, summary
@@ -88,7 +89,7 @@ def header(lay: Layout | None = None) -> str:
             + "  ".join(rules))
 
 
-def format_row(row: Row, lay: Layout | None = None) -> str:
+def format_row(row: "Row", lay: Layout | None = None) -> str:
     """One row at fixed widths, long cells wrapped onto continuation lines (no look-ahead)."""
     lay = lay or layout()
     w = lay.widths
@@ -119,7 +120,7 @@ def _line_format(widths: tuple[int, ...]) -> str:
     return f"%-{n}s  %-{time}.3f  %-{route}s  %-{proto}s  %-{summary}s"
 
 
-def _wrapped_row(row: Row, lay: Layout, route: str, summary: str, state: list[str]) -> str:
+def _wrapped_row(row: "Row", lay: Layout, route: str, summary: str, state: list[str]) -> str:
     """A row with a cell on more than one line: each column's lines side by side."""
     w = lay.widths
     cells = [[str(row.number)], [f"{row.time:.3f}"], wrap(route, w[2]) or [""], [row.proto],
@@ -143,7 +144,7 @@ def _wrapped_row(row: Row, lay: Layout, route: str, summary: str, state: list[st
 _JSON = json.JSONEncoder(ensure_ascii=False, check_circular=False)  # a fresh dict of plain values
 
 
-def row_json(row: Row) -> str:
+def row_json(row: "Row") -> str:
     """The stable JSON form of a row (documented in the README)."""
     fields = row.fields.copy()
     flow = fields.pop("flow_number", None)
@@ -156,7 +157,7 @@ def row_json(row: Row) -> str:
         "fields": fields})
 
 
-def format_rows(rows: Iterable[Row], lay: Layout | None = None) -> str:
+def format_rows(rows: Iterable["Row"], lay: Layout | None = None) -> str:
     """The annotation table as the demos print it (same layout as `inspect`): fitted to the
     terminal, or PIPED_WIDTH when not printing to one (see `layout`)."""
     lay = lay or layout()

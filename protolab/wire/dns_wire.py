@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import struct
 
+#: the UDP ports read as DNS whatever their payload looks like (53: DNS, 5353: multicast DNS);
+#: `inspect --dns-port` adds more
+DNS_PORTS = frozenset({53, 5353})
 _HEADER = struct.Struct("!HHHHHH")
 _RR = struct.Struct("!HHIH")
 TYPE_A = 1
