@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fast_map.h"
+#include "fi_map.h"
 #include "fast_text.h"
 #include "fastinspect.h"
 

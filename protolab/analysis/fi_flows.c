@@ -25,10 +25,8 @@ typedef struct FFlow {
     int nunmatched, nlate, nmig, nrel;
 } FFlow;
 
-static void fflow_free(void *p) {
+static void fflow_drop(void *p) {
     FFlow *f = p;
-    if (f == NULL)
-        return;
     free(f->key);
     free(f->first);
     for (int i = 0; i < f->ndirs; i++)
@@ -42,50 +40,48 @@ static void fflow_free(void *p) {
     free(f->cids);
     free(f->queries);
     free(f->lat);
-    free(f);
 }
 
 void flows_init(Flows *fl, int table, int limit) {
     memset(fl, 0, sizeof *fl);
     fl->table = table;
     fl->limit = limit;
+    if (table)
+        map_init(&fl->map, sizeof(FFlow), fflow_drop);
+    else
+        map_init(&fl->map, sizeof(int64_t), NULL);
 }
 
-void flows_free(Flows *fl) { map_free(&fl->map, fl->table ? fflow_free : NULL); }
+void flows_free(Flows *fl) { map_clear(&fl->map); }
 
 int64_t flows_count(const Flows *fl) { return fl->table ? (int64_t)fl->map.len : fl->next; }
 
 /* FlowNumbers.number_of / FlowTable.number_of; -1: no memory */
 int64_t flows_number_of(Flows *fl, const Row *row) {
     size_t n = strlen(row->flow);
-    MapEntry *e = map_get(&fl->map, row->flow, n);
+    uint64_t h = map_hash(row->flow, n);
     if (!fl->table) {
-        int64_t number;
-        if (e != NULL) {
-            number = e->val.i;
-            map_move_end(&fl->map, e);
-            return number;
+        int64_t *number = map_get_h(&fl->map, row->flow, n, h);
+        if (number != NULL) {
+            map_move_end(&fl->map, number);
+            return *number;
         }
-        number = ++fl->next;
         if (fl->map.len >= (size_t)fl->limit)
-            map_del(&fl->map, fl->map.first);
-        e = map_add(&fl->map, row->flow, n);
-        if (e == NULL)
+            map_del(&fl->map, map_first(&fl->map));
+        number = map_put_h(&fl->map, row->flow, n, h, NULL);
+        if (number == NULL)
             return -1;
-        e->val.i = number;
-        return number;
+        *number = ++fl->next;
+        return *number;
     }
-    if (e != NULL) {
-        fl->current = e->val.p;
-        return ((FFlow *)e->val.p)->number;
-    }
-    FFlow *f = calloc(1, sizeof *f);
-    e = f ? map_add(&fl->map, row->flow, n) : NULL;
-    if (e == NULL) {
-        free(f);
+    int created;
+    FFlow *f = map_put_h(&fl->map, row->flow, n, h, &created);
+    if (f == NULL)
         return -1;
+    if (!created) {
+        fl->current = f;
+        return f->number;
     }
-    e->val.p = f;
     fl->current = f;
     f->number = (int64_t)fl->map.len;
     f->key = strdup(row->flow);
@@ -439,8 +435,8 @@ int flows_print(Flows *fl, TcpState *tcp, int as_json, int flows_width, Buf *out
     char **states = calloc(n + 1, sizeof *states);
     Buf text = {0};
     int r = fs && states ? 0 : -1;
-    for (MapEntry *e = fl->map.first; e != NULL && r == 0; e = e->next, i++) {
-        fs[i] = e->val.p;
+    for (FFlow *f = map_first(&fl->map); f != NULL && r == 0; f = map_next(f), i++) {
+        fs[i] = f;
         r = describe(&text, fs[i], tcp);
         states[i] = r == 0 ? strdup(text.p) : NULL;
         r |= states[i] ? 0 : -1;

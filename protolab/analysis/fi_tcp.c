@@ -89,26 +89,25 @@ static uint32_t distance(uint32_t a, uint32_t b) {
     return f < back ? f : (uint32_t)back;
 }
 
+static void flow_drop(void *p) { free(((TFlow *)p)->synack_seqs); }
+
 TcpState *tcp_new(int max_flows) {
     TcpState *st = calloc(1, sizeof *st);
-    if (st != NULL)
-        st->max_flows = max_flows;
+    if (st == NULL)
+        return NULL;
+    st->max_flows = max_flows;
+    map_init(&st->flows, sizeof(TFlow), flow_drop);
+    map_init(&st->last, sizeof(int64_t), NULL);
+    map_init(&st->synack, sizeof(int64_t), NULL);
     return st;
-}
-
-static void flow_free(void *p) {
-    TFlow *f = p;
-    if (f != NULL)
-        free(f->synack_seqs);
-    free(f);
 }
 
 void tcp_free(TcpState *st) {
     if (st == NULL)
         return;
-    map_free(&st->flows, flow_free);
-    map_free(&st->last, NULL);
-    map_free(&st->synack, NULL);
+    map_clear(&st->flows);
+    map_clear(&st->last);
+    map_clear(&st->synack);
     free(st->by_number);
     free(st);
 }
@@ -159,11 +158,6 @@ static void ep_init(Ep *e, const char *addr, int role, int state) {
     e->state = state;
 }
 
-static int port_of(const char *endpoint) {
-    const char *c = strrchr(endpoint, ':');
-    return c ? atoi(c + 1) : 0;
-}
-
 /* TcpObserver._flow: the connection of this 4-tuple, a new one for a first packet or a new SYN
  * on a closed one; LRU-bounded by max_flows */
 static TFlow *find_flow(TcpState *st, const Pkt *p) {
@@ -175,48 +169,39 @@ static TFlow *find_flow(TcpState *st, const Pkt *p) {
     sb_put(&k, lt ? p->dst : p->src, lt ? p->dst_len : p->src_len);
     const char *key = k.p;
     size_t n = k.n;
-    MapEntry *e = map_get(&st->flows, key, (size_t)n);
-    if (e != NULL && st->max_flows)
-        map_move_end(&st->flows, e);
+    uint64_t h = map_hash(key, n);
+    TFlow *f = map_get_h(&st->flows, key, n, h);
+    if (f != NULL && st->max_flows)
+        map_move_end(&st->flows, f);
     int flags = p->tcp_flags;
-    TFlow *old = e ? e->val.p : NULL;
     int syn_only = (flags & SYN) && !(flags & ACK);
-    if (old != NULL && !(syn_only && (old->client.state == CLOSED ||
-                                      old->client.state == TIME_WAIT)))
-        return old;
-    TFlow *f = calloc(1, sizeof *f);
-    if (f == NULL)
-        return NULL;
+    if (f != NULL && !(syn_only && (f->client.state == CLOSED || f->client.state == TIME_WAIT)))
+        return f;
+    if (f == NULL) {
+        f = map_put_h(&st->flows, key, n, h, NULL);
+        if (f == NULL)
+            return NULL;
+    } else {  /* a new connection in the closed one's place */
+        if (st->by_number && f->number < (int64_t)st->nby)
+            st->by_number[f->number] = NULL;
+        flow_drop(f);
+        memset(f, 0, sizeof *f);
+    }
     f->number = ++st->count;
     f->challenged_side = -1;
     f->first_fin_role = -1;
     int open = (flags & SYN) != 0;
     const char *client = p->src, *server = p->dst;
     int status = p->payload_len >= 7 && memcmp(p->payload, "HTTP/1.", 7) == 0;
-    if (open ? (flags & ACK) != 0 : status || port_of(p->src) < port_of(p->dst)) {
+    if (open ? (flags & ACK) != 0 : status || p->sport < p->dport) {
         client = p->dst;
         server = p->src;
     }
     ep_init(&f->client, client, CLIENT, open ? CLOSED : ESTABLISHED);
     ep_init(&f->server, server, SERVER, open ? LISTEN : ESTABLISHED);
     f->handshake_seen = open;
-    if (e == NULL) {
-        e = map_add(&st->flows, key, (size_t)n);
-        if (e == NULL) {
-            free(f);
-            return NULL;
-        }
-    } else {
-        if (st->by_number && old->number < (int64_t)st->nby)
-            st->by_number[old->number] = NULL;
-        flow_free(old);
-    }
-    e->val.p = f;
-    if (st->max_flows && st->flows.len > (size_t)st->max_flows) {
-        MapEntry *first = st->flows.first;
-        flow_free(first->val.p);
-        map_del(&st->flows, first);
-    }
+    if (st->max_flows && st->flows.len > (size_t)st->max_flows)
+        map_del(&st->flows, map_first(&st->flows));
     if (!st->max_flows) {  /* --flows: remember by number, for its description */
         if ((size_t)f->number >= st->nby) {
             size_t nby = st->nby ? st->nby * 2 : 1024;
@@ -609,19 +594,16 @@ static int describe(Row *row, const Pkt *p, const View *v) {
     return r;
 }
 
+static int64_t *int_get(Map *m, int64_t key) { return map_get(m, &key, sizeof key); }
+
 static int bounded_put(Map *m, int64_t key, int64_t val, int keep_first) {
-    MapEntry *e = map_get_int(m, key);
-    if (e != NULL) {
-        if (!keep_first)
-            e->val.i = val;
-        return 0;
-    }
-    e = map_add_int(m, key);
-    if (e == NULL)
+    int created;
+    int64_t *v = map_put(m, &key, sizeof key, &created);
+    if (v == NULL)
         return -1;
-    e->val.i = val;
-    while (m->len > FI_MAX_PENDING)
-        map_del(m, m->first);
+    if (created || !keep_first)
+        *v = val;
+    map_bound(m, FI_MAX_PENDING);
     return 0;
 }
 
@@ -667,8 +649,8 @@ static int rst_row(TcpState *st, Row *row, const View *v, int states_known, Ctx 
     row->action = A_MISSING;
     int r = row_holder(row, H_NOBODY);
     if (v->first_from_sender) {
-        MapEntry *e = map_get_int(&st->last, v->flow->number);
-        int64_t answered = e ? e->val.i : 0;
+        int64_t *e = int_get(&st->last, v->flow->number);
+        int64_t answered = e ? *e : 0;
         set_moves(row, v, states_known, row->src);
         forget_moves_of(ctx, row->src, answered);
         row->kind = K_TCP_RST_NO_CONNECTION;
@@ -685,11 +667,11 @@ static int rst_row(TcpState *st, Row *row, const View *v, int states_known, Ctx 
 static int special(TcpState *st, Row *row, const View *v, int states_known) {
     Holder kernel = v->sender_role == SERVER ? H_SERVER_KERNEL : H_CLIENT_KERNEL;
     if (v->synack_again) {
-        MapEntry *e = map_get_int(&st->synack, v->flow->number);
+        int64_t *e = int_get(&st->synack, v->flow->number);
         row->action = A_USES;
         row->kind = K_TCP_SYN_QUEUED;
         set_moves(row, v, states_known, NULL);
-        return row_holder(row, H_SERVER_KERNEL) | (e && e->val.i ? row_ref(row, e->val.i) : 0);
+        return row_holder(row, H_SERVER_KERNEL) | (e && *e ? row_ref(row, *e) : 0);
     }
     if (v->cookie_ts) {
         row->action = A_NONE;
