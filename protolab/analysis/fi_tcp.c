@@ -26,6 +26,7 @@ static const char *const FIT[] = {"", "exact", "in window", "outside"};
 
 typedef struct Ep {
     char addr[FI_ENDPOINT];
+    size_t len;          /* strlen(addr) */
     int role, state;
     int has_isn, has_snd_nxt, has_snd_una, has_rcv_nxt, has_wscale, has_window;
     uint32_t isn, snd_nxt, snd_una, rcv_nxt;
@@ -45,11 +46,22 @@ typedef struct TFlow {
     int saw_syn_sent, first_fin_role, saw_rst;  /* for flows._describe_tcp */
 } TFlow;
 
+/* A dict flow number -> packet number whose keys only leave by popitem(last=False) once it holds
+ * more than FI_MAX_PENDING (TcpAnnotator._last, _synack): flow numbers are dense, so the values
+ * are an array by flow number (0: absent) and the keys' insertion order a ring. */
+typedef struct NumTable {
+    int64_t *val;
+    size_t nval;
+    int64_t *ring;       /* FI_MAX_PENDING + 1 keys, oldest at head */
+    size_t head, len;
+} NumTable;
+
 struct TcpState {
     Map flows;           /* TcpObserver.flows: the endpoint pair -> TFlow */
     int max_flows;
     int64_t count;
-    Map last, synack;    /* TcpAnnotator._last, _synack: flow number -> packet */
+    TFlow *recent;       /* the flow of the last segment (most segments follow one of theirs) */
+    NumTable last, synack;  /* TcpAnnotator._last, _synack */
     TFlow **by_number;   /* --flows (max_flows 0): connection number -> its flow, or NULL */
     size_t nby;
 };
@@ -97,8 +109,6 @@ TcpState *tcp_new(int max_flows) {
         return NULL;
     st->max_flows = max_flows;
     map_init(&st->flows, sizeof(TFlow), flow_drop);
-    map_init(&st->last, sizeof(int64_t), NULL);
-    map_init(&st->synack, sizeof(int64_t), NULL);
     return st;
 }
 
@@ -106,8 +116,10 @@ void tcp_free(TcpState *st) {
     if (st == NULL)
         return;
     map_clear(&st->flows);
-    map_clear(&st->last);
-    map_clear(&st->synack);
+    free(st->last.val);
+    free(st->last.ring);
+    free(st->synack.val);
+    free(st->synack.ring);
     free(st->by_number);
     free(st);
 }
@@ -151,34 +163,48 @@ static void tcp_options(const uint8_t *raw, size_t n, Opts *o) {
     }
 }
 
-static void ep_init(Ep *e, const char *addr, int role, int state) {
+static void ep_init(Ep *e, const char *addr, size_t len, int role, int state) {
     memset(e, 0, sizeof *e);
     memcpy(e->addr, addr, FI_ENDPOINT);
+    e->len = len;
     e->role = role;
     e->state = state;
+}
+
+static int is_ep(const Ep *e, const char *addr, size_t len) {
+    return e->len == len && memcmp(e->addr, addr, len) == 0;
+}
+
+/* The segment is between this flow's two endpoints */
+static int same_pair(const TFlow *f, const Pkt *p) {
+    return (is_ep(&f->client, p->src, p->src_len) && is_ep(&f->server, p->dst, p->dst_len)) ||
+           (is_ep(&f->server, p->src, p->src_len) && is_ep(&f->client, p->dst, p->dst_len));
 }
 
 /* TcpObserver._flow: the connection of this 4-tuple, a new one for a first packet or a new SYN
  * on a closed one; LRU-bounded by max_flows */
 static TFlow *find_flow(TcpState *st, const Pkt *p) {
     Sb k;
-    sb_init(&k);
-    int lt = strcmp(p->src, p->dst) < 0;
-    sb_put(&k, lt ? p->src : p->dst, lt ? p->src_len : p->dst_len);
-    sb_put(&k, "|", 1);
-    sb_put(&k, lt ? p->dst : p->src, lt ? p->dst_len : p->src_len);
-    const char *key = k.p;
-    size_t n = k.n;
-    uint64_t h = map_hash(key, n);
-    TFlow *f = map_get_h(&st->flows, key, n, h);
-    if (f != NULL && st->max_flows)
-        map_move_end(&st->flows, f);
+    uint64_t h = 0;
+    TFlow *f = st->recent;  /* when it is, it is the last in the LRU order already */
+    if (f == NULL || !same_pair(f, p)) {
+        sb_init(&k);
+        int lt = strcmp(p->src, p->dst) < 0;
+        sb_put(&k, lt ? p->src : p->dst, lt ? p->src_len : p->dst_len);
+        sb_put(&k, "|", 1);
+        sb_put(&k, lt ? p->dst : p->src, lt ? p->dst_len : p->src_len);
+        h = map_hash(k.p, k.n);
+        f = map_get_h(&st->flows, k.p, k.n, h);
+        if (f != NULL && st->max_flows)
+            map_move_end(&st->flows, f);
+        st->recent = f;
+    }
     int flags = p->tcp_flags;
     int syn_only = (flags & SYN) && !(flags & ACK);
     if (f != NULL && !(syn_only && (f->client.state == CLOSED || f->client.state == TIME_WAIT)))
         return f;
     if (f == NULL) {
-        f = map_put_h(&st->flows, key, n, h, NULL);
+        f = st->recent = map_put_h(&st->flows, k.p, k.n, h, NULL);
         if (f == NULL)
             return NULL;
     } else {  /* a new connection in the closed one's place */
@@ -197,11 +223,13 @@ static TFlow *find_flow(TcpState *st, const Pkt *p) {
         client = p->dst;
         server = p->src;
     }
-    ep_init(&f->client, client, CLIENT, open ? CLOSED : ESTABLISHED);
-    ep_init(&f->server, server, SERVER, open ? LISTEN : ESTABLISHED);
+    ep_init(&f->client, client, client == p->src ? p->src_len : p->dst_len, CLIENT,
+            open ? CLOSED : ESTABLISHED);
+    ep_init(&f->server, server, server == p->src ? p->src_len : p->dst_len, SERVER,
+            open ? LISTEN : ESTABLISHED);
     f->handshake_seen = open;
     if (st->max_flows && st->flows.len > (size_t)st->max_flows)
-        map_del(&st->flows, map_first(&st->flows));
+        map_del(&st->flows, map_first(&st->flows));  /* not f: that one is last */
     if (!st->max_flows) {  /* --flows: remember by number, for its description */
         if ((size_t)f->number >= st->nby) {
             size_t nby = st->nby ? st->nby * 2 : 1024;
@@ -344,7 +372,7 @@ static int feed(TcpState *st, const Pkt *p, View *v) {
     if (f == NULL)
         return -1;
     int flags = p->tcp_flags;
-    int is_client = strcmp(p->src, f->client.addr) == 0;
+    int is_client = is_ep(&f->client, p->src, p->src_len);
     Ep *snd = is_client ? &f->client : &f->server, *rcv = is_client ? &f->server : &f->client;
     int first = snd->sent == 0;
     snd->sent++;
@@ -594,16 +622,37 @@ static int describe(Row *row, const Pkt *p, const View *v) {
     return r;
 }
 
-static int64_t *int_get(Map *m, int64_t key) { return map_get(m, &key, sizeof key); }
+static int64_t num_get(const NumTable *t, int64_t key) {
+    return (size_t)key < t->nval ? t->val[key] : 0;
+}
 
-static int bounded_put(Map *m, int64_t key, int64_t val, int keep_first) {
-    int created;
-    int64_t *v = map_put(m, &key, sizeof key, &created);
-    if (v == NULL)
+/* t[key] = val (t.setdefault(key, val) when keep_first), then the bound */
+static int num_put(NumTable *t, int64_t key, int64_t val, int keep_first) {
+    if ((size_t)key >= t->nval) {
+        size_t n = t->nval ? t->nval : 1024;
+        while (n <= (size_t)key)
+            n *= 2;
+        int64_t *v = realloc(t->val, n * sizeof *v);
+        if (v == NULL)
+            return -1;
+        memset(v + t->nval, 0, (n - t->nval) * sizeof *v);
+        t->val = v;
+        t->nval = n;
+    }
+    if (t->val[key]) {
+        if (!keep_first)
+            t->val[key] = val;
+        return 0;
+    }
+    if (t->ring == NULL && (t->ring = malloc((FI_MAX_PENDING + 1) * sizeof *t->ring)) == NULL)
         return -1;
-    if (created || !keep_first)
-        *v = val;
-    map_bound(m, FI_MAX_PENDING);
+    t->val[key] = val;
+    t->ring[(t->head + t->len++) % (FI_MAX_PENDING + 1)] = key;
+    if (t->len > FI_MAX_PENDING) {
+        t->val[t->ring[t->head]] = 0;
+        t->head = (t->head + 1) % (FI_MAX_PENDING + 1);
+        t->len--;
+    }
     return 0;
 }
 
@@ -649,8 +698,7 @@ static int rst_row(TcpState *st, Row *row, const View *v, int states_known, Ctx 
     row->action = A_MISSING;
     int r = row_holder(row, H_NOBODY);
     if (v->first_from_sender) {
-        int64_t *e = int_get(&st->last, v->flow->number);
-        int64_t answered = e ? *e : 0;
+        int64_t answered = num_get(&st->last, v->flow->number);
         set_moves(row, v, states_known, row->src);
         forget_moves_of(ctx, row->src, answered);
         row->kind = K_TCP_RST_NO_CONNECTION;
@@ -667,11 +715,11 @@ static int rst_row(TcpState *st, Row *row, const View *v, int states_known, Ctx 
 static int special(TcpState *st, Row *row, const View *v, int states_known) {
     Holder kernel = v->sender_role == SERVER ? H_SERVER_KERNEL : H_CLIENT_KERNEL;
     if (v->synack_again) {
-        int64_t *e = int_get(&st->synack, v->flow->number);
+        int64_t synack = num_get(&st->synack, v->flow->number);
         row->action = A_USES;
         row->kind = K_TCP_SYN_QUEUED;
         set_moves(row, v, states_known, NULL);
-        return row_holder(row, H_SERVER_KERNEL) | (e && *e ? row_ref(row, *e) : 0);
+        return row_holder(row, H_SERVER_KERNEL) | (synack ? row_ref(row, synack) : 0);
     }
     if (v->cookie_ts) {
         row->action = A_NONE;
@@ -719,9 +767,9 @@ int tcp_row(TcpState *st, const Pkt *p, Row *row, Ctx *ctx) {
     } else if (p->tcp_flags & RST) {
         r |= rst_row(st, row, &v, known, ctx);
     } else {
-        r |= bounded_put(&st->last, v.flow->number, p->number, 0);
+        r |= num_put(&st->last, v.flow->number, p->number, 0);
         if ((p->tcp_flags & 0x12) == 0x12)
-            r |= bounded_put(&st->synack, v.flow->number, p->number, 1);
+            r |= num_put(&st->synack, v.flow->number, p->number, 1);
         int s = special(st, row, &v, known);
         if (s <= 0) {
             r |= s;
