@@ -435,7 +435,7 @@ static int is_http(const Pkt *p) {
         START("GET "), START("POST "), START("PUT "), START("DELETE "), START("HEAD "),
         START("PATCH "), START("OPTIONS "), START("HTTP/1.")};
 #undef START
-    if (p->payload_len < 4)
+    if (p->payload_len < 4 || memchr("GPDHO", p->payload[0], 5) == NULL)  /* their first bytes */
         return 0;
     for (size_t i = 0; i < sizeof starts / sizeof *starts; i++)
         if (p->payload_len >= starts[i].n && memcmp(p->payload, starts[i].s, starts[i].n) == 0)
