@@ -8,13 +8,22 @@
 
 #include "fi_flows.h"
 
+#define DIR_MAX (2 * FI_ENDPOINT + 8)  /* "src → dst" and NUL */
+
+typedef struct Dir {
+    char dir[DIR_MAX];
+    size_t len;
+    int64_t bytes;
+} Dir;
+
 typedef struct FFlow {
     int64_t number, packets, tcp_number;
-    char *key, *first;
+    const char *key;  /* the map's own copy */
+    char first[DIR_MAX];
     char kind[16];
     int has_tcp;
-    struct { char *dir; int64_t bytes; } *dirs;
-    int ndirs;
+    Dir *dirs;
+    int ndirs, capdirs;
     char **paths, **cids;
     int npaths, ncids;
     struct { int64_t id; double time; } *queries;
@@ -27,10 +36,6 @@ typedef struct FFlow {
 
 static void fflow_drop(void *p) {
     FFlow *f = p;
-    free(f->key);
-    free(f->first);
-    for (int i = 0; i < f->ndirs; i++)
-        free(f->dirs[i].dir);
     free(f->dirs);
     for (int i = 0; i < f->npaths; i++)
         free(f->paths[i]);
@@ -52,23 +57,44 @@ void flows_init(Flows *fl, int table, int limit) {
         map_init(&fl->map, sizeof(int64_t), NULL);
 }
 
-void flows_free(Flows *fl) { map_clear(&fl->map); }
+void flows_free(Flows *fl) {
+    map_clear(&fl->map);
+    fl->recent = NULL;
+}
 
 int64_t flows_count(const Flows *fl) { return fl->table ? (int64_t)fl->map.len : fl->next; }
 
+/* f"{a}{sep}{b}" into out (room for two endpoints and a separator) */
+static void join(char *out, const char *a, size_t na, const char *sep, const char *b, size_t nb) {
+    size_t ns = strlen(sep);
+    memcpy(out, a, na);
+    memcpy(out + na, sep, ns);
+    memcpy(out + na + ns, b, nb);
+    out[na + ns + nb] = 0;
+}
+
 /* FlowNumbers.number_of / FlowTable.number_of; -1: no memory */
 int64_t flows_number_of(Flows *fl, const Row *row) {
-    size_t n = strlen(row->flow);
+    size_t n = strlen(row->flow), klen;
+    if (fl->recent != NULL) {  /* the same conversation as the last row's: last in the LRU already */
+        const unsigned char *key = map_key(fl->recent, &klen);
+        if (klen == n && memcmp(key, row->flow, n) == 0)
+            return fl->table ? ((FFlow *)fl->recent)->number : *(int64_t *)fl->recent;
+    }
     uint64_t h = map_hash(row->flow, n);
     if (!fl->table) {
         int64_t *number = map_get_h(&fl->map, row->flow, n, h);
         if (number != NULL) {
             map_move_end(&fl->map, number);
+            fl->recent = number;
             return *number;
         }
-        if (fl->map.len >= (size_t)fl->limit)
+        if (fl->map.len >= (size_t)fl->limit && map_first(&fl->map) != NULL) {
+            if (map_first(&fl->map) == fl->recent)
+                fl->recent = NULL;
             map_del(&fl->map, map_first(&fl->map));
-        number = map_put_h(&fl->map, row->flow, n, h, NULL);
+        }
+        number = fl->recent = map_put_h(&fl->map, row->flow, n, h, NULL);
         if (number == NULL)
             return -1;
         *number = ++fl->next;
@@ -78,18 +104,12 @@ int64_t flows_number_of(Flows *fl, const Row *row) {
     FFlow *f = map_put_h(&fl->map, row->flow, n, h, &created);
     if (f == NULL)
         return -1;
-    if (!created) {
-        fl->current = f;
+    fl->recent = f;
+    if (!created)
         return f->number;
-    }
-    fl->current = f;
     f->number = (int64_t)fl->map.len;
-    f->key = strdup(row->flow);
-    size_t nf = strlen(row->src) + strlen(row->dst) + 8;
-    f->first = malloc(nf);
-    if (f->key == NULL || f->first == NULL)
-        return -1;
-    snprintf(f->first, nf, "%s → %s", row->src, row->dst);
+    f->key = (const char *)map_key(f, &klen);
+    join(f->first, row->src, row->src_len, " → ", row->dst, row->dst_len);
     const char *sp = strchr(row->flow, ' ');
     size_t kl = sp ? (size_t)(sp - row->flow) : n;
     snprintf(f->kind, sizeof f->kind, "%.*s", (int)kl, row->flow);
@@ -121,7 +141,7 @@ static int add_str(char ***list, int *n, const char *s) {
 
 static const Val *field(const Row *row, const char *name) {
     for (int i = 0; i < row->nfields; i++)
-        if (strcmp(row->fields[i].name, name) == 0)
+        if (row->fields[i].name == name || str_eq(row->fields[i].name, name))
             return &row->fields[i];
     return NULL;
 }
@@ -181,43 +201,40 @@ static int add_dns(FFlow *f, const Row *row, int64_t id) {
     return 0;
 }
 
-/* f"{a}{sep}{b}" into out (room for two endpoints and a separator) */
-static void join(char *out, const char *a, size_t na, const char *sep, const char *b, size_t nb) {
-    size_t ns = strlen(sep);
-    memcpy(out, a, na);
-    memcpy(out + na, sep, ns);
-    memcpy(out + na + ns, b, nb);
-    out[na + ns + nb] = 0;
-}
-
 /* FlowTable.add */
 int flows_add(Flows *fl, const Row *row) {
     if (!fl->table)
         return 0;
-    FFlow *f = fl->current;
+    FFlow *f = fl->recent;
     f->packets++;
-    char dir[2 * FI_ENDPOINT + 8];
+    char dir[DIR_MAX];
     join(dir, row->src, row->src_len, " → ", row->dst, row->dst_len);
+    size_t dlen = row->src_len + strlen(" → ") + row->dst_len;
     int d = 0;
-    while (d < f->ndirs && strcmp(f->dirs[d].dir, dir) != 0)
+    while (d < f->ndirs && (f->dirs[d].len != dlen || memcmp(f->dirs[d].dir, dir, dlen) != 0))
         d++;
-    if (d == f->ndirs) {
-        void *more = realloc(f->dirs, (size_t)(d + 1) * sizeof *f->dirs);
-        if (more == NULL)
-            return -1;
-        f->dirs = more;
-        f->dirs[d].dir = strdup(dir);
+    if (d == f->ndirs) {  /* a new direction; its path is new or was seen the other way */
+        if (f->ndirs == f->capdirs) {
+            int cap = f->capdirs ? f->capdirs * 2 : 2;
+            Dir *more = realloc(f->dirs, (size_t)cap * sizeof *more);
+            if (more == NULL)
+                return -1;
+            f->dirs = more;
+            f->capdirs = cap;
+        }
+        memcpy(f->dirs[d].dir, dir, dlen + 1);
+        f->dirs[d].len = dlen;
         f->dirs[d].bytes = 0;
         f->ndirs++;
+        int lt = strcmp(row->src, row->dst) < 0;
+        if (lt)
+            join(dir, row->src, row->src_len, " ↔ ", row->dst, row->dst_len);
+        else
+            join(dir, row->dst, row->dst_len, " ↔ ", row->src, row->src_len);
+        if (add_str(&f->paths, &f->npaths, dir) < 0)
+            return -1;
     }
     f->dirs[d].bytes += row->length;
-    int lt = strcmp(row->src, row->dst) < 0;
-    if (lt)
-        join(dir, row->src, row->src_len, " ↔ ", row->dst, row->dst_len);
-    else
-        join(dir, row->dst, row->dst_len, " ↔ ", row->src, row->src_len);
-    if (add_str(&f->paths, &f->npaths, dir) < 0)
-        return -1;
     const Val *dcid = field(row, "quic_dcid");
     if (dcid && dcid->type == V_STR && dcid->u.s[0] && add_str(&f->cids, &f->ncids, dcid->u.s) < 0)
         return -1;
