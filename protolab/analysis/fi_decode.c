@@ -254,7 +254,11 @@ int decode(const Rec *rec, int64_t number, Pkt *p, char *why, size_t nw) {
     const uint8_t *d = rec->data;
     size_t n = rec->caplen, off;
     int v6;
-    memset(p, 0, sizeof *p);
+    /* all but the endpoint texts zeroed (each packet's; they are written below) */
+    memset(p, 0, offsetof(Pkt, src));
+    memset(&p->payload, 0, offsetof(Pkt, quoted_origin) - offsetof(Pkt, payload));
+    p->src[0] = p->dst[0] = p->quoted_origin[0] = p->quoted_target[0] = 0;
+    p->src_len = p->dst_len = 0;
     p->number = number;
     p->time = rec->time;
     p->length = (int)rec->caplen;

@@ -367,7 +367,10 @@ static void events(TFlow *f, View *v, Ep *snd, Ep *rcv, int flags, uint32_t ack)
 
 /* TcpObserver.feed */
 static int feed(TcpState *st, const Pkt *p, View *v) {
-    memset(v, 0, sizeof *v);
+    /* what only some segments set (the rest is set below; opts only for a SYN, by marks) */
+    v->fit = FIT_NONE;
+    v->synack_again = v->cookie_ts = v->keepalive = v->nmoves = 0;
+    v->challenges = 0;
     TFlow *f = find_flow(st, p);
     if (f == NULL)
         return -1;
