@@ -116,15 +116,18 @@ static size_t ip4_text(const uint8_t *a, char *out) {
     return k - 1;
 }
 
-/* Decoded.endpoint for an IPv4 address and port (-1: none) into out; its length. A capture
- * names the same few endpoints again and again: their texts are memoised (a direct-mapped
- * table per thread, of a pure function: what it holds never changes what is printed). */
-static size_t ep4_text(char *out, const uint8_t *a, int port) {
-    static _Thread_local struct {
-        uint64_t key;  /* 0: empty */
-        uint8_t len;
-        char text[23];
-    } memo[256];
+/* A capture names the same few endpoints again and again: their texts are memoised, in a
+ * direct-mapped table per thread, of a pure function: what it holds never changes what is
+ * printed. */
+typedef struct EpMemo {
+    uint64_t key;  /* 0: empty */
+    uint8_t len;
+    char text[23];
+} EpMemo;
+static _Thread_local EpMemo ep_memo[256];
+
+/* Decoded.endpoint for an IPv4 address and port (-1: none) into out; its length */
+static size_t ep4_text(EpMemo *memo, char *out, const uint8_t *a, int port) {
     uint64_t key = ((uint64_t)be32(a) << 17 | (uint64_t)(port + 1)) + 1;
     size_t i = (size_t)((key * 0x9E3779B97F4A7C15ULL) >> 56);
     if (memo[i].key == key) {
@@ -302,8 +305,9 @@ int decode(const Rec *rec, int64_t number, Pkt *p, char *why, size_t nw) {
     if (l4(d, l4off, end, proto, p, why, nw) < 0)
         return -1;
     if (version == 4) {
-        p->src_len = ep4_text(p->src, d + off + 12, p->sport);
-        p->dst_len = ep4_text(p->dst, d + off + 16, p->dport);
+        EpMemo *memo = ep_memo;  /* one look-up of the thread's table */
+        p->src_len = ep4_text(memo, p->src, d + off + 12, p->sport);
+        p->dst_len = ep4_text(memo, p->dst, d + off + 16, p->dport);
     } else {
         p->src_len = endpoint(p->src, src, srclen, 1, p->sport);
         p->dst_len = endpoint(p->dst, dst, dstlen, 1, p->dport);
