@@ -34,23 +34,6 @@ void map_clear(Map *m) {
     map_init(m, m->vsize, m->drop);
 }
 
-static MapNode *find(const Map *m, const void *key, size_t klen, uint64_t h) {
-    if (m->slots == NULL)
-        return NULL;
-    for (size_t i = h & m->mask;; i = (i + 1) & m->mask) {
-        const MapSlot *s = &m->slots[i];
-        if (s->node == NULL)
-            return NULL;
-        if (s->hash == h && s->node->klen == klen && memcmp(s->node->key, key, klen) == 0)
-            return s->node;
-    }
-}
-
-void *map_get_h(const Map *m, const void *key, size_t klen, uint64_t h) {
-    MapNode *n = find(m, key, klen, h);
-    return n ? n->value : NULL;
-}
-
 static void slot_put(MapSlot *slots, size_t mask, uint64_t h, MapNode *n) {
     size_t i = h & mask;
     while (slots[i].node != NULL)
@@ -110,7 +93,7 @@ static MapNode *node_new(Map *m, size_t klen) {
 }
 
 void *map_put_h(Map *m, const void *key, size_t klen, uint64_t h, int *created) {
-    MapNode *n = find(m, key, klen, h);
+    MapNode *n = map_find(m, key, klen, h);
     if (created)
         *created = n == NULL;
     if (n != NULL)

@@ -80,13 +80,30 @@ static inline uint64_t payload_hash(const void *data, size_t n) {
 void map_init(Map *m, size_t vsize, void (*drop)(void *));
 void map_clear(Map *m);  /* every entry gone, memory freed; the map stays usable */
 
-/* The value stored under key (whose map_hash is h), or NULL. */
-void *map_get_h(const Map *m, const void *key, size_t klen, uint64_t h);
 /* The value under key; a new zeroed one at the end when absent (*created = 1). NULL: no memory. */
 void *map_put_h(Map *m, const void *key, size_t klen, uint64_t h, int *created);
 void map_del(Map *m, void *value);        /* the entry whose value this is */
 void map_move_end(Map *m, void *value);   /* OrderedDict.move_to_end */
 void map_bound(Map *m, size_t max);       /* popitem(last=False) while longer than max */
+
+/* The node of key (whose map_hash is h), or NULL (inline: the per-packet look-ups). */
+static inline MapNode *map_find(const Map *m, const void *key, size_t klen, uint64_t h) {
+    if (m->slots == NULL)
+        return NULL;
+    for (size_t i = h & m->mask;; i = (i + 1) & m->mask) {
+        const MapSlot *s = &m->slots[i];
+        if (s->node == NULL)
+            return NULL;
+        if (s->hash == h && s->node->klen == klen && memcmp(s->node->key, key, klen) == 0)
+            return s->node;
+    }
+}
+
+/* The value stored under key (whose map_hash is h), or NULL. */
+static inline void *map_get_h(const Map *m, const void *key, size_t klen, uint64_t h) {
+    MapNode *n = map_find(m, key, klen, h);
+    return n ? n->value : NULL;
+}
 
 static inline void *map_get(const Map *m, const void *key, size_t klen) {
     return map_get_h(m, key, klen, map_hash(key, klen));
