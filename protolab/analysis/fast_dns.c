@@ -1357,7 +1357,13 @@ int dns_row(DnsState *st, const Pkt *p, Row *row, Ctx *ctx) {
         return ctx_decline(ctx, "packet %lld: dnspython's type names were not available",
                            (long long)p->number);
     row->proto = "DNS";
-    Cur c = {.st = st, .p = p, .row = row, .ctx = ctx, .m = &m};
+    Cur c;  /* set field by field: an initializer would clear all of key, at every packet */
+    c.st = st;
+    c.p = p;
+    c.row = row;
+    c.ctx = ctx;
+    c.m = &m;
+    c.oom = 0;
     if (r == 0) {
         row->summary = row_printf(row, "DNS? %zu bytes, malformed", p->payload_len);
         row->action = A_MISSING;
