@@ -301,9 +301,9 @@ static void describe_quic(Buf *b, const FFlow *f) {
     buf_printf(b, "; DCIDs seen: %d", f->ncids);
 }
 
-/* FlowTable.describe (a flow across a NAT, with several tuples, was declined in flows_add) */
+/* FlowTable.describe, appended to b (a flow across a NAT, with several tuples, was declined in
+ * flows_add) */
 static int describe(Buf *b, FFlow *f, TcpState *tcp) {
-    b->len = 0;
     buf_puts(b, "");
     if (f->npaths > 1 && (strcmp(f->kind, "tcp") == 0 || strcmp(f->kind, "udp") == 0))
         return -1;
@@ -352,8 +352,8 @@ static int json_flow(Buf *out, FFlow *f, const char *state) {
 }
 
 static size_t digits(int64_t v) {
-    char s[32];
-    return (size_t)snprintf(s, sizeof s, "%lld", (long long)v);
+    char s[24];
+    return fmt_i64(s, v);
 }
 
 static void cell(Buf *out, const char *s, size_t n, size_t width, int right) {
@@ -416,9 +416,9 @@ static int table(Buf *out, FFlow **fs, char **states, size_t n, int flows_width,
     }
     buf_put(out, "\n", 1);
     for (size_t i = 0; i < n; i++) {
-        char num[32], pk[32];
-        snprintf(num, sizeof num, "%lld", (long long)fs[i]->number);
-        snprintf(pk, sizeof pk, "%lld", (long long)fs[i]->packets);
+        char num[24], pk[24];
+        fmt_i64(num, fs[i]->number);
+        fmt_i64(pk, fs[i]->packets);
         Wrapper wr;
         Slice state = {"", 0};  /* an empty state is still one line */
         wrap_start(&wr, states[i], strlen(states[i]), sw);
@@ -450,14 +450,17 @@ int flows_print(Flows *fl, TcpState *tcp, int as_json, int flows_width, Buf *out
     size_t n = fl->map.len, i = 0;
     FFlow **fs = calloc(n + 1, sizeof *fs);
     char **states = calloc(n + 1, sizeof *states);
-    Buf text = {0};
-    int r = fs && states ? 0 : -1;
+    size_t *at = calloc(n + 1, sizeof *at);
+    Buf text = {0};  /* the states one after another, each NUL-terminated */
+    int r = fs && states && at ? 0 : -1;
     for (FFlow *f = map_first(&fl->map); f != NULL && r == 0; f = map_next(f), i++) {
         fs[i] = f;
+        at[i] = text.len;
         r = describe(&text, fs[i], tcp);
-        states[i] = r == 0 ? strdup(text.p) : NULL;
-        r |= states[i] ? 0 : -1;
+        r |= r == 0 ? buf_put(&text, "", 1) : 0;
     }
+    for (i = 0; r == 0 && i < n; i++)
+        states[i] = text.p + at[i];
     if (r == 0 && as_json) {
         for (i = 0; i < n && r == 0; i++) {
             json_flow(out, fs[i], states[i]);
@@ -469,9 +472,8 @@ int flows_print(Flows *fl, TcpState *tcp, int as_json, int flows_width, Buf *out
         buf_printf(out, "%zu conversations; `protolab inspect FILE --flow N` for one as a "
                    "timeline\n", n);
     }
-    for (i = 0; states && i < n; i++)
-        free(states[i]);
     free(states);
+    free(at);
     free(fs);
     free(text.p);
     return r;

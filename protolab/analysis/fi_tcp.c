@@ -827,23 +827,35 @@ const char *tcp_state_name(int state) { return STATE[state]; }
 void tcp_describe(TcpState *st, int64_t number, char *out, size_t n) {
     out[0] = 0;
     TFlow *f = st->by_number && number < (int64_t)st->nby ? st->by_number[number] : NULL;
-    if (f == NULL)
+    if (f == NULL || n == 0)
         return;
+    Sb b;  /* built without printf: one per connection of --flows */
+    sb_init(&b);
     if (!f->handshake_seen) {
-        snprintf(out, n, "joined mid-stream (no handshake in this capture): states unknown, "
-                 "client and server guessed from the ports");
-        return;
+        sb_s(&b, "joined mid-stream (no handshake in this capture): states unknown, "
+             "client and server guessed from the ports");
+    } else {
+        sb_s(&b, f->saw_syn_sent ? "handshake seen" : "the SYN/ACK without its SYN");
+        if (f->first_fin_role >= 0) {
+            sb_s(&b, "; ");
+            sb_s(&b, ROLE[f->first_fin_role]);
+            sb_s(&b, " closed first");
+        }
+        if (f->saw_rst)
+            sb_s(&b, "; reset");
+        const Ep *tw = f->client.state == TIME_WAIT ? &f->client
+                     : f->server.state == TIME_WAIT ? &f->server : NULL;
+        if (tw) {
+            sb_s(&b, "; ");
+            sb_s(&b, ROLE[tw->role]);
+            sb_s(&b, " ends in TIME_WAIT");
+        }
+        sb_s(&b, "; final: client ");
+        sb_s(&b, STATE[f->client.state]);
+        sb_s(&b, ", server ");
+        sb_s(&b, STATE[f->server.state]);
     }
-    size_t k = (size_t)snprintf(out, n, "%s", f->saw_syn_sent ? "handshake seen"
-                                                              : "the SYN/ACK without its SYN");
-    if (f->first_fin_role >= 0)
-        k += (size_t)snprintf(out + k, n - k, "; %s closed first", ROLE[f->first_fin_role]);
-    if (f->saw_rst)
-        k += (size_t)snprintf(out + k, n - k, "; reset");
-    const Ep *tw = f->client.state == TIME_WAIT ? &f->client
-                 : f->server.state == TIME_WAIT ? &f->server : NULL;
-    if (tw)
-        k += (size_t)snprintf(out + k, n - k, "; %s ends in TIME_WAIT", ROLE[tw->role]);
-    snprintf(out + k, n - k, "; final: client %s, server %s", STATE[f->client.state],
-             STATE[f->server.state]);
+    size_t k = b.n < n - 1 ? b.n : n - 1;
+    memcpy(out, b.p, k);
+    out[k] = 0;
 }
