@@ -24,8 +24,8 @@ typedef struct FFlow {
     int has_tcp;
     Dir *dirs;
     int ndirs, capdirs;
-    char **paths, **cids;
-    int npaths, ncids;
+    char **paths, **cids;         /* these lists and their strings: in Flows.pool */
+    int npaths, ncids, cappaths, capcids;
     struct { int64_t id; double time; } *queries;
     int nq, capq;
     double *lat;
@@ -34,31 +34,19 @@ typedef struct FFlow {
     int nunmatched, nlate, nmig, nrel;
 } FFlow;
 
-static void fflow_drop(void *p) {
-    FFlow *f = p;
-    free(f->dirs);
-    for (int i = 0; i < f->npaths; i++)
-        free(f->paths[i]);
-    for (int i = 0; i < f->ncids; i++)
-        free(f->cids[i]);
-    free(f->paths);
-    free(f->cids);
-    free(f->queries);
-    free(f->lat);
-}
-
 void flows_init(Flows *fl, int table, int limit) {
     memset(fl, 0, sizeof *fl);
     fl->table = table;
     fl->limit = limit;
     if (table)
-        map_init(&fl->map, sizeof(FFlow), fflow_drop);
+        map_init(&fl->map, sizeof(FFlow), NULL);  /* what a flow holds is in fl->pool */
     else
         map_init(&fl->map, sizeof(int64_t), NULL);
 }
 
 void flows_free(Flows *fl) {
     map_clear(&fl->map);
+    pool_free(&fl->pool);
     fl->recent = NULL;
 }
 
@@ -127,16 +115,20 @@ int64_t flows_number_of(Flows *fl, const Row *row) {
     return f->number;
 }
 
-static int add_str(char ***list, int *n, const char *s) {
+/* s added to a list of distinct strings (an ordered set), in the pool */
+static int add_str(Pool *pool, char ***list, int *n, int *cap, const char *s) {
     for (int i = 0; i < *n; i++)
         if (strcmp((*list)[i], s) == 0)
             return 0;
-    char **l = realloc(*list, (size_t)(*n + 1) * sizeof *l);
-    if (l == NULL)
+    char **l = pool_grow(pool, *list, cap, *n, sizeof *l);
+    size_t len = strlen(s);
+    char *copy = pool_alloc(pool, len + 1);
+    if (l == NULL || copy == NULL)
         return -1;
+    memcpy(copy, s, len + 1);
     *list = l;
-    l[*n] = strdup(s);
-    return l[(*n)++] ? 0 : -1;
+    l[(*n)++] = copy;
+    return 0;
 }
 
 static const Val *field(const Row *row, const char *name) {
@@ -159,7 +151,7 @@ static void query_del(FFlow *f, int i) {
 }
 
 /* FlowTable.add's DNS part */
-static int add_dns(FFlow *f, const Row *row, int64_t id) {
+static int add_dns(Pool *pool, FFlow *f, const Row *row, int64_t id) {
     const Val *resp = field(row, "dns_response");
     int q = query_at(f, id);
     if (resp == NULL || resp->type != V_BOOL || !resp->u.i) {
@@ -167,25 +159,17 @@ static int add_dns(FFlow *f, const Row *row, int64_t id) {
             f->queries[q].time = row->time;
             return 0;
         }
-        if (f->nq == f->capq) {
-            int cap = f->capq ? f->capq * 2 : 4;
-            void *p = realloc(f->queries, (size_t)cap * sizeof *f->queries);
-            if (p == NULL)
-                return -1;
-            f->queries = p;
-            f->capq = cap;
-        }
+        void *more = pool_grow(pool, f->queries, &f->capq, f->nq, sizeof *f->queries);
+        if (more == NULL)
+            return -1;
+        f->queries = more;
         f->queries[f->nq].id = id;
         f->queries[f->nq++].time = row->time;
     } else if (q >= 0 && row->action == A_ENDS) {
-        if (f->nlat == f->caplat) {
-            int cap = f->caplat ? f->caplat * 2 : 4;
-            double *p = realloc(f->lat, (size_t)cap * sizeof *p);
-            if (p == NULL)
-                return -1;
-            f->lat = p;
-            f->caplat = cap;
-        }
+        double *more = pool_grow(pool, f->lat, &f->caplat, f->nlat, sizeof *more);
+        if (more == NULL)
+            return -1;
+        f->lat = more;
         f->lat[f->nlat++] = (row->time - f->queries[q].time) * 1000;
         query_del(f, q);
     } else if (q >= 0 && row_shows(row, K_DNS_TO_CLOSED_SOCKET)) {
@@ -214,14 +198,10 @@ int flows_add(Flows *fl, const Row *row) {
     while (d < f->ndirs && (f->dirs[d].len != dlen || memcmp(f->dirs[d].dir, dir, dlen) != 0))
         d++;
     if (d == f->ndirs) {  /* a new direction; its path is new or was seen the other way */
-        if (f->ndirs == f->capdirs) {
-            int cap = f->capdirs ? f->capdirs * 2 : 2;
-            Dir *more = realloc(f->dirs, (size_t)cap * sizeof *more);
-            if (more == NULL)
-                return -1;
-            f->dirs = more;
-            f->capdirs = cap;
-        }
+        Dir *more = pool_grow(&fl->pool, f->dirs, &f->capdirs, f->ndirs, sizeof *more);
+        if (more == NULL)
+            return -1;
+        f->dirs = more;
         memcpy(f->dirs[d].dir, dir, dlen + 1);
         f->dirs[d].len = dlen;
         f->dirs[d].bytes = 0;
@@ -231,12 +211,13 @@ int flows_add(Flows *fl, const Row *row) {
             join(dir, row->src, row->src_len, " ↔ ", row->dst, row->dst_len);
         else
             join(dir, row->dst, row->dst_len, " ↔ ", row->src, row->src_len);
-        if (add_str(&f->paths, &f->npaths, dir) < 0)
+        if (add_str(&fl->pool, &f->paths, &f->npaths, &f->cappaths, dir) < 0)
             return -1;
     }
     f->dirs[d].bytes += row->length;
     const Val *dcid = field(row, "quic_dcid");
-    if (dcid && dcid->type == V_STR && dcid->u.s[0] && add_str(&f->cids, &f->ncids, dcid->u.s) < 0)
+    if (dcid && dcid->type == V_STR && dcid->u.s[0] && add_str(&fl->pool, &f->cids, &f->ncids,
+                                                     &f->capcids, dcid->u.s) < 0)
         return -1;
     if (row_shows(row, K_QUIC_MIGRATION) && f->nmig++ == 0)
         f->first_migration = row->number;
@@ -247,7 +228,7 @@ int flows_add(Flows *fl, const Row *row) {
         if (f->nrel++ == 0)
             f->first_relayed = row->number;
     } else if (id != NULL) {
-        if (id->type != V_INT || add_dns(f, row, id->u.i) < 0)
+        if (id->type != V_INT || add_dns(&fl->pool, f, row, id->u.i) < 0)
             return -1;
     }
     return 0;

@@ -13,6 +13,7 @@ typedef struct Flows {
     int limit;       /* FlowNumbers' MAX_TRACKED */
     int64_t next;
     Map map;
+    Pool pool;       /* FlowTable: each conversation's lists */
     void *recent;    /* the value flows_number_of last gave (FlowTable: for flows_add) */
 } Flows;
 

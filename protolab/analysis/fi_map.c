@@ -11,6 +11,44 @@ struct MapChunk {
     max_align_t data[];
 };
 
+void *pool_alloc(Pool *p, size_t n) {
+    n = (n + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
+    if (p->left < n) {
+        size_t size = n > CHUNK ? n : CHUNK;
+        MapChunk *c = malloc(sizeof *c + size);
+        if (c == NULL)
+            return NULL;
+        c->next = p->chunks;
+        p->chunks = c;
+        p->cur = (char *)c->data;
+        p->left = size;
+    }
+    void *out = p->cur;
+    p->cur += n;
+    p->left -= n;
+    return out;
+}
+
+void pool_free(Pool *p) {
+    for (MapChunk *c = p->chunks, *next; c != NULL; c = next) {
+        next = c->next;
+        free(c);
+    }
+    memset(p, 0, sizeof *p);
+}
+
+void *pool_grow(Pool *p, void *items, int *cap, int n, size_t size) {
+    if (n < *cap)
+        return items;
+    int more = *cap ? *cap * 2 : 2;
+    void *bigger = pool_alloc(p, (size_t)more * size);
+    if (bigger != NULL && n)
+        memcpy(bigger, items, (size_t)n * size);
+    if (bigger != NULL)
+        *cap = more;
+    return bigger;
+}
+
 void map_init(Map *m, size_t vsize, void (*drop)(void *)) {
     memset(m, 0, sizeof *m);
     m->vsize = (vsize + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
@@ -26,10 +64,7 @@ void map_clear(Map *m) {
             if (n->cls == 0)
                 free(n);
         }
-    for (MapChunk *c = m->chunks, *next; c != NULL; c = next) {
-        next = c->next;
-        free(c);
-    }
+    pool_free(&m->pool);
     free(m->slots);
     map_init(m, m->vsize, m->drop);
 }
@@ -76,18 +111,8 @@ static MapNode *node_new(Map *m, size_t klen) {
         m->spare[cls] = n->next;
         return n;
     }
-    if (m->left < size) {
-        MapChunk *c = malloc(sizeof *c + CHUNK);
-        if (c == NULL)
-            return NULL;
-        c->next = m->chunks;
-        m->chunks = c;
-        m->cur = (char *)c->data;
-        m->left = CHUNK;
-    }
-    n = (MapNode *)m->cur;
-    m->cur += size;
-    m->left -= size;
+    if ((n = pool_alloc(&m->pool, size)) == NULL)
+        return NULL;
     n->cls = (unsigned)cls;
     return n;
 }

@@ -32,7 +32,20 @@ typedef struct MapSlot {
     MapNode *node;                /* NULL: empty */
 } MapSlot;
 
+/* Memory handed out from big chunks and given back all at once (a map's nodes; FlowTable's
+ * lists): no malloc per piece, no walk to free them. */
 typedef struct MapChunk MapChunk;
+typedef struct Pool {
+    MapChunk *chunks;
+    char *cur;                    /* the newest chunk's unused part */
+    size_t left;
+} Pool;
+
+void *pool_alloc(Pool *p, size_t n);  /* aligned for any type; NULL: no memory */
+void pool_free(Pool *p);              /* everything it handed out */
+/* A pool-allocated array of *cap items of size bytes, holding n, with room for one more: itself,
+ * or a copy twice as big when it is full (the old one stays in the pool). NULL: no memory. */
+void *pool_grow(Pool *p, void *items, int *cap, int n, size_t size);
 
 typedef struct Map {
     MapSlot *slots;
@@ -40,9 +53,8 @@ typedef struct Map {
     MapNode *first, *last;
     void (*drop)(void *value);    /* frees what a value owns, or NULL */
     MapNode *spare[MAP_CLASSES];  /* deleted nodes by class, for reuse */
-    MapChunk *chunks;
-    char *cur;                    /* the newest chunk's unused part */
-    size_t left, nbig;            /* nbig: live nodes malloc'd on their own */
+    Pool pool;                    /* the nodes */
+    size_t nbig;                  /* live nodes malloc'd on their own */
 } Map;
 
 /* A fast 64-bit hash of a byte string, 8 bytes at a time (payloads up to ~1500 bytes). */
