@@ -17,7 +17,6 @@ setup(ext_modules=[Extension(
         "protolab/analysis/fast_dns.c", "protolab/analysis/fast_quic.c"],
     depends=["protolab/analysis/fastinspect.h", "protolab/analysis/fi_core.h",
              "protolab/analysis/fi_map.h", "protolab/analysis/fi_out.h",
-             "protolab/analysis/fi_flows.h", "protolab/analysis/fast_map.h",
-             "protolab/analysis/fast_text.h", "protolab/analysis/fi_spool.h",
-             "protolab/analysis/fast_dns_names.h"],
+             "protolab/analysis/fi_flows.h", "protolab/analysis/fast_text.h",
+             "protolab/analysis/fi_spool.h", "protolab/analysis/fast_dns_names.h"],
     extra_compile_args=["-O2", "-std=c11", "-Wall"], optional=True)])

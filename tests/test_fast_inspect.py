@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 from protolab.analysis import fast_inspect
 from protolab.analysis.facts import Kind
+from protolab.analysis.flows import MAX_TRACKED
 from protolab.cli import main
 
 from capture_builders import (
@@ -339,6 +340,47 @@ def test_the_benchmarks_packets_on_every_link_type_and_format(name, benchmark_ca
     if COMPILED_MUST_ACCEPT_BENCHMARK:  # the switch covers the benchmark's packets here too
         require(built(), "the compiled extension is not built")
         assert not declined(inspect(path, (), "compiled"))
+
+
+def _past_the_tracked_limit() -> list[Packet]:
+    """More TCP connections than flows.MAX_TRACKED: SYNs (some answered), pairs of connections
+    interleaving, three of the oldest used again half way, then the oldest coming back (the
+    untouched ones forgotten by then, the three not), the newest again, and one 4-tuple closed
+    and opened anew."""
+    server = "10.200.0.1"
+
+    def client(i: int) -> str:
+        return f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}"
+
+    def seg(i: int, to_server: bool, flags: int, seq: int, ack: int, data: bytes = b"") -> Packet:
+        ends = (client(i), server, 1025, 80) if to_server else (server, client(i), 80, 1025)
+        return tcp_segment(4, *ends, seq, ack, flags, payload=data)
+
+    packets = []
+    for i in range(MAX_TRACKED + 10):
+        packets.append(seg(i, True, 0x02, 1000, 0))
+        if i % 7 == 0:
+            packets.append(seg(i, False, 0x12, 5000, 1001))
+        if i % 1000 == 3:
+            packets += [seg(i - k % 2, True, 0x18, 1001, 5001, b"x") for k in range(6)]
+        if i == MAX_TRACKED // 2:  # used again: the last to be forgotten of the oldest
+            packets += [seg(k, True, 0x18, 1001, 5001, b"again") for k in (0, 2, 7)]
+    for i in (0, 1, 2, 7, 14, 9999, MAX_TRACKED - 1, MAX_TRACKED + 9, 3):
+        packets += [seg(i, True, 0x18, 1001, 5001, b"hello"), seg(i, False, 0x10, 5001, 1006)]
+    last = MAX_TRACKED + 8
+    for _ in range(2):
+        packets += [seg(last, True, 0x11, 1001, 5001), seg(last, False, 0x11, 5001, 1002),
+                    seg(last, True, 0x10, 1002, 5002), seg(last, True, 0x02, 7000, 0)]
+    return packets
+
+
+def test_both_paths_forget_the_same_connections_past_the_tracked_limit(tmp_path) -> None:
+    """The LRU bounds (TcpObserver's tracked connections, FlowNumbers): which ones are forgotten,
+    and in which order, is the same on both paths."""
+    linktype, frames = framed(_past_the_tracked_limit(), "ethernet")
+    path = tmp_path / "past-the-limit.pcap"
+    path.write_bytes(capture_bytes(frames, linktype, "pcap-usec"))
+    assert not [d for options in ((), ("--json",)) for d in differences(path, options)]
 
 
 # -- damaged files ---------------------------------------------------------------------------------

@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fast_map.h"
+#include "fi_map.h"
 #include "fast_text.h"
 #include "fastinspect.h"
 
@@ -31,10 +31,11 @@
 typedef struct Query {          /* annotate_dns._Query; key: client, server, id */
     int64_t number;
     double time;
-    char *question;             /* malloc'd */
+    char *question;             /* `text` when it fits, else malloc'd */
     int64_t copies;
     int leg;
     int64_t upstream;
+    char text[64];
 } Query;
 
 typedef struct Taken {          /* _taken: a leg socket's last matched answer */
@@ -52,7 +53,7 @@ typedef struct PathSeen {       /* one path that carried a payload, and its last
 typedef struct Recent {         /* _recent: payload -> {path: number} */
     uint64_t hash;
     uint8_t *payload;
-    size_t len;
+    size_t len, room;           /* room: the payload buffer's size */
     PathSeen *paths;
     int npaths, cap;
 } Recent;
@@ -111,7 +112,11 @@ struct DnsState {
     unsigned last_qtype;
 };
 
-static void query_drop(void *v) { free(((Query *)v)->question); }
+static void query_drop(void *v) {
+    Query *q = v;
+    if (q->question != q->text)
+        free(q->question);
+}
 static void taken_drop(void *v) { free(((Taken *)v)->content); }
 
 /* ---- small helpers ---------------------------------------------------------------------------- */
@@ -978,14 +983,21 @@ static int64_t relay(Cur *c) {
     if (r == NULL) {
         r = st->spare ? st->spare : calloc(1, sizeof *r);
         st->spare = NULL;
-        uint8_t *copy = r ? realloc(r->payload, p->payload_len + 1) : NULL;
-        if (copy == NULL) {
-            recent_free(r);
+        if (r != NULL && r->room <= p->payload_len) {  /* else the spare's buffer is reused */
+            uint8_t *bigger = realloc(r->payload, p->payload_len + 1);
+            if (bigger == NULL) {
+                recent_free(r);
+                r = NULL;
+            } else {
+                r->payload = bigger;
+                r->room = p->payload_len + 1;
+            }
+        }
+        if (r == NULL) {
             c->oom = 1;
             return -1;
         }
-        memcpy(copy, p->payload, p->payload_len);
-        r->payload = copy;
+        memcpy(r->payload, p->payload, p->payload_len);
         r->len = p->payload_len;
         r->hash = h;
         r->npaths = 0;
@@ -1081,15 +1093,26 @@ static void query_row(Cur *c) {
         asked[i]->upstream = c->p->number;
     int created;
     Query *q = map_put_h(&st->pending, c->key, c->klen, c->khash, &created);
-    char *question = strdup(c->question);
-    if (q == NULL || question == NULL) {
-        free(question);
+    if (q == NULL) {
         c->oom = 1;
         return;
     }
     if (!created)
-        free(q->question);  /* same key, another question: replaced in its place */
-    *q = (Query){c->p->number, c->p->time, question, 1, nasked > 0, 0};
+        query_drop(q);  /* same key, another question: replaced in its place */
+    size_t qlen = strlen(c->question);
+    q->question = qlen < sizeof q->text ? q->text : malloc(qlen + 1);
+    if (q->question == NULL) {
+        q->question = q->text;  /* for query_drop */
+        q->text[0] = 0;
+        c->oom = 1;
+        return;
+    }
+    memcpy(q->question, c->question, qlen + 1);
+    q->number = c->p->number;
+    q->time = c->p->time;
+    q->copies = 1;
+    q->leg = nasked > 0;
+    q->upstream = 0;
     map_bound(&st->pending, FI_MAX_PENDING);
     if (nasked) {
         checked(c, set_add(&st->resolvers, servers[0]));
@@ -1373,7 +1396,13 @@ int dns_row(DnsState *st, const Pkt *p, Row *row, Ctx *ctx) {
         return ctx_decline(ctx, "packet %lld: dnspython's type names were not available",
                            (long long)p->number);
     row->proto = "DNS";
-    Cur c = {.st = st, .p = p, .row = row, .ctx = ctx, .m = &m};
+    Cur c;  /* set field by field: an initializer would clear all of key, at every packet */
+    c.st = st;
+    c.p = p;
+    c.row = row;
+    c.ctx = ctx;
+    c.m = &m;
+    c.oom = 0;
     if (r == 0) {
         row->summary = row_printf(row, "DNS? %zu bytes, malformed", p->payload_len);
         row->action = A_MISSING;

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fast_map.h"
+#include "fi_map.h"
 #include "fast_text.h"
 #include "fastinspect.h"
 
@@ -452,9 +452,9 @@ static void track_replies(QuicState *st, const Row *row, int64_t conn, int to_se
 }
 
 /* The summary: f"{type} DCID={dcid}{ SCID=scid}{ token=NB}". */
-static const char *summary(QuicState *st, Row *row, const char *dcid) {
+static const char *summary(QuicState *st, Row *row, const char *dcid, const char *scid_hex) {
     const Header *h = &st->h;
-    const char *scid = h->scid_len ? hex(st, row, h->scid, h->scid_len) : NULL;
+    const char *scid = h->scid_len ? scid_hex : NULL;
     char token[32] = "";
     if (h->token_len)
         snprintf(token, sizeof token, " token=%zuB", h->token_len);
@@ -491,7 +491,8 @@ int quic_row(QuicState *st, const Pkt *p, Row *row, Ctx *ctx) {
     const Header *h = &st->h;
     row->proto = "QUIC";
     const char *dcid = hex(st, row, h->dcid, h->dcid_len);
-    row->summary = summary(st, row, dcid);
+    const char *scid = h->scid ? hex(st, row, h->scid, h->scid_len) : NULL;  /* None: NULL */
+    row->summary = summary(st, row, dcid, scid);
     if (h->type[0] == 'V') {  /* Version Negotiation: the server keeps nothing */
         set_fact(row, A_NONE, K_QUIC_VERSION_NEGOTIATION, "", H_PACKET, 1);
         return st->oom || row->summary == NULL
@@ -501,7 +502,7 @@ int quic_row(QuicState *st, const Pkt *p, Row *row, Ctx *ctx) {
         st->cid_len = (int)h->scid_len;
     Lookup l = {0};
     if (fld_str(row, "quic_type", h->type) < 0 || fld_str(row, "quic_dcid", dcid) < 0
-            || (h->scid ? fld_str(row, "quic_scid", hex(st, row, h->scid, h->scid_len))
+            || (scid ? fld_str(row, "quic_scid", scid)
                         : fld_none(row, "quic_scid")) < 0)
         st->oom = 1;
     size_t dlen = p->dst_len;

@@ -116,6 +116,32 @@ static size_t ip4_text(const uint8_t *a, char *out) {
     return k - 1;
 }
 
+/* A capture names the same few endpoints again and again: their texts are memoised, in a
+ * direct-mapped table per thread, of a pure function: what it holds never changes what is
+ * printed. */
+typedef struct EpMemo {
+    uint64_t key;  /* 0: empty */
+    uint8_t len;
+    char text[23];
+} EpMemo;
+static _Thread_local EpMemo ep_memo[256];
+
+/* Decoded.endpoint for an IPv4 address and port (-1: none) into out; its length */
+static size_t ep4_text(EpMemo *memo, char *out, const uint8_t *a, int port) {
+    uint64_t key = ((uint64_t)be32(a) << 17 | (uint64_t)(port + 1)) + 1;
+    size_t i = (size_t)((key * 0x9E3779B97F4A7C15ULL) >> 56);
+    if (memo[i].key == key) {
+        memcpy(out, memo[i].text, sizeof memo[i].text);
+        return memo[i].len;
+    }
+    char host[16];
+    size_t n = endpoint(out, host, ip4_text(a, host), 0, port);
+    memo[i].key = key;
+    memo[i].len = (uint8_t)n;
+    memcpy(memo[i].text, out, n + 1);
+    return n;
+}
+
 /* str(ipaddress.IPv6Address): inet_ntop's RFC 5952 text, except the dotted forms it uses for
  * IPv4-mapped/compatible addresses (Python 3.11 prints hex there): declined. */
 static int ip6_text(const uint8_t *a, char *out) {
@@ -231,7 +257,11 @@ int decode(const Rec *rec, int64_t number, Pkt *p, char *why, size_t nw) {
     const uint8_t *d = rec->data;
     size_t n = rec->caplen, off;
     int v6;
-    memset(p, 0, sizeof *p);
+    /* all but the endpoint texts zeroed (each packet's; they are written below) */
+    memset(p, 0, offsetof(Pkt, src));
+    memset(&p->payload, 0, offsetof(Pkt, quoted_origin) - offsetof(Pkt, payload));
+    p->src[0] = p->dst[0] = p->quoted_origin[0] = p->quoted_target[0] = 0;
+    p->src_len = p->dst_len = 0;
     p->number = number;
     p->time = rec->time;
     p->length = (int)rec->caplen;
@@ -244,15 +274,13 @@ int decode(const Rec *rec, int64_t number, Pkt *p, char *why, size_t nw) {
     if (link_layer(rec, &off, &v6) < 0 || n < off + 1)
         return no(why, nw, "packet %lld: link layer not decoded", (long long)p->number);
     char src[INET6_ADDRSTRLEN], dst[INET6_ADDRSTRLEN];
-    size_t l4off, end, srclen, dstlen;
+    size_t l4off, end, srclen = 0, dstlen = 0;
     int proto, version = d[off] >> 4;
     if (version == 4) {
         if (n < off + 20)
             return no(why, nw, "packet %lld: cut IPv4 header", (long long)p->number);
         size_t ihl = (size_t)(d[off] & 0x0F) * 4, total = be16(d + off + 2);
         proto = d[off + 9];
-        srclen = ip4_text(d + off + 12, src);
-        dstlen = ip4_text(d + off + 16, dst);
         if (be16(d + off + 6) & 0x1FFF)
             return no(why, nw, "packet %lld: IP fragment", (long long)p->number);
         end = total >= ihl ? (n < off + total ? n : off + total) : n;
@@ -276,7 +304,13 @@ int decode(const Rec *rec, int64_t number, Pkt *p, char *why, size_t nw) {
     p->ip_version = version;
     if (l4(d, l4off, end, proto, p, why, nw) < 0)
         return -1;
-    p->src_len = endpoint(p->src, src, srclen, version == 6, p->sport);
-    p->dst_len = endpoint(p->dst, dst, dstlen, version == 6, p->dport);
+    if (version == 4) {
+        EpMemo *memo = ep_memo;  /* one look-up of the thread's table */
+        p->src_len = ep4_text(memo, p->src, d + off + 12, p->sport);
+        p->dst_len = ep4_text(memo, p->dst, d + off + 16, p->dport);
+    } else {
+        p->src_len = endpoint(p->src, src, srclen, 1, p->sport);
+        p->dst_len = endpoint(p->dst, dst, dstlen, 1, p->dport);
+    }
     return 0;
 }

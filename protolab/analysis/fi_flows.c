@@ -8,15 +8,24 @@
 
 #include "fi_flows.h"
 
+#define DIR_MAX (2 * FI_ENDPOINT + 8)  /* "src → dst" and NUL */
+
+typedef struct Dir {
+    char dir[DIR_MAX];
+    size_t len;
+    int64_t bytes;
+} Dir;
+
 typedef struct FFlow {
     int64_t number, packets, tcp_number;
-    char *key, *first;
+    const char *key;  /* the map's own copy */
+    char first[DIR_MAX];
     char kind[16];
     int has_tcp;
-    struct { char *dir; int64_t bytes; } *dirs;
-    int ndirs;
-    char **paths, **cids;
-    int npaths, ncids;
+    Dir *dirs;
+    int ndirs, capdirs;
+    char **paths, **cids;         /* these lists and their strings: in Flows.pool */
+    int npaths, ncids, cappaths, capcids;
     struct { int64_t id; double time; } *queries;
     int nq, capq;
     double *lat;
@@ -25,75 +34,70 @@ typedef struct FFlow {
     int nunmatched, nlate, nmig, nrel;
 } FFlow;
 
-static void fflow_free(void *p) {
-    FFlow *f = p;
-    if (f == NULL)
-        return;
-    free(f->key);
-    free(f->first);
-    for (int i = 0; i < f->ndirs; i++)
-        free(f->dirs[i].dir);
-    free(f->dirs);
-    for (int i = 0; i < f->npaths; i++)
-        free(f->paths[i]);
-    for (int i = 0; i < f->ncids; i++)
-        free(f->cids[i]);
-    free(f->paths);
-    free(f->cids);
-    free(f->queries);
-    free(f->lat);
-    free(f);
-}
-
 void flows_init(Flows *fl, int table, int limit) {
     memset(fl, 0, sizeof *fl);
     fl->table = table;
     fl->limit = limit;
+    if (table)
+        map_init(&fl->map, sizeof(FFlow), NULL);  /* what a flow holds is in fl->pool */
+    else
+        map_init(&fl->map, sizeof(int64_t), NULL);
 }
 
-void flows_free(Flows *fl) { map_free(&fl->map, fl->table ? fflow_free : NULL); }
+void flows_free(Flows *fl) {
+    map_clear(&fl->map);
+    pool_free(&fl->pool);
+    fl->recent = NULL;
+}
 
 int64_t flows_count(const Flows *fl) { return fl->table ? (int64_t)fl->map.len : fl->next; }
 
+/* f"{a}{sep}{b}" into out (room for two endpoints and a separator) */
+static void join(char *out, const char *a, size_t na, const char *sep, const char *b, size_t nb) {
+    size_t ns = strlen(sep);
+    memcpy(out, a, na);
+    memcpy(out + na, sep, ns);
+    memcpy(out + na + ns, b, nb);
+    out[na + ns + nb] = 0;
+}
+
 /* FlowNumbers.number_of / FlowTable.number_of; -1: no memory */
 int64_t flows_number_of(Flows *fl, const Row *row) {
-    size_t n = strlen(row->flow);
-    MapEntry *e = map_get(&fl->map, row->flow, n);
+    size_t n = strlen(row->flow), klen;
+    if (fl->recent != NULL) {  /* the same conversation as the last row's: last in the LRU already */
+        const unsigned char *key = map_key(fl->recent, &klen);
+        if (klen == n && memcmp(key, row->flow, n) == 0)
+            return fl->table ? ((FFlow *)fl->recent)->number : *(int64_t *)fl->recent;
+    }
+    uint64_t h = map_hash(row->flow, n);
     if (!fl->table) {
-        int64_t number;
-        if (e != NULL) {
-            number = e->val.i;
-            map_move_end(&fl->map, e);
-            return number;
+        int64_t *number = map_get_h(&fl->map, row->flow, n, h);
+        if (number != NULL) {
+            map_move_end(&fl->map, number);
+            fl->recent = number;
+            return *number;
         }
-        number = ++fl->next;
-        if (fl->map.len >= (size_t)fl->limit)
-            map_del(&fl->map, fl->map.first);
-        e = map_add(&fl->map, row->flow, n);
-        if (e == NULL)
+        if (fl->map.len >= (size_t)fl->limit && map_first(&fl->map) != NULL) {
+            if (map_first(&fl->map) == fl->recent)
+                fl->recent = NULL;
+            map_del(&fl->map, map_first(&fl->map));
+        }
+        number = fl->recent = map_put_h(&fl->map, row->flow, n, h, NULL);
+        if (number == NULL)
             return -1;
-        e->val.i = number;
-        return number;
+        *number = ++fl->next;
+        return *number;
     }
-    if (e != NULL) {
-        fl->current = e->val.p;
-        return ((FFlow *)e->val.p)->number;
-    }
-    FFlow *f = calloc(1, sizeof *f);
-    e = f ? map_add(&fl->map, row->flow, n) : NULL;
-    if (e == NULL) {
-        free(f);
+    int created;
+    FFlow *f = map_put_h(&fl->map, row->flow, n, h, &created);
+    if (f == NULL)
         return -1;
-    }
-    e->val.p = f;
-    fl->current = f;
+    fl->recent = f;
+    if (!created)
+        return f->number;
     f->number = (int64_t)fl->map.len;
-    f->key = strdup(row->flow);
-    size_t nf = strlen(row->src) + strlen(row->dst) + 8;
-    f->first = malloc(nf);
-    if (f->key == NULL || f->first == NULL)
-        return -1;
-    snprintf(f->first, nf, "%s → %s", row->src, row->dst);
+    f->key = (const char *)map_key(f, &klen);
+    join(f->first, row->src, row->src_len, " → ", row->dst, row->dst_len);
     const char *sp = strchr(row->flow, ' ');
     size_t kl = sp ? (size_t)(sp - row->flow) : n;
     snprintf(f->kind, sizeof f->kind, "%.*s", (int)kl, row->flow);
@@ -111,21 +115,25 @@ int64_t flows_number_of(Flows *fl, const Row *row) {
     return f->number;
 }
 
-static int add_str(char ***list, int *n, const char *s) {
+/* s added to a list of distinct strings (an ordered set), in the pool */
+static int add_str(Pool *pool, char ***list, int *n, int *cap, const char *s) {
     for (int i = 0; i < *n; i++)
         if (strcmp((*list)[i], s) == 0)
             return 0;
-    char **l = realloc(*list, (size_t)(*n + 1) * sizeof *l);
-    if (l == NULL)
+    char **l = pool_grow(pool, *list, cap, *n, sizeof *l);
+    size_t len = strlen(s);
+    char *copy = pool_alloc(pool, len + 1);
+    if (l == NULL || copy == NULL)
         return -1;
+    memcpy(copy, s, len + 1);
     *list = l;
-    l[*n] = strdup(s);
-    return l[(*n)++] ? 0 : -1;
+    l[(*n)++] = copy;
+    return 0;
 }
 
 static const Val *field(const Row *row, const char *name) {
     for (int i = 0; i < row->nfields; i++)
-        if (strcmp(row->fields[i].name, name) == 0)
+        if (row->fields[i].name == name || str_eq(row->fields[i].name, name))
             return &row->fields[i];
     return NULL;
 }
@@ -143,7 +151,7 @@ static void query_del(FFlow *f, int i) {
 }
 
 /* FlowTable.add's DNS part */
-static int add_dns(FFlow *f, const Row *row, int64_t id) {
+static int add_dns(Pool *pool, FFlow *f, const Row *row, int64_t id) {
     const Val *resp = field(row, "dns_response");
     int q = query_at(f, id);
     if (resp == NULL || resp->type != V_BOOL || !resp->u.i) {
@@ -151,25 +159,17 @@ static int add_dns(FFlow *f, const Row *row, int64_t id) {
             f->queries[q].time = row->time;
             return 0;
         }
-        if (f->nq == f->capq) {
-            int cap = f->capq ? f->capq * 2 : 4;
-            void *p = realloc(f->queries, (size_t)cap * sizeof *f->queries);
-            if (p == NULL)
-                return -1;
-            f->queries = p;
-            f->capq = cap;
-        }
+        void *more = pool_grow(pool, f->queries, &f->capq, f->nq, sizeof *f->queries);
+        if (more == NULL)
+            return -1;
+        f->queries = more;
         f->queries[f->nq].id = id;
         f->queries[f->nq++].time = row->time;
     } else if (q >= 0 && row->action == A_ENDS) {
-        if (f->nlat == f->caplat) {
-            int cap = f->caplat ? f->caplat * 2 : 4;
-            double *p = realloc(f->lat, (size_t)cap * sizeof *p);
-            if (p == NULL)
-                return -1;
-            f->lat = p;
-            f->caplat = cap;
-        }
+        double *more = pool_grow(pool, f->lat, &f->caplat, f->nlat, sizeof *more);
+        if (more == NULL)
+            return -1;
+        f->lat = more;
         f->lat[f->nlat++] = (row->time - f->queries[q].time) * 1000;
         query_del(f, q);
     } else if (q >= 0 && row_shows(row, K_DNS_TO_CLOSED_SOCKET)) {
@@ -185,45 +185,39 @@ static int add_dns(FFlow *f, const Row *row, int64_t id) {
     return 0;
 }
 
-/* f"{a}{sep}{b}" into out (room for two endpoints and a separator) */
-static void join(char *out, const char *a, size_t na, const char *sep, const char *b, size_t nb) {
-    size_t ns = strlen(sep);
-    memcpy(out, a, na);
-    memcpy(out + na, sep, ns);
-    memcpy(out + na + ns, b, nb);
-    out[na + ns + nb] = 0;
-}
-
 /* FlowTable.add */
 int flows_add(Flows *fl, const Row *row) {
     if (!fl->table)
         return 0;
-    FFlow *f = fl->current;
+    FFlow *f = fl->recent;
     f->packets++;
-    char dir[2 * FI_ENDPOINT + 8];
+    char dir[DIR_MAX];
     join(dir, row->src, row->src_len, " → ", row->dst, row->dst_len);
+    size_t dlen = row->src_len + strlen(" → ") + row->dst_len;
     int d = 0;
-    while (d < f->ndirs && strcmp(f->dirs[d].dir, dir) != 0)
+    while (d < f->ndirs && (f->dirs[d].len != dlen || memcmp(f->dirs[d].dir, dir, dlen) != 0))
         d++;
-    if (d == f->ndirs) {
-        void *more = realloc(f->dirs, (size_t)(d + 1) * sizeof *f->dirs);
+    if (d == f->ndirs) {  /* a new direction; its path is new or was seen the other way */
+        Dir *more = pool_grow(&fl->pool, f->dirs, &f->capdirs, f->ndirs, sizeof *more);
         if (more == NULL)
             return -1;
         f->dirs = more;
-        f->dirs[d].dir = strdup(dir);
+        memcpy(f->dirs[d].dir, dir, dlen + 1);
+        f->dirs[d].len = dlen;
         f->dirs[d].bytes = 0;
         f->ndirs++;
+        int lt = strcmp(row->src, row->dst) < 0;
+        if (lt)
+            join(dir, row->src, row->src_len, " ↔ ", row->dst, row->dst_len);
+        else
+            join(dir, row->dst, row->dst_len, " ↔ ", row->src, row->src_len);
+        if (add_str(&fl->pool, &f->paths, &f->npaths, &f->cappaths, dir) < 0)
+            return -1;
     }
     f->dirs[d].bytes += row->length;
-    int lt = strcmp(row->src, row->dst) < 0;
-    if (lt)
-        join(dir, row->src, row->src_len, " ↔ ", row->dst, row->dst_len);
-    else
-        join(dir, row->dst, row->dst_len, " ↔ ", row->src, row->src_len);
-    if (add_str(&f->paths, &f->npaths, dir) < 0)
-        return -1;
     const Val *dcid = field(row, "quic_dcid");
-    if (dcid && dcid->type == V_STR && dcid->u.s[0] && add_str(&f->cids, &f->ncids, dcid->u.s) < 0)
+    if (dcid && dcid->type == V_STR && dcid->u.s[0] && add_str(&fl->pool, &f->cids, &f->ncids,
+                                                     &f->capcids, dcid->u.s) < 0)
         return -1;
     if (row_shows(row, K_QUIC_MIGRATION) && f->nmig++ == 0)
         f->first_migration = row->number;
@@ -234,7 +228,7 @@ int flows_add(Flows *fl, const Row *row) {
         if (f->nrel++ == 0)
             f->first_relayed = row->number;
     } else if (id != NULL) {
-        if (id->type != V_INT || add_dns(f, row, id->u.i) < 0)
+        if (id->type != V_INT || add_dns(&fl->pool, f, row, id->u.i) < 0)
             return -1;
     }
     return 0;
@@ -288,9 +282,9 @@ static void describe_quic(Buf *b, const FFlow *f) {
     buf_printf(b, "; DCIDs seen: %d", f->ncids);
 }
 
-/* FlowTable.describe (a flow across a NAT, with several tuples, was declined in flows_add) */
+/* FlowTable.describe, appended to b (a flow across a NAT, with several tuples, was declined in
+ * flows_add) */
 static int describe(Buf *b, FFlow *f, TcpState *tcp) {
-    b->len = 0;
     buf_puts(b, "");
     if (f->npaths > 1 && (strcmp(f->kind, "tcp") == 0 || strcmp(f->kind, "udp") == 0))
         return -1;
@@ -339,8 +333,8 @@ static int json_flow(Buf *out, FFlow *f, const char *state) {
 }
 
 static size_t digits(int64_t v) {
-    char s[32];
-    return (size_t)snprintf(s, sizeof s, "%lld", (long long)v);
+    char s[24];
+    return fmt_i64(s, v);
 }
 
 static void cell(Buf *out, const char *s, size_t n, size_t width, int right) {
@@ -403,9 +397,9 @@ static int table(Buf *out, FFlow **fs, char **states, size_t n, int flows_width,
     }
     buf_put(out, "\n", 1);
     for (size_t i = 0; i < n; i++) {
-        char num[32], pk[32];
-        snprintf(num, sizeof num, "%lld", (long long)fs[i]->number);
-        snprintf(pk, sizeof pk, "%lld", (long long)fs[i]->packets);
+        char num[24], pk[24];
+        fmt_i64(num, fs[i]->number);
+        fmt_i64(pk, fs[i]->packets);
         Wrapper wr;
         Slice state = {"", 0};  /* an empty state is still one line */
         wrap_start(&wr, states[i], strlen(states[i]), sw);
@@ -437,14 +431,17 @@ int flows_print(Flows *fl, TcpState *tcp, int as_json, int flows_width, Buf *out
     size_t n = fl->map.len, i = 0;
     FFlow **fs = calloc(n + 1, sizeof *fs);
     char **states = calloc(n + 1, sizeof *states);
-    Buf text = {0};
-    int r = fs && states ? 0 : -1;
-    for (MapEntry *e = fl->map.first; e != NULL && r == 0; e = e->next, i++) {
-        fs[i] = e->val.p;
+    size_t *at = calloc(n + 1, sizeof *at);
+    Buf text = {0};  /* the states one after another, each NUL-terminated */
+    int r = fs && states && at ? 0 : -1;
+    for (FFlow *f = map_first(&fl->map); f != NULL && r == 0; f = map_next(f), i++) {
+        fs[i] = f;
+        at[i] = text.len;
         r = describe(&text, fs[i], tcp);
-        states[i] = r == 0 ? strdup(text.p) : NULL;
-        r |= states[i] ? 0 : -1;
+        r |= r == 0 ? buf_put(&text, "", 1) : 0;
     }
+    for (i = 0; r == 0 && i < n; i++)
+        states[i] = text.p + at[i];
     if (r == 0 && as_json) {
         for (i = 0; i < n && r == 0; i++) {
             json_flow(out, fs[i], states[i]);
@@ -456,9 +453,8 @@ int flows_print(Flows *fl, TcpState *tcp, int as_json, int flows_width, Buf *out
         buf_printf(out, "%zu conversations; `protolab inspect FILE --flow N` for one as a "
                    "timeline\n", n);
     }
-    for (i = 0; states && i < n; i++)
-        free(states[i]);
     free(states);
+    free(at);
     free(fs);
     free(text.p);
     return r;

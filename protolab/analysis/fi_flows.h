@@ -13,7 +13,8 @@ typedef struct Flows {
     int limit;       /* FlowNumbers' MAX_TRACKED */
     int64_t next;
     Map map;
-    void *current;   /* FlowTable: the conversation flows_number_of last gave, for flows_add */
+    Pool pool;       /* FlowTable: each conversation's lists */
+    void *recent;    /* the value flows_number_of last gave (FlowTable: for flows_add) */
 } Flows;
 
 void flows_init(Flows *fl, int table, int limit);

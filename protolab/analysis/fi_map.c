@@ -1,119 +1,203 @@
-/* The ordered hash map of fi_map.h: chained buckets, entries on a doubly linked order list. */
+/* The hash map of fi_map.h: open addressing over (hash, node) slots, nodes from chunks. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "fi_map.h"
 
-static uint64_t hash_bytes(const void *key, size_t n) {
-    const unsigned char *p = key;
-    uint64_t h = 0x9E3779B97F4A7C15ULL ^ n;
-    while (n >= 8) {
-        uint64_t w;
-        memcpy(&w, p, 8);
-        h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
-        h ^= h >> 32;
-        p += 8;
-        n -= 8;
+#define CHUNK (64 * 1024)
+
+struct MapChunk {
+    MapChunk *next;
+    max_align_t data[];
+};
+
+void *pool_alloc(Pool *p, size_t n) {
+    n = (n + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
+    if (p->left < n) {
+        size_t size = n > CHUNK ? n : CHUNK;
+        MapChunk *c = malloc(sizeof *c + size);
+        if (c == NULL)
+            return NULL;
+        c->next = p->chunks;
+        p->chunks = c;
+        p->cur = (char *)c->data;
+        p->left = size;
     }
-    while (n--)
-        h = (h ^ *p++) * 0x100000001B3ULL;
-    h ^= h >> 29;
-    h *= 0xC4CEB9FE1A85EC53ULL;
-    return h ^ (h >> 32);
+    void *out = p->cur;
+    p->cur += n;
+    p->left -= n;
+    return out;
 }
 
-MapEntry *map_get(const Map *m, const void *key, size_t klen) {
-    if (m->nbuckets == 0)
-        return NULL;
-    uint64_t h = hash_bytes(key, klen);
-    for (MapEntry *e = m->buckets[h & (m->nbuckets - 1)]; e != NULL; e = e->hnext)
-        if (e->hash == h && e->klen == klen && memcmp(e->key, key, klen) == 0)
-            return e;
-    return NULL;
+void pool_free(Pool *p) {
+    for (MapChunk *c = p->chunks, *next; c != NULL; c = next) {
+        next = c->next;
+        free(c);
+    }
+    memset(p, 0, sizeof *p);
 }
 
-static int grow(Map *m) {
-    size_t n = m->nbuckets ? m->nbuckets * 2 : 64;
-    MapEntry **b = calloc(n, sizeof *b);
-    if (b == NULL)
+void *pool_grow(Pool *p, void *items, int *cap, int n, size_t size) {
+    if (n < *cap)
+        return items;
+    int more = *cap ? *cap * 2 : 2;
+    void *bigger = pool_alloc(p, (size_t)more * size);
+    if (bigger != NULL && n)
+        memcpy(bigger, items, (size_t)n * size);
+    if (bigger != NULL)
+        *cap = more;
+    return bigger;
+}
+
+void map_init(Map *m, size_t vsize, void (*drop)(void *)) {
+    memset(m, 0, sizeof *m);
+    m->vsize = (vsize + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
+    m->drop = drop;
+}
+
+void map_clear(Map *m) {
+    if (m->drop || m->nbig)
+        for (MapNode *n = m->first, *next; n != NULL; n = next) {
+            next = n->next;
+            if (m->drop)
+                m->drop(n->value);
+            if (n->cls == 0)
+                free(n);
+        }
+    pool_free(&m->pool);
+    free(m->slots);
+    map_init(m, m->vsize, m->drop);
+}
+
+static void slot_put(MapSlot *slots, size_t mask, uint64_t h, MapNode *n) {
+    size_t i = h & mask;
+    while (slots[i].node != NULL)
+        i = (i + 1) & mask;
+    slots[i].hash = h;
+    slots[i].node = n;
+}
+
+/* Room for one more key: at most 3/4 of the slots in use. */
+static int reserve(Map *m) {
+    size_t nslots = m->slots ? m->mask + 1 : 0;
+    if ((m->len + 1) * 4 <= nslots * 3)
+        return 0;
+    size_t n = nslots ? nslots * 2 : 64;
+    MapSlot *s = calloc(n, sizeof *s);
+    if (s == NULL)
         return -1;
-    for (MapEntry *e = m->first; e != NULL; e = e->next) {
-        e->hnext = b[e->hash & (n - 1)];
-        b[e->hash & (n - 1)] = e;
-    }
-    free(m->buckets);
-    m->buckets = b;
-    m->nbuckets = n;
+    for (size_t i = 0; i < nslots; i++)
+        if (m->slots[i].node != NULL)
+            slot_put(s, n - 1, m->slots[i].hash, m->slots[i].node);
+    free(m->slots);
+    m->slots = s;
+    m->mask = n - 1;
     return 0;
 }
 
-MapEntry *map_add(Map *m, const void *key, size_t klen) {
-    if (m->len + 1 > m->nbuckets && grow(m) < 0)
-        return NULL;
-    MapEntry *e = malloc(sizeof *e + klen);
-    if (e == NULL)
-        return NULL;
-    e->hash = hash_bytes(key, klen);
-    e->klen = (uint32_t)klen;
-    memcpy(e->key, key, klen);
-    e->val.i = 0;
-    size_t b = e->hash & (m->nbuckets - 1);
-    e->hnext = m->buckets[b];
-    m->buckets[b] = e;
-    e->prev = m->last;
-    e->next = NULL;
-    if (m->last)
-        m->last->next = e;
-    else
-        m->first = e;
-    m->last = e;
-    m->len++;
-    return e;
-}
-
-static void unlink_order(Map *m, MapEntry *e) {
-    if (e->prev)
-        e->prev->next = e->next;
-    else
-        m->first = e->next;
-    if (e->next)
-        e->next->prev = e->prev;
-    else
-        m->last = e->prev;
-}
-
-void map_move_end(Map *m, MapEntry *e) {
-    if (m->last == e)
-        return;
-    unlink_order(m, e);
-    e->prev = m->last;
-    e->next = NULL;
-    m->last->next = e;
-    m->last = e;
-}
-
-void map_del(Map *m, MapEntry *e) {
-    MapEntry **pp = &m->buckets[e->hash & (m->nbuckets - 1)];
-    while (*pp != e)
-        pp = &(*pp)->hnext;
-    *pp = e->hnext;
-    unlink_order(m, e);
-    m->len--;
-    free(e);
-}
-
-void map_free(Map *m, void (*free_val)(void *)) {
-    MapEntry *e = m->first;
-    while (e != NULL) {
-        MapEntry *next = e->next;
-        if (free_val)
-            free_val(e->val.p);
-        free(e);
-        e = next;
+/* A node with room for a klen-byte key: a deleted one of its class, else from a chunk. */
+static MapNode *node_new(Map *m, size_t klen) {
+    size_t cls = (klen + 1 + 31) / 32, size = sizeof(MapNode) + m->vsize + cls * 32;
+    MapNode *n;
+    if (cls >= MAP_CLASSES) {
+        n = malloc(sizeof(MapNode) + m->vsize + klen + 1);
+        if (n == NULL)
+            return NULL;
+        n->cls = 0;
+        m->nbig++;
+        return n;
     }
-    free(m->buckets);
-    memset(m, 0, sizeof *m);
+    if ((n = m->spare[cls]) != NULL) {
+        m->spare[cls] = n->next;
+        return n;
+    }
+    if ((n = pool_alloc(&m->pool, size)) == NULL)
+        return NULL;
+    n->cls = (unsigned)cls;
+    return n;
 }
 
-MapEntry *map_get_int(const Map *m, int64_t key) { return map_get(m, &key, sizeof key); }
-MapEntry *map_add_int(Map *m, int64_t key) { return map_add(m, &key, sizeof key); }
+void *map_put_h(Map *m, const void *key, size_t klen, uint64_t h, int *created) {
+    MapNode *n = map_find(m, key, klen, h);
+    if (created)
+        *created = n == NULL;
+    if (n != NULL)
+        return n->value;
+    if (reserve(m) < 0 || (n = node_new(m, klen)) == NULL)
+        return NULL;
+    memset(n->value, 0, m->vsize);
+    n->hash = h;
+    n->klen = klen;
+    n->key = (unsigned char *)n->value + m->vsize;
+    memcpy(n->key, key, klen);
+    n->key[klen] = 0;
+    slot_put(m->slots, m->mask, h, n);
+    n->prev = m->last;
+    n->next = NULL;
+    if (m->last)
+        m->last->next = n;
+    else
+        m->first = n;
+    m->last = n;
+    m->len++;
+    return n->value;
+}
+
+static void unlink_order(Map *m, MapNode *n) {
+    if (n->prev)
+        n->prev->next = n->next;
+    else
+        m->first = n->next;
+    if (n->next)
+        n->next->prev = n->prev;
+    else
+        m->last = n->prev;
+}
+
+/* Empty slot i, moving back the entries after it that would no longer be found. */
+static void slot_remove(Map *m, size_t i) {
+    for (size_t j = (i + 1) & m->mask; m->slots[j].node != NULL; j = (j + 1) & m->mask) {
+        size_t home = m->slots[j].hash & m->mask;
+        int stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+        if (!stays) {
+            m->slots[i] = m->slots[j];
+            i = j;
+        }
+    }
+    m->slots[i].node = NULL;
+}
+
+void map_del(Map *m, void *value) {
+    MapNode *n = map_node(value);
+    size_t i = n->hash & m->mask;
+    while (m->slots[i].node != n)
+        i = (i + 1) & m->mask;
+    slot_remove(m, i);
+    unlink_order(m, n);
+    m->len--;
+    if (m->drop)
+        m->drop(n->value);
+    if (n->cls == 0) {
+        free(n);
+        m->nbig--;
+        return;
+    }
+    n->next = m->spare[n->cls];
+    m->spare[n->cls] = n;
+}
+
+void map_move_end(Map *m, void *value) {
+    MapNode *n = map_node(value);
+    if (m->last == n)
+        return;
+    unlink_order(m, n);
+    n->prev = m->last;
+    n->next = NULL;
+    m->last->next = n;
+    m->last = n;
+}
+
+void map_bound(Map *m, size_t max) {
+    while (m->len > max)
+        map_del(m, m->first->value);
+}

@@ -26,6 +26,7 @@ static const char *const FIT[] = {"", "exact", "in window", "outside"};
 
 typedef struct Ep {
     char addr[FI_ENDPOINT];
+    size_t len;          /* strlen(addr) */
     int role, state;
     int has_isn, has_snd_nxt, has_snd_una, has_rcv_nxt, has_wscale, has_window;
     uint32_t isn, snd_nxt, snd_una, rcv_nxt;
@@ -45,11 +46,22 @@ typedef struct TFlow {
     int saw_syn_sent, first_fin_role, saw_rst;  /* for flows._describe_tcp */
 } TFlow;
 
+/* A dict flow number -> packet number whose keys only leave by popitem(last=False) once it holds
+ * more than FI_MAX_PENDING (TcpAnnotator._last, _synack): flow numbers are dense, so the values
+ * are an array by flow number (0: absent) and the keys' insertion order a ring. */
+typedef struct NumTable {
+    int64_t *val;
+    size_t nval;
+    int64_t *ring;       /* FI_MAX_PENDING + 1 keys, oldest at head */
+    size_t head, len;
+} NumTable;
+
 struct TcpState {
     Map flows;           /* TcpObserver.flows: the endpoint pair -> TFlow */
     int max_flows;
     int64_t count;
-    Map last, synack;    /* TcpAnnotator._last, _synack: flow number -> packet */
+    TFlow *recent;       /* the flow of the last segment (most segments follow one of theirs) */
+    NumTable last, synack;  /* TcpAnnotator._last, _synack */
     TFlow **by_number;   /* --flows (max_flows 0): connection number -> its flow, or NULL */
     size_t nby;
 };
@@ -89,26 +101,25 @@ static uint32_t distance(uint32_t a, uint32_t b) {
     return f < back ? f : (uint32_t)back;
 }
 
+static void flow_drop(void *p) { free(((TFlow *)p)->synack_seqs); }
+
 TcpState *tcp_new(int max_flows) {
     TcpState *st = calloc(1, sizeof *st);
-    if (st != NULL)
-        st->max_flows = max_flows;
+    if (st == NULL)
+        return NULL;
+    st->max_flows = max_flows;
+    map_init(&st->flows, sizeof(TFlow), flow_drop);
     return st;
-}
-
-static void flow_free(void *p) {
-    TFlow *f = p;
-    if (f != NULL)
-        free(f->synack_seqs);
-    free(f);
 }
 
 void tcp_free(TcpState *st) {
     if (st == NULL)
         return;
-    map_free(&st->flows, flow_free);
-    map_free(&st->last, NULL);
-    map_free(&st->synack, NULL);
+    map_clear(&st->flows);
+    free(st->last.val);
+    free(st->last.ring);
+    free(st->synack.val);
+    free(st->synack.ring);
     free(st->by_number);
     free(st);
 }
@@ -152,71 +163,73 @@ static void tcp_options(const uint8_t *raw, size_t n, Opts *o) {
     }
 }
 
-static void ep_init(Ep *e, const char *addr, int role, int state) {
+static void ep_init(Ep *e, const char *addr, size_t len, int role, int state) {
     memset(e, 0, sizeof *e);
     memcpy(e->addr, addr, FI_ENDPOINT);
+    e->len = len;
     e->role = role;
     e->state = state;
 }
 
-static int port_of(const char *endpoint) {
-    const char *c = strrchr(endpoint, ':');
-    return c ? atoi(c + 1) : 0;
+static int is_ep(const Ep *e, const char *addr, size_t len) {
+    return e->len == len && memcmp(e->addr, addr, len) == 0;
+}
+
+/* The segment is between this flow's two endpoints */
+static int same_pair(const TFlow *f, const Pkt *p) {
+    return (is_ep(&f->client, p->src, p->src_len) && is_ep(&f->server, p->dst, p->dst_len)) ||
+           (is_ep(&f->server, p->src, p->src_len) && is_ep(&f->client, p->dst, p->dst_len));
 }
 
 /* TcpObserver._flow: the connection of this 4-tuple, a new one for a first packet or a new SYN
  * on a closed one; LRU-bounded by max_flows */
 static TFlow *find_flow(TcpState *st, const Pkt *p) {
     Sb k;
-    sb_init(&k);
-    int lt = strcmp(p->src, p->dst) < 0;
-    sb_put(&k, lt ? p->src : p->dst, lt ? p->src_len : p->dst_len);
-    sb_put(&k, "|", 1);
-    sb_put(&k, lt ? p->dst : p->src, lt ? p->dst_len : p->src_len);
-    const char *key = k.p;
-    size_t n = k.n;
-    MapEntry *e = map_get(&st->flows, key, (size_t)n);
-    if (e != NULL && st->max_flows)
-        map_move_end(&st->flows, e);
+    uint64_t h = 0;
+    TFlow *f = st->recent;  /* when it is, it is the last in the LRU order already */
+    if (f == NULL || !same_pair(f, p)) {
+        sb_init(&k);
+        int lt = strcmp(p->src, p->dst) < 0;
+        sb_put(&k, lt ? p->src : p->dst, lt ? p->src_len : p->dst_len);
+        sb_put(&k, "|", 1);
+        sb_put(&k, lt ? p->dst : p->src, lt ? p->dst_len : p->src_len);
+        h = map_hash(k.p, k.n);
+        f = map_get_h(&st->flows, k.p, k.n, h);
+        if (f != NULL && st->max_flows)
+            map_move_end(&st->flows, f);
+        st->recent = f;
+    }
     int flags = p->tcp_flags;
-    TFlow *old = e ? e->val.p : NULL;
     int syn_only = (flags & SYN) && !(flags & ACK);
-    if (old != NULL && !(syn_only && (old->client.state == CLOSED ||
-                                      old->client.state == TIME_WAIT)))
-        return old;
-    TFlow *f = calloc(1, sizeof *f);
-    if (f == NULL)
-        return NULL;
+    if (f != NULL && !(syn_only && (f->client.state == CLOSED || f->client.state == TIME_WAIT)))
+        return f;
+    if (f == NULL) {
+        f = st->recent = map_put_h(&st->flows, k.p, k.n, h, NULL);
+        if (f == NULL)
+            return NULL;
+    } else {  /* a new connection in the closed one's place */
+        if (st->by_number && f->number < (int64_t)st->nby)
+            st->by_number[f->number] = NULL;
+        flow_drop(f);
+        memset(f, 0, sizeof *f);
+    }
     f->number = ++st->count;
     f->challenged_side = -1;
     f->first_fin_role = -1;
     int open = (flags & SYN) != 0;
     const char *client = p->src, *server = p->dst;
     int status = p->payload_len >= 7 && memcmp(p->payload, "HTTP/1.", 7) == 0;
-    if (open ? (flags & ACK) != 0 : status || port_of(p->src) < port_of(p->dst)) {
+    if (open ? (flags & ACK) != 0 : status || p->sport < p->dport) {
         client = p->dst;
         server = p->src;
     }
-    ep_init(&f->client, client, CLIENT, open ? CLOSED : ESTABLISHED);
-    ep_init(&f->server, server, SERVER, open ? LISTEN : ESTABLISHED);
+    ep_init(&f->client, client, client == p->src ? p->src_len : p->dst_len, CLIENT,
+            open ? CLOSED : ESTABLISHED);
+    ep_init(&f->server, server, server == p->src ? p->src_len : p->dst_len, SERVER,
+            open ? LISTEN : ESTABLISHED);
     f->handshake_seen = open;
-    if (e == NULL) {
-        e = map_add(&st->flows, key, (size_t)n);
-        if (e == NULL) {
-            free(f);
-            return NULL;
-        }
-    } else {
-        if (st->by_number && old->number < (int64_t)st->nby)
-            st->by_number[old->number] = NULL;
-        flow_free(old);
-    }
-    e->val.p = f;
-    if (st->max_flows && st->flows.len > (size_t)st->max_flows) {
-        MapEntry *first = st->flows.first;
-        flow_free(first->val.p);
-        map_del(&st->flows, first);
-    }
+    if (st->max_flows && st->flows.len > (size_t)st->max_flows)
+        map_del(&st->flows, map_first(&st->flows));  /* not f: that one is last */
     if (!st->max_flows) {  /* --flows: remember by number, for its description */
         if ((size_t)f->number >= st->nby) {
             size_t nby = st->nby ? st->nby * 2 : 1024;
@@ -354,12 +367,15 @@ static void events(TFlow *f, View *v, Ep *snd, Ep *rcv, int flags, uint32_t ack)
 
 /* TcpObserver.feed */
 static int feed(TcpState *st, const Pkt *p, View *v) {
-    memset(v, 0, sizeof *v);
+    /* what only some segments set (the rest is set below; opts only for a SYN, by marks) */
+    v->fit = FIT_NONE;
+    v->synack_again = v->cookie_ts = v->keepalive = v->nmoves = 0;
+    v->challenges = 0;
     TFlow *f = find_flow(st, p);
     if (f == NULL)
         return -1;
     int flags = p->tcp_flags;
-    int is_client = strcmp(p->src, f->client.addr) == 0;
+    int is_client = is_ep(&f->client, p->src, p->src_len);
     Ep *snd = is_client ? &f->client : &f->server, *rcv = is_client ? &f->server : &f->client;
     int first = snd->sent == 0;
     snd->sent++;
@@ -422,7 +438,7 @@ static int is_http(const Pkt *p) {
         START("GET "), START("POST "), START("PUT "), START("DELETE "), START("HEAD "),
         START("PATCH "), START("OPTIONS "), START("HTTP/1.")};
 #undef START
-    if (p->payload_len < 4)
+    if (p->payload_len < 4 || memchr("GPDHO", p->payload[0], 5) == NULL)  /* their first bytes */
         return 0;
     for (size_t i = 0; i < sizeof starts / sizeof *starts; i++)
         if (p->payload_len >= starts[i].n && memcmp(p->payload, starts[i].s, starts[i].n) == 0)
@@ -609,19 +625,37 @@ static int describe(Row *row, const Pkt *p, const View *v) {
     return r;
 }
 
-static int bounded_put(Map *m, int64_t key, int64_t val, int keep_first) {
-    MapEntry *e = map_get_int(m, key);
-    if (e != NULL) {
+static int64_t num_get(const NumTable *t, int64_t key) {
+    return (size_t)key < t->nval ? t->val[key] : 0;
+}
+
+/* t[key] = val (t.setdefault(key, val) when keep_first), then the bound */
+static int num_put(NumTable *t, int64_t key, int64_t val, int keep_first) {
+    if ((size_t)key >= t->nval) {
+        size_t n = t->nval ? t->nval : 1024;
+        while (n <= (size_t)key)
+            n *= 2;
+        int64_t *v = realloc(t->val, n * sizeof *v);
+        if (v == NULL)
+            return -1;
+        memset(v + t->nval, 0, (n - t->nval) * sizeof *v);
+        t->val = v;
+        t->nval = n;
+    }
+    if (t->val[key]) {
         if (!keep_first)
-            e->val.i = val;
+            t->val[key] = val;
         return 0;
     }
-    e = map_add_int(m, key);
-    if (e == NULL)
+    if (t->ring == NULL && (t->ring = malloc((FI_MAX_PENDING + 1) * sizeof *t->ring)) == NULL)
         return -1;
-    e->val.i = val;
-    while (m->len > FI_MAX_PENDING)
-        map_del(m, m->first);
+    t->val[key] = val;
+    t->ring[(t->head + t->len++) % (FI_MAX_PENDING + 1)] = key;
+    if (t->len > FI_MAX_PENDING) {
+        t->val[t->ring[t->head]] = 0;
+        t->head = (t->head + 1) % (FI_MAX_PENDING + 1);
+        t->len--;
+    }
     return 0;
 }
 
@@ -667,8 +701,7 @@ static int rst_row(TcpState *st, Row *row, const View *v, int states_known, Ctx 
     row->action = A_MISSING;
     int r = row_holder(row, H_NOBODY);
     if (v->first_from_sender) {
-        MapEntry *e = map_get_int(&st->last, v->flow->number);
-        int64_t answered = e ? e->val.i : 0;
+        int64_t answered = num_get(&st->last, v->flow->number);
         set_moves(row, v, states_known, row->src);
         forget_moves_of(ctx, row->src, answered);
         row->kind = K_TCP_RST_NO_CONNECTION;
@@ -685,11 +718,11 @@ static int rst_row(TcpState *st, Row *row, const View *v, int states_known, Ctx 
 static int special(TcpState *st, Row *row, const View *v, int states_known) {
     Holder kernel = v->sender_role == SERVER ? H_SERVER_KERNEL : H_CLIENT_KERNEL;
     if (v->synack_again) {
-        MapEntry *e = map_get_int(&st->synack, v->flow->number);
+        int64_t synack = num_get(&st->synack, v->flow->number);
         row->action = A_USES;
         row->kind = K_TCP_SYN_QUEUED;
         set_moves(row, v, states_known, NULL);
-        return row_holder(row, H_SERVER_KERNEL) | (e && e->val.i ? row_ref(row, e->val.i) : 0);
+        return row_holder(row, H_SERVER_KERNEL) | (synack ? row_ref(row, synack) : 0);
     }
     if (v->cookie_ts) {
         row->action = A_NONE;
@@ -737,9 +770,9 @@ int tcp_row(TcpState *st, const Pkt *p, Row *row, Ctx *ctx) {
     } else if (p->tcp_flags & RST) {
         r |= rst_row(st, row, &v, known, ctx);
     } else {
-        r |= bounded_put(&st->last, v.flow->number, p->number, 0);
+        r |= num_put(&st->last, v.flow->number, p->number, 0);
         if ((p->tcp_flags & 0x12) == 0x12)
-            r |= bounded_put(&st->synack, v.flow->number, p->number, 1);
+            r |= num_put(&st->synack, v.flow->number, p->number, 1);
         int s = special(st, row, &v, known);
         if (s <= 0) {
             r |= s;
@@ -794,23 +827,35 @@ const char *tcp_state_name(int state) { return STATE[state]; }
 void tcp_describe(TcpState *st, int64_t number, char *out, size_t n) {
     out[0] = 0;
     TFlow *f = st->by_number && number < (int64_t)st->nby ? st->by_number[number] : NULL;
-    if (f == NULL)
+    if (f == NULL || n == 0)
         return;
+    Sb b;  /* built without printf: one per connection of --flows */
+    sb_init(&b);
     if (!f->handshake_seen) {
-        snprintf(out, n, "joined mid-stream (no handshake in this capture): states unknown, "
-                 "client and server guessed from the ports");
-        return;
+        sb_s(&b, "joined mid-stream (no handshake in this capture): states unknown, "
+             "client and server guessed from the ports");
+    } else {
+        sb_s(&b, f->saw_syn_sent ? "handshake seen" : "the SYN/ACK without its SYN");
+        if (f->first_fin_role >= 0) {
+            sb_s(&b, "; ");
+            sb_s(&b, ROLE[f->first_fin_role]);
+            sb_s(&b, " closed first");
+        }
+        if (f->saw_rst)
+            sb_s(&b, "; reset");
+        const Ep *tw = f->client.state == TIME_WAIT ? &f->client
+                     : f->server.state == TIME_WAIT ? &f->server : NULL;
+        if (tw) {
+            sb_s(&b, "; ");
+            sb_s(&b, ROLE[tw->role]);
+            sb_s(&b, " ends in TIME_WAIT");
+        }
+        sb_s(&b, "; final: client ");
+        sb_s(&b, STATE[f->client.state]);
+        sb_s(&b, ", server ");
+        sb_s(&b, STATE[f->server.state]);
     }
-    size_t k = (size_t)snprintf(out, n, "%s", f->saw_syn_sent ? "handshake seen"
-                                                              : "the SYN/ACK without its SYN");
-    if (f->first_fin_role >= 0)
-        k += (size_t)snprintf(out + k, n - k, "; %s closed first", ROLE[f->first_fin_role]);
-    if (f->saw_rst)
-        k += (size_t)snprintf(out + k, n - k, "; reset");
-    const Ep *tw = f->client.state == TIME_WAIT ? &f->client
-                 : f->server.state == TIME_WAIT ? &f->server : NULL;
-    if (tw)
-        k += (size_t)snprintf(out + k, n - k, "; %s ends in TIME_WAIT", ROLE[tw->role]);
-    snprintf(out + k, n - k, "; final: client %s, server %s", STATE[f->client.state],
-             STATE[f->server.state]);
+    size_t k = b.n < n - 1 ? b.n : n - 1;
+    memcpy(out, b.p, k);
+    out[k] = 0;
 }
