@@ -61,6 +61,7 @@ typedef struct Run {
     int out_fd;         /* stdout's file descriptor, or -1 */
     Spool spool;
     int spooling;       /* 1: what is printed goes to the spool */
+    EpMemo memo[DECODE_MEMO];  /* decode's IPv4 endpoint texts */
     Out out;
     /* one pass */
     int printing;
@@ -399,7 +400,7 @@ static int pass_loop(Run *run, Reader *rd) {
     while ((r = reader_next(rd, &rec)) > 0) {
         if ((number & 0xFFFF) == 0xFFFF && PyErr_CheckSignals() < 0)
             return -2;  /* Ctrl-C */
-        if (decode(&rec, ++number, &p, run->ctx->why, sizeof run->ctx->why) < 0)
+        if (decode(&rec, ++number, &p, run->memo, run->ctx->why, sizeof run->ctx->why) < 0)
             return -1;
         if (number == 1)
             run->t0 = p.time;

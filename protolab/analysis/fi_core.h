@@ -38,8 +38,15 @@ int reader_open(Reader *r, const char *path);
 int reader_next(Reader *r, Rec *rec);  /* 1 record, 0 end, -1 declined (r->why) */
 void reader_close(Reader *r);
 
-/* fi_decode.c: wire/packets.py decode; 0 = decoded, -1 = declined (why) */
-int decode(const Rec *rec, int64_t number, Pkt *p, char *why, size_t nwhy);
+/* fi_decode.c: wire/packets.py decode; 0 = decoded, -1 = declined (why). memo: the caller's
+ * table of DECODE_MEMO IPv4 endpoint texts, zeroed before the first packet */
+#define DECODE_MEMO 256  /* ep4_text picks a slot by the top 8 bits of a hash */
+typedef struct EpMemo {
+    uint64_t key;  /* 0: empty */
+    uint8_t len;
+    char text[23];
+} EpMemo;
+int decode(const Rec *rec, int64_t number, Pkt *p, EpMemo *memo, char *why, size_t nwhy);
 
 /* fi_tcp.c: protocols/tcp.py TcpObserver and annotate_tcp.TcpAnnotator */
 typedef struct TcpState TcpState;

@@ -116,15 +116,9 @@ static size_t ip4_text(const uint8_t *a, char *out) {
     return k - 1;
 }
 
-/* A capture names the same few endpoints again and again: their texts are memoised, in a
- * direct-mapped table per thread, of a pure function: what it holds never changes what is
- * printed. */
-typedef struct EpMemo {
-    uint64_t key;  /* 0: empty */
-    uint8_t len;
-    char text[23];
-} EpMemo;
-static _Thread_local EpMemo ep_memo[256];
+/* A capture names the same few endpoints again and again: their texts are memoised in the
+ * caller's direct-mapped table (EpMemo, fi_core.h), of a pure function: what it holds never
+ * changes what is printed. */
 
 /* Decoded.endpoint for an IPv4 address and port (-1: none) into out; its length */
 static size_t ep4_text(EpMemo *memo, char *out, const uint8_t *a, int port) {
@@ -253,7 +247,7 @@ static int l4(const uint8_t *d, size_t l4off, size_t end, int proto, Pkt *p, cha
     return no(why, nw, "packet %lld: IP protocol %d", (long long)p->number, proto);
 }
 
-int decode(const Rec *rec, int64_t number, Pkt *p, char *why, size_t nw) {
+int decode(const Rec *rec, int64_t number, Pkt *p, EpMemo *memo, char *why, size_t nw) {
     const uint8_t *d = rec->data;
     size_t n = rec->caplen, off;
     int v6;
@@ -305,7 +299,6 @@ int decode(const Rec *rec, int64_t number, Pkt *p, char *why, size_t nw) {
     if (l4(d, l4off, end, proto, p, why, nw) < 0)
         return -1;
     if (version == 4) {
-        EpMemo *memo = ep_memo;  /* one look-up of the thread's table */
         p->src_len = ep4_text(memo, p->src, d + off + 12, p->sport);
         p->dst_len = ep4_text(memo, p->dst, d + off + 16, p->dport);
     } else {
