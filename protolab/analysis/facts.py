@@ -165,8 +165,13 @@ class Row:
         return self.fact.shows(kind)
 
     def where(self) -> str:
-        return f"{self.action.value}: {render(self.fact)}" if self.action is not Action.NONE \
-            else render(self.fact)
+        """The sentence, after what the packet does ("creates: ...") unless it does nothing."""
+        return _ACTION_PREFIX[self.action] + render(self.fact)
+
+
+#: what `Row.where` puts before the sentence, per action (Enum's `.value` is a Python call)
+_ACTION_PREFIX = {action: "" if action is Action.NONE else f"{action.value}: "
+                  for action in Action}
 
 
 #: One sentence per kind; `{...}` names a fact's values (and `refs`, `key`, `moves`, `ref`).
@@ -340,7 +345,9 @@ def render(fact: Fact) -> str:
     """The sentence for a fact, from `TEMPLATES` (and each `also` fact's sentence after it)."""
     if not fact.also:  # nearly every fact: one sentence
         template = TEMPLATES[fact.kind]
-        return template.format_map(_values(fact, _wanted(template)))
+        derived = _wanted(template)
+        return template.format_map({**_derived(fact, derived), **fact.values} if derived
+                                   else fact.values)
     templates = [TEMPLATES[fact.kind], *(TEMPLATES[kind] for kind in fact.also)]
     values = _values(fact, frozenset().union(*map(_wanted, templates)))
     return "; ".join(template.format_map(values) for template in templates)

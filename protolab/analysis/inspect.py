@@ -115,7 +115,8 @@ def select(path: str | os.PathLike[str], opts: Options, pred: Pred | None,
         tally.read += 1
         number = number_of(row)
         row.fields["flow_number"] = number
-        add(row)
+        if opts.flows:  # (FlowNumbers.add does nothing: not called per row)
+            add(row)
         chosen = every or (not opts.flows and opts.flow in (None, number)
                            and (pred is None or pred(row)))
         if chosen:

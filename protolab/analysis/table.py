@@ -12,9 +12,10 @@ import shutil
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import Enum
 from functools import cache
 
-from protolab.analysis.facts import Row
+from protolab.analysis.facts import Action, Holder, Kind, Row
 
 WIDTHS = (6, 8, 42, 6, 40)  #: #, time, source → destination, proto, summary; then the state
 GAP = 2  #: spaces between columns
@@ -149,11 +150,16 @@ def row_json(row: Row) -> str:
     flow = fields.pop("flow_number", None)
     return _JSON.encode({
         "number": row.number, "time": round(row.time, 6), "src": row.src, "dst": row.dst,
-        "proto": row.proto, "summary": row.summary, "action": row.action.value,
-        "holders": [h.value for h in row.holders], "state": row.state,
-        "flow": flow, "fact": row.fact.kind.value,
-        "refs": list(row.fact.refs), "also": [k.value for k in row.fact.also],
+        "proto": row.proto, "summary": row.summary, "action": _TEXT[row.action],
+        "holders": [_TEXT[h] for h in row.holders], "state": row.state,
+        "flow": flow, "fact": _TEXT[row.fact.kind],
+        "refs": list(row.fact.refs), "also": [_TEXT[k] for k in row.fact.also],
         "fields": fields})
+
+
+#: each Action's, Holder's and Kind's text (Enum's `.value` is a Python call, several a row)
+_TEXT: dict[Enum, str] = {member: member.value for enum in (Action, Holder, Kind)
+                          for member in enum}
 
 
 def format_rows(rows: Iterable[Row], lay: Layout | None = None) -> str:
