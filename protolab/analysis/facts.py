@@ -346,11 +346,32 @@ def render(fact: Fact) -> str:
     if not fact.also:  # nearly every fact: one sentence
         template = TEMPLATES[fact.kind]
         derived = _wanted(template)
-        return template.format_map({**_derived(fact, derived), **fact.values} if derived
-                                   else fact.values)
+        return _percent(template) % ({**_derived(fact, derived), **fact.values} if derived
+                                     else fact.values)
     templates = [TEMPLATES[fact.kind], *(TEMPLATES[kind] for kind in fact.also)]
     values = _values(fact, frozenset().union(*map(_wanted, templates)))
-    return "; ".join(template.format_map(values) for template in templates)
+    return "; ".join(_percent(template) % values for template in templates)
+
+
+#: the format specs a template may give a value ("{rtt_ms:.0f}", "{low:#04x}"): the ones whose
+#: %-format is the same (`_percent`)
+_SPEC = re.compile(r"#?0?\d*(\.\d+)?[dfx]")
+
+
+@cache
+def _percent(template: str) -> str:
+    """`template` as a %-format of the same values ("{rtt_ms:.0f}" → "%(rtt_ms).0f"), made once
+    per template: `str.format_map` parses its template on every call, `%` costs a third less
+    (same text: "%s" is `str`, as `format` with no spec; the specs are checked by `_SPEC`)."""
+    parts = []
+    for literal, name, spec, conversion in Formatter().parse(template):
+        parts.append(literal.replace("%", "%%"))
+        if name is None:
+            continue
+        if conversion or not name.isidentifier() or (spec and not _SPEC.fullmatch(spec)):
+            raise ValueError(f"template field {{{name}}} has no %-format: {template!r}")
+        parts.append(f"%({name}){spec}" if spec else f"%({name})s")
+    return "".join(parts)
 
 
 def _values(fact: Fact, derived: frozenset[str]) -> dict:

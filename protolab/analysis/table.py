@@ -145,21 +145,33 @@ _JSON = json.JSONEncoder(ensure_ascii=False, check_circular=False)  # a fresh di
 
 
 def row_json(row: Row) -> str:
-    """The stable JSON form of a row (documented in the README)."""
+    """The stable JSON form of a row (documented in the README): the same text as
+    json.dumps(..., ensure_ascii=False) of the dict {"number": ..., "fields": {...}}, written
+    key by key (its shape is fixed; the encoder's set-up per call cost more than the row)."""
     fields = row.fields.copy()
     flow = fields.pop("flow_number", None)
-    return _JSON.encode({
-        "number": row.number, "time": round(row.time, 6), "src": row.src, "dst": row.dst,
-        "proto": row.proto, "summary": row.summary, "action": _TEXT[row.action],
-        "holders": [_TEXT[h] for h in row.holders], "state": row.state,
-        "flow": flow, "fact": _TEXT[row.fact.kind],
-        "refs": list(row.fact.refs), "also": [_TEXT[k] for k in row.fact.also],
-        "fields": fields})
+    fact = row.fact
+    return (f'{{"number": {row.number!r}, "time": {round(row.time, 6)!r}, '
+            f'"src": {_string(row.src)}, "dst": {_string(row.dst)}, '
+            f'"proto": {_string(row.proto)}, "summary": {_string(row.summary)}, '
+            f'"action": {_JSON_TEXT[row.action]}, "holders": {_texts(row.holders)}, '
+            f'"state": {_string(row.state)}, "flow": {"null" if flow is None else repr(flow)}, '
+            f'"fact": {_JSON_TEXT[fact.kind]}, "refs": [{", ".join(map(repr, fact.refs))}], '
+            f'"also": {_texts(fact.also)}, "fields": {_JSON.encode(fields)}}}')
 
 
-#: each Action's, Holder's and Kind's text (Enum's `.value` is a Python call, several a row)
+_string = json.encoder.encode_basestring  #: a str as JSON text, as ensure_ascii=False writes it
+
+
+def _texts(members: tuple[Enum, ...]) -> str:
+    """A JSON list of the members' texts."""
+    return f"[{', '.join(_JSON_TEXT[m] for m in members)}]"
+
+
+#: each Action's, Holder's and Kind's text, and as JSON (Enum's `.value` is a Python call)
 _TEXT: dict[Enum, str] = {member: member.value for enum in (Action, Holder, Kind)
                           for member in enum}
+_JSON_TEXT: dict[Enum, str] = {member: _string(text) for member, text in _TEXT.items()}
 
 
 def format_rows(rows: Iterable[Row], lay: Layout | None = None) -> str:
