@@ -214,8 +214,23 @@ def _ipv4_common(data: bytes, off: int, time: float, orig_len: int,
     # Positional, in Decoded's order (a call with keywords costs twice as much, per frame):
     # time, length, src, dst, ip_version, proto, sport, dport, tcp, icmp_type, icmp_code,
     # quoted, payload, error, orig_len, interface, ip_id.
-    return Decoded(time, len(data), inet_ntoa(src), inet_ntoa(dst), 4, proto, sport, dport, tcp,
+    return Decoded(time, len(data), _address(src), _address(dst), 4, proto, sport, dport, tcp,
                    None, None, None, payload, None, orig_len, interface, ip_id)
+
+
+#: IPv4 addresses' texts already made, by their 4 bytes (a capture names the same few hosts):
+#: one text object per host, whose hash is kept, for the tables keyed by endpoint downstream
+_ADDRESSES: dict[bytes, str] = {}
+
+
+def _address(raw: bytes) -> str:
+    """"192.0.2.1" for its 4 bytes (inet_ntoa, remembered)."""
+    text = _ADDRESSES.get(raw)
+    if text is None:
+        if len(_ADDRESSES) >= _ENDPOINTS_KEPT:
+            _ADDRESSES.clear()
+        text = _ADDRESSES[raw] = inet_ntoa(raw)
+    return text
 
 
 class _Short(Exception):
