@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 from socket import inet_ntoa
 
 from protolab.wire.pcap import (
@@ -218,19 +219,9 @@ def _ipv4_common(data: bytes, off: int, time: float, orig_len: int,
                    None, None, None, payload, None, orig_len, interface, ip_id)
 
 
-#: IPv4 addresses' texts already made, by their 4 bytes (a capture names the same few hosts):
+#: "192.0.2.1" for an IPv4 address's 4 bytes, remembered (a capture names the same few hosts):
 #: one text object per host, whose hash is kept, for the tables keyed by endpoint downstream
-_ADDRESSES: dict[bytes, str] = {}
-
-
-def _address(raw: bytes) -> str:
-    """"192.0.2.1" for its 4 bytes (inet_ntoa, remembered)."""
-    text = _ADDRESSES.get(raw)
-    if text is None:
-        if len(_ADDRESSES) >= _ENDPOINTS_KEPT:
-            _ADDRESSES.clear()
-        text = _ADDRESSES[raw] = inet_ntoa(raw)
-    return text
+_address = lru_cache(maxsize=_ENDPOINTS_KEPT)(inet_ntoa)
 
 
 class _Short(Exception):
