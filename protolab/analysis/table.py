@@ -63,7 +63,7 @@ def layout(width: int | None = None, wide: bool = False) -> Layout:
 
 def wrap(text: str, width: int | None) -> list[str]:
     """Greedy wrap at spaces (textwrap.wrap, without its cost: this runs for every row)."""
-    if width is None:
+    if width is None or len(text) <= width:  # (most texts: one line)
         return [text] if text else []
     lines = []
     while len(text) > width:
