@@ -62,8 +62,9 @@ def pairs(path: str | os.PathLike[str], annotator: Annotator) -> Iterator[tuple[
         yield from batch
 
 
-#: annotated packets handed on at once by `batches`
-BATCH = 256
+#: annotated packets handed on at once by `batches` (measured: 32 to 256 alike, 1024 slower —
+#: rows kept longer cost the cyclic collector more)
+BATCH = 32
 
 
 def batches(path: str | os.PathLike[str],
