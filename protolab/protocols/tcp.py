@@ -241,7 +241,7 @@ class TcpObserver:
         end = (tcp.seq + length) & 0xFFFFFFFF
         view = SegmentView(flow.number, sender.role, 0, None, len(d.payload), 0, 0, True, (),
                            flow.handshake_seen, first, None, receiver.window)
-        self._mark(view, flow, sender, receiver, d, number)
+        self._marks(view, flow, sender, receiver, d, number)
         fit = view.rst_fit
         in_window = receiver.rcv_nxt is None or (flags & RST and fit is not Fit.OUTSIDE) or \
             _distance(tcp.seq, receiver.rcv_nxt) < self.WINDOW
@@ -267,8 +267,8 @@ class TcpObserver:
         view.expects = (expects - sender.isn) & 0xFFFFFFFF
         return view
 
-    def _mark(self, view: SegmentView, flow: Flow, sender: Endpoint, receiver: Endpoint,
-              d: Decoded, number: int) -> None:
+    def _marks(self, view: SegmentView, flow: Flow, sender: Endpoint, receiver: Endpoint,
+               d: Decoded, number: int) -> None:
         """Mark in `view` what this segment is beyond its state moves: a RST's fit, a resent or
         cookie SYN-ACK, a keepalive probe, a challenge ACK. Updates the windows it advertises."""
         tcp = d.tcp
