@@ -134,7 +134,8 @@ class Annotator:
         if d.proto == PROTO_UDP:
             return udp_row(d, base)
         if d.tcp is not None:  # one connection, whichever side of a NAT it was seen on
-            return self._tcp.row(self._points.canonical(d), base)
+            named = self._points.canonical(d)
+            return self._tcp.row(named, base, named is d)
         if d.icmp_type is not None:
             return self._icmp.row(d, base)
         return Row(**base, summary=d.error or "IP", action=Action.NONE, holders=(),

@@ -34,9 +34,12 @@ class TcpAnnotator:
         self._ws = WsAnnotator()
         self._synack: OrderedDict[int, int] = OrderedDict()  # flow -> its first SYN-ACK
 
-    def row(self, d: Decoded, base: dict) -> Row:
+    def row(self, d: Decoded, base: dict, named_as_seen: bool = False) -> Row:
+        """The row of segment `d`; `named_as_seen`: its endpoints are `base`'s (no NAT's alias
+        renamed them), so the observer need not name them again."""
         tcp = d.tcp
-        view = self.observer.feed(d, base["number"])
+        view = self.observer.feed(d, base["number"], *((base["src"], base["dst"])
+                                                       if named_as_seen else ()))
         http = self._describe(d, view, base)
         sender, receiver = ("client", "server") if view.sender_role is Role.CLIENT \
             else ("server", "client")
@@ -88,7 +91,7 @@ class TcpAnnotator:
             kind, action, http_holders = _http_state(d.payload)
             return Row(**base, action=action, holders=(*http_holders, *holders),
                        fact=Fact(kind, moves=moves, values=values))
-        ends = tcp.flags & 0x01 or any(t.new in _ENDED for t in moves)
+        ends = tcp.flags & 0x01 or (moves and any(t.new in _ENDED for t in moves))
         also = (Kind.WS_DROPPED,) if tcp.flags & 0x01 and self._ws.ended(view.flow) else ()
         return Row(**base, action=Action.ENDS if ends else Action.USES, holders=holders,
                    fact=Fact(Kind.TCP_CLOSE if ends else Kind.TCP_SEGMENT, moves=moves,

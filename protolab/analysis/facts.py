@@ -69,18 +69,46 @@ class Row:
         return self.fact.shows(kind)
 
     def where(self) -> str:
-        return f"{self.action.value}: {render(self.fact)}" if self.action is not Action.NONE \
-            else render(self.fact)
+        """The sentence, after what the packet does ("creates: ...") unless it does nothing."""
+        return _ACTION_PREFIX[self.action] + render(self.fact)
+
+
+#: what `Row.where` puts before the sentence, per action (Enum's `.value` is a Python call)
+_ACTION_PREFIX = {action: "" if action is Action.NONE else f"{action.value}: "
+                  for action in Action}
 
 
 def render(fact: Fact) -> str:
     """The sentence for a fact, from `TEMPLATES` (and each `also` fact's sentence after it)."""
     if not fact.also:  # nearly every fact: one sentence
         template = TEMPLATES[fact.kind]
-        return template.format_map(_values(fact, _wanted(template)))
+        derived = _wanted(template)
+        return _percent(template) % ({**_derived(fact, derived), **fact.values} if derived
+                                     else fact.values)
     templates = [TEMPLATES[fact.kind], *(TEMPLATES[kind] for kind in fact.also)]
     values = _values(fact, frozenset().union(*map(_wanted, templates)))
-    return "; ".join(template.format_map(values) for template in templates)
+    return "; ".join(_percent(template) % values for template in templates)
+
+
+#: the format specs a template may give a value ("{rtt_ms:.0f}", "{low:#04x}"): the ones whose
+#: %-format is the same (`_percent`)
+_SPEC = re.compile(r"#?0?\d*(\.\d+)?[dfx]")
+
+
+@cache
+def _percent(template: str) -> str:
+    """`template` as a %-format of the same values ("{rtt_ms:.0f}" → "%(rtt_ms).0f"), made once
+    per template: `str.format_map` parses its template on every call, `%` costs a third less
+    (same text: "%s" is `str`, as `format` with no spec; the specs are checked by `_SPEC`)."""
+    parts = []
+    for literal, name, spec, conversion in Formatter().parse(template):
+        parts.append(literal.replace("%", "%%"))
+        if name is None:
+            continue
+        if conversion or not name.isidentifier() or (spec and not _SPEC.fullmatch(spec)):
+            raise ValueError(f"template field {{{name}}} has no %-format: {template!r}")
+        parts.append(f"%({name}){spec}" if spec else f"%({name})s")
+    return "".join(parts)
 
 
 def _values(fact: Fact, derived: frozenset[str]) -> dict:

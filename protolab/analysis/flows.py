@@ -228,12 +228,16 @@ def print_flows(table: FlowTable, annotator: Annotator, out: Out, *, as_json: bo
                  for f in flows]
     state_width = None if wide else _flows_state_width(described, width)
     rows = [(*cells, "\n".join(wrap(state, state_width))) for *cells, state in described]
-    out(tabulate(rows, headers=FLOW_HEADERS))
+    # The columns' types are known, so tabulate is told their alignment rather than made to
+    # guess each cell's type (most of its time): the same table as it would guess.
+    out(tabulate(rows, headers=FLOW_HEADERS, disable_numparse=True, colalign=FLOW_ALIGN))
     out(f"{len(flows)} conversations; `protolab inspect FILE --flow N` for one as a timeline")
 
 
 FLOW_HEADERS = ("flow", "kind", "first packet", "packets",
                 "state (reconstructed from the packets)")
+#: numbers (the flow's, its packets') right, text left: what tabulate finds for these columns
+FLOW_ALIGN = ("right", "left", "left", "right", "left")
 
 
 def _flows_state_width(rows: list[tuple], width: int | None) -> int:

@@ -28,13 +28,28 @@ Out = Callable[[str], None]
 
 def pairs(path: str | os.PathLike[str], annotator: Annotator) -> Iterator[tuple[Row, object]]:
     """Annotated packets; on a bad file, every readable row first, then the PcapError."""
-    error = None
+    for batch in batches(path, annotator):
+        yield from batch
+
+
+#: annotated packets handed on at once by `batches` (measured: 32 to 256 alike, 1024 slower —
+#: rows kept longer cost the cyclic collector more)
+BATCH = 32
+
+
+def batches(path: str | os.PathLike[str],
+            annotator: Annotator) -> Iterator[list[tuple[Row, object]]]:
+    """`pairs`, BATCH at a time (one generator step per row less, for `select`)."""
+    error, batch = None, []
     try:
         for time, linktype, data, orig_len, interface in read_frames(path):
-            yield from annotator.feed_pairs(decode(data, linktype, time, orig_len, interface))
+            batch += annotator.feed_pairs(decode(data, linktype, time, orig_len, interface))
+            if len(batch) >= BATCH:
+                yield batch
+                batch = []
     except PcapError as exc:
         error = exc
-    yield from annotator.finish_pairs()
+    yield batch + annotator.finish_pairs()
     if error is not None:
         raise error
 
@@ -81,18 +96,20 @@ def select(path: str | os.PathLike[str], opts: Options, pred: Pred | None,
     --filter and --limit choose it; counted in `tally` as they go (a chosen row is `shown`)."""
     number_of, add, limit = table.number_of, table.add, opts.limit
     every = not opts.flows and opts.flow is None and pred is None  # (most runs: no choosing)
-    for row, _ in pairs(path, annotator):
-        tally.read += 1
-        number = number_of(row)
-        row.fields["flow_number"] = number
-        add(row)
-        chosen = every or (not opts.flows and opts.flow in (None, number)
-                           and (pred is None or pred(row)))
-        if chosen:
-            tally.matched += 1
-            chosen = limit is None or tally.shown < limit
-            tally.shown += chosen
-        yield row, chosen
+    for batch in batches(path, annotator):
+        for row, _ in batch:
+            tally.read += 1
+            number = number_of(row)
+            row.fields["flow_number"] = number
+            if opts.flows:  # (FlowNumbers.add does nothing: not called per row)
+                add(row)
+            chosen = every or (not opts.flows and opts.flow in (None, number)
+                               and (pred is None or pred(row)))
+            if chosen:
+                tally.matched += 1
+                chosen = limit is None or tally.shown < limit
+                tally.shown += chosen
+            yield row, chosen
 
 
 def check_flow(opts: Options, count: int) -> None:

@@ -12,8 +12,11 @@ import json
 import shutil
 import sys
 from collections.abc import Iterable
+from enum import Enum
 from functools import cache
 from typing import TYPE_CHECKING, NamedTuple
+
+from protolab.analysis.fact_kinds import Action, Holder, Kind
 
 if TYPE_CHECKING:
     from protolab.analysis.facts import Row
@@ -63,7 +66,7 @@ def layout(width: int | None = None, wide: bool = False) -> Layout:
 
 def wrap(text: str, width: int | None) -> list[str]:
     """Greedy wrap at spaces (textwrap.wrap, without its cost: this runs for every row)."""
-    if width is None:
+    if width is None or len(text) <= width:  # (most texts: one line)
         return [text] if text else []
     lines = []
     while len(text) > width:
@@ -145,16 +148,33 @@ _JSON = json.JSONEncoder(ensure_ascii=False, check_circular=False)  # a fresh di
 
 
 def row_json(row: "Row") -> str:
-    """The stable JSON form of a row (documented in the README)."""
+    """The stable JSON form of a row (documented in the README): the same text as
+    json.dumps(..., ensure_ascii=False) of the dict {"number": ..., "fields": {...}}, written
+    key by key (its shape is fixed; the encoder's set-up per call cost more than the row)."""
     fields = row.fields.copy()
     flow = fields.pop("flow_number", None)
-    return _JSON.encode({
-        "number": row.number, "time": round(row.time, 6), "src": row.src, "dst": row.dst,
-        "proto": row.proto, "summary": row.summary, "action": row.action.value,
-        "holders": [h.value for h in row.holders], "state": row.state,
-        "flow": flow, "fact": row.fact.kind.value,
-        "refs": list(row.fact.refs), "also": [k.value for k in row.fact.also],
-        "fields": fields})
+    fact = row.fact
+    return (f'{{"number": {row.number!r}, "time": {round(row.time, 6)!r}, '
+            f'"src": {_string(row.src)}, "dst": {_string(row.dst)}, '
+            f'"proto": {_string(row.proto)}, "summary": {_string(row.summary)}, '
+            f'"action": {_JSON_TEXT[row.action]}, "holders": {_texts(row.holders)}, '
+            f'"state": {_string(row.state)}, "flow": {"null" if flow is None else repr(flow)}, '
+            f'"fact": {_JSON_TEXT[fact.kind]}, "refs": [{", ".join(map(repr, fact.refs))}], '
+            f'"also": {_texts(fact.also)}, "fields": {_JSON.encode(fields)}}}')
+
+
+_string = json.encoder.encode_basestring  #: a str as JSON text, as ensure_ascii=False writes it
+
+
+def _texts(members: tuple[Enum, ...]) -> str:
+    """A JSON list of the members' texts."""
+    return f"[{', '.join(_JSON_TEXT[m] for m in members)}]"
+
+
+#: each Action's, Holder's and Kind's text, and as JSON (Enum's `.value` is a Python call)
+_TEXT: dict[Enum, str] = {member: member.value for enum in (Action, Holder, Kind)
+                          for member in enum}
+_JSON_TEXT: dict[Enum, str] = {member: _string(text) for member, text in _TEXT.items()}
 
 
 def format_rows(rows: Iterable["Row"], lay: Layout | None = None) -> str:

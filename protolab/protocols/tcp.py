@@ -142,7 +142,8 @@ class Flow:
 @dataclass(slots=True)
 class SegmentView:
     """What the annotation says about one TCP segment (made per segment: slots, not frozen, as
-    a frozen dataclass's init costs a call per field)."""
+    a frozen dataclass's init costs a call per field; `TcpObserver.feed` fills it in as it reads
+    the segment)."""
 
     flow: int
     sender_role: Role
@@ -216,13 +217,15 @@ class TcpObserver:
                 del self.flows[next(iter(self.flows))]
         return flow
 
-    def feed(self, d: Decoded, number: int) -> SegmentView | None:
-        """Take one packet (capture number `number`); None when it is not TCP."""
+    def feed(self, d: Decoded, number: int, src: str | None = None,
+             dst: str | None = None) -> SegmentView | None:
+        """Take one packet (capture number `number`; `src` and `dst`: its endpoints, when the
+        caller has them already); None when it is not TCP."""
         if d.tcp is None:
             return None
         tcp, flags = d.tcp, d.tcp.flags
-        src = d.endpoint("src")
-        flow = self._flow(src, d.endpoint("dst"), flags, d.payload)
+        src = d.endpoint("src") if src is None else src
+        flow = self._flow(src, d.endpoint("dst") if dst is None else dst, flags, d.payload)
         sender, receiver = flow.side(src)
         first = sender.sent == 0
         sender.sent += 1
@@ -236,38 +239,39 @@ class TcpObserver:
             receiver.isn = (tcp.ack - 1) & 0xFFFFFFFF
         length = len(d.payload) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
         end = (tcp.seq + length) & 0xFFFFFFFF
-        marks = self._marks(flow, sender, receiver, d, first, number)
-        fit = marks.get("rst_fit")
+        view = SegmentView(flow.number, sender.role, 0, None, len(d.payload), 0, 0, True, (),
+                           flow.handshake_seen, first, None, receiver.window)
+        self._marks(view, flow, sender, receiver, d, number)
+        fit = view.rst_fit
         in_window = receiver.rcv_nxt is None or (flags & RST and fit is not Fit.OUTSIDE) or \
             _distance(tcp.seq, receiver.rcv_nxt) < self.WINDOW
         if fit is Fit.IN_WINDOW:
             flags &= ~RST  # RFC 5961 3.2: no reset; the receiver answers with a challenge ACK
-        done = self._advance(flow, sender, receiver, flags, tcp.ack, number) if in_window else []
         if in_window:
+            view.transitions = self._advance(flow, sender, receiver, flags, tcp.ack, number)
             if fit is None and (receiver.rcv_nxt is None or _seq_ge(end, receiver.rcv_nxt)):
                 receiver.rcv_nxt = end
             if fit is None and (sender.snd_nxt is None or _seq_ge(end, sender.snd_nxt)):
                 sender.snd_nxt = end
             if flags & ACK and (receiver.snd_una is None or _seq_ge(tcp.ack, receiver.snd_una)):
                 receiver.snd_una = tcp.ack
+        else:
+            view.in_window = False
         una = sender.snd_una if sender.snd_una is not None else sender.isn
         in_flight = (sender.snd_nxt - una) & 0xFFFFFFFF if sender.snd_nxt is not None else 0
         expects = receiver.rcv_nxt if receiver.rcv_nxt is not None else end
-        return SegmentView(
-            flow=flow.number, sender_role=sender.role,
-            rel_seq=(tcp.seq - sender.isn) & 0xFFFFFFFF,
-            rel_ack=(tcp.ack - receiver.isn) & 0xFFFFFFFF
-            if flags & ACK and receiver.isn is not None else None,
-            length=len(d.payload), in_flight=in_flight if in_flight < self.WINDOW else 0,
-            expects=(expects - sender.isn) & 0xFFFFFFFF, in_window=bool(in_window),
-            transitions=tuple(done), states_known=flow.handshake_seen,
-            first_from_sender=first, window=receiver.window, **marks)
+        view.rel_seq = (tcp.seq - sender.isn) & 0xFFFFFFFF
+        if flags & ACK and receiver.isn is not None:
+            view.rel_ack = (tcp.ack - receiver.isn) & 0xFFFFFFFF
+        view.in_flight = in_flight if in_flight < self.WINDOW else 0
+        view.expects = (expects - sender.isn) & 0xFFFFFFFF
+        return view
 
-    def _marks(self, flow: Flow, sender: Endpoint, receiver: Endpoint, d: Decoded, first: bool,
-               number: int) -> dict:
-        """What this segment is beyond its state moves: a RST's fit, a resent or cookie
-        SYN-ACK, a keepalive probe, a challenge ACK. Updates the windows it advertises."""
-        tcp, marks = d.tcp, {}
+    def _marks(self, view: SegmentView, flow: Flow, sender: Endpoint, receiver: Endpoint,
+               d: Decoded, number: int) -> None:
+        """Mark in `view` what this segment is beyond its state moves: a RST's fit, a resent or
+        cookie SYN-ACK, a keepalive probe, a challenge ACK. Updates the windows it advertises."""
+        tcp = d.tcp
         opts = tcp.parsed_options() if tcp.flags & SYN else None
         if opts is not None:
             sender.wscale = opts.wscale
@@ -276,34 +280,33 @@ class TcpObserver:
                 flow.syn_options = (0xF if opts.wscale is None else opts.wscale) | \
                     (0x10 if opts.sack_ok else 0) | (0x20 if ecn else 0)
             else:
-                marks["synack_again"] = tcp.seq in flow.synack_seqs
+                view.synack_again = tcp.seq in flow.synack_seqs
                 flow.synack_seqs.add(tcp.seq)
-                marks["cookie_ts"] = opts.tsval is not None and flow.syn_options is not None \
+                view.cookie_ts = opts.tsval is not None and flow.syn_options is not None \
                     and opts.tsval % (1 << COOKIE_TS_BITS) == flow.syn_options
         scaled = sender.wscale is not None and receiver.wscale is not None
         sender.window = tcp.window << (sender.wscale if scaled and not tcp.flags & SYN else 0)
         empty = not d.payload and tcp.flags & (SYN | FIN | RST | ACK) == ACK
         if tcp.flags & RST and receiver.rcv_nxt is not None and flow.handshake_seen \
-                and not first:
+                and not view.first_from_sender:
             gap = (tcp.seq - receiver.rcv_nxt) & 0xFFFFFFFF
             window = receiver.window if receiver.window is not None else self.WINDOW
-            marks["rst_fit"] = Fit.EXACT if gap == 0 else Fit.IN_WINDOW if gap < window \
+            view.rst_fit = Fit.EXACT if gap == 0 else Fit.IN_WINDOW if gap < window \
                 else Fit.OUTSIDE
-            if marks["rst_fit"] is Fit.IN_WINDOW:
+            if view.rst_fit is Fit.IN_WINDOW:
                 flow.challenged = (receiver.addr, number)
         elif empty and flow.challenged and flow.challenged[0] == sender.addr:
-            marks["challenges"] = flow.challenged[1]
+            view.challenges = flow.challenged[1]
             flow.challenged = None
         elif empty and sender.snd_nxt is not None and flow.handshake_seen \
                 and tcp.seq == (sender.snd_nxt - 1) & 0xFFFFFFFF:
-            marks["keepalive"] = True  # RFC 1122 4.2.3.6: SEG.SEQ = SND.NXT-1
-        return marks
+            view.keepalive = True  # RFC 1122 4.2.3.6: SEG.SEQ = SND.NXT-1
 
     def _advance(self, flow: Flow, sender: Endpoint, receiver: Endpoint, flags: int, ack: int,
-                 number: int) -> list[Transition]:
+                 number: int) -> tuple[Transition, ...]:
         """Apply the segment's state events (`_events`) to both endpoints; the moves made."""
         if not flags & (SYN | FIN | RST) and receiver.state not in _AWAITING_ACK:
-            return []  # a data segment or a plain ACK: no event (spared the work, often)
+            return ()  # a data segment or a plain ACK: no event (spared the work, often)
         done = []
         for ep, seg in self._events(sender, receiver, flags, ack):
             try:
@@ -314,7 +317,7 @@ class TcpObserver:
             ep.state = new
             flow.transitions.append(t)
             done.append(t)
-        return done
+        return tuple(done)
 
     @staticmethod
     def _events(sender: Endpoint, receiver: Endpoint, flags: int,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 from socket import inet_ntoa
 
 from protolab.wire.pcap import (
@@ -211,9 +212,16 @@ def _ipv4_common(data: bytes, off: int, time: float, orig_len: int,
         hlen = (offflags >> 12) * 4
         tcp = TcpHeader(seq, ack, offflags & 0xFF, window, data[l4 + 20:min(l4 + hlen, end)])
         payload = data[l4 + hlen:end]
-    return Decoded(time=time, length=len(data), src=inet_ntoa(src), dst=inet_ntoa(dst),
-                   ip_version=4, proto=proto, sport=sport, dport=dport, tcp=tcp,
-                   payload=payload, orig_len=orig_len, interface=interface, ip_id=ip_id)
+    # Positional, in Decoded's order (a call with keywords costs twice as much, per frame):
+    # time, length, src, dst, ip_version, proto, sport, dport, tcp, icmp_type, icmp_code,
+    # quoted, payload, error, orig_len, interface, ip_id.
+    return Decoded(time, len(data), _address(src), _address(dst), 4, proto, sport, dport, tcp,
+                   None, None, None, payload, None, orig_len, interface, ip_id)
+
+
+#: "192.0.2.1" for an IPv4 address's 4 bytes, remembered (a capture names the same few hosts):
+#: one text object per host, whose hash is kept, for the tables keyed by endpoint downstream
+_address = lru_cache(maxsize=_ENDPOINTS_KEPT)(inet_ntoa)
 
 
 class _Short(Exception):
