@@ -19,4 +19,4 @@ setup(ext_modules=[Extension(
              "protolab/analysis/fi_map.h", "protolab/analysis/fi_out.h",
              "protolab/analysis/fi_flows.h", "protolab/analysis/fast_text.h",
              "protolab/analysis/fi_spool.h", "protolab/analysis/fast_dns_names.h"],
-    extra_compile_args=["-O2", "-std=c11", "-Wall"], optional=True)])
+    extra_compile_args=["-O3", "-std=c11", "-Wall"], optional=True)])

@@ -136,7 +136,7 @@ static int buf_reserve(Buf *b, size_t more) {
 }
 
 static int buf_add(Buf *b, const char *s, size_t n) {
-    if (buf_reserve(b, n) < 0)
+    if (n > (1u << 30) || buf_reserve(b, n) < 0)  /* none is 1 GB; gcc -O3 knows n + 1 > 0 */
         return -1;
     memcpy(b->s + b->len, s, n);
     b->len += n;
