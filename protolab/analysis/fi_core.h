@@ -121,17 +121,26 @@ static inline void sb_put(Sb *b, const char *s, size_t k) {
 
 static inline void sb_s(Sb *b, const char *s) { sb_put(b, s, strlen(s)); }
 
-/* decimal digits of v into out (at least 21 bytes); returns the length */
+/* decimal digits of v into out (at least 21 bytes, NUL-terminated); returns the length. The
+ * length first (compares), then two digits per division, written from the end. */
 static inline size_t fmt_u64(char *out, uint64_t v) {
-    char tmp[24];
-    size_t k = 0;
-    do {
-        tmp[k++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (size_t i = 0; i < k; i++)
-        out[i] = tmp[k - 1 - i];
-    out[k] = 0;
+    static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930"
+                                "31323334353637383940414243444546474849505152535455565758596061"
+                                "62636465666768697071727374757677787980818283848586878889909192"
+                                "93949596979899";
+    size_t k = 1;
+    for (uint64_t p = 10; k < 20 && v >= p; p *= 10)
+        k++;
+    char *o = out + k;
+    *o = 0;
+    for (; v >= 100; v /= 100) {
+        o -= 2;
+        memcpy(o, pairs + 2 * (v % 100), 2);
+    }
+    if (v >= 10)
+        memcpy(o - 2, pairs + 2 * v, 2);
+    else
+        o[-1] = (char)('0' + v);
     return k;
 }
 

@@ -44,23 +44,30 @@ int buf_printf(Buf *b, const char *fmt, ...) {
 }
 
 int buf_pad(Buf *b, size_t n) {
-    static const char spaces[64] = "                                                               ";
-    while (n > 0) {
-        size_t k = n < 63 ? n : 63;
-        if (buf_put(b, spaces, k) < 0)
-            return -1;
-        n -= k;
-    }
+    if (b->len + n + 1 > b->cap && buf_grow(b, n) < 0)
+        return -1;
+    memset(b->p + b->len, ' ', n);
+    b->len += n;
+    b->p[b->len] = 0;
     return 0;
 }
 
+#define HIGHS 0x8080808080808080ULL
+
+/* The continuation bytes (10xxxxxx) among the 8 bytes of w */
+static inline size_t cont8(uint64_t w) {
+    uint64_t cont = (w & HIGHS) & ~((w & 0x4040404040404040ULL) << 1);
+    return (size_t)(((cont >> 7) * 0x0101010101010101ULL) >> 56);
+}
+
+/* words of plain ASCII (no high bit) have no continuation byte: only the others are counted */
 size_t cp_len(const char *s, size_t n) {
     size_t k = n, i = 0;
-    for (; i + 8 <= n; i += 8) {  /* continuation bytes are 10xxxxxx */
+    for (; i + 8 <= n; i += 8) {
         uint64_t w;
         memcpy(&w, s + i, 8);
-        uint64_t cont = (w & 0x8080808080808080ULL) & ~((w & 0x4040404040404040ULL) << 1);
-        k -= (size_t)(((cont >> 7) * 0x0101010101010101ULL) >> 56);
+        if (w & HIGHS)
+            k -= cont8(w);
     }
     for (; i < n; i++)
         k -= ((unsigned char)s[i] & 0xC0) == 0x80;
@@ -72,8 +79,7 @@ size_t cp_offset(const char *s, size_t n, size_t k) {
     for (; i + 8 <= n; i += 8) {  /* whole words whose code point starts are all before k's */
         uint64_t w;
         memcpy(&w, s + i, 8);
-        uint64_t cont = (w & 0x8080808080808080ULL) & ~((w & 0x4040404040404040ULL) << 1);
-        size_t starts = 8 - (size_t)(((cont >> 7) * 0x0101010101010101ULL) >> 56);
+        size_t starts = w & HIGHS ? 8 - cont8(w) : 8;
         if (starts > k)
             break;
         k -= starts;
