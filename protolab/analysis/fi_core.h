@@ -67,6 +67,11 @@ static inline int buf_put(Buf *b, const char *s, size_t n) {
     return 0;
 }
 
+/* room for n more bytes and the NUL (then written at b->p + b->len directly); 0 or -1 */
+static inline int buf_reserve(Buf *b, size_t n) {
+    return b->len + n + 1 > b->cap ? buf_grow(b, n) : 0;
+}
+
 int buf_puts(Buf *b, const char *s);
 int buf_printf(Buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int buf_pad(Buf *b, size_t n);  /* n spaces */
@@ -87,6 +92,7 @@ typedef struct Wrapper {
 void wrap_start(Wrapper *w, const char *text, size_t n, int width);
 int wrap_next(Wrapper *w, Slice *line);  /* 1 and the next line, or 0 at the end */
 int buf_json_str(Buf *b, const char *s);
+int buf_json_strn(Buf *b, const char *s, size_t n);  /* buf_json_str of s[:n] */
 int buf_i64(Buf *b, int64_t v);
 int buf_fixed(Buf *b, double x, int digits);  /* "%.*f" */
 int buf_fixed3(Buf *b, double x);  /* "%.3f" */

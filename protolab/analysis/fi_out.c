@@ -502,9 +502,9 @@ int format_json(Buf *b, Out *o, const Row *row) {
     if (repr_round6(b, row->time) < 0)
         return -1;
     BUF_LIT(b, ", \"src\": ");
-    buf_json_str(b, row->src);
+    buf_json_strn(b, row->src, row->src_len);
     BUF_LIT(b, ", \"dst\": ");
-    buf_json_str(b, row->dst);
+    buf_json_strn(b, row->dst, row->dst_len);
     BUF_LIT(b, ", \"proto\": ");
     buf_json_str(b, row->proto);
     BUF_LIT(b, ", \"summary\": ");
@@ -518,7 +518,7 @@ int format_json(Buf *b, Out *o, const Row *row) {
         buf_json_str(b, o->holders[row->holders[i]]);
     }
     BUF_LIT(b, "], \"state\": ");
-    buf_json_str(b, t->p);
+    buf_json_strn(b, t->p, t->len);
     BUF_LIT(b, ", \"flow\": ");
     buf_i64(b, row->flow_number);
     BUF_LIT(b, ", \"fact\": ");

@@ -118,31 +118,54 @@ static int json_escape(Buf *b, unsigned char c) {
     return buf_put(b, esc, 6);
 }
 
-/* json's ESCAPE: r'[\x00-\x1f\\"\b\f\n\r\t]', the rest as is (ensure_ascii=False); plain
- * runs are skipped 8 bytes at a time */
-int buf_json_str(Buf *b, const char *s) {
-    size_t n = strlen(s), run = 0, i = 0;
+/* Whether s[:n] has a byte json escapes: words at a time, the last one overlapping */
+static int json_special(const char *s, size_t n) {
+    uint64_t w;
+    if (n < 8) {
+        for (size_t i = 0; i < n; i++) {
+            unsigned char c = (unsigned char)s[i];
+            if (c < 0x20 || c == '"' || c == '\\')
+                return 1;
+        }
+        return 0;
+    }
+    for (size_t i = 0; i + 8 < n; i += 8)
+        if (memcpy(&w, s + i, 8), json_special8(w))
+            return 1;
+    return memcpy(&w, s + n - 8, 8), json_special8(w);
+}
+
+/* json's ESCAPE: r'[\x00-\x1f\\"\b\f\n\r\t]', the rest as is (ensure_ascii=False); a string
+ * with none (nearly all) is copied whole */
+int buf_json_strn(Buf *b, const char *s, size_t n) {
+    if (!json_special(s, n)) {
+        if (buf_reserve(b, n + 2) < 0)
+            return -1;
+        char *o = b->p + b->len;
+        o[0] = '"';
+        memcpy(o + 1, s, n);
+        o[n + 1] = '"';
+        b->len += n + 2;
+        b->p[b->len] = 0;
+        return 0;
+    }
+    size_t run = 0;
     if (buf_put(b, "\"", 1) < 0)
         return -1;
-    while (i < n) {
-        uint64_t w;
-        while (i + 8 <= n && (memcpy(&w, s + i, 8), !json_special8(w)))
-            i += 8;
-        if (i >= n)
-            break;
+    for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') {
-            i++;
+        if (c >= 0x20 && c != '"' && c != '\\')
             continue;
-        }
         if (buf_put(b, s + run, i - run) < 0 || json_escape(b, c) < 0)
             return -1;
-        run = ++i;
+        run = i + 1;
     }
     if (buf_put(b, s + run, n - run) < 0)
         return -1;
     return buf_put(b, "\"", 1);
 }
+
+int buf_json_str(Buf *b, const char *s) { return buf_json_strn(b, s, strlen(s)); }
 
 int buf_repr_float(Buf *b, double x) {
     char *s = PyOS_double_to_string(x, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
