@@ -248,6 +248,17 @@ static int put_ljust(Buf *b, const char *s, size_t n, int width) {
     return put_ljust_cp(b, s, n, cp_len(s, n), width);
 }
 
+/* put_ljust_cp at o, in room reserved for n + width bytes; returns the end */
+static inline char *ljust_at(char *o, const char *s, size_t n, size_t len, int width) {
+    memcpy(o, s, n);
+    o += n;
+    if (len < (size_t)width) {
+        memset(o, ' ', (size_t)width - len);
+        o += (size_t)width - len;
+    }
+    return o;
+}
+
 /* str.rstrip() of the buffer from `from` (ASCII whitespace and U+0085, U+00A0) */
 static void rstrip(Buf *b, size_t from) {
     while (b->len > from) {
@@ -264,20 +275,44 @@ static void rstrip(Buf *b, size_t from) {
     b->p[b->len] = 0;
 }
 
+/* table.format_row's lines of the state under the row: 8 spaces, the line, a newline */
+static int state_lines(Buf *out, const Slice *state, int nstate) {
+    for (int i = 0; i < nstate; i++) {
+        if (buf_reserve(out, state[i].n + 9) < 0)
+            return -1;
+        char *o = out->p + out->len;
+        memset(o, ' ', 8);
+        memcpy(o + 8, state[i].p, state[i].n);
+        o[8 + state[i].n] = '\n';
+        out->len += state[i].n + 9;
+    }
+    out->p[out->len] = 0;
+    return 0;
+}
+
+/* the number and time cells (the first line's), each padded to its width, "  " between */
+static int number_time(Buf *out, const Out *o, const Row *row) {
+    char num[24];
+    size_t k = fmt_i64(num, row->number);
+    if (buf_reserve(out, k + (size_t)o->widths[0] + 2) < 0)
+        return -1;
+    char *p = ljust_at(out->p + out->len, num, k, k, o->widths[0]);
+    memcpy(p, "  ", 2);
+    out->len = (size_t)(p + 2 - out->p);
+    size_t at = out->len;
+    if (buf_fixed3(out, row->time) < 0)
+        return -1;
+    size_t len = out->len - at;
+    return len < (size_t)o->widths[1] ? buf_pad(out, (size_t)o->widths[1] - len) : 0;
+}
+
 #define MAXLINES 256
 
 static int wrapped_row(Buf *out, const Out *o, const Row *row, Slice route, Slice summary,
                        Slice *state, int nstate) {
     const int *w = o->widths;
-    char num[32], tm[64];
     Slice cells[6][MAXLINES];
-    int h[6];
-    snprintf(num, sizeof num, "%lld", (long long)row->number);
-    snprintf(tm, sizeof tm, "%.3f", row->time);
-    cells[0][0] = (Slice){num, strlen(num)};
-    h[0] = 1;
-    cells[1][0] = (Slice){tm, strlen(tm)};
-    h[1] = 1;
+    int h[6] = {1, 1};
     h[2] = wrap(route.p, route.n, w[2], cells[2], MAXLINES);
     h[3] = 1;
     cells[3][0] = (Slice){row->proto, strlen(row->proto)};
@@ -300,7 +335,9 @@ static int wrapped_row(Buf *out, const Out *o, const Row *row, Slice route, Slic
         height = h[c] > height ? h[c] : height;
     for (int i = 0; i < height; i++) {
         size_t start = out->len;
-        for (int c = 0; c < ncols; c++) {
+        if (i == 0 && number_time(out, o, row) < 0)
+            return -1;
+        for (int c = i == 0 ? 2 : 0; c < ncols; c++) {
             if (c)
                 buf_put(out, "  ", 2);
             Slice s = i < h[c] ? cells[c][i] : (Slice){"", 0};
@@ -309,13 +346,37 @@ static int wrapped_row(Buf *out, const Out *o, const Row *row, Slice route, Slic
         rstrip(out, start);
         buf_put(out, "\n", 1);
     }
-    if (!o->beside)
-        for (int i = 0; i < nstate; i++) {
-            buf_pad(out, 8);
-            buf_put(out, state[i].p, state[i].n);
-            buf_put(out, "\n", 1);
-        }
-    return 0;
+    return o->beside ? 0 : state_lines(out, state, nstate);
+}
+
+/* table.format_row's line when no cell wraps. The last cell is not padded: rstrip would take
+ * the padding off again */
+static int one_line(Buf *out, const Out *o, const Row *row, Slice route, size_t route_cp,
+                    Slice summary, size_t summary_cp, const Slice *state, int nstate) {
+    const int *w = o->widths;
+    size_t start = out->len, proto_n = strlen(row->proto);
+    if (number_time(out, o, row) < 0)
+        return -1;
+    Slice last = o->beside && nstate ? state[0] : (Slice){"", 0};
+    if (buf_reserve(out, route.n + proto_n + summary.n + last.n + (size_t)(w[2] + w[3] + w[4]) +
+                             10) < 0)  /* 4 "  ", "\n" */
+        return -1;
+    char *p = memcpy(out->p + out->len, "  ", 2);
+    p = ljust_at(p + 2, route.p, route.n, route_cp, w[2]);
+    p = ljust_at(memcpy(p, "  ", 2) + 2, row->proto, proto_n, cp_len(row->proto, proto_n),
+                 w[3]);
+    p = ljust_at(memcpy(p, "  ", 2) + 2, summary.p, summary.n, summary_cp,
+                 o->beside ? w[4] : 0);
+    if (o->beside) {
+        memcpy(p, "  ", 2);
+        memcpy(p + 2, last.p, last.n);
+        p += 2 + last.n;
+    }
+    out->len = (size_t)(p - out->p);
+    rstrip(out, start);
+    out->p[out->len++] = '\n';
+    out->p[out->len] = 0;
+    return o->beside ? 0 : state_lines(out, state, nstate);
 }
 
 /* table.format_row, with its newline */
@@ -344,36 +405,7 @@ int format_row(Buf *out, Out *o, const Row *row) {
     if (o->state_width >= 0 && (route_cp > (size_t)w[2] || summary_cp > (size_t)w[4] ||
                                 (o->beside && nstate > 1)))
         return wrapped_row(out, o, row, route, summary, state, nstate);
-    size_t start = out->len;
-    char num[32];
-    size_t k = fmt_i64(num, row->number);
-    put_ljust(out, num, k, w[0]);
-    buf_put(out, "  ", 2);
-    size_t at = out->len;
-    buf_fixed3(out, row->time);
-    if (out->len - at < (size_t)w[1])
-        buf_pad(out, (size_t)w[1] - (out->len - at));
-    buf_put(out, "  ", 2);
-    put_ljust_cp(out, route.p, route.n, route_cp, w[2]);
-    buf_put(out, "  ", 2);
-    put_ljust(out, row->proto, strlen(row->proto), w[3]);
-    buf_put(out, "  ", 2);
-    put_ljust_cp(out, summary.p, summary.n, summary_cp, w[4]);
-    if (o->beside) {
-        buf_put(out, "  ", 2);
-        if (nstate)
-            buf_put(out, state[0].p, state[0].n);
-        rstrip(out, start);
-        return buf_put(out, "\n", 1);
-    }
-    rstrip(out, start);
-    buf_put(out, "\n", 1);
-    for (int i = 0; i < nstate; i++) {
-        buf_pad(out, 8);
-        buf_put(out, state[i].p, state[i].n);
-        buf_put(out, "\n", 1);
-    }
-    return 0;
+    return one_line(out, o, row, route, route_cp, summary, summary_cp, state, nstate);
 }
 
 /* table.header, with its newline */
