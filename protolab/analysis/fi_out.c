@@ -193,6 +193,21 @@ static int special_value(Buf *b, const Row *row, int special) {
     return -1;
 }
 
+/* The value a template's field names: at the index where it was found last when the name is
+ * that very string (a row has each name once: put() and fresh_val), else by a search */
+static const Val *lookup(const Row *row, TSeg *seg) {
+    int h = seg->hint;
+    if (h < row->nvalues && row->values[h].name == seg->hint_name)
+        return &row->values[h];
+    for (int i = 0; i < row->nvalues; i++)
+        if (str_eq(row->values[i].name, seg->name)) {
+            seg->hint = i;
+            seg->hint_name = row->values[i].name;
+            return &row->values[i];
+        }
+    return NULL;
+}
+
 /* facts.render: the row's sentence (and each `also` fact's after it), "; "-joined; b NULL:
  * only whether it can be made (the pre-scan) */
 int render(Buf *b, const Out *o, const Row *row) {
@@ -203,16 +218,19 @@ int render(Buf *b, const Out *o, const Row *row) {
         if (t > 0 && b)
             buf_put(b, "; ", 2);
         for (int s = 0; s < tm->nsegs; s++) {
-            const TSeg *seg = &tm->segs[s];
+            TSeg *seg = &tm->segs[s];  /* the pointer is const, not its segments */
             if (!seg->field) {
                 if (b)
                     buf_put(b, seg->lit, seg->litlen);
                 continue;
             }
-            const Val *v = NULL;
-            for (int i = 0; i < row->nvalues && v == NULL; i++)
-                if (str_eq(row->values[i].name, seg->name))
-                    v = &row->values[i];
+            const Val *v = lookup(row, seg);
+#ifdef FI_CHECK_DUPS
+            for (int i = 0; i < row->nvalues; i++)
+                for (int j = 0; j < i; j++)
+                    if (str_eq(row->values[i].name, row->values[j].name))
+                        abort();
+#endif
             int r = v ? format_val(b, v, seg->spec)
                       : seg->spec[0] ? -1 : special_value(b, row, seg->special);
             if (r < 0)
