@@ -10,9 +10,11 @@
 
 #include "fastinspect.h"
 
-/* The strings up to a NULL (at most 15), joined, in the row's arena; NULL: no memory. */
+char *row_alloc(Row *row, size_t n);  /* n bytes in the row's arena (fi_row.c); NULL: no memory */
+
+/* The strings up to a NULL (at most 15), joined, straight into the row's arena; NULL: no
+ * memory. */
 static inline char *row_cat(Row *row, ...) {
-    char small[1024];
     const char *parts[16];
     size_t lens[16], n = 0;
     int k = 0;
@@ -24,17 +26,14 @@ static inline char *row_cat(Row *row, ...) {
         n += lens[k];
     }
     va_end(ap);
-    char *buf = n < sizeof small ? small : malloc(n + 1);
-    if (buf == NULL)
+    char *out = row_alloc(row, n + 1), *o = out;
+    if (out == NULL)
         return NULL;
-    char *o = buf;
     for (int i = 0; i < k; i++) {
         memcpy(o, parts[i], lens[i]);
         o += lens[i];
     }
-    char *out = row_strndup(row, buf, n);
-    if (buf != small)
-        free(buf);
+    *o = 0;
     return out;
 }
 

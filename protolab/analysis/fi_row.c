@@ -7,6 +7,7 @@
 
 #include "fastinspect.h"
 #include "fi_core.h"
+#include "fast_text.h"
 
 struct ArenaBlock {
     ArenaBlock *next;
@@ -58,6 +59,8 @@ void arena_free(Arena *a) {
     free(a->head);
     memset(a, 0, sizeof *a);
 }
+
+char *row_alloc(Row *row, size_t n) { return arena_alloc(&row->arena, n); }
 
 char *row_strndup(Row *row, const char *s, size_t n) {
     char *out = arena_alloc(&row->arena, n + 1);
