@@ -118,10 +118,17 @@ static int json_escape(Buf *b, unsigned char c) {
     return buf_put(b, esc, 6);
 }
 
-/* Whether s[:n] has a byte json escapes: words at a time, the last one overlapping */
+/* Whether s[:n] has a byte json escapes: words at a time, the last one overlapping (one word
+ * of two overlapping halves for 4 to 7 bytes) */
 static int json_special(const char *s, size_t n) {
     uint64_t w;
     if (n < 8) {
+        if (n >= 4) {  /* two overlapping halves */
+            uint32_t lo, hi;
+            memcpy(&lo, s, 4);
+            memcpy(&hi, s + n - 4, 4);
+            return json_special8((uint64_t)hi << 32 | lo);
+        }
         for (size_t i = 0; i < n; i++) {
             unsigned char c = (unsigned char)s[i];
             if (c < 0x20 || c == '"' || c == '\\')
