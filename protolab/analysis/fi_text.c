@@ -7,6 +7,19 @@
 
 #include "fi_core.h"
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+
+/* Whether any of the 16 bytes at s is < 0x20 (max(x, 0x1f) == 0x1f), '"' or '\\' */
+static inline int json_special16(const char *s) {
+    __m128i x = _mm_loadu_si128((const __m128i *)s), low = _mm_set1_epi8(0x1F);
+    __m128i hit = _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('"')),
+                               _mm_cmpeq_epi8(x, _mm_set1_epi8('\\')));
+    hit = _mm_or_si128(hit, _mm_cmpeq_epi8(_mm_max_epu8(x, low), low));
+    return _mm_movemask_epi8(hit) != 0;
+}
+#endif
+
 /* buf_put's slow path: room for n more bytes and the NUL */
 int buf_grow(Buf *b, size_t n) {
     size_t cap = b->cap ? b->cap : 4096;
@@ -136,6 +149,14 @@ static int json_special(const char *s, size_t n) {
         }
         return 0;
     }
+#ifdef __SSE2__
+    if (n >= 16) {
+        for (size_t i = 0; i + 16 < n; i += 16)
+            if (json_special16(s + i))
+                return 1;
+        return json_special16(s + n - 16);
+    }
+#endif
     for (size_t i = 0; i + 8 < n; i += 8)
         if (memcpy(&w, s + i, 8), json_special8(w))
             return 1;
