@@ -477,42 +477,64 @@ static void json_key(Buf *b, const char *k, int *first) {
     buf_put(b, ": ", 2);
 }
 
-/* The common fields (annotate.Annotator._annotate), then the part's own (a dict's update) */
+/* The common fields (annotate.Annotator._annotate), in their order */
+static const char *const COMMON[8] = {"length", "sport", "dport", "tcp_seq", "tcp_ack",
+                                      "tcp_flags", "icmp_type", "icmp_code"};
+
+/* The index in COMMON of a name, or -1: its first bytes pick the one candidate to compare */
+static int common_of(const char *name) {
+    int i = -1;
+    switch (name[0]) {
+    case 'l': i = 0; break;
+    case 's': i = 1; break;
+    case 'd': i = 2; break;
+    case 't':
+        if (name[1] == 'c' && name[2] == 'p' && name[3] == '_')
+            i = name[4] == 's' ? 3 : name[4] == 'a' ? 4 : 5;
+        break;
+    case 'i':
+        if (name[1] == 'c' && name[2] == 'm' && name[3] == 'p' && name[4] == '_')
+            i = name[5] == 't' ? 6 : 7;
+        break;
+    }
+    return i >= 0 && str_eq(name, COMMON[i]) ? i : -1;
+}
+
+/* The common fields, each replaced by the last of the part's own with its name, then the
+ * part's others in order (a dict's update) */
 static void json_fields(Buf *b, const Row *row) {
-    Val common[8];
-    int n = 0;
-    common[n++] = (Val){"length", V_INT, {.i = row->length}};
-    common[n++] = row->sport < 0 ? (Val){"sport", V_NONE, {0}}
-                                 : (Val){"sport", V_INT, {.i = row->sport}};
-    common[n++] = row->dport < 0 ? (Val){"dport", V_NONE, {0}}
-                                 : (Val){"dport", V_INT, {.i = row->dport}};
-    if (row->has_tcp) {
-        common[n++] = (Val){"tcp_seq", V_INT, {.i = row->tcp_seq}};
-        common[n++] = (Val){"tcp_ack", V_INT, {.i = row->tcp_ack}};
-        common[n++] = (Val){"tcp_flags", V_INT, {.i = row->tcp_flags}};
-    }
-    if (row->icmp_type >= 0) {
-        common[n++] = (Val){"icmp_type", V_INT, {.i = row->icmp_type}};
-        common[n++] = (Val){"icmp_code", V_INT, {.i = row->icmp_code}};
-    }
-    int first = 1;
-    buf_put(b, "{", 1);
-    for (int i = 0; i < n; i++) {
-        const Val *v = &common[i];
-        for (int j = 0; j < row->nfields; j++)
-            if (str_eq(row->fields[j].name, v->name))
-                v = &row->fields[j];
-        json_key(b, common[i].name, &first);
-        json_val(b, v);
-    }
+    int tcp = row->has_tcp != 0, icmp = row->icmp_type >= 0;
+    const int present[8] = {1, 1, 1, tcp, tcp, tcp, icmp, icmp};
+    Val common[8] = {
+        {"length", V_INT, {.i = row->length}},
+        {"sport", row->sport < 0 ? V_NONE : V_INT, {.i = row->sport}},
+        {"dport", row->dport < 0 ? V_NONE : V_INT, {.i = row->dport}},
+        {"tcp_seq", V_INT, {.i = row->tcp_seq}},
+        {"tcp_ack", V_INT, {.i = row->tcp_ack}},
+        {"tcp_flags", V_INT, {.i = row->tcp_flags}},
+        {"icmp_type", V_INT, {.i = row->icmp_type}},
+        {"icmp_code", V_INT, {.i = row->icmp_code}},
+    };
+    const Val *v[8];
+    int own[FI_MAX_FIELDS], nown = 0, first = 1;
+    for (int i = 0; i < 8; i++)
+        v[i] = &common[i];
     for (int j = 0; j < row->nfields; j++) {
-        int dup = 0;
-        for (int i = 0; i < n; i++)
-            dup |= str_eq(row->fields[j].name, common[i].name);
-        if (dup)
-            continue;
-        json_key(b, row->fields[j].name, &first);
-        json_val(b, &row->fields[j]);
+        int c = common_of(row->fields[j].name);
+        if (c >= 0 && present[c])
+            v[c] = &row->fields[j];
+        else
+            own[nown++] = j;
+    }
+    buf_put(b, "{", 1);
+    for (int i = 0; i < 8; i++)
+        if (present[i]) {
+            json_key(b, COMMON[i], &first);
+            json_val(b, v[i]);
+        }
+    for (int k = 0; k < nown; k++) {
+        json_key(b, row->fields[own[k]].name, &first);
+        json_val(b, &row->fields[own[k]]);
     }
     buf_put(b, "}", 1);
 }
