@@ -477,9 +477,15 @@ static void json_key(Buf *b, const char *k, int *first) {
     buf_put(b, ": ", 2);
 }
 
-/* The common fields (annotate.Annotator._annotate), in their order */
+/* The common fields (annotate.Annotator._annotate), in their order, and their keys as
+ * json_key writes them after the first (plain names: nothing to escape) */
 static const char *const COMMON[8] = {"length", "sport", "dport", "tcp_seq", "tcp_ack",
                                       "tcp_flags", "icmp_type", "icmp_code"};
+#define KEY(name) {", \"" name "\": ", sizeof(", \"" name "\": ") - 1}
+static const Slice COMMON_KEYS[8] = {KEY("length"), KEY("sport"), KEY("dport"), KEY("tcp_seq"),
+                                     KEY("tcp_ack"), KEY("tcp_flags"), KEY("icmp_type"),
+                                     KEY("icmp_code")};
+#undef KEY
 
 /* The index in COMMON of a name, or -1: its first bytes pick the one candidate to compare */
 static int common_of(const char *name) {
@@ -529,7 +535,9 @@ static void json_fields(Buf *b, const Row *row) {
     buf_put(b, "{", 1);
     for (int i = 0; i < 8; i++)
         if (present[i]) {
-            json_key(b, COMMON[i], &first);
+            size_t skip = first ? 2 : 0;  /* the first key has no ", " */
+            buf_put(b, COMMON_KEYS[i].p + skip, COMMON_KEYS[i].n - skip);
+            first = 0;
             json_val(b, v[i]);
         }
     for (int k = 0; k < nown; k++) {
