@@ -234,8 +234,11 @@ int buf_fixed(Buf *b, double x, int digits) {
 
 int buf_fixed3(Buf *b, double x) { return buf_fixed(b, x, 3); }
 
+/* Text of no more bytes than the width has no more code points either: it fits, and its byte
+ * count stands for the code points (wrap_next only compares them with the width then) */
 void wrap_start(Wrapper *w, const char *text, size_t n, int width) {
-    *w = (Wrapper){text, n, width < 0 ? 0 : cp_len(text, n), width};
+    size_t cps = width < 0 ? 0 : n <= (size_t)width ? n : cp_len(text, n);
+    *w = (Wrapper){text, n, cps, width};
 }
 
 /* One step of table.wrap's loop: the line up to the last space that lets it fit (else cut at
