@@ -206,9 +206,12 @@ int buf_repr_float(Buf *b, double x) {
     return r;
 }
 
+/* the digits straight into reserved room (fmt_i64 ends them with the NUL) */
 int buf_i64(Buf *b, int64_t v) {
-    char d[24];
-    return buf_put(b, d, fmt_i64(d, v));
+    if (buf_reserve(b, 21) < 0)
+        return -1;
+    b->len += fmt_i64(b->p + b->len, v);
+    return 0;
 }
 
 /* "%.*f" % (digits, x) (correctly rounded, ties to even, as printf and Python) without printf,
