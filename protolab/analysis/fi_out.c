@@ -359,7 +359,7 @@ static int wrapped_row(Buf *out, const Out *o, const Row *row, Slice route, Slic
             if (c)
                 buf_put(out, "  ", 2);
             Slice s = i < h[c] ? cells[c][i] : (Slice){"", 0};
-            put_ljust(out, s.p, s.n, c < 5 ? w[c] : 0);
+            put_ljust(out, s.p, s.n, c < ncols - 1 ? w[c] : 0);  /* the last: rstrip's */
         }
         rstrip(out, start);
         buf_put(out, "\n", 1);
