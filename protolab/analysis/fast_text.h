@@ -10,31 +10,27 @@
 
 #include "fastinspect.h"
 
-/* The strings up to a NULL (at most 15), joined, in the row's arena; NULL: no memory. */
-static inline char *row_cat(Row *row, ...) {
-    char small[1024];
-    const char *parts[16];
+char *row_alloc(Row *row, size_t n);  /* n bytes in the row's arena (fi_row.c); NULL: no memory */
+
+/* The strings up to a NULL (at most 15), joined, straight into the row's arena; NULL: no
+ * memory. row_cat(row, "a", b, NULL): the strings are handed over as an array (no va_arg). */
+#define row_cat(row, ...) row_cat_array((row), (const char *const[]){__VA_ARGS__})
+
+static inline char *row_cat_array(Row *row, const char *const *parts) {
     size_t lens[16], n = 0;
     int k = 0;
-    va_list ap;
-    va_start(ap, row);
-    for (const char *s; k < 15 && (s = va_arg(ap, const char *)) != NULL; k++) {
-        parts[k] = s;
-        lens[k] = strlen(s);
+    for (; k < 15 && parts[k] != NULL; k++) {
+        lens[k] = strlen(parts[k]);
         n += lens[k];
     }
-    va_end(ap);
-    char *buf = n < sizeof small ? small : malloc(n + 1);
-    if (buf == NULL)
+    char *out = row_alloc(row, n + 1), *o = out;
+    if (out == NULL)
         return NULL;
-    char *o = buf;
     for (int i = 0; i < k; i++) {
         memcpy(o, parts[i], lens[i]);
         o += lens[i];
     }
-    char *out = row_strndup(row, buf, n);
-    if (buf != small)
-        free(buf);
+    *o = 0;
     return out;
 }
 

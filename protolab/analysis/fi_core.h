@@ -74,6 +74,11 @@ static inline int buf_put(Buf *b, const char *s, size_t n) {
     return 0;
 }
 
+/* room for n more bytes and the NUL (then written at b->p + b->len directly); 0 or -1 */
+static inline int buf_reserve(Buf *b, size_t n) {
+    return b->len + n + 1 > b->cap ? buf_grow(b, n) : 0;
+}
+
 int buf_puts(Buf *b, const char *s);
 int buf_printf(Buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int buf_pad(Buf *b, size_t n);  /* n spaces */
@@ -94,6 +99,7 @@ typedef struct Wrapper {
 void wrap_start(Wrapper *w, const char *text, size_t n, int width);
 int wrap_next(Wrapper *w, Slice *line);  /* 1 and the next line, or 0 at the end */
 int buf_json_str(Buf *b, const char *s);
+int buf_json_strn(Buf *b, const char *s, size_t n);  /* buf_json_str of s[:n] */
 int buf_i64(Buf *b, int64_t v);
 int buf_fixed(Buf *b, double x, int digits);  /* "%.*f" */
 int buf_fixed3(Buf *b, double x);  /* "%.3f" */
@@ -128,17 +134,31 @@ static inline void sb_put(Sb *b, const char *s, size_t k) {
 
 static inline void sb_s(Sb *b, const char *s) { sb_put(b, s, strlen(s)); }
 
-/* decimal digits of v into out (at least 21 bytes); returns the length */
+/* decimal digits of v into out (at least 21 bytes, NUL-terminated); returns the length. The
+ * length first (from the bit length: log10(2) ~ 1233/4096, then one compare; v | 1 as 0 has a
+ * digit), then two digits per division, written from the end. */
 static inline size_t fmt_u64(char *out, uint64_t v) {
-    char tmp[24];
-    size_t k = 0;
-    do {
-        tmp[k++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (size_t i = 0; i < k; i++)
-        out[i] = tmp[k - 1 - i];
-    out[k] = 0;
+    static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930"
+                                "31323334353637383940414243444546474849505152535455565758596061"
+                                "62636465666768697071727374757677787980818283848586878889909192"
+                                "93949596979899";
+    static const uint64_t tens[20] = {
+        1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL, 1000000ULL, 10000000ULL,
+        100000000ULL, 1000000000ULL, 10000000000ULL, 100000000000ULL, 1000000000000ULL,
+        10000000000000ULL, 100000000000000ULL, 1000000000000000ULL, 10000000000000000ULL,
+        100000000000000000ULL, 1000000000000000000ULL, 10000000000000000000ULL};
+    size_t t = (size_t)(((64 - __builtin_clzll(v | 1)) * 1233) >> 12);
+    size_t k = t + 1 - ((v | 1) < tens[t]);
+    char *o = out + k;
+    *o = 0;
+    for (; v >= 100; v /= 100) {
+        o -= 2;
+        memcpy(o, pairs + 2 * (v % 100), 2);
+    }
+    if (v >= 10)
+        memcpy(o - 2, pairs + 2 * v, 2);
+    else
+        o[-1] = (char)('0' + v);
     return k;
 }
 

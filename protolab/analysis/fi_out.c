@@ -193,6 +193,21 @@ static int special_value(Buf *b, const Row *row, int special) {
     return -1;
 }
 
+/* The value a template's field names: at the index where it was found last when the name is
+ * that very string (a row has each name once: put() and fresh_val), else by a search */
+static const Val *lookup(const Row *row, TSeg *seg) {
+    int h = seg->hint;
+    if (h < row->nvalues && row->values[h].name == seg->hint_name)
+        return &row->values[h];
+    for (int i = 0; i < row->nvalues; i++)
+        if (str_eq(row->values[i].name, seg->name)) {
+            seg->hint = i;
+            seg->hint_name = row->values[i].name;
+            return &row->values[i];
+        }
+    return NULL;
+}
+
 /* facts.render: the row's sentence (and each `also` fact's after it), "; "-joined; b NULL:
  * only whether it can be made (the pre-scan) */
 int render(Buf *b, const Out *o, const Row *row) {
@@ -203,16 +218,19 @@ int render(Buf *b, const Out *o, const Row *row) {
         if (t > 0 && b)
             buf_put(b, "; ", 2);
         for (int s = 0; s < tm->nsegs; s++) {
-            const TSeg *seg = &tm->segs[s];
+            TSeg *seg = &tm->segs[s];  /* the pointer is const, not its segments */
             if (!seg->field) {
                 if (b)
                     buf_put(b, seg->lit, seg->litlen);
                 continue;
             }
-            const Val *v = NULL;
-            for (int i = 0; i < row->nvalues && v == NULL; i++)
-                if (str_eq(row->values[i].name, seg->name))
-                    v = &row->values[i];
+            const Val *v = lookup(row, seg);
+#ifdef FI_CHECK_DUPS
+            for (int i = 0; i < row->nvalues; i++)
+                for (int j = 0; j < i; j++)
+                    if (str_eq(row->values[i].name, row->values[j].name))
+                        abort();
+#endif
             int r = v ? format_val(b, v, seg->spec)
                       : seg->spec[0] ? -1 : special_value(b, row, seg->special);
             if (r < 0)
@@ -248,6 +266,17 @@ static int put_ljust(Buf *b, const char *s, size_t n, int width) {
     return put_ljust_cp(b, s, n, cp_len(s, n), width);
 }
 
+/* put_ljust_cp at o, in room reserved for n + width bytes; returns the end */
+static inline char *ljust_at(char *o, const char *s, size_t n, size_t len, int width) {
+    memcpy(o, s, n);
+    o += n;
+    if (len < (size_t)width) {
+        memset(o, ' ', (size_t)width - len);
+        o += (size_t)width - len;
+    }
+    return o;
+}
+
 /* str.rstrip() of the buffer from `from` (ASCII whitespace and U+0085, U+00A0) */
 static void rstrip(Buf *b, size_t from) {
     while (b->len > from) {
@@ -264,20 +293,44 @@ static void rstrip(Buf *b, size_t from) {
     b->p[b->len] = 0;
 }
 
+/* table.format_row's lines of the state under the row: 8 spaces, the line, a newline */
+static int state_lines(Buf *out, const Slice *state, int nstate) {
+    for (int i = 0; i < nstate; i++) {
+        if (buf_reserve(out, state[i].n + 9) < 0)
+            return -1;
+        char *o = out->p + out->len;
+        memset(o, ' ', 8);
+        memcpy(o + 8, state[i].p, state[i].n);
+        o[8 + state[i].n] = '\n';
+        out->len += state[i].n + 9;
+    }
+    out->p[out->len] = 0;
+    return 0;
+}
+
+/* the number and time cells (the first line's), each padded to its width, "  " between */
+static int number_time(Buf *out, const Out *o, const Row *row) {
+    char num[24];
+    size_t k = fmt_i64(num, row->number);
+    if (buf_reserve(out, k + (size_t)o->widths[0] + 2) < 0)
+        return -1;
+    char *p = ljust_at(out->p + out->len, num, k, k, o->widths[0]);
+    memcpy(p, "  ", 2);
+    out->len = (size_t)(p + 2 - out->p);
+    size_t at = out->len;
+    if (buf_fixed3(out, row->time) < 0)
+        return -1;
+    size_t len = out->len - at;
+    return len < (size_t)o->widths[1] ? buf_pad(out, (size_t)o->widths[1] - len) : 0;
+}
+
 #define MAXLINES 256
 
 static int wrapped_row(Buf *out, const Out *o, const Row *row, Slice route, Slice summary,
                        Slice *state, int nstate) {
     const int *w = o->widths;
-    char num[32], tm[64];
     Slice cells[6][MAXLINES];
-    int h[6];
-    snprintf(num, sizeof num, "%lld", (long long)row->number);
-    snprintf(tm, sizeof tm, "%.3f", row->time);
-    cells[0][0] = (Slice){num, strlen(num)};
-    h[0] = 1;
-    cells[1][0] = (Slice){tm, strlen(tm)};
-    h[1] = 1;
+    int h[6] = {1, 1};
     h[2] = wrap(route.p, route.n, w[2], cells[2], MAXLINES);
     h[3] = 1;
     cells[3][0] = (Slice){row->proto, strlen(row->proto)};
@@ -300,22 +353,48 @@ static int wrapped_row(Buf *out, const Out *o, const Row *row, Slice route, Slic
         height = h[c] > height ? h[c] : height;
     for (int i = 0; i < height; i++) {
         size_t start = out->len;
-        for (int c = 0; c < ncols; c++) {
+        if (i == 0 && number_time(out, o, row) < 0)
+            return -1;
+        for (int c = i == 0 ? 2 : 0; c < ncols; c++) {
             if (c)
                 buf_put(out, "  ", 2);
             Slice s = i < h[c] ? cells[c][i] : (Slice){"", 0};
-            put_ljust(out, s.p, s.n, c < 5 ? w[c] : 0);
+            put_ljust(out, s.p, s.n, c < ncols - 1 ? w[c] : 0);  /* the last: rstrip's */
         }
         rstrip(out, start);
         buf_put(out, "\n", 1);
     }
-    if (!o->beside)
-        for (int i = 0; i < nstate; i++) {
-            buf_pad(out, 8);
-            buf_put(out, state[i].p, state[i].n);
-            buf_put(out, "\n", 1);
-        }
-    return 0;
+    return o->beside ? 0 : state_lines(out, state, nstate);
+}
+
+/* table.format_row's line when no cell wraps. The last cell is not padded: rstrip would take
+ * the padding off again */
+static int one_line(Buf *out, const Out *o, const Row *row, Slice route, size_t route_cp,
+                    Slice summary, size_t summary_cp, const Slice *state, int nstate) {
+    const int *w = o->widths;
+    size_t start = out->len, proto_n = strlen(row->proto);
+    if (number_time(out, o, row) < 0)
+        return -1;
+    Slice last = o->beside && nstate ? state[0] : (Slice){"", 0};
+    if (buf_reserve(out, route.n + proto_n + summary.n + last.n + (size_t)(w[2] + w[3] + w[4]) +
+                             10) < 0)  /* 4 "  ", "\n" */
+        return -1;
+    char *p = memcpy(out->p + out->len, "  ", 2);
+    p = ljust_at(p + 2, route.p, route.n, route_cp, w[2]);
+    p = ljust_at(memcpy(p, "  ", 2) + 2, row->proto, proto_n, cp_len(row->proto, proto_n),
+                 w[3]);
+    p = ljust_at(memcpy(p, "  ", 2) + 2, summary.p, summary.n, summary_cp,
+                 o->beside ? w[4] : 0);
+    if (o->beside) {
+        memcpy(p, "  ", 2);
+        memcpy(p + 2, last.p, last.n);
+        p += 2 + last.n;
+    }
+    out->len = (size_t)(p - out->p);
+    rstrip(out, start);
+    out->p[out->len++] = '\n';
+    out->p[out->len] = 0;
+    return o->beside ? 0 : state_lines(out, state, nstate);
 }
 
 /* table.format_row, with its newline */
@@ -344,36 +423,7 @@ int format_row(Buf *out, Out *o, const Row *row) {
     if (o->state_width >= 0 && (route_cp > (size_t)w[2] || summary_cp > (size_t)w[4] ||
                                 (o->beside && nstate > 1)))
         return wrapped_row(out, o, row, route, summary, state, nstate);
-    size_t start = out->len;
-    char num[32];
-    size_t k = fmt_i64(num, row->number);
-    put_ljust(out, num, k, w[0]);
-    buf_put(out, "  ", 2);
-    size_t at = out->len;
-    buf_fixed3(out, row->time);
-    if (out->len - at < (size_t)w[1])
-        buf_pad(out, (size_t)w[1] - (out->len - at));
-    buf_put(out, "  ", 2);
-    put_ljust_cp(out, route.p, route.n, route_cp, w[2]);
-    buf_put(out, "  ", 2);
-    put_ljust(out, row->proto, strlen(row->proto), w[3]);
-    buf_put(out, "  ", 2);
-    put_ljust_cp(out, summary.p, summary.n, summary_cp, w[4]);
-    if (o->beside) {
-        buf_put(out, "  ", 2);
-        if (nstate)
-            buf_put(out, state[0].p, state[0].n);
-        rstrip(out, start);
-        return buf_put(out, "\n", 1);
-    }
-    rstrip(out, start);
-    buf_put(out, "\n", 1);
-    for (int i = 0; i < nstate; i++) {
-        buf_pad(out, 8);
-        buf_put(out, state[i].p, state[i].n);
-        buf_put(out, "\n", 1);
-    }
-    return 0;
+    return one_line(out, o, row, route, route_cp, summary, summary_cp, state, nstate);
 }
 
 /* table.header, with its newline */
@@ -427,42 +477,72 @@ static void json_key(Buf *b, const char *k, int *first) {
     buf_put(b, ": ", 2);
 }
 
-/* The common fields (annotate.Annotator._annotate), then the part's own (a dict's update) */
+/* The common fields (annotate.Annotator._annotate), in their order, and their keys as
+ * json_key writes them after the first (plain names: nothing to escape) */
+static const char *const COMMON[8] = {"length", "sport", "dport", "tcp_seq", "tcp_ack",
+                                      "tcp_flags", "icmp_type", "icmp_code"};
+#define KEY(name) {", \"" name "\": ", sizeof(", \"" name "\": ") - 1}
+static const Slice COMMON_KEYS[8] = {KEY("length"), KEY("sport"), KEY("dport"), KEY("tcp_seq"),
+                                     KEY("tcp_ack"), KEY("tcp_flags"), KEY("icmp_type"),
+                                     KEY("icmp_code")};
+#undef KEY
+
+/* The index in COMMON of a name, or -1: its first bytes pick the one candidate to compare */
+static int common_of(const char *name) {
+    int i = -1;
+    switch (name[0]) {
+    case 'l': i = 0; break;
+    case 's': i = 1; break;
+    case 'd': i = 2; break;
+    case 't':
+        if (name[1] == 'c' && name[2] == 'p' && name[3] == '_')
+            i = name[4] == 's' ? 3 : name[4] == 'a' ? 4 : 5;
+        break;
+    case 'i':
+        if (name[1] == 'c' && name[2] == 'm' && name[3] == 'p' && name[4] == '_')
+            i = name[5] == 't' ? 6 : 7;
+        break;
+    }
+    return i >= 0 && str_eq(name, COMMON[i]) ? i : -1;
+}
+
+/* The common fields, each replaced by the last of the part's own with its name, then the
+ * part's others in order (a dict's update) */
 static void json_fields(Buf *b, const Row *row) {
-    Val common[8];
-    int n = 0;
-    common[n++] = (Val){"length", V_INT, {.i = row->length}};
-    common[n++] = row->sport < 0 ? (Val){"sport", V_NONE, {0}}
-                                 : (Val){"sport", V_INT, {.i = row->sport}};
-    common[n++] = row->dport < 0 ? (Val){"dport", V_NONE, {0}}
-                                 : (Val){"dport", V_INT, {.i = row->dport}};
-    if (row->has_tcp) {
-        common[n++] = (Val){"tcp_seq", V_INT, {.i = row->tcp_seq}};
-        common[n++] = (Val){"tcp_ack", V_INT, {.i = row->tcp_ack}};
-        common[n++] = (Val){"tcp_flags", V_INT, {.i = row->tcp_flags}};
-    }
-    if (row->icmp_type >= 0) {
-        common[n++] = (Val){"icmp_type", V_INT, {.i = row->icmp_type}};
-        common[n++] = (Val){"icmp_code", V_INT, {.i = row->icmp_code}};
-    }
-    int first = 1;
-    buf_put(b, "{", 1);
-    for (int i = 0; i < n; i++) {
-        const Val *v = &common[i];
-        for (int j = 0; j < row->nfields; j++)
-            if (str_eq(row->fields[j].name, v->name))
-                v = &row->fields[j];
-        json_key(b, common[i].name, &first);
-        json_val(b, v);
-    }
+    int tcp = row->has_tcp != 0, icmp = row->icmp_type >= 0;
+    const int present[8] = {1, 1, 1, tcp, tcp, tcp, icmp, icmp};
+    Val common[8] = {
+        {"length", V_INT, {.i = row->length}},
+        {"sport", row->sport < 0 ? V_NONE : V_INT, {.i = row->sport}},
+        {"dport", row->dport < 0 ? V_NONE : V_INT, {.i = row->dport}},
+        {"tcp_seq", V_INT, {.i = row->tcp_seq}},
+        {"tcp_ack", V_INT, {.i = row->tcp_ack}},
+        {"tcp_flags", V_INT, {.i = row->tcp_flags}},
+        {"icmp_type", V_INT, {.i = row->icmp_type}},
+        {"icmp_code", V_INT, {.i = row->icmp_code}},
+    };
+    const Val *v[8];
+    int own[FI_MAX_FIELDS], nown = 0, first = 1;
+    for (int i = 0; i < 8; i++)
+        v[i] = &common[i];
     for (int j = 0; j < row->nfields; j++) {
-        int dup = 0;
-        for (int i = 0; i < n; i++)
-            dup |= str_eq(row->fields[j].name, common[i].name);
-        if (dup)
-            continue;
-        json_key(b, row->fields[j].name, &first);
-        json_val(b, &row->fields[j]);
+        int c = common_of(row->fields[j].name);
+        if (c >= 0 && present[c])
+            v[c] = &row->fields[j];
+        else
+            own[nown++] = j;
+    }
+    buf_put(b, "{", 1);
+    for (int i = 0; i < 8; i++)
+        if (present[i]) {
+            size_t skip = first ? 2 : 0;  /* the first key has no ", " */
+            buf_put(b, COMMON_KEYS[i].p + skip, COMMON_KEYS[i].n - skip);
+            first = 0;
+            json_val(b, v[i]);
+        }
+    for (int k = 0; k < nown; k++) {
+        json_key(b, row->fields[own[k]].name, &first);
+        json_val(b, &row->fields[own[k]]);
     }
     buf_put(b, "}", 1);
 }
@@ -502,9 +582,9 @@ int format_json(Buf *b, Out *o, const Row *row) {
     if (repr_round6(b, row->time) < 0)
         return -1;
     BUF_LIT(b, ", \"src\": ");
-    buf_json_str(b, row->src);
+    buf_json_strn(b, row->src, row->src_len);
     BUF_LIT(b, ", \"dst\": ");
-    buf_json_str(b, row->dst);
+    buf_json_strn(b, row->dst, row->dst_len);
     BUF_LIT(b, ", \"proto\": ");
     buf_json_str(b, row->proto);
     BUF_LIT(b, ", \"summary\": ");
@@ -518,7 +598,7 @@ int format_json(Buf *b, Out *o, const Row *row) {
         buf_json_str(b, o->holders[row->holders[i]]);
     }
     BUF_LIT(b, "], \"state\": ");
-    buf_json_str(b, t->p);
+    buf_json_strn(b, t->p, t->len);
     BUF_LIT(b, ", \"flow\": ");
     buf_i64(b, row->flow_number);
     BUF_LIT(b, ", \"fact\": ");

@@ -11,6 +11,8 @@ typedef struct TSeg {
     const char *lit;
     size_t litlen;
     int field, special;           /* special: a SPECIAL_* name special_value makes, or 0 */
+    int hint;                     /* where render found the value last: its index, its name */
+    const char *hint_name;
     char name[32], spec[16];
 } TSeg;
 

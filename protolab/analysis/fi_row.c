@@ -7,6 +7,7 @@
 
 #include "fastinspect.h"
 #include "fi_core.h"
+#include "fast_text.h"
 
 struct ArenaBlock {
     ArenaBlock *next;
@@ -59,6 +60,8 @@ void arena_free(Arena *a) {
     memset(a, 0, sizeof *a);
 }
 
+char *row_alloc(Row *row, size_t n) { return arena_alloc(&row->arena, n); }
+
 char *row_strndup(Row *row, const char *s, size_t n) {
     char *out = arena_alloc(&row->arena, n + 1);
     if (out != NULL) {
@@ -110,10 +113,12 @@ int row_ref(Row *row, int64_t number) {
     return 0;
 }
 
-/* A value set again keeps its place and takes the new content (a Python dict's update). */
+/* A value set again keeps its place and takes the new content (a Python dict's update). The
+ * first byte is compared before the rest (most names differ there). */
 static Val *put(Val *vals, int *n, int max, const char *name) {
+    char first = name[0];
     for (int i = 0; i < *n; i++)
-        if (vals[i].name == name || str_eq(vals[i].name, name))
+        if (vals[i].name == name || (vals[i].name[0] == first && str_eq(vals[i].name, name)))
             return &vals[i];
     if (*n >= max)
         return NULL;

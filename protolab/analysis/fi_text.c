@@ -7,6 +7,19 @@
 
 #include "fi_core.h"
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+
+/* Whether any of the 16 bytes at s is < 0x20 (max(x, 0x1f) == 0x1f), '"' or '\\' */
+static inline int json_special16(const char *s) {
+    __m128i x = _mm_loadu_si128((const __m128i *)s), low = _mm_set1_epi8(0x1F);
+    __m128i hit = _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('"')),
+                               _mm_cmpeq_epi8(x, _mm_set1_epi8('\\')));
+    hit = _mm_or_si128(hit, _mm_cmpeq_epi8(_mm_max_epu8(x, low), low));
+    return _mm_movemask_epi8(hit) != 0;
+}
+#endif
+
 /* buf_put's slow path: room for n more bytes and the NUL */
 int buf_grow(Buf *b, size_t n) {
     size_t cap = b->cap ? b->cap : 4096;
@@ -44,23 +57,30 @@ int buf_printf(Buf *b, const char *fmt, ...) {
 }
 
 int buf_pad(Buf *b, size_t n) {
-    static const char spaces[64] = "                                                               ";
-    while (n > 0) {
-        size_t k = n < 63 ? n : 63;
-        if (buf_put(b, spaces, k) < 0)
-            return -1;
-        n -= k;
-    }
+    if (b->len + n + 1 > b->cap && buf_grow(b, n) < 0)
+        return -1;
+    memset(b->p + b->len, ' ', n);
+    b->len += n;
+    b->p[b->len] = 0;
     return 0;
 }
 
+#define HIGHS 0x8080808080808080ULL
+
+/* The continuation bytes (10xxxxxx) among the 8 bytes of w */
+static inline size_t cont8(uint64_t w) {
+    uint64_t cont = (w & HIGHS) & ~((w & 0x4040404040404040ULL) << 1);
+    return (size_t)(((cont >> 7) * 0x0101010101010101ULL) >> 56);
+}
+
+/* words of plain ASCII (no high bit) have no continuation byte: only the others are counted */
 size_t cp_len(const char *s, size_t n) {
     size_t k = n, i = 0;
-    for (; i + 8 <= n; i += 8) {  /* continuation bytes are 10xxxxxx */
+    for (; i + 8 <= n; i += 8) {
         uint64_t w;
         memcpy(&w, s + i, 8);
-        uint64_t cont = (w & 0x8080808080808080ULL) & ~((w & 0x4040404040404040ULL) << 1);
-        k -= (size_t)(((cont >> 7) * 0x0101010101010101ULL) >> 56);
+        if (w & HIGHS)
+            k -= cont8(w);
     }
     for (; i < n; i++)
         k -= ((unsigned char)s[i] & 0xC0) == 0x80;
@@ -72,8 +92,7 @@ size_t cp_offset(const char *s, size_t n, size_t k) {
     for (; i + 8 <= n; i += 8) {  /* whole words whose code point starts are all before k's */
         uint64_t w;
         memcpy(&w, s + i, 8);
-        uint64_t cont = (w & 0x8080808080808080ULL) & ~((w & 0x4040404040404040ULL) << 1);
-        size_t starts = 8 - (size_t)(((cont >> 7) * 0x0101010101010101ULL) >> 56);
+        size_t starts = w & HIGHS ? 8 - cont8(w) : 8;
         if (starts > k)
             break;
         k -= starts;
@@ -112,31 +131,69 @@ static int json_escape(Buf *b, unsigned char c) {
     return buf_put(b, esc, 6);
 }
 
-/* json's ESCAPE: r'[\x00-\x1f\\"\b\f\n\r\t]', the rest as is (ensure_ascii=False); plain
- * runs are skipped 8 bytes at a time */
-int buf_json_str(Buf *b, const char *s) {
-    size_t n = strlen(s), run = 0, i = 0;
+/* Whether s[:n] has a byte json escapes: words at a time, the last one overlapping (one word
+ * of two overlapping halves for 4 to 7 bytes) */
+static int json_special(const char *s, size_t n) {
+    uint64_t w;
+    if (n < 8) {
+        if (n >= 4) {  /* two overlapping halves */
+            uint32_t lo, hi;
+            memcpy(&lo, s, 4);
+            memcpy(&hi, s + n - 4, 4);
+            return json_special8((uint64_t)hi << 32 | lo);
+        }
+        for (size_t i = 0; i < n; i++) {
+            unsigned char c = (unsigned char)s[i];
+            if (c < 0x20 || c == '"' || c == '\\')
+                return 1;
+        }
+        return 0;
+    }
+#ifdef __SSE2__
+    if (n >= 16) {
+        for (size_t i = 0; i + 16 < n; i += 16)
+            if (json_special16(s + i))
+                return 1;
+        return json_special16(s + n - 16);
+    }
+#endif
+    for (size_t i = 0; i + 8 < n; i += 8)
+        if (memcpy(&w, s + i, 8), json_special8(w))
+            return 1;
+    return memcpy(&w, s + n - 8, 8), json_special8(w);
+}
+
+/* json's ESCAPE: r'[\x00-\x1f\\"\b\f\n\r\t]', the rest as is (ensure_ascii=False); a string
+ * with none (nearly all) is copied whole */
+int buf_json_strn(Buf *b, const char *s, size_t n) {
+    if (!json_special(s, n)) {
+        if (buf_reserve(b, n + 2) < 0)
+            return -1;
+        char *o = b->p + b->len;
+        o[0] = '"';
+        memcpy(o + 1, s, n);
+        o[n + 1] = '"';
+        b->len += n + 2;
+        b->p[b->len] = 0;
+        return 0;
+    }
+    size_t run = 0;
     if (buf_put(b, "\"", 1) < 0)
         return -1;
-    while (i < n) {
-        uint64_t w;
-        while (i + 8 <= n && (memcpy(&w, s + i, 8), !json_special8(w)))
-            i += 8;
-        if (i >= n)
-            break;
+    for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') {
-            i++;
+        if (c >= 0x20 && c != '"' && c != '\\')
             continue;
-        }
         if (buf_put(b, s + run, i - run) < 0 || json_escape(b, c) < 0)
             return -1;
-        run = ++i;
+        run = i + 1;
     }
     if (buf_put(b, s + run, n - run) < 0)
         return -1;
     return buf_put(b, "\"", 1);
 }
+
+int buf_json_str(Buf *b, const char *s) { return buf_json_strn(b, s, strlen(s)); }
 
 int buf_repr_float(Buf *b, double x) {
     char *s = PyOS_double_to_string(x, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
@@ -149,9 +206,12 @@ int buf_repr_float(Buf *b, double x) {
     return r;
 }
 
+/* the digits straight into reserved room (fmt_i64 ends them with the NUL) */
 int buf_i64(Buf *b, int64_t v) {
-    char d[24];
-    return buf_put(b, d, fmt_i64(d, v));
+    if (buf_reserve(b, 21) < 0)
+        return -1;
+    b->len += fmt_i64(b->p + b->len, v);
+    return 0;
 }
 
 /* "%.*f" % (digits, x) (correctly rounded, ties to even, as printf and Python) without printf,
@@ -177,8 +237,11 @@ int buf_fixed(Buf *b, double x, int digits) {
 
 int buf_fixed3(Buf *b, double x) { return buf_fixed(b, x, 3); }
 
+/* Text of no more bytes than the width has no more code points either: it fits, and its byte
+ * count stands for the code points (wrap_next only compares them with the width then) */
 void wrap_start(Wrapper *w, const char *text, size_t n, int width) {
-    *w = (Wrapper){text, n, width < 0 ? 0 : cp_len(text, n), width};
+    size_t cps = width < 0 ? 0 : n <= (size_t)width ? n : cp_len(text, n);
+    *w = (Wrapper){text, n, cps, width};
 }
 
 /* One step of table.wrap's loop: the line up to the last space that lets it fit (else cut at
