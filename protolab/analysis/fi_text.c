@@ -221,11 +221,17 @@ int buf_fixed(Buf *b, double x, int digits) {
     static const double scales[] = {1, 10, 100, 1e3, 1e4, 1e5, 1e6};
     if (digits < 1 || digits > 6 || !(x >= 0 && x * scales[digits] < 1e15))
         return buf_printf(b, "%.*f", digits, x);
-    double scale = scales[digits], p = x * scale, e = fma(x, scale, -p), n = floor(p);
+    double scale = scales[digits], p = x * scale, n = (double)(uint64_t)p;  /* floor: p >= 0 */
     double frac = p - n;
-    int up = frac > 0.5 || (frac == 0.5 && (e > 0 || (e == 0 && fmod(n, 2) != 0)));
-    if (frac == 0 && e < 0)
-        up = 0;  /* just below an integer: that integer */
+    int up;
+    if (fabs(frac - 0.5) > p * 0x1p-50 && frac > p * 0x1p-50) {
+        up = frac > 0.5;  /* p's rounding error (< p * 2^-53) cannot cross a tie or an integer */
+    } else {  /* near one: x * scale exactly is p + e */
+        double e = fma(x, scale, -p);
+        up = frac > 0.5 || (frac == 0.5 && (e > 0 || (e == 0 && fmod(n, 2) != 0)));
+        if (frac == 0 && e < 0)
+            up = 0;  /* just below an integer: that integer */
+    }
     uint64_t v = (uint64_t)n + (uint64_t)up, unit = (uint64_t)scale;
     char d[40];
     size_t k = fmt_u64(d, v / unit);
