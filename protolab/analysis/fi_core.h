@@ -56,6 +56,7 @@ int tcp_row(TcpState *st, const Pkt *p, Row *row, Ctx *ctx);
 /* flows.py _describe_tcp for TCP connection `number` ("" when it is no longer tracked) */
 const char *tcp_role_name(int role);
 const char *tcp_state_name(int state);
+size_t tcp_state_len(int state);  /* strlen(tcp_state_name(state)) */
 void tcp_describe(TcpState *st, int64_t number, char *out, size_t n);
 
 /* text helpers (fi_text.c) */
@@ -79,7 +80,8 @@ static inline int buf_reserve(Buf *b, size_t n) {
     return b->len + n + 1 > b->cap ? buf_grow(b, n) : 0;
 }
 
-int buf_puts(Buf *b, const char *s);
+/* inline: a literal's length is known when compiling */
+static inline int buf_puts(Buf *b, const char *s) { return buf_put(b, s, strlen(s)); }
 int buf_printf(Buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int buf_pad(Buf *b, size_t n);  /* n spaces */
 size_t cp_len(const char *s, size_t n);  /* code points of UTF-8 text */

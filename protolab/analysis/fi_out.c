@@ -165,12 +165,13 @@ static int moves_value(Buf *b, const Row *row) {  /* facts._moves */
                                "client and server are guessed from the ports]");
     for (int i = 0; i < row->nmoves; i++)
     {
+        int old = row->moves[i].old, new_ = row->moves[i].new_;
         buf_puts(b, i ? "; " : " [");
         buf_puts(b, tcp_role_name(row->moves[i].role));
-        buf_puts(b, " ");
-        buf_puts(b, tcp_state_name(row->moves[i].old));
-        buf_puts(b, "→");
-        buf_puts(b, tcp_state_name(row->moves[i].new_));
+        BUF_LIT(b, " ");
+        buf_put(b, tcp_state_name(old), tcp_state_len(old));
+        BUF_LIT(b, "→");
+        buf_put(b, tcp_state_name(new_), tcp_state_len(new_));
     }
     return row->nmoves ? buf_puts(b, "]") : 0;
 }

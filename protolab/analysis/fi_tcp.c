@@ -7,11 +7,15 @@
 
 #include "fi_core.h"
 
-enum { CLOSED, LISTEN, SYN_SENT, SYN_RECV, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSING,
-       TIME_WAIT, CLOSE_WAIT, LAST_ACK };
-static const char *const STATE[] = {"CLOSED", "LISTEN", "SYN_SENT", "SYN_RECV", "ESTABLISHED",
-                                    "FIN_WAIT_1", "FIN_WAIT_2", "CLOSING", "TIME_WAIT",
-                                    "CLOSE_WAIT", "LAST_ACK"};
+/* protocols/tcp.py TcpState: the members, their names and the names' lengths */
+#define TCP_STATES(X) X(CLOSED) X(LISTEN) X(SYN_SENT) X(SYN_RECV) X(ESTABLISHED) X(FIN_WAIT_1) \
+    X(FIN_WAIT_2) X(CLOSING) X(TIME_WAIT) X(CLOSE_WAIT) X(LAST_ACK)
+#define STATE_MEMBER(s) s,
+#define STATE_NAME(s) #s,
+#define STATE_LEN(s) sizeof #s - 1,
+enum { TCP_STATES(STATE_MEMBER) };
+static const char *const STATE[] = {TCP_STATES(STATE_NAME)};
+static const size_t STATE_LEN[] = {TCP_STATES(STATE_LEN)};
 enum { SEND_SYN, RECV_SYN, RECV_SYN_ACK, RECV_ACK, SEND_FIN, RECV_FIN, SEND_RST, RECV_RST };
 enum { CLIENT, SERVER };
 static const char *const ROLE[] = {"client", "server"};
@@ -822,6 +826,7 @@ int tcp_row(TcpState *st, const Pkt *p, Row *row, Ctx *ctx) {
 
 const char *tcp_role_name(int role) { return ROLE[role]; }
 const char *tcp_state_name(int state) { return STATE[state]; }
+size_t tcp_state_len(int state) { return STATE_LEN[state]; }
 
 /* flows._describe_tcp */
 void tcp_describe(TcpState *st, int64_t number, char *out, size_t n) {
@@ -851,9 +856,9 @@ void tcp_describe(TcpState *st, int64_t number, char *out, size_t n) {
             sb_s(&b, " ends in TIME_WAIT");
         }
         sb_s(&b, "; final: client ");
-        sb_s(&b, STATE[f->client.state]);
+        sb_put(&b, STATE[f->client.state], STATE_LEN[f->client.state]);
         sb_s(&b, ", server ");
-        sb_s(&b, STATE[f->server.state]);
+        sb_put(&b, STATE[f->server.state], STATE_LEN[f->server.state]);
     }
     size_t k = b.n < n - 1 ? b.n : n - 1;
     memcpy(out, b.p, k);

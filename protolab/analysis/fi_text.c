@@ -33,8 +33,6 @@ int buf_grow(Buf *b, size_t n) {
     return 0;
 }
 
-int buf_puts(Buf *b, const char *s) { return buf_put(b, s, strlen(s)); }
-
 int buf_printf(Buf *b, const char *fmt, ...) {
     char small[256];
     va_list ap;
