@@ -545,6 +545,7 @@ static void run_free(Run *run) {
     for (int k = 0; k < K__COUNT; k++)
         tmpl_free(&run->out.tmpl[k]);
     free(run->out.scratch.p);
+    free(run->out.json_names.p);
     free(run->buf.p);
     if (run->ctx)
         for (int i = 0; i < RING; i++)
@@ -598,6 +599,8 @@ static PyObject *fast_run(PyObject *self, PyObject *args, PyObject *kwargs) {
         why = take_names(PyTuple_GET_ITEM(names, 1), HOLDER_NAMES, H__COUNT, run.out.holders);
     if (why == NULL)
         why = take_names(PyTuple_GET_ITEM(names, 2), ACTION_NAMES, A__COUNT, run.out.actions);
+    if (why == NULL && out_json_names(&run.out) < 0)
+        why = "no memory";
     if (why == NULL)
         why = take_templates(&run.out, templates);
     if (why == NULL)

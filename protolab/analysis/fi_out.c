@@ -572,6 +572,28 @@ static int repr_round6(Buf *b, double t) {
 }
 
 /* table.row_json, with its newline */
+/* each name's JSON text, for format_json: made once per run instead of escaped per row */
+int out_json_names(Out *o) {
+    struct { const char *const *names; Slice *texts; int n; } sets[] = {
+        {o->kinds, o->json_kinds, K__COUNT}, {o->holders, o->json_holders, H__COUNT},
+        {o->actions, o->json_actions, A__COUNT}};
+    Buf *b = &o->json_names;
+    size_t at[K__COUNT + H__COUNT + A__COUNT + 1];
+    int k = 0;
+    for (int s = 0; s < 3; s++)  /* offsets first: the buffer moves as it grows */
+        for (int i = 0; i < sets[s].n; i++) {
+            at[k++] = b->len;
+            if (buf_json_str(b, sets[s].names[i]) < 0)
+                return -1;
+        }
+    at[k] = b->len;
+    k = 0;
+    for (int s = 0; s < 3; s++)
+        for (int i = 0; i < sets[s].n; i++, k++)
+            sets[s].texts[i] = (Slice){b->p + at[k], at[k + 1] - at[k]};
+    return 0;
+}
+
 int format_json(Buf *b, Out *o, const Row *row) {
     Buf *t = &o->scratch;
     t->len = 0;
@@ -591,19 +613,19 @@ int format_json(Buf *b, Out *o, const Row *row) {
     BUF_LIT(b, ", \"summary\": ");
     buf_json_str(b, row->summary);
     BUF_LIT(b, ", \"action\": ");
-    buf_json_str(b, o->actions[row->action]);
+    buf_put(b, o->json_actions[row->action].p, o->json_actions[row->action].n);
     BUF_LIT(b, ", \"holders\": [");
     for (int i = 0; i < row->nholders; i++) {
         if (i)
             buf_put(b, ", ", 2);
-        buf_json_str(b, o->holders[row->holders[i]]);
+        buf_put(b, o->json_holders[row->holders[i]].p, o->json_holders[row->holders[i]].n);
     }
     BUF_LIT(b, "], \"state\": ");
     buf_json_strn(b, t->p, t->len);
     BUF_LIT(b, ", \"flow\": ");
     buf_i64(b, row->flow_number);
     BUF_LIT(b, ", \"fact\": ");
-    buf_json_str(b, o->kinds[row->kind]);
+    buf_put(b, o->json_kinds[row->kind].p, o->json_kinds[row->kind].n);
     BUF_LIT(b, ", \"refs\": [");
     for (int i = 0; i < row->nrefs; i++)
         buf_puts(b, i ? ", " : ""), buf_i64(b, row->refs[i]);
@@ -611,7 +633,7 @@ int format_json(Buf *b, Out *o, const Row *row) {
     for (int i = 0; i < row->nalso; i++) {
         if (i)
             buf_put(b, ", ", 2);
-        buf_json_str(b, o->kinds[row->also[i]]);
+        buf_put(b, o->json_kinds[row->also[i]].p, o->json_kinds[row->also[i]].n);
     }
     BUF_LIT(b, "], \"fields\": ");
     json_fields(b, row);

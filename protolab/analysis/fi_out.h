@@ -27,6 +27,9 @@ typedef struct Out {
     const char *kinds[K__COUNT], *holders[H__COUNT], *actions[A__COUNT];  /* .value strings */
     int widths[5], state_width, beside;
     Buf scratch;
+    /* the names' JSON text (quoted, escaped), made once by out_json_names; bytes in json_names */
+    Slice json_kinds[K__COUNT], json_holders[H__COUNT], json_actions[A__COUNT];
+    Buf json_names;
 } Out;
 
 int tmpl_compile(Tmpl *t, const char *text);
@@ -35,5 +38,6 @@ int render(Buf *b, const Out *o, const Row *row);  /* b NULL: only whether it ca
 int format_row(Buf *out, Out *o, const Row *row);
 int format_header(Buf *out, const Out *o);
 int format_json(Buf *b, Out *o, const Row *row);
+int out_json_names(Out *o);  /* after kinds, holders and actions are set; 0 or -1 (memory) */
 
 #endif
