@@ -73,6 +73,16 @@ class Row:
         return _ACTION_PREFIX[self.action] + render(self.fact)
 
 
+def row_of(base: dict, action: Action, holders: tuple[Holder, ...], fact: Fact,
+           summary: str | None = None) -> Row:
+    """`Row(**base, action=action, holders=holders, fact=fact)` (and `summary=summary`, unless
+    None: then the base's), the row's fields given in order: the call with `**base` merged a
+    dict and matched every keyword, once per packet, for a third of the cost of the row."""
+    return Row(base["number"], base["time"], base["src"], base["dst"], base["proto"],
+               base["summary"] if summary is None else summary, action, holders, fact,
+               base.get("flow", ""), base.get("fields", {}))
+
+
 #: what `Row.where` puts before the sentence, per action (Enum's `.value` is a Python call)
 _ACTION_PREFIX = {action: "" if action is Action.NONE else f"{action.value}: "
                   for action in Action}
