@@ -91,10 +91,8 @@ _ACTION_PREFIX = {action: "" if action is Action.NONE else f"{action.value}: "
 def render(fact: Fact) -> str:
     """The sentence for a fact, from `TEMPLATES` (and each `also` fact's sentence after it)."""
     if not fact.also:  # nearly every fact: one sentence
-        template = TEMPLATES[fact.kind]
-        derived = _wanted(template)
-        return _percent(template) % ({**_derived(fact, derived), **fact.values} if derived
-                                     else fact.values)
+        percent, derived = _compiled(TEMPLATES[fact.kind])
+        return percent % (_values(fact, derived) if derived else fact.values)
     templates = [TEMPLATES[fact.kind], *(TEMPLATES[kind] for kind in fact.also)]
     values = _values(fact, frozenset().union(*map(_wanted, templates)))
     return "; ".join(_percent(template) % values for template in templates)
@@ -121,9 +119,20 @@ def _percent(template: str) -> str:
     return "".join(parts)
 
 
+@cache
+def _compiled(template: str) -> tuple[str, frozenset[str]]:
+    """`_percent(template)` and `_wanted(template)`, in one look-up per row."""
+    return _percent(template), _wanted(template)
+
+
 def _values(fact: Fact, derived: frozenset[str]) -> dict:
-    """The fact's values, and the `derived` ones its templates name (made only then: per row)."""
-    return {**_derived(fact, derived), **fact.values} if derived else fact.values
+    """The fact's values, and the `derived` ones its templates name (made only then: per row);
+    the fact's own win, as in {**derived, **values}."""
+    if not derived:
+        return fact.values
+    values = _derived(fact, derived)
+    values.update(fact.values)
+    return values
 
 
 #: the values `render` makes from a fact's other fields, when a template names them
