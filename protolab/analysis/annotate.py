@@ -127,7 +127,7 @@ class Annotator:
                 "dst": d.endpoint("dst"), "proto": d.transport}
         if d.error and d.sport is None and d.icmp_type is None:
             return row_of(base, summary=d.error, action=Action.NONE, holders=(),
-                       fact=Fact(Kind.NOT_DECODED, values={"error": d.error}))
+                          fact=Fact(Kind.NOT_DECODED, values={"error": d.error}))
         if d.proto == PROTO_UDP and self._dns.is_dns(d):
             return self._dns.row(d, base)
         if d.proto == PROTO_UDP and (quic := self._quic.header(d)) is not None:
@@ -140,7 +140,7 @@ class Annotator:
         if d.icmp_type is not None:
             return self._icmp.row(d, base)
         return row_of(base, summary=d.error or "IP", action=Action.NONE, holders=(),
-                   fact=Fact(Kind.NOT_ANNOTATED))
+                      fact=Fact(Kind.NOT_ANNOTATED))
 
 
 def annotate(packets: Iterable[Decoded], dns_ports: Iterable[int] = DNS_PORTS) -> Iterator[Row]:

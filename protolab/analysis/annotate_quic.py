@@ -49,7 +49,7 @@ class QuicAnnotator:
             f" token={len(h.token)}B" if h.token else "")
         if h.packet_type == "Version Negotiation":
             return row_of(base, action=Action.NONE, holders=(Holder.PACKET,),
-                       fact=Fact(Kind.QUIC_VERSION_NEGOTIATION))
+                          fact=Fact(Kind.QUIC_VERSION_NEGOTIATION))
         if h.scid:
             self._cid_len = len(h.scid) or self._cid_len
         fields = {"quic_type": h.packet_type, "quic_dcid": dcid,
@@ -87,26 +87,26 @@ class QuicAnnotator:
             if h.scid:
                 self._cids[h.scid] = conn
             return row_of(base, action=Action.NONE, holders=(Holder.TOKEN,),
-                       fact=Fact(Kind.QUIC_RETRY, key=h.dcid.hex()))
+                          fact=Fact(Kind.QUIC_RETRY, key=h.dcid.hex()))
         if h.packet_type == "Initial" and to_server and conn not in self._keyed:
             known = h.scid in self._cids
             if h.scid:
                 self._cids[h.scid] = conn
             if h.token:
                 return row_of(base, action=Action.USES, holders=(Holder.TOKEN, Holder.SERVER_APP),
-                           fact=Fact(Kind.QUIC_TOKEN_ECHO, key=h.dcid.hex(), values=values))
+                              fact=Fact(Kind.QUIC_TOKEN_ECHO, key=h.dcid.hex(), values=values))
             if not known:
                 return row_of(base, action=Action.CREATES, holders=(Holder.CLIENT_APP,),
-                           fact=Fact(Kind.QUIC_CLIENT_KEY, key=h.scid.hex() if h.scid else "?",
-                                     values=values))
+                              fact=Fact(Kind.QUIC_CLIENT_KEY, key=h.scid.hex() if h.scid else "?",
+                                        values=values))
         if h.long and h.scid and not to_server and h.scid not in self._cids:
             self._cids[h.scid] = conn
             self._keyed.add(conn)
             return row_of(base, action=Action.CREATES, holders=(Holder.SERVER_APP,),
-                       fact=Fact(Kind.QUIC_SERVER_KEY, key=h.scid.hex(), values=values))
+                          fact=Fact(Kind.QUIC_SERVER_KEY, key=h.scid.hex(), values=values))
         holder = Holder.SERVER_APP if to_server else Holder.CLIENT_APP
         return row_of(base, action=Action.USES, holders=(holder,),
-                   fact=lookup)
+                      fact=lookup)
 
     @staticmethod
     def _relayed_copy(recent: OrderedDict, payload: bytes, path: object, number: int) -> int:

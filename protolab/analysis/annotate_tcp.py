@@ -49,11 +49,11 @@ class TcpAnnotator:
         moves = view.transitions if view.states_known else ()
         if not view.in_window:
             return row_of(base, action=Action.MISSING, holders=(Holder.NOBODY,),
-                       fact=Fact(Kind.TCP_OUT_OF_WINDOW, values=values))
+                          fact=Fact(Kind.TCP_OUT_OF_WINDOW, values=values))
         if view.rst_fit is Fit.IN_WINDOW:
             return row_of(base, action=Action.USES, holders=(Holder.SERVER_KERNEL
-                       if receiver == "server" else Holder.CLIENT_KERNEL,),
-                       fact=Fact(Kind.TCP_RST_CHALLENGED, values=values))
+                          if receiver == "server" else Holder.CLIENT_KERNEL,),
+                          fact=Fact(Kind.TCP_RST_CHALLENGED, values=values))
         if tcp.flags & 0x04:
             return self._rst(view, base, moves, values)
         self._last[view.flow] = base["number"]
@@ -69,7 +69,7 @@ class TcpAnnotator:
         if tcp.flags & 0x02:
             who = "client kernel creates" if not tcp.flags & 0x10 else "server kernel holds"
             return row_of(base, action=Action.CREATES, holders=holders,
-                       fact=Fact(Kind.TCP_OPEN, moves=moves, values={**values, "who": who}))
+                          fact=Fact(Kind.TCP_OPEN, moves=moves, values={**values, "who": who}))
         values["flight"] = (f"{view.in_flight} B in flight {sender}→{receiver}; "
                             if view.in_flight else "")
         # Unknown states: no kernel is known to hold this connection, so nothing it "expects".
@@ -90,34 +90,35 @@ class TcpAnnotator:
         if http:
             kind, action, http_holders = _http_state(d.payload)
             return row_of(base, action=action, holders=(*http_holders, *holders),
-                       fact=Fact(kind, moves=moves, values=values))
+                          fact=Fact(kind, moves=moves, values=values))
         ends = tcp.flags & 0x01 or (moves and any(t.new in _ENDED for t in moves))
         also = (Kind.WS_DROPPED,) if tcp.flags & 0x01 and self._ws.ended(view.flow) else ()
         return row_of(base, action=Action.ENDS if ends else Action.USES, holders=holders,
-                   fact=Fact(Kind.TCP_CLOSE if ends else Kind.TCP_SEGMENT, moves=moves,
-                             values=values, also=also))
+                      fact=Fact(Kind.TCP_CLOSE if ends else Kind.TCP_SEGMENT, moves=moves,
+                                values=values, also=also))
 
     def _special(self, view: SegmentView, base: dict, moves: tuple, values: dict) -> Row | None:
         """A resent or cookie SYN-ACK, a challenge ACK, a keepalive probe; None otherwise."""
         if view.synack_again:
             first = self._synack.get(view.flow, 0)
             return row_of(base, action=Action.USES, holders=(Holder.SERVER_KERNEL,),
-                       fact=Fact(Kind.TCP_SYN_QUEUED, (first,) if first else (), moves=moves,
-                                 values=values))
+                          fact=Fact(Kind.TCP_SYN_QUEUED, (first,) if first else (), moves=moves,
+                                    values=values))
         if view.cookie_ts:
             low = self._tsval(base) % 64
             return row_of(base, action=Action.NONE, holders=(Holder.PACKET,),
-                       fact=Fact(Kind.TCP_SYN_COOKIE, moves=moves, values={**values, "low": low}))
+                          fact=Fact(Kind.TCP_SYN_COOKIE, moves=moves,
+                                    values={**values, "low": low}))
         if view.challenges is None and not view.keepalive:
             return None
         kernel = Holder.SERVER_KERNEL if view.sender_role is Role.SERVER \
             else Holder.CLIENT_KERNEL
         if view.challenges is not None:
             return row_of(base, action=Action.USES, holders=(kernel,),
-                       fact=Fact(Kind.TCP_CHALLENGE_ACK, (view.challenges,), values={
-                           **values, "rcv_nxt": view.rel_ack}))
+                          fact=Fact(Kind.TCP_CHALLENGE_ACK, (view.challenges,), values={
+                              **values, "rcv_nxt": view.rel_ack}))
         return row_of(base, action=Action.USES, holders=(kernel,),
-                   fact=Fact(Kind.TCP_KEEPALIVE, values=values))
+                      fact=Fact(Kind.TCP_KEEPALIVE, values=values))
 
     def _tsval(self, base: dict) -> int:
         return base["fields"].get("tcp_tsval", 0)
@@ -160,12 +161,12 @@ class TcpAnnotator:
             moves = tuple(t for t in moves if t.endpoint != base["src"])
             self._forget_moves_of(base["src"], answered)
             return row_of(base, action=Action.MISSING, holders=(Holder.NOBODY,),
-                       fact=Fact(Kind.TCP_RST_NO_CONNECTION,
-                                 (answered,) if answered else (), moves=moves, values={
-                                     **values, "sender": base["src"]}))
+                          fact=Fact(Kind.TCP_RST_NO_CONNECTION,
+                                    (answered,) if answered else (), moves=moves, values={
+                                        **values, "sender": base["src"]}))
         also = (Kind.WS_DROPPED,) if self._ws.ended(view.flow) else ()
         return row_of(base, action=Action.MISSING, holders=(Holder.NOBODY,),
-                   fact=Fact(Kind.TCP_RST, moves=moves, values=values, also=also))
+                      fact=Fact(Kind.TCP_RST, moves=moves, values=values, also=also))
 
     def _forget_moves_of(self, endpoint: str, number: int) -> None:
         """A port that answers with RST never had a connection: the moves the model gave it at

@@ -19,7 +19,7 @@ def udp_row(d: Decoded, base: dict) -> Row:
     if text:
         base = {**base, "fields": {"udp_text": text}}
     return row_of(base, summary=f"UDP {len(d.payload)} bytes" + (f" {text!r}" if text else ""),
-               action=Action.NONE, holders=(Holder.PACKET,), fact=Fact(Kind.UDP_DATAGRAM))
+                  action=Action.NONE, holders=(Holder.PACKET,), fact=Fact(Kind.UDP_DATAGRAM))
 
 
 def _printable(payload: bytes, limit: int = 40) -> str | None:
@@ -43,15 +43,15 @@ class IcmpAnnotator:
         name = "ICMPv6" if v6 else "ICMP"
         if q is None or not unreachable:
             return row_of(base, summary=f"{name} type {d.icmp_type} code {d.icmp_code}",
-                       action=Action.NONE, holders=(), fact=Fact(Kind.ICMP_OTHER))
+                          action=Action.NONE, holders=(), fact=Fact(Kind.ICMP_OTHER))
         target = f"{q.dst}:{q.dport}"
         origin = f"{q.src}:{q.sport}"
         cause = self._amend_cause(origin, target, base["number"])
         return row_of(base, summary=f"{name} port unreachable for {origin} → {target}",
-                   action=Action.MISSING, holders=(Holder.NOBODY,),
-                   fact=Fact(Kind.ICMP_PORT_UNREACHABLE, (cause,) if cause else (), target,
-                             values={"target": target,
-                                     "about": f" (#{cause})" if cause else ""}))
+                      action=Action.MISSING, holders=(Holder.NOBODY,),
+                      fact=Fact(Kind.ICMP_PORT_UNREACHABLE, (cause,) if cause else (), target,
+                                values={"target": target,
+                                        "about": f" (#{cause})" if cause else ""}))
 
     def _amend_cause(self, origin: str, target: str, icmp_number: int) -> int | None:
         """Find the datagram this ICMP error is about in the window and rewrite its row."""
