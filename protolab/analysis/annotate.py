@@ -37,6 +37,7 @@ from protolab.analysis.facts import (
     Kind,
     Row,
     render,
+    row_of,
 )
 from protolab.protocols.tcp import TcpObserver
 from protolab.wire.packets import PROTO_UDP, Decoded, decode
@@ -125,8 +126,8 @@ class Annotator:
         base = {"number": number, "time": rel, "src": d.endpoint("src"),
                 "dst": d.endpoint("dst"), "proto": d.transport}
         if d.error and d.sport is None and d.icmp_type is None:
-            return Row(**base, summary=d.error, action=Action.NONE, holders=(),
-                       fact=Fact(Kind.NOT_DECODED, values={"error": d.error}))
+            return row_of(base, summary=d.error, action=Action.NONE, holders=(),
+                          fact=Fact(Kind.NOT_DECODED, values={"error": d.error}))
         if d.proto == PROTO_UDP and self._dns.is_dns(d):
             return self._dns.row(d, base)
         if d.proto == PROTO_UDP and (quic := self._quic.header(d)) is not None:
@@ -138,8 +139,8 @@ class Annotator:
             return self._tcp.row(named, base, named is d)
         if d.icmp_type is not None:
             return self._icmp.row(d, base)
-        return Row(**base, summary=d.error or "IP", action=Action.NONE, holders=(),
-                   fact=Fact(Kind.NOT_ANNOTATED))
+        return row_of(base, summary=d.error or "IP", action=Action.NONE, holders=(),
+                      fact=Fact(Kind.NOT_ANNOTATED))
 
 
 def annotate(packets: Iterable[Decoded], dns_ports: Iterable[int] = DNS_PORTS) -> Iterator[Row]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from functools import cache
 from itertools import islice
 
-from protolab.analysis.facts import MAX_PENDING, WINDOW, Action, Fact, Holder, Kind, Row
+from protolab.analysis.facts import MAX_PENDING, WINDOW, Action, Fact, Holder, Kind, Row, row_of
 from protolab.wire.dns_wire import CLASS_IN, DNS_PORTS, question_class, read_simple
 from protolab.wire.packets import Decoded
 
@@ -52,9 +52,9 @@ class DnsAnnotator:
         base = {**base, "proto": "DNS"}
         msg = parse_dns(d.payload)
         if msg is None:
-            return Row(**base, summary=f"DNS? {len(d.payload)} bytes, malformed",
-                       action=Action.MISSING, holders=(Holder.NOBODY,),
-                       fact=Fact(Kind.DNS_MALFORMED))
+            return row_of(base, summary=f"DNS? {len(d.payload)} bytes, malformed",
+                          action=Action.MISSING, holders=(Holder.NOBODY,),
+                          fact=Fact(Kind.DNS_MALFORMED))
         qid, is_response, question, rcode, answers = msg
         src, dst = base["src"], base["dst"]  # d's endpoints
         client, server = (dst, src) if is_response else (src, dst)
@@ -65,17 +65,17 @@ class DnsAnnotator:
             if relay is not None:
                 self._legs[(src, dst, qid)] = base["number"]
                 self._bound(self._legs)
-                return Row(**base, summary=f"query {qid:#06x} {question} (relayed)",
-                           action=Action.NONE, holders=(Holder.PACKET,),
-                           fact=Fact(Kind.DNS_RELAYED, (relay,) if relay else (), f"{qid:#06x}",
-                                     values={"source": src}))
+                return row_of(base, summary=f"query {qid:#06x} {question} (relayed)",
+                              action=Action.NONE, holders=(Holder.PACKET,),
+                              fact=Fact(Kind.DNS_RELAYED, (relay,) if relay else (), f"{qid:#06x}",
+                                        values={"source": src}))
             return self._query(d, base, qid, question)
         summary = f"answer {qid:#06x} {question} {rcode}" + (f" {answers}" if answers else "")
         leg = self._legs.pop((dst, src, qid), 0)
         if leg:
-            return Row(**base, summary=summary, action=Action.NONE, holders=(Holder.PACKET,),
-                       fact=Fact(Kind.DNS_RELAY_ANSWER, (leg,), f"{qid:#06x}",
-                                 values={"target": dst}))
+            return row_of(base, summary=summary, action=Action.NONE, holders=(Holder.PACKET,),
+                          fact=Fact(Kind.DNS_RELAY_ANSWER, (leg,), f"{qid:#06x}",
+                                    values={"target": dst}))
         return self._cached(d, self._answer(d, {**base, "summary": summary}, qid, question),
                             (question, answers))
 
@@ -103,10 +103,10 @@ class DnsAnnotator:
         first = self._pending.get(key)
         if first is not None and first.question == question:
             first.copies += 1
-            return Row(**base, summary=f"query {qid:#06x} {question} (again)",
-                       action=Action.USES, holders=(Holder.CLIENT_APP,),
-                       fact=Fact(Kind.DNS_RETRANSMIT, (first.number,), f"{qid:#06x}",
-                                 values={"copies": first.copies}))
+            return row_of(base, summary=f"query {qid:#06x} {question} (again)",
+                          action=Action.USES, holders=(Holder.CLIENT_APP,),
+                          fact=Fact(Kind.DNS_RETRANSMIT, (first.number,), f"{qid:#06x}",
+                                    values={"copies": first.copies}))
         asked = self._asked_by_clients(src, dst, question)
         self._pending[key] = _Query(base["number"], d.time, question, leg=bool(asked))
         self._bound(self._pending)
@@ -116,15 +116,15 @@ class DnsAnnotator:
                 q.upstream = base["number"]
             self._resolvers.add(resolver)
             self._leg_sockets.add(src)
-            return Row(**base, summary=f"query {qid:#06x} {question} (upstream)",
-                       action=Action.CREATES, holders=(Holder.SERVER_APP,),
-                       fact=Fact(Kind.DNS_UPSTREAM, (asked[0][1].number,), f"{qid:#06x}",
-                                 values={"resolver": resolver, "server": dst,
-                                         "question": question}))
-        return Row(**base, summary=f"query {qid:#06x} {question}", action=Action.CREATES,
-                   holders=(Holder.CLIENT_APP, Holder.CLIENT_KERNEL),
-                   fact=Fact(Kind.DNS_QUERY, (), f"{qid:#06x}",
-                             values={"question": question, "server": dst, "client": src}))
+            return row_of(base, summary=f"query {qid:#06x} {question} (upstream)",
+                          action=Action.CREATES, holders=(Holder.SERVER_APP,),
+                          fact=Fact(Kind.DNS_UPSTREAM, (asked[0][1].number,), f"{qid:#06x}",
+                                    values={"resolver": resolver, "server": dst,
+                                            "question": question}))
+        return row_of(base, summary=f"query {qid:#06x} {question}", action=Action.CREATES,
+                      holders=(Holder.CLIENT_APP, Holder.CLIENT_KERNEL),
+                      fact=Fact(Kind.DNS_QUERY, (), f"{qid:#06x}",
+                                values={"question": question, "server": dst, "client": src}))
 
     def _answer(self, d: Decoded, common: dict, qid: int, question: str) -> Row:
         src, dst = common["src"], common["dst"]
@@ -136,36 +136,36 @@ class DnsAnnotator:
             self._bound(self._answered)
             copies = (f" after {q.copies} copies (which one was answered, no one can tell)"
                       if q.copies > 1 else "")
-            return Row(**common, action=Action.ENDS, holders=(Holder.CLIENT_APP,),
-                       fact=Fact(Kind.DNS_MATCHED, (q.number,), hexid,
-                                 values={"server": src, "rtt_ms": (d.time - q.time) * 1000,
-                                         "copies": q.copies, "copies_note": copies,
-                                         "upstream": q.upstream}))
+            return row_of(common, action=Action.ENDS, holders=(Holder.CLIENT_APP,),
+                          fact=Fact(Kind.DNS_MATCHED, (q.number,), hexid,
+                                    values={"server": src, "rtt_ms": (d.time - q.time) * 1000,
+                                            "copies": q.copies, "copies_note": copies,
+                                            "upstream": q.upstream}))
         if q is not None:
-            return Row(**common, action=Action.MISSING, holders=(Holder.CLIENT_APP,),
-                       fact=Fact(Kind.DNS_QUESTION_MISMATCH, (q.number,), hexid,
-                                 values={"question": question, "asked": q.question}))
+            return row_of(common, action=Action.MISSING, holders=(Holder.CLIENT_APP,),
+                          fact=Fact(Kind.DNS_QUESTION_MISMATCH, (q.number,), hexid,
+                                    values={"question": question, "asked": q.question}))
         if key in self._answered:
-            return Row(**common, action=Action.MISSING, holders=(Holder.NOBODY,),
-                       fact=Fact(Kind.DNS_ALREADY_ANSWERED, (self._answered[key],), hexid))
+            return row_of(common, action=Action.MISSING, holders=(Holder.NOBODY,),
+                          fact=Fact(Kind.DNS_ALREADY_ANSWERED, (self._answered[key],), hexid))
         same_id = [(k, v) for k, v in self._pending.items() if k[0] == dst and k[2] == qid]
         if same_id:
             (_, server, _), other = same_id[0]
-            return Row(**common, action=Action.MISSING, holders=(Holder.CLIENT_APP,),
-                       fact=Fact(Kind.DNS_WRONG_SOURCE, (other.number,), hexid,
-                                 values={"server": server, "source": src}))
+            return row_of(common, action=Action.MISSING, holders=(Holder.CLIENT_APP,),
+                          fact=Fact(Kind.DNS_WRONG_SOURCE, (other.number,), hexid,
+                                    values={"server": server, "source": src}))
         waiting = [k[2] for k in self._pending if k[0] == dst and k[1] == src]
         if waiting:
             ids = ", ".join(f"{i:#06x}" for i in waiting[:4])
-            return Row(**common, action=Action.MISSING, holders=(Holder.CLIENT_APP,),
-                       fact=Fact(Kind.DNS_UNKNOWN_ID, (), hexid,
-                                 values={"source": src, "pending": ids}))
+            return row_of(common, action=Action.MISSING, holders=(Holder.CLIENT_APP,),
+                          fact=Fact(Kind.DNS_UNKNOWN_ID, (), hexid,
+                                    values={"source": src, "pending": ids}))
         if dst in self._leg_sockets:  # a resolver's upstream socket, nothing pending on it
-            return Row(**common, action=Action.MISSING, holders=(Holder.SERVER_APP,),
-                       fact=Fact(Kind.DNS_UNKNOWN_ID, (), hexid,
-                                 values={"source": src, "pending": "none"}))
-        return Row(**common, action=Action.USES, holders=(Holder.CLIENT_APP,),
-                   fact=Fact(Kind.DNS_QUERY_UNSEEN, (), hexid, values={"source": src}))
+            return row_of(common, action=Action.MISSING, holders=(Holder.SERVER_APP,),
+                          fact=Fact(Kind.DNS_UNKNOWN_ID, (), hexid,
+                                    values={"source": src, "pending": "none"}))
+        return row_of(common, action=Action.USES, holders=(Holder.CLIENT_APP,),
+                      fact=Fact(Kind.DNS_QUERY_UNSEEN, (), hexid, values={"source": src}))
 
     def _asked_by_clients(self, src: str, dst: str, question: str) -> list[tuple[str, _Query]]:
         """Recent client queries, still unanswered, for `question` to a server on `src`'s host

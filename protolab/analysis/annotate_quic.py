@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from dataclasses import replace
 
-from protolab.analysis.facts import WINDOW, Action, Fact, Holder, Kind, Row
+from protolab.analysis.facts import WINDOW, Action, Fact, Holder, Kind, Row, row_of
 from protolab.protocols.quic import QuicHeader, decode_header
 from protolab.wire.packets import Decoded
 
@@ -48,8 +48,8 @@ class QuicAnnotator:
         base["summary"] = f"{h.packet_type} DCID={dcid}{scid}" + (
             f" token={len(h.token)}B" if h.token else "")
         if h.packet_type == "Version Negotiation":
-            return Row(**base, action=Action.NONE, holders=(Holder.PACKET,),
-                       fact=Fact(Kind.QUIC_VERSION_NEGOTIATION))
+            return row_of(base, action=Action.NONE, holders=(Holder.PACKET,),
+                          fact=Fact(Kind.QUIC_VERSION_NEGOTIATION))
         if h.scid:
             self._cid_len = len(h.scid) or self._cid_len
         fields = {"quic_type": h.packet_type, "quic_dcid": dcid,
@@ -86,27 +86,27 @@ class QuicAnnotator:
         if h.packet_type == "Retry":
             if h.scid:
                 self._cids[h.scid] = conn
-            return Row(**base, action=Action.NONE, holders=(Holder.TOKEN,),
-                       fact=Fact(Kind.QUIC_RETRY, key=h.dcid.hex()))
+            return row_of(base, action=Action.NONE, holders=(Holder.TOKEN,),
+                          fact=Fact(Kind.QUIC_RETRY, key=h.dcid.hex()))
         if h.packet_type == "Initial" and to_server and conn not in self._keyed:
             known = h.scid in self._cids
             if h.scid:
                 self._cids[h.scid] = conn
             if h.token:
-                return Row(**base, action=Action.USES, holders=(Holder.TOKEN, Holder.SERVER_APP),
-                           fact=Fact(Kind.QUIC_TOKEN_ECHO, key=h.dcid.hex(), values=values))
+                return row_of(base, action=Action.USES, holders=(Holder.TOKEN, Holder.SERVER_APP),
+                              fact=Fact(Kind.QUIC_TOKEN_ECHO, key=h.dcid.hex(), values=values))
             if not known:
-                return Row(**base, action=Action.CREATES, holders=(Holder.CLIENT_APP,),
-                           fact=Fact(Kind.QUIC_CLIENT_KEY, key=h.scid.hex() if h.scid else "?",
-                                     values=values))
+                return row_of(base, action=Action.CREATES, holders=(Holder.CLIENT_APP,),
+                              fact=Fact(Kind.QUIC_CLIENT_KEY, key=h.scid.hex() if h.scid else "?",
+                                        values=values))
         if h.long and h.scid and not to_server and h.scid not in self._cids:
             self._cids[h.scid] = conn
             self._keyed.add(conn)
-            return Row(**base, action=Action.CREATES, holders=(Holder.SERVER_APP,),
-                       fact=Fact(Kind.QUIC_SERVER_KEY, key=h.scid.hex(), values=values))
+            return row_of(base, action=Action.CREATES, holders=(Holder.SERVER_APP,),
+                          fact=Fact(Kind.QUIC_SERVER_KEY, key=h.scid.hex(), values=values))
         holder = Holder.SERVER_APP if to_server else Holder.CLIENT_APP
-        return Row(**base, action=Action.USES, holders=(holder,),
-                   fact=lookup)
+        return row_of(base, action=Action.USES, holders=(holder,),
+                      fact=lookup)
 
     @staticmethod
     def _relayed_copy(recent: OrderedDict, payload: bytes, path: object, number: int) -> int:

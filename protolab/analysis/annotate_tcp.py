@@ -11,7 +11,7 @@ from dataclasses import replace
 from protolab.analysis.annotate_dns import parse_dns
 from protolab.analysis.annotate_tls import TlsAnnotator
 from protolab.analysis.annotate_ws import WsAnnotator
-from protolab.analysis.facts import MAX_PENDING, Action, Fact, Holder, Kind, Row
+from protolab.analysis.facts import MAX_PENDING, Action, Fact, Holder, Kind, Row, row_of
 from protolab.protocols.tcp import Fit, Role, SegmentView, TcpObserver, TcpState
 from protolab.wire.packets import Decoded, TcpHeader
 
@@ -48,12 +48,12 @@ class TcpAnnotator:
                   "expects": view.expects}
         moves = view.transitions if view.states_known else ()
         if not view.in_window:
-            return Row(**base, action=Action.MISSING, holders=(Holder.NOBODY,),
-                       fact=Fact(Kind.TCP_OUT_OF_WINDOW, values=values))
+            return row_of(base, action=Action.MISSING, holders=(Holder.NOBODY,),
+                          fact=Fact(Kind.TCP_OUT_OF_WINDOW, values=values))
         if view.rst_fit is Fit.IN_WINDOW:
-            return Row(**base, action=Action.USES, holders=(Holder.SERVER_KERNEL
-                       if receiver == "server" else Holder.CLIENT_KERNEL,),
-                       fact=Fact(Kind.TCP_RST_CHALLENGED, values=values))
+            return row_of(base, action=Action.USES, holders=(Holder.SERVER_KERNEL
+                          if receiver == "server" else Holder.CLIENT_KERNEL,),
+                          fact=Fact(Kind.TCP_RST_CHALLENGED, values=values))
         if tcp.flags & 0x04:
             return self._rst(view, base, moves, values)
         self._last[view.flow] = base["number"]
@@ -68,8 +68,8 @@ class TcpAnnotator:
             return special
         if tcp.flags & 0x02:
             who = "client kernel creates" if not tcp.flags & 0x10 else "server kernel holds"
-            return Row(**base, action=Action.CREATES, holders=holders,
-                       fact=Fact(Kind.TCP_OPEN, moves=moves, values={**values, "who": who}))
+            return row_of(base, action=Action.CREATES, holders=holders,
+                          fact=Fact(Kind.TCP_OPEN, moves=moves, values={**values, "who": who}))
         values["flight"] = (f"{view.in_flight} B in flight {sender}→{receiver}; "
                             if view.in_flight else "")
         # Unknown states: no kernel is known to hold this connection, so nothing it "expects".
@@ -79,45 +79,46 @@ class TcpAnnotator:
             else None
         if ws is not None:
             action, ws_holders, fact = ws
-            return Row(**base, action=action, holders=ws_holders, fact=replace(
+            return row_of(base, action=action, holders=ws_holders, fact=replace(
                 fact, moves=moves, values={**values, **fact.values}))
         tls = self._tls.describe(d.payload, base["number"], view.flow, base) if not http \
             else None
         if tls is not None:
             action, tls_holders, fact = tls
-            return Row(**base, action=action, holders=tls_holders, fact=replace(
+            return row_of(base, action=action, holders=tls_holders, fact=replace(
                 fact, moves=moves, values={**values, **fact.values}))
         if http:
             kind, action, http_holders = _http_state(d.payload)
-            return Row(**base, action=action, holders=(*http_holders, *holders),
-                       fact=Fact(kind, moves=moves, values=values))
+            return row_of(base, action=action, holders=(*http_holders, *holders),
+                          fact=Fact(kind, moves=moves, values=values))
         ends = tcp.flags & 0x01 or (moves and any(t.new in _ENDED for t in moves))
         also = (Kind.WS_DROPPED,) if tcp.flags & 0x01 and self._ws.ended(view.flow) else ()
-        return Row(**base, action=Action.ENDS if ends else Action.USES, holders=holders,
-                   fact=Fact(Kind.TCP_CLOSE if ends else Kind.TCP_SEGMENT, moves=moves,
-                             values=values, also=also))
+        return row_of(base, action=Action.ENDS if ends else Action.USES, holders=holders,
+                      fact=Fact(Kind.TCP_CLOSE if ends else Kind.TCP_SEGMENT, moves=moves,
+                                values=values, also=also))
 
     def _special(self, view: SegmentView, base: dict, moves: tuple, values: dict) -> Row | None:
         """A resent or cookie SYN-ACK, a challenge ACK, a keepalive probe; None otherwise."""
         if view.synack_again:
             first = self._synack.get(view.flow, 0)
-            return Row(**base, action=Action.USES, holders=(Holder.SERVER_KERNEL,),
-                       fact=Fact(Kind.TCP_SYN_QUEUED, (first,) if first else (), moves=moves,
-                                 values=values))
+            return row_of(base, action=Action.USES, holders=(Holder.SERVER_KERNEL,),
+                          fact=Fact(Kind.TCP_SYN_QUEUED, (first,) if first else (), moves=moves,
+                                    values=values))
         if view.cookie_ts:
             low = self._tsval(base) % 64
-            return Row(**base, action=Action.NONE, holders=(Holder.PACKET,),
-                       fact=Fact(Kind.TCP_SYN_COOKIE, moves=moves, values={**values, "low": low}))
+            return row_of(base, action=Action.NONE, holders=(Holder.PACKET,),
+                          fact=Fact(Kind.TCP_SYN_COOKIE, moves=moves,
+                                    values={**values, "low": low}))
         if view.challenges is None and not view.keepalive:
             return None
         kernel = Holder.SERVER_KERNEL if view.sender_role is Role.SERVER \
             else Holder.CLIENT_KERNEL
         if view.challenges is not None:
-            return Row(**base, action=Action.USES, holders=(kernel,),
-                       fact=Fact(Kind.TCP_CHALLENGE_ACK, (view.challenges,), values={
-                           **values, "rcv_nxt": view.rel_ack}))
-        return Row(**base, action=Action.USES, holders=(kernel,),
-                   fact=Fact(Kind.TCP_KEEPALIVE, values=values))
+            return row_of(base, action=Action.USES, holders=(kernel,),
+                          fact=Fact(Kind.TCP_CHALLENGE_ACK, (view.challenges,), values={
+                              **values, "rcv_nxt": view.rel_ack}))
+        return row_of(base, action=Action.USES, holders=(kernel,),
+                      fact=Fact(Kind.TCP_KEEPALIVE, values=values))
 
     def _tsval(self, base: dict) -> int:
         return base["fields"].get("tcp_tsval", 0)
@@ -159,13 +160,13 @@ class TcpAnnotator:
             answered = self._last.get(view.flow, 0)
             moves = tuple(t for t in moves if t.endpoint != base["src"])
             self._forget_moves_of(base["src"], answered)
-            return Row(**base, action=Action.MISSING, holders=(Holder.NOBODY,),
-                       fact=Fact(Kind.TCP_RST_NO_CONNECTION,
-                                 (answered,) if answered else (), moves=moves, values={
-                                     **values, "sender": base["src"]}))
+            return row_of(base, action=Action.MISSING, holders=(Holder.NOBODY,),
+                          fact=Fact(Kind.TCP_RST_NO_CONNECTION,
+                                    (answered,) if answered else (), moves=moves, values={
+                                        **values, "sender": base["src"]}))
         also = (Kind.WS_DROPPED,) if self._ws.ended(view.flow) else ()
-        return Row(**base, action=Action.MISSING, holders=(Holder.NOBODY,),
-                   fact=Fact(Kind.TCP_RST, moves=moves, values=values, also=also))
+        return row_of(base, action=Action.MISSING, holders=(Holder.NOBODY,),
+                      fact=Fact(Kind.TCP_RST, moves=moves, values=values, also=also))
 
     def _forget_moves_of(self, endpoint: str, number: int) -> None:
         """A port that answers with RST never had a connection: the moves the model gave it at

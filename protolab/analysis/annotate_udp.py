@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import replace
 
-from protolab.analysis.facts import Action, Fact, Holder, Kind, Row
+from protolab.analysis.facts import Action, Fact, Holder, Kind, Row, row_of
 from protolab.wire.packets import PROTO_ICMP, PROTO_UDP, Decoded
 
 
@@ -18,8 +18,8 @@ def udp_row(d: Decoded, base: dict) -> Row:
     text = _printable(d.payload)
     if text:
         base = {**base, "fields": {"udp_text": text}}
-    return Row(**base, summary=f"UDP {len(d.payload)} bytes" + (f" {text!r}" if text else ""),
-               action=Action.NONE, holders=(Holder.PACKET,), fact=Fact(Kind.UDP_DATAGRAM))
+    return row_of(base, summary=f"UDP {len(d.payload)} bytes" + (f" {text!r}" if text else ""),
+                  action=Action.NONE, holders=(Holder.PACKET,), fact=Fact(Kind.UDP_DATAGRAM))
 
 
 def _printable(payload: bytes, limit: int = 40) -> str | None:
@@ -42,16 +42,16 @@ class IcmpAnnotator:
         unreachable = (d.icmp_type, d.icmp_code) == ((1, 4) if v6 else (3, 3))
         name = "ICMPv6" if v6 else "ICMP"
         if q is None or not unreachable:
-            return Row(**base, summary=f"{name} type {d.icmp_type} code {d.icmp_code}",
-                       action=Action.NONE, holders=(), fact=Fact(Kind.ICMP_OTHER))
+            return row_of(base, summary=f"{name} type {d.icmp_type} code {d.icmp_code}",
+                          action=Action.NONE, holders=(), fact=Fact(Kind.ICMP_OTHER))
         target = f"{q.dst}:{q.dport}"
         origin = f"{q.src}:{q.sport}"
         cause = self._amend_cause(origin, target, base["number"])
-        return Row(**base, summary=f"{name} port unreachable for {origin} → {target}",
-                   action=Action.MISSING, holders=(Holder.NOBODY,),
-                   fact=Fact(Kind.ICMP_PORT_UNREACHABLE, (cause,) if cause else (), target,
-                             values={"target": target,
-                                     "about": f" (#{cause})" if cause else ""}))
+        return row_of(base, summary=f"{name} port unreachable for {origin} → {target}",
+                      action=Action.MISSING, holders=(Holder.NOBODY,),
+                      fact=Fact(Kind.ICMP_PORT_UNREACHABLE, (cause,) if cause else (), target,
+                                values={"target": target,
+                                        "about": f" (#{cause})" if cause else ""}))
 
     def _amend_cause(self, origin: str, target: str, icmp_number: int) -> int | None:
         """Find the datagram this ICMP error is about in the window and rewrite its row."""

@@ -73,6 +73,16 @@ class Row:
         return _ACTION_PREFIX[self.action] + render(self.fact)
 
 
+def row_of(base: dict, action: Action, holders: tuple[Holder, ...], fact: Fact,
+           summary: str | None = None) -> Row:
+    """`Row(**base, action=action, holders=holders, fact=fact)` (and `summary=summary`, unless
+    None: then the base's), the row's fields given in order: the call with `**base` merged a
+    dict and matched every keyword, once per packet, for a third of the cost of the row."""
+    return Row(base["number"], base["time"], base["src"], base["dst"], base["proto"],
+               base["summary"] if summary is None else summary, action, holders, fact,
+               base.get("flow", ""), base.get("fields", {}))
+
+
 #: what `Row.where` puts before the sentence, per action (Enum's `.value` is a Python call)
 _ACTION_PREFIX = {action: "" if action is Action.NONE else f"{action.value}: "
                   for action in Action}
@@ -81,10 +91,8 @@ _ACTION_PREFIX = {action: "" if action is Action.NONE else f"{action.value}: "
 def render(fact: Fact) -> str:
     """The sentence for a fact, from `TEMPLATES` (and each `also` fact's sentence after it)."""
     if not fact.also:  # nearly every fact: one sentence
-        template = TEMPLATES[fact.kind]
-        derived = _wanted(template)
-        return _percent(template) % ({**_derived(fact, derived), **fact.values} if derived
-                                     else fact.values)
+        percent, derived = _compiled(TEMPLATES[fact.kind])
+        return percent % (_values(fact, derived) if derived else fact.values)
     templates = [TEMPLATES[fact.kind], *(TEMPLATES[kind] for kind in fact.also)]
     values = _values(fact, frozenset().union(*map(_wanted, templates)))
     return "; ".join(_percent(template) % values for template in templates)
@@ -111,9 +119,20 @@ def _percent(template: str) -> str:
     return "".join(parts)
 
 
+@cache
+def _compiled(template: str) -> tuple[str, frozenset[str]]:
+    """`_percent(template)` and `_wanted(template)`, in one look-up per row."""
+    return _percent(template), _wanted(template)
+
+
 def _values(fact: Fact, derived: frozenset[str]) -> dict:
-    """The fact's values, and the `derived` ones its templates name (made only then: per row)."""
-    return {**_derived(fact, derived), **fact.values} if derived else fact.values
+    """The fact's values, and the `derived` ones its templates name (made only then: per row);
+    the fact's own win, as in {**derived, **values}."""
+    if not derived:
+        return fact.values
+    values = _derived(fact, derived)
+    values.update(fact.values)
+    return values
 
 
 #: the values `render` makes from a fact's other fields, when a template names them

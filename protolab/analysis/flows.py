@@ -222,15 +222,11 @@ def print_flows(table: FlowTable, annotator: Annotator, out: Out, *, as_json: bo
                             "packets": f.packets, "paths": f.paths, "cids": f.cids,
                             "state": table.describe(f, annotator)}, ensure_ascii=False))
         return
-    from tabulate import tabulate
-
     described = [(f.number, f.kind, f.first, f.packets, table.describe(f, annotator))
                  for f in flows]
     state_width = None if wide else _flows_state_width(described, width)
-    rows = [(*cells, "\n".join(wrap(state, state_width))) for *cells, state in described]
-    # The columns' types are known, so tabulate is told their alignment rather than made to
-    # guess each cell's type (most of its time): the same table as it would guess.
-    out(tabulate(rows, headers=FLOW_HEADERS, disable_numparse=True, colalign=FLOW_ALIGN))
+    out(flows_table([(str(number), kind, first, str(packets), wrap(state, state_width))
+                     for number, kind, first, packets, state in described]))
     out(f"{len(flows)} conversations; `protolab inspect FILE --flow N` for one as a timeline")
 
 
@@ -238,6 +234,38 @@ FLOW_HEADERS = ("flow", "kind", "first packet", "packets",
                 "state (reconstructed from the packets)")
 #: numbers (the flow's, its packets') right, text left: what tabulate finds for these columns
 FLOW_ALIGN = ("right", "left", "left", "right", "left")
+
+
+def flows_table(rows: list[tuple[str, str, str, str, list[str]]]) -> str:
+    """The table tabulate makes of `rows` (the state: its wrapped lines) with FLOW_HEADERS and
+    FLOW_ALIGN, in its "simple" format, written out (fi_flows.c's table() mirrors this): each
+    column as wide as its widest line, and its header and 2; numbers right, text left; two
+    spaces between; each line right-stripped; a state's further lines on lines of their own.
+    For cells it would measure, strip or split otherwise (a character not printable, a space
+    at an end), or no rows, tabulate itself (the columns' types are known: it is told their
+    alignment rather than made to guess each cell's type)."""
+    if not rows or not all(map(_plain_cells, rows)):
+        from tabulate import tabulate
+
+        return tabulate([(*cells, "\n".join(state)) for *cells, state in rows],
+                        headers=FLOW_HEADERS, disable_numparse=True, colalign=FLOW_ALIGN)
+    widths = [max([len(FLOW_HEADERS[i]) + 2, *(len(row[i]) for row in rows)]) for i in range(4)]
+    widths.append(max([len(FLOW_HEADERS[4]) + 2, *(len(ln) for row in rows for ln in row[4])]))
+    line = "%{}s  %-{}s  %-{}s  %{}s  %s".format(*widths[:4])  # FLOW_ALIGN
+    lines = [(line % FLOW_HEADERS).rstrip(), "  ".join("-" * w for w in widths)]
+    for *cells, state in rows:
+        lines.append((line % (*cells, state[0] if state else "")).rstrip())
+        lines.extend((line % ("", "", "", "", more)).rstrip() for more in state[1:])
+    return "\n".join(lines)
+
+
+def _plain_cells(row: tuple[str, str, str, str, list[str]]) -> bool:
+    """Cells tabulate takes as they are: printable (no line break, tab or escape code), no
+    space at either end of a cell (of the state: of its lines joined)."""
+    *cells, state = row
+    text = "\n".join(state)
+    return all(c.isprintable() and c == c.strip() for c in cells) and text == text.strip() \
+        and all(line.isprintable() for line in state)
 
 
 def _flows_state_width(rows: list[tuple], width: int | None) -> int:

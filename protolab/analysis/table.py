@@ -160,14 +160,26 @@ def row_json(row: "Row") -> str:
             f'"action": {_JSON_TEXT[row.action]}, "holders": {_texts(row.holders)}, '
             f'"state": {_string(row.state)}, "flow": {"null" if flow is None else repr(flow)}, '
             f'"fact": {_JSON_TEXT[fact.kind]}, "refs": [{", ".join(map(repr, fact.refs))}], '
-            f'"also": {_texts(fact.also)}, "fields": {_JSON.encode(fields)}}}')
+            f'"also": {_texts(fact.also)}, "fields": {_fields_json(fields)}}}')
 
 
 _string = json.encoder.encode_basestring  #: a str as JSON text, as ensure_ascii=False writes it
 
+#: the C encoder `_JSON.encode` makes again on every call (json.encoder's iterencode, with
+#: _JSON's settings: no markers as check_circular=False, ensure_ascii=False's string encoder),
+#: made once; None where json has no C part
+_ENCODER = json.encoder.c_make_encoder and json.encoder.c_make_encoder(
+    None, _JSON.default, _string, None, ": ", ", ", False, False, True)
 
+
+def _fields_json(fields: dict) -> str:
+    """`_JSON.encode(fields)`, by the encoder made once."""
+    return "".join(_ENCODER(fields, 0)) if _ENCODER is not None else _JSON.encode(fields)
+
+
+@cache
 def _texts(members: tuple[Enum, ...]) -> str:
-    """A JSON list of the members' texts."""
+    """A JSON list of the members' texts (the few tuples there are, made once each)."""
     return f"[{', '.join(_JSON_TEXT[m] for m in members)}]"
 
 
