@@ -16,10 +16,12 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -667,6 +669,70 @@ def test_a_capture_declined_late_has_written_nothing_to_stdout(tmp_path) -> None
         got, written = _spooled(path, "table", fd=f.fileno(), spool_memory=0, tmpdir=tmp_path)
     assert (got, written, out.read_bytes()) == (None, b"", b"")
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_a_dns_id_of_zero_reads_0x0000_in_the_conversations_table(tmp_path) -> None:
+    """mDNS asks with id 0: --flows lists it as Python's f"{0:#06x}", 0x0000 (C's "%#06x" would
+    write 000000), unanswered and matched to no query alike."""
+    from scapy.layers.dns import DNS, DNSQR, DNSRR
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    ask = (Ether() / IP(src="192.168.1.10", dst="224.0.0.251") / UDP(sport=5353, dport=5353)
+           / DNS(id=0, qd=DNSQR(qname="printer.local.")))
+    query = (Ether() / IP(src="10.0.0.2", dst="10.0.0.53") / UDP(sport=40000, dport=53)
+             / DNS(id=7, qd=DNSQR(qname="a.lab.")))
+    unasked = (Ether() / IP(src="10.0.0.53", dst="10.0.0.2") / UDP(sport=53, dport=40000)
+               / DNS(id=0, qr=1, qd=DNSQR(qname="a.lab."),
+                     an=DNSRR(rrname="a.lab.", rdata="10.0.0.9")))
+    path = tmp_path / "dns-id-0.pcap"
+    wrpcap(str(path), [ask, query, unasked])
+    python = inspect(path, ("--flows",), "python")
+    assert python.stdout.count(b"0x0000") == 2, python.stdout  # both lists show the id
+    assert not [d for options in (("--flows",), ("--flows", "--json"))
+                for d in differences(path, options, "dns-id-0.pcap")]
+    if built():
+        assert COVERAGE["dns-id-0.pcap --flows"] == "accepted"
+
+
+def test_a_capture_read_from_a_pipe_is_the_python_paths(tmp_path) -> None:
+    """A pipe can be read once: were the compiled path to read it and decline (TLS here), the
+    Python path would find nothing left, so it is the Python path's from the start."""
+    capture = ROOT / "captures/tls-demo.ref.pcap"
+    fifo = tmp_path / "capture.fifo"
+    os.mkfifo(fifo)
+    feeder = threading.Thread(target=lambda: fifo.write_bytes(capture.read_bytes()))
+    feeder.start()
+    try:
+        ran = inspect(fifo, (), "auto")
+    finally:
+        feeder.join()
+    assert ran == inspect(capture, (), "python")
+    if built():
+        assert fast_inspect._read_once(fifo) and fast_inspect._read_once(capture) is None
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_stops_a_run_whose_reader_has_stalled(sig, benchmark_capture) -> None:
+    """`protolab inspect big.pcap | less`, then Ctrl-C: the compiled path, blocked writing to a
+    full pipe nobody reads, stops at once with the CLI's one line and 128 + the signal."""
+    require(built(), "the compiled extension is not built")
+    env = {**os.environ, fast_inspect.ENV: "compiled"}
+    proc = subprocess.Popen([sys.executable, "-m", "protolab", "inspect", str(benchmark_capture)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        started = time.monotonic()
+        assert proc.stdout is not None and proc.stdout.read(1)  # it is delivering: the pass ran
+        took = time.monotonic() - started
+        proc.send_signal(getattr(signal, sig))  # the pipe (64 KiB) is full, or soon will be
+        code = proc.wait(timeout=max(10.0, 20 * took))  # without reading stdout
+    finally:
+        proc.kill()
+        proc.wait()
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    assert (code, err) == (128 + getattr(signal, sig), "protolab: interrupted\n"
+                           if sig == "SIGINT" else "protolab: stopped by SIGTERM\n"), err
 
 
 # -- PROTOLAB_INSPECT itself -----------------------------------------------------------------------

@@ -86,6 +86,8 @@ static int fd_write(int fd, const char *p, size_t n) {
         if (k > 0) {
             p += k;
             n -= (size_t)k;
+            if (n > 0 && interrupted() < 0)  /* a signal cut the write short (a stalled pipe) */
+                return -2;
         } else if (k < 0 && errno == EINTR) {
             if (interrupted() < 0)
                 return -2;
@@ -135,7 +137,10 @@ static int send_file_part(Run *run) {
     while (at < run->spool.file_len) {
         size_t want = (size_t)(run->spool.file_len - at);
         ssize_t k = sendfile(run->out_fd, run->spool.fd, &at, want < (1u << 30) ? want : 1u << 30);
-        if (k < 0 && errno == EINTR) {
+        if (k > 0) {
+            if (at < run->spool.file_len && interrupted() < 0)  /* cut short by a signal? */
+                return -2;
+        } else if (k < 0 && errno == EINTR) {
             if (interrupted() < 0)
                 return -2;
         } else if (k < 0 && at == 0 && (errno == EINVAL || errno == ENOSYS)) {

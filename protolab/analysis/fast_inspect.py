@@ -21,6 +21,7 @@ kept as a string to check it (typing.ForwardRef), at every start-up.
 """
 
 import os
+import stat
 from collections.abc import Callable
 from enum import Enum
 from types import ModuleType
@@ -101,7 +102,7 @@ def run(path: str | os.PathLike[str], opts: Options, write: Callable[[bytes], ob
     path_choice = chosen()
     if path_choice is Path.PYTHON:
         return None
-    why = _why_not(opts, encoding)
+    why = _why_not(opts, encoding) or _read_once(path)
     ext = extension()
     if why is None and ext is None:
         why = "the compiled extension is not built"
@@ -121,6 +122,18 @@ def _why_not(opts: Options, encoding: str) -> str | None:
         return "--filter, --flow, --detail, --write-annotated and the pictures are Python's"
     if encoding.replace("-", "").replace("_", "").lower() != "utf8":
         return f"stdout's encoding is {encoding}, the compiled path writes UTF-8"
+    return None
+
+
+def _read_once(path: str | os.PathLike[str]) -> str | None:
+    """Why a capture that can be read only once (a pipe, `/dev/stdin`, `<(...)`) is the Python
+    path's: a decline after the extension had read it would leave the Python path nothing."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # missing: both paths say so alike
+        return None
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode):
+        return "the capture comes from a pipe or a device (it can be read once)"
     return None
 
 

@@ -239,6 +239,11 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* f"{qid:#06x}" after a ", " but for the first: Python's # writes 0x even for 0 (C's does not) */
+static void put_id(Buf *b, int i, unsigned id) {
+    buf_printf(b, "%s0x%04x", i ? ", " : "", id);
+}
+
 static void describe_dns(Buf *b, FFlow *f) {
     buf_printf(b, "%d answered", f->nlat);
     if (f->nlat) {
@@ -250,17 +255,17 @@ static void describe_dns(Buf *b, FFlow *f) {
     if (f->nq) {
         buf_printf(b, "; %d unanswered: ", f->nq);
         for (int i = 0; i < f->nq && i < 5; i++)
-            buf_printf(b, "%s%#06llx", i ? ", " : "", (unsigned long long)f->queries[i].id);
+            put_id(b, i, (unsigned)f->queries[i].id);
     }
     if (f->nlate) {
         buf_puts(b, "; answered after the client closed its socket: ");
         for (int i = 0; i < f->nlate && i < 5; i++)
-            buf_printf(b, "%s%#06llx", i ? ", " : "", (unsigned long long)f->late[i]);
+            put_id(b, i, (unsigned)f->late[i]);
     }
     if (f->nunmatched) {
         buf_puts(b, "; answers matched to no query (forged?): ");
         for (int i = 0; i < f->nunmatched && i < 5; i++)
-            buf_printf(b, "%s%#06llx", i ? ", " : "", (unsigned long long)f->unmatched[i]);
+            put_id(b, i, (unsigned)f->unmatched[i]);
     }
 }
 
