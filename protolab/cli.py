@@ -36,12 +36,23 @@ class OutputClosed(Exception):
     """
 
 
-def out(line: str = "") -> None:
-    """Print one line of a demo's story."""
+class OutputFailed(Exception):
+    """stdout cannot be written (`> /dev/full`: no space left): one line, exit 1."""
+
+
+def _written(write: Callable[[], object]) -> None:
+    """Run a write to stdout: the reader gone is OutputClosed, any other failure OutputFailed."""
     try:
-        print(line)
+        write()
     except BrokenPipeError:
         raise OutputClosed from None
+    except OSError as exc:
+        raise OutputFailed(exc.strerror or str(exc)) from None
+
+
+def out(line: str = "") -> None:
+    """Print one line of a demo's story."""
+    _written(lambda: print(line))
 
 
 class Lines:
@@ -63,10 +74,7 @@ class Lines:
             return
         text = "\n".join(self._lines) + "\n"
         self._lines = []  # gone even when the reader has closed the pipe
-        try:
-            sys.stdout.write(text)
-        except BrokenPipeError:
-            raise OutputClosed from None
+        _written(lambda: sys.stdout.write(text))
 
 
 def _ranged(convert: Callable, what: str, low: float, high: float, name: str = ""):
@@ -795,18 +803,17 @@ def _inspect_compiled(path: str, opts: Options) -> Result | None:
     sys.stdout.flush()
 
     def write(chunk: bytes) -> None:
-        try:
-            sys.stdout.buffer.write(chunk)
-        except BrokenPipeError:
-            raise OutputClosed from None
+        _written(lambda: sys.stdout.buffer.write(chunk))
 
-    try:
+    try:  # the C writes to stdout's descriptor itself: its OSError is about stdout
         got = fast_inspect.run(path, opts, write, sys.stdout.encoding or "", _stdout_fd())
-        sys.stdout.flush()
+        _written(sys.stdout.flush)
     except fast_inspect.FastPathUnavailable as exc:
         raise CliError(str(exc)) from None
     except BrokenPipeError:
         raise OutputClosed from None
+    except OSError as exc:
+        raise OutputFailed(exc.strerror or str(exc)) from None
     return got
 
 
@@ -988,6 +995,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     killed, its temp files removed: see `protolab.net.lifecycle`) and end in one line, exit
     128+N."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if sys.stdout is None and sys.stderr is not None:  # `protolab ... >&-`
+        print("protolab: error: no standard output (it is closed)", file=sys.stderr)
+        return EXIT_FAILED
     # A line that starts with a subcommand's name is parsed by that subcommand alone; any other
     # (--help, --version, a mistyped name) needs them all, to list them.
     parser = build_parser(argv[0] if argv and argv[0] in SUBCOMMANDS else None)
@@ -996,11 +1006,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     lifecycle.handle_signals()
     try:
-        return args.func(args)
+        code = args.func(args)
+        _written(sys.stdout.flush)  # here, not at the interpreter's exit: errors said as ours
+        return code
     except CliError as exc:
         print(f"protolab: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except OutputClosed:
+    except (OutputClosed, OutputFailed) as exc:
+        if isinstance(exc, OutputFailed):
+            print(f"protolab: error: cannot write the output: {exc}", file=sys.stderr)
         # Point stdout at /dev/null so the interpreter's final flush does not fail again.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

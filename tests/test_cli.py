@@ -240,3 +240,28 @@ def test_a_privileged_port_without_the_right_says_which_ports_need_root() -> Non
     assert out.stderr == (f"protolab: error: cannot run 127.0.0.1:80: Permission denied (ports "
                           f"below {start} need root or CAP_NET_BIND_SERVICE: choose a port of "
                           f"{start} or more, or leave --port out for a free one)\n")
+
+
+@pytest.mark.parametrize("path", ["python", "compiled"])
+@pytest.mark.parametrize("capture", ["tcp-demo.ref.pcap", "udp-demo.ref.pcap"])
+def test_a_stdout_that_cannot_be_written_is_one_line(path, capture) -> None:
+    """`> /dev/full`: no space left on stdout's device is said in one line, exit 1, by both of
+    inspect's paths (a big output fails in a write, a small one in the last flush)."""
+    if path == "compiled":
+        require(fast_inspect.extension() is not None, "the compiled extension is not built")
+    with open("/dev/full", "wb") as full:
+        ran = subprocess.run([sys.executable, "-m", "protolab", "inspect",
+                              str(ROOT / "captures" / capture)], stdout=full,
+                             stderr=subprocess.PIPE, text=True, timeout=60,
+                             env={**os.environ, fast_inspect.ENV: path})
+    assert (ran.returncode, ran.stderr) == (
+        1, "protolab: error: cannot write the output: No space left on device\n")
+
+
+def test_a_closed_stdout_is_one_line() -> None:
+    ran = subprocess.run([sys.executable, "-m", "protolab", "inspect",
+                          str(ROOT / "captures/udp-demo.ref.pcap")], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True, timeout=60,
+                         preexec_fn=lambda: os.close(1))
+    assert (ran.returncode, ran.stderr) == (1, "protolab: error: no standard output (it is "
+                                               "closed)\n")
