@@ -82,15 +82,14 @@ static int interrupted(void) { return PyErr_CheckSignals() < 0 ? -2 : 0; }
 /* write(2) all of it to stdout's descriptor: 0, or -2 with OSError set (BrokenPipeError...) */
 static int fd_write(int fd, const char *p, size_t n) {
     while (n > 0) {
+        if (interrupted() < 0)  /* one that came before: the write might block for good */
+            return -2;
         ssize_t k = write(fd, p, n);
-        if (k > 0) {
+        if (k > 0) {  /* short: a signal cut it (a stalled pipe), looked at above */
             p += k;
             n -= (size_t)k;
-            if (n > 0 && interrupted() < 0)  /* a signal cut the write short (a stalled pipe) */
-                return -2;
         } else if (k < 0 && errno == EINTR) {
-            if (interrupted() < 0)
-                return -2;
+            continue;  /* its signal is looked at above */
         } else if (k < 0 && errno == EAGAIN) {  /* a non-blocking stdout: wait for room */
             struct pollfd w = {.fd = fd, .events = POLLOUT};
             if (poll(&w, 1, -1) < 0 && errno == EINTR && interrupted() < 0)
@@ -136,13 +135,11 @@ static int send_file_part(Run *run) {
     off_t at = 0;
     while (at < run->spool.file_len) {
         size_t want = (size_t)(run->spool.file_len - at);
+        if (interrupted() < 0)  /* as fd_write */
+            return -2;
         ssize_t k = sendfile(run->out_fd, run->spool.fd, &at, want < (1u << 30) ? want : 1u << 30);
-        if (k > 0) {
-            if (at < run->spool.file_len && interrupted() < 0)  /* cut short by a signal? */
-                return -2;
-        } else if (k < 0 && errno == EINTR) {
-            if (interrupted() < 0)
-                return -2;
+        if (k > 0 || (k < 0 && errno == EINTR)) {
+            continue;  /* short or cut by a signal: it is looked at above */
         } else if (k < 0 && at == 0 && (errno == EINVAL || errno == ENOSYS)) {
             return 0;  /* e.g. an O_APPEND stdout */
         } else if (k < 0 && errno == EAGAIN) {
