@@ -18,5 +18,6 @@ setup(ext_modules=[Extension(
     depends=["protolab/analysis/fastinspect.h", "protolab/analysis/fi_core.h",
              "protolab/analysis/fi_map.h", "protolab/analysis/fi_out.h",
              "protolab/analysis/fi_flows.h", "protolab/analysis/fast_text.h",
-             "protolab/analysis/fi_spool.h", "protolab/analysis/fast_dns_names.h"],
+             "protolab/analysis/fi_spool.h", "protolab/analysis/fast_dns_names.h",
+             "protolab/analysis/fi_buf.h"],
     extra_compile_args=["-O3", "-std=c11", "-Wall"], optional=True)])

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fi_buf.h"
 #include "fi_map.h"
 #include "fast_text.h"
 #include "fastinspect.h"
@@ -78,11 +79,6 @@ typedef struct Msg {            /* parse_dns's facts, read by read_simple's rule
     int nanswers;
 } Msg;
 
-typedef struct Buf {
-    char *s;
-    size_t len, cap;
-} Buf;
-
 struct DnsState {
     int ports[64];
     int nports;
@@ -120,31 +116,6 @@ static void query_drop(void *v) {
 static void taken_drop(void *v) { free(((Taken *)v)->content); }
 
 /* ---- small helpers ---------------------------------------------------------------------------- */
-
-static int buf_reserve(Buf *b, size_t more) {
-    if (b->len + more + 1 <= b->cap)
-        return 0;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->len + more + 1)
-        cap *= 2;
-    char *s = realloc(b->s, cap);
-    if (s == NULL)
-        return -1;
-    b->s = s;
-    b->cap = cap;
-    return 0;
-}
-
-static int buf_add(Buf *b, const char *s, size_t n) {
-    if (n > (1u << 30) || buf_reserve(b, n) < 0)  /* none is 1 GB; gcc -O3 knows n + 1 > 0 */
-        return -1;
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = 0;
-    return 0;
-}
-
-static int buf_str(Buf *b, const char *s) { return buf_add(b, s, strlen(s)); }
 
 /* client, server and id as one key (the Python tuple (client, server, id)). */
 static size_t key3(char *out, const char *a, size_t na, const char *b, size_t nb,
@@ -299,12 +270,12 @@ static void type_text(const DnsState *st, unsigned t, Buf *out) {
         if (st->high_value[i] == t)
             name = st->high_name[i];
     if (name != NULL) {
-        buf_str(out, name);
+        buf_puts(out, name);
         return;
     }
     char tmp[16];
     snprintf(tmp, sizeof tmp, "TYPE%u", t);
-    buf_str(out, tmp);
+    buf_puts(out, tmp);
 }
 
 /* ---- the state's life ------------------------------------------------------------------------- */
@@ -352,10 +323,10 @@ void dns_free(DnsState *st) {
     for (int i = 0; i < 16; i++)
         free(st->rcode[i]);
     free(st->records);
-    free(st->question.s);
-    free(st->answers.s);
-    free(st->scratch.s);
-    free(st->last_qname.s);
+    free(st->question.p);
+    free(st->answers.p);
+    free(st->scratch.p);
+    free(st->last_qname.p);
     free(st);
 }
 
@@ -558,18 +529,18 @@ static void ipv6_text(const uint8_t *a, Buf *out) {
             && (best_len == 6 || (best_len == 5 && strcmp(groups[5], "ffff") == 0))) {
         snprintf(tmp, sizeof tmp, "%s%u.%u.%u.%u", best_len == 6 ? "::" : "::ffff:", a[12], a[13],
                  a[14], a[15]);
-        buf_str(out, tmp);
+        buf_puts(out, tmp);
         return;
     }
     for (int i = 0; i < 8; i++) {
         if (best_len > 1 && i == best_start) {
-            buf_add(out, "::", 2);
+            buf_put(out, "::", 2);
             i += best_len - 1;
             continue;
         }
         if (i > 0 && !(best_len > 1 && i == best_start + best_len))
-            buf_add(out, ":", 1);
-        buf_str(out, groups[i]);
+            buf_put(out, ":", 1);
+        buf_puts(out, groups[i]);
     }
 }
 
@@ -593,25 +564,25 @@ static void rdata_text(const Record *r, Buf *out) {
             o = put_u64(o, r->rdata[k]);
             *o++ = k < 3 ? '.' : 0;
         }
-        buf_add(out, tmp, (size_t)(o - 1 - tmp));
+        buf_put(out, tmp, (size_t)(o - 1 - tmp));
         return;
     }
     for (size_t off = 0; off < r->rdlen; off += 1u + r->rdata[off]) {
-        buf_add(out, off ? " \"" : "\"", off ? 2 : 1);
+        buf_put(out, off ? " \"" : "\"", off ? 2 : 1);
         for (unsigned i = 1; i <= r->rdata[off]; i++) {
             uint8_t c = r->rdata[off + i];
             if (c == '"' || c == '\\') {
                 tmp[0] = '\\';
                 tmp[1] = (char)c;
-                buf_add(out, tmp, 2);
+                buf_put(out, tmp, 2);
             } else if (c >= 0x20 && c < 0x7F) {
-                buf_add(out, (const char *)&c, 1);
+                buf_put(out, (const char *)&c, 1);
             } else {
                 snprintf(tmp, sizeof tmp, "\\%03u", c);
-                buf_add(out, tmp, 4);
+                buf_put(out, tmp, 4);
             }
         }
-        buf_add(out, "\"", 1);
+        buf_put(out, "\"", 1);
     }
 }
 
@@ -784,21 +755,21 @@ static void label_text(const uint8_t *label, unsigned n, Buf *out) {
     while (i < n && plain(label[i]))
         i++;
     if (i == n) {
-        buf_add(out, (const char *)label, n);
+        buf_put(out, (const char *)label, n);
         return;
     }
     for (i = 0; i < n; i++) {
         uint8_t c = label[i];
         char tmp[8];
         if (plain(c))
-            buf_add(out, (const char *)&c, 1);
+            buf_put(out, (const char *)&c, 1);
         else if (c > 0x20 && c < 0x7F) {
             tmp[0] = '\\';
             tmp[1] = (char)c;
-            buf_add(out, tmp, 2);
+            buf_put(out, tmp, 2);
         } else {
             snprintf(tmp, sizeof tmp, "\\%03u", c);
-            buf_add(out, tmp, 4);
+            buf_put(out, tmp, 4);
         }
     }
 }
@@ -807,12 +778,12 @@ static void label_text(const uint8_t *label, unsigned n, Buf *out) {
 static void name_text(const uint8_t *wire, Buf *out) {
     size_t off = 0;
     if (wire[0] == 0) {
-        buf_add(out, ".", 1);
+        buf_put(out, ".", 1);
         return;
     }
     while (wire[off]) {
         label_text(wire + off + 1, wire[off], out);
-        buf_add(out, ".", 1);
+        buf_put(out, ".", 1);
         off += wire[off] + 1u;
     }
 }
@@ -822,13 +793,13 @@ static void name_text(const uint8_t *wire, Buf *out) {
 static int msg_texts(DnsState *st, const Msg *m) {
     st->answers.len = 0;
     if (m->qname_len != st->last_qname.len || m->qtype != st->last_qtype || st->question.len == 0
-            || memcmp(m->qname, st->last_qname.s, m->qname_len) != 0) {
+            || memcmp(m->qname, st->last_qname.p, m->qname_len) != 0) {
         /* a capture asks the same few names again: the last question's text is kept */
         st->question.len = st->last_qname.len = 0;
         name_text(m->qname, &st->question);
-        buf_add(&st->question, " ", 1);
+        buf_put(&st->question, " ", 1);
         type_text(st, m->qtype, &st->question);
-        buf_add(&st->last_qname, (const char *)m->qname, m->qname_len);
+        buf_put(&st->last_qname, (const char *)m->qname, m->qname_len);
         st->last_qtype = m->qtype;
     }
     for (int g = 0; g < m->nanswers; g++) {
@@ -846,13 +817,13 @@ static int msg_texts(DnsState *st, const Msg *m) {
             if (dup)
                 continue;
             if (st->answers.len)
-                buf_add(&st->answers, " ", 1);
+                buf_put(&st->answers, " ", 1);
             rdata_text(r, &st->answers);
         }
     }
     if (st->answers.len == 0)
-        buf_add(&st->answers, "", 0);
-    return st->question.s && st->answers.s ? 0 : -1;
+        buf_put(&st->answers, "", 0);
+    return st->question.p && st->answers.p ? 0 : -1;
 }
 
 /* annotate_dns.answer_ttl: the first RRset's TTL (answer section, else authority), which
@@ -1270,10 +1241,10 @@ static int forged(Row *row, int64_t count) {
 static char *content_of(Cur *c, size_t *len) {
     DnsState *st = c->st;
     st->scratch.len = 0;
-    buf_add(&st->scratch, st->question.s, st->question.len + 1);
-    buf_add(&st->scratch, st->answers.s, st->answers.len);
+    buf_put(&st->scratch, st->question.p, st->question.len + 1);
+    buf_put(&st->scratch, st->answers.p, st->answers.len);
     *len = st->scratch.len;
-    return st->scratch.s;
+    return st->scratch.p;
 }
 
 /* A forgery seen after the answer it matched: amend that row while it is in the window. */
@@ -1352,14 +1323,14 @@ static void cached(Cur *c) {
     size_t clen;
     const char *content = content_of(c, &clen);
     Buf key = {0};  /* the flood's key: the socket, then the content */
-    buf_add(&key, c->dst, c->dstlen + 1);
-    buf_add(&key, content, clen);
-    if (key.s == NULL) {
+    buf_put(&key, c->dst, c->dstlen + 1);
+    buf_put(&key, content, clen);
+    if (key.p == NULL) {
         c->oom = 1;
         return;
     }
-    upstream_answer(c, content, clen, key.s, key.len);
-    free(key.s);
+    upstream_answer(c, content, clen, key.p, key.len);
+    free(key.p);
 }
 
 /* DnsAnnotator.row for an answer: a relay leg's, else matched (or not), seen as a cache's. */
@@ -1368,7 +1339,7 @@ static void answer_or_relayed(Cur *c) {
     DnsState *st = c->st;
     if (st->answers.len)
         row->summary = row_cat(row, "answer ", c->hexid, " ", c->question, " ",
-                               st->rcode[c->m->rcode], " ", st->answers.s, NULL);
+                               st->rcode[c->m->rcode], " ", st->answers.p, NULL);
     else
         row->summary = row_cat(row, "answer ", c->hexid, " ", c->question, " ",
                                st->rcode[c->m->rcode], NULL);
@@ -1413,7 +1384,7 @@ int dns_row(DnsState *st, const Pkt *p, Row *row, Ctx *ctx) {
     }
     if (msg_texts(st, &m) < 0)
         return ctx_decline(ctx, "packet %lld: no memory", (long long)p->number);
-    c.question = row_strndup(row, st->question.s, st->question.len);
+    c.question = row_strndup(row, st->question.p, st->question.len);
     c.srclen = p->src_len;
     c.dstlen = p->dst_len;
     c.src = row_strndup(row, p->src, c.srclen);

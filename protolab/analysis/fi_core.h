@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "fastinspect.h"
+#include "fi_buf.h"
 #include "fi_map.h"
 
 /* fi_row.c */
@@ -59,29 +60,7 @@ const char *tcp_state_name(int state);
 size_t tcp_state_len(int state);  /* strlen(tcp_state_name(state)) */
 void tcp_describe(TcpState *st, int64_t number, char *out, size_t n);
 
-/* text helpers (fi_text.c) */
-typedef struct Buf {
-    char *p;
-    size_t len, cap;
-} Buf;
-int buf_grow(Buf *b, size_t n);
-
-static inline int buf_put(Buf *b, const char *s, size_t n) {
-    if (b->len + n + 1 > b->cap && buf_grow(b, n) < 0)
-        return -1;
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = 0;
-    return 0;
-}
-
-/* room for n more bytes and the NUL (then written at b->p + b->len directly); 0 or -1 */
-static inline int buf_reserve(Buf *b, size_t n) {
-    return b->len + n + 1 > b->cap ? buf_grow(b, n) : 0;
-}
-
-/* inline: a literal's length is known when compiling */
-static inline int buf_puts(Buf *b, const char *s) { return buf_put(b, s, strlen(s)); }
+/* text helpers (fi_text.c; Buf and its writes in fi_buf.h) */
 int buf_printf(Buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int buf_pad(Buf *b, size_t n);  /* n spaces */
 size_t cp_len(const char *s, size_t n);  /* code points of UTF-8 text */
