@@ -93,8 +93,8 @@ int drv_feed(int what, long long number, double time, double rel, int sport, int
     p.proto = what ? 17 : 6;
     p.sport = sport;
     p.dport = dport;
-    snprintf(p.src, sizeof p.src, "%s", src);
-    snprintf(p.dst, sizeof p.dst, "%s", dst);
+    p.src_len = (size_t)snprintf(p.src, sizeof p.src, "%s", src);  /* Pkt keeps the lengths */
+    p.dst_len = (size_t)snprintf(p.dst, sizeof p.dst, "%s", dst);
     p.payload = payload;
     p.payload_len = n;
     row_begin(row, &p);
@@ -178,10 +178,10 @@ long long drv_bench(const char *path, const int *ports, int nports, double *seco
             const unsigned char *u = buf + 14 + ihl;
             p.sport = u[0] << 8 | u[1];
             p.dport = u[2] << 8 | u[3];
-            snprintf(p.src, sizeof p.src, "%u.%u.%u.%u:%d", buf[26], buf[27], buf[28], buf[29],
-                     p.sport);
-            snprintf(p.dst, sizeof p.dst, "%u.%u.%u.%u:%d", buf[30], buf[31], buf[32], buf[33],
-                     p.dport);
+            p.src_len = (size_t)snprintf(p.src, sizeof p.src, "%u.%u.%u.%u:%d", buf[26],
+                                         buf[27], buf[28], buf[29], p.sport);
+            p.dst_len = (size_t)snprintf(p.dst, sizeof p.dst, "%u.%u.%u.%u:%d", buf[30],
+                                         buf[31], buf[32], buf[33], p.dport);
             p.payload = u + 8;
             p.payload_len = caplen - 14 - ihl - 8;
             udp++;
