@@ -472,12 +472,23 @@ def fuzzed(draw: st.DrawFn) -> Packet:
        options=st.sampled_from(OPTION_SETS))
 def test_both_paths_print_the_same_for_any_stream_of_packets(packets, link, fmt, cut,
                                                              options) -> None:
+    data = _capture(packets, link, fmt)
+    assert not _differences_in(data if cut is None else data[:cut], options,
+                               f"{len(packets)} packets, {link}, {fmt}, cut {cut}")
+
+
+def _capture(packets: list[Packet], link: str, fmt: str) -> bytes:
     linktype, frames = framed(packets, link)
-    data = capture_bytes(frames, linktype, fmt)
+    return capture_bytes(frames, linktype, fmt)
+
+
+def _differences_in(data: bytes, options: tuple[str, ...], what: str) -> list[str]:
+    """differences() of a capture given as its bytes (a property's example), in a temporary
+    file of its own."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "fuzz.pcap"
-        path.write_bytes(data if cut is None else data[:cut])
-        assert not differences(path, options, f"{len(packets)} packets, {link}, {fmt}, cut {cut}")
+        path = Path(tmp) / "example.pcap"
+        path.write_bytes(data)
+        return differences(path, options, what)
 
 
 #: TCP flag bits (RFC 9293 section 3.1) and the combinations a conversation is made of
@@ -513,11 +524,8 @@ def test_both_paths_print_the_same_for_any_tcp_conversation(data, link, fmt, opt
     is likeliest to take the capture."""
     version = data.draw(st.sampled_from([4, 6]))
     packets = data.draw(st.lists(tcp_segments(version), min_size=3, max_size=80))
-    linktype, frames = framed(packets, link)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "tcp.pcap"
-        path.write_bytes(capture_bytes(frames, linktype, fmt))
-        assert not differences(path, options, f"{len(packets)} TCP segments, {link}, {fmt}")
+    assert not _differences_in(_capture(packets, link, fmt), options,
+                               f"{len(packets)} TCP segments, {link}, {fmt}")
 
 
 _SERVER_PORTS = (53, 5300, 4433)
@@ -569,11 +577,8 @@ def test_both_paths_print_the_same_for_any_dns_and_quic_exchange(data, link, fmt
                                                                   options) -> None:
     version = data.draw(st.sampled_from([4, 6]))
     packets = data.draw(st.lists(dns_and_quic(version), min_size=2, max_size=60))
-    linktype, frames = framed(packets, link)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "udp.pcap"
-        path.write_bytes(capture_bytes(frames, linktype, fmt))
-        assert not differences(path, options, f"{len(packets)} datagrams, {link}, {fmt}")
+    assert not _differences_in(_capture(packets, link, fmt), options,
+                               f"{len(packets)} datagrams, {link}, {fmt}")
 
 
 # -- the spool: one pass, and nothing printed before the whole capture is known covered ---------
