@@ -18,6 +18,7 @@
 #include "fi_flows.h"
 #include "fi_out.h"
 #include "fi_spool.h"
+#include "fast_text.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -79,6 +80,12 @@ typedef struct Run {
  * raised, 0 to try again */
 static int interrupted(void) { return PyErr_CheckSignals() < 0 ? -2 : 0; }
 
+/* a non-blocking stdout: until it takes more, or a signal (the callers look at it next) */
+static void wait_for_room(int fd) {
+    struct pollfd w = {.fd = fd, .events = POLLOUT};
+    poll(&w, 1, -1);
+}
+
 /* write(2) all of it to stdout's descriptor: 0, or -2 with OSError set (BrokenPipeError...) */
 static int fd_write(int fd, const char *p, size_t n) {
     while (n > 0) {
@@ -91,9 +98,7 @@ static int fd_write(int fd, const char *p, size_t n) {
         } else if (k < 0 && errno == EINTR) {
             continue;  /* its signal is looked at above */
         } else if (k < 0 && errno == EAGAIN) {  /* a non-blocking stdout: wait for room */
-            struct pollfd w = {.fd = fd, .events = POLLOUT};
-            if (poll(&w, 1, -1) < 0 && errno == EINTR && interrupted() < 0)
-                return -2;
+            wait_for_room(fd);
         } else {
             PyErr_SetFromErrno(PyExc_OSError);
             return -2;
@@ -143,9 +148,7 @@ static int send_file_part(Run *run) {
         } else if (k < 0 && at == 0 && (errno == EINVAL || errno == ENOSYS)) {
             return 0;  /* e.g. an O_APPEND stdout */
         } else if (k < 0 && errno == EAGAIN) {
-            struct pollfd w = {.fd = run->out_fd, .events = POLLOUT};
-            if (poll(&w, 1, -1) < 0 && errno == EINTR && interrupted() < 0)
-                return -2;
+            wait_for_room(run->out_fd);
         } else if (k <= 0) {
             if (k == 0)
                 errno = EIO;  /* the file is shorter than what was written to it */
@@ -285,18 +288,7 @@ static const char *flow_text(Row *row) {
         low[np] = (char)(row->proto[np] >= 'A' && row->proto[np] <= 'Z' ? row->proto[np] + 32
                                                                        : row->proto[np]);
     low[np] = 0;
-    size_t nl = strlen(lo), nh = strlen(hi);
-    char text[256];
-    if (np + nl + nh + 5 > sizeof text)
-        return row_printf(row, "%s %s↔%s", low, lo, hi);
-    memcpy(text, low, np);
-    char *at = text + np;
-    *at++ = ' ';
-    memcpy(at, lo, nl);
-    at += nl;
-    memcpy(at, "↔", 3);  /* U+2194 in UTF-8 */
-    memcpy(at + 3, hi, nh);
-    return row_strndup(row, text, np + 1 + nl + 3 + nh);
+    return row_cat(row, low, " ", lo, "↔", hi, NULL);
 }
 
 /* annotate.Annotator._annotate (one capture point) and _annotate_protocol */
