@@ -11,7 +11,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from protolab import __version__
 
@@ -36,14 +36,18 @@ class OutputClosed(Exception):
     """
 
 
+T = TypeVar("T")
+
+
 class OutputFailed(Exception):
     """stdout cannot be written (`> /dev/full`: no space left): one line, exit 1."""
 
 
-def _written(write: Callable[[], object]) -> None:
-    """Run a write to stdout: the reader gone is OutputClosed, any other failure OutputFailed."""
+def _written(write: Callable[[], T]) -> T:
+    """Run a write to stdout (what it returns): the reader gone is OutputClosed, any other
+    failure OutputFailed."""
     try:
-        write()
+        return write()
     except BrokenPipeError:
         raise OutputClosed from None
     except OSError as exc:
@@ -800,20 +804,17 @@ def _inspect_compiled(path: str, opts: Options) -> Result | None:
     as the Python path, or nothing and None); see protolab.analysis.fast_inspect."""
     from protolab.analysis import fast_inspect
 
-    sys.stdout.flush()
+    _written(sys.stdout.flush)
 
     def write(chunk: bytes) -> None:
-        _written(lambda: sys.stdout.buffer.write(chunk))
+        sys.stdout.buffer.write(chunk)
 
     try:  # the C writes to stdout's descriptor itself: its OSError is about stdout
-        got = fast_inspect.run(path, opts, write, sys.stdout.encoding or "", _stdout_fd())
+        got = _written(lambda: fast_inspect.run(path, opts, write, sys.stdout.encoding or "",
+                                                _stdout_fd()))
         _written(sys.stdout.flush)
     except fast_inspect.FastPathUnavailable as exc:
         raise CliError(str(exc)) from None
-    except BrokenPipeError:
-        raise OutputClosed from None
-    except OSError as exc:
-        raise OutputFailed(exc.strerror or str(exc)) from None
     return got
 
 
