@@ -9,15 +9,26 @@ from collections import OrderedDict, deque
 from dataclasses import replace
 
 from protolab.analysis.annotate_dns import parse_dns
-from protolab.analysis.annotate_tls import TlsAnnotator
+from protolab.analysis.annotate_tls import KERNELS, TlsAnnotator
 from protolab.analysis.annotate_ws import WsAnnotator
 from protolab.analysis.facts import MAX_PENDING, Action, Fact, Holder, Kind, Row, row_of
-from protolab.protocols.tcp import Fit, Role, SegmentView, TcpObserver, TcpState
+from protolab.protocols.tcp import ACK, FIN, RST, SYN, Fit, Role, SegmentView, TcpObserver, TcpState
 from protolab.wire.packets import Decoded, TcpHeader
 
 #: "SYN/ACK" for each value of the flags byte, "none" for 0 (made once, not per segment)
 _FLAG_TEXT = tuple("/".join(TcpHeader(0, 0, f, 0).flag_names()) or "none" for f in range(256))
+#: a segment's summary, "[SYN/ACK] seq=%d ack=%d len=%d", for each value of the flags byte
+#: (one %-format per row), and the same without the ack
+_SUMMARY = tuple(f"[{text}] seq=%d ack=%d len=%d" for text in _FLAG_TEXT)
+_SUMMARY_NO_ACK = tuple(f"[{text}] seq=%d len=%d" for text in _FLAG_TEXT)
 _ENDED = frozenset({TcpState.CLOSED, TcpState.TIME_WAIT})  #: a move into these ends an entry
+#: (sender, receiver) by the sender's role
+_PARTIES = {Role.CLIENT: ("client", "server"), Role.SERVER: ("server", "client")}
+#: the enum members the common rows name, looked up once: naming a member (`Action.USES`) goes
+#: through Python 3.11's EnumType.__getattr__ hook, about 0.15 us, several times a row
+_IN_WINDOW, _NOBODY = Fit.IN_WINDOW, (Holder.NOBODY,)
+_USES, _CREATES, _MISSING = Action.USES, Action.CREATES, Action.MISSING
+_SEGMENT, _OPEN, _OUT_OF_WINDOW = Kind.TCP_SEGMENT, Kind.TCP_OPEN, Kind.TCP_OUT_OF_WINDOW
 _HTTP_STARTS = (b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"PATCH ", b"OPTIONS ",
                 b"HTTP/1.")
 
@@ -37,46 +48,58 @@ class TcpAnnotator:
     def row(self, d: Decoded, base: dict, named_as_seen: bool = False) -> Row:
         """The row of segment `d`; `named_as_seen`: its endpoints are `base`'s (no NAT's alias
         renamed them), so the observer need not name them again."""
-        tcp = d.tcp
-        view = self.observer.feed(d, base["number"], *((base["src"], base["dst"])
-                                                       if named_as_seen else ()))
+        number = base["number"]
+        view = self.observer.feed(d, number, base["src"], base["dst"]) if named_as_seen \
+            else self.observer.feed(d, number)
+        flags = d.tcp.flags
         http = self._describe(d, view, base)
-        sender, receiver = ("client", "server") if view.sender_role is Role.CLIENT \
-            else ("server", "client")
+        sender, receiver = _PARTIES[view.sender_role]
         values = {"sender": sender, "receiver": receiver,
                   "states_known": view.states_known, "seq": view.rel_seq,
                   "expects": view.expects}
         moves = view.transitions if view.states_known else ()
         if not view.in_window:
-            return row_of(base, action=Action.MISSING, holders=(Holder.NOBODY,),
-                          fact=Fact(Kind.TCP_OUT_OF_WINDOW, values=values))
-        if view.rst_fit is Fit.IN_WINDOW:
+            return row_of(base, _MISSING, _NOBODY, Fact(_OUT_OF_WINDOW, (), "", (), (), values))
+        if view.rst_fit is _IN_WINDOW:
             return row_of(base, action=Action.USES, holders=(Holder.SERVER_KERNEL
                           if receiver == "server" else Holder.CLIENT_KERNEL,),
                           fact=Fact(Kind.TCP_RST_CHALLENGED, values=values))
-        if tcp.flags & 0x04:
+        if flags & RST:
             return self._rst(view, base, moves, values)
-        self._last[view.flow] = base["number"]
-        while len(self._last) > MAX_PENDING:
+        self._last[view.flow] = number
+        if len(self._last) > MAX_PENDING:  # one entry more at most: the oldest goes
             self._last.popitem(last=False)
-        holders = (Holder.CLIENT_KERNEL, Holder.SERVER_KERNEL)
-        if tcp.flags & 0x12 == 0x12:
-            self._synack.setdefault(view.flow, base["number"])
-            while len(self._synack) > MAX_PENDING:
+        if flags & 0x12 == 0x12:
+            self._synack.setdefault(view.flow, number)
+            if len(self._synack) > MAX_PENDING:
                 self._synack.popitem(last=False)
-        if (special := self._special(view, base, moves, values)) is not None:
-            return special
-        if tcp.flags & 0x02:
-            who = "client kernel creates" if not tcp.flags & 0x10 else "server kernel holds"
-            return row_of(base, action=Action.CREATES, holders=holders,
-                          fact=Fact(Kind.TCP_OPEN, moves=moves, values={**values, "who": who}))
+        if view.synack_again or view.cookie_ts or view.keepalive or view.challenges is not None:
+            return self._special(view, base, moves, values)
+        if flags & SYN:
+            values["who"] = "client kernel creates" if not flags & ACK else "server kernel holds"
+            return row_of(base, _CREATES, KERNELS, Fact(_OPEN, (), "", moves, (), values))
         values["flight"] = (f"{view.in_flight} B in flight {sender}→{receiver}; "
                             if view.in_flight else "")
         # Unknown states: no kernel is known to hold this connection, so nothing it "expects".
         values["expects"] = f"{receiver} kernel expects seq {view.expects} next" \
             if view.states_known else "no kernel state known for it"
-        ws = self._ws.describe(d.payload, base["number"], view.flow, base) if d.payload \
-            else None
+        if d.payload and (found := self._payload_row(d, view, base, moves, values, http)) \
+                is not None:
+            return found
+        if flags & FIN or (moves and any(t.new in _ENDED for t in moves)):
+            also = (Kind.WS_DROPPED,) if flags & FIN and self._ws.ended(view.flow) else ()
+            return row_of(base, action=Action.ENDS, holders=KERNELS,
+                          fact=Fact(Kind.TCP_CLOSE, moves=moves, values=values, also=also))
+        # Nearly every segment: the row made here, its fact's fields given in order.
+        return Row(number, base["time"], base["src"], base["dst"], base["proto"],
+                   base["summary"], _USES, KERNELS, Fact(_SEGMENT, (), "", moves, (), values),
+                   base["flow"], base["fields"])
+
+    def _payload_row(self, d: Decoded, view: SegmentView, base: dict, moves: tuple,
+                     values: dict, http: str | None) -> Row | None:
+        """The row of a segment whose data is a WebSocket frame or upgrade, a TLS record or an
+        HTTP message; None for other data."""
+        ws = self._ws.describe(d.payload, base["number"], view.flow, base)
         if ws is not None:
             action, ws_holders, fact = ws
             return row_of(base, action=action, holders=ws_holders, fact=replace(
@@ -89,16 +112,13 @@ class TcpAnnotator:
                 fact, moves=moves, values={**values, **fact.values}))
         if http:
             kind, action, http_holders = _http_state(d.payload)
-            return row_of(base, action=action, holders=(*http_holders, *holders),
+            return row_of(base, action=action, holders=(*http_holders, *KERNELS),
                           fact=Fact(kind, moves=moves, values=values))
-        ends = tcp.flags & 0x01 or (moves and any(t.new in _ENDED for t in moves))
-        also = (Kind.WS_DROPPED,) if tcp.flags & 0x01 and self._ws.ended(view.flow) else ()
-        return row_of(base, action=Action.ENDS if ends else Action.USES, holders=holders,
-                      fact=Fact(Kind.TCP_CLOSE if ends else Kind.TCP_SEGMENT, moves=moves,
-                                values=values, also=also))
+        return None
 
-    def _special(self, view: SegmentView, base: dict, moves: tuple, values: dict) -> Row | None:
-        """A resent or cookie SYN-ACK, a challenge ACK, a keepalive probe; None otherwise."""
+    def _special(self, view: SegmentView, base: dict, moves: tuple, values: dict) -> Row:
+        """A resent or cookie SYN-ACK, a challenge ACK, a keepalive probe (`row` asks only when
+        the view marks one of them)."""
         if view.synack_again:
             first = self._synack.get(view.flow, 0)
             return row_of(base, action=Action.USES, holders=(Holder.SERVER_KERNEL,),
@@ -109,8 +129,6 @@ class TcpAnnotator:
             return row_of(base, action=Action.NONE, holders=(Holder.PACKET,),
                           fact=Fact(Kind.TCP_SYN_COOKIE, moves=moves,
                                     values={**values, "low": low}))
-        if view.challenges is None and not view.keepalive:
-            return None
         kernel = Holder.SERVER_KERNEL if view.sender_role is Role.SERVER \
             else Holder.CLIENT_KERNEL
         if view.challenges is not None:
@@ -128,9 +146,9 @@ class TcpAnnotator:
         """Put the segment's summary, flow and fields in `base` (an HTTP line, or a DNS message
         over TCP, in the summary too); return the HTTP line, if the payload starts one."""
         base["flow"] = f"tcp {view.flow}"
-        flags = _FLAG_TEXT[d.tcp.flags]
-        ack = f" ack={view.rel_ack}" if view.rel_ack is not None else ""
-        base["summary"] = f"[{flags}] seq={view.rel_seq}{ack} len={view.length}"
+        base["summary"] = _SUMMARY[d.tcp.flags] % (view.rel_seq, view.rel_ack, view.length) \
+            if view.rel_ack is not None else \
+            _SUMMARY_NO_ACK[d.tcp.flags] % (view.rel_seq, view.length)
         fields: dict = {}
         http = _http_line(d.payload) if d.payload else None
         if http:
@@ -143,10 +161,13 @@ class TcpAnnotator:
             base["summary"] += f" DNS {'answer' if is_response else 'query'} {qid:#06x} {question}"
             fields = {"dns_id": qid, "dns_response": is_response, "dns_question": question}
         fields["tcp_len"] = view.length
-        if d.tcp.flags & 0x02:
-            opts = d.tcp.parsed_options()
-            named = (("mss", opts.mss), ("wscale", opts.wscale), ("tsval", opts.tsval))
-            fields.update({f"tcp_{k}": v for k, v in named if v is not None})
+        if (opts := view.options) is not None:  # a SYN's
+            if opts.mss is not None:
+                fields["tcp_mss"] = opts.mss
+            if opts.wscale is not None:
+                fields["tcp_wscale"] = opts.wscale
+            if opts.tsval is not None:
+                fields["tcp_tsval"] = opts.tsval
             fields["tcp_sack_ok"] = opts.sack_ok
         if view.window is not None:
             fields["tcp_receiver_window"] = view.window

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from protolab.protocols.state import IllegalTransition, advance
 
 if TYPE_CHECKING:  # decoded headers come in as data; this core reads no bytes itself
-    from protolab.wire.packets import Decoded
+    from protolab.wire.packets import Decoded, TcpOptions
 
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 
@@ -162,6 +162,7 @@ class SegmentView:
     cookie_ts: bool = False  #: a SYN-ACK whose TSval's low 6 bits encode the SYN's options
     keepalive: bool = False  #: an empty ACK one below SND.NXT: a keepalive probe
     challenges: int | None = None  #: the in-window RST this empty ACK answers (challenge ACK)
+    options: TcpOptions | None = None  #: a SYN's options (read once, for whoever describes it)
 
 
 class Fit(Enum):
@@ -178,6 +179,10 @@ class Fit(Enum):
 #: none), SACK permitted (bit 4) and ECN (bit 5) (net/ipv4/syncookies.c, cookie_init_timestamp)
 COOKIE_TS_BITS = 6
 
+#: Fit.IN_WINDOW, looked up once: each segment asks (and naming an enum member goes through
+#: Python 3.11's EnumType.__getattr__ hook, about 0.15 us)
+_IN_WINDOW = Fit.IN_WINDOW
+
 
 class TcpObserver:
     """Rebuild both endpoints' connection state from the packets of a capture."""
@@ -190,32 +195,47 @@ class TcpObserver:
         self.flows: dict[frozenset[str], Flow] = {}
         self.max_flows = max_flows
         self._count = 0
+        #: (src, dst) -> the flow in `flows`, its sender's and receiver's entries, and its key
+        #: there: one look-up per segment, both directions made once per flow (a frozenset
+        #: key and `Flow.side` per segment cost more than the rest of the look-up)
+        self._sides: dict[tuple[str, str], tuple[Flow, Endpoint, Endpoint, frozenset[str]]] = {}
 
-    def _flow(self, src: str, dst: str, flags: int, payload: bytes = b"") -> Flow:
+    def _flow(self, src: str, dst: str, flags: int, payload: bytes = b""
+              ) -> tuple[Flow, Endpoint, Endpoint, frozenset[str]]:
+        """The flow of a segment from `src` to `dst`, its sender's and receiver's entries, and
+        its key in `flows`; a new flow when none is known, or a new SYN on a 4-tuple whose old
+        connection is over (a new connection)."""
+        known = self._sides.get((src, dst))
+        if known is not None and self.max_flows:
+            self.flows[known[3]] = self.flows.pop(known[3])  # most recently seen last
+        if known is None or (flags & (SYN | ACK) == SYN
+                             and known[0].client.state in _REOPENS):
+            return self._new_flow(src, dst, flags, payload)
+        return known
+
+    def _new_flow(self, src: str, dst: str, flags: int, payload: bytes
+                  ) -> tuple[Flow, Endpoint, Endpoint, frozenset[str]]:
+        self._count += 1
+        seen_open = bool(flags & SYN)
+        if seen_open:
+            client, server = (dst, src) if flags & ACK else (src, dst)
+        else:
+            client, server = _guess_roles(src, dst, payload)
+        # Joined mid-stream: the states are unknown; ESTABLISHED is only the model's start.
+        flow = Flow(Endpoint(client, Role.CLIENT,
+                             TcpState.CLOSED if seen_open else TcpState.ESTABLISHED),
+                    Endpoint(server, Role.SERVER,
+                             TcpState.LISTEN if seen_open else TcpState.ESTABLISHED),
+                    self._count, handshake_seen=seen_open)
         key = frozenset((src, dst))
-        flow = self.flows.get(key)
-        if flow is not None and self.max_flows:
-            self.flows[key] = self.flows.pop(key)  # most recently seen last
-        syn_only = flags & SYN and not flags & ACK
-        # A new SYN on a 4-tuple whose old connection is over starts a new connection.
-        if flow is None or (syn_only and flow.client.state in (TcpState.CLOSED,
-                                                               TcpState.TIME_WAIT)):
-            self._count += 1
-            seen_open = bool(flags & SYN)
-            if seen_open:
-                client, server = (dst, src) if flags & ACK else (src, dst)
-            else:
-                client, server = _guess_roles(src, dst, payload)
-            # Joined mid-stream: the states are unknown; ESTABLISHED is only the model's start.
-            flow = Flow(Endpoint(client, Role.CLIENT,
-                                 TcpState.CLOSED if seen_open else TcpState.ESTABLISHED),
-                        Endpoint(server, Role.SERVER,
-                                 TcpState.LISTEN if seen_open else TcpState.ESTABLISHED),
-                        self._count, handshake_seen=seen_open)
-            self.flows[key] = flow
-            if self.max_flows and len(self.flows) > self.max_flows:
-                del self.flows[next(iter(self.flows))]
-        return flow
+        self.flows[key] = flow
+        self._sides[dst, src] = (flow, *flow.side(dst), key)
+        self._sides[src, dst] = known = (flow, *flow.side(src), key)
+        if self.max_flows and len(self.flows) > self.max_flows:
+            old = self.flows.pop(next(iter(self.flows)))
+            self._sides.pop((old.client.addr, old.server.addr), None)
+            self._sides.pop((old.server.addr, old.client.addr), None)
+        return known
 
     def feed(self, d: Decoded, number: int, src: str | None = None,
              dst: str | None = None) -> SegmentView | None:
@@ -225,8 +245,8 @@ class TcpObserver:
             return None
         tcp, flags = d.tcp, d.tcp.flags
         src = d.endpoint("src") if src is None else src
-        flow = self._flow(src, d.endpoint("dst") if dst is None else dst, flags, d.payload)
-        sender, receiver = flow.side(src)
+        flow, sender, receiver, _ = self._flow(src, d.endpoint("dst") if dst is None else dst,
+                                               flags, d.payload)
         first = sender.sent == 0
         sender.sent += 1
         # Joined mid-stream: take the bases from the first numbers seen, as Wireshark does;
@@ -245,7 +265,7 @@ class TcpObserver:
         fit = view.rst_fit
         in_window = receiver.rcv_nxt is None or (flags & RST and fit is not Fit.OUTSIDE) or \
             _distance(tcp.seq, receiver.rcv_nxt) < self.WINDOW
-        if fit is Fit.IN_WINDOW:
+        if fit is _IN_WINDOW:
             flags &= ~RST  # RFC 5961 3.2: no reset; the receiver answers with a challenge ACK
         if in_window:
             view.transitions = self._advance(flow, sender, receiver, flags, tcp.ack, number)
@@ -272,7 +292,7 @@ class TcpObserver:
         """Mark in `view` what this segment is beyond its state moves: a RST's fit, a resent or
         cookie SYN-ACK, a keepalive probe, a challenge ACK. Updates the windows it advertises."""
         tcp = d.tcp
-        opts = tcp.parsed_options() if tcp.flags & SYN else None
+        opts = view.options = tcp.parsed_options() if tcp.flags & SYN else None
         if opts is not None:
             sender.wscale = opts.wscale
             if not tcp.flags & ACK:
@@ -324,23 +344,31 @@ class TcpObserver:
                 ack: int) -> list[tuple[Endpoint, Seg]]:
         """The state events one segment causes, in the order the kernels apply them."""
         if flags & RST:
-            return [(sender, Seg.SEND_RST), (receiver, Seg.RECV_RST)]
+            return [(sender, _SEND_RST), (receiver, _RECV_RST)]
         events: list[tuple[Endpoint, Seg]] = []
         if flags & SYN and not flags & ACK:
-            events += [(sender, Seg.SEND_SYN), (receiver, Seg.RECV_SYN)]
+            events += [(sender, _SEND_SYN), (receiver, _RECV_SYN)]
         elif flags & SYN:
-            events.append((receiver, Seg.RECV_SYN_ACK))
+            events.append((receiver, _RECV_SYN_ACK))
         acks_ours = bool(flags & ACK) and receiver.state in _AWAITING_ACK \
             and receiver.snd_nxt is not None and _seq_ge(ack, receiver.snd_nxt)
         if flags & FIN:
-            events.append((sender, Seg.SEND_FIN))
+            events.append((sender, _SEND_FIN))
         if acks_ours:
-            events.append((receiver, Seg.RECV_ACK))
+            events.append((receiver, _RECV_ACK))
         if flags & FIN:
-            events.append((receiver, Seg.RECV_FIN))
+            events.append((receiver, _RECV_FIN))
         return events
 
 
+#: the events `_events` names, looked up once: naming an enum member (`Seg.SEND_SYN`) goes
+#: through Python 3.11's EnumType.__getattr__ hook, about 0.15 us, several times a segment
+_SEND_SYN, _RECV_SYN, _RECV_SYN_ACK, _RECV_ACK = (Seg.SEND_SYN, Seg.RECV_SYN, Seg.RECV_SYN_ACK,
+                                                  Seg.RECV_ACK)
+_SEND_FIN, _RECV_FIN, _SEND_RST, _RECV_RST = (Seg.SEND_FIN, Seg.RECV_FIN, Seg.SEND_RST,
+                                              Seg.RECV_RST)
+#: a new SYN on a 4-tuple whose client entry is in one of these starts a new connection
+_REOPENS = frozenset({TcpState.CLOSED, TcpState.TIME_WAIT})
 #: the states in which an endpoint waits for the ACK of its SYN or FIN
 _AWAITING_ACK = frozenset({TcpState.SYN_RECV, TcpState.FIN_WAIT_1, TcpState.CLOSING,
                            TcpState.LAST_ACK})
