@@ -59,7 +59,9 @@ class TcpAnnotator:
                   "expects": view.expects}
         moves = view.transitions if view.states_known else ()
         if not view.in_window:
-            return row_of(base, _MISSING, _NOBODY, Fact(_OUT_OF_WINDOW, (), "", (), (), values))
+            return Row(number, base["time"], base["src"], base["dst"], base["proto"],
+                       base["summary"], _MISSING, _NOBODY,
+                       Fact(_OUT_OF_WINDOW, (), "", (), (), values), base["flow"], base["fields"])
         if view.rst_fit is _IN_WINDOW:
             return row_of(base, action=Action.USES, holders=(Holder.SERVER_KERNEL
                           if receiver == "server" else Holder.CLIENT_KERNEL,),
@@ -77,7 +79,9 @@ class TcpAnnotator:
             return self._special(view, base, moves, values)
         if flags & SYN:
             values["who"] = "client kernel creates" if not flags & ACK else "server kernel holds"
-            return row_of(base, _CREATES, KERNELS, Fact(_OPEN, (), "", moves, (), values))
+            return Row(number, base["time"], base["src"], base["dst"], base["proto"],
+                       base["summary"], _CREATES, KERNELS, Fact(_OPEN, (), "", moves, (), values),
+                       base["flow"], base["fields"])
         values["flight"] = (f"{view.in_flight} B in flight {sender}→{receiver}; "
                             if view.in_flight else "")
         # Unknown states: no kernel is known to hold this connection, so nothing it "expects".

@@ -133,6 +133,7 @@ class Flow:
     syn_options: int | None = None  #: what a SYN cookie's TSval would encode for the SYN
     synack_seqs: set[int] = field(default_factory=set)  #: the SYN-ACK sequence numbers seen
     challenged: tuple[str, int] | None = None  #: (receiver, packet) of an in-window RST
+    key: frozenset[str] = frozenset()  #: its key in `TcpObserver.flows`: its two endpoints
 
     def side(self, addr: str) -> tuple[Endpoint, Endpoint]:
         return (self.client, self.server) if addr == self.client.addr else \
@@ -195,47 +196,39 @@ class TcpObserver:
         self.flows: dict[frozenset[str], Flow] = {}
         self.max_flows = max_flows
         self._count = 0
-        #: (src, dst) -> the flow in `flows`, its sender's and receiver's entries, and its key
-        #: there: one look-up per segment, both directions made once per flow (a frozenset
-        #: key and `Flow.side` per segment cost more than the rest of the look-up)
-        self._sides: dict[tuple[str, str], tuple[Flow, Endpoint, Endpoint, frozenset[str]]] = {}
+        #: (src, dst) and (dst, src) -> the flow in `flows`: a look-up by a pair of strings
+        #: costs less than making the frozenset key per segment
+        self._pairs: dict[tuple[str, str], Flow] = {}
 
-    def _flow(self, src: str, dst: str, flags: int, payload: bytes = b""
-              ) -> tuple[Flow, Endpoint, Endpoint, frozenset[str]]:
-        """The flow of a segment from `src` to `dst`, its sender's and receiver's entries, and
-        its key in `flows`; a new flow when none is known, or a new SYN on a 4-tuple whose old
-        connection is over (a new connection)."""
-        known = self._sides.get((src, dst))
-        if known is not None and self.max_flows:
-            self.flows[known[3]] = self.flows.pop(known[3])  # most recently seen last
-        if known is None or (flags & (SYN | ACK) == SYN
-                             and known[0].client.state in _REOPENS):
+    def _flow(self, src: str, dst: str, flags: int, payload: bytes = b"") -> Flow:
+        """The flow of a segment from `src` to `dst`: a new one when none is known, or on a new
+        SYN on a 4-tuple whose old connection is over (a new connection)."""
+        flow = self._pairs.get((src, dst))
+        if flow is not None and self.max_flows:
+            self.flows[flow.key] = self.flows.pop(flow.key)  # most recently seen last
+        if flow is None or (flags & (SYN | ACK) == SYN and flow.client.state in _REOPENS):
             return self._new_flow(src, dst, flags, payload)
-        return known
+        return flow
 
-    def _new_flow(self, src: str, dst: str, flags: int, payload: bytes
-                  ) -> tuple[Flow, Endpoint, Endpoint, frozenset[str]]:
+    def _new_flow(self, src: str, dst: str, flags: int, payload: bytes) -> Flow:
         self._count += 1
         seen_open = bool(flags & SYN)
         if seen_open:
             client, server = (dst, src) if flags & ACK else (src, dst)
         else:
             client, server = _guess_roles(src, dst, payload)
-        # Joined mid-stream: the states are unknown; ESTABLISHED is only the model's start.
-        flow = Flow(Endpoint(client, Role.CLIENT,
-                             TcpState.CLOSED if seen_open else TcpState.ESTABLISHED),
-                    Endpoint(server, Role.SERVER,
-                             TcpState.LISTEN if seen_open else TcpState.ESTABLISHED),
-                    self._count, handshake_seen=seen_open)
+        (client_role, client_state), (server_role, server_state) = \
+            _OPENING if seen_open else _MID_STREAM
         key = frozenset((src, dst))
-        self.flows[key] = flow
-        self._sides[dst, src] = (flow, *flow.side(dst), key)
-        self._sides[src, dst] = known = (flow, *flow.side(src), key)
+        flow = Flow(Endpoint(client, client_role, client_state),
+                    Endpoint(server, server_role, server_state), self._count, [], seen_open,
+                    key=key)
+        self.flows[key] = self._pairs[src, dst] = self._pairs[dst, src] = flow
         if self.max_flows and len(self.flows) > self.max_flows:
             old = self.flows.pop(next(iter(self.flows)))
-            self._sides.pop((old.client.addr, old.server.addr), None)
-            self._sides.pop((old.server.addr, old.client.addr), None)
-        return known
+            del self._pairs[old.client.addr, old.server.addr]
+            self._pairs.pop((old.server.addr, old.client.addr), None)  # gone if src == dst
+        return flow
 
     def feed(self, d: Decoded, number: int, src: str | None = None,
              dst: str | None = None) -> SegmentView | None:
@@ -245,8 +238,8 @@ class TcpObserver:
             return None
         tcp, flags = d.tcp, d.tcp.flags
         src = d.endpoint("src") if src is None else src
-        flow, sender, receiver, _ = self._flow(src, d.endpoint("dst") if dst is None else dst,
-                                               flags, d.payload)
+        flow = self._flow(src, d.endpoint("dst") if dst is None else dst, flags, d.payload)
+        sender, receiver = flow.side(src)
         first = sender.sent == 0
         sender.sent += 1
         # Joined mid-stream: take the bases from the first numbers seen, as Wireshark does;
@@ -367,6 +360,10 @@ _SEND_SYN, _RECV_SYN, _RECV_SYN_ACK, _RECV_ACK = (Seg.SEND_SYN, Seg.RECV_SYN, Se
                                                   Seg.RECV_ACK)
 _SEND_FIN, _RECV_FIN, _SEND_RST, _RECV_RST = (Seg.SEND_FIN, Seg.RECV_FIN, Seg.SEND_RST,
                                               Seg.RECV_RST)
+#: (role, state) of a new flow's client and server entries: a handshake seen, or joined
+#: mid-stream (the states are unknown; ESTABLISHED is only the model's start)
+_OPENING = ((Role.CLIENT, TcpState.CLOSED), (Role.SERVER, TcpState.LISTEN))
+_MID_STREAM = ((Role.CLIENT, TcpState.ESTABLISHED), (Role.SERVER, TcpState.ESTABLISHED))
 #: a new SYN on a 4-tuple whose client entry is in one of these starts a new connection
 _REOPENS = frozenset({TcpState.CLOSED, TcpState.TIME_WAIT})
 #: the states in which an endpoint waits for the ACK of its SYN or FIN
@@ -390,7 +387,7 @@ def _guess_roles(src: str, dst: str, payload: bytes) -> tuple[str, str]:
 def _distance(a: int, b: int) -> int:
     """How far apart two sequence numbers are, either way round."""
     forward = (a - b) & 0xFFFFFFFF
-    return min(forward, 0x100000000 - forward)
+    return forward if forward <= 0x80000000 else 0x100000000 - forward
 
 
 def _seq_ge(a: int, b: int) -> bool:
