@@ -17,10 +17,6 @@ from protolab.wire.packets import Decoded, TcpHeader
 
 #: "SYN/ACK" for each value of the flags byte, "none" for 0 (made once, not per segment)
 _FLAG_TEXT = tuple("/".join(TcpHeader(0, 0, f, 0).flag_names()) or "none" for f in range(256))
-#: a segment's summary, "[SYN/ACK] seq=%d ack=%d len=%d", for each value of the flags byte
-#: (one %-format per row), and the same without the ack
-_SUMMARY = tuple(f"[{text}] seq=%d ack=%d len=%d" for text in _FLAG_TEXT)
-_SUMMARY_NO_ACK = tuple(f"[{text}] seq=%d len=%d" for text in _FLAG_TEXT)
 _ENDED = frozenset({TcpState.CLOSED, TcpState.TIME_WAIT})  #: a move into these ends an entry
 #: (sender, receiver) by the sender's role
 _PARTIES = {Role.CLIENT: ("client", "server"), Role.SERVER: ("server", "client")}
@@ -150,9 +146,10 @@ class TcpAnnotator:
         """Put the segment's summary, flow and fields in `base` (an HTTP line, or a DNS message
         over TCP, in the summary too); return the HTTP line, if the payload starts one."""
         base["flow"] = f"tcp {view.flow}"
-        base["summary"] = _SUMMARY[d.tcp.flags] % (view.rel_seq, view.rel_ack, view.length) \
-            if view.rel_ack is not None else \
-            _SUMMARY_NO_ACK[d.tcp.flags] % (view.rel_seq, view.length)
+        flags = _FLAG_TEXT[d.tcp.flags]
+        base["summary"] = f"[{flags}] seq={view.rel_seq} len={view.length}" \
+            if view.rel_ack is None else \
+            f"[{flags}] seq={view.rel_seq} ack={view.rel_ack} len={view.length}"
         fields: dict = {}
         http = _http_line(d.payload) if d.payload else None
         if http:

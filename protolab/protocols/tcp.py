@@ -234,9 +234,10 @@ class TcpObserver:
              dst: str | None = None) -> SegmentView | None:
         """Take one packet (capture number `number`; `src` and `dst`: its endpoints, when the
         caller has them already); None when it is not TCP."""
-        if d.tcp is None:
+        tcp = d.tcp
+        if tcp is None:
             return None
-        tcp, flags = d.tcp, d.tcp.flags
+        flags, seq, ack, size = tcp.flags, tcp.seq, tcp.ack, len(d.payload)
         src = d.endpoint("src") if src is None else src
         flow = self._flow(src, d.endpoint("dst") if dst is None else dst, flags, d.payload)
         sender, receiver = flow.side(src)
@@ -245,39 +246,40 @@ class TcpObserver:
         # Joined mid-stream: take the bases from the first numbers seen, as Wireshark does;
         # nothing before this segment is known to be unacknowledged.
         if sender.isn is None:
-            sender.isn = tcp.seq if flags & SYN else (tcp.seq - 1) & 0xFFFFFFFF
+            sender.isn = seq if flags & SYN else (seq - 1) & 0xFFFFFFFF
             if not flags & SYN:
-                sender.snd_una = tcp.seq
+                sender.snd_una = seq
         if receiver.isn is None and flags & ACK:
-            receiver.isn = (tcp.ack - 1) & 0xFFFFFFFF
-        length = len(d.payload) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
-        end = (tcp.seq + length) & 0xFFFFFFFF
-        view = SegmentView(flow.number, sender.role, 0, None, len(d.payload), 0, 0, True, (),
+            receiver.isn = (ack - 1) & 0xFFFFFFFF
+        end = (seq + size + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)) & 0xFFFFFFFF
+        view = SegmentView(flow.number, sender.role, 0, None, size, 0, 0, True, (),
                            flow.handshake_seen, first, None, receiver.window)
         self._marks(view, flow, sender, receiver, d, number)
         fit = view.rst_fit
-        in_window = receiver.rcv_nxt is None or (flags & RST and fit is not Fit.OUTSIDE) or \
-            _distance(tcp.seq, receiver.rcv_nxt) < self.WINDOW
+        rcv_nxt = receiver.rcv_nxt
+        in_window = rcv_nxt is None or (flags & RST and fit is not Fit.OUTSIDE) or \
+            _distance(seq, rcv_nxt) < self.WINDOW
         if fit is _IN_WINDOW:
             flags &= ~RST  # RFC 5961 3.2: no reset; the receiver answers with a challenge ACK
         if in_window:
-            view.transitions = self._advance(flow, sender, receiver, flags, tcp.ack, number)
-            if fit is None and (receiver.rcv_nxt is None or _seq_ge(end, receiver.rcv_nxt)):
+            view.transitions = self._advance(flow, sender, receiver, flags, ack, number)
+            if fit is None and (rcv_nxt is None or _seq_ge(end, rcv_nxt)):
                 receiver.rcv_nxt = end
             if fit is None and (sender.snd_nxt is None or _seq_ge(end, sender.snd_nxt)):
                 sender.snd_nxt = end
-            if flags & ACK and (receiver.snd_una is None or _seq_ge(tcp.ack, receiver.snd_una)):
-                receiver.snd_una = tcp.ack
+            if flags & ACK and (receiver.snd_una is None or _seq_ge(ack, receiver.snd_una)):
+                receiver.snd_una = ack
         else:
             view.in_window = False
-        una = sender.snd_una if sender.snd_una is not None else sender.isn
-        in_flight = (sender.snd_nxt - una) & 0xFFFFFFFF if sender.snd_nxt is not None else 0
+        isn, snd_nxt = sender.isn, sender.snd_nxt
+        una = sender.snd_una if sender.snd_una is not None else isn
+        in_flight = (snd_nxt - una) & 0xFFFFFFFF if snd_nxt is not None else 0
         expects = receiver.rcv_nxt if receiver.rcv_nxt is not None else end
-        view.rel_seq = (tcp.seq - sender.isn) & 0xFFFFFFFF
+        view.rel_seq = (seq - isn) & 0xFFFFFFFF
         if flags & ACK and receiver.isn is not None:
-            view.rel_ack = (tcp.ack - receiver.isn) & 0xFFFFFFFF
+            view.rel_ack = (ack - receiver.isn) & 0xFFFFFFFF
         view.in_flight = in_flight if in_flight < self.WINDOW else 0
-        view.expects = (expects - sender.isn) & 0xFFFFFFFF
+        view.expects = (expects - isn) & 0xFFFFFFFF
         return view
 
     def _marks(self, view: SegmentView, flow: Flow, sender: Endpoint, receiver: Endpoint,
