@@ -48,7 +48,7 @@ class TcpAnnotator:
         view = self.observer.feed(d, number, base["src"], base["dst"]) if named_as_seen \
             else self.observer.feed(d, number)
         flags = d.tcp.flags
-        http = self._describe(d, view, base)
+        http = _describe(d, view, base)
         sender, receiver = _PARTIES[view.sender_role]
         values = {"sender": sender, "receiver": receiver,
                   "states_known": view.states_known, "seq": view.rel_seq,
@@ -141,42 +141,6 @@ class TcpAnnotator:
     def _tsval(self, base: dict) -> int:
         return base["fields"].get("tcp_tsval", 0)
 
-    @staticmethod
-    def _describe(d: Decoded, view: SegmentView, base: dict) -> str | None:
-        """Put the segment's summary, flow and fields in `base` (an HTTP line, or a DNS message
-        over TCP, in the summary too); return the HTTP line, if the payload starts one."""
-        base["flow"] = f"tcp {view.flow}"
-        flags = _FLAG_TEXT[d.tcp.flags]
-        base["summary"] = f"[{flags}] seq={view.rel_seq} len={view.length}" \
-            if view.rel_ack is None else \
-            f"[{flags}] seq={view.rel_seq} ack={view.rel_ack} len={view.length}"
-        fields: dict = {}
-        http = _http_line(d.payload) if d.payload else None
-        if http:
-            base["summary"] += f" {http}"
-            fields["http"] = http
-        dns_tcp = parse_dns(d.payload[2:]) if 53 in (d.sport, d.dport) and len(d.payload) > 14 \
-            else None
-        if dns_tcp is not None:  # RFC 1035 section 4.2.2: a two-byte length, then the message
-            qid, is_response, question, rcode, _ = dns_tcp
-            base["summary"] += f" DNS {'answer' if is_response else 'query'} {qid:#06x} {question}"
-            fields = {"dns_id": qid, "dns_response": is_response, "dns_question": question}
-        fields["tcp_len"] = view.length
-        if (opts := view.options) is not None:  # a SYN's
-            if opts.mss is not None:
-                fields["tcp_mss"] = opts.mss
-            if opts.wscale is not None:
-                fields["tcp_wscale"] = opts.wscale
-            if opts.tsval is not None:
-                fields["tcp_tsval"] = opts.tsval
-            fields["tcp_sack_ok"] = opts.sack_ok
-        if view.window is not None:
-            fields["tcp_receiver_window"] = view.window
-        if view.rst_fit is not None:
-            fields["tcp_rst_fit"] = view.rst_fit.value
-        base["fields"] = fields
-        return http
-
     def _rst(self, view: SegmentView, base: dict, moves: tuple, values: dict) -> Row:
         if view.first_from_sender:  # RFC 9293 section 3.10.7.1: no socket, so RST
             answered = self._last.get(view.flow, 0)
@@ -197,6 +161,42 @@ class TcpAnnotator:
             if row.number == number and row.fact.moves:
                 kept = tuple(t for t in row.fact.moves if t.endpoint != endpoint)
                 self._window[i] = (replace(row, fact=replace(row.fact, moves=kept)), d)
+
+
+def _describe(d: Decoded, view: SegmentView, base: dict) -> str | None:
+    """Put the segment's summary, flow and fields in `base` (an HTTP line, or a DNS message
+    over TCP, in the summary too); return the HTTP line, if the payload starts one."""
+    base["flow"] = f"tcp {view.flow}"
+    flags = _FLAG_TEXT[d.tcp.flags]
+    base["summary"] = f"[{flags}] seq={view.rel_seq} len={view.length}" \
+        if view.rel_ack is None else \
+        f"[{flags}] seq={view.rel_seq} ack={view.rel_ack} len={view.length}"
+    fields: dict = {}
+    http = _http_line(d.payload) if d.payload else None
+    if http:
+        base["summary"] += f" {http}"
+        fields["http"] = http
+    dns_tcp = parse_dns(d.payload[2:]) if len(d.payload) > 14 and 53 in (d.sport, d.dport) \
+        else None
+    if dns_tcp is not None:  # RFC 1035 section 4.2.2: a two-byte length, then the message
+        qid, is_response, question, rcode, _ = dns_tcp
+        base["summary"] += f" DNS {'answer' if is_response else 'query'} {qid:#06x} {question}"
+        fields = {"dns_id": qid, "dns_response": is_response, "dns_question": question}
+    fields["tcp_len"] = view.length
+    if (opts := view.options) is not None:  # a SYN's
+        if opts.mss is not None:
+            fields["tcp_mss"] = opts.mss
+        if opts.wscale is not None:
+            fields["tcp_wscale"] = opts.wscale
+        if opts.tsval is not None:
+            fields["tcp_tsval"] = opts.tsval
+        fields["tcp_sack_ok"] = opts.sack_ok
+    if view.window is not None:
+        fields["tcp_receiver_window"] = view.window
+    if view.rst_fit is not None:
+        fields["tcp_rst_fit"] = view.rst_fit.value
+    base["fields"] = fields
+    return http
 
 
 def _http_state(payload: bytes) -> tuple[Kind, Action, tuple[Holder, ...]]:

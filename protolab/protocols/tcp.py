@@ -323,7 +323,7 @@ class TcpObserver:
         if not flags & (SYN | FIN | RST) and receiver.state not in _AWAITING_ACK:
             return ()  # a data segment or a plain ACK: no event (spared the work, often)
         done = []
-        for ep, seg in self._events(sender, receiver, flags, ack):
+        for ep, seg in _events(sender, receiver, flags, ack):
             try:
                 new = advance(TCP_TRANSITIONS, ep.role, ep.state, seg)
             except IllegalTransition:
@@ -334,26 +334,26 @@ class TcpObserver:
             done.append(t)
         return tuple(done)
 
-    @staticmethod
-    def _events(sender: Endpoint, receiver: Endpoint, flags: int,
-                ack: int) -> list[tuple[Endpoint, Seg]]:
-        """The state events one segment causes, in the order the kernels apply them."""
-        if flags & RST:
-            return [(sender, _SEND_RST), (receiver, _RECV_RST)]
-        events: list[tuple[Endpoint, Seg]] = []
-        if flags & SYN and not flags & ACK:
-            events += [(sender, _SEND_SYN), (receiver, _RECV_SYN)]
-        elif flags & SYN:
-            events.append((receiver, _RECV_SYN_ACK))
-        acks_ours = bool(flags & ACK) and receiver.state in _AWAITING_ACK \
-            and receiver.snd_nxt is not None and _seq_ge(ack, receiver.snd_nxt)
-        if flags & FIN:
-            events.append((sender, _SEND_FIN))
-        if acks_ours:
-            events.append((receiver, _RECV_ACK))
-        if flags & FIN:
-            events.append((receiver, _RECV_FIN))
-        return events
+
+def _events(sender: Endpoint, receiver: Endpoint, flags: int,
+            ack: int) -> list[tuple[Endpoint, Seg]]:
+    """The state events one segment causes, in the order the kernels apply them."""
+    if flags & RST:
+        return [(sender, _SEND_RST), (receiver, _RECV_RST)]
+    events: list[tuple[Endpoint, Seg]] = []
+    if flags & SYN and not flags & ACK:
+        events += [(sender, _SEND_SYN), (receiver, _RECV_SYN)]
+    elif flags & SYN:
+        events.append((receiver, _RECV_SYN_ACK))
+    acks_ours = bool(flags & ACK) and receiver.state in _AWAITING_ACK \
+        and receiver.snd_nxt is not None and _seq_ge(ack, receiver.snd_nxt)
+    if flags & FIN:
+        events.append((sender, _SEND_FIN))
+    if acks_ours:
+        events.append((receiver, _RECV_ACK))
+    if flags & FIN:
+        events.append((receiver, _RECV_FIN))
+    return events
 
 
 #: the events `_events` names, looked up once: naming an enum member (`Seg.SEND_SYN`) goes
