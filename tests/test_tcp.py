@@ -163,3 +163,34 @@ def test_illegal_moves_name_role_state_and_event() -> None:
     with pytest.raises(IllegalTransition, match="SERVER in state LISTEN cannot take event "
                                                 "RECV_FIN"):
         advance(TCP_TRANSITIONS, Role.SERVER, TcpState.LISTEN, Seg.RECV_FIN)
+
+
+def _syn_from(port: int) -> object:
+    pkt = IP(src=C[0], dst=S[0]) / TCP(sport=port, dport=S[1], flags="S", seq=CI)
+    return decode(bytes(Ether() / pkt), LINKTYPE_ETHERNET)
+
+
+def test_a_bounded_observer_forgets_the_least_recently_seen_connection() -> None:
+    """With `max_flows`, a segment makes its connection the most recently seen; the table's
+    overflow forgets the least recently seen one, and a later segment of it starts a new flow."""
+    obs = TcpObserver(max_flows=2)
+    first, second, third = (_syn_from(port) for port in (40001, 40002, 40003))
+    assert [obs.feed(d, n).flow for n, d in enumerate((first, second, first), 1)] == [1, 2, 1]
+    obs.feed(third, 4)  # the table is full: connection 2, seen least recently, goes
+    assert sorted(f.number for f in obs.flows.values()) == [1, 3]
+    assert obs.feed(first, 5).flow == 1 and obs.feed(second, 6).flow == 4
+    assert sorted(f.number for f in obs.flows.values()) == [1, 4]
+
+
+def test_a_new_syn_on_a_closed_four_tuple_is_a_new_flow_both_ways() -> None:
+    """After the connection ends, the same 4-tuple's next SYN is a new connection; its answer,
+    from the other side, belongs to the new one too."""
+    obs = TcpObserver()
+    segs = conversation(C)
+    for n, d in enumerate(segs, 1):
+        obs.feed(d, n)
+    obs.flows[frozenset(("10.0.0.1:40000", "10.0.0.2:80"))].client.state = TcpState.CLOSED
+    again = obs.feed(seg(C, "S", CI + 100), 10)
+    answer = obs.feed(seg(S, "SA", SI + 100, CI + 101), 11)
+    assert (again.flow, answer.flow, len(obs.flows)) == (2, 2, 1)
+    assert answer.transitions[0].new is TcpState.ESTABLISHED

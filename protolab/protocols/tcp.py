@@ -107,7 +107,7 @@ class Transition:
     packet: int  #: capture packet number
 
 
-@dataclass
+@dataclass(slots=True)
 class Endpoint:
     """What one kernel holds for one connection (its TCB), as seen from the wire."""
 
@@ -123,7 +123,7 @@ class Endpoint:
     window: int | None = None  #: the receive window it last advertised, in bytes (scaled)
 
 
-@dataclass
+@dataclass(slots=True)
 class Flow:
     client: Endpoint
     server: Endpoint
@@ -199,13 +199,15 @@ class TcpObserver:
         #: (src, dst) and (dst, src) -> the flow in `flows`: a look-up by a pair of strings
         #: costs less than making the frozenset key per segment
         self._pairs: dict[tuple[str, str], Flow] = {}
+        self._newest: Flow | None = None  #: the flow last in `flows` (moving it again: no-op)
 
     def _flow(self, src: str, dst: str, flags: int, payload: bytes = b"") -> Flow:
         """The flow of a segment from `src` to `dst`: a new one when none is known, or on a new
         SYN on a 4-tuple whose old connection is over (a new connection)."""
         flow = self._pairs.get((src, dst))
-        if flow is not None and self.max_flows:
+        if flow is not None and self.max_flows and flow is not self._newest:
             self.flows[flow.key] = self.flows.pop(flow.key)  # most recently seen last
+            self._newest = flow
         if flow is None or (flags & (SYN | ACK) == SYN and flow.client.state in _REOPENS):
             return self._new_flow(src, dst, flags, payload)
         return flow
@@ -223,7 +225,7 @@ class TcpObserver:
         flow = Flow(Endpoint(client, client_role, client_state),
                     Endpoint(server, server_role, server_state), self._count, [], seen_open,
                     key=key)
-        self.flows[key] = self._pairs[src, dst] = self._pairs[dst, src] = flow
+        self.flows[key] = self._pairs[src, dst] = self._pairs[dst, src] = self._newest = flow
         if self.max_flows and len(self.flows) > self.max_flows:
             old = self.flows.pop(next(iter(self.flows)))
             del self._pairs[old.client.addr, old.server.addr]
