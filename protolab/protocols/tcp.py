@@ -264,7 +264,9 @@ class TcpObserver:
         if fit is _IN_WINDOW:
             flags &= ~RST  # RFC 5961 3.2: no reset; the receiver answers with a challenge ACK
         if in_window:
-            view.transitions = self._advance(flow, sender, receiver, flags, ack, number)
+            # a data segment or a plain ACK causes no event (spared the call, often)
+            if flags & (SYN | FIN | RST) or receiver.state in _AWAITING_ACK:
+                view.transitions = self._advance(flow, sender, receiver, flags, ack, number)
             if fit is None and (rcv_nxt is None or _seq_ge(end, rcv_nxt)):
                 receiver.rcv_nxt = end
             if fit is None and (sender.snd_nxt is None or _seq_ge(end, sender.snd_nxt)):
@@ -322,8 +324,6 @@ class TcpObserver:
     def _advance(self, flow: Flow, sender: Endpoint, receiver: Endpoint, flags: int, ack: int,
                  number: int) -> tuple[Transition, ...]:
         """Apply the segment's state events (`_events`) to both endpoints; the moves made."""
-        if not flags & (SYN | FIN | RST) and receiver.state not in _AWAITING_ACK:
-            return ()  # a data segment or a plain ACK: no event (spared the work, often)
         done = []
         for ep, seg in _events(sender, receiver, flags, ack):
             try:
