@@ -166,7 +166,7 @@ class TcpAnnotator:
 def _describe(d: Decoded, view: SegmentView, base: dict) -> str | None:
     """Put the segment's summary, flow and fields in `base` (an HTTP line, or a DNS message
     over TCP, in the summary too); return the HTTP line, if the payload starts one."""
-    base["flow"] = f"tcp {view.flow}"
+    base["flow"] = view.label
     flags = _FLAG_TEXT[d.tcp.flags]
     base["summary"] = f"[{flags}] seq={view.rel_seq} len={view.length}" \
         if view.rel_ack is None else \

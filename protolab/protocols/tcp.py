@@ -134,6 +134,7 @@ class Flow:
     synack_seqs: set[int] = field(default_factory=set)  #: the SYN-ACK sequence numbers seen
     challenged: tuple[str, int] | None = None  #: (receiver, packet) of an in-window RST
     key: frozenset[str] = frozenset()  #: its key in `TcpObserver.flows`: its two endpoints
+    label: str = ""  #: its name in the rows ("tcp 3"), made once, not per segment
 
     def side(self, addr: str) -> tuple[Endpoint, Endpoint]:
         return (self.client, self.server) if addr == self.client.addr else \
@@ -164,6 +165,7 @@ class SegmentView:
     keepalive: bool = False  #: an empty ACK one below SND.NXT: a keepalive probe
     challenges: int | None = None  #: the in-window RST this empty ACK answers (challenge ACK)
     options: TcpOptions | None = None  #: a SYN's options (read once, for whoever describes it)
+    label: str = ""  #: the flow's name in the rows ("tcp 3")
 
 
 class Fit(Enum):
@@ -224,7 +226,7 @@ class TcpObserver:
         key = frozenset((src, dst))
         flow = Flow(Endpoint(client, client_role, client_state),
                     Endpoint(server, server_role, server_state), self._count, [], seen_open,
-                    key=key)
+                    key=key, label=f"tcp {self._count}")
         self.flows[key] = self._pairs[src, dst] = self._pairs[dst, src] = self._newest = flow
         if self.max_flows and len(self.flows) > self.max_flows:
             old = self.flows.pop(next(iter(self.flows)))
@@ -256,6 +258,7 @@ class TcpObserver:
         end = (seq + size + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)) & 0xFFFFFFFF
         view = SegmentView(flow.number, sender.role, 0, None, size, 0, 0, True, (),
                            flow.handshake_seen, first, None, receiver.window)
+        view.label = flow.label
         self._marks(view, flow, sender, receiver, d, number)
         fit = view.rst_fit
         rcv_nxt = receiver.rcv_nxt
