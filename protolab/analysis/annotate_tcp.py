@@ -55,9 +55,7 @@ class TcpAnnotator:
                   "expects": view.expects}
         moves = view.transitions if view.states_known else ()
         if not view.in_window:
-            return Row(number, base["time"], base["src"], base["dst"], base["proto"],
-                       base["summary"], _MISSING, _NOBODY,
-                       Fact(_OUT_OF_WINDOW, (), "", (), (), values), base["flow"], base["fields"])
+            return _row(base, _MISSING, _NOBODY, Fact(_OUT_OF_WINDOW, (), "", (), (), values))
         if view.rst_fit is _IN_WINDOW:
             return row_of(base, action=Action.USES, holders=(Holder.SERVER_KERNEL
                           if receiver == "server" else Holder.CLIENT_KERNEL,),
@@ -75,9 +73,7 @@ class TcpAnnotator:
             return self._special(view, base, moves, values)
         if flags & SYN:
             values["who"] = "client kernel creates" if not flags & ACK else "server kernel holds"
-            return Row(number, base["time"], base["src"], base["dst"], base["proto"],
-                       base["summary"], _CREATES, KERNELS, Fact(_OPEN, (), "", moves, (), values),
-                       base["flow"], base["fields"])
+            return _row(base, _CREATES, KERNELS, Fact(_OPEN, (), "", moves, (), values))
         values["flight"] = (f"{view.in_flight} B in flight {sender}→{receiver}; "
                             if view.in_flight else "")
         # Unknown states: no kernel is known to hold this connection, so nothing it "expects".
@@ -90,10 +86,7 @@ class TcpAnnotator:
             also = (Kind.WS_DROPPED,) if flags & FIN and self._ws.ended(view.flow) else ()
             return row_of(base, action=Action.ENDS, holders=KERNELS,
                           fact=Fact(Kind.TCP_CLOSE, moves=moves, values=values, also=also))
-        # Nearly every segment: the row made here, its fact's fields given in order.
-        return Row(number, base["time"], base["src"], base["dst"], base["proto"],
-                   base["summary"], _USES, KERNELS, Fact(_SEGMENT, (), "", moves, (), values),
-                   base["flow"], base["fields"])
+        return _row(base, _USES, KERNELS, Fact(_SEGMENT, (), "", moves, (), values))
 
     def _payload_row(self, d: Decoded, view: SegmentView, base: dict, moves: tuple,
                      values: dict, http: str | None) -> Row | None:
@@ -197,6 +190,14 @@ def _describe(d: Decoded, view: SegmentView, base: dict) -> str | None:
         fields["tcp_rst_fit"] = view.rst_fit.value
     base["fields"] = fields
     return http
+
+
+def _row(base: dict, action: Action, holders: tuple[Holder, ...], fact: Fact) -> Row:
+    """`row_of` for a base `_describe` finished (its summary, flow and fields are there), on
+    the rows nearly every segment gets: no defaults looked at, the fact made with its fields in
+    order (keywords cost a third of the fact)."""
+    return Row(base["number"], base["time"], base["src"], base["dst"], base["proto"],
+               base["summary"], action, holders, fact, base["flow"], base["fields"])
 
 
 def _http_state(payload: bytes) -> tuple[Kind, Action, tuple[Holder, ...]]:
