@@ -144,17 +144,31 @@ class Decoded:
 
     @property
     def transport(self) -> str:
-        return _TRANSPORTS.get(self.proto or -1, "IP" if self.src else "?")
+        return TRANSPORTS.get(self.proto or -1, "IP" if self.src else "?")
 
     def endpoint(self, which: str) -> str:
         key = (self.src, self.sport) if which == "src" else (self.dst, self.dport)
         text = _ENDPOINTS.get(key)
         return text if text is not None else _endpoint(*key)
 
+    def endpoints(self) -> tuple[str, str]:
+        """(endpoint("src"), endpoint("dst")) in one step: a pair of sockets is met again and
+        again (every segment of a connection, both ways), its texts are remembered together."""
+        key = (self.src, self.sport, self.dst, self.dport)
+        texts = _ENDPOINT_PAIRS.get(key)
+        if texts is None:
+            if len(_ENDPOINT_PAIRS) >= _ENDPOINTS_KEPT:
+                _ENDPOINT_PAIRS.clear()
+            texts = _ENDPOINT_PAIRS[key] = (self.endpoint("src"), self.endpoint("dst"))
+        return texts
+
 
 #: "ip:port" texts already made (a capture names the same few endpoints again and again)
 _ENDPOINTS: dict[tuple[str | None, int | None], str] = {}
 _ENDPOINTS_KEPT = 1 << 16
+#: the pairs of them, by (src, sport, dst, dport)
+_ENDPOINT_PAIRS: dict[tuple[str | None, int | None, str | None, int | None],
+                      tuple[str, str]] = {}
 
 
 def _endpoint(host: str | None, port: int | None) -> str:
@@ -169,7 +183,8 @@ def _endpoint(host: str | None, port: int | None) -> str:
     return text
 
 
-_TRANSPORTS = {PROTO_TCP: "TCP", PROTO_UDP: "UDP", PROTO_ICMP: "ICMP", PROTO_ICMPV6: "ICMPv6"}
+#: the transport protocols' names, by IP protocol number
+TRANSPORTS = {PROTO_TCP: "TCP", PROTO_UDP: "UDP", PROTO_ICMP: "ICMP", PROTO_ICMPV6: "ICMPv6"}
 
 
 def decode(data: bytes, linktype: int, time: float = 0.0, orig_len: int = 0,
