@@ -92,14 +92,8 @@ class Annotator:
     def _annotate(self, d: Decoded, number: int, rel: float) -> Row:
         """The protocol part's row, with the decoded fields every row has and its flow; a packet
         already seen at another capture point is a copy's row (`annotate_points`)."""
-        first = self._points.first_of(d) if d.interface else None  # one capture point: no copy
-        if first is not None:
-            src, dst = d.endpoints()
-            row = copy_row(d, {"number": number, "time": rel, "src": src, "dst": dst,
-                               "proto": d.transport}, first)
-        else:
-            row = self._annotate_protocol(d, number, rel)
-        # The decoded values every row has, then the part's: one dict, made in one step.
+        # The decoded values every row has, first among its fields: the part adds its own to
+        # this dict (handed to it as base["fields"]), or makes its own, merged after them.
         if (tcp := d.tcp) is not None:
             fields = {"length": d.length, "sport": d.sport, "dport": d.dport,
                       "tcp_seq": tcp.seq, "tcp_ack": tcp.ack, "tcp_flags": tcp.flags}
@@ -109,7 +103,14 @@ class Annotator:
             fields.update(icmp_type=d.icmp_type, icmp_code=d.icmp_code)
         if d.interface:  # a capture at several points: where this copy was seen
             fields["interface"] = d.interface
-        if row.fields:
+        first = self._points.first_of(d) if d.interface else None  # one capture point: no copy
+        if first is not None:
+            src, dst = d.endpoints()
+            row = copy_row(d, {"number": number, "time": rel, "src": src, "dst": dst,
+                               "proto": d.transport}, first)
+        else:
+            row = self._annotate_protocol(d, number, rel, fields)
+        if row.fields is not fields:
             fields.update(row.fields)
         if d.orig_len > d.length:
             fields["truncated"] = True
@@ -122,11 +123,14 @@ class Annotator:
             self._points.remember(d, row)
         return row
 
-    def _annotate_protocol(self, d: Decoded, number: int, rel: float) -> Row:
+    def _annotate_protocol(self, d: Decoded, number: int, rel: float, fields: dict) -> Row:
+        """The row of the part for `d`'s protocol, handed the base dict (`fields`: the decoded
+        values every row has, for the part to add its own to)."""
         src, dst = d.endpoints()
         proto = d.proto
         base = {"number": number, "time": rel, "src": src, "dst": dst,
-                "proto": TRANSPORTS.get(proto) or d.transport}  # (the property, in one step)
+                "proto": TRANSPORTS.get(proto) or d.transport,  # (the property, in one step)
+                "fields": fields}
         if d.error and d.sport is None and d.icmp_type is None:
             return row_of(base, summary=d.error, action=Action.NONE, holders=(),
                           fact=Fact(Kind.NOT_DECODED, values={"error": d.error}))

@@ -60,7 +60,9 @@ class DnsAnnotator:
         hexid = f"{qid:#06x}"
         src, dst = base["src"], base["dst"]  # d's endpoints
         base["flow"] = f"dns {dst}↔{src}" if is_response else f"dns {src}↔{dst}"  # client first
-        base["fields"] = {"dns_id": qid, "dns_response": is_response, "dns_question": question}
+        fields = base.setdefault("fields", {})  # (the values every row has, from the Annotator)
+        fields["dns_id"], fields["dns_response"], fields["dns_question"] = \
+            qid, is_response, question
         # (Fact's fields in order: kind, refs, key, moves, also, values)
         if not is_response:
             relay = self._relay(payload, (src, dst), base["number"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from dataclasses import replace
 
-from protolab.analysis.facts import WINDOW, Action, Fact, Holder, Kind, Row, row_of
+from protolab.analysis.facts import MAX_PENDING, WINDOW, Action, Fact, Holder, Kind, Row, row_of
 from protolab.protocols.quic import QuicHeader, decode_header
 from protolab.wire.packets import Decoded
 
@@ -34,6 +34,7 @@ class QuicAnnotator:
         self._recent: OrderedDict[bytes, tuple[tuple[str, str], int]] = OrderedDict()
         self._unanswered: dict[int, list[int]] = {}  # conn -> to-server packets, no reply
         self._ends: dict[int, tuple[str, str]] = {}  # conn -> (client host, server)
+        self._short_texts: dict[bytes, tuple[str, str]] = {}  # DCID -> `_texts` of its header
 
     def header(self, d: Decoded, src: str | None = None,
                dst: str | None = None) -> QuicHeader | None:
@@ -50,10 +51,7 @@ class QuicAnnotator:
         src, dst = base["src"], base["dst"]  # d's endpoints
         path = _path(src, dst)
         base["proto"] = "QUIC"
-        dcid = h.dcid.hex()
-        scid = f" SCID={h.scid.hex()}" if h.scid else ""
-        base["summary"] = f"{h.packet_type} DCID={dcid}{scid}" + (
-            f" token={len(h.token)}B" if h.token else "")
+        dcid, base["summary"] = self._texts(h)
         if h.packet_type == "Version Negotiation":
             return row_of(base, Action.NONE, (Holder.PACKET,),
                           Fact(Kind.QUIC_VERSION_NEGOTIATION))
@@ -64,7 +62,9 @@ class QuicAnnotator:
             self._servers.add(dst)
         to_server = dst in self._servers
         relay = self._relayed_copy(self._recent, d.payload, path, base["number"])
-        conn = self._cids.get(h.dcid, self._paths.get(path))
+        conn = self._cids.get(h.dcid)
+        if conn is None:
+            conn = self._paths.get(path)
         also: tuple[Kind, ...] = (Kind.QUIC_RELAYED,) if relay else ()
         if conn is None:
             self._count += 1
@@ -77,8 +77,9 @@ class QuicAnnotator:
         self._paths[path] = conn
         self._cids.setdefault(h.dcid, conn)
         base["flow"] = f"quic {conn}"
-        base["fields"] = {"quic_type": h.packet_type, "quic_dcid": dcid,
-                          "quic_scid": h.scid.hex() if h.scid is not None else None}
+        fields = base.setdefault("fields", {})  # (the values every row has, from the Annotator)
+        fields["quic_type"], fields["quic_dcid"], fields["quic_scid"] = \
+            h.packet_type, dcid, h.scid.hex() if h.scid is not None else None
         values = {"conn": conn, "dcid": dcid, "address": src if to_server else dst,
                   "receiver": "server" if to_server else "client"}
         # (Fact's fields in order: kind, refs, key, moves, also, values)
@@ -86,6 +87,21 @@ class QuicAnnotator:
             Kind.QUIC_LOOKUP, (relay,) if relay else (), dcid, (), also, values))
         self._track_replies(row, conn, to_server, src, dst)
         return row
+
+    def _texts(self, h: QuicHeader) -> tuple[str, str]:
+        """The DCID as hex and the row's summary; a short header's remembered by its DCID (it is
+        all such a header says, and a connection's packets after its handshake say the same)."""
+        texts = None if h.long else self._short_texts.get(h.dcid)
+        if texts is None:
+            dcid = h.dcid.hex()
+            scid = f" SCID={h.scid.hex()}" if h.scid else ""
+            texts = dcid, f"{h.packet_type} DCID={dcid}{scid}" + (
+                f" token={len(h.token)}B" if h.token else "")
+            if not h.long:
+                if len(self._short_texts) >= MAX_PENDING:
+                    self._short_texts.clear()
+                self._short_texts[h.dcid] = texts
+        return texts
 
     def _row(self, base: dict, h: QuicHeader, conn: int, to_server: bool,
                   lookup: Fact) -> Row:
@@ -112,8 +128,7 @@ class QuicAnnotator:
             return row_of(base, action=Action.CREATES, holders=(Holder.SERVER_APP,),
                           fact=Fact(Kind.QUIC_SERVER_KEY, key=h.scid.hex(), values=values))
         holder = Holder.SERVER_APP if to_server else Holder.CLIENT_APP
-        return row_of(base, action=Action.USES, holders=(holder,),
-                      fact=lookup)
+        return row_of(base, Action.USES, (holder,), lookup)
 
     @staticmethod
     def _relayed_copy(recent: OrderedDict, payload: bytes, path: object, number: int) -> int:

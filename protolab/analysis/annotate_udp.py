@@ -17,7 +17,7 @@ def udp_row(d: Decoded, base: dict) -> Row:
     """A datagram that stands alone, with a preview of its payload if that is printable."""
     text = _printable(d.payload)
     if text:
-        base = {**base, "fields": {"udp_text": text}}
+        base.setdefault("fields", {})["udp_text"] = text  # (after the values every row has)
     return row_of(base, summary=f"UDP {len(d.payload)} bytes" + (f" {text!r}" if text else ""),
                   action=Action.NONE, holders=(Holder.PACKET,), fact=Fact(Kind.UDP_DATAGRAM))
 
