@@ -114,7 +114,7 @@ class DnsAnnotator:
             return row_of(base, Action.USES, (Holder.CLIENT_APP,),
                           Fact(Kind.DNS_RETRANSMIT, (first.number,), hexid, (), (),
                                {"copies": first.copies}), f"query {hexid} {question} (again)")
-        asked = self._asked_by_clients(src, dst, question)
+        asked = self._asked_by_clients(src, dst, question) if self._pending else []
         self._pending[key] = _Query(base["number"], d.time, question, 1, bool(asked))
         self._bound(self._pending)
         if asked:

@@ -13,6 +13,9 @@ from protolab.analysis.facts import MAX_PENDING, WINDOW, Action, Fact, Holder, K
 from protolab.protocols.quic import QuicHeader, decode_header
 from protolab.wire.packets import Decoded
 
+#: who looks a DCID up, by whether the packet goes to the server
+_RECEIVER_APP = {True: (Holder.SERVER_APP,), False: (Holder.CLIENT_APP,)}
+
 
 def _path(src: str, dst: str) -> tuple[str, str]:
     """A 4-tuple as the same key whichever way a packet goes on it: its two endpoints, sorted."""
@@ -61,7 +64,7 @@ class QuicAnnotator:
                 src not in self._servers:
             self._servers.add(dst)
         to_server = dst in self._servers
-        relay = self._relayed_copy(self._recent, d.payload, path, base["number"])
+        relay = self._relayed_copy(d.payload, path, base["number"])
         conn = self._cids.get(h.dcid)
         if conn is None:
             conn = self._paths.get(path)
@@ -83,8 +86,10 @@ class QuicAnnotator:
         values = {"conn": conn, "dcid": dcid, "address": src if to_server else dst,
                   "receiver": "server" if to_server else "client"}
         # (Fact's fields in order: kind, refs, key, moves, also, values)
-        row = self._row(base, h, conn, to_server, Fact(
-            Kind.QUIC_LOOKUP, (relay,) if relay else (), dcid, (), also, values))
+        lookup = Fact(Kind.QUIC_LOOKUP, (relay,) if relay else (), dcid, (), also, values)
+        row = self._row(base, h, conn, to_server, lookup) if h.long else None
+        if row is None:  # the receiver finds the connection by the DCID, in its own table
+            row = row_of(base, Action.USES, _RECEIVER_APP[to_server], lookup)
         self._track_replies(row, conn, to_server, src, dst)
         return row
 
@@ -104,7 +109,9 @@ class QuicAnnotator:
         return texts
 
     def _row(self, base: dict, h: QuicHeader, conn: int, to_server: bool,
-                  lookup: Fact) -> Row:
+                  lookup: Fact) -> Row | None:
+        """The row of a long header that keeps no state (Retry), creates a key or echoes a
+        token; None for one that is only looked up (`lookup`), as every short header is."""
         values = lookup.values
         if h.packet_type == "Retry":
             if h.scid:
@@ -127,13 +134,12 @@ class QuicAnnotator:
             self._keyed.add(conn)
             return row_of(base, action=Action.CREATES, holders=(Holder.SERVER_APP,),
                           fact=Fact(Kind.QUIC_SERVER_KEY, key=h.scid.hex(), values=values))
-        holder = Holder.SERVER_APP if to_server else Holder.CLIENT_APP
-        return row_of(base, Action.USES, (holder,), lookup)
+        return None
 
-    @staticmethod
-    def _relayed_copy(recent: OrderedDict, payload: bytes, path: object, number: int) -> int:
+    def _relayed_copy(self, payload: bytes, path: tuple[str, str], number: int) -> int:
         """The packet number of the same datagram seen just before on another path (a relay
         forwards the bytes unchanged), or 0."""
+        recent = self._recent
         seen = recent.pop(payload, None)
         recent[payload] = (path, number)
         while len(recent) > WINDOW:
@@ -150,7 +156,11 @@ class QuicAnnotator:
             return
         fact = row.fact
         if fact.kind is Kind.QUIC_LOOKUP and Kind.QUIC_RELAYED not in fact.also:
-            self._unanswered.setdefault(conn, []).append(row.number)
+            numbers = self._unanswered.get(conn)
+            if numbers is None:
+                self._unanswered[conn] = [row.number]
+            else:
+                numbers.append(row.number)
             return
         if fact.kind is Kind.QUIC_CLIENT_KEY:
             ends = (client.rsplit(":", 1)[0], server)
