@@ -116,31 +116,31 @@ def _read_stream(f: BinaryIO, name: str, make: Make[T] | None) -> Iterator[T]:
 
 
 _CHUNK = 1 << 20  #: bytes read at once: one read per thousands of records, not two per record
+_MAX_CAPLEN = SNAPLEN * 4  #: a record longer than this is taken for a corrupt one
 
 
 def _records(f: BinaryIO, name: str, header: struct.Struct, linktype: int,
              divisor: float, make: Make[T] | None) -> Iterator[T]:
     """The records after a classic pcap file's global header, read a chunk at a time."""
-    buf, pos, offset = b"", 0, 24  # offset: where in the file the record at `pos` starts
+    buf, pos, base = b"", 0, 24  # base: where in the file buf starts (for the errors' bytes)
     while True:
         if pos + _RECORD_HEADER_LEN > len(buf):
-            buf, pos = buf[pos:] + f.read(_CHUNK), 0
+            buf, pos, base = buf[pos:] + f.read(_CHUNK), 0, base + pos
             if not buf:
                 return
             if len(buf) < _RECORD_HEADER_LEN:
-                raise PcapError(f"{name}: file ends inside a record header at byte {offset}")
+                raise PcapError(f"{name}: file ends inside a record header at byte {base}")
         sec, frac, caplen, orig_len = header.unpack_from(buf, pos)
-        if caplen > SNAPLEN * 4:
-            raise PcapError(f"{name}: corrupt record at byte {offset} (length {caplen})")
+        if caplen > _MAX_CAPLEN:
+            raise PcapError(f"{name}: corrupt record at byte {base + pos} (length {caplen})")
         start = pos + _RECORD_HEADER_LEN
         if start + caplen > len(buf):
-            buf = buf[pos:] + f.read(max(_CHUNK, caplen))
+            buf, base = buf[pos:] + f.read(max(_CHUNK, caplen)), base + pos
             pos, start = 0, _RECORD_HEADER_LEN
             if start + caplen > len(buf):
-                raise PcapError(f"{name}: file ends inside a record at byte {offset} "
+                raise PcapError(f"{name}: file ends inside a record at byte {base} "
                                 f"({len(buf) - start} of {caplen} bytes)")
         pos = start + caplen
-        offset += _RECORD_HEADER_LEN + caplen
         if make is None:  # a Frame, made here (a call per record less)
             yield sec + frac / divisor, linktype, buf[start:pos], orig_len, ""
         else:
