@@ -20,6 +20,7 @@ import datetime
 import ipaddress
 import secrets
 import ssl
+import struct
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -72,12 +73,15 @@ _SHORT_HEADERS: dict[bytes, QuicHeader] = {}
 _SHORT_HEADERS_KEPT = 4096
 
 
+#: a long header's version and DCID length, after its first byte (RFC 9000 section 17.2)
+_VERSION_DCID_LEN = struct.Struct("!IB")
+
+
 def _long_header(payload: bytes, first: int) -> QuicHeader | None:
     """A long header (RFC 9000 section 17.2; `first` is its first byte), or None."""
     if len(payload) < 7:
         return None
-    version = int.from_bytes(payload[1:5], "big")
-    dlen = payload[5]
+    version, dlen = _VERSION_DCID_LEN.unpack_from(payload, 1)
     if dlen > 20 or len(payload) < 6 + dlen + 1:
         return None
     dcid = payload[6:6 + dlen]
@@ -109,6 +113,8 @@ def _varint(b: bytes, at: int = 0) -> tuple[int | None, int]:
     size = 1 << (b[at] >> 6)
     if len(b) < at + size:
         return None, 0
+    if size == 1:  # (every length under 64, as a token's usually is: no bytes to join)
+        return b[at] & 0x3F, 1
     return int.from_bytes(b[at:at + size], "big") & ((1 << (8 * size - 2)) - 1), size
 
 
