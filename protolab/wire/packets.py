@@ -152,23 +152,16 @@ class Decoded:
         return text if text is not None else _endpoint(*key)
 
     def endpoints(self) -> tuple[str, str]:
-        """(endpoint("src"), endpoint("dst")) in one step: a pair of sockets is met again and
-        again (every segment of a connection, both ways), its texts are remembered together."""
-        key = (self.src, self.sport, self.dst, self.dport)
-        texts = _ENDPOINT_PAIRS.get(key)
-        if texts is None:
-            if len(_ENDPOINT_PAIRS) >= _ENDPOINTS_KEPT:
-                _ENDPOINT_PAIRS.clear()
-            texts = _ENDPOINT_PAIRS[key] = (self.endpoint("src"), self.endpoint("dst"))
-        return texts
+        """(endpoint("src"), endpoint("dst")), in one call."""
+        src = _ENDPOINTS.get((self.src, self.sport))
+        dst = _ENDPOINTS.get((self.dst, self.dport))
+        return (src if src is not None else _endpoint(self.src, self.sport),
+                dst if dst is not None else _endpoint(self.dst, self.dport))
 
 
 #: "ip:port" texts already made (a capture names the same few endpoints again and again)
 _ENDPOINTS: dict[tuple[str | None, int | None], str] = {}
 _ENDPOINTS_KEPT = 1 << 16
-#: the pairs of them, by (src, sport, dst, dport)
-_ENDPOINT_PAIRS: dict[tuple[str | None, int | None, str | None, int | None],
-                      tuple[str, str]] = {}
 
 
 def _endpoint(host: str | None, port: int | None) -> str:
