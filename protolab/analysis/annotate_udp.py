@@ -22,10 +22,13 @@ def udp_row(d: Decoded, base: dict) -> Row:
                   action=Action.NONE, holders=(Holder.PACKET,), fact=Fact(Kind.UDP_DATAGRAM))
 
 
+_PRINTABLE = bytes(range(32, 127))  #: printable ASCII, space to tilde
+
+
 def _printable(payload: bytes, limit: int = 40) -> str | None:
     """A short text preview of a payload that is printable ASCII, else None."""
     head = payload[:limit]
-    if not head or not all(32 <= b < 127 for b in head):
+    if not head or head.translate(None, _PRINTABLE):  # (a byte left: not printable ASCII)
         return None
     return head.decode("ascii") + ("…" if len(payload) > limit else "")
 
