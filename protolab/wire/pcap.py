@@ -76,6 +76,12 @@ def read_frames(path: str | os.PathLike[str]) -> Iterator[Frame]:
     return read_made(path, None)
 
 
+def _frame(buf: bytes, start: int, end: int, time: float, orig_len: int, linktype: int,
+           interface: str) -> Frame:
+    """A record as a `Frame` (the `Make` of `read_frames`)."""
+    return time, linktype, buf[start:end], orig_len, interface
+
+
 def read_made(path: str | os.PathLike[str], make: Make[T] | None) -> Iterator[T]:
     """`read_pcap`, each record as `make` makes it (None: as a `Frame`). Raises `PcapError` as
     `read_pcap` does (the file is opened at the first step, as a generator's body runs then)."""
@@ -102,10 +108,8 @@ def _read_stream(f: BinaryIO, name: str, make: Make[T] | None) -> Iterator[T]:
     elif magic_be in (MAGIC_USEC, MAGIC_NSEC):
         order, magic = ">", magic_be
     elif head[:4] == b"\x0a\x0d\x0d\x0a":
-        if make is None:
-            return ((rec.time, rec.linktype, rec.data, rec.orig_len, rec.interface)
-                    for rec in _read_pcapng(f, head, name))
-        return (make(rec.data, 0, len(rec.data), rec.time, rec.orig_len, rec.linktype,
+        made = make or _frame
+        return (made(rec.data, 0, len(rec.data), rec.time, rec.orig_len, rec.linktype,
                      rec.interface) for rec in _read_pcapng(f, head, name))
     else:
         raise PcapError(f"{name}: not a pcap file (magic {head[:4].hex()})")
@@ -141,7 +145,7 @@ def _records(f: BinaryIO, name: str, header: struct.Struct, linktype: int,
                 raise PcapError(f"{name}: file ends inside a record at byte {base} "
                                 f"({len(buf) - start} of {caplen} bytes)")
         pos = start + caplen
-        if make is None:  # a Frame, made here (a call per record less)
+        if make is None:  # a Frame, as `_frame` makes it, made here (a call per record less)
             yield sec + frac / divisor, linktype, buf[start:pos], orig_len, ""
         else:
             yield make(buf, start, pos, sec + frac / divisor, orig_len, linktype, "")
