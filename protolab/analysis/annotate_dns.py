@@ -16,7 +16,7 @@ from protolab.wire.dns_wire import CLASS_IN, DNS_PORTS, question_class, read_sim
 from protolab.wire.packets import Decoded
 
 
-@dataclass
+@dataclass(slots=True)
 class _Query:
     number: int
     time: float
