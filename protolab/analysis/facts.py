@@ -8,6 +8,7 @@ Action, Kind, TEMPLATES) are kept in protolab.analysis.fact_kinds, plain data, a
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cache
@@ -91,8 +92,8 @@ _ACTION_PREFIX = {action: "" if action is Action.NONE else f"{action.value}: "
 def render(fact: Fact) -> str:
     """The sentence for a fact, from `TEMPLATES` (and each `also` fact's sentence after it)."""
     if not fact.also:  # nearly every fact: one sentence
-        percent, derived = _compiled(TEMPLATES[fact.kind])
-        return percent % (_values(fact, derived) if derived else fact.values)
+        percent, values_of = _compiled(TEMPLATES[fact.kind])
+        return percent % values_of(fact)
     templates = [TEMPLATES[fact.kind], *(TEMPLATES[kind] for kind in fact.also)]
     values = _values(fact, frozenset().union(*map(_wanted, templates)))
     return "; ".join(_percent(template) % values for template in templates)
@@ -120,42 +121,58 @@ def _percent(template: str) -> str:
 
 
 @cache
-def _compiled(template: str) -> tuple[str, frozenset[str]]:
-    """`_percent(template)` and `_wanted(template)`, in one look-up per row."""
-    return _percent(template), _wanted(template)
+def _compiled(template: str) -> tuple[str, Callable[[Fact], dict]]:
+    """`_percent(template)`, and what makes the values it is formatted with from a fact (the
+    fact's own, with the `derived` ones the template names): one look-up per row."""
+    return _percent(template), _values_maker(_wanted(template))
 
 
 def _values(fact: Fact, derived: frozenset[str]) -> dict:
     """The fact's values, and the `derived` ones its templates name (made only then: per row);
     the fact's own win, as in {**derived, **values}."""
+    return _values_maker(derived)(fact)
+
+
+@cache
+def _values_maker(derived: frozenset[str]) -> Callable[[Fact], dict]:
+    """`_values(fact, derived)` as a function of the fact, made once per set of names: the
+    fact's own dict when no derived value is named (most templates), else one dict built in one
+    step, the derived values first so that the fact's own win."""
     if not derived:
-        return fact.values
-    values = _derived(fact, derived)
-    values.update(fact.values)
-    return values
+        return _own_values
+    made = tuple((name, _DERIVED[name]) for name in sorted(derived))
+    if len(made) == 1:  # (most: a TCP sentence's moves, a DNS or QUIC key)
+        [(name, make)] = made
+        return lambda fact: {name: make(fact), **fact.values}
+
+    def values_of(fact: Fact) -> dict:
+        values = {name: make(fact) for name, make in made}
+        values.update(fact.values)
+        return values
+
+    return values_of
 
 
-#: the values `render` makes from a fact's other fields, when a template names them
-_DERIVED = frozenset({"key", "refs", "ref", "moves"})
+def _own_values(fact: Fact) -> dict:
+    return fact.values
+
+
+def _refs(fact: Fact) -> str:
+    return ", ".join([f"#{n}" for n in fact.refs])
+
+
+def _ref(fact: Fact) -> str:
+    return f"#{fact.refs[0]}" if fact.refs else ""
+
+
+def _key(fact: Fact) -> str:
+    return fact.key
 
 
 @cache
 def _wanted(template: str) -> frozenset[str]:
     """Which of `_DERIVED` a template names (worked out once per template)."""
-    return _names(template) & _DERIVED
-
-
-def _derived(fact: Fact, names: frozenset[str]) -> dict:
-    values = {}
-    if "key" in names:
-        values["key"] = fact.key
-    if "refs" in names:
-        values["refs"] = ", ".join(f"#{n}" for n in fact.refs)
-    if "ref" in names:
-        values["ref"] = f"#{fact.refs[0]}" if fact.refs else ""
-    if "moves" in names:
-        values["moves"] = _moves(fact)
-    return values
+    return _names(template) & frozenset(_DERIVED)
 
 
 @cache
@@ -171,10 +188,15 @@ def _moves(fact: Fact) -> str:
                 "guessed from the ports]")
     if not fact.moves:
         return ""
-    return f" [{'; '.join(_move(t.role, t.old, t.new) for t in fact.moves)}]"
+    return f" [{'; '.join([_move(t.role, t.old, t.new) for t in fact.moves])}]"
 
 
 @cache
 def _move(role: Enum, old: Enum, new: Enum) -> str:
     """"client SYN_SENT→ESTABLISHED" (the few there are, made once each)."""
     return f"{role.value} {old.value}→{new.value}"
+
+
+#: the values `render` makes from a fact's other fields, when a template names them, and how
+_DERIVED: dict[str, Callable[[Fact], str]] = {"key": _key, "refs": _refs, "ref": _ref,
+                                              "moves": _moves}
