@@ -129,8 +129,10 @@ def _under_formatter(lay: Layout, line: str) -> Callable[["Row"], str]:
         route = f"{row.src} → {row.dst}"
         state = row.where()
         if len(route) > route_width or len(summary) > summary_width:
-            return _wrapped_row(row, lay, route, summary, wrap(state, width))
-        text = (line % (row.number, row.time, route, row.proto, summary)).rstrip()
+            text = "\n".join([cells.rstrip()
+                              for cells in _cell_lines(row, lay.widths, route, summary)])
+        else:  # (most rows: every cell fits on one line)
+            text = (line % (row.number, row.time, route, row.proto, summary)).rstrip()
         if len(state) > width:
             return text + below(state)
         return f"{text}{_NEXT_STATE_LINE}{state}" if state else text
@@ -160,7 +162,9 @@ def _beside_row(lay: Layout, line: str, wrapped: Callable[[str], list[str]], row
     route, summary = _cells(row)
     state = wrapped(row.where())
     if len(route) > lay.widths[2] or len(summary) > lay.widths[4] or len(state) > 1:
-        return _wrapped_row(row, lay, route, summary, state)
+        lines = _cell_lines(row, lay.widths, route, summary, len(state))
+        return "\n".join([f"{cells}  {state[i] if i < len(state) else ''}".rstrip()
+                          for i, cells in enumerate(lines)])
     return f"{line % (row.number, row.time, route, row.proto, summary)}  " \
            f"{state[0] if state else ''}".rstrip()
 
@@ -182,20 +186,17 @@ def _cells_format(widths: tuple[int, ...]) -> str:
     return "  ".join(f"%-{n}s" for n in widths)
 
 
-def _wrapped_row(row: "Row", lay: Layout, route: str, summary: str, state: list[str]) -> str:
-    """A row with a cell on more than one line: each column's lines side by side."""
-    w = lay.widths
-    cells = _cells_format(w)
-    routes, summaries = wrap(route, w[2]) or [""], wrap(summary, w[4]) or [""]
-    beside = state if lay.beside else []
+def _cell_lines(row: "Row", widths: tuple[int, ...], route: str, summary: str,
+                height: int = 1) -> list[str]:
+    """A row whose route or summary is wider than its column (or whose sentence beside it takes
+    `height` lines): each column's lines side by side, each cell padded to its width."""
+    cells = _cells_format(widths)
+    routes, summaries = wrap(route, widths[2]) or [""], wrap(summary, widths[4]) or [""]
     lines = [cells % (row.number, f"{row.time:.3f}", routes[0], row.proto, summaries[0])]
-    for i in range(1, max(len(routes), len(summaries), len(beside))):
+    for i in range(1, max(len(routes), len(summaries), height)):
         lines.append(cells % ("", "", routes[i] if i < len(routes) else "", "",
                               summaries[i] if i < len(summaries) else ""))
-    if lay.beside:
-        return "\n".join([f"{text}  {state[i] if i < len(state) else ''}".rstrip()
-                          for i, text in enumerate(lines)])
-    return "\n".join([text.rstrip() for text in lines] + [_INDENT + text for text in state])
+    return lines
 
 
 #: json.dumps(..., ensure_ascii=False), without making an encoder per row (nor checking for
