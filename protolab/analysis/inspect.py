@@ -79,25 +79,39 @@ def run(path: str | os.PathLike[str], opts: Options, out: Out,
         from protolab.analysis.inspect_ladder import draw
 
         return draw(path, opts, pred, out, tally)
-    lay = None if opts.json else layout(opts.width, opts.wide)
     annotator = Annotator(opts.dns_ports, max_flows=0 if opts.flows else MAX_TRACKED)
-    if not opts.flows and opts.flow is None and pred is None:  # (most runs: no choosing)
+    if opts.flows:  # one row per conversation, after the last packet: none of the packets'
+        flows = FlowTable()
+        try:
+            count_flows(path, annotator, flows, tally)
+        finally:
+            print_flows(flows, annotator, out, as_json=opts.json, width=opts.width,
+                        wide=opts.wide)
+        return tally
+    lay = None if opts.json else layout(opts.width, opts.wide)
+    if opts.flow is None and pred is None:  # (most runs: no choosing)
         print_every(path, lay, opts.limit, annotator, out, tally)
         return tally
-    table: FlowTable | FlowNumbers = FlowTable() if opts.flows else FlowNumbers()
-    try:
-        for row, chosen in select(path, opts, pred, annotator, table, tally):
-            if not chosen:
-                continue
-            if lay is not None and tally.shown == 1:
-                out(header(lay))
-            out(row_json(row) if lay is None else format_row(row, lay))
-    finally:
-        if opts.flows:
-            print_flows(table, annotator, out, as_json=opts.json, width=opts.width,
-                        wide=opts.wide)
-    check_flow(opts, table.count)
+    numbers = FlowNumbers()
+    for row, chosen in select(path, opts, pred, annotator, numbers, tally):
+        if not chosen:
+            continue
+        if lay is not None and tally.shown == 1:
+            out(header(lay))
+        out(row_json(row) if lay is None else format_row(row, lay))
+    check_flow(opts, numbers.count)
     return tally
+
+
+def count_flows(path: str | os.PathLike[str], annotator: Annotator, flows: FlowTable,
+                tally: Tally) -> None:
+    """`--flows`: every row counted into its conversation's summary (`FlowTable.take`), none
+    printed (`select` would choose none: --flow, --filter and --limit choose rows to print)."""
+    take = flows.take
+    for batch in batches(path, annotator):
+        tally.read += len(batch)
+        for row, _ in batch:
+            take(row)
 
 
 def print_every(path: str | os.PathLike[str], lay: Layout | None, limit: int | None,
