@@ -176,10 +176,6 @@ def _ref(fact: Fact) -> str:
     return f"#{fact.refs[0]}" if fact.refs else ""
 
 
-def _key(fact: Fact) -> str:
-    return fact.key
-
-
 @cache
 def _wanted(template: str) -> frozenset[str]:
     """Which of `_DERIVED` a template names (worked out once per template)."""
@@ -217,5 +213,5 @@ _ROLE_OLD_NEW = attrgetter("role", "old", "new")
 
 
 #: the values `render` makes from a fact's other fields, when a template names them, and how
-_DERIVED: dict[str, Callable[[Fact], str]] = {"key": _key, "refs": _refs, "ref": _ref,
-                                              "moves": _moves}
+_DERIVED: dict[str, Callable[[Fact], str]] = {"key": attrgetter("key"), "refs": _refs,
+                                              "ref": _ref, "moves": _moves}
