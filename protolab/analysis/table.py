@@ -122,6 +122,8 @@ def _under_formatter(lay: Layout, line: str) -> Callable[["Row"], str]:
     route_width, summary_width, width = lay.widths[2], lay.widths[4], lay.state
     assert width is not None
     below = lru_cache(STATES_KEPT)(partial(_state_below, width=width))
+    cells, continued = _cells_format(lay.widths), lru_cache(STATES_KEPT)(
+        partial(_continued_below, lay.widths))
 
     def format_under(row: "Row") -> str:
         point = row.fields.get("interface")  # a capture at several points: where it was seen
@@ -129,8 +131,9 @@ def _under_formatter(lay: Layout, line: str) -> Callable[["Row"], str]:
         route = f"{row.src} → {row.dst}"
         state = row.where()
         if len(route) > route_width or len(summary) > summary_width:
-            text = "\n".join([cells.rstrip()
-                              for cells in _cell_lines(row, lay.widths, route, summary)])
+            first_route, first_summary, more = continued(route, summary)
+            text = (cells % (row.number, f"{row.time:.3f}", first_route, row.proto,
+                             first_summary)).rstrip() + more
         else:  # (most rows: every cell fits on one line)
             text = (line % (row.number, row.time, route, row.proto, summary)).rstrip()
         if len(state) > width:
@@ -190,13 +193,30 @@ def _cell_lines(row: "Row", widths: tuple[int, ...], route: str, summary: str,
                 height: int = 1) -> list[str]:
     """A row whose route or summary is wider than its column (or whose sentence beside it takes
     `height` lines): each column's lines side by side, each cell padded to its width."""
+    first_route, first_summary, more = _continued(widths, route, summary, height)
+    first = _cells_format(widths) % (row.number, f"{row.time:.3f}", first_route, row.proto,
+                                     first_summary)
+    return [first, *more]
+
+
+def _continued(widths: tuple[int, ...], route: str, summary: str,
+               height: int = 1) -> tuple[str, str, list[str]]:
+    """`_cell_lines` but the row's own: its route's and summary's first lines, and the lines
+    after the first (padded)."""
     cells = _cells_format(widths)
     routes, summaries = wrap(route, widths[2]) or [""], wrap(summary, widths[4]) or [""]
-    lines = [cells % (row.number, f"{row.time:.3f}", routes[0], row.proto, summaries[0])]
-    for i in range(1, max(len(routes), len(summaries), height)):
-        lines.append(cells % ("", "", routes[i] if i < len(routes) else "", "",
-                              summaries[i] if i < len(summaries) else ""))
-    return lines
+    more = [cells % ("", "", routes[i] if i < len(routes) else "", "",
+                     summaries[i] if i < len(summaries) else "")
+            for i in range(1, max(len(routes), len(summaries), height))]
+    return routes[0], summaries[0], more
+
+
+def _continued_below(widths: tuple[int, ...], route: str, summary: str) -> tuple[str, str, str]:
+    """`_continued` for a row with its sentence under it: the lines after the first as text,
+    each after a line break (a row's cells then need only its first line made: the same long
+    route or summary comes again and again, a QUIC Initial's, an IPv6 address pair's)."""
+    first_route, first_summary, more = _continued(widths, route, summary)
+    return first_route, first_summary, "".join(["\n" + line.rstrip() for line in more])
 
 
 #: json.dumps(..., ensure_ascii=False), without making an encoder per row (nor checking for
