@@ -237,12 +237,13 @@ def row_json_numbered(row: "Row", flow: int | None, fields: dict | None = None) 
     """`row_json` of a row numbered `flow` whose `fields` (default: its own) hold no
     "flow_number": what `inspect` prints, without a copy of the fields per row."""
     fact = row.fact
+    refs = ", ".join(map(repr, fact.refs)) if fact.refs else ""  # (most facts: none)
     return (f'{{"number": {row.number!r}, "time": {round(row.time, 6)!r}, '
             f'"src": {_string(row.src)}, "dst": {_string(row.dst)}, '
             f'"proto": {_string(row.proto)}, "summary": {_string(row.summary)}, '
             f'"action": {_JSON_TEXT[row.action]}, "holders": {_texts(row.holders)}, '
             f'"state": {_string(row.state)}, "flow": {"null" if flow is None else repr(flow)}, '
-            f'"fact": {_JSON_TEXT[fact.kind]}, "refs": [{", ".join(map(repr, fact.refs))}], '
+            f'"fact": {_JSON_TEXT[fact.kind]}, "refs": [{refs}], '
             f'"also": {_texts(fact.also)}, '
             f'"fields": {_fields_json(row.fields if fields is None else fields)}}}')
 
