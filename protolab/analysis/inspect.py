@@ -28,8 +28,8 @@ from protolab.analysis.table import (
     row_json,
     row_json_numbered,
 )
-from protolab.wire.packets import decode
-from protolab.wire.pcap import PcapError, read_frames, read_pcap
+from protolab.wire.packets import read_decoded
+from protolab.wire.pcap import PcapError, read_pcap
 
 Out = Callable[[str], None]
 
@@ -50,8 +50,8 @@ def batches(path: str | os.PathLike[str],
     """`pairs`, BATCH at a time (one generator step per row less, for `select`)."""
     error, batch = None, []
     try:
-        for time, linktype, data, orig_len, interface in read_frames(path):
-            batch += annotator.feed_pairs(decode(data, linktype, time, orig_len, interface))
+        for d in read_decoded(path):
+            batch += annotator.feed_pairs(d)
             if len(batch) >= BATCH:
                 yield batch
                 batch = []
