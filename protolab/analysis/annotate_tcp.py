@@ -191,20 +191,21 @@ def _describe(d: Decoded, view: SegmentView, base: dict) -> str | None:
     over TCP, in the summary too); return the HTTP line, if the payload starts one."""
     base["flow"] = view.label
     flags = _FLAG_TEXT[d.tcp.flags]
-    base["summary"] = f"[{flags}] seq={view.rel_seq} len={view.length}" \
-        if view.rel_ack is None else \
+    summary = f"[{flags}] seq={view.rel_seq} len={view.length}" if view.rel_ack is None else \
         f"[{flags}] seq={view.rel_seq} ack={view.rel_ack} len={view.length}"
     fields: dict = {}
-    http = _http_line(d.payload) if d.payload else None
-    if http:
-        base["summary"] += f" {http}"
-        fields["http"] = http
-    dns_tcp = parse_dns(d.payload[2:]) if len(d.payload) > 14 and 53 in (d.sport, d.dport) \
-        else None
-    if dns_tcp is not None:  # RFC 1035 section 4.2.2: a two-byte length, then the message
-        qid, is_response, question, rcode, _ = dns_tcp
-        base["summary"] += f" DNS {'answer' if is_response else 'query'} {qid:#06x} {question}"
-        fields = {"dns_id": qid, "dns_response": is_response, "dns_question": question}
+    http = None
+    if payload := d.payload:  # an HTTP start line, or a DNS message, in it?
+        http = _http_line(payload)
+        if http:
+            summary += f" {http}"
+            fields["http"] = http
+        dns_tcp = parse_dns(payload[2:]) if len(payload) > 14 and 53 in (d.sport, d.dport) \
+            else None
+        if dns_tcp is not None:  # RFC 1035 section 4.2.2: a two-byte length, then the message
+            qid, is_response, question, rcode, _ = dns_tcp
+            summary += f" DNS {'answer' if is_response else 'query'} {qid:#06x} {question}"
+            fields = {"dns_id": qid, "dns_response": is_response, "dns_question": question}
     fields["tcp_len"] = view.length
     if (opts := view.options) is not None:  # a SYN's
         if opts.mss is not None:
@@ -218,7 +219,7 @@ def _describe(d: Decoded, view: SegmentView, base: dict) -> str | None:
         fields["tcp_receiver_window"] = view.window
     if view.rst_fit is not None:
         fields["tcp_rst_fit"] = view.rst_fit.value
-    base["fields"] = fields
+    base["summary"], base["fields"] = summary, fields
     return http
 
 

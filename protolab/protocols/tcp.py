@@ -230,9 +230,9 @@ class TcpObserver:
         (client_role, client_state), (server_role, server_state) = \
             _OPENING if seen_open else _MID_STREAM
         key = frozenset((src, dst))
-        flow = Flow(Endpoint(client, client_role, client_state),
+        flow = Flow(Endpoint(client, client_role, client_state),  # all fields, in order
                     Endpoint(server, server_role, server_state), self._count, [], seen_open,
-                    key=key, label=f"tcp {self._count}")
+                    None, set(), None, key, f"tcp {self._count}")
         self.flows[key] = self._pairs[src, dst] = self._pairs[dst, src] = self._newest = flow
         if self.max_flows and len(self.flows) > self.max_flows:
             old = self.flows.pop(next(iter(self.flows)))
