@@ -77,6 +77,18 @@ _blobs = st.one_of(st.binary(max_size=120),
                    st.tuples(st.sampled_from(_HEADS), st.binary(max_size=120)).map(b"".join))
 
 
+def test_a_datagram_shows_its_payload_only_when_it_is_printable_ascii() -> None:
+    def udp(payload: bytes) -> tuple[str, str | None]:
+        (row,) = annotate(frames(IP(src=C, dst=S) / UDP(sport=4000, dport=9) / payload))
+        return row.summary, row.fields.get("udp_text")
+
+    assert udp(b"hello ~") == ("UDP 7 bytes 'hello ~'", "hello ~")
+    assert udp(b"x" * 41) == (f"UDP 41 bytes {'x' * 40 + '…'!r}", "x" * 40 + "…")
+    assert udp(b"x" * 40 + b"\x00") == (f"UDP 41 bytes {'x' * 40 + '…'!r}", "x" * 40 + "…")
+    for unprintable in (b"tab\there", b"del\x7f", b"\x1f", b"caf\xc3\xa9", b""):
+        assert udp(unprintable) == (f"UDP {len(unprintable)} bytes", None)
+
+
 @settings(max_examples=400, deadline=None)
 @given(st.lists(_blobs, max_size=5), st.sampled_from([0, 1, 101, 113, 276, 9]))
 def test_any_bytes_annotate_without_raising(blobs, linktype) -> None:

@@ -43,3 +43,32 @@ def test_the_one_step_decode_is_the_general_one(lab) -> None:
             assert type(fast.payload) is bytes
             compared += 1
     assert compared > 500
+
+
+@pytest.mark.parametrize("lab", ["tcp-demo", "dns-demo", "quic-demo", "udp-demo"])
+def test_a_frame_read_in_place_decodes_as_the_frame_alone(lab) -> None:
+    """`decode_at` reads a frame inside a larger buffer (the reader's chunk): what comes before
+    and after it in the buffer changes nothing."""
+    rnd = random.Random(lab)
+    compared = 0
+    for rec in list(read_pcap(reference_file(lab)))[:40]:
+        for data in _variants(rec.data, rnd):
+            before, after = rnd.randbytes(rnd.randrange(0, 30)), rnd.randbytes(60)
+            placed = packets.decode_at(before + data + after, len(before),
+                                       len(before) + len(data), rec.time, rec.orig_len,
+                                       rec.linktype, rec.interface)
+            assert placed == packets.decode(data, rec.linktype, rec.time, rec.orig_len,
+                                            rec.interface)
+            assert type(placed.payload) is bytes
+            compared += 1
+    assert compared > 500
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in reference_file("tcp-demo").parent.glob(
+    "*.ref.pcap*")))
+def test_reading_decoded_is_reading_then_decoding(name) -> None:
+    path = reference_file("tcp-demo").parent / name
+    expected = [packets.decode(r.data, r.linktype, r.time, r.orig_len, r.interface)
+                for r in read_pcap(path)]
+    assert list(packets.read_decoded(path)) == expected
+    assert expected

@@ -115,3 +115,14 @@ def test_every_question_type_and_rcode_reads_alike() -> None:
     for rcode in range(16):
         wire = base[:2] + struct.pack("!H", 0x8000 | rcode) + base[4:]
         assert parse_dns(wire) == dnspython_says(wire), rcode
+
+
+def test_a_message_sent_again_with_another_id_reads_alike_with_its_own_id() -> None:
+    """(Messages are remembered by their bytes after the id: the id is never remembered.)"""
+    query = dns.message.make_query("www.example.com.", "A").to_wire()
+    answer = dns.message.make_response(dns.message.from_wire(query)).to_wire()
+    for wire in (query, answer, query[:-1]):
+        for qid in (1, 0xBEEF, 1, 0):
+            again = struct.pack("!H", qid) + wire[2:]
+            assert parse_dns(again) == dnspython_says(again)
+            assert parse_dns(again) is None or parse_dns(again)[0] == qid

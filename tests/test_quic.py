@@ -13,11 +13,13 @@ from protolab.net.udpnet import UdpServerThread
 from protolab.protocols.quic import (
     ALPN,
     QuicClientCore,
+    QuicHeader,
     QuicServerCore,
     client_configuration,
     decode_header,
     make_credentials,
 )
+from protolab.protocols.quic import _varint as varint
 
 SERVER = ("10.0.0.1", 4433)
 CLIENT = ("10.0.0.2", 50000)
@@ -127,6 +129,28 @@ def test_header_decoding_of_each_kind(creds) -> None:
     initial = decode_header(pair.to_server[0])
     assert initial.long and initial.version == 1 and len(initial.dcid) == 8
     assert initial.scid == pair.client.host_cid
+
+
+def test_short_headers_each_say_their_own_dcid() -> None:
+    """(A short header read before is remembered by its DCID: another DCID, or another guess of
+    its length, is another header.)"""
+    first, second = b"\x41" + b"A" * 8 + b"payload, payload", b"\x5f" + b"B" * 8 + b"payload"
+    for _ in range(2):
+        assert decode_header(first) == QuicHeader(False, "1-RTT", None, b"A" * 8, None)
+        assert decode_header(second).dcid == b"B" * 8
+        assert decode_header(first, 4).dcid == b"AAAA"
+        assert decode_header(first, 16).dcid == b"A" * 8 + b"payload,"
+
+
+def test_varints_of_each_length() -> None:
+    """RFC 9000 appendix A.1's examples, at the start of the bytes and further on."""
+    for hex_text, value in (("c2197c5eff14e88c", 151288809941952652), ("9d7f3e7d", 494878333),
+                            ("7bbd", 15293), ("25", 37), ("4025", 37)):
+        wire = bytes.fromhex(hex_text)
+        assert varint(wire) == (value, len(wire))
+        assert varint(b"\xff\xff" + wire + b"\x00", 2) == (value, len(wire))
+        assert varint(wire[:-1]) == (None, 0)
+    assert varint(b"\x25", 1) == (None, 0)
 
 
 @settings(max_examples=300, deadline=None)

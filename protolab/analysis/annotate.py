@@ -40,7 +40,7 @@ from protolab.analysis.facts import (
     row_of,
 )
 from protolab.protocols.tcp import TcpObserver
-from protolab.wire.packets import PROTO_UDP, Decoded, decode
+from protolab.wire.packets import PROTO_UDP, TRANSPORTS, Decoded, decode
 from protolab.wire.pcap import PcapError, Record, read_pcap
 
 __all__ = ["DNS_PORTS", "MAX_PENDING", "TEMPLATES", "WINDOW", "Action", "Annotator", "Fact",
@@ -73,12 +73,8 @@ class Annotator:
             self._t0 = d.time
         window = self._window
         window.append((self._annotate(d, self._count, d.time - self._t0), d))
-        if len(window) <= WINDOW:
-            return []
-        out = [window.popleft()]
-        while len(window) > WINDOW:
-            out.append(window.popleft())
-        return out
+        # One row in, so at most one out: the parts amend rows in the window, never add any.
+        return [window.popleft()] if len(window) > WINDOW else []
 
     def finish(self) -> list[Row]:
         return [row for row, _ in self.finish_pairs()]
@@ -96,43 +92,53 @@ class Annotator:
     def _annotate(self, d: Decoded, number: int, rel: float) -> Row:
         """The protocol part's row, with the decoded fields every row has and its flow; a packet
         already seen at another capture point is a copy's row (`annotate_points`)."""
-        first = self._points.first_of(d) if d.interface else None  # one capture point: no copy
-        if first is not None:
-            row = copy_row(d, {"number": number, "time": rel, "src": d.endpoint("src"),
-                               "dst": d.endpoint("dst"), "proto": d.transport}, first)
-        else:
-            row = self._annotate_protocol(d, number, rel)
-        fields: dict = {"length": d.length, "sport": d.sport, "dport": d.dport}
+        # The decoded values every row has, first among its fields: the part adds its own to
+        # this dict (handed to it as base["fields"]), or makes its own, merged after them.
         if (tcp := d.tcp) is not None:
-            fields["tcp_seq"], fields["tcp_ack"], fields["tcp_flags"] = tcp.seq, tcp.ack, tcp.flags
+            fields = {"length": d.length, "sport": d.sport, "dport": d.dport,
+                      "tcp_seq": tcp.seq, "tcp_ack": tcp.ack, "tcp_flags": tcp.flags}
+        else:
+            fields = {"length": d.length, "sport": d.sport, "dport": d.dport}
         if d.icmp_type is not None:
             fields.update(icmp_type=d.icmp_type, icmp_code=d.icmp_code)
         if d.interface:  # a capture at several points: where this copy was seen
             fields["interface"] = d.interface
-        fields.update(row.fields)
+        first = self._points.first_of(d) if d.interface else None  # one capture point: no copy
+        if first is not None:
+            src, dst = d.endpoints()
+            row = copy_row(d, {"number": number, "time": rel, "src": src, "dst": dst,
+                               "proto": d.transport}, first)
+        else:
+            row = self._annotate_protocol(d, number, rel, fields)
+        if row.fields is not fields:
+            fields.update(row.fields)
         if d.orig_len > d.length:
             fields["truncated"] = True
             row.summary += f" [cut: {d.length} of {d.orig_len} bytes captured]"
         if not row.flow:
             named = self._points.canonical(d)  # across a NAT: the names inside
-            row.flow = f"{row.proto.lower()} " + "↔".join(
-                sorted((named.endpoint("src"), named.endpoint("dst"))))
+            row.flow = f"{row.proto.lower()} " + "↔".join(sorted(named.endpoints()))
         row.fields = fields  # the row is this packet's own: finished in place
         if first is None and d.interface:
             self._points.remember(d, row)
         return row
 
-    def _annotate_protocol(self, d: Decoded, number: int, rel: float) -> Row:
-        base = {"number": number, "time": rel, "src": d.endpoint("src"),
-                "dst": d.endpoint("dst"), "proto": d.transport}
+    def _annotate_protocol(self, d: Decoded, number: int, rel: float, fields: dict) -> Row:
+        """The row of the part for `d`'s protocol, handed the base dict (`fields`: the decoded
+        values every row has, for the part to add its own to)."""
+        src, dst = d.endpoints()
+        proto = d.proto
+        base = {"number": number, "time": rel, "src": src, "dst": dst,
+                "proto": TRANSPORTS.get(proto) or d.transport,  # (the property, in one step)
+                "fields": fields}
         if d.error and d.sport is None and d.icmp_type is None:
             return row_of(base, summary=d.error, action=Action.NONE, holders=(),
                           fact=Fact(Kind.NOT_DECODED, values={"error": d.error}))
-        if d.proto == PROTO_UDP and self._dns.is_dns(d):
-            return self._dns.row(d, base)
-        if d.proto == PROTO_UDP and (quic := self._quic.header(d)) is not None:
-            return self._quic.row(d, base, quic)
-        if d.proto == PROTO_UDP:
+        if proto == PROTO_UDP:
+            if self._dns.is_dns(d):
+                return self._dns.row(d, base)
+            if (quic := self._quic.header(d, src, dst)) is not None:
+                return self._quic.row(d, base, quic)
             return udp_row(d, base)
         if d.tcp is not None:  # one connection, whichever side of a NAT it was seen on
             named = self._points.canonical(d)

@@ -16,7 +16,7 @@ from protolab.wire.dns_wire import CLASS_IN, DNS_PORTS, question_class, read_sim
 from protolab.wire.packets import Decoded
 
 
-@dataclass
+@dataclass(slots=True)
 class _Query:
     number: int
     time: float
@@ -46,44 +46,52 @@ class DnsAnnotator:
     def is_dns(self, d: Decoded) -> bool:
         if d.sport in self.dns_ports or d.dport in self.dns_ports:
             return True
-        return parse_dns(d.payload) is not None
+        return _shape(d.payload) is not None
 
     def row(self, d: Decoded, base: dict) -> Row:
-        base = {**base, "proto": "DNS"}
-        msg = parse_dns(d.payload)
-        if msg is None:
-            return row_of(base, summary=f"DNS? {len(d.payload)} bytes, malformed",
-                          action=Action.MISSING, holders=(Holder.NOBODY,),
-                          fact=Fact(Kind.DNS_MALFORMED))
-        qid, is_response, question, rcode, answers = msg
+        base["proto"] = "DNS"
+        payload = d.payload
+        shape = _shape(payload)
+        if shape is None:
+            return row_of(base, Action.MISSING, (Holder.NOBODY,), Fact(Kind.DNS_MALFORMED),
+                          f"DNS? {len(payload)} bytes, malformed")
+        is_response, question, rcode, answers, qclass = shape
+        qid = payload[0] << 8 | payload[1]
+        hexid = f"{qid:#06x}"
         src, dst = base["src"], base["dst"]  # d's endpoints
-        client, server = (dst, src) if is_response else (src, dst)
-        base["flow"] = f"dns {client}↔{server}"
-        base["fields"] = {"dns_id": qid, "dns_response": is_response, "dns_question": question}
+        base["flow"] = f"dns {dst}↔{src}" if is_response else f"dns {src}↔{dst}"  # client first
+        fields = base.setdefault("fields", {})  # (the values every row has, from the Annotator)
+        fields["dns_id"], fields["dns_response"], fields["dns_question"] = \
+            qid, is_response, question
+        # (Fact's fields in order: kind, refs, key, moves, also, values)
         if not is_response:
-            relay = self._relay(d.payload, (src, dst), base["number"])
+            relay = self._relay(payload, (src, dst), base["number"])
             if relay is not None:
                 self._legs[(src, dst, qid)] = base["number"]
                 self._bound(self._legs)
-                return row_of(base, summary=f"query {qid:#06x} {question} (relayed)",
-                              action=Action.NONE, holders=(Holder.PACKET,),
-                              fact=Fact(Kind.DNS_RELAYED, (relay,) if relay else (), f"{qid:#06x}",
-                                        values={"source": src}))
-            return self._query(d, base, qid, question)
-        summary = f"answer {qid:#06x} {question} {rcode}" + (f" {answers}" if answers else "")
+                return row_of(base, Action.NONE, (Holder.PACKET,),
+                              Fact(Kind.DNS_RELAYED, (relay,) if relay else (), hexid, (), (),
+                                   {"source": src}), f"query {hexid} {question} (relayed)")
+            return self._query(d, base, hexid, qid, question)
+        base["summary"] = f"answer {hexid} {question} {rcode}" + (
+            f" {answers}" if answers else "")
         leg = self._legs.pop((dst, src, qid), 0)
         if leg:
-            return row_of(base, summary=summary, action=Action.NONE, holders=(Holder.PACKET,),
-                          fact=Fact(Kind.DNS_RELAY_ANSWER, (leg,), f"{qid:#06x}",
-                                    values={"target": dst}))
-        return self._cached(d, self._answer(d, {**base, "summary": summary}, qid, question),
-                            (question, answers))
+            return row_of(base, Action.NONE, (Holder.PACKET,),
+                          Fact(Kind.DNS_RELAY_ANSWER, (leg,), hexid, (), (), {"target": dst}))
+        return self._cached(d, self._answer(d, base, hexid, qid, question), (question, answers),
+                            qclass)
 
     def _relay(self, payload: bytes, path: tuple[str, str], number: int) -> int | None:
         """None for a query the client sent itself; else the packet it relays (0: unseen). A
         path is a middlebox's leg once a query first appears on it after another path carried
         the same bytes; a client sending the same bytes again on its own path retransmits."""
-        seen = self._recent.pop(payload, {})
+        seen = self._recent.pop(payload, None)
+        if seen is None:  # bytes not seen lately (nearly every query): no other path had them
+            self._recent[payload] = {path: number}
+            while len(self._recent) > WINDOW:
+                self._recent.popitem(last=False)
+            return None if path not in self._relay_paths else 0
         before_here = path in seen
         others = [n for p, n in seen.items() if p != path]
         seen[path] = number
@@ -97,18 +105,17 @@ class DnsAnnotator:
             self._bound(self._relay_paths)
         return max(others, default=0)
 
-    def _query(self, d: Decoded, base: dict, qid: int, question: str) -> Row:
+    def _query(self, d: Decoded, base: dict, hexid: str, qid: int, question: str) -> Row:
         src, dst = base["src"], base["dst"]
         key = (src, dst, qid)
         first = self._pending.get(key)
         if first is not None and first.question == question:
             first.copies += 1
-            return row_of(base, summary=f"query {qid:#06x} {question} (again)",
-                          action=Action.USES, holders=(Holder.CLIENT_APP,),
-                          fact=Fact(Kind.DNS_RETRANSMIT, (first.number,), f"{qid:#06x}",
-                                    values={"copies": first.copies}))
-        asked = self._asked_by_clients(src, dst, question)
-        self._pending[key] = _Query(base["number"], d.time, question, leg=bool(asked))
+            return row_of(base, Action.USES, (Holder.CLIENT_APP,),
+                          Fact(Kind.DNS_RETRANSMIT, (first.number,), hexid, (), (),
+                               {"copies": first.copies}), f"query {hexid} {question} (again)")
+        asked = self._asked_by_clients(src, dst, question) if self._pending else []
+        self._pending[key] = _Query(base["number"], d.time, question, 1, bool(asked))
         self._bound(self._pending)
         if asked:
             resolver = asked[0][0]
@@ -116,19 +123,18 @@ class DnsAnnotator:
                 q.upstream = base["number"]
             self._resolvers.add(resolver)
             self._leg_sockets.add(src)
-            return row_of(base, summary=f"query {qid:#06x} {question} (upstream)",
-                          action=Action.CREATES, holders=(Holder.SERVER_APP,),
-                          fact=Fact(Kind.DNS_UPSTREAM, (asked[0][1].number,), f"{qid:#06x}",
-                                    values={"resolver": resolver, "server": dst,
-                                            "question": question}))
-        return row_of(base, summary=f"query {qid:#06x} {question}", action=Action.CREATES,
-                      holders=(Holder.CLIENT_APP, Holder.CLIENT_KERNEL),
-                      fact=Fact(Kind.DNS_QUERY, (), f"{qid:#06x}",
-                                values={"question": question, "server": dst, "client": src}))
+            return row_of(base, Action.CREATES, (Holder.SERVER_APP,),
+                          Fact(Kind.DNS_UPSTREAM, (asked[0][1].number,), hexid, (), (),
+                               {"resolver": resolver, "server": dst, "question": question}),
+                          f"query {hexid} {question} (upstream)")
+        return row_of(base, Action.CREATES, (Holder.CLIENT_APP, Holder.CLIENT_KERNEL),
+                      Fact(Kind.DNS_QUERY, (), hexid, (), (),
+                           {"question": question, "server": dst, "client": src}),
+                      f"query {hexid} {question}")
 
-    def _answer(self, d: Decoded, common: dict, qid: int, question: str) -> Row:
+    def _answer(self, d: Decoded, common: dict, hexid: str, qid: int, question: str) -> Row:
         src, dst = common["src"], common["dst"]
-        key, hexid = (dst, src, qid), f"{qid:#06x}"
+        key = (dst, src, qid)
         q = self._pending.get(key)
         if q is not None and q.question == question:
             del self._pending[key]
@@ -136,11 +142,11 @@ class DnsAnnotator:
             self._bound(self._answered)
             copies = (f" after {q.copies} copies (which one was answered, no one can tell)"
                       if q.copies > 1 else "")
-            return row_of(common, action=Action.ENDS, holders=(Holder.CLIENT_APP,),
-                          fact=Fact(Kind.DNS_MATCHED, (q.number,), hexid,
-                                    values={"server": src, "rtt_ms": (d.time - q.time) * 1000,
-                                            "copies": q.copies, "copies_note": copies,
-                                            "upstream": q.upstream}))
+            return row_of(common, Action.ENDS, (Holder.CLIENT_APP,),
+                          Fact(Kind.DNS_MATCHED, (q.number,), hexid, (), (),
+                               {"server": src, "rtt_ms": (d.time - q.time) * 1000,
+                                "copies": q.copies, "copies_note": copies,
+                                "upstream": q.upstream}))
         if q is not None:
             return row_of(common, action=Action.MISSING, holders=(Holder.CLIENT_APP,),
                           fact=Fact(Kind.DNS_QUESTION_MISMATCH, (q.number,), hexid,
@@ -179,12 +185,13 @@ class DnsAnnotator:
                 found.append((server, q))
         return found
 
-    def _cached(self, d: Decoded, row: Row, content: tuple[str, str]) -> Row:
-        """An answer, seen as a cache's: a resolver's answer to its client is a hit or a miss;
-        an upstream answer it took is a forgery when a flood of the same answer went to that
-        socket (before it, or after it while its row is in the window)."""
+    def _cached(self, d: Decoded, row: Row, content: tuple[str, str], qclass: int | None) -> Row:
+        """An answer (of question class `qclass`), seen as a cache's: a resolver's answer to its
+        client is a hit or a miss; an upstream answer it took is a forgery when a flood of the
+        same answer went to that socket (before it, or after it while its row is in the
+        window)."""
         src, dst, fact = row.src, row.dst, row.fact
-        if question_class(d.payload) not in (CLASS_IN, None):
+        if qclass not in (CLASS_IN, None):
             return row  # a CHAOS question (version.bind): the server's own word, no cache's
         if fact.kind is Kind.DNS_MATCHED and src in self._resolvers:
             q_up = fact.values.get("upstream", 0)
@@ -238,13 +245,51 @@ def answer_ttl(payload: bytes) -> int | None:
 def parse_dns(payload: bytes) -> tuple[int, bool, str, str, str] | None:
     """(id, is_response, question, rcode, answers) or None when the payload is not DNS. The
     simple shape is read directly (`protolab.wire.dns_wire`), any other by dnspython."""
-    if len(payload) < 12 or int.from_bytes(payload[4:6], "big") != 1:
+    shape = _shape(payload)
+    if shape is None:
         return None
+    is_response, question, rcode, answers, _ = shape
+    return payload[0] << 8 | payload[1], is_response, question, rcode, answers
+
+
+#: What `parse_dns` says of a message but its id, and its question's class (`question_class`):
+#: (is_response, question, rcode, answers, question class)
+Shape = tuple[bool, str, str, str, "int | None"]
+#: the messages already read, by their bytes after the id (a client asks the same question
+#: again with a new id, a server answers it the same way): each read once. Messages up to 512
+#: bytes (RFC 1035 section 4.2.1: all a plain DNS over UDP carries), 4096 of them at most.
+_SHAPES: dict[bytes, Shape | None] = {}
+_SHAPES_KEPT = 4096
+_SHAPE_BYTES = 512
+_UNREAD = ()  #: (no message's shape: `_SHAPES.get`'s answer when the message is not in it)
+
+
+def _shape(payload: bytes) -> Shape | None:
+    """The `Shape` of the DNS message `payload`, None when it is not DNS (not one question)."""
+    if len(payload) < 12 or payload[4:6] != b"\0\1":  # QDCOUNT (RFC 1035 section 4.1.1)
+        return None
+    if len(payload) > _SHAPE_BYTES:
+        return _read_shape(payload)
+    key = payload[2:]
+    shape = _SHAPES.get(key, _UNREAD)
+    if shape is _UNREAD:
+        if len(_SHAPES) >= _SHAPES_KEPT:
+            _SHAPES.clear()
+        shape = _SHAPES[key] = _read_shape(payload)
+    return shape
+
+
+def _read_shape(payload: bytes) -> Shape | None:
     simple = read_simple(payload)
     if simple is None:
-        return parse_dns_message(payload)
-    qid, is_response, name, qtype, rcode, answers = simple
-    return qid, is_response, f"{name} {_type_text(qtype)}", _rcode_text(rcode), answers
+        message = parse_dns_message(payload)
+        if message is None:
+            return None
+        _, is_response, question, rcode, answers = message
+    else:
+        _, is_response, name, qtype, rcode_number, answers = simple
+        question, rcode = f"{name} {_type_text(qtype)}", _rcode_text(rcode_number)
+    return is_response, question, rcode, answers, question_class(payload)
 
 
 def parse_dns_message(payload: bytes) -> tuple[int, bool, str, str, str] | None:

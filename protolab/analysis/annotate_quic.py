@@ -9,9 +9,17 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from dataclasses import replace
 
-from protolab.analysis.facts import WINDOW, Action, Fact, Holder, Kind, Row, row_of
+from protolab.analysis.facts import MAX_PENDING, WINDOW, Action, Fact, Holder, Kind, Row, row_of
 from protolab.protocols.quic import QuicHeader, decode_header
 from protolab.wire.packets import Decoded
+
+#: who looks a DCID up, by whether the packet goes to the server
+_RECEIVER_APP = {True: (Holder.SERVER_APP,), False: (Holder.CLIENT_APP,)}
+
+
+def _path(src: str, dst: str) -> tuple[str, str]:
+    """A 4-tuple as the same key whichever way a packet goes on it: its two endpoints, sorted."""
+    return (src, dst) if src < dst else (dst, src)
 
 
 class QuicAnnotator:
@@ -21,67 +29,89 @@ class QuicAnnotator:
     def __init__(self, window: deque[tuple[Row, Decoded]]) -> None:
         self._window = window
         self._cids: dict[bytes, int] = {}  # connection ID -> QUIC connection number
-        self._paths: dict[frozenset[str], int] = {}  # 4-tuple -> QUIC connection number
+        self._paths: dict[tuple[str, str], int] = {}  # 4-tuple (`_path`) -> connection number
         self._servers: set[str] = set()  # endpoints that received a client's Initial
         self._count = 0
         self._keyed: set[int] = set()  # QUIC connections the server has created
         self._cid_len = 8  # aioquic's and most stacks' length; learned from long headers
-        self._recent: OrderedDict[bytes, tuple[frozenset[str], int]] = OrderedDict()
+        self._recent: OrderedDict[bytes, tuple[tuple[str, str], int]] = OrderedDict()
         self._unanswered: dict[int, list[int]] = {}  # conn -> to-server packets, no reply
         self._ends: dict[int, tuple[str, str]] = {}  # conn -> (client host, server)
+        self._short_texts: dict[bytes, tuple[str, str]] = {}  # DCID -> `_texts` of its header
 
-    def header(self, d: Decoded) -> QuicHeader | None:
+    def header(self, d: Decoded, src: str | None = None,
+               dst: str | None = None) -> QuicHeader | None:
+        """The QUIC header of `d`'s payload (`src`, `dst`: its endpoints, when known), or None: not
+        QUIC, or a short header on a path and with a DCID no connection has."""
         h = decode_header(d.payload, self._cid_len)
-        if h is None:
-            return None
-        if h.long:
+        if h is None or h.long or h.dcid in self._cids:
             return h
-        path = frozenset((d.endpoint("src"), d.endpoint("dst")))
-        return h if (path in self._paths or h.dcid in self._cids) else None
+        if src is None or dst is None:
+            src, dst = d.endpoints()
+        return h if _path(src, dst) in self._paths else None
 
     def row(self, d: Decoded, base: dict, h: QuicHeader) -> Row:
         src, dst = base["src"], base["dst"]  # d's endpoints
-        path = frozenset((src, dst))
-        base = {**base, "proto": "QUIC"}
-        dcid = h.dcid.hex()
-        scid = f" SCID={h.scid.hex()}" if h.scid else ""
-        base["summary"] = f"{h.packet_type} DCID={dcid}{scid}" + (
-            f" token={len(h.token)}B" if h.token else "")
+        path = _path(src, dst)
+        base["proto"] = "QUIC"
+        dcid, base["summary"] = self._texts(h)
         if h.packet_type == "Version Negotiation":
-            return row_of(base, action=Action.NONE, holders=(Holder.PACKET,),
-                          fact=Fact(Kind.QUIC_VERSION_NEGOTIATION))
+            return row_of(base, Action.NONE, (Holder.PACKET,),
+                          Fact(Kind.QUIC_VERSION_NEGOTIATION))
         if h.scid:
             self._cid_len = len(h.scid) or self._cid_len
-        fields = {"quic_type": h.packet_type, "quic_dcid": dcid,
-                  "quic_scid": h.scid.hex() if h.scid is not None else None}
         if h.packet_type == "Initial" and dst not in self._servers and \
                 src not in self._servers:
             self._servers.add(dst)
         to_server = dst in self._servers
-        relay = self._relayed_copy(self._recent, d.payload, path, base["number"])
-        conn = self._cids.get(h.dcid, self._paths.get(path))
-        also: list[Kind] = [Kind.QUIC_RELAYED] if relay else []
+        relay = self._relayed_copy(d.payload, path, base["number"])
+        conn = self._cids.get(h.dcid)
+        if conn is None:
+            conn = self._paths.get(path)
+        also: tuple[Kind, ...] = (Kind.QUIC_RELAYED,) if relay else ()
         if conn is None:
             self._count += 1
             conn = self._count
-        elif h.dcid not in self._cids and not h.long:
-            also.append(Kind.QUIC_ROTATION)
-        if path not in self._paths and self._paths and not h.long \
+        elif not h.long and h.dcid not in self._cids:
+            also += (Kind.QUIC_ROTATION,)
+        if not h.long and path not in self._paths and self._paths \
                 and h.dcid in self._cids and not relay:
-            also.append(Kind.QUIC_MIGRATION)
+            also += (Kind.QUIC_MIGRATION,)
         self._paths[path] = conn
         self._cids.setdefault(h.dcid, conn)
-        base.update(flow=f"quic {conn}", fields=fields)
+        base["flow"] = f"quic {conn}"
+        fields = base.setdefault("fields", {})  # (the values every row has, from the Annotator)
+        fields["quic_type"], fields["quic_dcid"], fields["quic_scid"] = \
+            h.packet_type, dcid, h.scid.hex() if h.scid is not None else None
         values = {"conn": conn, "dcid": dcid, "address": src if to_server else dst,
                   "receiver": "server" if to_server else "client"}
-        row = self._row(base, h, conn, to_server, Fact(
-            Kind.QUIC_LOOKUP, (relay,) if relay else (), dcid, also=tuple(also),
-            values=values))
+        # (Fact's fields in order: kind, refs, key, moves, also, values)
+        lookup = Fact(Kind.QUIC_LOOKUP, (relay,) if relay else (), dcid, (), also, values)
+        row = self._row(base, h, conn, to_server, lookup) if h.long else None
+        if row is None:  # the receiver finds the connection by the DCID, in its own table
+            row = row_of(base, Action.USES, _RECEIVER_APP[to_server], lookup)
         self._track_replies(row, conn, to_server, src, dst)
         return row
 
+    def _texts(self, h: QuicHeader) -> tuple[str, str]:
+        """The DCID as hex and the row's summary; a short header's remembered by its DCID (it is
+        all such a header says, and a connection's packets after its handshake say the same)."""
+        texts = None if h.long else self._short_texts.get(h.dcid)
+        if texts is None:
+            dcid = h.dcid.hex()
+            scid = f" SCID={h.scid.hex()}" if h.scid else ""
+            texts = dcid, f"{h.packet_type} DCID={dcid}{scid}" + (
+                f" token={len(h.token)}B" if h.token else "")
+            if not h.long:
+                if len(self._short_texts) >= MAX_PENDING:
+                    self._short_texts.clear()
+                self._short_texts[h.dcid] = texts
+        return texts
+
     def _row(self, base: dict, h: QuicHeader, conn: int, to_server: bool,
-                  lookup: Fact) -> Row:
+                  lookup: Fact) -> Row | None:
+        """The row of a long header that keeps no state (Retry), creates a key or echoes a
+        token; None for one that is only looked up (`lookup`), as every short header is."""
         values = lookup.values
         if h.packet_type == "Retry":
             if h.scid:
@@ -104,14 +134,12 @@ class QuicAnnotator:
             self._keyed.add(conn)
             return row_of(base, action=Action.CREATES, holders=(Holder.SERVER_APP,),
                           fact=Fact(Kind.QUIC_SERVER_KEY, key=h.scid.hex(), values=values))
-        holder = Holder.SERVER_APP if to_server else Holder.CLIENT_APP
-        return row_of(base, action=Action.USES, holders=(holder,),
-                      fact=lookup)
+        return None
 
-    @staticmethod
-    def _relayed_copy(recent: OrderedDict, payload: bytes, path: object, number: int) -> int:
+    def _relayed_copy(self, payload: bytes, path: tuple[str, str], number: int) -> int:
         """The packet number of the same datagram seen just before on another path (a relay
         forwards the bytes unchanged), or 0."""
+        recent = self._recent
         seen = recent.pop(payload, None)
         recent[payload] = (path, number)
         while len(recent) > WINDOW:
@@ -126,10 +154,15 @@ class QuicAnnotator:
         if not to_server:
             self._unanswered.pop(conn, None)
             return
-        if row.fact.kind is Kind.QUIC_LOOKUP and not row.fact.shows(Kind.QUIC_RELAYED):
-            self._unanswered.setdefault(conn, []).append(row.number)
+        fact = row.fact
+        if fact.kind is Kind.QUIC_LOOKUP and Kind.QUIC_RELAYED not in fact.also:
+            numbers = self._unanswered.get(conn)
+            if numbers is None:
+                self._unanswered[conn] = [row.number]
+            else:
+                numbers.append(row.number)
             return
-        if row.fact.kind is Kind.QUIC_CLIENT_KEY:
+        if fact.kind is Kind.QUIC_CLIENT_KEY:
             ends = (client.rsplit(":", 1)[0], server)
             for old, numbers in list(self._unanswered.items()):
                 if old != conn and self._ends.get(old) == ends:

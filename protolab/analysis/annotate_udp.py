@@ -17,15 +17,18 @@ def udp_row(d: Decoded, base: dict) -> Row:
     """A datagram that stands alone, with a preview of its payload if that is printable."""
     text = _printable(d.payload)
     if text:
-        base = {**base, "fields": {"udp_text": text}}
+        base.setdefault("fields", {})["udp_text"] = text  # (after the values every row has)
     return row_of(base, summary=f"UDP {len(d.payload)} bytes" + (f" {text!r}" if text else ""),
                   action=Action.NONE, holders=(Holder.PACKET,), fact=Fact(Kind.UDP_DATAGRAM))
+
+
+_PRINTABLE = bytes(range(32, 127))  #: printable ASCII, space to tilde
 
 
 def _printable(payload: bytes, limit: int = 40) -> str | None:
     """A short text preview of a payload that is printable ASCII, else None."""
     head = payload[:limit]
-    if not head or not all(32 <= b < 127 for b in head):
+    if not head or head.translate(None, _PRINTABLE):  # (a byte left: not printable ASCII)
         return None
     return head.decode("ascii") + ("…" if len(payload) > limit else "")
 

@@ -20,6 +20,7 @@ import datetime
 import ipaddress
 import secrets
 import ssl
+import struct
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -54,43 +55,67 @@ def decode_header(payload: bytes, short_dcid_len: int = 8) -> QuicHeader | None:
         return None
     first = payload[0]
     if first & 0x80:
-        if len(payload) < 7:
-            return None
-        version = int.from_bytes(payload[1:5], "big")
-        dlen = payload[5]
-        if dlen > 20 or len(payload) < 6 + dlen + 1:
-            return None
-        dcid = payload[6:6 + dlen]
-        slen = payload[6 + dlen]
-        if slen > 20 or len(payload) < 7 + dlen + slen:
-            return None
-        scid = payload[7 + dlen:7 + dlen + slen]
-        if version == 0:
-            return QuicHeader(True, "Version Negotiation", version, dcid, scid)
-        if version != 1 or not first & 0x40:
-            return None
-        kind = LONG_TYPES[(first >> 4) & 0x03]
-        rest = payload[7 + dlen + slen:]
-        token = b""
-        if kind == "Initial":
-            length, used = _varint(rest)
-            token = rest[used:used + length] if length is not None else b""
-        elif kind == "Retry":
-            token = rest[:-16]  # the Retry Integrity Tag is the last 16 bytes
-        return QuicHeader(True, kind, version, dcid, scid, token)
+        return _long_header(payload, first)
     if not first & 0x40:
         return None
-    return QuicHeader(False, "1-RTT", None, payload[1:1 + short_dcid_len], None)
+    dcid = payload[1:1 + short_dcid_len]
+    header = _SHORT_HEADERS.get(dcid)
+    if header is None:
+        if len(_SHORT_HEADERS) >= _SHORT_HEADERS_KEPT:
+            _SHORT_HEADERS.clear()
+        header = _SHORT_HEADERS[dcid] = QuicHeader(False, "1-RTT", None, dcid, None)
+    return header
 
 
-def _varint(b: bytes) -> tuple[int | None, int]:
-    """RFC 9000 section 16 variable-length integer: (value, bytes used); (None, 0) if cut."""
-    if not b:
+#: the short headers already read, by their DCID (all a short header says, and every packet of
+#: a connection's life after its handshake carries one of the same few): one object each
+_SHORT_HEADERS: dict[bytes, QuicHeader] = {}
+_SHORT_HEADERS_KEPT = 4096
+
+
+#: a long header's version and DCID length, after its first byte (RFC 9000 section 17.2)
+_VERSION_DCID_LEN = struct.Struct("!IB")
+
+
+def _long_header(payload: bytes, first: int) -> QuicHeader | None:
+    """A long header (RFC 9000 section 17.2; `first` is its first byte), or None."""
+    if len(payload) < 7:
+        return None
+    version, dlen = _VERSION_DCID_LEN.unpack_from(payload, 1)
+    if dlen > 20 or len(payload) < 6 + dlen + 1:
+        return None
+    dcid = payload[6:6 + dlen]
+    slen = payload[6 + dlen]
+    if slen > 20 or len(payload) < 7 + dlen + slen:
+        return None
+    scid = payload[7 + dlen:7 + dlen + slen]
+    if version == 0:
+        return QuicHeader(True, "Version Negotiation", version, dcid, scid)
+    if version != 1 or not first & 0x40:
+        return None
+    kind = LONG_TYPES[(first >> 4) & 0x03]
+    rest = 7 + dlen + slen  # where the type-specific part starts (read in place, not copied)
+    token = b""
+    if kind == "Initial":
+        length, used = _varint(payload, rest)
+        token = payload[rest + used:rest + used + length] if length is not None else b""
+    elif kind == "Retry":
+        token = payload[rest:-16]  # the Retry Integrity Tag is the last 16 bytes
+    return QuicHeader(True, kind, version, dcid, scid, token)
+
+
+def _varint(b: bytes, at: int = 0) -> tuple[int | None, int]:
+    """RFC 9000 section 16 variable-length integer at `at`: (value, bytes used); (None, 0) if
+    cut. The first byte's two high bits say its length (1, 2, 4 or 8 bytes), the rest is the
+    value."""
+    if at >= len(b):
         return None, 0
-    size = 1 << (b[0] >> 6)
-    if len(b) < size:
+    size = 1 << (b[at] >> 6)
+    if len(b) < at + size:
         return None, 0
-    return int.from_bytes(bytes([b[0] & 0x3F]) + b[1:size], "big"), size
+    if size == 1:  # (every length under 64, as a token's usually is: no bytes to join)
+        return b[at] & 0x3F, 1
+    return int.from_bytes(b[at:at + size], "big") & ((1 << (8 * size - 2)) - 1), size
 
 
 # -- certificates made at run time (never a committed key) ----------------------------------------

@@ -12,7 +12,9 @@ A frame that is cut short or malformed still decodes as far as it can and says w
 from __future__ import annotations
 
 import ipaddress
+import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from socket import inet_ntoa
@@ -23,6 +25,7 @@ from protolab.wire.pcap import (
     LINKTYPE_LINUX_SLL2,
     LINKTYPE_NULL,
     RAW_IP_LINKTYPES,
+    read_made,
 )
 
 ETH_IPV4 = 0x0800
@@ -141,12 +144,19 @@ class Decoded:
 
     @property
     def transport(self) -> str:
-        return _TRANSPORTS.get(self.proto or -1, "IP" if self.src else "?")
+        return TRANSPORTS.get(self.proto or -1, "IP" if self.src else "?")
 
     def endpoint(self, which: str) -> str:
         key = (self.src, self.sport) if which == "src" else (self.dst, self.dport)
         text = _ENDPOINTS.get(key)
         return text if text is not None else _endpoint(*key)
+
+    def endpoints(self) -> tuple[str, str]:
+        """(endpoint("src"), endpoint("dst")), in one call."""
+        src = _ENDPOINTS.get((self.src, self.sport))
+        dst = _ENDPOINTS.get((self.dst, self.dport))
+        return (src if src is not None else _endpoint(self.src, self.sport),
+                dst if dst is not None else _endpoint(self.dst, self.dport))
 
 
 #: "ip:port" texts already made (a capture names the same few endpoints again and again)
@@ -166,16 +176,55 @@ def _endpoint(host: str | None, port: int | None) -> str:
     return text
 
 
-_TRANSPORTS = {PROTO_TCP: "TCP", PROTO_UDP: "UDP", PROTO_ICMP: "ICMP", PROTO_ICMPV6: "ICMPv6"}
+#: the transport protocols' names, by IP protocol number
+TRANSPORTS = {PROTO_TCP: "TCP", PROTO_UDP: "UDP", PROTO_ICMP: "ICMP", PROTO_ICMPV6: "ICMPv6"}
 
 
 def decode(data: bytes, linktype: int, time: float = 0.0, orig_len: int = 0,
            interface: str = "") -> Decoded:
     """Decode one frame of the given pcap link type (seen at capture point `interface`)."""
-    if linktype == LINKTYPE_ETHERNET and data[12:14] == b"\x08\x00":
-        common = _ipv4_common(data, 14, time, orig_len, interface)
-        if common is not None:
-            return common
+    return decode_at(data, 0, len(data), time, orig_len, linktype, interface)
+
+
+def read_decoded(path: str | os.PathLike[str]) -> Iterator[Decoded]:
+    """The frames of a capture file, decoded (`read_frames` and `decode` in one step per frame).
+    Raises `PcapError` as `read_frames` does."""
+    return read_made(path, decode_at)
+
+
+def decode_at(buf: bytes, start: int, end: int, time: float, orig_len: int, linktype: int,
+              interface: str) -> Decoded:
+    """`decode` of the frame buf[start:end], read in place (a `pcap.Make`). The frame nearly
+    every capture is made of, Ethernet and an IPv4 datagram with no options and not a fragment
+    with a whole TCP or UDP header, is decoded here in one step, as `_ip` and `_l4` would."""
+    length = end - start
+    if linktype == LINKTYPE_ETHERNET and length >= _COMMON_END:
+        (ethertype, first, total, ip_id, frag, proto, addresses, sport, dport, seq, ack,
+         offflags, window) = _COMMON.unpack_from(buf, start + 12)
+        if ethertype == ETH_IPV4 and first == 0x45 and not frag & 0x1FFF:
+            l4 = start + 34  # Ethernet's 14 bytes, IPv4's 20
+            stop = start + 14 + total if 20 <= total < length - 14 else end  # (then padding)
+            names = _ADDRESS_PAIRS.get(addresses) or _address_pair(addresses)
+            # Positional, in Decoded's order (a call with keywords costs twice as much): time,
+            # length, src, dst, ip_version, proto, sport, dport, tcp, icmp_type, icmp_code,
+            # quoted, payload, error, orig_len, interface, ip_id.
+            if proto == PROTO_TCP and stop - l4 >= 20:
+                hlen = (offflags >> 12) * 4
+                tcp = TcpHeader(seq, ack, offflags & 0xFF, window,
+                                buf[l4 + 20:min(l4 + hlen, stop)] if hlen > 20 else b"")
+                return Decoded(time, length, names[0], names[1], 4, proto, sport, dport, tcp,
+                               None, None, None, buf[l4 + hlen:stop], None, orig_len,
+                               interface, ip_id)
+            if proto == PROTO_UDP and stop - l4 >= 8:
+                return Decoded(time, length, names[0], names[1], 4, proto, sport, dport, None,
+                               None, None, None, buf[l4 + 8:stop], None, orig_len, interface,
+                               ip_id)
+    return _decode_link(buf[start:end], linktype, time, orig_len, interface)
+
+
+def _decode_link(data: bytes, linktype: int, time: float, orig_len: int,
+                 interface: str) -> Decoded:
+    """`decode`, header by header: from the link layer's on."""
     base = {"time": time, "length": len(data), "orig_len": orig_len, "interface": interface}
     try:
         ethertype, off = _link(data, linktype)
@@ -188,40 +237,26 @@ def decode(data: bytes, linktype: int, time: float = 0.0, orig_len: int = 0,
     return _ip(data, off, base)
 
 
-def _ipv4_common(data: bytes, off: int, time: float, orig_len: int,
-                 interface: str) -> Decoded | None:
-    """The frame nearly every capture is made of, an IPv4 datagram (not a fragment) with a whole
-    TCP or UDP header, decoded in one step, as `_ip` and `_l4` would; None for any other."""
-    if len(data) < off + 20:
-        return None
-    first, total, ip_id, frag, proto, src, dst = _IPV4.unpack_from(data, off)
-    if first >> 4 != 4 or frag & 0x1FFF or (proto != PROTO_TCP and proto != PROTO_UDP):
-        return None
-    ihl = (first & 0x0F) * 4
-    end = min(len(data), off + total) if total >= ihl else len(data)
-    l4 = off + ihl
-    if proto == PROTO_UDP:
-        if end - l4 < 8:
-            return None
-        sport, dport = _PORTS.unpack_from(data, l4)
-        tcp, payload = None, data[l4 + 8:end]
-    else:
-        if end - l4 < 20:
-            return None
-        sport, dport, seq, ack, offflags, window = _TCP.unpack_from(data, l4)
-        hlen = (offflags >> 12) * 4
-        tcp = TcpHeader(seq, ack, offflags & 0xFF, window, data[l4 + 20:min(l4 + hlen, end)])
-        payload = data[l4 + hlen:end]
-    # Positional, in Decoded's order (a call with keywords costs twice as much, per frame):
-    # time, length, src, dst, ip_version, proto, sport, dport, tcp, icmp_type, icmp_code,
-    # quoted, payload, error, orig_len, interface, ip_id.
-    return Decoded(time, len(data), _address(src), _address(dst), 4, proto, sport, dport, tcp,
-                   None, None, None, payload, None, orig_len, interface, ip_id)
+#: From the Ethernet type on: the ethertype; IPv4's fixed header (RFC 791 section 3.1): version
+#: and IHL, total length, identification, flags and fragment offset, protocol, source and
+#: destination (TOS, TTL and checksum skipped); then the ports (UDP's and TCP's first four
+#: bytes), and TCP's seq, ack, data offset and flags, window (past a UDP header: not used)
+_COMMON = struct.Struct("!HBxHHHxB2x8sHHIIHH")
+_COMMON_END = 12 + _COMMON.size  #: a frame shorter than this is decoded header by header
+#: the two addresses' texts, by their 8 bytes (a capture names the same few pairs of hosts)
+_ADDRESS_PAIRS: dict[bytes, tuple[str, str]] = {}
 
 
-#: "192.0.2.1" for an IPv4 address's 4 bytes, remembered (a capture names the same few hosts):
-#: one text object per host, whose hash is kept, for the tables keyed by endpoint downstream
+#: "192.0.2.1" for an IPv4 address's 4 bytes, remembered: one text object per host, whose hash
+#: is kept, for the tables keyed by endpoint downstream
 _address = lru_cache(maxsize=_ENDPOINTS_KEPT)(inet_ntoa)
+
+
+def _address_pair(addresses: bytes) -> tuple[str, str]:
+    if len(_ADDRESS_PAIRS) >= _ENDPOINTS_KEPT:
+        _ADDRESS_PAIRS.clear()
+    names = _ADDRESS_PAIRS[addresses] = (_address(addresses[:4]), _address(addresses[4:]))
+    return names
 
 
 class _Short(Exception):
