@@ -639,3 +639,53 @@ def test_format_rows_keeps_the_demos_call_and_its_width(monkeypatch) -> None:
     assert max(len(x) for x in text.splitlines()) <= PIPED_WIDTH
     assert set(state_lines(text)) == {r.number for r in rows}
     assert max(len(x) for x in format_rows(rows, layout(80)).splitlines()) <= 80
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3])
+def test_flow_numbers_forget_the_least_recently_seen_and_renumber_a_flow_that_comes_back(limit):
+    """FlowNumbers answers a row of the row before's conversation without its dict: the numbers
+    stay those of an LRU of `limit` conversations (a model written out here)."""
+    from types import SimpleNamespace
+
+    from protolab.analysis.flows import FlowNumbers
+
+    flows = "a a b a c b a c c b a".split()
+    numbers, got = FlowNumbers(limit), []
+    model: dict[str, int] = {}
+    expected, count = [], 0
+    for flow in flows:
+        got.append(numbers.number_of(SimpleNamespace(flow=flow)))
+        if flow not in model:
+            count += 1
+            if len(model) >= limit:
+                del model[next(iter(model))]
+        model[flow] = model.pop(flow, count)
+        expected.append(model[flow])
+    assert got == expected and numbers.count == count
+
+
+def test_the_every_row_loop_prints_what_choosing_prints() -> None:
+    """`run` prints every row by its own loop (print_every); --filter goes through `select`: a
+    filter that chooses every row prints the same table and JSON, and --limit cuts both alike."""
+    path = ROOT / "captures" / "tcp-demo.ref.pcap"
+    for opts in ({}, {"json": True}, {"limit": 5}, {"json": True, "limit": 5}, {"wide": True},
+                 {"width": 200}):
+        every: list[str] = []
+        chosen: list[str] = []
+        run(path, Options(**opts), every.append)
+        run(path, Options(filter="tcp or not tcp", **opts), chosen.append)
+        assert every == chosen and len(every) >= 5
+
+
+@pytest.mark.parametrize("capture", ["nat-demo.ref.pcapng", "quic-demo.ref.pcap",
+                                     "dns-demo.ref.pcap", "lb.ref.pcap"])
+def test_flow_table_take_is_number_of_then_add(capture) -> None:
+    """--flows counts each row by FlowTable.take: the same summaries as number_of, then add."""
+    from protolab.analysis.annotate import annotate_file
+    from protolab.analysis.flows import FlowTable
+
+    taken, added = FlowTable(), FlowTable()
+    for row in annotate_file(ROOT / "captures" / capture):
+        assert taken.take(row) == added.number_of(row)
+        added.add(row)
+    assert taken.flows == added.flows and len(taken.flows) > 1

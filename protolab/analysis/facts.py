@@ -8,9 +8,11 @@ Action, Kind, TEMPLATES) are kept in protolab.analysis.fact_kinds, plain data, a
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cache
+from operator import attrgetter, itemgetter
 from string import Formatter
 from typing import TYPE_CHECKING
 
@@ -91,8 +93,9 @@ _ACTION_PREFIX = {action: "" if action is Action.NONE else f"{action.value}: "
 def render(fact: Fact) -> str:
     """The sentence for a fact, from `TEMPLATES` (and each `also` fact's sentence after it)."""
     if not fact.also:  # nearly every fact: one sentence
-        percent, derived = _compiled(TEMPLATES[fact.kind])
-        return percent % (_values(fact, derived) if derived else fact.values)
+        percent, derive, pick = _compiled(TEMPLATES[fact.kind])
+        values = fact.values if derive is None else derive(fact)
+        return percent % (values if pick is None else pick(values))
     templates = [TEMPLATES[fact.kind], *(TEMPLATES[kind] for kind in fact.also)]
     values = _values(fact, frozenset().union(*map(_wanted, templates)))
     return "; ".join(_percent(template) % values for template in templates)
@@ -104,10 +107,11 @@ _SPEC = re.compile(r"#?0?\d*(\.\d+)?[dfx]")
 
 
 @cache
-def _percent(template: str) -> str:
+def _percent(template: str, positional: bool = False) -> str:
     """`template` as a %-format of the same values ("{rtt_ms:.0f}" → "%(rtt_ms).0f"), made once
     per template: `str.format_map` parses its template on every call, `%` costs a third less
-    (same text: "%s" is `str`, as `format` with no spec; the specs are checked by `_SPEC`)."""
+    (same text: "%s" is `str`, as `format` with no spec; the specs are checked by `_SPEC`).
+    `positional`: of the values in the order the template names them ("%.0f")."""
     parts = []
     for literal, name, spec, conversion in Formatter().parse(template):
         parts.append(literal.replace("%", "%%"))
@@ -115,47 +119,67 @@ def _percent(template: str) -> str:
             continue
         if conversion or not name.isidentifier() or (spec and not _SPEC.fullmatch(spec)):
             raise ValueError(f"template field {{{name}}} has no %-format: {template!r}")
-        parts.append(f"%({name}){spec}" if spec else f"%({name})s")
+        parts.append(f"%{'' if positional else f'({name})'}{spec or 's'}")
     return "".join(parts)
 
 
 @cache
-def _compiled(template: str) -> tuple[str, frozenset[str]]:
-    """`_percent(template)` and `_wanted(template)`, in one look-up per row."""
-    return _percent(template), _wanted(template)
+def _compiled(template: str) -> tuple[str, Callable[[Fact], dict] | None,
+                                      Callable[[dict], tuple] | None]:
+    """What `render` needs of a template, in one look-up per row: its %-format; what makes the
+    values from a fact when the template names derived ones (`_values_maker`); and, for a
+    template of two values or more, what picks them in order from the values (an itemgetter;
+    the %-format is then positional: `%` looks each name up by a string it makes again every
+    time, the itemgetter by the names made once). None: the %-format takes the values by name."""
+    derive = _values_maker(_wanted(template))
+    names = [name for _, name, _, _ in Formatter().parse(template) if name is not None]
+    if len(names) < 2:  # (`%` takes a lone value as the one: a tuple would be taken apart)
+        return _percent(template), derive, None
+    return _percent(template, positional=True), derive, itemgetter(*names)
 
 
 def _values(fact: Fact, derived: frozenset[str]) -> dict:
     """The fact's values, and the `derived` ones its templates name (made only then: per row);
     the fact's own win, as in {**derived, **values}."""
-    if not derived:
-        return fact.values
-    values = _derived(fact, derived)
-    values.update(fact.values)
-    return values
+    make = _values_maker(derived)
+    return fact.values if make is None else make(fact)
 
 
-#: the values `render` makes from a fact's other fields, when a template names them
-_DERIVED = frozenset({"key", "refs", "ref", "moves"})
+@cache
+def _values_maker(derived: frozenset[str]) -> Callable[[Fact], dict] | None:
+    """`_values(fact, derived)` as a function of the fact, made once per set of names: None
+    when no derived value is named (most templates: the fact's own values serve), else one
+    dict built in one step, the derived values first so that the fact's own win."""
+    made = tuple((name, _DERIVED[name]) for name in sorted(derived))
+    if not made:
+        return None
+    if len(made) == 1:  # (most: a TCP sentence's moves, a DNS or QUIC key)
+        [(name, make)] = made
+        return lambda fact: {name: make(fact), **fact.values}
+    if len(made) == 2:  # (a DNS answer's key and ref)
+        [(name, make), (other, make_other)] = made
+        return lambda fact: {name: make(fact), other: make_other(fact), **fact.values}
+
+    def values_of(fact: Fact) -> dict:
+        values = {name: make(fact) for name, make in made}
+        values.update(fact.values)
+        return values
+
+    return values_of
+
+
+def _refs(fact: Fact) -> str:
+    return ", ".join([f"#{n}" for n in fact.refs])
+
+
+def _ref(fact: Fact) -> str:
+    return f"#{fact.refs[0]}" if fact.refs else ""
 
 
 @cache
 def _wanted(template: str) -> frozenset[str]:
     """Which of `_DERIVED` a template names (worked out once per template)."""
-    return _names(template) & _DERIVED
-
-
-def _derived(fact: Fact, names: frozenset[str]) -> dict:
-    values = {}
-    if "key" in names:
-        values["key"] = fact.key
-    if "refs" in names:
-        values["refs"] = ", ".join(f"#{n}" for n in fact.refs)
-    if "ref" in names:
-        values["ref"] = f"#{fact.refs[0]}" if fact.refs else ""
-    if "moves" in names:
-        values["moves"] = _moves(fact)
-    return values
+    return _names(template) & frozenset(_DERIVED)
 
 
 @cache
@@ -171,10 +195,23 @@ def _moves(fact: Fact) -> str:
                 "guessed from the ports]")
     if not fact.moves:
         return ""
-    return f" [{'; '.join(_move(t.role, t.old, t.new) for t in fact.moves)}]"
+    return f" [{'; '.join(map(_MOVE_TEXTS.__getitem__, map(_ROLE_OLD_NEW, fact.moves)))}]"
 
 
-@cache
-def _move(role: Enum, old: Enum, new: Enum) -> str:
-    """"client SYN_SENT→ESTABLISHED" (the few there are, made once each)."""
-    return f"{role.value} {old.value}→{new.value}"
+class _MoveTexts(dict):
+    """"client SYN_SENT→ESTABLISHED" by (role, old state, new state): the few there are, made
+    once each, and looked up by dict's own __getitem__ (no Python call per move)."""
+
+    def __missing__(self, move: tuple[Enum, Enum, Enum]) -> str:
+        role, old, new = move
+        text = self[move] = f"{role.value} {old.value}→{new.value}"
+        return text
+
+
+_MOVE_TEXTS = _MoveTexts()
+_ROLE_OLD_NEW = attrgetter("role", "old", "new")
+
+
+#: the values `render` makes from a fact's other fields, when a template names them, and how
+_DERIVED: dict[str, Callable[[Fact], str]] = {"key": attrgetter("key"), "refs": _refs,
+                                              "ref": _ref, "moves": _moves}

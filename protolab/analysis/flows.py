@@ -53,15 +53,21 @@ class FlowNumbers:
         self._numbers: dict[str, int] = {}
         self._next = 0
         self.limit = limit
+        self._last: str | None = None  #: the last row's conversation (never forgotten: the
+        self._last_number = 0  #: most recently seen is the last to go), and its number
 
     def number_of(self, row: Row) -> int:
-        number = self._numbers.pop(row.flow, None)
+        flow = row.flow
+        if flow == self._last:  # (most rows: the same conversation as the row before)
+            return self._last_number
+        number = self._numbers.pop(flow, None)
         if number is None:
             self._next += 1
             number = self._next
             if len(self._numbers) >= self.limit:
                 del self._numbers[next(iter(self._numbers))]
-        self._numbers[row.flow] = number
+        self._numbers[flow] = number  # the most recently seen last: evicted last
+        self._last, self._last_number = flow, number
         return number
 
     def add(self, row: Row) -> None:
@@ -89,35 +95,47 @@ class FlowTable:
         return len(self.flows)
 
     def number_of(self, row: Row) -> int:
-        flow = self.flows.get(row.flow)
-        if flow is None:
-            kind, _, rest = row.flow.partition(" ")
-            flow = Flow(len(self.flows) + 1, row.flow, kind, f"{row.src} → {row.dst}")
-            # "tcp 3" is connection 3; segments whose TCP header was cut by the capture's snap
-            # length have no connection: their key is the addresses ("tcp a↔b").
-            if kind == "tcp" and rest.isdigit():
-                flow.tcp_number = int(rest)
-            self.flows[row.flow] = flow
-        return flow.number
+        return (self.flows.get(row.flow) or self._new(row)).number
+
+    def _new(self, row: Row) -> Flow:
+        kind, _, rest = row.flow.partition(" ")
+        flow = Flow(len(self.flows) + 1, row.flow, kind, f"{row.src} → {row.dst}")
+        # "tcp 3" is connection 3; segments whose TCP header was cut by the capture's snap
+        # length have no connection: their key is the addresses ("tcp a↔b").
+        if kind == "tcp" and rest.isdigit():
+            flow.tcp_number = int(rest)
+        self.flows[row.flow] = flow
+        return flow
 
     def add(self, row: Row) -> None:
-        flow = self.flows[row.flow]
+        self._count(self.flows[row.flow], row)
+
+    def take(self, row: Row) -> int:
+        """`number_of` and `add` in one look-up (--flows takes every row so): its number."""
+        flow = self.flows.get(row.flow) or self._new(row)
+        self._count(flow, row)
+        return flow.number
+
+    def _count(self, flow: Flow, row: Row) -> None:
         flow.packets += 1
-        if row.fact.kind is Kind.NOT_DECODED:
+        fact, fields = row.fact, row.fields
+        if fact.kind is Kind.NOT_DECODED:
             flow.undecoded += 1
-            flow.undecoded_why = flow.undecoded_why or str(row.fact.values.get("error", ""))
+            flow.undecoded_why = flow.undecoded_why or str(fact.values.get("error", ""))
         src, dst = row.src, row.dst
         direction = f"{src} → {dst}"
-        flow.bytes_each_way[direction] = flow.bytes_each_way.get(direction, 0) + \
-            (row.fields.get("length") or 0)
-        path = f"{src} ↔ {dst}" if src <= dst else f"{dst} ↔ {src}"  # the two, sorted
-        if path not in flow.paths:
-            flow.paths.append(path)
-        dcid = row.fields.get("quic_dcid")
+        sent = flow.bytes_each_way.get(direction)
+        if sent is None:  # a new direction, maybe a new path (an old direction: an old path)
+            sent = 0
+            path = f"{src} ↔ {dst}" if src <= dst else f"{dst} ↔ {src}"  # the two, sorted
+            if path not in flow.paths:
+                flow.paths.append(path)
+        flow.bytes_each_way[direction] = sent + (fields.get("length") or 0)
+        dcid = fields.get("quic_dcid")
         if dcid and dcid not in flow.cids:
             flow.cids.append(dcid)
         relayed_dns = False
-        if row.fact.also or row.fact.kind in _MARKING:  # no other fact shows any of these
+        if fact.also or fact.kind in _MARKING:  # no other fact shows any of these
             if row.shows(Kind.QUIC_MIGRATION):
                 flow.migrations.append(row.number)
             if row.shows(Kind.QUIC_RELAYED):
@@ -125,9 +143,9 @@ class FlowTable:
             relayed_dns = row.shows(Kind.DNS_RELAYED) or row.shows(Kind.DNS_RELAY_ANSWER)
         if relayed_dns:
             flow.relayed.append(row.number)
-        elif "dns_id" in row.fields:
-            qid = row.fields["dns_id"]
-            if not row.fields.get("dns_response"):
+        elif "dns_id" in fields:
+            qid = fields["dns_id"]
+            if not fields.get("dns_response"):
                 flow.queries[qid] = row.time
             elif qid in flow.queries and row.action is Action.ENDS:
                 flow.latencies_ms.append((row.time - flow.queries.pop(qid)) * 1000)

@@ -19,7 +19,15 @@ from protolab.analysis.facts import Row
 from protolab.analysis.filter import FilterError, Pred, compile_filter, shorten
 from protolab.analysis.flows import MAX_TRACKED, FlowNumbers, FlowTable, print_flows
 from protolab.analysis.inspect_options import Options, Tally
-from protolab.analysis.table import format_row, header, layout, row_json
+from protolab.analysis.table import (
+    Layout,
+    format_row,
+    header,
+    layout,
+    row_formatter,
+    row_json,
+    row_json_numbered,
+)
 from protolab.wire.packets import decode
 from protolab.wire.pcap import PcapError, read_frames, read_pcap
 
@@ -71,22 +79,65 @@ def run(path: str | os.PathLike[str], opts: Options, out: Out,
         from protolab.analysis.inspect_ladder import draw
 
         return draw(path, opts, pred, out, tally)
-    lay = None if opts.json else layout(opts.width, opts.wide)
     annotator = Annotator(opts.dns_ports, max_flows=0 if opts.flows else MAX_TRACKED)
-    table: FlowTable | FlowNumbers = FlowTable() if opts.flows else FlowNumbers()
-    try:
-        for row, chosen in select(path, opts, pred, annotator, table, tally):
-            if not chosen:
-                continue
-            if lay is not None and tally.shown == 1:
-                out(header(lay))
-            out(row_json(row) if lay is None else format_row(row, lay))
-    finally:
-        if opts.flows:
-            print_flows(table, annotator, out, as_json=opts.json, width=opts.width,
+    if opts.flows:  # one row per conversation, after the last packet: none of the packets'
+        flows = FlowTable()
+        try:
+            count_flows(path, annotator, flows, tally)
+        finally:
+            print_flows(flows, annotator, out, as_json=opts.json, width=opts.width,
                         wide=opts.wide)
-    check_flow(opts, table.count)
+        return tally
+    lay = None if opts.json else layout(opts.width, opts.wide)
+    if opts.flow is None and pred is None:  # (most runs: no choosing)
+        print_every(path, lay, opts.limit, annotator, out, tally)
+        return tally
+    numbers = FlowNumbers()
+    for row, chosen in select(path, opts, pred, annotator, numbers, tally):
+        if not chosen:
+            continue
+        if lay is not None and tally.shown == 1:
+            out(header(lay))
+        out(row_json(row) if lay is None else format_row(row, lay))
+    check_flow(opts, numbers.count)
     return tally
+
+
+def count_flows(path: str | os.PathLike[str], annotator: Annotator, flows: FlowTable,
+                tally: Tally) -> None:
+    """`--flows`: every row counted into its conversation's summary (`FlowTable.take`), none
+    printed (`select` would choose none: --flow, --filter and --limit choose rows to print)."""
+    take = flows.take
+    for batch in batches(path, annotator):
+        tally.read += len(batch)
+        for row, _ in batch:
+            take(row)
+
+
+def print_every(path: str | os.PathLike[str], lay: Layout | None, limit: int | None,
+                annotator: Annotator, out: Out, tally: Tally) -> None:
+    """`run` when every row is chosen (no --flows, --flow or --filter): the table (`lay`) or
+    the JSON lines (None) of the first `limit` rows, each formatted by one function made
+    for the layout; every row counted in `tally`, batch by batch. The table
+    needs no flow numbers (only --json prints them, and --flow chooses by them)."""
+    text_of = row_formatter(lay) if lay is not None else _numbered_json(FlowNumbers())
+    for batch in batches(path, annotator):
+        tally.read += len(batch)
+        tally.matched += len(batch)
+        room = len(batch) if limit is None else min(len(batch), limit - tally.shown)
+        if room <= 0:
+            continue
+        if lay is not None and tally.shown == 0:
+            out(header(lay))
+        for row, _ in batch[:room] if room < len(batch) else batch:
+            out(text_of(row))
+        tally.shown += room
+
+
+def _numbered_json(numbers: FlowNumbers) -> Callable[[Row], str]:
+    """`row_json` of a row numbered by conversation, as `select` numbers it."""
+    number_of = numbers.number_of
+    return lambda row: row_json_numbered(row, number_of(row))
 
 
 def select(path: str | os.PathLike[str], opts: Options, pred: Pred | None,
