@@ -187,13 +187,14 @@ class TcpAnnotator:
 
 
 def _describe(d: Decoded, view: SegmentView, base: dict) -> str | None:
-    """Put the segment's summary, flow and fields in `base` (an HTTP line, or a DNS message
-    over TCP, in the summary too); return the HTTP line, if the payload starts one."""
+    """Put the segment's summary and flow in `base`, its fields in base["fields"] (after the
+    values every row has, which the annotator put there); an HTTP line, or a DNS message over
+    TCP, in the summary too. Return the HTTP line, if the payload starts one."""
     base["flow"] = view.label
     flags = _FLAG_TEXT[d.tcp.flags]
     summary = f"[{flags}] seq={view.rel_seq} len={view.length}" if view.rel_ack is None else \
         f"[{flags}] seq={view.rel_seq} ack={view.rel_ack} len={view.length}"
-    fields: dict = {}
+    fields = base["fields"]
     http = None
     if payload := d.payload:  # an HTTP start line, or a DNS message, in it?
         http = _http_line(payload)
@@ -205,7 +206,9 @@ def _describe(d: Decoded, view: SegmentView, base: dict) -> str | None:
         if dns_tcp is not None:  # RFC 1035 section 4.2.2: a two-byte length, then the message
             qid, is_response, question, rcode, _ = dns_tcp
             summary += f" DNS {'answer' if is_response else 'query'} {qid:#06x} {question}"
-            fields = {"dns_id": qid, "dns_response": is_response, "dns_question": question}
+            if http:  # the DNS message's fields stand for the payload, not the HTTP line's
+                del fields["http"]
+            fields.update(dns_id=qid, dns_response=is_response, dns_question=question)
     fields["tcp_len"] = view.length
     if (opts := view.options) is not None:  # a SYN's
         if opts.mss is not None:
@@ -219,7 +222,7 @@ def _describe(d: Decoded, view: SegmentView, base: dict) -> str | None:
         fields["tcp_receiver_window"] = view.window
     if view.rst_fit is not None:
         fields["tcp_rst_fit"] = view.rst_fit.value
-    base["summary"], base["fields"] = summary, fields
+    base["summary"] = summary
     return http
 
 
