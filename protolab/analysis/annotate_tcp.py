@@ -46,6 +46,8 @@ _USES, _CREATES, _MISSING = Action.USES, Action.CREATES, Action.MISSING
 _SEGMENT, _OPEN, _OUT_OF_WINDOW = Kind.TCP_SEGMENT, Kind.TCP_OPEN, Kind.TCP_OUT_OF_WINDOW
 _HTTP_STARTS = (b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"PATCH ", b"OPTIONS ",
                 b"HTTP/1.")
+#: their first bytes: a payload starting with none of them (TLS, most data) is no HTTP start
+_HTTP_FIRST = frozenset(start[0] for start in _HTTP_STARTS)
 
 
 class TcpAnnotator:
@@ -197,7 +199,7 @@ def _describe(d: Decoded, view: SegmentView, base: dict) -> str | None:
     fields = base["fields"]
     http = None
     if payload := d.payload:  # an HTTP start line, or a DNS message, in it?
-        http = _http_line(payload)
+        http = _http_line(payload) if payload[0] in _HTTP_FIRST else None
         if http:
             summary += f" {http}"
             fields["http"] = http
