@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from dataclasses import replace
+from typing import NamedTuple
 
 from protolab.analysis.annotate_dns import parse_dns
 from protolab.analysis.annotate_tls import KERNELS, TlsAnnotator
@@ -18,8 +19,26 @@ from protolab.wire.packets import Decoded, TcpHeader
 #: "SYN/ACK" for each value of the flags byte, "none" for 0 (made once, not per segment)
 _FLAG_TEXT = tuple("/".join(TcpHeader(0, 0, f, 0).flag_names()) or "none" for f in range(256))
 _ENDED = frozenset({TcpState.CLOSED, TcpState.TIME_WAIT})  #: a move into these ends an entry
-#: (sender, receiver) by the sender's role
-_PARTIES = {Role.CLIENT: ("client", "server"), Role.SERVER: ("server", "client")}
+
+
+class _Parties(NamedTuple):
+    """A segment's sender and receiver, and the texts and holder its rows name them by."""
+
+    sender: str  #: "client" or "server"
+    receiver: str
+    kernel: Holder  #: the sender's kernel
+    flight: str  #: after the bytes in flight: " B in flight client→server; "
+    expects: str  #: before the receiver's RCV.NXT: "server kernel expects seq "
+
+
+def _parties(sender: str, receiver: str, kernel: Holder) -> _Parties:
+    return _Parties(sender, receiver, kernel, f" B in flight {sender}→{receiver}; ",
+                    f"{receiver} kernel expects seq ")
+
+
+#: the parties by the sender's role (made once, not per segment)
+_PARTIES = {Role.CLIENT: _parties("client", "server", Holder.CLIENT_KERNEL),
+            Role.SERVER: _parties("server", "client", Holder.SERVER_KERNEL)}
 #: the enum members the common rows name, looked up once: naming a member (`Action.USES`) goes
 #: through Python 3.11's EnumType.__getattr__ hook, about 0.15 us, several times a row
 _IN_WINDOW, _NOBODY = Fit.IN_WINDOW, (Holder.NOBODY,)
@@ -27,6 +46,8 @@ _USES, _CREATES, _MISSING = Action.USES, Action.CREATES, Action.MISSING
 _SEGMENT, _OPEN, _OUT_OF_WINDOW = Kind.TCP_SEGMENT, Kind.TCP_OPEN, Kind.TCP_OUT_OF_WINDOW
 _HTTP_STARTS = (b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"PATCH ", b"OPTIONS ",
                 b"HTTP/1.")
+#: their first bytes: a payload starting with none of them (TLS, most data) is no HTTP start
+_HTTP_FIRST = frozenset(start[0] for start in _HTTP_STARTS)
 
 
 class TcpAnnotator:
@@ -49,36 +70,38 @@ class TcpAnnotator:
             else self.observer.feed(d, number)
         flags = d.tcp.flags
         http = _describe(d, view, base)
-        sender, receiver = _PARTIES[view.sender_role]
-        values = {"sender": sender, "receiver": receiver,
-                  "states_known": view.states_known, "seq": view.rel_seq,
-                  "expects": view.expects}
-        moves = view.transitions if view.states_known else ()
+        parties = _PARTIES[view.sender_role]
+        sender, receiver = parties.sender, parties.receiver
         if not view.in_window:
-            return _row(base, _MISSING, _NOBODY, Fact(_OUT_OF_WINDOW, (), "", (), (), values))
-        if view.rst_fit is _IN_WINDOW:
-            return row_of(base, action=Action.USES, holders=(Holder.SERVER_KERNEL
-                          if receiver == "server" else Holder.CLIENT_KERNEL,),
-                          fact=Fact(Kind.TCP_RST_CHALLENGED, values=values))
+            return _row(base, _MISSING, _NOBODY, Fact(_OUT_OF_WINDOW, (), "", (), (), {
+                "sender": sender, "receiver": receiver, "states_known": view.states_known,
+                "seq": view.rel_seq, "expects": view.expects}))
         if flags & RST:
-            return self._rst(view, base, moves, values)
+            return self._rst(view, base, parties)
         self._last[view.flow] = number
         if len(self._last) > MAX_PENDING:  # one entry more at most: the oldest goes
             self._last.popitem(last=False)
-        if flags & 0x12 == 0x12:
-            self._synack.setdefault(view.flow, number)
-            if len(self._synack) > MAX_PENDING:
-                self._synack.popitem(last=False)
-        if view.synack_again or view.cookie_ts or view.keepalive or view.challenges is not None:
-            return self._special(view, base, moves, values)
+        moves = view.transitions if view.states_known else ()
         if flags & SYN:
-            values["who"] = "client kernel creates" if not flags & ACK else "server kernel holds"
-            return _row(base, _CREATES, KERNELS, Fact(_OPEN, (), "", moves, (), values))
-        values["flight"] = (f"{view.in_flight} B in flight {sender}→{receiver}; "
-                            if view.in_flight else "")
-        # Unknown states: no kernel is known to hold this connection, so nothing it "expects".
-        values["expects"] = f"{receiver} kernel expects seq {view.expects} next" \
-            if view.states_known else "no kernel state known for it"
+            if flags & ACK:
+                self._synack.setdefault(view.flow, number)
+                if len(self._synack) > MAX_PENDING:
+                    self._synack.popitem(last=False)
+                if view.synack_again or view.cookie_ts:
+                    return self._resent_or_cookie(view, base, moves, parties)
+            return _row(base, _CREATES, KERNELS, Fact(_OPEN, (), "", moves, (), {
+                "sender": sender, "receiver": receiver, "states_known": view.states_known,
+                "seq": view.rel_seq, "expects": view.expects,
+                "who": "server kernel holds" if flags & ACK else "client kernel creates"}))
+        if view.keepalive or view.challenges is not None:
+            return self._keepalive_or_challenge(view, base, parties)
+        values = {"sender": sender, "receiver": receiver, "states_known": view.states_known,
+                  "seq": view.rel_seq,
+                  # unknown states: no kernel is known to hold this connection, so nothing it
+                  # "expects"
+                  "expects": f"{parties.expects}{view.expects} next" if view.states_known
+                  else "no kernel state known for it",
+                  "flight": f"{view.in_flight}{parties.flight}" if view.in_flight else ""}
         if d.payload and (found := self._payload_row(d, view, base, moves, values, http)) \
                 is not None:
             return found
@@ -109,32 +132,41 @@ class TcpAnnotator:
                           fact=Fact(kind, moves=moves, values=values))
         return None
 
-    def _special(self, view: SegmentView, base: dict, moves: tuple, values: dict) -> Row:
-        """A resent or cookie SYN-ACK, a challenge ACK, a keepalive probe (`row` asks only when
-        the view marks one of them)."""
+    def _resent_or_cookie(self, view: SegmentView, base: dict, moves: tuple,
+                          parties: _Parties) -> Row:
+        """A SYN-ACK sent again by its entry's timer, or one whose TSval encodes the SYN (a SYN
+        cookie)."""
         if view.synack_again:
             first = self._synack.get(view.flow, 0)
             return row_of(base, action=Action.USES, holders=(Holder.SERVER_KERNEL,),
                           fact=Fact(Kind.TCP_SYN_QUEUED, (first,) if first else (), moves=moves,
-                                    values=values))
-        if view.cookie_ts:
-            low = self._tsval(base) % 64
-            return row_of(base, action=Action.NONE, holders=(Holder.PACKET,),
-                          fact=Fact(Kind.TCP_SYN_COOKIE, moves=moves,
-                                    values={**values, "low": low}))
-        kernel = Holder.SERVER_KERNEL if view.sender_role is Role.SERVER \
-            else Holder.CLIENT_KERNEL
+                                    values=_values(view, parties)))
+        low = self._tsval(base) % 64
+        return row_of(base, action=Action.NONE, holders=(Holder.PACKET,),
+                      fact=Fact(Kind.TCP_SYN_COOKIE, moves=moves,
+                                values={**_values(view, parties), "low": low}))
+
+    def _keepalive_or_challenge(self, view: SegmentView, base: dict, parties: _Parties) -> Row:
+        """An empty ACK that answers an in-window RST (a challenge ACK), or a keepalive probe."""
         if view.challenges is not None:
-            return row_of(base, action=Action.USES, holders=(kernel,),
+            return row_of(base, action=Action.USES, holders=(parties.kernel,),
                           fact=Fact(Kind.TCP_CHALLENGE_ACK, (view.challenges,), values={
-                              **values, "rcv_nxt": view.rel_ack}))
-        return row_of(base, action=Action.USES, holders=(kernel,),
-                      fact=Fact(Kind.TCP_KEEPALIVE, values=values))
+                              **_values(view, parties), "rcv_nxt": view.rel_ack}))
+        return row_of(base, action=Action.USES, holders=(parties.kernel,),
+                      fact=Fact(Kind.TCP_KEEPALIVE, values=_values(view, parties)))
 
     def _tsval(self, base: dict) -> int:
         return base["fields"].get("tcp_tsval", 0)
 
-    def _rst(self, view: SegmentView, base: dict, moves: tuple, values: dict) -> Row:
+    def _rst(self, view: SegmentView, base: dict, parties: _Parties) -> Row:
+        """A RST: in the receiver's window but not exact (challenged, no reset), answering a
+        segment to a port with no socket, or resetting the connection."""
+        values = _values(view, parties)
+        if view.rst_fit is _IN_WINDOW:
+            return row_of(base, action=Action.USES, holders=(Holder.SERVER_KERNEL
+                          if parties.receiver == "server" else Holder.CLIENT_KERNEL,),
+                          fact=Fact(Kind.TCP_RST_CHALLENGED, values=values))
+        moves = view.transitions if view.states_known else ()
         if view.first_from_sender:  # RFC 9293 section 3.10.7.1: no socket, so RST
             answered = self._last.get(view.flow, 0)
             moves = tuple(t for t in moves if t.endpoint != base["src"])
@@ -157,24 +189,28 @@ class TcpAnnotator:
 
 
 def _describe(d: Decoded, view: SegmentView, base: dict) -> str | None:
-    """Put the segment's summary, flow and fields in `base` (an HTTP line, or a DNS message
-    over TCP, in the summary too); return the HTTP line, if the payload starts one."""
+    """Put the segment's summary and flow in `base`, its fields in base["fields"] (after the
+    values every row has, which the annotator put there); an HTTP line, or a DNS message over
+    TCP, in the summary too. Return the HTTP line, if the payload starts one."""
     base["flow"] = view.label
     flags = _FLAG_TEXT[d.tcp.flags]
-    base["summary"] = f"[{flags}] seq={view.rel_seq} len={view.length}" \
-        if view.rel_ack is None else \
+    summary = f"[{flags}] seq={view.rel_seq} len={view.length}" if view.rel_ack is None else \
         f"[{flags}] seq={view.rel_seq} ack={view.rel_ack} len={view.length}"
-    fields: dict = {}
-    http = _http_line(d.payload) if d.payload else None
-    if http:
-        base["summary"] += f" {http}"
-        fields["http"] = http
-    dns_tcp = parse_dns(d.payload[2:]) if len(d.payload) > 14 and 53 in (d.sport, d.dport) \
-        else None
-    if dns_tcp is not None:  # RFC 1035 section 4.2.2: a two-byte length, then the message
-        qid, is_response, question, rcode, _ = dns_tcp
-        base["summary"] += f" DNS {'answer' if is_response else 'query'} {qid:#06x} {question}"
-        fields = {"dns_id": qid, "dns_response": is_response, "dns_question": question}
+    fields = base["fields"]
+    http = None
+    if payload := d.payload:  # an HTTP start line, or a DNS message, in it?
+        http = _http_line(payload) if payload[0] in _HTTP_FIRST else None
+        if http:
+            summary += f" {http}"
+            fields["http"] = http
+        dns_tcp = parse_dns(payload[2:]) if len(payload) > 14 and 53 in (d.sport, d.dport) \
+            else None
+        if dns_tcp is not None:  # RFC 1035 section 4.2.2: a two-byte length, then the message
+            qid, is_response, question, rcode, _ = dns_tcp
+            summary += f" DNS {'answer' if is_response else 'query'} {qid:#06x} {question}"
+            if http:  # the DNS message's fields stand for the payload, not the HTTP line's
+                del fields["http"]
+            fields.update(dns_id=qid, dns_response=is_response, dns_question=question)
     fields["tcp_len"] = view.length
     if (opts := view.options) is not None:  # a SYN's
         if opts.mss is not None:
@@ -188,7 +224,7 @@ def _describe(d: Decoded, view: SegmentView, base: dict) -> str | None:
         fields["tcp_receiver_window"] = view.window
     if view.rst_fit is not None:
         fields["tcp_rst_fit"] = view.rst_fit.value
-    base["fields"] = fields
+    base["summary"] = summary
     return http
 
 
@@ -198,6 +234,12 @@ def _row(base: dict, action: Action, holders: tuple[Holder, ...], fact: Fact) ->
     order (keywords cost a third of the fact)."""
     return Row(base["number"], base["time"], base["src"], base["dst"], base["proto"],
                base["summary"], action, holders, fact, base["flow"], base["fields"])
+
+
+def _values(view: SegmentView, parties: _Parties) -> dict:
+    """What the sentences of a segment's rarer rows name (the common rows list their own)."""
+    return {"sender": parties.sender, "receiver": parties.receiver,
+            "states_known": view.states_known, "seq": view.rel_seq, "expects": view.expects}
 
 
 def _http_state(payload: bytes) -> tuple[Kind, Action, tuple[Holder, ...]]:

@@ -16,10 +16,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from protolab.protocols.state import IllegalTransition, advance
-
 if TYPE_CHECKING:  # decoded headers come in as data; this core reads no bytes itself
-    from protolab.wire.packets import Decoded, TcpOptions
+    from protolab.wire.packets import Decoded, TcpHeader, TcpOptions
 
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 
@@ -144,8 +142,8 @@ class Flow:
 @dataclass(slots=True)
 class SegmentView:
     """What the annotation says about one TCP segment (made per segment: slots, not frozen, as
-    a frozen dataclass's init costs a call per field; `TcpObserver.feed` fills it in as it reads
-    the segment)."""
+    a frozen dataclass's init costs a call per field; `TcpObserver.feed` makes it in one call,
+    from the values it worked out)."""
 
     flow: int
     sender_role: Role
@@ -158,14 +156,15 @@ class SegmentView:
     transitions: tuple[Transition, ...]
     states_known: bool = True  #: False: no handshake in the capture: states unknown, roles guessed
     first_from_sender: bool = False  #: the first segment this endpoint sent in this flow
-    rst_fit: Fit | None = None  #: a RST's sequence number against the receiver's RCV.NXT
     window: int | None = None  #: the receiver's last advertised receive window, in bytes
+    label: str = ""  #: the flow's name in the rows ("tcp 3")
+    # the marks (`TcpObserver._marks`), in this order: what a segment is beyond its moves
+    rst_fit: Fit | None = None  #: a RST's sequence number against the receiver's RCV.NXT
     synack_again: bool = False  #: a SYN-ACK sent before on this flow: a timer resent it
     cookie_ts: bool = False  #: a SYN-ACK whose TSval's low 6 bits encode the SYN's options
     keepalive: bool = False  #: an empty ACK one below SND.NXT: a keepalive probe
     challenges: int | None = None  #: the in-window RST this empty ACK answers (challenge ACK)
     options: TcpOptions | None = None  #: a SYN's options (read once, for whoever describes it)
-    label: str = ""  #: the flow's name in the rows ("tcp 3")
 
 
 class Fit(Enum):
@@ -182,9 +181,16 @@ class Fit(Enum):
 #: none), SACK permitted (bit 4) and ECN (bit 5) (net/ipv4/syncookies.c, cookie_init_timestamp)
 COOKIE_TS_BITS = 6
 
-#: Fit.IN_WINDOW, looked up once: each segment asks (and naming an enum member goes through
-#: Python 3.11's EnumType.__getattr__ hook, about 0.15 us)
-_IN_WINDOW = Fit.IN_WINDOW
+#: Fit.IN_WINDOW and Fit.OUTSIDE, looked up once: each segment asks (and naming an enum member
+#: goes through Python 3.11's EnumType.__getattr__ hook, about 0.15 us)
+_IN_WINDOW, _OUTSIDE = Fit.IN_WINDOW, Fit.OUTSIDE
+#: `SegmentView`'s marks, as `TcpObserver._marks` gives them: rst_fit, synack_again, cookie_ts,
+#: keepalive, challenges, options
+Marks = tuple[Fit | None, bool, bool, bool, int | None, "TcpOptions | None"]
+#: the marks of a segment that is nothing beyond its state moves (nearly every one)
+_NO_MARKS: Marks = (None, False, False, False, None, None)
+#: the sequence numbers a segment's SYN and FIN take, by flags & (SYN | FIN) (RFC 9293 3.4)
+_CONTROL_LEN = (0, 1, 1, 2)
 
 
 class TcpObserver:
@@ -203,10 +209,10 @@ class TcpObserver:
         self._pairs: dict[tuple[str, str], Flow] = {}
         self._newest: Flow | None = None  #: the flow last in `flows` (moving it again: no-op)
 
-    def _flow(self, src: str, dst: str, flags: int, payload: bytes = b"") -> Flow:
-        """The flow of a segment from `src` to `dst`: a new one when none is known, or on a new
-        SYN on a 4-tuple whose old connection is over (a new connection)."""
-        flow = self._pairs.get((src, dst))
+    def _flow(self, flow: Flow | None, src: str, dst: str, flags: int, payload: bytes) -> Flow:
+        """The flow of a segment from `src` to `dst` (`flow`: the one the pair names, if any):
+        a new one when none is known, or on a new SYN on a 4-tuple whose old connection is over
+        (a new connection). Keeps the most recently seen flow last in `flows`."""
         if flow is not None and self.max_flows and flow is not self._newest:
             self.flows[flow.key] = self.flows.pop(flow.key)  # most recently seen last
             self._newest = flow
@@ -224,9 +230,9 @@ class TcpObserver:
         (client_role, client_state), (server_role, server_state) = \
             _OPENING if seen_open else _MID_STREAM
         key = frozenset((src, dst))
-        flow = Flow(Endpoint(client, client_role, client_state),
+        flow = Flow(Endpoint(client, client_role, client_state),  # all fields, in order
                     Endpoint(server, server_role, server_state), self._count, [], seen_open,
-                    key=key, label=f"tcp {self._count}")
+                    None, set(), None, key, f"tcp {self._count}")
         self.flows[key] = self._pairs[src, dst] = self._pairs[dst, src] = self._newest = flow
         if self.max_flows and len(self.flows) > self.max_flows:
             old = self.flows.pop(next(iter(self.flows)))
@@ -241,10 +247,16 @@ class TcpObserver:
         tcp = d.tcp
         if tcp is None:
             return None
-        flags, seq, ack, size = tcp.flags, tcp.seq, tcp.ack, len(d.payload)
+        flags, seq, ack, payload = tcp.flags, tcp.seq, tcp.ack, d.payload
         src = d.endpoint("src") if src is None else src
-        flow = self._flow(src, d.endpoint("dst") if dst is None else dst, flags, d.payload)
-        sender, receiver = flow.side(src)
+        dst = d.endpoint("dst") if dst is None else dst
+        flow = self._pairs.get((src, dst))
+        if flow is None or flow is not self._newest or flags & SYN:  # else: the flow, as is
+            flow = self._flow(flow, src, dst, flags, payload)
+        if src == flow.client.addr:
+            sender, receiver = flow.client, flow.server
+        else:
+            sender, receiver = flow.server, flow.client
         first = sender.sent == 0
         sender.sent += 1
         # Joined mid-stream: take the bases from the first numbers seen, as Wireshark does;
@@ -255,110 +267,120 @@ class TcpObserver:
                 sender.snd_una = seq
         if receiver.isn is None and flags & ACK:
             receiver.isn = (ack - 1) & 0xFFFFFFFF
-        end = (seq + size + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)) & 0xFFFFFFFF
-        view = SegmentView(flow.number, sender.role, 0, None, size, 0, 0, True, (),
-                           flow.handshake_seen, first, None, receiver.window)
-        view.label = flow.label
-        self._marks(view, flow, sender, receiver, d, number)
-        fit = view.rst_fit
+        end = (seq + len(payload) + _CONTROL_LEN[flags & (SYN | FIN)]) & 0xFFFFFFFF
+        # a SYN, a RST or an empty ACK may be more than its state moves (`_marks`); an empty ACK
+        # only if an in-window RST waits for its answer or it is not at SND.NXT (a keepalive?)
+        if flags & (SYN | RST) or (not payload and flags & (FIN | ACK) == ACK and (
+                flow.challenged or seq != sender.snd_nxt)):
+            fit, again, cookie, keepalive, challenges, opts = \
+                self._marks(flow, sender, receiver, tcp, first, number)
+        else:
+            fit, again, cookie, keepalive, challenges, opts = _NO_MARKS
+        # the window it advertises: scaled once both SYNs asked for scaling (RFC 7323 2.2)
+        shift = sender.wscale if receiver.wscale is not None and not flags & SYN else None
+        sender.window = tcp.window if shift is None else tcp.window << shift
+        near = self.WINDOW
         rcv_nxt = receiver.rcv_nxt
-        in_window = rcv_nxt is None or (flags & RST and fit is not Fit.OUTSIDE) or \
-            _distance(seq, rcv_nxt) < self.WINDOW
+        # in window: no RCV.NXT yet, a RST not outside it, or near RCV.NXT either way round
+        in_window = rcv_nxt is None or (flags & RST and fit is not _OUTSIDE) or \
+            (seq - rcv_nxt) & 0xFFFFFFFF < near or (rcv_nxt - seq) & 0xFFFFFFFF < near
         if fit is _IN_WINDOW:
             flags &= ~RST  # RFC 5961 3.2: no reset; the receiver answers with a challenge ACK
+        moves: tuple[Transition, ...] = ()
         if in_window:
             # a data segment or a plain ACK causes no event (spared the call, often)
             if flags & (SYN | FIN | RST) or receiver.state in _AWAITING_ACK:
-                view.transitions = self._advance(flow, sender, receiver, flags, ack, number)
-            if fit is None and (rcv_nxt is None or _seq_ge(end, rcv_nxt)):
-                receiver.rcv_nxt = end
-            if fit is None and (sender.snd_nxt is None or _seq_ge(end, sender.snd_nxt)):
-                sender.snd_nxt = end
-            if flags & ACK and (receiver.snd_una is None or _seq_ge(ack, receiver.snd_una)):
+                moves = self._advance(flow, sender, receiver, flags, ack, number)
+            # RCV.NXT, SND.NXT and SND.UNA only move forward, in sequence space (RFC 9293 3.4:
+            # a >= b when (a - b) mod 2**32 < 2**31)
+            if fit is None:
+                if rcv_nxt is None or (end - rcv_nxt) & 0xFFFFFFFF < 0x80000000:
+                    receiver.rcv_nxt = end
+                snd_nxt = sender.snd_nxt
+                if snd_nxt is None or (end - snd_nxt) & 0xFFFFFFFF < 0x80000000:
+                    sender.snd_nxt = end
+            una = receiver.snd_una
+            if flags & ACK and (una is None or (ack - una) & 0xFFFFFFFF < 0x80000000):
                 receiver.snd_una = ack
-        else:
-            view.in_window = False
-        isn, snd_nxt = sender.isn, sender.snd_nxt
+        isn, snd_nxt, rcv_nxt = sender.isn, sender.snd_nxt, receiver.rcv_nxt
         una = sender.snd_una if sender.snd_una is not None else isn
         in_flight = (snd_nxt - una) & 0xFFFFFFFF if snd_nxt is not None else 0
-        expects = receiver.rcv_nxt if receiver.rcv_nxt is not None else end
-        view.rel_seq = (seq - isn) & 0xFFFFFFFF
-        if flags & ACK and receiver.isn is not None:
-            view.rel_ack = (ack - receiver.isn) & 0xFFFFFFFF
-        view.in_flight = in_flight if in_flight < self.WINDOW else 0
-        view.expects = (expects - isn) & 0xFFFFFFFF
-        return view
+        return SegmentView(
+            flow.number, sender.role, (seq - isn) & 0xFFFFFFFF,
+            (ack - receiver.isn) & 0xFFFFFFFF if flags & ACK and receiver.isn is not None
+            else None, len(payload), in_flight if in_flight < near else 0,
+            ((rcv_nxt if rcv_nxt is not None else end) - isn) & 0xFFFFFFFF, in_window, moves,
+            flow.handshake_seen, first, receiver.window, flow.label, fit, again, cookie,
+            keepalive, challenges, opts)
 
-    def _marks(self, view: SegmentView, flow: Flow, sender: Endpoint, receiver: Endpoint,
-               d: Decoded, number: int) -> None:
-        """Mark in `view` what this segment is beyond its state moves: a RST's fit, a resent or
-        cookie SYN-ACK, a keepalive probe, a challenge ACK. Updates the windows it advertises."""
-        tcp = d.tcp
-        opts = view.options = tcp.parsed_options() if tcp.flags & SYN else None
-        if opts is not None:
+    def _marks(self, flow: Flow, sender: Endpoint, receiver: Endpoint, tcp: TcpHeader,
+               first: bool, number: int) -> Marks:
+        """What a SYN, a RST or an empty ACK is beyond its state moves (`feed` asks only for
+        them): a RST's fit, a resent or cookie SYN-ACK, a keepalive probe, a challenge ACK;
+        a SYN's options (the window scale it asks for kept on its sender)."""
+        flags = tcp.flags
+        opts, again, cookie, fit = None, False, False, None
+        if flags & SYN:
+            opts = tcp.parsed_options()
             sender.wscale = opts.wscale
-            if not tcp.flags & ACK:
-                ecn = tcp.flags & 0xC0 == 0xC0  # ECE and CWR: an ECN-setup SYN (RFC 3168 6.1.1)
+            if not flags & ACK:
+                ecn = flags & 0xC0 == 0xC0  # ECE and CWR: an ECN-setup SYN (RFC 3168 6.1.1)
                 flow.syn_options = (0xF if opts.wscale is None else opts.wscale) | \
                     (0x10 if opts.sack_ok else 0) | (0x20 if ecn else 0)
             else:
-                view.synack_again = tcp.seq in flow.synack_seqs
+                again = tcp.seq in flow.synack_seqs
                 flow.synack_seqs.add(tcp.seq)
-                view.cookie_ts = opts.tsval is not None and flow.syn_options is not None \
+                cookie = opts.tsval is not None and flow.syn_options is not None \
                     and opts.tsval % (1 << COOKIE_TS_BITS) == flow.syn_options
-        scaled = sender.wscale is not None and receiver.wscale is not None
-        sender.window = tcp.window << (sender.wscale if scaled and not tcp.flags & SYN else 0)
-        empty = not d.payload and tcp.flags & (SYN | FIN | RST | ACK) == ACK
-        if tcp.flags & RST and receiver.rcv_nxt is not None and flow.handshake_seen \
-                and not view.first_from_sender:
+        if flags & RST and receiver.rcv_nxt is not None and flow.handshake_seen and not first:
             gap = (tcp.seq - receiver.rcv_nxt) & 0xFFFFFFFF
             window = receiver.window if receiver.window is not None else self.WINDOW
-            view.rst_fit = Fit.EXACT if gap == 0 else Fit.IN_WINDOW if gap < window \
-                else Fit.OUTSIDE
-            if view.rst_fit is Fit.IN_WINDOW:
+            fit = Fit.EXACT if gap == 0 else Fit.IN_WINDOW if gap < window else Fit.OUTSIDE
+            if fit is Fit.IN_WINDOW:
                 flow.challenged = (receiver.addr, number)
-        elif empty and flow.challenged and flow.challenged[0] == sender.addr:
-            view.challenges = flow.challenged[1]
-            flow.challenged = None
-        elif empty and sender.snd_nxt is not None and flow.handshake_seen \
+        if flags & (SYN | RST):
+            return fit, again, cookie, False, None, opts
+        # an empty ACK: the answer to an in-window RST, or a keepalive probe?
+        if flow.challenged and flow.challenged[0] == sender.addr:
+            challenged, flow.challenged = flow.challenged[1], None
+            return None, False, False, False, challenged, None
+        if sender.snd_nxt is not None and flow.handshake_seen \
                 and tcp.seq == (sender.snd_nxt - 1) & 0xFFFFFFFF:
-            view.keepalive = True  # RFC 1122 4.2.3.6: SEG.SEQ = SND.NXT-1
+            return None, False, False, True, None, None  # RFC 1122 4.2.3.6: SEG.SEQ = SND.NXT-1
+        return _NO_MARKS
 
     def _advance(self, flow: Flow, sender: Endpoint, receiver: Endpoint, flags: int, ack: int,
                  number: int) -> tuple[Transition, ...]:
         """Apply the segment's state events (`_events`) to both endpoints; the moves made."""
         done = []
         for ep, seg in _events(sender, receiver, flags, ack):
-            try:
-                new = advance(TCP_TRANSITIONS, ep.role, ep.state, seg)
-            except IllegalTransition:
+            # `advance(TCP_TRANSITIONS, ...)`, without its IllegalTransition raised and caught
+            new = _NEXT_STATE.get((ep.role, ep.state, seg))
+            if new is None:
                 continue  # e.g. a retransmitted SYN: no move in the table
-            t = Transition(ep.addr, ep.role, ep.state, new, seg, number)
+            done.append(Transition(ep.addr, ep.role, ep.state, new, seg, number))
             ep.state = new
-            flow.transitions.append(t)
-            done.append(t)
+        flow.transitions += done
         return tuple(done)
 
 
 def _events(sender: Endpoint, receiver: Endpoint, flags: int,
-            ack: int) -> list[tuple[Endpoint, Seg]]:
+            ack: int) -> tuple[tuple[Endpoint, Seg], ...]:
     """The state events one segment causes, in the order the kernels apply them."""
     if flags & RST:
-        return [(sender, _SEND_RST), (receiver, _RECV_RST)]
-    events: list[tuple[Endpoint, Seg]] = []
-    if flags & SYN and not flags & ACK:
-        events += [(sender, _SEND_SYN), (receiver, _RECV_SYN)]
-    elif flags & SYN:
-        events.append((receiver, _RECV_SYN_ACK))
-    acks_ours = bool(flags & ACK) and receiver.state in _AWAITING_ACK \
+        return (sender, _SEND_RST), (receiver, _RECV_RST)
+    if not flags & SYN:
+        opening: tuple[tuple[Endpoint, Seg], ...] = ()
+    elif flags & ACK:
+        opening = ((receiver, _RECV_SYN_ACK),)
+    else:
+        opening = (sender, _SEND_SYN), (receiver, _RECV_SYN)
+    acks_ours = flags & ACK and receiver.state in _AWAITING_ACK \
         and receiver.snd_nxt is not None and _seq_ge(ack, receiver.snd_nxt)
-    if flags & FIN:
-        events.append((sender, _SEND_FIN))
-    if acks_ours:
-        events.append((receiver, _RECV_ACK))
-    if flags & FIN:
-        events.append((receiver, _RECV_FIN))
-    return events
+    acked = ((receiver, _RECV_ACK),) if acks_ours else ()
+    if flags & FIN:  # its FIN sent, then the ACK of the receiver's FIN, then its FIN received
+        return (*opening, (sender, _SEND_FIN), *acked, (receiver, _RECV_FIN))
+    return opening + acked
 
 
 #: the events `_events` names, looked up once: naming an enum member (`Seg.SEND_SYN`) goes
@@ -367,6 +389,9 @@ _SEND_SYN, _RECV_SYN, _RECV_SYN_ACK, _RECV_ACK = (Seg.SEND_SYN, Seg.RECV_SYN, Se
                                                   Seg.RECV_ACK)
 _SEND_FIN, _RECV_FIN, _SEND_RST, _RECV_RST = (Seg.SEND_FIN, Seg.RECV_FIN, Seg.SEND_RST,
                                               Seg.RECV_RST)
+#: TCP_TRANSITIONS flat: (role, state, event) -> next state, one look-up per event
+_NEXT_STATE = {(role, state, event): new for (role, state), moves in TCP_TRANSITIONS.items()
+               for event, new in moves.items()}
 #: (role, state) of a new flow's client and server entries: a handshake seen, or joined
 #: mid-stream (the states are unknown; ESTABLISHED is only the model's start)
 _OPENING = ((Role.CLIENT, TcpState.CLOSED), (Role.SERVER, TcpState.LISTEN))
