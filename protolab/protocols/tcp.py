@@ -12,6 +12,7 @@ say which kernel holds what; the demo checks it against the kernel's own record 
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING
@@ -201,7 +202,10 @@ class TcpObserver:
     def __init__(self, max_flows: int = 0) -> None:
         """`max_flows` > 0 bounds memory: the least recently seen connection is forgotten (as
         Linux's conntrack table does when full); a later packet of it starts a new flow."""
-        self.flows: dict[frozenset[str], Flow] = {}
+        # ordered by when each was last seen: the least recent first, forgotten first (an
+        # OrderedDict: a plain dict's first key after many deletions at its front is found by
+        # a scan over their dead slots, 2% of a 1,000,000-packet run at 50,000 connections)
+        self.flows: OrderedDict[frozenset[str], Flow] = OrderedDict()
         self.max_flows = max_flows
         self._count = 0
         #: (src, dst) and (dst, src) -> the flow in `flows`: a look-up by a pair of strings
@@ -214,7 +218,7 @@ class TcpObserver:
         a new one when none is known, or on a new SYN on a 4-tuple whose old connection is over
         (a new connection). Keeps the most recently seen flow last in `flows`."""
         if flow is not None and self.max_flows and flow is not self._newest:
-            self.flows[flow.key] = self.flows.pop(flow.key)  # most recently seen last
+            self.flows.move_to_end(flow.key)  # most recently seen last
             self._newest = flow
         if flow is None or (flags & (SYN | ACK) == SYN and flow.client.state in _REOPENS):
             return self._new_flow(src, dst, flags, payload)
@@ -235,7 +239,7 @@ class TcpObserver:
                     None, set(), None, key, f"tcp {self._count}")
         self.flows[key] = self._pairs[src, dst] = self._pairs[dst, src] = self._newest = flow
         if self.max_flows and len(self.flows) > self.max_flows:
-            old = self.flows.pop(next(iter(self.flows)))
+            old = self.flows.popitem(last=False)[1]
             del self._pairs[old.client.addr, old.server.addr]
             self._pairs.pop((old.server.addr, old.client.addr), None)  # gone if src == dst
         return flow
