@@ -116,3 +116,32 @@ def test_a_cut_after_the_first_chunk_names_the_records_byte_and_what_is_missing(
     path.write_bytes(path.read_bytes()[:last + 16 + 400])
     with pytest.raises(PcapError, match=rf"ends inside a record at byte {last} \(400 of 1000"):
         assert len(list(read_pcap(path))) == 1099
+
+
+@pytest.mark.parametrize("cut", [1, 15])  # bytes of the last record header in the file
+def test_a_file_cut_inside_a_record_header_names_its_byte(tmp_path, cut) -> None:
+    path = tmp_path / "cut.pcap"
+    write_pcap(path, [Record(1.0, 1, b"x" * 1000, 1000)] * 1100)  # past the first chunk
+    last = 24 + (16 + 1000) * 1099
+    path.write_bytes(path.read_bytes()[:last + cut])
+    got = []
+    with pytest.raises(PcapError, match=rf"ends inside a record header at byte {last}$"):
+        for r in read_pcap(path):
+            got.append(r)
+    assert len(got) == 1099
+
+
+def test_a_record_longer_than_any_capture_is_corrupt_after_the_records_before_it(tmp_path) -> None:
+    """A record header whose length is past four times the snap length (a corrupt file) is one
+    error naming its byte, after every record before it, wherever the reader's chunks end."""
+    path = tmp_path / "corrupt.pcap"
+    write_pcap(path, [Record(1.0, 1, b"x" * 1000, 1000)] * 1100)
+    last = 24 + (16 + 1000) * 1099
+    raw = bytearray(path.read_bytes())
+    raw[last + 8:last + 12] = struct.pack("<I", 4 * 262144 + 1)  # the last record's caplen
+    path.write_bytes(bytes(raw))
+    got = []
+    with pytest.raises(PcapError, match=rf"corrupt record at byte {last} \(length 1048577\)"):
+        for r in read_pcap(path):
+            got.append(r)
+    assert len(got) == 1099

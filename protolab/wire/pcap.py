@@ -126,29 +126,33 @@ _MAX_CAPLEN = SNAPLEN * 4  #: a record longer than this is taken for a corrupt o
 def _records(f: BinaryIO, name: str, header: struct.Struct, linktype: int,
              divisor: float, make: Make[T] | None) -> Iterator[T]:
     """The records after a classic pcap file's global header, read a chunk at a time."""
+    made = make or _frame
+    unpack = header.unpack_from
     buf, pos, base = b"", 0, 24  # base: where in the file buf starts (for the errors' bytes)
     while True:
-        if pos + _RECORD_HEADER_LEN > len(buf):
-            buf, pos, base = buf[pos:] + f.read(_CHUNK), 0, base + pos
-            if not buf:
-                return
-            if len(buf) < _RECORD_HEADER_LEN:
-                raise PcapError(f"{name}: file ends inside a record header at byte {base}")
-        sec, frac, caplen, orig_len = header.unpack_from(buf, pos)
+        # Every record whole in the chunk, with nothing checked but its length (nearly all).
+        end = len(buf) - _RECORD_HEADER_LEN
+        while pos <= end:
+            sec, frac, caplen, orig_len = unpack(buf, pos)
+            start = pos + _RECORD_HEADER_LEN
+            if start + caplen > len(buf) or caplen > _MAX_CAPLEN:
+                break
+            pos = start + caplen
+            yield made(buf, start, pos, sec + frac / divisor, orig_len, linktype, "")
+        # The chunk ends inside this record, or the record is corrupt: the next chunk.
+        buf, pos, base = buf[pos:] + f.read(_CHUNK), 0, base + pos
+        if not buf:
+            return
+        if len(buf) < _RECORD_HEADER_LEN:
+            raise PcapError(f"{name}: file ends inside a record header at byte {base}")
+        caplen = unpack(buf, 0)[2]
         if caplen > _MAX_CAPLEN:
-            raise PcapError(f"{name}: corrupt record at byte {base + pos} (length {caplen})")
-        start = pos + _RECORD_HEADER_LEN
-        if start + caplen > len(buf):
-            buf, base = buf[pos:] + f.read(max(_CHUNK, caplen)), base + pos
-            pos, start = 0, _RECORD_HEADER_LEN
-            if start + caplen > len(buf):
+            raise PcapError(f"{name}: corrupt record at byte {base} (length {caplen})")
+        if _RECORD_HEADER_LEN + caplen > len(buf):
+            buf += f.read(caplen)  # a record longer than a chunk
+            if _RECORD_HEADER_LEN + caplen > len(buf):
                 raise PcapError(f"{name}: file ends inside a record at byte {base} "
-                                f"({len(buf) - start} of {caplen} bytes)")
-        pos = start + caplen
-        if make is None:  # a Frame, as `_frame` makes it, made here (a call per record less)
-            yield sec + frac / divisor, linktype, buf[start:pos], orig_len, ""
-        else:
-            yield make(buf, start, pos, sec + frac / divisor, orig_len, linktype, "")
+                                f"({len(buf) - _RECORD_HEADER_LEN} of {caplen} bytes)")
 
 
 # -- pcapng (https://www.ietf.org/archive/id/draft-ietf-opsawg-pcapng-02.html) --------------------
