@@ -15,6 +15,9 @@ from protolab.wire.packets import Decoded
 
 #: who looks a DCID up, by whether the packet goes to the server
 _RECEIVER_APP = {True: (Holder.SERVER_APP,), False: (Holder.CLIENT_APP,)}
+#: the members every looked-up packet's row names, looked up once: naming a member
+#: (`Action.USES`) goes through Python 3.11's EnumType.__getattr__ hook, about 0.15 us each
+_LOOKUP, _USES = Kind.QUIC_LOOKUP, Action.USES
 
 
 def _path(src: str, dst: str) -> tuple[str, str]:
@@ -86,10 +89,10 @@ class QuicAnnotator:
         values = {"conn": conn, "dcid": dcid, "address": src if to_server else dst,
                   "receiver": "server" if to_server else "client"}
         # (Fact's fields in order: kind, refs, key, moves, also, values)
-        lookup = Fact(Kind.QUIC_LOOKUP, (relay,) if relay else (), dcid, (), also, values)
+        lookup = Fact(_LOOKUP, (relay,) if relay else (), dcid, (), also, values)
         row = self._row(base, h, conn, to_server, lookup) if h.long else None
         if row is None:  # the receiver finds the connection by the DCID, in its own table
-            row = row_of(base, Action.USES, _RECEIVER_APP[to_server], lookup)
+            row = row_of(base, _USES, _RECEIVER_APP[to_server], lookup)
         self._track_replies(row, conn, to_server, src, dst)
         return row
 
