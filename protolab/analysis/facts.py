@@ -72,7 +72,7 @@ class Row:
 
     def where(self) -> str:
         """The sentence, after what the packet does ("creates: ...") unless it does nothing."""
-        return _ACTION_PREFIX[self.action] + render(self.fact)
+        return ACTION_PREFIX[self.action] + render(self.fact)
 
 
 def row_of(base: dict, action: Action, holders: tuple[Holder, ...], fact: Fact,
@@ -86,7 +86,7 @@ def row_of(base: dict, action: Action, holders: tuple[Holder, ...], fact: Fact,
 
 
 #: what `Row.where` puts before the sentence, per action (Enum's `.value` is a Python call)
-_ACTION_PREFIX = {action: "" if action is Action.NONE else f"{action.value}: "
+ACTION_PREFIX = {action: "" if action is Action.NONE else f"{action.value}: "
                   for action in Action}
 
 
