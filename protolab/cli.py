@@ -61,15 +61,22 @@ def out(line: str = "") -> None:
 
 class Lines:
     """`out` for a long stream of lines (`inspect`'s rows): kept, and written SIZE at a time in
-    one write, not one print each; `flush` before anything else is printed."""
+    one write, not one print each (`many`: a batch of them in one call); `flush` before
+    anything else is printed."""
 
-    SIZE = 512  #: lines per write
+    SIZE = 512  #: lines kept before a write (a batch given at once may bring more)
 
     def __init__(self) -> None:
         self._lines: list[str] = []
 
     def __call__(self, line: str = "") -> None:
         self._lines.append(line)
+        if len(self._lines) >= self.SIZE:
+            self.flush()
+
+    def many(self, lines: list[str]) -> None:
+        """Each of `lines`, in one call (`inspect` hands a batch of rows so)."""
+        self._lines += lines
         if len(self._lines) >= self.SIZE:
             self.flush()
 

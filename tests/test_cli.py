@@ -265,3 +265,26 @@ def test_a_closed_stdout_is_one_line() -> None:
                          preexec_fn=lambda: os.close(1))
     assert (ran.returncode, ran.stderr) == (1, "protolab: error: no standard output (it is "
                                                "closed)\n")
+
+
+def test_lines_written_many_at_once_are_the_lines_written_one_by_one(capsys, monkeypatch) -> None:
+    """cli.Lines takes `inspect`'s rows a batch at a time (`many`): what it writes, and when
+    (SIZE lines kept at most), is what the same lines written one call each make."""
+    from protolab.cli import Lines
+
+    monkeypatch.setattr(Lines, "SIZE", 4)
+    texts = [f"row {n}" for n in range(11)]
+    one_by_one, at_once = Lines(), Lines()
+    for text in texts:
+        one_by_one(text)
+    written = capsys.readouterr().out
+    assert written == "".join(f"{t}\n" for t in texts[:8])  # two writes of SIZE lines
+    one_by_one.flush()
+    assert capsys.readouterr().out == "row 8\nrow 9\nrow 10\n"
+    at_once.many(texts[:3])
+    assert capsys.readouterr().out == ""  # fewer than SIZE: kept
+    at_once.many(texts[3:6])
+    assert capsys.readouterr().out == "".join(f"{t}\n" for t in texts[:6])
+    at_once("")
+    at_once.flush()
+    assert capsys.readouterr().out == "\n"

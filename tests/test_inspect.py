@@ -724,3 +724,35 @@ def test_the_collector_thresholds_come_back_after_a_damaged_capture(tmp_path) ->
     with pytest.raises(PcapError):
         run(cut, Options(), lambda _line: None)
     assert gc.get_threshold() == before
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True),
+                          st.floats(-2.0, 2.0),
+                          st.integers(-4000, 4000).map(lambda n: n / 1000 + 0.0005),
+                          st.integers(0, 10**6).map(lambda n: n * 1e-5)), max_size=60))
+def test_a_time_written_from_the_last_times_text_is_written_as_formatting_it(times) -> None:
+    """The table writes a row's time from the last time's text when it is sure to be the same
+    (table._time_text); in time order or not, next to the rounding boundaries (x.xxx5) and 0, huge,
+    infinite or NaN, every time is written as f"{time:.3f}" writes it."""
+    _assert_times_written_as_formatted(sorted(times) + times)
+
+
+def test_times_swept_across_every_rounding_boundary_are_written_as_formatting_them() -> None:
+    """`_time_text` in time order, every 1e-5 s and at each x.xxx5 and next to it (0.0025
+    written "0.003" after 0.002's text: the boundaries are the doubles' own, not decimal)."""
+    sweep = [n * 1e-5 for n in range(-300_000, 300_000)]
+    close = [n / 1000 + 0.0005 + d for n in range(-3000, 3000) for d in (-1e-9, 0.0, 1e-9)]
+    _assert_times_written_as_formatted(sweep)
+    _assert_times_written_as_formatted(close)
+    _assert_times_written_as_formatted([t + 86_400 * 365 for t in close])
+
+
+def _assert_times_written_as_formatted(times: list[float]) -> None:
+    from protolab.analysis.table import _time_text
+
+    low, high, text = 1.0, 0.0, ""
+    for time in times:
+        if not low < time < high:
+            low, high, text = _time_text(time)
+        assert text == f"{time:.3f}", time

@@ -72,7 +72,7 @@ class Row:
 
     def where(self) -> str:
         """The sentence, after what the packet does ("creates: ...") unless it does nothing."""
-        return _ACTION_PREFIX[self.action] + render(self.fact)
+        return ACTION_PREFIX[self.action] + render(self.fact)
 
 
 def row_of(base: dict, action: Action, holders: tuple[Holder, ...], fact: Fact,
@@ -86,16 +86,14 @@ def row_of(base: dict, action: Action, holders: tuple[Holder, ...], fact: Fact,
 
 
 #: what `Row.where` puts before the sentence, per action (Enum's `.value` is a Python call)
-_ACTION_PREFIX = {action: "" if action is Action.NONE else f"{action.value}: "
+ACTION_PREFIX = {action: "" if action is Action.NONE else f"{action.value}: "
                   for action in Action}
 
 
 def render(fact: Fact) -> str:
     """The sentence for a fact, from `TEMPLATES` (and each `also` fact's sentence after it)."""
     if not fact.also:  # nearly every fact: one sentence
-        percent, derive, pick = _compiled(TEMPLATES[fact.kind])
-        values = fact.values if derive is None else derive(fact)
-        return percent % (values if pick is None else pick(values))
+        return _SENTENCES[TEMPLATES[fact.kind]](fact)
     templates = [TEMPLATES[fact.kind], *(TEMPLATES[kind] for kind in fact.also)]
     values = _values(fact, frozenset().union(*map(_wanted, templates)))
     return "; ".join(_percent(template) % values for template in templates)
@@ -123,19 +121,43 @@ def _percent(template: str, positional: bool = False) -> str:
     return "".join(parts)
 
 
-@cache
-def _compiled(template: str) -> tuple[str, Callable[[Fact], dict] | None,
-                                      Callable[[dict], tuple] | None]:
-    """What `render` needs of a template, in one look-up per row: its %-format; what makes the
-    values from a fact when the template names derived ones (`_values_maker`); and, for a
-    template of two values or more, what picks them in order from the values (an itemgetter;
-    the %-format is then positional: `%` looks each name up by a string it makes again every
-    time, the itemgetter by the names made once). None: the %-format takes the values by name."""
-    derive = _values_maker(_wanted(template))
+class _Sentences(dict):
+    """The function that renders a template's sentence from a fact (`_sentence_of`), by
+    template: made once each, and looked up by dict's own __getitem__ (no Python call per row;
+    by the template's text, not its kind: a test rewords TEMPLATES)."""
+
+    def __missing__(self, template: str) -> Callable[[Fact], str]:
+        sentence = self[template] = _sentence_of(template)
+        return sentence
+
+
+def _sentence_of(template: str) -> Callable[[Fact], str]:
+    """`render` of a fact of one `also`-less template, in one Python call per row: its %-format
+    of the fact's values, with the derived values it names when it names some (`_values_maker`;
+    one such value made in the call itself, most templates: a TCP sentence's moves, a DNS or
+    QUIC key). A template of two values or more is a positional %-format of the values an
+    itemgetter picks in order (`%` looks each name up by a string it makes again every time,
+    the itemgetter by the names made once); of one or none, by name (`%` takes a lone value
+    as the one: a tuple would be taken apart)."""
+    derived = _wanted(template)
+    derive = _values_maker(derived)
     names = [name for _, name, _, _ in Formatter().parse(template) if name is not None]
-    if len(names) < 2:  # (`%` takes a lone value as the one: a tuple would be taken apart)
-        return _percent(template), derive, None
-    return _percent(template, positional=True), derive, itemgetter(*names)
+    if len(names) < 2:
+        percent = _percent(template)
+        if derive is None:
+            return lambda fact: percent % fact.values
+        return lambda fact: percent % derive(fact)
+    percent, pick = _percent(template, positional=True), itemgetter(*names)
+    if derive is None:
+        return lambda fact: percent % pick(fact.values)
+    if len(derived) == 1:  # (`derive`'s own dict, without its call)
+        [name] = derived
+        make = _DERIVED[name]
+        return lambda fact: percent % pick({name: make(fact), **fact.values})
+    return lambda fact: percent % pick(derive(fact))
+
+
+_SENTENCES = _Sentences()
 
 
 def _values(fact: Fact, derived: frozenset[str]) -> dict:

@@ -12,11 +12,13 @@ import json
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 
 from protolab.analysis.annotate import Annotator
 from protolab.analysis.facts import Action, Kind, Row
 from protolab.analysis.table import GAP, MIN_WIDTH, table_width, wrap
 from protolab.protocols.tcp import Flow as TcpFlow
+from protolab.protocols.tcp import Role, Seg, TcpState
 
 Out = Callable[[str], None]
 
@@ -213,20 +215,25 @@ def _describe_tcp(tcp: TcpFlow | None) -> str:
     if not tcp.handshake_seen:
         return ("joined mid-stream (no handshake in this capture): states unknown, client and "
                 "server guessed from the ports")
-    moves = tcp.transitions
-    handshake = any(t.new.value == "SYN_SENT" for t in moves)
-    fins = [t for t in moves if t.event.name == "SEND_FIN"]
-    rst = any(t.event.name in ("SEND_RST", "RECV_RST") for t in moves)
+    moves = tcp.transitions  # (members compared by identity: Enum's .value is a Python call)
+    handshake = any(t.new is TcpState.SYN_SENT for t in moves)
+    first_fin = next((t for t in moves if t.event is Seg.SEND_FIN), None)
+    rst = any(t.event in _RESETS for t in moves)
     parts = ["handshake seen" if handshake else "the SYN/ACK without its SYN"]
-    if fins:
-        parts.append(f"{fins[0].role.value} closed first")
+    if first_fin is not None:
+        parts.append(f"{_TEXT[first_fin.role]} closed first")
     if rst:
         parts.append("reset")
-    tw = [ep for ep in (tcp.client, tcp.server) if ep.state.value == "TIME_WAIT"]
+    tw = [ep for ep in (tcp.client, tcp.server) if ep.state is TcpState.TIME_WAIT]
     if tw:
-        parts.append(f"{tw[0].role.value} ends in TIME_WAIT")
-    parts.append(f"final: client {tcp.client.state.value}, server {tcp.server.state.value}")
+        parts.append(f"{_TEXT[tw[0].role]} ends in TIME_WAIT")
+    parts.append(f"final: client {_TEXT[tcp.client.state]}, server {_TEXT[tcp.server.state]}")
     return "; ".join(parts)
+
+
+_RESETS = frozenset({Seg.SEND_RST, Seg.RECV_RST})
+#: each role's and state's text (Enum's .value is a Python call, 5 a connection)
+_TEXT: dict[Enum, str] = {member: member.value for enum in (Role, TcpState) for member in enum}
 
 
 def print_flows(table: FlowTable, annotator: Annotator, out: Out, *, as_json: bool = False,
@@ -281,9 +288,9 @@ def _plain_cells(row: tuple[str, str, str, str, list[str]]) -> bool:
     """Cells tabulate takes as they are: printable (no line break, tab or escape code), no
     space at either end of a cell (of the state: of its lines joined)."""
     *cells, state = row
-    text = "\n".join(state)
-    return all(c.isprintable() and c == c.strip() for c in cells) and text == text.strip() \
-        and all(line.isprintable() for line in state)
+    text = "\n".join(state)  # (strings each printable: printable joined, and only then)
+    return "".join([*cells, *state]).isprintable() and text == text.strip() \
+        and all([c == c.strip() for c in cells])
 
 
 def _flows_state_width(rows: list[tuple], width: int | None) -> int:

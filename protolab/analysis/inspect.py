@@ -148,6 +148,7 @@ def print_every(path: str | os.PathLike[str], lay: Layout | None, limit: int | N
     for the layout; every row counted in `tally`, batch by batch. The table
     needs no flow numbers (only --json prints them, and --flow chooses by them)."""
     text_of = row_formatter(lay) if lay is not None else _numbered_json(FlowNumbers())
+    many = _many(out)
     for batch in batches(path, annotator):
         tally.read += len(batch)
         tally.matched += len(batch)
@@ -156,9 +157,22 @@ def print_every(path: str | os.PathLike[str], lay: Layout | None, limit: int | N
             continue
         if lay is not None and tally.shown == 0:
             out(header(lay))
-        for row, _ in batch[:room] if room < len(batch) else batch:
-            out(text_of(row))
+        many([text_of(row) for row, _ in (batch[:room] if room < len(batch) else batch)])
         tally.shown += room
+
+
+def _many(out: Out) -> Callable[[list[str]], None]:
+    """`out` for a list of lines: its own `many` where it has one (cli.Lines: one call per
+    batch of rows, not one per row), else `out` of each."""
+    many = getattr(out, "many", None)
+    if many is not None:
+        return many
+
+    def each(lines: list[str]) -> None:
+        for line in lines:
+            out(line)
+
+    return each
 
 
 def _numbered_json(numbers: FlowNumbers) -> Callable[[Row], str]:

@@ -113,34 +113,62 @@ def row_formatter(lay: Layout) -> Callable[["Row"], str]:
     if lay.beside:
         return partial(_beside_row, lay, line, lru_cache(STATES_KEPT)(partial(wrap,
                                                                            width=lay.state)))
-    return _under_formatter(lay, line)
+    return _under_formatter(lay)
 
 
-def _under_formatter(lay: Layout, line: str) -> Callable[["Row"], str]:
+def _under_formatter(lay: Layout) -> Callable[["Row"], str]:
     """Rows with their sentence on lines of its own under them (narrower than BESIDE_FROM, and
-    not on a terminal): the row's cells, each on one line as a rule, then the sentence."""
+    not on a terminal): the row's cells, each on one line as a rule, then the sentence. The
+    time is written as text, the last one's kept (`_time_text`)."""
+    # (facts, imported here: the compiled path reads the layout from this module, not facts)
+    from protolab.analysis.facts import ACTION_PREFIX, render
+
     route_width, summary_width, width = lay.widths[2], lay.widths[4], lay.state
     assert width is not None
     below = lru_cache(STATES_KEPT)(partial(_state_below, width=width))
     cells, continued = _cells_format(lay.widths), lru_cache(STATES_KEPT)(
         partial(_continued_below, lay.widths))
 
+    low, high, time_text = 1.0, 0.0, ""  # the last time's text, and the times it serves
+
     def format_under(row: "Row") -> str:
+        nonlocal low, high, time_text
+        if not low < row.time < high:
+            low, high, time_text = _time_text(row.time)
         point = row.fields.get("interface")  # a capture at several points: where it was seen
         summary = f"@{point} {row.summary}" if point else row.summary
         route = f"{row.src} → {row.dst}"
-        state = row.where()
+        state = ACTION_PREFIX[row.action] + render(row.fact)  # (Row.where, without its call)
         if len(route) > route_width or len(summary) > summary_width:
             first_route, first_summary, more = continued(route, summary)
-            text = (cells % (row.number, f"{row.time:.3f}", first_route, row.proto,
+            text = (cells % (row.number, time_text, first_route, row.proto,
                              first_summary)).rstrip() + more
         else:  # (most rows: every cell fits on one line)
-            text = (line % (row.number, row.time, route, row.proto, summary)).rstrip()
+            text = (cells % (row.number, time_text, route, row.proto, summary)).rstrip()
         if len(state) > width:
             return text + below(state)
         return f"{text}{_NEXT_STATE_LINE}{state}" if state else text
 
     return format_under
+
+
+#: seconds a time is kept clear of the boundaries of the interval of times whose text is the
+#: same (`_time_text`), half a millisecond away: the interval's ends are computed with errors
+#: far below it for any time under REUSED_BELOW seconds (31 years: a double's error there is
+#: ~1e-7 s)
+MARGIN = 1e-6
+REUSED_BELOW = 1e9
+
+
+def _time_text(time: float) -> tuple[float, float, str]:
+    """A row's time as the table writes it (f"{time:.3f}"), and the times between the two
+    bounds (exclusive) that are sure to be written the same: rows come in time order, many in
+    the same millisecond, and formatting a float was a fifth of the cost of the row's line."""
+    text = f"{time:.3f}"
+    shown = float(text)
+    # none around 0 ("-0.000" is a time below it), nor for NaN: an empty interval
+    half = 0.0005 - MARGIN if 0 < abs(shown) < REUSED_BELOW else 0.0
+    return shown - half, shown + half, text
 
 
 def _state_below(state: str, width: int) -> str:
