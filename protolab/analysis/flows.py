@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -52,7 +53,9 @@ class FlowNumbers:
     least recently seen is forgotten; if it comes back it gets a new number)."""
 
     def __init__(self, limit: int = MAX_TRACKED) -> None:
-        self._numbers: dict[str, int] = {}
+        # least recently seen first (an OrderedDict: a plain dict's first key, after many
+        # deletions at its front, is found by a scan over their dead slots)
+        self._numbers: OrderedDict[str, int] = OrderedDict()
         self._next = 0
         self.limit = limit
         self._last: str | None = None  #: the last row's conversation (never forgotten: the
@@ -62,13 +65,15 @@ class FlowNumbers:
         flow = row.flow
         if flow == self._last:  # (most rows: the same conversation as the row before)
             return self._last_number
-        number = self._numbers.pop(flow, None)
-        if number is None:
+        numbers = self._numbers
+        number = numbers.get(flow)
+        if number is not None:
+            numbers.move_to_end(flow)  # the most recently seen last: evicted last
+        else:
             self._next += 1
-            number = self._next
-            if len(self._numbers) >= self.limit:
-                del self._numbers[next(iter(self._numbers))]
-        self._numbers[flow] = number  # the most recently seen last: evicted last
+            number = numbers[flow] = self._next
+            if len(numbers) > self.limit:
+                numbers.popitem(last=False)
         self._last, self._last_number = flow, number
         return number
 
