@@ -17,7 +17,7 @@ from protolab.wire.packets import Decoded
 _RECEIVER_APP = {True: (Holder.SERVER_APP,), False: (Holder.CLIENT_APP,)}
 #: the members every looked-up packet's row names, looked up once: naming a member
 #: (`Action.USES`) goes through Python 3.11's EnumType.__getattr__ hook, about 0.15 us each
-_LOOKUP, _USES = Kind.QUIC_LOOKUP, Action.USES
+_LOOKUP, _USES, _RELAYED = Kind.QUIC_LOOKUP, Action.USES, Kind.QUIC_RELAYED
 
 
 def _path(src: str, dst: str) -> tuple[str, str]:
@@ -158,7 +158,7 @@ class QuicAnnotator:
             self._unanswered.pop(conn, None)
             return
         fact = row.fact
-        if fact.kind is Kind.QUIC_LOOKUP and Kind.QUIC_RELAYED not in fact.also:
+        if fact.kind is _LOOKUP and _RELAYED not in fact.also:
             numbers = self._unanswered.get(conn)
             if numbers is None:
                 self._unanswered[conn] = [row.number]
