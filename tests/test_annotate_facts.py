@@ -202,3 +202,37 @@ def test_a_dns_relay_leg_is_not_a_second_client():
     assert rows[1].fact.refs == (1,) and rows[4].fact.refs == (4,)
     assert rows[2].fact.refs == (2,) and rows[5].fact.refs == (5,)
     assert rows[6].fact.refs == (1,) and rows[6].fact.values["copies"] == 2
+
+
+def test_a_long_silence_after_a_restart_is_amended_in_the_window_and_held_no_longer() -> None:
+    """A server that forgot its connection answers none of the client's packets; when the client
+    starts a new handshake, the unanswered packets still in the annotator's window become
+    QUIC_UNANSWERED (those gone from it were printed as looked up), and the annotator keeps no
+    more of their numbers than the window holds, however long the silence."""
+    from scapy.layers.inet import UDP
+
+    from protolab.analysis.annotate import Annotator
+    from protolab.analysis.facts import WINDOW
+
+    from capture_builders import _quic
+
+    c, s = "10.0.0.1", "10.0.0.2"
+
+    def udp(src, dst, sport, dport, payload):
+        return IP(src=src, dst=dst) / UDP(sport=sport, dport=dport) / payload
+
+    silent = 3 * WINDOW
+    pkts = [udp(c, s, 51000, 4433, _quic(0xC3, b"D" * 8, b"C" * 8)),  # client Initial
+            udp(s, c, 4433, 51000, _quic(0xC3, b"C" * 8, b"S" * 8)),  # server Initial: key S
+            *(udp(c, s, 51000, 4433, _quic(0x43, b"S" * 8, size=60)) for _ in range(silent)),
+            udp(c, s, 51001, 4433, _quic(0xC3, b"E" * 8, b"F" * 8))]  # a new handshake
+    annotator, rows = Annotator(), []
+    for d in frames(*pkts):
+        rows += annotator.feed(d)
+        held = [len(numbers) for numbers in annotator._quic._unanswered.values()]
+        assert max(held, default=0) <= WINDOW
+    rows += annotator.finish()
+    short = rows[2:2 + silent]
+    amended = [r.number for r in short if r.shows(Kind.QUIC_UNANSWERED)]
+    assert amended == [r.number for r in short[-WINDOW:]]  # the window before the handshake
+    assert all(r.shows(Kind.QUIC_LOOKUP) for r in short[:-WINDOW])

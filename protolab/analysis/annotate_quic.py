@@ -38,7 +38,9 @@ class QuicAnnotator:
         self._keyed: set[int] = set()  # QUIC connections the server has created
         self._cid_len = 8  # aioquic's and most stacks' length; learned from long headers
         self._recent: OrderedDict[bytes, tuple[tuple[str, str], int]] = OrderedDict()
-        self._unanswered: dict[int, list[int]] = {}  # conn -> to-server packets, no reply
+        # conn -> its latest to-server packets no reply has followed: only rows still in the
+        # window can be amended (`_amend_unanswered`), so only the last WINDOW numbers are kept
+        self._unanswered: dict[int, deque[int]] = {}
         self._ends: dict[int, tuple[str, str]] = {}  # conn -> (client host, server)
         self._short_texts: dict[bytes, tuple[str, str]] = {}  # DCID -> `_texts` of its header
 
@@ -161,7 +163,7 @@ class QuicAnnotator:
         if fact.kind is _LOOKUP and _RELAYED not in fact.also:
             numbers = self._unanswered.get(conn)
             if numbers is None:
-                self._unanswered[conn] = [row.number]
+                self._unanswered[conn] = deque((row.number,), maxlen=WINDOW)
             else:
                 numbers.append(row.number)
             return
@@ -173,7 +175,7 @@ class QuicAnnotator:
                     del self._unanswered[old]
             self._ends[conn] = ends
 
-    def _amend_unanswered(self, numbers: list[int], new_handshake: int) -> None:
+    def _amend_unanswered(self, numbers: deque[int], new_handshake: int) -> None:
         wanted = set(numbers)
         for i, (row, d) in enumerate(self._window):
             if row.number in wanted:
