@@ -131,3 +131,47 @@ def test_the_replay_of_the_reference_tells_the_whole_story() -> None:
     assert "NOT in this capture" not in out.stdout and "resumed (ext 41)" in out.stdout
     other = run_cli("tls-demo", "--replay", str(ROOT / "captures" / "udp-demo.ref.pcap"))
     assert other.returncode == 1 and "NOT in this capture" in other.stdout
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_a_backend_port_taken_between_the_look_and_the_bind_is_replaced(
+        shared, tmp_path, monkeypatch) -> None:
+    """A port found free can be bound by another program before the backend binds it (CI saw
+    tls-demo end with a traceback so): the part starts its backends on two other ports; and
+    when every try finds its port taken, it says why."""
+    import datetime
+    import socket
+
+    from protolab.labs import tls
+    from protolab.net.processes import restartable_port
+    from protolab.protocols.quic import make_credentials
+
+    cert, key = tls.pem_files(make_credentials(datetime.datetime.now(datetime.UTC)), tmp_path)
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)  # (no SO_REUSEADDR: a listener nobody else may bind beside)
+    busy = taken.getsockname()[1]
+    handed: list[int] = []
+
+    def busy_first(then_free: bool):
+        """The busy port first; after it, free ports (`then_free`), or busy and free in turn."""
+        def port() -> int:
+            handed.append(busy if not handed or (not then_free and len(handed) % 2)
+                          else restartable_port())
+            return handed[-1]
+        return port
+
+    with taken:
+        monkeypatch.setattr(tls, "restartable_port", busy_first(then_free=True))
+        procs, ports = tls._backends((str(cert), str(key)), shared)
+        try:
+            assert handed[0] == busy and busy not in ports and len(set(ports)) == 2
+            for port in ports:  # each one serves: a TCP connection is accepted
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        finally:
+            for proc in procs:
+                proc.kill()
+        handed.clear()
+        monkeypatch.setattr(tls, "restartable_port", busy_first(then_free=False))
+        with pytest.raises(RuntimeError, match="did not start"):
+            tls._backends((str(cert), str(key)), shared)

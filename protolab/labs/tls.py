@@ -23,7 +23,7 @@ import shutil
 import socket
 import ssl
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,15 +150,15 @@ def run_tls_demo(capture: bool = True, pcap: str | Path | None = None, out: Out 
     try:
         cert, key = pem_files(make_credentials(datetime.datetime.now(datetime.UTC)), tmp)
         client = _Client(cert, tmp / "client.keys", result.attempts)
-        ports = [restartable_port() for _ in range(5)]
-        with Capture(ports, path, enabled=capture, off_reason=capture_off_reason) as cap:
+        port = restartable_port()
+        with Capture([port], path, enabled=capture, off_reason=capture_off_reason) as cap:
             if not cap.active:
                 result.capture_off = cap.summary.off_reason or capture_off_reason
                 out(capture_off_line(cap.summary, LAB, capture_off_reason))
             pem = (str(cert), str(key))
-            _parts_1_to_3(result, client, pem, ports[0], out)
-            _behind_relay(client, pem, ports[1:3], cap, True, out)
-            _behind_relay(client, pem, ports[3:5], cap, False, out)
+            _parts_1_to_3(result, client, pem, port, out)
+            _behind_relay(client, pem, cap, True, out)
+            _behind_relay(client, pem, cap, False, out)
         result.capture = cap.summary
         if (tmp / "client.keys").exists():
             write_text_atomic(result.keylog, (tmp / "client.keys").read_text())
@@ -208,13 +208,13 @@ def _parts_1_to_3(result: TlsDemoResult, client: _Client, pem: tuple[str, str], 
         server.kill()
 
 
-def _behind_relay(client: _Client, pem: tuple[str, str], ports: Sequence[int], cap: Capture,
-                  shared: bool, out: Out) -> None:
+def _behind_relay(client: _Client, pem: tuple[str, str], cap: Capture, shared: bool,
+                  out: Out) -> None:
     """Two backends behind a round-robin TCP relay: forked from one context (shared ticket key)
     or each its own process and context; b1 issues a ticket, which goes to b2, then to b1."""
-    serve = [f"b{i}:{p}" for i, p in enumerate(ports, 1)]
-    procs = [ServerProcess(MODULE, args=_args(pem, *serve))] if shared else \
-        [ServerProcess(MODULE, args=_args(pem, s)) for s in serve]
+    procs, ports = _backends(pem, shared)
+    for port in ports:
+        cap.add_port(port)
     part = "shared" if shared else "separate"
     try:
         with TcpRelay([("127.0.0.1", p) for p in ports]) as relay:
@@ -233,6 +233,28 @@ def _behind_relay(client: _Client, pem: tuple[str, str], ports: Sequence[int], c
     finally:
         for p in procs:
             p.kill()
+
+
+
+#: tries at starting the two backends, each on two ports found free just before
+BACKEND_TRIES = 3
+
+
+def _backends(pem: tuple[str, str], shared: bool) -> tuple[list[ServerProcess], list[int]]:
+    """The two backends of a part and their ports: two ports found free, and, when a backend
+    cannot bind its port after all (another program took it between the look and the bind, or
+    the look found the same port twice), two others, a few times."""
+    tries = BACKEND_TRIES
+    while True:
+        tries -= 1
+        ports = [restartable_port(), restartable_port()]  # (the same twice: one fails, too)
+        serve = [f"b{i}:{p}" for i, p in enumerate(ports, 1)]
+        try:
+            return ([ServerProcess(MODULE, args=_args(pem, *serve))] if shared else
+                    ServerProcess.many(MODULE, [_args(pem, s) for s in serve])), ports
+        except RuntimeError:  # its port taken: it said nothing and ended
+            if not tries:
+                raise
 
 
 def _report(result: TlsDemoResult, captured: bool, path: Path, out: Out) -> None:
