@@ -77,9 +77,6 @@ class FlowNumbers:
         self._last, self._last_number = flow, number
         return number
 
-    def add(self, row: Row) -> None:
-        pass
-
     @property
     def count(self) -> int:
         return self._next

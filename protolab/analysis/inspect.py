@@ -182,21 +182,19 @@ def _numbered_json(numbers: FlowNumbers) -> Callable[[Row], str]:
 
 
 def select(path: str | os.PathLike[str], opts: Options, pred: Pred | None,
-           annotator: Annotator, table: FlowTable | FlowNumbers,
+           annotator: Annotator, numbers: FlowNumbers,
            tally: Tally) -> Iterator[tuple[Row, bool]]:
     """Every annotated row, numbered by conversation (`flow_number`), and whether --flow,
-    --filter and --limit choose it; counted in `tally` as they go (a chosen row is `shown`)."""
-    number_of, add, limit = table.number_of, table.add, opts.limit
-    every = not opts.flows and opts.flow is None and pred is None  # (most runs: no choosing)
+    --filter and --limit choose it; counted in `tally` as they go (a chosen row is `shown`).
+    (--flows chooses no row: `count_flows`.)"""
+    number_of, limit = numbers.number_of, opts.limit
+    every = opts.flow is None and pred is None
     for batch in batches(path, annotator):
         for row, _ in batch:
             tally.read += 1
             number = number_of(row)
             row.fields["flow_number"] = number
-            if opts.flows:  # (FlowNumbers.add does nothing: not called per row)
-                add(row)
-            chosen = every or (not opts.flows and opts.flow in (None, number)
-                               and (pred is None or pred(row)))
+            chosen = every or (opts.flow in (None, number) and (pred is None or pred(row)))
             if chosen:
                 tally.matched += 1
                 chosen = limit is None or tally.shown < limit
