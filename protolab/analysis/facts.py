@@ -121,14 +121,17 @@ def _percent(template: str, positional: bool = False) -> str:
     return "".join(parts)
 
 
-class _Sentences(dict):
-    """The function that renders a template's sentence from a fact (`_sentence_of`), by
-    template: made once each, and looked up by dict's own __getitem__ (no Python call per row;
-    by the template's text, not its kind: a test rewords TEMPLATES)."""
+class _Made(dict):
+    """`make(key)` by key, made the first time a key is looked up and kept: looked up by dict's
+    own __getitem__ (no Python call per row, as a functools.cache would be)."""
 
-    def __missing__(self, template: str) -> Callable[[Fact], str]:
-        sentence = self[template] = _sentence_of(template)
-        return sentence
+    def __init__(self, make: Callable) -> None:
+        super().__init__()
+        self._make = make
+
+    def __missing__(self, key: object) -> object:
+        value = self[key] = self._make(key)
+        return value
 
 
 def _sentence_of(template: str) -> Callable[[Fact], str]:
@@ -157,7 +160,9 @@ def _sentence_of(template: str) -> Callable[[Fact], str]:
     return lambda fact: percent % pick(derive(fact))
 
 
-_SENTENCES = _Sentences()
+#: the function that renders a template's sentence from a fact, by template (by the template's
+#: text, not its kind: a test rewords TEMPLATES)
+_SENTENCES = _Made(_sentence_of)
 
 
 def _values(fact: Fact, derived: frozenset[str]) -> dict:
@@ -175,12 +180,6 @@ def _values_maker(derived: frozenset[str]) -> Callable[[Fact], dict] | None:
     made = tuple((name, _DERIVED[name]) for name in sorted(derived))
     if not made:
         return None
-    if len(made) == 1:  # (most: a TCP sentence's moves, a DNS or QUIC key)
-        [(name, make)] = made
-        return lambda fact: {name: make(fact), **fact.values}
-    if len(made) == 2:  # (a DNS answer's key and ref)
-        [(name, make), (other, make_other)] = made
-        return lambda fact: {name: make(fact), other: make_other(fact), **fact.values}
 
     def values_of(fact: Fact) -> dict:
         values = {name: make(fact) for name, make in made}
@@ -220,17 +219,13 @@ def _moves(fact: Fact) -> str:
     return f" [{'; '.join(map(_MOVE_TEXTS.__getitem__, map(_ROLE_OLD_NEW, fact.moves)))}]"
 
 
-class _MoveTexts(dict):
-    """"client SYN_SENT→ESTABLISHED" by (role, old state, new state): the few there are, made
-    once each, and looked up by dict's own __getitem__ (no Python call per move)."""
-
-    def __missing__(self, move: tuple[Enum, Enum, Enum]) -> str:
-        role, old, new = move
-        text = self[move] = f"{role.value} {old.value}→{new.value}"
-        return text
+def _move_text(move: tuple[Enum, Enum, Enum]) -> str:
+    role, old, new = move
+    return f"{role.value} {old.value}→{new.value}"
 
 
-_MOVE_TEXTS = _MoveTexts()
+#: "client SYN_SENT→ESTABLISHED" by (role, old state, new state): the few there are
+_MOVE_TEXTS = _Made(_move_text)
 _ROLE_OLD_NEW = attrgetter("role", "old", "new")
 
 

@@ -135,9 +135,7 @@ def _under_formatter(lay: Layout) -> Callable[["Row"], str]:
         nonlocal low, high, time_text
         if not low < row.time < high:
             low, high, time_text = _time_text(row.time)
-        point = row.fields.get("interface")  # a capture at several points: where it was seen
-        summary = f"@{point} {row.summary}" if point else row.summary
-        route = f"{row.src} → {row.dst}"
+        route, summary = _cells(row)
         state = ACTION_PREFIX[row.action] + render(row.fact)  # (Row.where, without its call)
         if len(route) > route_width or len(summary) > summary_width:
             first_route, first_summary, more = continued(route, summary)
